@@ -1,0 +1,1 @@
+"""The sdit command line: thin Typer commands over the library."""

@@ -1,0 +1,50 @@
+"""``sdit info PRESET``: parameter counts and config of a preset."""
+
+from __future__ import annotations
+
+import json
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from cli.common import fail
+from sdit.config import UnknownPresetError, config_to_dict, get_preset
+from sdit.models import build_model, count_params
+
+
+def preset_info(name: str) -> dict[str, object]:
+    """The facts ``sdit info`` prints, as a JSON-ready dict."""
+    config = get_preset(name)
+    counts = count_params(build_model(config))
+    return {
+        "preset": name,
+        "kind": config.kind,
+        "params": counts.params,
+        "trainable_params": counts.trainable_params,
+        "config": config_to_dict(config),
+    }
+
+
+def info(
+    preset: str = typer.Argument(..., help="Preset name, e.g. sdit-mnist or dit-mnist."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object instead of a table."),
+) -> None:
+    """Show a preset's parameter counts and configuration."""
+    try:
+        facts = preset_info(preset)
+    except UnknownPresetError as err:
+        fail(str(err))
+    if as_json:
+        typer.echo(json.dumps(facts))
+        return
+    table = Table(title=f"{preset} ({facts['kind']})", show_header=False)
+    table.add_row("params (all)", f"{facts['params']:,}")
+    table.add_row("trainable params", f"{facts['trainable_params']:,}")
+    for key, value in facts["config"].items():  # type: ignore[union-attr]
+        table.add_row(key, str(value))
+    Console().print(table)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("info")(info)

@@ -1,0 +1,26 @@
+"""The ``sdit`` console command: one Typer app, one module per command group."""
+
+from __future__ import annotations
+
+import logging
+
+import typer
+
+from cli import info, sample
+
+app = typer.Typer(
+    name="sdit",
+    help="Spiking Diffusion Transformer: models, sampling, and per-layer energy profiling.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+info.register(app)
+sample.register(app)
+
+
+def main() -> None:
+    # spikingjelly registers Triton ops lazily; without Triton (any CPU machine) torch
+    # logs a warning per registration that says nothing about the user's run.
+    logging.getLogger("torch._library.triton").setLevel(logging.ERROR)
+    app()

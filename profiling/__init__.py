@@ -1,0 +1,1 @@
+"""Per-layer op counting, energy models and power meters."""

@@ -1,0 +1,165 @@
+"""DDPM noise schedule, epsilon-prediction loss, and the DDPM / DDIM samplers.
+
+Separate from the models: anything mapping ``(x_t, t) -> eps`` works. Notation
+follows Ho et al. 2020 (DDPM) and Song et al. 2021 (DDIM); ``alpha_bar_t`` is
+the cumulative product of ``1 - beta_t``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+EpsModel = Callable[[Tensor, Tensor], Tensor]
+
+
+@dataclass(frozen=True)
+class DiffusionConfig:
+    """Linear-beta DDPM schedule (Ho et al. 2020, §4)."""
+
+    num_steps: int = 1000
+    beta_start: float = 1e-4
+    beta_end: float = 0.02
+
+
+class Diffusion:
+    """The forward process q(x_t | x_0) and the epsilon-prediction MSE loss."""
+
+    def __init__(self, config: DiffusionConfig = DiffusionConfig()) -> None:
+        self.config = config
+        betas = torch.linspace(config.beta_start, config.beta_end, config.num_steps, dtype=torch.float64)
+        self.betas = betas  # (S,)
+        self.alphas_bar = torch.cumprod(1.0 - betas, dim=0)  # (S,)
+
+    @property
+    def num_steps(self) -> int:
+        return self.config.num_steps
+
+    def _gather(self, values: Tensor, t: Tensor, like: Tensor) -> Tensor:
+        """values[t] as float of ``like``'s dtype, shaped (B, 1, 1, 1) to broadcast over images."""
+        return values.to(like.device)[t].to(like.dtype).view(-1, *([1] * (like.dim() - 1)))
+
+    def q_sample(self, x0: Tensor, t: Tensor, noise: Tensor) -> Tensor:
+        """x_t = sqrt(abar_t) x_0 + sqrt(1 - abar_t) eps (DDPM Eq. 4)."""
+        abar = self._gather(self.alphas_bar, t, x0)
+        return abar.sqrt() * x0 + (1 - abar).sqrt() * noise
+
+    def loss(
+        self, model: EpsModel, x0: Tensor, generator: torch.Generator | None = None
+    ) -> Tensor:
+        """Simple DDPM loss: E ||eps - eps_theta(x_t, t)||^2 with t uniform (DDPM Eq. 14)."""
+        t = torch.randint(0, self.num_steps, (x0.shape[0],), device=x0.device, generator=generator)
+        noise = torch.randn(x0.shape, device=x0.device, dtype=x0.dtype, generator=generator)
+        return self.loss_at(model, x0, t, noise)
+
+    def loss_at(self, model: EpsModel, x0: Tensor, t: Tensor, noise: Tensor) -> Tensor:
+        """The same loss at given timesteps and noise (deterministic)."""
+        return torch.mean((model(self.q_sample(x0, t, noise), t) - noise) ** 2)
+
+
+def ddim_timesteps(num_train_steps: int, num_sample_steps: int) -> list[int]:
+    """Timesteps for a DDIM run, descending: ``linspace(S - 1, 0, n)`` rounded.
+
+    The first step starts from pure noise at t = S - 1 and the last lands on t = 0;
+    a single step runs at t = S - 1.
+    """
+    if not 1 <= num_sample_steps <= num_train_steps:
+        raise ValueError(f"sample steps must be in [1, {num_train_steps}], got {num_sample_steps}")
+    if num_sample_steps == 1:
+        return [num_train_steps - 1]
+    span = num_train_steps - 1
+    return [round(span * (1 - i / (num_sample_steps - 1))) for i in range(num_sample_steps)]
+
+
+@dataclass(frozen=True)
+class SampleStep:
+    """One denoising step: the timestep it ran at and the sample it produced."""
+
+    index: int
+    t: int
+    x: Tensor
+
+
+def ddim_steps(
+    model: EpsModel,
+    diffusion: Diffusion,
+    x_t: Tensor,
+    num_steps: int,
+    eta: float = 0.0,
+    generator: torch.Generator | None = None,
+) -> Iterator[SampleStep]:
+    """DDIM (Song et al. 2021, Eq. 12), yielding after each model call.
+
+    With ``eta = 0`` the sampler is deterministic given ``x_t``.
+    """
+    ts = ddim_timesteps(diffusion.num_steps, num_steps)
+    abar = diffusion.alphas_bar
+    for index, t in enumerate(ts):
+        t_prev = ts[index + 1] if index + 1 < len(ts) else -1
+        a_t = float(abar[t])
+        a_prev = float(abar[t_prev]) if t_prev >= 0 else 1.0
+        eps = model(x_t, torch.full((x_t.shape[0],), t, device=x_t.device, dtype=torch.long))
+        x0_pred = (x_t - (1 - a_t) ** 0.5 * eps) / a_t**0.5  # "predicted x_0"
+        sigma = eta * ((1 - a_prev) / (1 - a_t) * (1 - a_t / a_prev)) ** 0.5  # Eq. 16
+        direction = (1 - a_prev - sigma**2) ** 0.5 * eps  # "direction pointing to x_t"
+        x_t = a_prev**0.5 * x0_pred + direction
+        if sigma > 0:
+            x_t = x_t + sigma * torch.randn(x_t.shape, device=x_t.device, dtype=x_t.dtype, generator=generator)
+        yield SampleStep(index=index, t=t, x=x_t)
+
+
+def ddpm_steps(
+    model: EpsModel,
+    diffusion: Diffusion,
+    x_t: Tensor,
+    generator: torch.Generator | None = None,
+) -> Iterator[SampleStep]:
+    """Ancestral DDPM sampling over all training steps (Ho et al. 2020, Algorithm 2)."""
+    betas, abar = diffusion.betas, diffusion.alphas_bar
+    for index, t in enumerate(range(diffusion.num_steps - 1, -1, -1)):
+        beta, a_t = float(betas[t]), float(abar[t])
+        eps = model(x_t, torch.full((x_t.shape[0],), t, device=x_t.device, dtype=torch.long))
+        mean = (x_t - beta / (1 - a_t) ** 0.5 * eps) / (1 - beta) ** 0.5
+        if t > 0:
+            a_prev = float(abar[t - 1])
+            var = beta * (1 - a_prev) / (1 - a_t)  # posterior variance beta~_t
+            noise = torch.randn(x_t.shape, device=x_t.device, dtype=x_t.dtype, generator=generator)
+            x_t = mean + var**0.5 * noise
+        else:
+            x_t = mean
+        yield SampleStep(index=index, t=t, x=x_t)
+
+
+@torch.no_grad()
+def sample(
+    model: EpsModel,
+    diffusion: Diffusion,
+    shape: tuple[int, ...],
+    method: str = "ddim",
+    num_steps: int = 50,
+    seed: int = 0,
+    device: torch.device | str = "cpu",
+) -> Tensor:
+    """Draw images from pure noise; deterministic for a seed.
+
+    Args:
+        shape: (B, C, H, W).
+        method: ``"ddim"`` (``num_steps`` steps, eta 0) or ``"ddpm"`` (all training steps).
+
+    Returns:
+        (B, C, H, W) samples, nominally in [-1, 1].
+    """
+    generator = torch.Generator(device=device).manual_seed(seed)
+    x = torch.randn(shape, device=device, generator=generator)
+    if method == "ddim":
+        steps = ddim_steps(model, diffusion, x, num_steps, generator=generator)
+    elif method == "ddpm":
+        steps = ddpm_steps(model, diffusion, x, generator=generator)
+    else:
+        raise ValueError(f"sampling method must be 'ddim' or 'ddpm', got {method!r}")
+    for step in steps:
+        x = step.x
+    return x

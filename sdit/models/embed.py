@@ -1,0 +1,76 @@
+"""Embeddings shared by SDiT and DiT: timestep MLP, patch layout, 2-D sin-cos table."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor, nn
+
+
+def timestep_features(t: Tensor, dim: int, max_period: float = 10_000.0) -> Tensor:
+    """Sinusoidal features of diffusion timesteps (Transformer / DDPM style).
+
+    Args:
+        t: (B,) integer or real timesteps.
+        dim: Feature width; even.
+
+    Returns:
+        (B, dim) float32: ``[cos(t f_j), sin(t f_j)]`` with ``f_j = max_period^(-j / (dim/2))``.
+    """
+    half = dim // 2
+    freqs = torch.exp(-math.log(max_period) * torch.arange(half, device=t.device) / half)  # (dim/2,)
+    args = t.float()[:, None] * freqs[None]  # (B, dim/2)
+    return torch.cat([torch.cos(args), torch.sin(args)], dim=-1)  # (B, dim)
+
+
+class TimestepEmbedder(nn.Module):
+    """sinusoid(freq_dim) -> Linear -> SiLU -> Linear: (B,) timesteps -> (B, D)."""
+
+    def __init__(self, hidden_size: int, freq_dim: int = 256) -> None:
+        super().__init__()
+        self.freq_dim = freq_dim
+        self.mlp = nn.Sequential(
+            nn.Linear(freq_dim, hidden_size), nn.SiLU(), nn.Linear(hidden_size, hidden_size)
+        )
+
+    def forward(self, t: Tensor) -> Tensor:
+        feats = timestep_features(t, self.freq_dim).to(self.mlp[0].weight.dtype)  # (B, F)
+        return self.mlp(feats)  # (B, D)
+
+
+def unpatchify(x: Tensor, patch_size: int, channels: int) -> Tensor:
+    """(B, L, p*p*C) patch tokens in raster order -> (B, C, H, W) image."""
+    batch, tokens, _ = x.shape
+    grid = math.isqrt(tokens)
+    x = x.reshape(batch, grid, grid, patch_size, patch_size, channels)  # (B, h, w, p, p, C)
+    x = x.permute(0, 5, 1, 3, 2, 4)  # (B, C, h, p, w, p)
+    return x.reshape(batch, channels, grid * patch_size, grid * patch_size)  # (B, C, H, W)
+
+
+def sincos_pos_embed_2d(dim: int, grid: int) -> Tensor:
+    """Fixed 2-D sin-cos position table (MAE / DiT convention): (grid*grid, dim).
+
+    Half the channels encode the row, half the column, each as 1-D sin-cos features.
+    """
+    if dim % 4:
+        raise ValueError(f"2-D sin-cos embedding needs dim divisible by 4, got {dim}")
+    coords = torch.arange(grid, dtype=torch.float64)
+    rows, cols = torch.meshgrid(coords, coords, indexing="ij")  # (grid, grid) each
+    quarter = dim // 4
+    omega = 1.0 / 10_000 ** (torch.arange(quarter, dtype=torch.float64) / quarter)  # (dim/4,)
+
+    def one_axis(pos: Tensor) -> Tensor:
+        args = pos.reshape(-1, 1) * omega[None]  # (grid*grid, dim/4)
+        return torch.cat([torch.sin(args), torch.cos(args)], dim=1)  # (grid*grid, dim/2)
+
+    return torch.cat([one_axis(cols), one_axis(rows)], dim=1).float()  # (grid*grid, dim)
+
+
+def check_image(x: Tensor, channels: int, size: int) -> None:
+    """Raise ValueError unless ``x`` is a (B, channels, size, size) batch."""
+    expected = (channels, size, size)
+    if x.dim() != 4 or tuple(x.shape[1:]) != expected:
+        raise ValueError(
+            f"expected images of shape (B, {channels}, {size}, {size}), got {tuple(x.shape)}"
+        )

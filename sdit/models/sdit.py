@@ -1,0 +1,198 @@
+"""The Spiking Diffusion Transformer (paper §III, ARCHITECTURE.md §1).
+
+Shapes: B batch, T spiking steps, N = L + 1 tokens (time token + patches), D hidden.
+Inside blocks activations are (T*B, M, D) with M = 2N when the Reconstruction
+Token is on (M = N otherwise); each LIF neuron sees them as (T, B, M, D).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from spikingjelly.activation_based import functional, neuron, surrogate
+from torch import Tensor, nn
+
+from sdit.config import SDiTConfig
+from sdit.models.embed import TimestepEmbedder, check_image, unpatchify
+from sdit.models.wkv import WKV
+
+
+def token_shift(x: Tensor) -> Tensor:
+    """x_{n-1} along the token axis, zero at n = 0: (B', M, D) -> (B', M, D)."""
+    return nn.functional.pad(x, (0, 0, 1, -1))
+
+
+def _mix(x: Tensor, shifted: Tensor, mu: Tensor) -> Tensor:
+    """RWKV token-shift interpolation: mu * x + (1 - mu) * x_{n-1}."""
+    return shifted + mu * (x - shifted)
+
+
+def make_lif(config: SDiTConfig) -> neuron.LIFNode:
+    """A multi-step LIF layer: tau 2, threshold 1, hard reset to 0, its own ATan surrogate."""
+    return neuron.LIFNode(
+        tau=config.tau,
+        v_threshold=config.v_threshold,
+        v_reset=0.0,
+        surrogate_function=surrogate.ATan(),
+        step_mode="m",
+    )
+
+
+class TimeMixing(nn.Module):
+    """RWKV-4 time mixing: o = W_o(sigmoid(r) * wkv(k, v)) (Eq. 1-2)."""
+
+    def __init__(self, dim: int, layer_id: int, num_layers: int) -> None:
+        super().__init__()
+        ratio = layer_id / max(num_layers - 1, 1)  # 0 for the first block, 1 for the last
+        channel = torch.arange(dim, dtype=torch.float32) / dim  # (D,) in [0, 1)
+        # RWKV-4 initialisation: decay ramps across channels, mixing ramps with depth.
+        self.time_decay = nn.Parameter(-5 + 8 * (channel * dim / max(dim - 1, 1)) ** (0.7 + 1.3 * ratio))
+        self.time_first = nn.Parameter(torch.full((dim,), math.log(0.3)))
+        self.mu_k = nn.Parameter(channel ** (1.0 - ratio))
+        self.mu_v = nn.Parameter(channel ** (1.0 - ratio) + 0.3 * ratio)
+        self.mu_r = nn.Parameter(channel ** (0.5 * (1.0 - ratio)))
+        self.key = nn.Linear(dim, dim, bias=False)
+        self.value = nn.Linear(dim, dim, bias=False)
+        self.receptance = nn.Linear(dim, dim, bias=False)
+        self.output = nn.Linear(dim, dim, bias=False)
+        self.wkv = WKV()
+
+    def forward(self, x: Tensor) -> Tensor:
+        shifted = token_shift(x)  # (B', M, D)
+        k = self.key(_mix(x, shifted, self.mu_k))  # (B', M, D)
+        v = self.value(_mix(x, shifted, self.mu_v))  # (B', M, D)
+        r = self.receptance(_mix(x, shifted, self.mu_r))  # (B', M, D)
+        return self.output(torch.sigmoid(r) * self.wkv(self.time_decay, self.time_first, k, v))  # Eq. 2
+
+
+class ChannelMixing(nn.Module):
+    """RWKV-4 channel mixing: o = sigmoid(W_r x_r) * W_v(relu(W_k x_k)^2) (Eq. 3)."""
+
+    def __init__(self, dim: int, hidden: int, layer_id: int, num_layers: int) -> None:
+        super().__init__()
+        ratio = layer_id / max(num_layers - 1, 1)
+        channel = torch.arange(dim, dtype=torch.float32) / dim  # (D,)
+        self.mu_k = nn.Parameter(channel ** (1.0 - ratio))
+        self.mu_r = nn.Parameter(channel ** (1.0 - ratio))
+        self.key = nn.Linear(dim, hidden, bias=False)
+        self.value = nn.Linear(hidden, dim, bias=False)
+        self.receptance = nn.Linear(dim, dim, bias=False)
+
+    def forward(self, x: Tensor) -> Tensor:
+        shifted = token_shift(x)  # (B', M, D)
+        k = torch.square(torch.relu(self.key(_mix(x, shifted, self.mu_k))))  # (B', M, 4D)
+        r = self.receptance(_mix(x, shifted, self.mu_r))  # (B', M, D)
+        return torch.sigmoid(r) * self.value(k)  # Eq. 3, (B', M, D)
+
+
+class SpikingBlock(nn.Module):
+    """Spiking Transformer Block (Fig. 2): Eq. 4-13."""
+
+    def __init__(self, config: SDiTConfig, layer_id: int, num_layers: int, skip: bool) -> None:
+        super().__init__()
+        dim, tokens = config.hidden_size, config.num_tokens
+        self.time_steps = config.time_steps
+        self.skip_linear = nn.Linear(2 * dim, dim) if skip else None  # W_skip, Eq. 5
+        self.ln1 = nn.LayerNorm(dim)
+        self.time_mixing = TimeMixing(dim, layer_id, num_layers)
+        self.attn_lif = make_lif(config)
+        self.ln2 = nn.LayerNorm(dim)
+        self.channel_mixing = ChannelMixing(dim, config.ffn_ratio * dim, layer_id, num_layers)
+        self.ffn_lif = make_lif(config)
+        if config.reconstruction:
+            self.recon_token = nn.Parameter(torch.zeros(1, tokens, dim))  # z, Eq. 6
+            nn.init.trunc_normal_(self.recon_token, std=0.02)
+            self.recon_d = nn.Linear(dim, tokens, bias=False)  # W_D: D x N, Eq. 11
+            self.recon_n = nn.Linear(tokens, dim, bias=False)  # W_N: N x D, Eq. 12
+        else:
+            self.recon_token = None
+            self.recon_d = None
+            self.recon_n = None
+
+    def _spike(self, lif: nn.Module, x: Tensor) -> Tensor:
+        """Run a multi-step LIF on (T*B, M, D) viewed as (T, B, M, D)."""
+        tb, m, d = x.shape
+        return lif(x.view(self.time_steps, tb // self.time_steps, m, d)).view(tb, m, d)
+
+    def forward(self, h: Tensor, skip: Tensor | None = None) -> Tensor:
+        if self.skip_linear is not None:
+            if skip is None:
+                raise ValueError("an output block needs the skip of its input block")
+            h = self.skip_linear(torch.cat([h, skip], dim=-1))  # Eq. 4-5, (T*B, N, D)
+        tokens = h.shape[1]
+        if self.recon_token is not None:
+            z = self.recon_token.expand(h.shape[0], -1, -1)  # (T*B, N, D)
+            x = torch.cat([h, z], dim=1)  # Eq. 6, (T*B, 2N, D)
+        else:
+            x = h  # (T*B, N, D)
+        x = x + self._spike(self.attn_lif, self.time_mixing(self.ln1(x)))  # Eq. 7
+        x = x + self._spike(self.ffn_lif, self.channel_mixing(self.ln2(x)))  # Eq. 8
+        if self.recon_token is None:
+            return x
+        y, z = x[:, :tokens], x[:, tokens:]  # Eq. 10, (T*B, N, D) each
+        z_d = self.recon_d(z)  # Eq. 11, (T*B, N, N)
+        z_n = self.recon_n(z_d.transpose(1, 2))  # Eq. 12, (T*B, N, D)
+        return y + z_n * y  # Eq. 13
+
+
+class SDiT(nn.Module):
+    """Spiking Diffusion Transformer: predicts the noise of (B, C, H, W) images at timesteps t."""
+
+    def __init__(self, config: SDiTConfig) -> None:
+        super().__init__()
+        self.config = config
+        dim, p, c = config.hidden_size, config.patch_size, config.in_channels
+        self.patch_embed = nn.Conv2d(c, dim, kernel_size=p, stride=p)
+        self.time_embed = TimestepEmbedder(dim, config.freq_dim)
+        self.pos_embed = nn.Parameter(torch.zeros(1, config.num_tokens, dim))
+        nn.init.trunc_normal_(self.pos_embed, std=0.02)
+        num_layers = config.depth_in + config.depth_mid + config.depth_out
+        ids = iter(range(num_layers))
+        self.in_blocks = nn.ModuleList(
+            SpikingBlock(config, next(ids), num_layers, skip=False) for _ in range(config.depth_in)
+        )
+        self.mid_blocks = nn.ModuleList(
+            SpikingBlock(config, next(ids), num_layers, skip=False) for _ in range(config.depth_mid)
+        )
+        self.out_blocks = nn.ModuleList(
+            SpikingBlock(config, next(ids), num_layers, skip=True) for _ in range(config.depth_out)
+        )
+        self.final_norm = nn.LayerNorm(dim)
+        self.final_linear = nn.Linear(dim, p * p * c)
+        self.final_conv = nn.Conv2d(c, c, kernel_size=3, padding=1)
+
+    def forward(self, x: Tensor, t: Tensor) -> Tensor:
+        """Predict epsilon.
+
+        Args:
+            x: (B, C, H, W) noisy images.
+            t: (B,) diffusion timesteps.
+
+        Returns:
+            (B, C, H, W) predicted noise. Neuron state is reset before returning.
+        """
+        cfg = self.config
+        check_image(x, cfg.in_channels, cfg.image_size)
+        batch = x.shape[0]
+        try:
+            h = self.patch_embed(x).flatten(2).transpose(1, 2)  # (B, L, D)
+            h = torch.cat([self.time_embed(t)[:, None], h], dim=1)  # time token first, (B, N, D)
+            h = h + self.pos_embed  # (B, N, D)
+            # Direct encoding: the same real-valued input at each of the T steps.
+            h = h.unsqueeze(0).expand(cfg.time_steps, -1, -1, -1)  # (T, B, N, D)
+            h = h.reshape(cfg.time_steps * batch, cfg.num_tokens, cfg.hidden_size)  # (T*B, N, D)
+            skips = []
+            for block in self.in_blocks:
+                h = block(h)
+                skips.append(h)
+            for block in self.mid_blocks:
+                h = block(h)
+            for block in self.out_blocks:
+                h = block(h, skips.pop())  # last in, first out (U-ViT)
+            h = h.view(cfg.time_steps, batch, cfg.num_tokens, cfg.hidden_size).mean(0)  # (B, N, D)
+            h = self.final_linear(self.final_norm(h))  # (B, N, p*p*C)
+            img = unpatchify(h[:, 1:], cfg.patch_size, cfg.in_channels)  # drop time token, (B, C, H, W)
+            return self.final_conv(img)  # (B, C, H, W)
+        finally:
+            functional.reset_net(self)

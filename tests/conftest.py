@@ -1,0 +1,25 @@
+"""Shared fixtures."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+import torch
+
+from sdit.data import FASHION_MNIST_DIR, ImageSet, load_dataset
+
+logging.getLogger("torch._library.triton").setLevel(logging.ERROR)
+
+
+@pytest.fixture(autouse=True)
+def _deterministic() -> None:
+    torch.manual_seed(0)
+
+
+@pytest.fixture(scope="session")
+def fashion_test() -> ImageSet:
+    """The real Fashion-MNIST test split from the Debian package (scripts/setup.sh installs it)."""
+    if not FASHION_MNIST_DIR.is_dir():
+        pytest.fail(f"Fashion-MNIST missing at {FASHION_MNIST_DIR}: run scripts/setup.sh as root")
+    return load_dataset("fashion-mnist", "test")
