@@ -8,20 +8,24 @@ import torch
 from torch import Tensor, nn
 
 
-def timestep_features(t: Tensor, dim: int, max_period: float = 10_000.0) -> Tensor:
+def timestep_frequencies(dim: int, max_period: float = 10_000.0) -> Tensor:
+    """(dim/2,) frequencies ``f_j = max_period^(-j / (dim/2))`` of the sinusoidal features."""
+    half = dim // 2
+    return torch.exp(-math.log(max_period) * torch.arange(half, dtype=torch.float64) / half).float()
+
+
+def timestep_features(t: Tensor, freqs: Tensor) -> Tensor:
     """Sinusoidal features of diffusion timesteps (Transformer / DDPM style).
 
     Args:
         t: (B,) integer or real timesteps.
-        dim: Feature width; even.
+        freqs: (F/2,) from :func:`timestep_frequencies`.
 
     Returns:
-        (B, dim) float32: ``[cos(t f_j), sin(t f_j)]`` with ``f_j = max_period^(-j / (dim/2))``.
+        (B, F) float32: ``[cos(t f_j), sin(t f_j)]``.
     """
-    half = dim // 2
-    freqs = torch.exp(-math.log(max_period) * torch.arange(half, device=t.device) / half)  # (dim/2,)
-    args = t.float()[:, None] * freqs[None]  # (B, dim/2)
-    return torch.cat([torch.cos(args), torch.sin(args)], dim=-1)  # (B, dim)
+    args = t.float()[:, None] * freqs[None]  # (B, F/2)
+    return torch.cat([torch.cos(args), torch.sin(args)], dim=-1)  # (B, F)
 
 
 class TimestepEmbedder(nn.Module):
@@ -30,12 +34,14 @@ class TimestepEmbedder(nn.Module):
     def __init__(self, hidden_size: int, freq_dim: int = 256) -> None:
         super().__init__()
         self.freq_dim = freq_dim
+        # A buffer, not recomputed per call: per-image op counts must not depend on batch size.
+        self.register_buffer("freqs", timestep_frequencies(freq_dim), persistent=False)
         self.mlp = nn.Sequential(
             nn.Linear(freq_dim, hidden_size), nn.SiLU(), nn.Linear(hidden_size, hidden_size)
         )
 
     def forward(self, t: Tensor) -> Tensor:
-        feats = timestep_features(t, self.freq_dim).to(self.mlp[0].weight.dtype)  # (B, F)
+        feats = timestep_features(t, self.freqs).to(self.mlp[0].weight.dtype)  # (B, F)
         return self.mlp(feats)  # (B, D)
 
 

@@ -1,0 +1,335 @@
+"""Exact op counts of the per-layer profiler against closed forms, brute force and other tools."""
+
+from __future__ import annotations
+
+import itertools
+
+import pytest
+import torch
+from spikingjelly.activation_based import functional, neuron, surrogate
+from torch import nn
+
+from profiling.counter import LayerCounter, UnknownNeuronError, UnsupportedOpError
+from profiling.profile import Profile
+from profiling.workloads import profile_forward, profile_sampling
+from sdit.config import get_preset
+from sdit.models import build_model
+
+
+def _macs_by_layer(profile: Profile) -> dict[str, int]:
+    return {r.name: r.macs for r in profile.layers if r.macs}
+
+
+# ---- closed forms for the tiny presets -------------------------------------------------------
+
+
+def sdit_closed_form(name: str) -> dict[str, int]:
+    """Per-image MACs of every synaptic layer of an SDiT preset, derived from ARCHITECTURE.md §1."""
+    cfg = get_preset(name)
+    d, n, t, p, c = cfg.hidden_size, cfg.num_tokens, cfg.time_steps, cfg.patch_size, cfg.in_channels
+    m = 2 * n if cfg.reconstruction else n  # tokens inside a block
+    h = cfg.ffn_ratio * d
+    macs = {
+        "patch_embed": cfg.num_patches * d * c * p * p,
+        "time_embed.mlp.0": cfg.freq_dim * d,
+        "time_embed.mlp.2": d * d,
+        "final_linear": n * d * p * p * c,  # the time token is projected, then dropped
+        "final_conv": cfg.image_size**2 * c * c * 9,
+    }
+    blocks = [f"in_blocks.{i}" for i in range(cfg.depth_in)] + [
+        f"mid_blocks.{i}" for i in range(cfg.depth_mid)
+    ]
+    blocks += [f"out_blocks.{i}" for i in range(cfg.depth_out)]
+    for block in blocks:
+        for lin in ("key", "value", "receptance", "output"):
+            macs[f"{block}.time_mixing.{lin}"] = t * m * d * d
+        macs[f"{block}.channel_mixing.key"] = t * m * d * h
+        macs[f"{block}.channel_mixing.value"] = t * m * h * d
+        macs[f"{block}.channel_mixing.receptance"] = t * m * d * d
+        if cfg.reconstruction:
+            macs[f"{block}.recon_d"] = t * n * d * n  # Eq. 11
+            macs[f"{block}.recon_n"] = t * n * n * d  # Eq. 12
+        if block.startswith("out_blocks"):
+            macs[f"{block}.skip_linear"] = t * n * 2 * d * d  # Eq. 5
+    return macs
+
+
+def dit_closed_form(name: str) -> dict[str, int]:
+    cfg = get_preset(name)
+    d, p, c, L = cfg.hidden_size, cfg.patch_size, cfg.in_channels, cfg.num_patches
+    macs = {
+        "patch_embed": L * d * c * p * p,
+        "time_embed.mlp.0": cfg.freq_dim * d,
+        "time_embed.mlp.2": d * d,
+        "final.adaln.1": d * 2 * d,
+        "final.linear": L * d * p * p * c,
+    }
+    for i in range(cfg.depth):
+        b = f"blocks.{i}"
+        macs[f"{b}.attn.qkv"] = L * d * 3 * d
+        macs[f"{b}.attn"] = 2 * L * L * d  # q k^T and attn v over all heads
+        macs[f"{b}.attn.proj"] = L * d * d
+        macs[f"{b}.mlp.0"] = L * d * cfg.mlp_ratio * d
+        macs[f"{b}.mlp.2"] = L * cfg.mlp_ratio * d * d
+        macs[f"{b}.adaln.1"] = d * 6 * d
+    return macs
+
+
+@pytest.mark.parametrize("name", ["sdit-tiny", "sdit-tiny-norecon"])
+def test_sdit_tiny_macs_match_closed_form(name: str) -> None:
+    profile = profile_forward(build_model(name), name=name, batch_size=2)
+    expected = sdit_closed_form(name)
+    assert _macs_by_layer(profile) == expected
+    assert profile.per_image["macs"] == sum(expected.values())
+    assert profile.per_image["acs"] == 0  # every synaptic op reads LayerNorm/real inputs
+    if name == "sdit-tiny":
+        assert profile.per_image["macs"] == 5_860_528
+
+
+def test_dit_tiny_macs_match_closed_form() -> None:
+    profile = profile_forward(build_model("dit-tiny"), name="dit-tiny", batch_size=2)
+    expected = dit_closed_form("dit-tiny")
+    assert _macs_by_layer(profile) == expected
+    assert profile.per_image["macs"] == 499_712
+    cfg = get_preset("dit-tiny")
+    L = cfg.num_patches
+    assert profile.layer("blocks.0.attn").softmax == cfg.num_heads * L * L
+
+
+def test_sdit_tiny_other_columns() -> None:
+    cfg = get_preset("sdit-tiny")
+    profile = profile_forward(build_model("sdit-tiny"), name="sdit-tiny", batch_size=3)
+    d, n, t = cfg.hidden_size, cfg.num_tokens, cfg.time_steps
+    blocks = cfg.depth_in + cfg.depth_mid + cfg.depth_out
+    lif = profile.layer("in_blocks.0.attn_lif")
+    assert lif.kind == "LIFNode" and lif.neurons == 2 * n * d and lif.neuron_updates == t * 2 * n * d
+    assert len(lif.spikes_per_step) == t
+    assert profile.per_image["neuron_updates"] == blocks * 2 * t * 2 * n * d
+    assert profile.per_image["norm"] == blocks * 2 * t * 2 * n * d + n * d  # ln1, ln2 per block + final
+    assert profile.layer("in_blocks.0.time_mixing.wkv").exp == 4 * t * 2 * n * d
+
+
+def test_per_image_counts_do_not_depend_on_batch_size() -> None:
+    torch.manual_seed(0)
+    model = _firing_sdit()
+    x = torch.randn(1, 1, 28, 28)
+    one = profile_forward(model, name="m", images=x)
+    three = profile_forward(model, name="m", images=x.expand(3, -1, -1, -1).contiguous())
+    assert one.per_image == three.per_image
+    assert one.per_image["spikes"] > 0
+    assert [r.spikes_per_step for r in one.layers] == [r.spikes_per_step for r in three.layers]
+
+
+def _firing_sdit() -> nn.Module:
+    model = build_model("sdit-tiny")
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, nn.Linear):
+                m.weight.mul_(8.0)
+    return model
+
+
+def test_firing_rate_and_paper_convention() -> None:
+    model = _firing_sdit()
+    profile = profile_forward(model, name="m", batch_size=2, seed=1)
+    for lif in (r for r in profile.layers if r.kind == "LIFNode"):
+        assert lif.firing_rate == pytest.approx(lif.spikes / lif.neuron_updates)
+        assert sum(lif.spikes_per_step) == lif.spikes
+    key = profile.layer("in_blocks.0.channel_mixing.key")
+    upstream = profile.layer("in_blocks.0.attn_lif")
+    assert key.upstream_neuron == "in_blocks.0.attn_lif"
+    assert key.macs_paper == 0
+    assert key.acs_paper == pytest.approx(upstream.firing_rate * key.dense_macs)
+    # the first block's TimeMixing runs before any spiking layer: MACs in both conventions
+    first = profile.layer("in_blocks.0.time_mixing.key")
+    assert first.macs_paper == first.macs and first.acs_paper == 0
+    assert profile.per_image["macs_paper"] + profile.per_image["acs_paper"] < profile.per_image["macs"]
+
+
+# ---- spikes: brute force and spikingjelly -----------------------------------------------------
+
+
+class SpikeNet(nn.Module):
+    """Real input -> LIF -> Linear on spikes, Conv on spikes, and a spike x spike product."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc1 = nn.Linear(12, 2 * 36)
+        self.lif1 = neuron.LIFNode(step_mode="m", surrogate_function=surrogate.ATan())
+        self.fc2 = nn.Linear(2 * 36, 5)
+        self.conv = nn.Conv2d(2, 3, kernel_size=3, stride=2, padding=1)
+        self.lif2 = neuron.LIFNode(step_mode="m", surrogate_function=surrogate.ATan())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # x: (T, B, 12)
+        s = self.lif1(self.fc1(x) * 3)  # (T, B, 72) spikes
+        a = self.fc2(s)  # ACs
+        img = s.reshape(-1, 2, 6, 6)  # (T*B, 2, 6, 6) spikes
+        c = self.conv(img)  # ACs
+        s2 = self.lif2(c.reshape(x.shape[0], x.shape[1], -1) * 3)  # (T, B, 27)
+        co = torch.matmul(s2.transpose(-1, -2), s2)  # spike x spike: coincidences
+        functional.reset_net(self)
+        return a.sum() + co.sum()
+
+
+def _brute_conv_acs(x: torch.Tensor, conv: nn.Conv2d) -> int:
+    """Loop over nonzero inputs; count (output position, out channel) pairs each one feeds."""
+    (kh, kw), (sh, sw), (ph, pw) = conv.kernel_size, conv.stride, conv.padding
+    h_out = (x.shape[2] + 2 * ph - kh) // sh + 1
+    w_out = (x.shape[3] + 2 * pw - kw) // sw + 1
+    total = 0
+    for _b, _ch, y, xx in torch.nonzero(x).tolist():
+        for ky, kx in itertools.product(range(kh), range(kw)):
+            oy, ox = y + ph - ky, xx + pw - kx
+            if oy % sh or ox % sw:
+                continue
+            if 0 <= oy // sh < h_out and 0 <= ox // sw < w_out:
+                total += conv.out_channels
+    return total
+
+
+def test_acs_equal_brute_force() -> None:
+    torch.manual_seed(0)
+    net = SpikeNet()
+    x = torch.randn(4, 3, 12)
+    seen: dict[str, torch.Tensor] = {}
+    net.lif1.register_forward_hook(lambda m, i, o: seen.__setitem__("s1", o))
+    net.lif2.register_forward_hook(lambda m, i, o: seen.__setitem__("s2", o))
+    with LayerCounter(net) as counter:
+        with counter.step(index=0):
+            net(x)
+    ((_, layers),) = counter.finish()[0]
+    s1, s2 = seen["s1"], seen["s2"]
+    assert 0 < s1.mean() < 1 and 0 < s2.mean() < 1
+    assert layers["fc1"]["acs"] == 0 and layers["fc1"]["macs"] == 4 * 3 * 12 * 72
+    assert layers["fc2"]["acs"] == int(s1.count_nonzero()) * 5 and layers["fc2"]["macs"] == 0
+    assert layers["conv"]["acs"] == _brute_conv_acs(s1.reshape(-1, 2, 6, 6), net.conv)
+    coincidences = sum(
+        int(s2[t, :, i].ne(0).logical_and(s2[t, :, j].ne(0)).sum())
+        for t in range(4)
+        for i in range(27)
+        for j in range(27)
+    )
+    assert layers["(model)"]["acs"] == coincidences
+    assert layers["lif1"]["spikes"] == int(s1.count_nonzero())
+    assert layers["lif1"]["spikes_per_step"] == s1.reshape(4, -1).count_nonzero(dim=1).tolist()
+
+
+def test_acs_equal_spikingjelly_synop_counter() -> None:
+    from spikingjelly.activation_based.op_counter import DispatchCounterMode, SynOpCounter
+
+    torch.manual_seed(0)
+    net = SpikeNet()
+    x = torch.randn(4, 3, 12)
+    synop = SynOpCounter()
+    with torch.no_grad(), DispatchCounterMode([synop]):
+        net(x)
+    with LayerCounter(net) as counter, torch.no_grad(), counter.step(index=0):
+        net(x)
+    ((_, layers),) = counter.finish()[0]
+    ours = sum(rec["acs"] for rec in layers.values())
+    assert ours == synop.get_total() > 0
+
+
+# ---- nothing silent --------------------------------------------------------------------------
+
+
+class OddOp(nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.cumprod(x, dim=-1)
+
+
+def test_unsupported_ops_are_listed_and_strict_raises() -> None:
+    model = nn.Sequential(nn.Linear(4, 4), OddOp())
+    with LayerCounter(model) as counter, counter.step(index=0):
+        model(torch.randn(2, 4))
+    _, unsupported = counter.finish()
+    assert [(u.op, u.count, u.layers) for u in unsupported] == [("aten.cumprod.default", 1, ["1"])]
+    with pytest.raises(UnsupportedOpError, match="cumprod"):
+        with LayerCounter(model, strict=True) as counter, counter.step(index=0):
+            model(torch.randn(2, 4))
+
+
+def test_unknown_neuron_type_is_an_error() -> None:
+    model = nn.Sequential(nn.Linear(4, 4), neuron.KLIFNode(step_mode="m"))
+    with pytest.raises(UnknownNeuronError, match="KLIFNode"):
+        LayerCounter(model)
+
+
+def test_presets_have_no_unsupported_ops() -> None:
+    for name in ("sdit-tiny", "dit-tiny"):
+        profile = profile_forward(build_model(name), name=name, strict=True)
+        assert profile.unsupported_ops == []
+
+
+# ---- workloads and serialisation ----------------------------------------------------------------
+
+
+def test_sampling_run_counts_every_step() -> None:
+    model = build_model("dit-tiny")
+    run = profile_sampling(model, name="dit-tiny", sample_steps=4, batch_size=2)
+    assert [s.t for s in run.steps] == [999, 666, 333, 0]
+    assert run.per_image["macs"] == 4 * 499_712
+    assert all(s.totals["macs"] == 499_712 for s in run.steps)
+    assert run.workload == {"kind": "ddim", "steps": 4}
+
+
+def test_profile_round_trips_through_json_and_dataframe() -> None:
+    profile = profile_forward(_firing_sdit(), name="m", batch_size=2)
+    again = Profile.from_json(profile.to_json())
+    assert again == profile
+    frame = profile.to_dataframe()
+    assert (
+        frame.loc["in_blocks.0.time_mixing.key", "macs"] == profile.layer("in_blocks.0.time_mixing.key").macs
+    )
+    assert int(frame["macs"].sum()) == profile.per_image["macs"]
+
+
+# ---- other tools on dit-mnist --------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def dit_mnist():
+    torch.manual_seed(0)
+    model = build_model("dit-mnist").eval()
+    x, t = torch.randn(1, 1, 28, 28), torch.full((1,), 500)
+    return model, x, t, profile_forward(model, name="dit-mnist", images=x, timestep=500)
+
+
+def test_dit_mnist_totals(dit_mnist) -> None:
+    *_, profile = dit_mnist
+    assert profile.per_image["macs"] == 1_887_166_464
+    assert profile.per_image["macs"] == sum(dit_closed_form("dit-mnist").values())
+
+
+def test_dit_mnist_agrees_with_torch_flop_counter(dit_mnist) -> None:
+    from torch.utils.flop_counter import FlopCounterMode
+
+    model, x, t, profile = dit_mnist
+    with torch.no_grad(), FlopCounterMode(display=False) as flops:
+        model(x, t)
+    assert flops.get_total_flops() == 2 * profile.per_image["dense_macs"]  # FLOP = 2 MAC
+
+
+def test_dit_mnist_agrees_with_fvcore(dit_mnist) -> None:
+    from fvcore.nn import FlopCountAnalysis
+
+    model, x, t, profile = dit_mnist
+    analysis = FlopCountAnalysis(model, (x, t))
+    analysis.unsupported_ops_warnings(False)
+    analysis.uncalled_modules_warnings(False)
+    by_op = analysis.by_operator()
+    # fvcore's "flops" are MACs for conv / linear / matmul: identical to ours.
+    assert by_op["conv"] + by_op["linear"] + by_op["matmul"] == profile.per_image["macs"]
+    # It also folds LayerNorm into the total at 4 per element (5 with affine); we keep a column.
+    assert by_op["layer_norm"] == 4 * profile.per_image["norm"]
+    assert analysis.total() == profile.per_image["macs"] + 4 * profile.per_image["norm"]
+
+
+def test_dit_mnist_agrees_with_thop(dit_mnist) -> None:
+    import thop
+
+    model, x, t, profile = dit_mnist
+    macs, params = thop.profile(model, inputs=(x, t), verbose=False)
+    # ultralytics-thop sees Linear, Conv and matmul, and adds 2 per LayerNorm element.
+    assert int(macs) == profile.per_image["macs"] + 2 * profile.per_image["norm"]
+    assert int(params) == 13_920_772
