@@ -7,6 +7,8 @@ import logging
 import typer
 
 from cli import info, sample
+from cli import profile as profile_cli
+from cli import train as train_cli
 
 app = typer.Typer(
     name="sdit",
@@ -17,6 +19,8 @@ app = typer.Typer(
 )
 info.register(app)
 sample.register(app)
+profile_cli.register(app)
+train_cli.register(app)
 
 
 def main() -> None:

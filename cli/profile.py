@@ -1,0 +1,114 @@
+"""``sdit profile TARGET``: per-layer MACs, ACs and spikes of one forward or a sampling run."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from cli.common import DATA_ERROR, fail
+from profiling.counter import UnknownNeuronError, UnsupportedOpError
+from profiling.profile import Profile
+from profiling.workloads import profile_forward, profile_sampling
+from sdit.artifacts import write_bytes
+from sdit.targets import TargetError, load_target
+
+
+def _fmt(value: float) -> str:
+    return f"{value:,.0f}" if abs(value) >= 100 else f"{value:,.4g}"
+
+
+def print_summary(profile: Profile, top: int, console: Console) -> None:
+    """Totals per image, then the ``top`` layers by dense MACs, each figure with its unit."""
+    work = profile.workload
+    what = f"forward at t={work['timestep']}" if work["kind"] == "forward" else f"{work['kind']} {work['steps']} steps"
+    totals = Table(title=f"{profile.model}: {what}, per image (batch {profile.batch_size}, T={profile.time_steps})")
+    totals.add_column("quantity")
+    totals.add_column("per image", justify="right")
+    totals.add_column("unit / convention")
+    per = profile.per_image
+    rows = [
+        ("MACs (strict)", per["macs"], "multiply-accumulates with real-valued inputs"),
+        ("ACs (strict)", per["acs"], "accumulates driven by spikes, nnz x fan-out"),
+        ("MACs (paper conv.)", per["macs_paper"], "synaptic ops outside spiking blocks"),
+        ("ACs (paper conv.)", per["acs_paper"], "fr x dense MACs inside spiking blocks"),
+        ("dense MACs", per["dense_macs"], "all synaptic ops counted dense (fvcore/thop view)"),
+        ("spikes", per["spikes"], "neuron outputs equal to 1, all T steps"),
+        ("neuron updates", per["neuron_updates"], "membrane updates, neurons x T"),
+        ("norm elements", per["norm"], "LayerNorm inputs"),
+        ("softmax elements", per["softmax"], "elements"),
+        ("exp ops", per["exp"], "exp, sigmoid, SiLU, GELU, WKV exponentials"),
+        ("adds / muls / other", per["adds"] + per["muls"] + per["other"], "elementwise ops"),
+    ]
+    for label, value, unit in rows:
+        totals.add_row(label, _fmt(value), unit)
+    if per["neuron_updates"]:
+        totals.add_row("mean firing rate", f"{per['spikes'] / per['neuron_updates']:.4%}", "spikes / (neurons x T)")
+    console.print(totals)
+
+    layers = Table(title=f"top {top} layers by dense MACs (per image)")
+    layers.add_column("layer", overflow="fold")
+    for col in ("kind", "MACs", "ACs", "ACs paper", "spikes", "firing rate"):
+        layers.add_column(col, justify="left" if col == "kind" else "right")
+    ranked = sorted(profile.layers, key=lambda r: (r.dense_macs, r.neuron_updates), reverse=True)[:top]
+    for r in ranked:
+        rate = "" if r.firing_rate is None else f"{r.firing_rate:.3%}"
+        layers.add_row(r.name, r.kind, _fmt(r.macs), _fmt(r.acs), _fmt(r.acs_paper), _fmt(r.spikes), rate)
+    console.print(layers)
+    if profile.unsupported_ops:
+        ops = ", ".join(f"{u['op']} x{u['count']}" for u in profile.unsupported_ops)
+        console.print(f"[yellow]uncounted ops (no rule): {ops}[/yellow]")
+
+
+def profile_cmd(
+    target: str = typer.Argument(..., help="Preset name or checkpoint path (file or run directory)."),
+    batch_size: int = typer.Option(1, "--batch-size", min=1, help="Images per model call."),
+    timestep: int = typer.Option(500, "--timestep", min=0, max=999, help="Diffusion timestep of a single forward."),
+    sample_steps: int = typer.Option(
+        0, "--sample-steps", min=0, max=1000, help="Profile a whole DDIM run of this many steps instead."
+    ),
+    method: str = typer.Option("ddim", "--method", help="Sampler for --sample-steps: ddim or ddpm (1000 steps)."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the input noise."),
+    json_path: Path | None = typer.Option(None, "--json", help="Write the whole profile as JSON."),
+    csv_path: Path | None = typer.Option(None, "--csv", help="Write the per-layer table as CSV."),
+    strict: bool = typer.Option(False, "--strict", help="Fail on any op no counting rule covers."),
+    top: int = typer.Option(20, "--top", min=1, help="Layers to show in the summary."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace --json / --csv files that exist."),
+) -> None:
+    """Count MACs, ACs and spikes per layer and per image."""
+    if method not in ("ddim", "ddpm"):
+        fail(f"--method must be ddim or ddpm, got {method!r}")
+    for path in (json_path, csv_path):
+        if path is not None and path.exists() and not overwrite:
+            fail(f"{path} exists; pass --overwrite to replace it")
+    try:
+        loaded = load_target(target)
+    except TargetError as err:
+        fail(str(err))
+    except ValueError as err:  # CheckpointError and config errors
+        fail(str(err), DATA_ERROR)
+    console = Console()
+    if loaded.source == "preset":
+        typer.echo(f"note: {target} is a preset with untrained weights: spikes and ACs are near zero", err=True)
+    try:
+        if sample_steps or method == "ddpm":
+            profile = profile_sampling(loaded.model, name=target, method=method, sample_steps=sample_steps or 50,
+                                       batch_size=batch_size, seed=seed, strict=strict)
+        else:
+            profile = profile_forward(loaded.model, name=target, batch_size=batch_size, timestep=timestep,
+                                      seed=seed, strict=strict)
+    except (UnsupportedOpError, UnknownNeuronError) as err:
+        fail(str(err), DATA_ERROR)
+    print_summary(profile, top, console)
+    if json_path is not None:
+        write_bytes(json_path, profile.to_json().encode(), overwrite=overwrite)
+        typer.echo(f"wrote {json_path}")
+    if csv_path is not None:
+        write_bytes(csv_path, profile.to_dataframe().to_csv().encode(), overwrite=overwrite)
+        typer.echo(f"wrote {csv_path}")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("profile")(profile_cmd)

@@ -1,0 +1,49 @@
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+from typer.testing import CliRunner
+
+from cli.main import app
+
+runner = CliRunner()
+
+
+def test_profile_json_and_csv(tmp_path: Path) -> None:
+    out, table = tmp_path / "p.json", tmp_path / "p.csv"
+    result = runner.invoke(app, ["profile", "sdit-tiny", "--json", str(out), "--csv", str(table), "--batch-size", "2"])
+    assert result.exit_code == 0, result.output
+    data = json.loads(out.read_text())
+    assert data["per_image"]["macs"] == 5_860_528
+    assert {"macs", "acs", "spikes"} <= set(data["per_image"])
+    assert {"name", "kind", "macs", "acs", "spikes", "neurons"} <= set(data["layers"][0])
+    assert "firing_rate" in data["conventions"] and data["unsupported_ops"] == []
+    rows = list(csv.DictReader(table.open()))
+    assert sum(int(r["macs"]) for r in rows) == 5_860_528
+    assert "MACs (strict)" in result.stdout and "5,860,528" in result.stdout
+
+
+def test_profile_sampling_run(tmp_path: Path) -> None:
+    out = tmp_path / "s.json"
+    result = runner.invoke(app, ["profile", "dit-tiny", "--sample-steps", "3", "--json", str(out)])
+    assert result.exit_code == 0, result.output
+    data = json.loads(out.read_text())
+    assert data["workload"] == {"kind": "ddim", "steps": 3}
+    assert len(data["steps"]) == 3 and data["per_image"]["macs"] == 3 * 499_712
+
+
+def test_profile_refuses_to_overwrite(tmp_path: Path) -> None:
+    out = tmp_path / "p.json"
+    out.write_text("keep me")
+    result = runner.invoke(app, ["profile", "dit-tiny", "--json", str(out)])
+    assert result.exit_code == 2 and "pass --overwrite" in result.stderr
+    assert out.read_text() == "keep me"
+
+
+def test_profile_bad_target_is_one_line() -> None:
+    result = runner.invoke(app, ["profile", "no-such-thing"])
+    assert result.exit_code == 2
+    assert result.stderr.strip().count("\n") == 0
+    assert "neither a preset" in result.stderr
