@@ -1,0 +1,288 @@
+"""Measured energy of workloads: DDIM sampling and one training step (ARCHITECTURE.md §4).
+
+The counter needs windows of a second or more to be read well, so a workload
+repeats inside one window until the window lasts ``min_window_s``: a first,
+short window times it, and the repeat count grows until a window is long
+enough. Idle power is read first, in a quiet window, and reported beside the
+energy; "above idle" numbers subtract ``idle_power_w * time_s``.
+
+These functions return data; nothing here prints or writes files.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, replace
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from profiling.meters import Measurement, MeterError, PowerMeter
+from sdit.diffusion import Diffusion, sample
+
+__all__ = [
+    "SamplingEnergy",
+    "TrainStepEnergy",
+    "measure_repeated",
+    "measure_sampling",
+    "measure_train_step",
+]
+
+
+@dataclass(frozen=True)
+class SamplingEnergy:
+    """Measured energy of DDIM sampling.
+
+    Attributes:
+        batch_size: Images per sampling run.
+        num_steps: DDIM denoising steps per run (one model call each).
+        images: Images drawn inside the measured window (``batch_size * repeats``).
+        energy_j_per_image: Whole-GPU energy per image, idle draw included.
+        energy_j_per_step: Whole-GPU energy per denoising step of the whole batch.
+        energy_above_idle_j_per_image: Per image, less ``idle_power_w`` over its time.
+        energy_above_idle_j_per_step: Per step of the batch, likewise.
+        time_s_per_image: Window time per image.
+        measurement: The window: time, energy, mean and idle power, repeats, method.
+    """
+
+    batch_size: int
+    num_steps: int
+    images: int
+    energy_j_per_image: float
+    energy_j_per_step: float
+    energy_above_idle_j_per_image: float
+    energy_above_idle_j_per_step: float
+    time_s_per_image: float
+    measurement: Measurement
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict; ``measurement`` is nested."""
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class TrainStepEnergy:
+    """Measured energy of a training step (loss, backward, optimizer step).
+
+    Attributes:
+        batch_size: Training images per step.
+        steps: Steps inside the measured window (the measurement's ``repeats``).
+        energy_j_per_step: Whole-GPU energy per training step, idle draw included.
+        energy_j_per_image: Per training image.
+        energy_above_idle_j_per_step: Per step, less ``idle_power_w`` over its time.
+        energy_above_idle_j_per_image: Per image, likewise.
+        time_s_per_step: Window time per step.
+        measurement: The window: time, energy, mean and idle power, repeats, method.
+    """
+
+    batch_size: int
+    steps: int
+    energy_j_per_step: float
+    energy_j_per_image: float
+    energy_above_idle_j_per_step: float
+    energy_above_idle_j_per_image: float
+    time_s_per_step: float
+    measurement: Measurement
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict; ``measurement`` is nested."""
+        return asdict(self)
+
+
+def measure_repeated(
+    meter: PowerMeter,
+    name: str,
+    workload: Callable[[], object],
+    *,
+    min_window_s: float = 1.0,
+    warmup: int = 1,
+    max_windows: int = 8,
+) -> Measurement:
+    """Measure ``workload`` in a window it fills, repeated, for at least ``min_window_s``.
+
+    Runs ``warmup`` unmeasured calls, then windows of ``n`` calls: ``n = 1`` first,
+    then ``max(n + 1, ceil(n * min_window_s / time_s))`` until a window lasts
+    ``min_window_s``. Only that last window is returned; the shorter ones are timing.
+
+    Returns:
+        The last window, with ``repeats`` set to its number of calls.
+
+    Raises:
+        MeterError: No window reached ``min_window_s`` in ``max_windows`` tries, or the meter failed.
+    """
+    if min_window_s < 0:
+        raise ValueError(f"min_window_s must be >= 0, got {min_window_s}")
+    for _ in range(warmup):
+        workload()
+    repeats = 1
+    for _ in range(max_windows):
+        meter.begin_window(name)
+        try:
+            for _ in range(repeats):
+                workload()
+        except BaseException:
+            meter.cancel_window(name)
+            raise
+        measurement = meter.end_window(name)
+        if measurement.time_s >= min_window_s:
+            return replace(measurement, repeats=repeats)
+        repeats = max(repeats + 1, math.ceil(repeats * min_window_s / measurement.time_s))
+    raise MeterError(
+        f"window {name!r} stayed under {min_window_s} s in {max_windows} window(s); "
+        f"{repeats} repeats would be next"
+    )
+
+
+def measure_sampling(
+    model: nn.Module,
+    diffusion: Diffusion,
+    batch_size: int,
+    num_steps: int,
+    meter: PowerMeter,
+    *,
+    min_window_s: float = 1.0,
+    idle_s: float = 5.0,
+    warmup: int = 1,
+    seed: int = 0,
+) -> SamplingEnergy:
+    """Joules per image and per denoising step of DDIM sampling (eta 0) from ``model``.
+
+    The model runs in eval mode on the device of its parameters; its mode is restored
+    after. Idle power is measured first, over ``idle_s``, unless the meter already has
+    a reading.
+
+    Args:
+        model: An eps-predicting model with a ``config`` giving ``in_channels`` and ``image_size``.
+        diffusion: The noise schedule.
+        batch_size: Images per sampling run.
+        num_steps: DDIM steps per run.
+        meter: A working meter (a :class:`~profiling.meters.NullMeter` raises).
+        min_window_s: Shortest accepted window; sampling runs repeat to fill it.
+        idle_s: Length of the quiet window for idle power.
+        warmup: Unmeasured runs first (allocator, kernel selection).
+        seed: Noise seed; every run draws the same images.
+
+    Raises:
+        MeterError: The meter failed or is unavailable.
+    """
+    _check_counts(batch_size=batch_size, num_steps=num_steps)
+    cfg = model.config
+    shape = (batch_size, cfg.in_channels, cfg.image_size, cfg.image_size)
+    device = _device_of(model)
+    idle_w = _idle_power_w(meter, idle_s)
+
+    def run() -> Tensor:
+        return sample(model, diffusion, shape, method="ddim", num_steps=num_steps, seed=seed, device=device)
+
+    was_training = model.training
+    model.eval()
+    try:
+        m = measure_repeated(meter, "sampling", run, min_window_s=min_window_s, warmup=warmup)
+    finally:
+        model.train(was_training)
+    above_j = m.energy_j - idle_w * m.time_s
+    images, steps = batch_size * m.repeats, num_steps * m.repeats
+    return SamplingEnergy(
+        batch_size=batch_size,
+        num_steps=num_steps,
+        images=images,
+        energy_j_per_image=m.energy_j / images,
+        energy_j_per_step=m.energy_j / steps,
+        energy_above_idle_j_per_image=above_j / images,
+        energy_above_idle_j_per_step=above_j / steps,
+        time_s_per_image=m.time_s / images,
+        measurement=m,
+    )
+
+
+def measure_train_step(
+    model: nn.Module,
+    diffusion: Diffusion,
+    batch_size: int,
+    meter: PowerMeter,
+    *,
+    optimizer: torch.optim.Optimizer | None = None,
+    x0: Tensor | None = None,
+    min_window_s: float = 1.0,
+    idle_s: float = 5.0,
+    warmup: int = 1,
+    seed: int = 0,
+) -> TrainStepEnergy:
+    """Joules per training step and per image: DDPM loss, backward, optimizer step.
+
+    This trains: the model's weights change. It runs in train mode (restored after)
+    on the device of its parameters.
+
+    Args:
+        model: An eps-predicting model with a ``config`` giving ``in_channels`` and ``image_size``.
+        diffusion: The noise schedule whose :meth:`~sdit.diffusion.Diffusion.loss` is used.
+        batch_size: Images per step.
+        meter: A working meter.
+        optimizer: Defaults to AdamW (lr 1e-4) over the model's parameters.
+        x0: A (B, C, H, W) batch of clean images in [-1, 1]; uniform noise in [-1, 1] if None.
+        min_window_s: Shortest accepted window; steps repeat to fill it.
+        idle_s: Length of the quiet window for idle power.
+        warmup: Unmeasured steps first (optimizer state, allocator).
+        seed: Seed of the default batch and of the timesteps and noise drawn.
+
+    Raises:
+        MeterError: The meter failed or is unavailable.
+    """
+    _check_counts(batch_size=batch_size)
+    cfg = model.config
+    device = _device_of(model)
+    generator = torch.Generator(device=device).manual_seed(seed)
+    if x0 is None:
+        shape = (batch_size, cfg.in_channels, cfg.image_size, cfg.image_size)
+        x0 = torch.rand(shape, device=device, generator=generator) * 2 - 1  # (B, C, H, W)
+    elif x0.shape[0] != batch_size:
+        raise ValueError(f"x0 holds {x0.shape[0]} images, batch_size is {batch_size}")
+    if optimizer is None:
+        optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    idle_w = _idle_power_w(meter, idle_s)
+
+    def step() -> None:
+        loss = diffusion.loss(model, x0, generator=generator)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+
+    was_training = model.training
+    model.train()
+    try:
+        m = measure_repeated(meter, "train_step", step, min_window_s=min_window_s, warmup=warmup)
+    finally:
+        model.train(was_training)
+    above_j = m.energy_j - idle_w * m.time_s
+    images = batch_size * m.repeats
+    return TrainStepEnergy(
+        batch_size=batch_size,
+        steps=m.repeats,
+        energy_j_per_step=m.energy_j / m.repeats,
+        energy_j_per_image=m.energy_j / images,
+        energy_above_idle_j_per_step=above_j / m.repeats,
+        energy_above_idle_j_per_image=above_j / images,
+        time_s_per_step=m.time_s / m.repeats,
+        measurement=m,
+    )
+
+
+def _idle_power_w(meter: PowerMeter, idle_s: float) -> float:
+    """The meter's idle reading, measured now if it has none."""
+    idle_w = meter.idle_power_w
+    return meter.measure_idle_power_w(idle_s) if idle_w is None else idle_w
+
+
+def _device_of(model: nn.Module) -> torch.device:
+    param = next(model.parameters(), None)
+    if param is None:
+        raise ValueError(f"{type(model).__name__} has no parameters to say which device it is on")
+    return param.device
+
+
+def _check_counts(**counts: int) -> None:
+    for name, value in counts.items():
+        if value < 1:
+            raise ValueError(f"{name} must be >= 1, got {value}")
