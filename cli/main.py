@@ -6,6 +6,7 @@ import logging
 
 import typer
 
+from cli import energy as energy_cli
 from cli import info, sample
 from cli import profile as profile_cli
 from cli import train as train_cli
@@ -20,6 +21,7 @@ app = typer.Typer(
 info.register(app)
 sample.register(app)
 profile_cli.register(app)
+energy_cli.register(app)
 train_cli.register(app)
 
 

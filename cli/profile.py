@@ -10,9 +10,10 @@ from rich.table import Table
 
 from cli.common import DATA_ERROR, fail
 from profiling.counter import UnknownNeuronError, UnsupportedOpError
+from profiling.energy import DEFAULT_COSTS, CostsError, EnergyEstimate, estimate_energy, load_costs
 from profiling.profile import Profile
-from profiling.workloads import profile_forward, profile_sampling
-from sdit.artifacts import write_bytes
+from profiling.workloads import profile_workload
+from sdit.artifacts import write_bytes, write_json
 from sdit.targets import TargetError, load_target
 
 
@@ -20,7 +21,7 @@ def _fmt(value: float) -> str:
     return f"{value:,.0f}" if abs(value) >= 100 else f"{value:,.4g}"
 
 
-def print_summary(profile: Profile, top: int, console: Console) -> None:
+def print_summary(profile: Profile, estimate: EnergyEstimate, top: int, console: Console) -> None:
     """Totals per image, then the ``top`` layers by dense MACs, each figure with its unit."""
     work = profile.workload
     what = f"forward at t={work['timestep']}" if work["kind"] == "forward" else f"{work['kind']} {work['steps']} steps"
@@ -46,16 +47,23 @@ def print_summary(profile: Profile, top: int, console: Console) -> None:
         totals.add_row(label, _fmt(value), unit)
     if per["neuron_updates"]:
         totals.add_row("mean firing rate", f"{per['spikes'] / per['neuron_updates']:.4%}", "spikes / (neurons x T)")
+    energy = estimate.per_image
+    costs = estimate.costs
+    unit = f"uJ; {costs.name}: MAC {costs.e_mac_pj} pJ, AC {costs.e_ac_pj} pJ"
+    totals.add_row("energy, strict", f"{energy['compute_j'] * 1e6:,.3f}", unit)
+    totals.add_row("energy, paper conv.", f"{energy['compute_paper_j'] * 1e6:,.3f}", unit)
     console.print(totals)
 
-    layers = Table(title=f"top {top} layers by dense MACs (per image)")
+    layers = Table(title=f"top {top} layers by dense MACs (per image; energy strict, {costs.name})")
     layers.add_column("layer", overflow="fold")
-    for col in ("kind", "MACs", "ACs", "ACs paper", "spikes", "firing rate"):
+    for col in ("kind", "MACs", "ACs", "ACs paper", "spikes", "firing rate", "energy uJ"):
         layers.add_column(col, justify="left" if col == "kind" else "right")
     ranked = sorted(profile.layers, key=lambda r: (r.dense_macs, r.neuron_updates), reverse=True)[:top]
     for r in ranked:
         rate = "" if r.firing_rate is None else f"{r.firing_rate:.3%}"
-        layers.add_row(r.name, r.kind, _fmt(r.macs), _fmt(r.acs), _fmt(r.acs_paper), _fmt(r.spikes), rate)
+        joules = estimate.layers[r.name]["compute_j"] or 0.0
+        layers.add_row(r.name, r.kind, _fmt(r.macs), _fmt(r.acs), _fmt(r.acs_paper), _fmt(r.spikes), rate,
+                       f"{joules * 1e6:.3f}")
     console.print(layers)
     if profile.unsupported_ops:
         ops = ", ".join(f"{u['op']} x{u['count']}" for u in profile.unsupported_ops)
@@ -74,6 +82,7 @@ def profile_cmd(
     json_path: Path | None = typer.Option(None, "--json", help="Write the whole profile as JSON."),
     csv_path: Path | None = typer.Option(None, "--csv", help="Write the per-layer table as CSV."),
     strict: bool = typer.Option(False, "--strict", help="Fail on any op no counting rule covers."),
+    costs_spec: str = typer.Option(DEFAULT_COSTS, "--costs", help="Energy constants: a preset or a TOML file."),
     top: int = typer.Option(20, "--top", min=1, help="Layers to show in the summary."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace --json / --csv files that exist."),
 ) -> None:
@@ -84,6 +93,10 @@ def profile_cmd(
         if path is not None and path.exists() and not overwrite:
             fail(f"{path} exists; pass --overwrite to replace it")
     try:
+        costs = load_costs(costs_spec)
+    except CostsError as err:
+        fail(str(err))
+    try:
         loaded = load_target(target)
     except TargetError as err:
         fail(str(err))
@@ -93,20 +106,20 @@ def profile_cmd(
     if loaded.source == "preset":
         typer.echo(f"note: {target} is a preset with untrained weights: spikes and ACs are near zero", err=True)
     try:
-        if sample_steps or method == "ddpm":
-            profile = profile_sampling(loaded.model, name=target, method=method, sample_steps=sample_steps or 50,
-                                       batch_size=batch_size, seed=seed, strict=strict)
-        else:
-            profile = profile_forward(loaded.model, name=target, batch_size=batch_size, timestep=timestep,
-                                      seed=seed, strict=strict)
+        profile = profile_workload(loaded.model, name=target, batch_size=batch_size, timestep=timestep,
+                                   sample_steps=sample_steps, method=method, seed=seed, strict=strict)
     except (UnsupportedOpError, UnknownNeuronError) as err:
         fail(str(err), DATA_ERROR)
-    print_summary(profile, top, console)
+    estimate = estimate_energy(profile, costs)
+    print_summary(profile, estimate, top, console)
     if json_path is not None:
-        write_bytes(json_path, profile.to_json().encode(), overwrite=overwrite)
+        write_json(json_path, {**profile.to_dict(), "energy": estimate.to_dict()}, overwrite=overwrite)
         typer.echo(f"wrote {json_path}")
     if csv_path is not None:
-        write_bytes(csv_path, profile.to_dataframe().to_csv().encode(), overwrite=overwrite)
+        frame = profile.to_dataframe()
+        for column in ("compute_j", "compute_paper_j", "memory_j", "neuron_j"):
+            frame[f"energy_{column}"] = [estimate.layers[name][column] for name in frame.index]
+        write_bytes(csv_path, frame.to_csv().encode(), overwrite=overwrite)
         typer.echo(f"wrote {csv_path}")
 
 

@@ -22,6 +22,9 @@ CONVENTIONS: dict[str, str] = {
     "ac": "one accumulate of a synaptic op driven by spikes: nnz(spike input) x fan-out, exact; "
           "a spike x spike product counts its coincidences",
     "dense_macs": "the MACs every synaptic op would cost dense, whatever its inputs (what fvcore/thop count)",
+    "dense_macs_spiking": "dense MACs of the synaptic ops the paper convention turns into ACs "
+                          "(inside a spiking block, downstream of a spiking layer)",
+    "bytes": "operand bytes of synaptic ops (inputs, weights, outputs), each moved once, at storage dtype",
     "spike_detection": "by provenance: a neuron's output and data-movement views of it are spikes; "
                        "values are never inspected",
     "firing_rate": "spikes / (neurons x T): mean spikes per neuron per spiking step",
@@ -36,7 +39,7 @@ CONVENTIONS: dict[str, str] = {
                      "muls (elementwise muls/divs), other (comparisons, max, ReLU)",
 }
 
-SUMMED = COLUMNS + ("macs_paper", "acs_paper")
+SUMMED = COLUMNS + ("macs_paper", "acs_paper", "dense_macs_spiking")
 
 
 @dataclass(frozen=True)
@@ -59,8 +62,10 @@ class LayerRecord:
     neurons: Number = 0
     firing_rate: float | None = None
     spikes_per_step: list[Number] = field(default_factory=list)
+    bytes: Number = 0
     macs_paper: Number = 0
     acs_paper: Number = 0
+    dense_macs_spiking: Number = 0
     upstream_neuron: str | None = None
 
 
@@ -177,12 +182,14 @@ def build_profile(
         step_tot = dict.fromkeys(SUMMED, 0)
         rates = {n: r["spikes"] / r["neuron_updates"] for n, r in layers.items() if r["neuron_updates"]}
         for name, rec in layers.items():
+            spiking = {u: d for u, d in rec["upstream"].items() if u is not None}
             if name in in_spiking_block and rec["upstream"]:
                 macs_paper = rec["upstream"].get(None, 0)
-                acs_paper = sum(rates.get(u, 0.0) * d for u, d in rec["upstream"].items() if u is not None)
+                acs_paper = sum(rates.get(u, 0.0) * d for u, d in spiking.items())
+                dense_spiking = sum(spiking.values())
             else:
-                macs_paper, acs_paper = rec["macs"], rec["acs"]
-            rec = {**rec, "macs_paper": macs_paper, "acs_paper": acs_paper}
+                macs_paper, acs_paper, dense_spiking = rec["macs"], rec["acs"], 0
+            rec = {**rec, "macs_paper": macs_paper, "acs_paper": acs_paper, "dense_macs_spiking": dense_spiking}
             if name not in totals:
                 order.append(name)
                 totals[name] = {"kind": rec["kind"], **dict.fromkeys(SUMMED, 0), "spikes_per_step": [],

@@ -16,6 +16,8 @@ Columns (per op; the counter sums them per layer):
     adds        elementwise additions and subtractions, reductions (sum, mean), bias adds
     muls        elementwise multiplications and divisions, squares
     other       comparisons, max/min, ReLU, clamps, selects
+    bytes       operand bytes of synaptic ops: inputs, weights and outputs, each read or
+                written once (no cache reuse across ops), at their storage dtype
 Ops in :data:`FREE_OPS` move or create data and cost nothing here; every other op
 without a rule is reported as unsupported.
 """
@@ -36,7 +38,11 @@ Counts = dict[str, Count]
 SpikeTest = Callable[[Any], bool]
 Rule = Callable[[Sequence[Any], dict[str, Any], Any, SpikeTest], Counts]
 
-OP_COLUMNS = ("macs", "acs", "dense_macs", "norm", "softmax", "exp", "adds", "muls", "other")
+OP_COLUMNS = ("macs", "acs", "dense_macs", "norm", "softmax", "exp", "adds", "muls", "other", "bytes")
+
+
+def _bytes(*tensors: Any) -> int:
+    return sum(t.numel() * t.element_size() for t in tensors if isinstance(t, Tensor))
 
 
 def _nnz(x: Tensor) -> Tensor:
@@ -64,22 +70,24 @@ def _matmul_counts(a: Tensor, b: Tensor, spike: SpikeTest, batched: bool) -> Cou
 
 
 def mm_rule(args, kwargs, out, spike) -> Counts:
-    return _matmul_counts(args[0], args[1], spike, batched=False)
+    return {**_matmul_counts(args[0], args[1], spike, batched=False), "bytes": _bytes(args[0], args[1], out)}
 
 
 def addmm_rule(args, kwargs, out, spike) -> Counts:
     counts = _matmul_counts(args[1], args[2], spike, batched=False)
     counts["adds"] = out.numel()  # bias (or input) added to every output element
+    counts["bytes"] = _bytes(args[0], args[1], args[2], out)
     return counts
 
 
 def bmm_rule(args, kwargs, out, spike) -> Counts:
-    return _matmul_counts(args[0], args[1], spike, batched=True)
+    return {**_matmul_counts(args[0], args[1], spike, batched=True), "bytes": _bytes(args[0], args[1], out)}
 
 
 def baddbmm_rule(args, kwargs, out, spike) -> Counts:
     counts = _matmul_counts(args[1], args[2], spike, batched=True)
     counts["adds"] = out.numel()
+    counts["bytes"] = _bytes(args[0], args[1], args[2], out)
     return counts
 
 
@@ -103,7 +111,7 @@ def convolution_rule(args, kwargs, out, spike) -> Counts:
             hits = conv((x != 0).to(torch.float64), torch.ones_like(w, dtype=torch.float64),
                         stride=args[3], padding=args[4], dilation=args[5], groups=groups)
             acs = hits.sum().round().to(torch.int64)
-    counts: Counts = {"dense_macs": dense}
+    counts: Counts = {"dense_macs": dense, "bytes": _bytes(x, w, bias, out)}
     if acs is None:
         counts["macs"] = dense
     else:
@@ -120,7 +128,8 @@ def sdpa_rule(args, kwargs, out, spike) -> Counts:
     length, source, e, ev = q.shape[-2], k.shape[-2], q.shape[-1], v.shape[-1]
     dense = batch_heads * length * source * (e + ev)
     return {"macs": dense, "dense_macs": dense, "softmax": batch_heads * length * source,
-            "muls": batch_heads * length * source}  # the 1/sqrt(d) scale
+            "muls": batch_heads * length * source,  # the 1/sqrt(d) scale
+            "bytes": _bytes(q, k, v, out[0] if isinstance(out, tuple) else out)}
 
 
 def norm_rule(args, kwargs, out, spike) -> Counts:

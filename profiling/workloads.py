@@ -93,3 +93,21 @@ def profile_sampling(
         workload={"kind": method, "steps": n_steps},
         batch_size=batch_size, time_steps=_time_steps(model), in_spiking_block=counter.in_spiking_block,
     )
+
+
+def profile_workload(
+    model: nn.Module,
+    *,
+    name: str,
+    batch_size: int = 1,
+    timestep: int = 500,
+    sample_steps: int = 0,
+    method: str = "ddim",
+    seed: int = 0,
+    strict: bool = False,
+) -> Profile:
+    """One forward at ``timestep``, or a sampling run when ``sample_steps`` > 0 or ``method`` is ddpm."""
+    if sample_steps or method == "ddpm":
+        return profile_sampling(model, name=name, method=method, sample_steps=sample_steps or 50,
+                                batch_size=batch_size, seed=seed, strict=strict)
+    return profile_forward(model, name=name, batch_size=batch_size, timestep=timestep, seed=seed, strict=strict)
