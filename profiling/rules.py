@@ -185,19 +185,35 @@ _ELEMENTWISE = {
     "exp": ("exp", "sigmoid", "tanh", "silu", "gelu", "log", "sin", "cos", "sqrt", "rsqrt", "erf",
             "elu", "softplus", "exp2", "log1p", "expm1"),
     "adds": ("add", "sub", "rsub", "neg", "cumsum"),
-    "muls": ("mul", "div", "reciprocal", "pow", "square", "addcmul", "addcdiv", "lerp"),
+    "muls": ("mul", "div", "reciprocal", "pow", "square"),
     "other": ("relu", "maximum", "minimum", "clamp", "clamp_min", "clamp_max", "where", "gt", "lt",
               "ge", "le", "eq", "ne", "heaviside", "abs", "sign", "threshold", "hardtanh",
               "masked_fill", "logical_and", "logical_or", "logical_not", "floor", "round", "ceil"),
 }
-for _column, _names in _ELEMENTWISE.items():
-    for _name in _names:
-        for _base in (_name, _name + "_"):
-            packet = getattr(aten, _base, None)
+
+
+def _register(names: tuple[str, ...], rule: Rule) -> None:
+    """Give every overload of ``names`` and their in-place ``name_`` forms ``rule`` (unless set)."""
+    for name in names:
+        for base in (name, name + "_"):
+            packet = getattr(aten, base, None)
             if packet is None:
                 continue
-            for _overload in packet.overloads():
-                RULES.setdefault(getattr(packet, _overload), _elementwise(_column))
+            for overload in packet.overloads():
+                RULES.setdefault(getattr(packet, overload), rule)
+
+
+for _column, _names in _ELEMENTWISE.items():
+    _register(_names, _elementwise(_column))
+
+
+def fused_multiply_add_rule(args, kwargs, out, spike) -> Counts:
+    """addcmul / addcdiv / lerp: one multiply (or divide) and one add per output element."""
+    n = _out_numel(out)
+    return {"muls": n, "adds": n}
+
+
+_register(("addcmul", "addcdiv", "lerp"), fused_multiply_add_rule)
 
 # Data movement, views, creation and bookkeeping: no arithmetic.
 FREE_OPS: frozenset[str] = frozenset({
