@@ -1,4 +1,4 @@
-"""``sdit sample TARGET``: draw images with DDIM or DDPM and save a PNG grid."""
+"""``sdit sample TARGET``: draw images with DDIM or DDPM and save a PNG grid (and a tensor file)."""
 
 from __future__ import annotations
 
@@ -7,42 +7,67 @@ from pathlib import Path
 import torch
 import typer
 
-from cli.common import fail
-from sdit.artifacts import OverwriteError, save_image_grid
-from sdit.config import UnknownPresetError
+from cli.common import DATA_ERROR, fail
+from sdit.artifacts import OverwriteError, save_image_grid, save_tensors
+from sdit.checkpoint import CheckpointError, load_model
+from sdit.config import PRESETS, UnknownPresetError
 from sdit.diffusion import Diffusion, sample
 from sdit.models import build_model
 
 
 def sample_cmd(
-    target: str = typer.Argument(..., help="Preset name (untrained weights, for smoke runs)."),
+    target: str = typer.Argument(
+        ..., help="Checkpoint (.safetensors), run directory (its latest checkpoint, EMA weights), "
+        "or preset name (untrained weights, for smoke runs)."
+    ),
     out: Path = typer.Option(..., "--out", help="PNG grid to write."),
     num: int = typer.Option(16, "--num", "-n", min=1, help="Number of images."),
     method: str = typer.Option("ddim", "--method", help="ddim or ddpm."),
     steps: int = typer.Option(50, "--steps", min=1, max=1000, help="DDIM steps (DDPM runs all 1000)."),
     seed: int = typer.Option(0, "--seed", help="Seed of the initial noise."),
-    overwrite: bool = typer.Option(False, "--overwrite", help="Replace --out if it exists."),
+    tensor: Path | None = typer.Option(
+        None, "--tensor", help="Also save the samples (N, C, H, W) in [-1, 1] as safetensors."
+    ),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace --out (and --tensor) if they exist."),
 ) -> None:
     """Sample images from a model and save them as a grid."""
     if method not in ("ddim", "ddpm"):
         fail(f"--method must be ddim or ddpm, got {method!r}")
-    if out.exists() and not overwrite:
-        fail(f"{out} exists; pass --overwrite to replace it")
-    try:
-        model = build_model(target)
-    except UnknownPresetError as err:
-        fail(str(err))
-    typer.echo(f"note: {target} is a preset with untrained weights; samples are noise-like", err=True)
+    for path in (out, tensor):
+        if path is not None and path.exists() and not overwrite:
+            fail(f"{path} exists; pass --overwrite to replace it")
+    if target in PRESETS or not (Path(target).exists() or _looks_like_path(target)):
+        try:
+            model = build_model(target)
+        except UnknownPresetError as err:
+            fail(f"{err}; nor is it a checkpoint file or run directory")
+        typer.echo(f"note: {target} is a preset with untrained weights; samples are noise-like", err=True)
+        source = f"preset {target} (untrained)"
+    else:
+        try:
+            model, meta = load_model(target)
+        except CheckpointError as err:
+            fail(str(err), DATA_ERROR)
+        source = f"{meta.preset} at step {meta.step} (EMA weights)"
     model.eval()
     cfg = model.config
     torch.manual_seed(seed)
     shape = (num, cfg.in_channels, cfg.image_size, cfg.image_size)
-    images = sample(model, Diffusion(), shape, method=method, num_steps=steps, seed=seed)
+    images = sample(model, Diffusion(), shape, method=method, num_steps=steps, seed=seed)  # (n, C, H, W)
+    num_steps = steps if method == "ddim" else 1000
     try:
         path = save_image_grid(images, out, overwrite=overwrite)
+        if tensor is not None:
+            info = {"source": source, "method": method, "steps": str(num_steps), "seed": str(seed)}
+            save_tensors({"samples": images}, tensor, metadata=info, overwrite=overwrite)
     except OverwriteError as err:
         fail(str(err))
-    typer.echo(f"wrote {num} samples ({method}, {steps if method == 'ddim' else 1000} steps, seed {seed}) to {path}")
+    also = f" and {tensor}" if tensor is not None else ""
+    typer.echo(f"wrote {num} samples of {source} ({method}, {num_steps} steps, seed {seed}) to {path}{also}")
+
+
+def _looks_like_path(target: str) -> bool:
+    return "/" in target or target.endswith((".safetensors", ".pt", ".bin", ".ckpt"))
 
 
 def register(app: typer.Typer) -> None:

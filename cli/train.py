@@ -1,0 +1,98 @@
+"""``sdit train``: train a preset on a dataset, or resume a run; the same under ``torchrun``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import typer
+
+from cli.common import DATA_ERROR, fail
+from sdit.checkpoint import CheckpointError
+from sdit.config import UnknownPresetError
+from sdit.data import DatasetError
+from sdit.train import TrainConfig, TrainError, load_run_config, resume_config, train
+
+
+def train_cmd(
+    preset: str | None = typer.Option(
+        None, "--preset", help="Model preset, e.g. sdit-small or dit-small (required unless --resume)."
+    ),
+    dataset: str | None = typer.Option(None, "--dataset", help="fashion-mnist (default), mnist or cifar10."),
+    data_dir: Path | None = typer.Option(None, "--data-dir", help="Folder of the dataset's standard files."),
+    batch_size: int | None = typer.Option(None, "--batch-size", min=1, help="Global batch (split over ranks). [64]"),
+    steps: int | None = typer.Option(None, "--steps", min=1, help="Total optimizer steps to reach."),
+    epochs: int | None = typer.Option(None, "--epochs", min=1, help="Total epochs to reach (instead of --steps)."),
+    lr: float | None = typer.Option(None, "--lr", help="Peak AdamW learning rate. [1e-4]"),
+    warmup_steps: int | None = typer.Option(None, "--warmup-steps", min=0, help="Linear warm-up steps. [1000]"),
+    ema_decay: float | None = typer.Option(None, "--ema-decay", help="EMA decay of the sampling weights. [0.9999]"),
+    seed: int | None = typer.Option(None, "--seed", help="Seed of init, data order, timesteps and noise. [0]"),
+    out: Path | None = typer.Option(None, "--out", help="Run directory to create."),
+    resume: Path | None = typer.Option(
+        None, "--resume", help="Run directory to continue from its latest checkpoint."
+    ),
+    log_every: int | None = typer.Option(None, "--log-every", min=1, help="Steps per metrics line. [50]"),
+    sample_every: int | None = typer.Option(None, "--sample-every", min=0, help="Steps per sample grid. [1000]"),
+    ckpt_every: int | None = typer.Option(None, "--ckpt-every", min=0, help="Steps per checkpoint. [1000]"),
+    keep: int | None = typer.Option(None, "--keep", min=1, help="Checkpoints kept. [3]"),
+    device: str | None = typer.Option(None, "--device", help="cpu or cuda (default: cuda when available)."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace the previous run in --out."),
+    progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
+) -> None:
+    """Train a model (AdamW, warm-up, EMA, checkpoints). Launch with torchrun for DDP."""
+    given: dict[str, Any] = {
+        "preset": preset, "dataset": dataset, "data_dir": str(data_dir) if data_dir else None,
+        "batch_size": batch_size, "steps": steps, "epochs": epochs, "lr": lr, "warmup_steps": warmup_steps,
+        "ema_decay": ema_decay, "seed": seed, "log_every": log_every, "sample_every": sample_every,
+        "ckpt_every": ckpt_every, "keep": keep, "device": device,
+    }
+    given = {k: v for k, v in given.items() if v is not None}
+    if steps is not None and epochs is not None:
+        fail("give --steps or --epochs, not both")
+    if device is not None and device not in ("cpu", "cuda"):
+        fail(f"--device must be cpu or cuda, got {device!r}")
+    try:
+        if resume is not None:
+            if out is not None and out.resolve() != resume.resolve():
+                fail("--resume continues in its own run directory; drop --out or make it the same")
+            if overwrite:
+                fail("--overwrite and --resume exclude each other")
+            run_dir = resume
+            try:
+                saved = load_run_config(resume)
+            except TrainError as err:  # a missing or unreadable run is a bad input file
+                fail(str(err), DATA_ERROR)
+            config = resume_config(saved, **given)
+        else:
+            if out is None:
+                fail("give --out RUN_DIR (or --resume RUN_DIR)")
+            if preset is None:
+                fail("give --preset (e.g. sdit-small or dit-small)")
+            if steps is None and epochs is None:
+                fail("give --steps or --epochs")
+            run_dir = out
+            config = TrainConfig(**given)
+    except UnknownPresetError as err:
+        fail(str(err))
+    except ValueError as err:  # TrainError and TrainConfig's own checks
+        fail(str(err))
+    try:
+        result = train(config, run_dir, resume=resume is not None, overwrite=overwrite, progress=progress)
+    except UnknownPresetError as err:
+        fail(str(err))
+    except (DatasetError, CheckpointError) as err:
+        fail(str(err), DATA_ERROR)
+    except TrainError as err:
+        fail(str(err))
+    if result.rank == 0:
+        loss = f"{result.final_loss:.4f}" if result.final_loss is not None else "n/a"
+        speed = f"{result.images_per_s:.1f}" if result.images_per_s is not None else "n/a"
+        rate = f", mean firing rate {result.mean_firing_rate:.4f}" if result.mean_firing_rate is not None else ""
+        typer.echo(
+            f"trained {config.preset} to step {result.step} in {result.wall_s:.1f} s: loss {loss}, "
+            f"{speed} images/s{rate}; checkpoint {result.checkpoint}"
+        )
+
+
+def register(app: typer.Typer) -> None:
+    app.command("train")(train_cmd)

@@ -1,0 +1,195 @@
+"""Training: exact resume, firing-rate metering, schedules, and DDP under torchrun (2 CPU processes)."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import os
+import struct
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from spikingjelly.activation_based import neuron, surrogate
+from torch import nn
+
+from sdit import checkpoint
+from sdit.data import ImageSet
+from sdit.ema import EMA
+from sdit.train import (
+    FiringRateMeter,
+    TrainConfig,
+    TrainError,
+    epoch_order,
+    iter_metrics,
+    load_run_config,
+    lr_at,
+    rates_from_totals,
+    resume_config,
+    train,
+)
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def write_idx_dataset(directory: Path, images: torch.Tensor) -> Path:
+    """Write (B, 1, 28, 28) images in [-1, 1] as gzipped Fashion-MNIST-format train IDX files."""
+    directory.mkdir(parents=True, exist_ok=True)
+    pixels = ((images[:, 0] + 1) * 127.5).round().clamp(0, 255).to(torch.uint8).numpy()  # (B, 28, 28)
+    labels = np.zeros(len(pixels), dtype=np.uint8)
+    for name, array in (("train-images-idx3-ubyte", pixels), ("train-labels-idx1-ubyte", labels)):
+        header = bytes([0, 0, 0x08, array.ndim]) + struct.pack(f">{array.ndim}I", *array.shape)
+        (directory / (name + ".gz")).write_bytes(gzip.compress(header + array.tobytes()))
+    return directory
+
+
+def _final_state(run_dir: Path) -> tuple[checkpoint.Checkpoint, dict]:
+    ckpt = checkpoint.load_checkpoint(run_dir)
+    state = checkpoint.load_training_state(checkpoint.training_state_path(ckpt.path), expected_sha256=ckpt.sha256)
+    return ckpt, state
+
+
+def _assert_same(a: object, b: object, where: str) -> None:
+    """Exact equality of nested dicts / lists of tensors and plain values."""
+    if isinstance(a, torch.Tensor):
+        assert isinstance(b, torch.Tensor) and a.dtype == b.dtype and torch.equal(a, b), where
+    elif isinstance(a, dict):
+        assert isinstance(b, dict) and a.keys() == b.keys(), where
+        for k in a:
+            _assert_same(a[k], b[k], f"{where}.{k}")
+    elif isinstance(a, (list, tuple)):
+        assert len(a) == len(b), where
+        for i, (x, y) in enumerate(zip(a, b, strict=True)):
+            _assert_same(x, y, f"{where}[{i}]")
+    else:
+        assert a == b, where
+
+
+@pytest.mark.parametrize("preset", ["sdit-tiny", "dit-tiny"])
+def test_n_steps_then_resume_n_equals_2n_straight(tmp_path: Path, preset: str, fashion_test) -> None:
+    # 20 images in batches of 4: 5 batches per epoch, so the 6 steps cross an epoch boundary;
+    # the warm-up (4 steps) spans the resume point; samples and checkpoints happen on the way.
+    data = ImageSet(fashion_test.images[:20], fashion_test.labels[:20])
+    config = TrainConfig(preset=preset, steps=6, batch_size=4, lr=1e-3, warmup_steps=4, ema_decay=0.9,
+                         log_every=2, sample_every=2, ckpt_every=2, keep=2, sample_num=2, sample_steps=2)
+    straight = train(config, tmp_path / "straight", data=data, progress=False)
+
+    first = train(resume_config(config, steps=3), tmp_path / "resumed", data=data, progress=False)
+    assert first.step == 3
+    saved = load_run_config(tmp_path / "resumed")
+    second = train(resume_config(saved, steps=6), tmp_path / "resumed", resume=True, data=data, progress=False)
+    assert (second.start_step, second.step) == (3, 6)
+
+    a, a_state = _final_state(tmp_path / "straight")
+    b, b_state = _final_state(tmp_path / "resumed")
+    assert a.meta == b.meta and a.meta.step == 6
+    _assert_same(a.model_state, b.model_state, "model")
+    _assert_same(a.ema_state, b.ema_state, "ema")
+    for key in ("optimizer", "ema", "data"):
+        _assert_same(a_state[key], b_state[key], key)
+    assert a.sha256 == b.sha256  # the weights files are byte-identical
+    assert straight.param_sha256 == second.param_sha256
+    assert straight.final_loss == second.final_loss  # the 5-6 window in both
+    steps = [r["step"] for r in iter_metrics(tmp_path / "resumed")]
+    assert steps == [2, 3, 4, 6]  # the resumed run logs after the checkpoint, no duplicates
+    assert sorted(p.name for p in (tmp_path / "resumed" / "samples").iterdir()) == [
+        "step-00000002.png", "step-00000003.png", "step-00000004.png", "step-00000006.png"]
+    if preset == "sdit-tiny":
+        record = next(iter_metrics(tmp_path / "straight"))
+        assert set(record["firing_rate"]) == {f"{b}_blocks.0.{n}_lif" for b in ("in", "mid", "out")
+                                              for n in ("attn", "ffn")}
+
+
+def test_resume_refuses_a_changed_recipe(tmp_path: Path, fashion_test) -> None:
+    config = TrainConfig(preset="dit-tiny", steps=2, batch_size=4, log_every=1, sample_every=0, ckpt_every=0)
+    with pytest.raises(TrainError, match="different lr=0.01 .*run has 0.0001"):
+        resume_config(config, lr=0.01, steps=4)
+    with pytest.raises(TrainError, match="no training run to resume"):
+        train(config, tmp_path / "none", resume=True, data=fashion_test, progress=False)
+    train(config, tmp_path / "run", data=ImageSet(fashion_test.images[:8], fashion_test.labels[:8]),
+          progress=False)
+    with pytest.raises(TrainError, match="exists and is not empty"):
+        train(config, tmp_path / "run", data=fashion_test, progress=False)
+    with pytest.raises(TrainError, match="the data changed"):
+        train(resume_config(config, steps=4), tmp_path / "run", resume=True,
+              data=ImageSet(fashion_test.images[:12], fashion_test.labels[:12]), progress=False)
+
+
+def test_lr_warmup_and_epoch_order() -> None:
+    config = TrainConfig(preset="dit-tiny", steps=10, lr=1e-3, warmup_steps=4)
+    assert [lr_at(config, s) for s in range(6)] == pytest.approx([2.5e-4, 5e-4, 7.5e-4, 1e-3, 1e-3, 1e-3])
+    order = epoch_order(10, seed=0, epoch=0)
+    assert sorted(order.tolist()) == list(range(10))
+    assert torch.equal(order, epoch_order(10, seed=0, epoch=0))
+    assert not torch.equal(order, epoch_order(10, seed=0, epoch=1))
+    assert not torch.equal(order, epoch_order(10, seed=1, epoch=0))
+
+
+def test_ema_warmup_decay_and_update() -> None:
+    model = nn.Linear(1, 1, bias=False)
+    nn.init.zeros_(model.weight)
+    ema = EMA(model, decay=0.5)
+    assert ema.current_decay() == pytest.approx(0.1)  # min(0.5, 1 / 10)
+    with torch.no_grad():
+        model.weight.fill_(1.0)
+    ema.update(model)
+    assert ema.model.weight.item() == pytest.approx(0.9)  # 0.1 * 0 + 0.9 * 1
+    ema.num_updates = 100
+    ema.update(model)
+    assert ema.model.weight.item() == pytest.approx(0.95)  # decay 0.5 now
+
+
+def test_firing_rate_is_spikes_per_neuron_per_time_step() -> None:
+    lif = neuron.LIFNode(tau=2.0, v_threshold=1.0, v_reset=0.0, surrogate_function=surrogate.ATan(), step_mode="m")
+    net = nn.Sequential(lif)
+    meter = FiringRateMeter(net)
+    # Constant input 1.5 over T = 4: v = 0.75, 1.125 (spike, reset), 0.75, 1.125 (spike) -> 0.5.
+    # Constant input 0.5 never reaches the threshold -> 0.
+    x = torch.tensor([1.5, 0.5]).expand(4, 3, 2)  # (T, B, neurons)
+    net(x)
+    lif.reset()
+    per_layer, mean = rates_from_totals(meter.names, meter.totals(torch.device("cpu")))
+    assert per_layer == {"0": 0.25} and mean == 0.25
+    meter.reset()
+    assert rates_from_totals(meter.names, meter.totals(torch.device("cpu")))[1] is None
+    meter.remove()
+    assert rates_from_totals([], FiringRateMeter(nn.Linear(1, 1)).totals(torch.device("cpu"))) == ({}, None)
+
+
+def test_torchrun_two_cpu_processes_stay_in_sync(tmp_path: Path, fashion_test) -> None:
+    """2 ranks under DDP (gloo): identical parameters, one run directory, falling loss,
+    and the same weights as one process training the same global batches."""
+    data = ImageSet(fashion_test.images[:64], fashion_test.labels[:64])
+    data_dir = write_idx_dataset(tmp_path / "data", data.images)
+    runs, cwd = tmp_path / "runs", tmp_path / "cwd"
+    cwd.mkdir()
+    options = ["--preset", "sdit-tiny", "--dataset", "fashion-mnist", "--data-dir", str(data_dir),
+               "--batch-size", "8", "--steps", "20", "--lr", "2e-3", "--warmup-steps", "0",
+               "--log-every", "5", "--sample-every", "0", "--ckpt-every", "10", "--no-progress"]
+    sdit_script = Path(sys.executable).with_name("sdit")
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+               str(sdit_script), "train", *options, "--out", str(runs / "ddp")]
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    done = subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=240)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.count("trained sdit-tiny to step 20") == 1  # rank 0 reports, rank 1 is silent
+
+    assert [p.name for p in runs.iterdir()] == ["ddp"] and not any(cwd.iterdir())
+    summary = json.loads((runs / "ddp" / "summary.json").read_text())
+    assert summary["world_size"] == 2
+    hashes = summary["param_sha256"]
+    assert len(hashes) == 2 and hashes[0] == hashes[1]
+    losses = [r["loss"] for r in iter_metrics(runs / "ddp")]
+    assert len(losses) == 4 and losses[-1] < 0.9 * losses[0], losses
+    ckpt = checkpoint.load_checkpoint(runs / "ddp")
+    assert ckpt.meta.step == 20
+
+    config = TrainConfig(preset="sdit-tiny", data_dir=str(data_dir), batch_size=8, steps=20, lr=2e-3,
+                         warmup_steps=0, log_every=5, sample_every=0, ckpt_every=10)
+    train(config, runs.with_name("single"), progress=False)  # float sums differ: close, not equal
+    reference = checkpoint.load_checkpoint(runs.with_name("single"))
+    for name, tensor in reference.model_state.items():
+        torch.testing.assert_close(ckpt.model_state[name], tensor, rtol=1e-3, atol=1e-4, msg=name)
