@@ -8,11 +8,27 @@ formula, per channel c and token t (ARCHITECTURE.md §1):
 
 with ``w = exp(time_decay) > 0`` and ``u = time_first``.
 
-:func:`wkv` is the one the model runs: a recurrence over tokens that carries the
-numerator and denominator scaled by their running maximum exponent, so no
-``exp`` ever sees a positive argument and large ``k`` cannot overflow.
-:func:`wkv_direct` transcribes the formula literally (O(N^2) memory, unstable for
-large ``k``) and exists only as the reference the tests compare against.
+Three implementations, one formula:
+
+- :func:`wkv` is the one the model runs: a custom autograd function
+  (:class:`WKVFunction`) whose backward pass is written by hand, a reverse
+  recurrence in the same stable form, instead of letting autograd record ~20
+  small nodes per token. Both passes run token by token on (B, D) slices, which
+  stay in cache (whole-tensor passes over (B, N, D) measured slower on CPU), with
+  the four exponentials of a token in one ``exp`` call. Without autograd it keeps
+  no per-token states.
+- :func:`wkv_reference` is the plain sequential loop under autograd (the first
+  implementation); slow, kept as the reference the fast path is tested against.
+- :func:`wkv_direct` transcribes the formula literally (O(N^2) memory, unstable
+  for large ``k``); the float64 ground truth of the tests.
+
+Stability. The recurrence carries the numerator and denominator scaled by their
+running maximum exponent ``p`` (A = a e^p, B = b e^p), so no ``exp`` sees a
+positive argument and large ``k`` cannot overflow. Every exponent argument is also
+clamped from below at ``-60``: a weight under e^-60 ~ 1e-26 next to a weight of 1
+is invisible in float32 and float64 sums alike, and the clamp keeps results out
+of the subnormal range, where CPU ``exp`` and multiplies run ~100x slower (the
+first SDiT spent most of a training step there).
 """
 
 from __future__ import annotations
@@ -20,9 +36,164 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+_EXP_FLOOR = -60.0  # exponent arguments below this are clamped (see module docstring)
+
+
+def _exp_(x: Tensor) -> Tensor:
+    """e^x in place for x <= 0, clamped at e^-60 so that nothing becomes subnormal."""
+    return x.clamp_(min=_EXP_FLOOR).exp_()
+
+
+def _compute_dtype(dtype: torch.dtype) -> torch.dtype:
+    return torch.promote_types(dtype, torch.float32)
+
+
+def _wkv_forward(
+    w: Tensor, u: Tensor, k: Tensor, v: Tensor, store: bool
+) -> tuple[Tensor, Tensor | None, Tensor | None]:
+    """The stable recurrence, one token at a time on (B, D) slices.
+
+    Per token t the state before it is A_{t-1} = a e^p, B_{t-1} = b e^p (a, b stacked
+    as ``ab``; ``p`` the running maximum exponent). Output, with q = max(p, u + k_t):
+    wkv_t = (e^{p-q} a + e^{u+k_t-q} v_t) / (e^{p-q} b + e^{u+k_t-q}). Update, with
+    p' = max(p - w, k_t): a' = e^{p-w-p'} a + e^{k_t-p'} v_t, b' = e^{p-w-p'} b + e^{k_t-p'}.
+    Before token 0 the sums are empty: a = b = 0, p = k_0 - 60 (any p <= k_0 works).
+
+    Small per-token operations stay in cache; whole-tensor passes would not.
+
+    Args:
+        w: (D,) decay rate, > 0.
+        u: (D,) bonus of the current token.
+        k: (B, N, D) keys.
+        v: (B, N, D) values.
+        store: Keep the states before every token (for the backward pass).
+
+    Returns:
+        wkv (B, N, D); with ``store``, also ab (2, B, N, D) and p (B, N, D), the
+        states before each token; otherwise None, None.
+    """
+    batch, tokens, dim = k.shape
+    y = k.new_empty(batch, tokens, dim)  # (B, N, D)
+    if store:
+        ab_seq = k.new_empty(2, batch, tokens + 1, dim)  # (2, B, N+1, D)
+        p_seq = k.new_empty(batch, tokens + 1, dim)  # (B, N+1, D)
+        ab, p = ab_seq[:, :, 0], p_seq[:, 0]  # (2, B, D), (B, D)
+    else:
+        ab_seq = p_seq = None
+        ab, p = k.new_empty(2, batch, dim), k.new_empty(batch, dim)  # (2, B, D), (B, D)
+    ab.zero_()
+    torch.add(k[:, 0], _EXP_FLOOR, out=p)
+    uk = k.new_empty(batch, dim)  # (B, D): u + k_t
+    v1 = k.new_ones(2, batch, dim)  # (2, B, D): [v_t; 1], so a and b update in one op
+    expo = k.new_empty(4, batch, dim)  # (4, B, D): exponents of the four weights
+    nd = k.new_empty(2, batch, dim)  # (2, B, D): numerator and denominator of wkv_t
+    for t in range(tokens):
+        kt = k[:, t]  # (B, D)
+        torch.add(kt, u, out=uk)
+        q = torch.maximum(p, uk)  # (B, D)
+        p_decayed = p - w  # (B, D)
+        p_next = p_seq[:, t + 1] if store else p  # (B, D), written after its last read below
+        torch.sub(p, q, out=expo[0])
+        torch.sub(uk, q, out=expo[1])
+        torch.maximum(p_decayed, kt, out=p_next)
+        torch.sub(p_decayed, p_next, out=expo[2])
+        torch.sub(kt, p_next, out=expo[3])
+        e_past, e_now, decay, e_k = _exp_(expo)  # (B, D) each
+        v1[0].copy_(v[:, t])
+        torch.mul(ab, e_past, out=nd).addcmul_(e_now, v1)
+        torch.div(nd[0], nd[1], out=y[:, t])
+        ab_next = ab_seq[:, :, t + 1] if store else ab  # (2, B, D)
+        torch.mul(ab, decay, out=ab_next).addcmul_(e_k, v1)
+        ab, p = ab_next, p_next
+    if store:
+        return y, ab_seq, p_seq
+    return y, None, None
+
+
+def _wkv_backward(
+    w: Tensor, u: Tensor, k: Tensor, v: Tensor, y: Tensor, ab_seq: Tensor, p_seq: Tensor, grad_y: Tensor
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """Hand-written backward of :func:`_wkv_forward`, one token at a time in reverse.
+
+    With g_t = dL/dwkv_t, D_t the denominator of wkv_t and c_t = g_t / D_t, the
+    gradients of the unscaled states, gA_{t-1} = e^{-w} gA_t + c_t and
+    gB_{t-1} = e^{-w} gB_t - c_t wkv_t, are carried as gA = ga e^{-r},
+    gB = gb e^{-r}, with ``r`` a running minimum of exponents (the mirror image of
+    the forward scaling; r_t >= p_t keeps every exponent below <= 0). Then
+    dL/dv_t = c_t e^{u+k_t} + gA_t e^{k_t},
+    dL/dk_t = c_t e^{u+k_t} (v_t - wkv_t) + e^{k_t} (gA_t v_t + gB_t),
+    dL/du = sum_t c_t e^{u+k_t} (v_t - wkv_t),
+    dL/dw = -sum_t e^{-w} (gA_t A_{t-1} + gB_t B_{t-1}).
+
+    Returns:
+        Gradients of w (D,), u (D,), k (B, N, D), v (B, N, D).
+    """
+    batch, tokens, dim = k.shape
+    grad_k = torch.empty_like(k)  # (B, N, D)
+    grad_v = torch.empty_like(v)  # (B, N, D)
+    grad_u = k.new_zeros(batch, dim)  # (B, D), summed over B at the end
+    grad_w = k.new_zeros(batch, dim)  # (B, D)
+    gab = k.new_zeros(2, batch, dim)  # (2, B, D): ga, gb after token t (none after the last)
+    r = p_seq[:, tokens].clone()  # (B, D): any r >= p_{N-1} scales the zero gradient safely
+    uk = k.new_empty(batch, dim)  # (B, D)
+    expo = k.new_empty(4, batch, dim)  # (4, B, D)
+    step = k.new_empty(2, batch, dim)  # (2, B, D): rescaling of the carried and the new term
+    cc = k.new_empty(2, batch, dim)  # (2, B, D): [c_t; -c_t wkv_t], the new terms of gA, gB
+    for t in range(tokens - 1, -1, -1):
+        kt, vt, yt = k[:, t], v[:, t], y[:, t]  # (B, D)
+        ab, p = ab_seq[:, :, t], p_seq[:, t]  # (2, B, D), (B, D): state before t
+        torch.add(kt, u, out=uk)
+        q = torch.maximum(p, uk)  # (B, D)
+        p_decayed = p - w  # (B, D)
+        torch.sub(p, q, out=expo[0])
+        torch.sub(uk, q, out=expo[1])
+        torch.sub(kt, r, out=expo[2])
+        torch.sub(p_decayed, r, out=expo[3])
+        e_past, e_now, e_k, e_w = _exp_(expo)  # (B, D) each
+        c = torch.div(grad_y[:, t], torch.addcmul(e_now, e_past, ab[1]), out=cc[0])  # g_t / D_t e^{q_t}
+        direct = c * e_now  # (B, D)
+        torch.addcmul(direct, gab[0], e_k, out=grad_v[:, t])
+        direct.mul_(vt - yt)  # (B, D): the dL/du term of token t
+        grad_u.add_(direct)
+        torch.addcmul(direct, e_k, torch.addcmul(gab[1], gab[0], vt), out=grad_k[:, t])
+        state_term = gab * ab  # (2, B, D)
+        grad_w.addcmul_(e_w, state_term[0]).addcmul_(e_w, state_term[1])
+        if t == 0:
+            break
+        # gA_{t-1} = e^{-w} gA_t + c_t, rescaled to r' = min(r + w, q_t).
+        r_decayed = r + w  # (B, D)
+        torch.minimum(r_decayed, q, out=r)
+        torch.sub(r, r_decayed, out=step[0])
+        torch.sub(r, q, out=step[1])
+        carry, new = _exp_(step)  # (B, D) each
+        torch.mul(c, yt, out=cc[1]).neg_()
+        gab.mul_(carry).addcmul_(new, cc)
+    grad_w = -grad_w.sum(dim=0)  # (D,)
+    return grad_w, grad_u.sum(dim=0), grad_k, grad_v
+
+
+class WKVFunction(torch.autograd.Function):
+    """WKV on inputs in the compute dtype, with the hand-written backward of :func:`_wkv_backward`."""
+
+    @staticmethod
+    def forward(ctx, time_decay: Tensor, time_first: Tensor, k: Tensor, v: Tensor) -> Tensor:
+        w = torch.exp(time_decay)  # (D,)
+        y, ab_seq, p_seq = _wkv_forward(w, time_first, k, v, store=True)
+        ctx.save_for_backward(w, time_first, k, v, y, ab_seq, p_seq)
+        return y
+
+    @staticmethod
+    def backward(ctx, grad_y: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        w, time_first, k, v, y, ab_seq, p_seq = ctx.saved_tensors
+        grad_w, grad_u, grad_k, grad_v = _wkv_backward(w, time_first, k, v, y, ab_seq, p_seq, grad_y)
+        return grad_w * w, grad_u, grad_k, grad_v  # dL/dtime_decay = w dL/dw
+
 
 def wkv(time_decay: Tensor, time_first: Tensor, k: Tensor, v: Tensor) -> Tensor:
-    """Numerically stable, differentiable WKV.
+    """Numerically stable, differentiable WKV (the fast path).
+
+    Under autograd it runs :class:`WKVFunction`; without gradients (sampling) the
+    forward recurrence alone, keeping no per-token states.
 
     Args:
         time_decay: (D,) log of the decay rate; ``w = exp(time_decay)``.
@@ -34,7 +205,22 @@ def wkv(time_decay: Tensor, time_first: Tensor, k: Tensor, v: Tensor) -> Tensor:
         (B, N, D) in the dtype of ``v``; computed in at least float32.
     """
     out_dtype = v.dtype
-    dtype = torch.promote_types(v.dtype, torch.float32)
+    dtype = _compute_dtype(v.dtype)
+    args = (time_decay.to(dtype), time_first.to(dtype), k.to(dtype), v.to(dtype))
+    if torch.is_grad_enabled() and any(a.requires_grad for a in args):
+        y = WKVFunction.apply(*args)
+    else:
+        y, _, _ = _wkv_forward(torch.exp(args[0]), *args[1:], store=False)
+    return y.to(out_dtype)  # (B, N, D)
+
+
+def wkv_reference(time_decay: Tensor, time_first: Tensor, k: Tensor, v: Tensor) -> Tensor:
+    """The plain sequential recurrence under autograd: slow reference for :func:`wkv`.
+
+    Same arguments, result and stability as :func:`wkv`, without the exponent clamp.
+    """
+    out_dtype = v.dtype
+    dtype = _compute_dtype(v.dtype)
     w = torch.exp(time_decay.to(dtype))  # (D,)
     u = time_first.to(dtype)  # (D,)
     k = k.to(dtype)

@@ -1,0 +1,268 @@
+"""Model FLOP utilisation (MFU) of SDiT / DiT training steps and sampling forwards.
+
+One run measures this machine's peak matmul throughput (a large, warm square
+``torch.mm``), then for each preset and workload the images/s of
+
+- ``train``: ``Diffusion().loss`` forward + backward + an AdamW step,
+- ``sample``: one ``no_grad`` model forward (one denoising step),
+
+and reports MFU = achieved FLOP/s / peak FLOP/s (PaLM's definition, as in
+nanoGPT's ``estimate_mfu``). Each case runs in its own subprocess so that its
+peak memory (``ru_maxrss`` growth on CPU, ``torch.cuda.max_memory_allocated`` on
+GPU) is its own.
+
+FLOP convention (stated in the printout): a closed-form count of dense MACs per
+image, forward pass: every Linear and Conv2d (including the W_D / W_N of the
+Reconstruction Module, applied at each of the T steps) plus DiT's two attention
+matmuls; element-wise work (LayerNorm, WKV, LIF, softmax, GELU) is not counted.
+FLOP = 2 MAC; a training step counts 3x the forward FLOP.
+
+Usage::
+
+    python bench/mfu.py                                  # CPU, float32
+    python bench/mfu.py --device cuda --dtype bf16       # GPU, bf16 autocast
+
+Timings are printed, never asserted: the machine is shared and noisy, so only
+ratios measured in one run mean much.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from sdit.config import DiTConfig, ModelConfig, SDiTConfig, get_preset  # noqa: E402
+
+PRESETS = ("sdit-small", "dit-small", "sdit-mnist")
+WORKLOADS = ("train", "sample")
+# Batch sizes a user would train / sample with on this class of machine (per preset).
+BATCH = {
+    ("sdit-small", "train"): 32,
+    ("sdit-small", "sample"): 64,
+    ("dit-small", "train"): 64,
+    ("dit-small", "sample"): 128,
+    ("sdit-mnist", "train"): 4,
+    ("sdit-mnist", "sample"): 8,
+}
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
+
+
+def _linear_conv_macs_sdit(cfg: SDiTConfig) -> int:
+    """Dense MACs of one SDiT forward per image: Linear/Conv layers only."""
+    d, n, p, c, t = cfg.hidden_size, cfg.num_tokens, cfg.patch_size, cfg.in_channels, cfg.time_steps
+    m = 2 * n if cfg.reconstruction else n  # tokens inside a block
+    blocks = cfg.depth_in + cfg.depth_mid + cfg.depth_out
+    macs = cfg.num_patches * d * c * p * p  # patch embed
+    macs += cfg.freq_dim * d + d * d  # time MLP
+    per_block = m * (4 * d * d)  # time mixing: key, value, receptance, output
+    per_block += m * (2 * d * cfg.ffn_ratio * d + d * d)  # channel mixing: key, value, receptance
+    if cfg.reconstruction:
+        per_block += 2 * n * n * d  # W_D (Eq. 11) and W_N (Eq. 12)
+    macs += t * blocks * per_block
+    macs += t * cfg.depth_out * n * 2 * d * d  # skip_linear (Eq. 5)
+    macs += n * d * p * p * c  # final linear, after the mean over T
+    macs += cfg.image_size**2 * c * c * 9  # final 3x3 conv
+    return macs
+
+
+def _linear_conv_attn_macs_dit(cfg: DiTConfig) -> int:
+    """Dense MACs of one DiT forward per image: Linear/Conv layers plus attention matmuls."""
+    d, n, p, c = cfg.hidden_size, cfg.num_patches, cfg.patch_size, cfg.in_channels
+    macs = n * d * c * p * p  # patch embed
+    macs += cfg.freq_dim * d + d * d  # time MLP
+    per_block = n * (3 * d * d + d * d)  # qkv, proj
+    per_block += 2 * n * n * d  # q k^T and attn v
+    per_block += n * 2 * d * cfg.mlp_ratio * d  # MLP
+    per_block += 6 * d * d  # adaLN
+    macs += cfg.depth * per_block
+    macs += 2 * d * d + n * d * p * p * c  # final adaLN and linear
+    return macs
+
+
+def forward_macs(cfg: ModelConfig) -> int:
+    """Closed-form dense MACs of one forward pass per image (module docstring)."""
+    if isinstance(cfg, SDiTConfig):
+        return _linear_conv_macs_sdit(cfg)
+    return _linear_conv_attn_macs_dit(cfg)
+
+
+@dataclass(frozen=True)
+class CaseResult:
+    """One (preset, workload) measurement."""
+
+    preset: str
+    workload: str
+    batch: int
+    iters: int
+    seconds_per_iter: float
+    images_per_s: float
+    flop_per_image: float
+    achieved_flop_per_s: float
+    peak_mem_bytes: int
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def peak_matmul_flop_per_s(device: torch.device, dtype: torch.dtype, size: int, min_s: float = 2.0) -> float:
+    """Best FLOP/s of a warm (size x size) @ (size x size) ``torch.mm``."""
+    a = torch.randn(size, size, device=device, dtype=dtype)
+    b = torch.randn(size, size, device=device, dtype=dtype)
+    out = torch.empty(size, size, device=device, dtype=dtype)
+    for _ in range(3):
+        torch.mm(a, b, out=out)
+    _sync(device)
+    best = float("inf")
+    start_all = time.perf_counter()
+    while time.perf_counter() - start_all < min_s:
+        start = time.perf_counter()
+        for _ in range(5):
+            torch.mm(a, b, out=out)
+        _sync(device)
+        best = min(best, (time.perf_counter() - start) / 5)
+    return 2.0 * size**3 / best
+
+
+def run_case(
+    preset: str, workload: str, batch: int, device: torch.device, dtype: torch.dtype, min_s: float
+) -> CaseResult:
+    """Time one workload; runs in a fresh process (see :func:`main`)."""
+    from sdit.diffusion import Diffusion
+    from sdit.models import build_model
+
+    torch.manual_seed(0)
+    cfg = get_preset(preset)
+    model = build_model(cfg).to(device)
+    diffusion = Diffusion()
+    x0 = torch.randn(batch, cfg.in_channels, cfg.image_size, cfg.image_size, device=device)
+    t = torch.randint(0, diffusion.num_steps, (batch,), device=device)
+    autocast = torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32)
+    if workload == "train":
+        model.train()
+        opt = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=0.0)
+
+        def step() -> None:
+            opt.zero_grad(set_to_none=True)
+            with autocast:
+                loss = diffusion.loss(model, x0)
+            loss.backward()
+            opt.step()
+
+        factor = 3  # forward + backward (2x forward)
+    else:
+        model.eval()
+
+        def step() -> None:
+            with torch.no_grad(), autocast:
+                model(x0, t)
+
+        factor = 1
+    rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+        mem0 = torch.cuda.memory_allocated(device)
+    step()  # warm-up (allocator, AdamW state, kernel selection)
+    _sync(device)
+    iters, start = 0, time.perf_counter()
+    while iters < 2 or time.perf_counter() - start < min_s:
+        step()
+        iters += 1
+    _sync(device)
+    seconds = (time.perf_counter() - start) / iters
+    if device.type == "cuda":
+        peak_mem = torch.cuda.max_memory_allocated(device) - mem0
+    else:
+        peak_mem = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - rss0
+    flop_per_image = 2.0 * factor * forward_macs(cfg)
+    return CaseResult(
+        preset=preset,
+        workload=workload,
+        batch=batch,
+        iters=iters,
+        seconds_per_iter=seconds,
+        images_per_s=batch / seconds,
+        flop_per_image=flop_per_image,
+        achieved_flop_per_s=flop_per_image * batch / seconds,
+        peak_mem_bytes=peak_mem,
+    )
+
+
+def _run_in_subprocess(args: argparse.Namespace, preset: str, workload: str, batch: int) -> CaseResult:
+    cmd = [
+        sys.executable, __file__, "--case", preset, workload, str(batch),
+        "--device", args.device, "--dtype", args.dtype, "--min-seconds", str(args.min_seconds),
+    ]  # fmt: skip
+    if args.threads:
+        cmd += ["--threads", str(args.threads)]
+    out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
+    return CaseResult(**json.loads(out.strip().splitlines()[-1]))
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--dtype", choices=sorted(DTYPES), default="fp32")
+    parser.add_argument("--presets", nargs="+", default=list(PRESETS))
+    parser.add_argument("--workloads", nargs="+", choices=WORKLOADS, default=list(WORKLOADS))
+    parser.add_argument("--batch-scale", type=float, default=1.0, help="multiply every default batch")
+    parser.add_argument("--min-seconds", type=float, default=3.0, help="timed window per case")
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    parser.add_argument("--case", nargs=3, metavar=("PRESET", "WORKLOAD", "BATCH"), help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device, dtype = torch.device(args.device), DTYPES[args.dtype]
+
+    if args.case:  # child process: one case, one JSON line
+        preset, workload, batch = args.case
+        result = run_case(preset, workload, int(batch), device, dtype, args.min_seconds)
+        print(json.dumps(asdict(result)))
+        return
+
+    sizes = (4096, 8192) if device.type == "cuda" else (1024, 2048)
+    peak = max(peak_matmul_flop_per_s(device, dtype, size) for size in sizes)
+    print(f"device {device} ({torch.get_num_threads()} threads), dtype {args.dtype}, torch {torch.__version__}")
+    print(
+        f"peak matmul: {peak / 1e9:.1f} GFLOP/s (square torch.mm of sides {sizes}, warm, best of repeats; "
+        "re-measured after the cases, the larger value is used for MFU)"
+    )
+    print(
+        "FLOPs: closed-form dense MACs per image (Linear/Conv incl. W_D/W_N x T steps, DiT attention "
+        "matmuls; element-wise ops not counted), FLOP = 2 MAC, train = 3x forward; "
+        "sample = one no_grad forward (one denoising step)"
+    )
+    mem_note = "cuda max_memory_allocated" if device.type == "cuda" else "ru_maxrss growth"
+    header = f"{'preset':<11} {'workload':<8} {'batch':>5} {'s/iter':>8} {'images/s':>9} {'GFLOP/s':>8} {'MFU %':>6} {'peak MiB':>9}"
+    print(header)
+    print("-" * len(header))
+    results = []
+    for preset in args.presets:
+        for workload in args.workloads:
+            batch = max(1, round(BATCH.get((preset, workload), 16) * args.batch_scale))
+            results.append(_run_in_subprocess(args, preset, workload, batch))
+    peak_after = max(peak_matmul_flop_per_s(device, dtype, size) for size in sizes)
+    peak = max(peak, peak_after)
+    for r in results:
+        mfu = 100 * r.achieved_flop_per_s / peak
+        print(
+            f"{r.preset:<11} {r.workload:<8} {r.batch:>5} {r.seconds_per_iter:>8.3f} {r.images_per_s:>9.1f} "
+            f"{r.achieved_flop_per_s / 1e9:>8.1f} {mfu:>6.1f} {r.peak_mem_bytes / 2**20:>9.0f}"
+        )
+    print(f"peak matmul after the cases: {peak_after / 1e9:.1f} GFLOP/s; MFU uses {peak / 1e9:.1f}")
+    print(f"peak MiB: {mem_note} over the warm-up and timed iterations of that case")
+
+
+if __name__ == "__main__":
+    main()
