@@ -337,3 +337,32 @@ def test_dit_mnist_agrees_with_thop(dit_mnist) -> None:
     # ultralytics-thop sees Linear, Conv and matmul, and adds 2 per LayerNorm element.
     assert int(macs) == profile.per_image["macs"] + 2 * profile.per_image["norm"]
     assert int(params) == 13_920_772
+
+
+class FusedAttention(nn.Module):
+    def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        return nn.functional.scaled_dot_product_attention(q, k, v)
+
+
+def test_fused_attention_is_counted_where_fvcore_is_blind() -> None:
+    from fvcore.nn import FlopCountAnalysis
+    from torch.utils.flop_counter import FlopCounterMode
+
+    model = FusedAttention()
+    q, k, v = (torch.randn(2, 3, 5, 8) for _ in range(3))  # (B, H, L, d)
+    with LayerCounter(model) as counter, torch.no_grad(), counter.step():
+        model(q, k, v)
+    ((_, layers),) = counter.finish()[0]
+    expected = 2 * 3 * 5 * 5 * (8 + 8)  # q k^T and attn v
+    assert layers["(model)"]["macs"] == expected
+    assert layers["(model)"]["softmax"] == 2 * 3 * 5 * 5
+    with torch.no_grad(), FlopCounterMode(display=False) as flops:
+        model(q, k, v)
+    # torch's counter has formulas for the CUDA flash/efficient kernels but not for the CPU one
+    # (aten._scaled_dot_product_flash_attention_for_cpu): on CPU it reports 0 for fused attention.
+    assert flops.get_total_flops() == 0
+    analysis = FlopCountAnalysis(model, (q, k, v))
+    analysis.unsupported_ops_warnings(False)
+    # fvcore has no handle for SDPA: it reports 0 and lists the op as unsupported.
+    assert analysis.total() == 0
+    assert any("scaled_dot_product_attention" in op for op in analysis.unsupported_ops())
