@@ -85,7 +85,8 @@ def main() -> None:
     write_bytes(args.dest / "model.safetensors", ckpt.path.read_bytes(), overwrite=args.overwrite)
     save_image_grid(images, args.dest / "samples.png", overwrite=args.overwrite)
     write_json(args.dest / "provenance.json", provenance, overwrite=args.overwrite)
-    print(json.dumps({k: provenance[k] for k in ("steps", "training_time_s", "final_loss", "mean_firing_rate_ema_ddim50")}))
+    shown = ("steps", "training_time_s", "final_loss", "mean_firing_rate_ema_ddim50")
+    print(json.dumps({k: provenance[k] for k in shown}))
 
 
 if __name__ == "__main__":
