@@ -7,7 +7,7 @@ from torch import Tensor, nn
 
 from profiling.counter import LayerCounter
 from profiling.profile import Profile, build_profile
-from sdit.diffusion import Diffusion, ddim_steps, ddpm_steps
+from sdit.diffusion import Diffusion, sampler_steps
 
 
 def _time_steps(model: nn.Module) -> int:
@@ -78,13 +78,7 @@ def profile_sampling(
             counter.begin_step(t=int(t[0]))
             return model(x_t, t)
 
-        if method == "ddim":
-            steps_iter = ddim_steps(counted, diffusion, x, sample_steps, generator=generator)
-        elif method == "ddpm":
-            steps_iter = ddpm_steps(counted, diffusion, x, generator=generator)
-        else:
-            raise ValueError(f"sampling method must be 'ddim' or 'ddpm', got {method!r}")
-        for _ in steps_iter:
+        for _ in sampler_steps(counted, diffusion, x, method, sample_steps, generator):
             counter.end_step()
     steps, unsupported = counter.finish()
     n_steps = sample_steps if method == "ddim" else diffusion.num_steps

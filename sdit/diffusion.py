@@ -133,6 +133,22 @@ def ddpm_steps(
         yield SampleStep(index=index, t=t, x=x_t)
 
 
+def sampler_steps(
+    model: EpsModel,
+    diffusion: Diffusion,
+    x_t: Tensor,
+    method: str,
+    num_steps: int,
+    generator: torch.Generator | None = None,
+) -> Iterator[SampleStep]:
+    """The step iterator of ``method``: ``"ddim"`` (``num_steps`` steps, eta 0) or ``"ddpm"`` (all steps)."""
+    if method == "ddim":
+        return ddim_steps(model, diffusion, x_t, num_steps, generator=generator)
+    if method == "ddpm":
+        return ddpm_steps(model, diffusion, x_t, generator=generator)
+    raise ValueError(f"sampling method must be 'ddim' or 'ddpm', got {method!r}")
+
+
 @torch.no_grad()
 def sample(
     model: EpsModel,
@@ -154,12 +170,6 @@ def sample(
     """
     generator = torch.Generator(device=device).manual_seed(seed)
     x = torch.randn(shape, device=device, generator=generator)
-    if method == "ddim":
-        steps = ddim_steps(model, diffusion, x, num_steps, generator=generator)
-    elif method == "ddpm":
-        steps = ddpm_steps(model, diffusion, x, generator=generator)
-    else:
-        raise ValueError(f"sampling method must be 'ddim' or 'ddpm', got {method!r}")
-    for step in steps:
+    for step in sampler_steps(model, diffusion, x, method, num_steps, generator):
         x = step.x
     return x
