@@ -244,7 +244,8 @@ def main(argv: list[str] | None = None) -> None:
         "sample = one no_grad forward (one denoising step)"
     )
     mem_note = "cuda max_memory_allocated" if device.type == "cuda" else "ru_maxrss growth"
-    header = f"{'preset':<11} {'workload':<8} {'batch':>5} {'s/iter':>8} {'images/s':>9} {'GFLOP/s':>8} {'MFU %':>6} {'peak MiB':>9}"
+    header = (f"{'preset':<11} {'workload':<8} {'batch':>5} {'s/iter':>8} {'images/s':>9} "
+              f"{'GFLOP/s':>8} {'MFU %':>6} {'peak MiB':>9}")
     print(header)
     print("-" * len(header))
     results = []

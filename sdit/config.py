@@ -9,7 +9,7 @@ patches; SDiT prepends one time token, so ``N = L + 1``.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields
-from typing import Any, Literal, Union
+from typing import Any, Literal
 
 
 @dataclass(frozen=True)
@@ -107,7 +107,7 @@ class DiTConfig:
         return (self.image_size // self.patch_size) ** 2
 
 
-ModelConfig = Union[SDiTConfig, DiTConfig]
+ModelConfig = SDiTConfig | DiTConfig
 
 
 def _check_patching(image_size: int, patch_size: int) -> None:

@@ -84,7 +84,9 @@ def load_idx_dataset(directory: Path, split: str) -> ImageSet:
     images = read_idx(_find(directory, image_stem))
     labels = read_idx(_find(directory, label_stem))
     if images.ndim != 3 or images.shape[1:] != (IMAGE_SIZE, IMAGE_SIZE) or images.dtype != np.uint8:
-        raise DatasetError(f"{directory}/{image_stem}: expected uint8 images of 28x28, got {images.dtype} {images.shape}")
+        raise DatasetError(
+            f"{directory}/{image_stem}: expected uint8 images of 28x28, got {images.dtype} {images.shape}"
+        )
     if labels.shape != (images.shape[0],):
         raise DatasetError(f"{directory}: {images.shape[0]} images but labels of shape {labels.shape}")
     return ImageSet(images=_to_unit_range(images)[:, None], labels=torch.from_numpy(labels.astype(np.int64)))
@@ -96,15 +98,21 @@ def load_cifar10(directory: Path, split: str) -> ImageSet:
     for name in _CIFAR_FILES[split]:
         path = directory / name
         if not path.is_file():
-            raise DatasetError(f"missing {name} in {directory} (expected the binary CIFAR-10 version, cifar-10-batches-bin)")
+            raise DatasetError(
+                f"missing {name} in {directory} (expected the binary CIFAR-10 version, cifar-10-batches-bin)"
+            )
         raw = np.fromfile(path, dtype=np.uint8)
         if raw.size == 0 or raw.size % _CIFAR_RECORD:
-            raise DatasetError(f"{path}: size {raw.size} is not a multiple of the {_CIFAR_RECORD}-byte CIFAR-10 record")
+            raise DatasetError(
+                f"{path}: size {raw.size} is not a multiple of the {_CIFAR_RECORD}-byte CIFAR-10 record"
+            )
         chunks.append(raw.reshape(-1, _CIFAR_RECORD))
     records = np.concatenate(chunks)
     labels = torch.from_numpy(records[:, 0].astype(np.int64))
     images = _to_unit_range(records[:, 1:].reshape(-1, 3, 32, 32))  # (B, 3, 32, 32)
-    images = torch.nn.functional.interpolate(images, size=(IMAGE_SIZE, IMAGE_SIZE), mode="bilinear", antialias=True, align_corners=False)
+    images = torch.nn.functional.interpolate(
+        images, size=(IMAGE_SIZE, IMAGE_SIZE), mode="bilinear", antialias=True, align_corners=False
+    )  # (B, 3, 28, 28)
     return ImageSet(images=images.clamp(-1, 1), labels=labels)
 
 
