@@ -11,11 +11,12 @@ nanoGPT's ``estimate_mfu``). Each case runs in its own subprocess so that its
 peak memory (``ru_maxrss`` growth on CPU, ``torch.cuda.max_memory_allocated`` on
 GPU) is its own.
 
-FLOP convention (stated in the printout): a closed-form count of dense MACs per
-image, forward pass: every Linear and Conv2d (including the W_D / W_N of the
-Reconstruction Module, applied at each of the T steps) plus DiT's two attention
-matmuls; element-wise work (LayerNorm, WKV, LIF, softmax, GELU) is not counted.
-FLOP = 2 MAC; a training step counts 3x the forward FLOP.
+FLOP convention (stated in the printout): the profiler's dense MACs per image of
+one forward pass (``profiling.workloads.profile_forward``: every Linear, Conv and
+matmul, including the W_D / W_N of the Reconstruction Module at each of the T
+steps and DiT's attention matmuls); element-wise work (LayerNorm, WKV, LIF,
+softmax, GELU) is not counted. FLOP = 2 MAC; a training step counts 3x the
+forward FLOP.
 
 Usage::
 
@@ -41,7 +42,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from sdit.config import DiTConfig, ModelConfig, SDiTConfig, get_preset  # noqa: E402
+from profiling.workloads import profile_forward  # noqa: E402
+from sdit.config import get_preset  # noqa: E402
+from sdit.models import build_model  # noqa: E402
 
 PRESETS = ("sdit-small", "dit-small", "sdit-mnist")
 WORKLOADS = ("train", "sample")
@@ -57,43 +60,9 @@ BATCH = {
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 
 
-def _linear_conv_macs_sdit(cfg: SDiTConfig) -> int:
-    """Dense MACs of one SDiT forward per image: Linear/Conv layers only."""
-    d, n, p, c, t = cfg.hidden_size, cfg.num_tokens, cfg.patch_size, cfg.in_channels, cfg.time_steps
-    m = 2 * n if cfg.reconstruction else n  # tokens inside a block
-    blocks = cfg.depth_in + cfg.depth_mid + cfg.depth_out
-    macs = cfg.num_patches * d * c * p * p  # patch embed
-    macs += cfg.freq_dim * d + d * d  # time MLP
-    per_block = m * (4 * d * d)  # time mixing: key, value, receptance, output
-    per_block += m * (2 * d * cfg.ffn_ratio * d + d * d)  # channel mixing: key, value, receptance
-    if cfg.reconstruction:
-        per_block += 2 * n * n * d  # W_D (Eq. 11) and W_N (Eq. 12)
-    macs += t * blocks * per_block
-    macs += t * cfg.depth_out * n * 2 * d * d  # skip_linear (Eq. 5)
-    macs += n * d * p * p * c  # final linear, after the mean over T
-    macs += cfg.image_size**2 * c * c * 9  # final 3x3 conv
-    return macs
-
-
-def _linear_conv_attn_macs_dit(cfg: DiTConfig) -> int:
-    """Dense MACs of one DiT forward per image: Linear/Conv layers plus attention matmuls."""
-    d, n, p, c = cfg.hidden_size, cfg.num_patches, cfg.patch_size, cfg.in_channels
-    macs = n * d * c * p * p  # patch embed
-    macs += cfg.freq_dim * d + d * d  # time MLP
-    per_block = n * (3 * d * d + d * d)  # qkv, proj
-    per_block += 2 * n * n * d  # q k^T and attn v
-    per_block += n * 2 * d * cfg.mlp_ratio * d  # MLP
-    per_block += 6 * d * d  # adaLN
-    macs += cfg.depth * per_block
-    macs += 2 * d * d + n * d * p * p * c  # final adaLN and linear
-    return macs
-
-
-def forward_macs(cfg: ModelConfig) -> int:
-    """Closed-form dense MACs of one forward pass per image (module docstring)."""
-    if isinstance(cfg, SDiTConfig):
-        return _linear_conv_macs_sdit(cfg)
-    return _linear_conv_attn_macs_dit(cfg)
+def forward_macs(preset: str) -> int:
+    """Dense MACs of one forward pass per image, from the profiler (``dense_macs``)."""
+    return int(profile_forward(build_model(preset), name=preset, batch_size=1).per_image["dense_macs"])
 
 
 @dataclass(frozen=True)
@@ -140,7 +109,6 @@ def run_case(
 ) -> CaseResult:
     """Time one workload; runs in a fresh process (see :func:`main`)."""
     from sdit.diffusion import Diffusion
-    from sdit.models import build_model
 
     torch.manual_seed(0)
     cfg = get_preset(preset)
@@ -185,7 +153,7 @@ def run_case(
         peak_mem = torch.cuda.max_memory_allocated(device) - mem0
     else:
         peak_mem = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - rss0
-    flop_per_image = 2.0 * factor * forward_macs(cfg)
+    flop_per_image = 2.0 * factor * forward_macs(preset)
     return CaseResult(
         preset=preset,
         workload=workload,
@@ -239,8 +207,8 @@ def main(argv: list[str] | None = None) -> None:
         "re-measured after the cases, the larger value is used for MFU)"
     )
     print(
-        "FLOPs: closed-form dense MACs per image (Linear/Conv incl. W_D/W_N x T steps, DiT attention "
-        "matmuls; element-wise ops not counted), FLOP = 2 MAC, train = 3x forward; "
+        "FLOPs: the profiler's dense MACs per image (Linear/Conv/matmul incl. W_D/W_N x T steps, DiT "
+        "attention matmuls; element-wise ops not counted), FLOP = 2 MAC, train = 3x forward; "
         "sample = one no_grad forward (one denoising step)"
     )
     mem_note = "cuda max_memory_allocated" if device.type == "cuda" else "ru_maxrss growth"
