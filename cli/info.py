@@ -9,7 +9,7 @@ from rich.console import Console
 from rich.table import Table
 
 from cli.common import fail
-from sdit.config import UnknownPresetError, config_to_dict, get_preset
+from sdit.config import PRESET_NOTES, UnknownPresetError, config_to_dict, get_preset
 from sdit.models import build_model, count_params
 
 
@@ -23,6 +23,7 @@ def preset_info(name: str) -> dict[str, object]:
         "params": counts.params,
         "trainable_params": counts.trainable_params,
         "config": config_to_dict(config),
+        "notes": PRESET_NOTES[name],
     }
 
 
@@ -43,7 +44,9 @@ def info(
     table.add_row("trainable params", f"{facts['trainable_params']:,}")
     for key, value in facts["config"].items():  # type: ignore[union-attr]
         table.add_row(key, str(value))
-    Console().print(table)
+    console = Console()
+    console.print(table)
+    console.print(facts["notes"])
 
 
 def register(app: typer.Typer) -> None:

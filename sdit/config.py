@@ -116,28 +116,40 @@ def _check_patching(image_size: int, patch_size: int) -> None:
 
 
 PRESETS: dict[str, ModelConfig] = {
-    # Paper, MNIST and Fashion-MNIST (§IV-A: 2 input / 1 mid / 2 output blocks, D = 384).
-    # The paper leaves p and the time embedding open; p = 2 and a DiT-style time MLP
-    # (sinusoid(256) -> Linear -> SiLU -> Linear) give 11,657,486 trainable parameters,
-    # 0.11 % under Table III's 11.67 M. A U-ViT-style time token without the MLP would
-    # give 11.41 M (-2.2 %), p = 4 would give 10.84 M: both are ruled out by Table III.
     "sdit-mnist": SDiTConfig(),
-    # Paper, CIFAR-10 resized to 28x28 (§IV-A: 4 / 1 / 4 blocks, D = 512).
     "sdit-cifar": SDiTConfig(in_channels=3, hidden_size=512, depth_in=4, depth_out=4),
-    # DiT baseline at the SDiT-mnist size: p = 2, D = 384, 5 blocks, 6 heads, no class
-    # embedding, noise-only output (no learned sigma): 13,845,508 trainable parameters,
-    # 0.10 % under Table III's 13.86 M.
     "dit-mnist": DiTConfig(),
     "dit-cifar": DiTConfig(in_channels=3, hidden_size=512, depth=9, num_heads=8),
-    # CPU presets: p = 4 (50 tokens), narrower; trainable on a 2-core CPU.
     "sdit-small": SDiTConfig(patch_size=4, hidden_size=128, depth_in=1, depth_mid=1, depth_out=1),
     "dit-small": DiTConfig(patch_size=4, hidden_size=128, depth=3, num_heads=4),
-    # Tiny presets for tests: p = 7 (16 patches), D = 32.
     "sdit-tiny": SDiTConfig(patch_size=7, hidden_size=32, depth_in=1, depth_mid=1, depth_out=1),
     "sdit-tiny-norecon": SDiTConfig(
         patch_size=7, hidden_size=32, depth_in=1, depth_mid=1, depth_out=1, reconstruction=False
     ),
     "dit-tiny": DiTConfig(patch_size=7, hidden_size=32, depth=2, num_heads=2),
+}
+
+# What each preset is, and which of the paper's unstated choices give its size (``sdit info`` prints these).
+PRESET_NOTES: dict[str, str] = {
+    "sdit-mnist": (
+        "Paper, MNIST and Fashion-MNIST (§IV-A: 2 input / 1 mid / 2 output blocks, D = 384, T = 4). The paper "
+        "leaves p and the time embedding open; p = 2 and a DiT-style time MLP (sinusoid(256) -> Linear -> SiLU "
+        "-> Linear) give 11,657,486 trainable parameters, 0.11 % under Table III's 11.67 M. A U-ViT time token "
+        "without the MLP would give 11,410,958 (-2.2 %), p = 4 would give 10,763,546 (-7.8 %): Table III rules "
+        "both out. W_D and W_N are bias-free, as Eq. 11-12 write them."
+    ),
+    "sdit-cifar": "Paper, CIFAR-10 resized to 28x28 (§IV-A: 4 / 1 / 4 blocks, D = 512), choices as sdit-mnist.",
+    "dit-mnist": (
+        "DiT baseline at the sdit-mnist size (Table III): p = 2, D = 384, 5 blocks, 6 heads, MLP 4D, no class "
+        "embedding, noise-only output (no learned sigma): 13,845,508 trainable parameters, 0.10 % under "
+        "Table III's 13.86 M; the frozen sin-cos position table adds 75,264 non-trainable ones."
+    ),
+    "dit-cifar": "DiT baseline for CIFAR-10 at 28x28: p = 2, D = 512, 9 blocks, 8 heads (our choice).",
+    "sdit-small": "CPU preset: SDiT with p = 4 (50 tokens), D = 128, 1 / 1 / 1 blocks, T = 4.",
+    "dit-small": "CPU preset: DiT with p = 4 (49 tokens), D = 128, 3 blocks, 4 heads.",
+    "sdit-tiny": "Test preset: p = 7 (16 patches), D = 32, 1 / 1 / 1 blocks.",
+    "sdit-tiny-norecon": "Test preset: sdit-tiny without the Reconstruction Module (Table II ablation).",
+    "dit-tiny": "Test preset: p = 7, D = 32, 2 blocks, 2 heads.",
 }
 
 

@@ -60,3 +60,10 @@ def test_invalid_configs_raise() -> None:
         SDiTConfig(depth_in=2, depth_out=1)
     with pytest.raises(ValueError, match="num_heads"):
         DiTConfig(num_heads=5)
+
+
+def test_every_preset_has_notes() -> None:
+    from sdit.config import PRESET_NOTES
+
+    assert set(PRESET_NOTES) == set(PRESETS)
+    assert "11,657,486" in PRESET_NOTES["sdit-mnist"] and "13,845,508" in PRESET_NOTES["dit-mnist"]
