@@ -9,10 +9,8 @@ import typer
 
 from cli.common import DATA_ERROR, fail
 from sdit.artifacts import OverwriteError, save_image_grid, save_tensors
-from sdit.checkpoint import CheckpointError, load_model
-from sdit.config import PRESETS, UnknownPresetError
 from sdit.diffusion import Diffusion, sample
-from sdit.models import build_model
+from sdit.targets import TargetError, load_target
 
 
 def sample_cmd(
@@ -36,19 +34,15 @@ def sample_cmd(
     for path in (out, tensor):
         if path is not None and path.exists() and not overwrite:
             fail(f"{path} exists; pass --overwrite to replace it")
-    if target in PRESETS or not (Path(target).exists() or _looks_like_path(target)):
-        try:
-            model = build_model(target)
-        except UnknownPresetError as err:
-            fail(f"{err}; nor is it a checkpoint file or run directory")
+    try:
+        loaded = load_target(target)
+    except TargetError as err:
+        fail(str(err))
+    except ValueError as err:  # CheckpointError and config errors
+        fail(str(err), DATA_ERROR)
+    if loaded.source == "preset":
         typer.echo(f"note: {target} is a preset with untrained weights; samples are noise-like", err=True)
-        source = f"preset {target} (untrained)"
-    else:
-        try:
-            model, meta = load_model(target)
-        except CheckpointError as err:
-            fail(str(err), DATA_ERROR)
-        source = f"{meta.preset} at step {meta.step} (EMA weights)"
+    model, source = loaded.model, loaded.description
     model.eval()
     cfg = model.config
     torch.manual_seed(seed)
@@ -64,10 +58,6 @@ def sample_cmd(
         fail(str(err))
     also = f" and {tensor}" if tensor is not None else ""
     typer.echo(f"wrote {num} samples of {source} ({method}, {num_steps} steps, seed {seed}) to {path}{also}")
-
-
-def _looks_like_path(target: str) -> bool:
-    return "/" in target or target.endswith((".safetensors", ".pt", ".bin", ".ckpt"))
 
 
 def register(app: typer.Typer) -> None:

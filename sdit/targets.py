@@ -8,7 +8,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from sdit.config import PRESETS
+from sdit.config import PRESETS, UnknownPresetError
 from sdit.models import build_model
 
 
@@ -23,22 +23,27 @@ class Target:
     label: str  # preset name or checkpoint path, as the user gave it
     source: str  # "preset" (untrained weights) or "checkpoint"
     model: nn.Module
+    description: str  # e.g. "preset sdit-small (untrained)" or "dit-small at step 24000 (EMA weights)"
+
+
+def _looks_like_path(target: str) -> bool:
+    return "/" in target or target.endswith((".safetensors", ".pt", ".bin", ".ckpt"))
 
 
 def load_target(target: str, device: torch.device | str = "cpu") -> Target:
-    """A preset builds an untrained model; an existing path loads a checkpoint (EMA weights).
+    """A preset builds an untrained model; a path loads a checkpoint (EMA weights).
 
     Raises:
-        TargetError: ``target`` is neither.
-        sdit.checkpoint.CheckpointError: the checkpoint is missing pieces or corrupt.
+        TargetError: ``target`` is neither a preset nor something that looks like a path.
+        sdit.checkpoint.CheckpointError: the checkpoint is missing, incomplete or corrupt.
     """
     if target in PRESETS:
-        return Target(label=target, source="preset", model=build_model(target).to(device))
-    if Path(target).exists():
+        model = build_model(target).to(device)
+        return Target(label=target, source="preset", model=model, description=f"preset {target} (untrained)")
+    if Path(target).exists() or _looks_like_path(target):
         from sdit.checkpoint import load_model
 
-        model, _meta = load_model(target, device=device)
-        return Target(label=target, source="checkpoint", model=model)
-    raise TargetError(
-        f"{target!r} is neither a preset ({', '.join(PRESETS)}) nor an existing checkpoint path"
-    )
+        model, meta = load_model(target, device=device)
+        return Target(label=target, source="checkpoint", model=model,
+                      description=f"{meta.preset} at step {meta.step} (EMA weights)")
+    raise TargetError(f"{UnknownPresetError(target)} (the target is neither a preset nor an existing checkpoint path)")
