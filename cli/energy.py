@@ -9,7 +9,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from cli.common import DATA_ERROR, fail
+from cli.common import DATA_ERROR, fail, load_target_or_fail
 from profiling.counter import UnknownNeuronError, UnsupportedOpError
 from profiling.energy import (
     DEFAULT_COSTS,
@@ -24,7 +24,7 @@ from profiling.meters import MeterError, make_meter
 from profiling.workloads import profile_workload
 from sdit.artifacts import write_json
 from sdit.diffusion import Diffusion
-from sdit.targets import TargetError, load_target
+from sdit.targets import load_target
 
 SWEEP_RATES = [0.0, 0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.5, 1.0]
 
@@ -75,15 +75,8 @@ def energy_cmd(
                                e_mem_pj_per_byte=e_mem_pj, e_neuron_update_pj=e_neuron_pj)
     except CostsError as err:
         fail(str(err))
-    try:
-        loaded = load_target(target)
-        base = load_target(baseline) if baseline else None
-    except TargetError as err:
-        fail(str(err))
-    except ValueError as err:
-        fail(str(err), DATA_ERROR)
-    if loaded.source == "preset":
-        typer.echo(f"note: {target} is a preset with untrained weights: spikes and ACs are near zero", err=True)
+    loaded = load_target_or_fail(target, "spikes and ACs are near zero")
+    base = load_target_or_fail(baseline, "its counts come from untrained weights") if baseline else None
     try:
         profile = profile_workload(loaded.model, name=target, batch_size=batch_size, timestep=timestep,
                                    sample_steps=sample_steps, seed=seed)

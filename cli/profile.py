@@ -8,13 +8,12 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from cli.common import DATA_ERROR, fail
+from cli.common import DATA_ERROR, fail, load_target_or_fail
 from profiling.counter import UnknownNeuronError, UnsupportedOpError
 from profiling.energy import DEFAULT_COSTS, CostsError, EnergyEstimate, estimate_energy, load_costs
 from profiling.profile import Profile
 from profiling.workloads import profile_workload
 from sdit.artifacts import write_bytes, write_json
-from sdit.targets import TargetError, load_target
 
 
 def _fmt(value: float) -> str:
@@ -96,15 +95,8 @@ def profile_cmd(
         costs = load_costs(costs_spec)
     except CostsError as err:
         fail(str(err))
-    try:
-        loaded = load_target(target)
-    except TargetError as err:
-        fail(str(err))
-    except ValueError as err:  # CheckpointError and config errors
-        fail(str(err), DATA_ERROR)
+    loaded = load_target_or_fail(target, "spikes and ACs are near zero")
     console = Console()
-    if loaded.source == "preset":
-        typer.echo(f"note: {target} is a preset with untrained weights: spikes and ACs are near zero", err=True)
     try:
         profile = profile_workload(loaded.model, name=target, batch_size=batch_size, timestep=timestep,
                                    sample_steps=sample_steps, method=method, seed=seed, strict=strict)

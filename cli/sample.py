@@ -7,10 +7,9 @@ from pathlib import Path
 import torch
 import typer
 
-from cli.common import DATA_ERROR, fail
+from cli.common import fail, load_target_or_fail
 from sdit.artifacts import OverwriteError, save_image_grid, save_tensors
 from sdit.diffusion import Diffusion, sample
-from sdit.targets import TargetError, load_target
 
 
 def sample_cmd(
@@ -34,14 +33,7 @@ def sample_cmd(
     for path in (out, tensor):
         if path is not None and path.exists() and not overwrite:
             fail(f"{path} exists; pass --overwrite to replace it")
-    try:
-        loaded = load_target(target)
-    except TargetError as err:
-        fail(str(err))
-    except ValueError as err:  # CheckpointError and config errors
-        fail(str(err), DATA_ERROR)
-    if loaded.source == "preset":
-        typer.echo(f"note: {target} is a preset with untrained weights; samples are noise-like", err=True)
+    loaded = load_target_or_fail(target, "samples are noise-like")
     model, source = loaded.model, loaded.description
     model.eval()
     cfg = model.config
