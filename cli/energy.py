@@ -21,6 +21,7 @@ from profiling.energy import (
     with_overrides,
 )
 from profiling.meters import MeterError, make_meter
+from profiling.profile import workload_label
 from profiling.workloads import profile_workload
 from sdit.artifacts import write_json
 from sdit.diffusion import Diffusion
@@ -124,7 +125,7 @@ def energy_cmd(
 def _print(result: dict[str, Any], console: Console) -> None:
     est, costs = result["estimated"], result["costs"]
     work = result["workload"]
-    what = f"forward at t={work['timestep']}" if work["kind"] == "forward" else f"{work['kind']} {work['steps']} steps"
+    what = workload_label(work)
     table = Table(title=f"{result['target']}: estimated energy per image, {what} "
                         f"({costs['name']}: MAC {costs['e_mac_pj']} pJ, AC {costs['e_ac_pj']} pJ)")
     table.add_column("column")

@@ -11,7 +11,7 @@ from rich.table import Table
 from cli.common import DATA_ERROR, fail, load_target_or_fail
 from profiling.counter import UnknownNeuronError, UnsupportedOpError
 from profiling.energy import DEFAULT_COSTS, CostsError, EnergyEstimate, estimate_energy, load_costs
-from profiling.profile import Profile
+from profiling.profile import Profile, workload_label
 from profiling.workloads import profile_workload
 from sdit.artifacts import write_bytes, write_json
 
@@ -23,7 +23,7 @@ def _fmt(value: float) -> str:
 def print_summary(profile: Profile, estimate: EnergyEstimate, top: int, console: Console) -> None:
     """Totals per image, then the ``top`` layers by dense MACs, each figure with its unit."""
     work = profile.workload
-    what = f"forward at t={work['timestep']}" if work["kind"] == "forward" else f"{work['kind']} {work['steps']} steps"
+    what = workload_label(work)
     totals = Table(title=f"{profile.model}: {what}, per image (batch {profile.batch_size}, T={profile.time_steps})")
     totals.add_column("quantity")
     totals.add_column("per image", justify="right")

@@ -148,6 +148,13 @@ class Profile:
         return frame.set_index("name")
 
 
+def workload_label(workload: dict[str, Any]) -> str:
+    """``forward at t=500`` or ``ddim 50 steps``: a workload dict in words."""
+    if workload["kind"] == "forward":
+        return f"forward at t={workload['timestep']}"
+    return f"{workload['kind']} {workload['steps']} steps"
+
+
 def _per_image(value: int | float, batch: int) -> Number:
     if isinstance(value, int) and value % batch == 0:
         return value // batch
