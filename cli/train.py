@@ -36,6 +36,10 @@ def train_cmd(
     ckpt_every: int | None = typer.Option(None, "--ckpt-every", min=0, help="Steps per checkpoint. [1000]"),
     keep: int | None = typer.Option(None, "--keep", min=1, help="Checkpoints kept. [3]"),
     device: str | None = typer.Option(None, "--device", help="cpu or cuda (default: cuda when available)."),
+    compile_: bool | None = typer.Option(
+        None, "--compile/--no-compile",
+        help="Train through torch.compile (faster; needs a C++ compiler on CPU). [no-compile]",
+    ),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace the previous run in --out."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
 ) -> None:
@@ -44,7 +48,7 @@ def train_cmd(
         "preset": preset, "dataset": dataset, "data_dir": str(data_dir) if data_dir else None,
         "batch_size": batch_size, "steps": steps, "epochs": epochs, "lr": lr, "warmup_steps": warmup_steps,
         "ema_decay": ema_decay, "seed": seed, "log_every": log_every, "sample_every": sample_every,
-        "ckpt_every": ckpt_every, "keep": keep, "device": device,
+        "ckpt_every": ckpt_every, "keep": keep, "device": device, "compile": compile_,
     }
     given = {k: v for k, v in given.items() if v is not None}
     if steps is not None and epochs is not None:

@@ -33,17 +33,23 @@ def _mix(shifted: Tensor, delta: Tensor, mu: Tensor) -> Tensor:
 
 
 class _ReluSquare(torch.autograd.Function):
-    """relu(x)^2 with one intermediate; backward 2 relu(x) g in one (autograd: two, then three)."""
+    """relu(x)^2 saving relu(x), not x: backward 2 relu(x) g is two passes, and x can be freed.
+
+    The FFN hidden activation (T*B, M, 4D) is the largest tensor of a block, so each
+    pass over it counts; autograd's relu-then-pow would save two such tensors and
+    spend five passes on the backward.
+    """
 
     @staticmethod
     def forward(ctx, x: Tensor) -> Tensor:
-        ctx.save_for_backward(x)
-        return torch.relu(x).square_()
+        r = torch.relu(x)  # (..., 4D)
+        ctx.save_for_backward(r)
+        return r * r
 
     @staticmethod
     def backward(ctx, grad: Tensor) -> Tensor:
-        (x,) = ctx.saved_tensors
-        return torch.relu(x).mul_(grad).mul_(2.0)
+        (r,) = ctx.saved_tensors
+        return torch.mul(r, grad).mul_(2.0)
 
 
 def _tracked(x: Tensor) -> bool:

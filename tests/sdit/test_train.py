@@ -8,6 +8,7 @@ import os
 import struct
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -101,6 +102,45 @@ def test_n_steps_then_resume_n_equals_2n_straight(tmp_path: Path, preset: str, f
         record = next(iter_metrics(tmp_path / "straight"))
         assert set(record["firing_rate"]) == {f"{b}_blocks.0.{n}_lif" for b in ("in", "mid", "out")
                                               for n in ("attn", "ffn")}
+
+
+def test_compiled_training_matches_eager(tmp_path: Path, fashion_test) -> None:
+    # torch.compile fuses element-wise ops, so the last bits may differ; the run, its
+    # firing-rate hooks and its metrics must not.
+    data = ImageSet(fashion_test.images[:8], fashion_test.labels[:8])
+    config = TrainConfig(preset="sdit-tiny", steps=2, batch_size=4, lr=1e-3, warmup_steps=0, log_every=1,
+                         sample_every=0, ckpt_every=0, sample_num=2, sample_steps=2)
+    eager = train(config, tmp_path / "eager", data=data, progress=False)
+    compiled = train(replace(config, compile=True), tmp_path / "compiled", data=data, progress=False)
+    a, b = list(iter_metrics(tmp_path / "eager")), list(iter_metrics(tmp_path / "compiled"))
+    assert [r["step"] for r in a] == [r["step"] for r in b] == [1, 2]
+    for ra, rb in zip(a, b, strict=True):
+        assert rb["loss"] == pytest.approx(ra["loss"], rel=1e-4)
+        assert rb["firing_rate"].keys() == ra["firing_rate"].keys()
+    assert compiled.final_loss == pytest.approx(eager.final_loss, rel=1e-4)
+    assert load_run_config(tmp_path / "compiled").compile is True
+    # compile is a way of running, not part of the recipe: a resume may switch it
+    assert resume_config(load_run_config(tmp_path / "eager"), compile=True, steps=4).compile is True
+
+
+def test_firing_rate_meter_counts_the_same_through_torch_compile() -> None:
+    from sdit.models import build_model
+
+    torch.manual_seed(0)
+    model = build_model("sdit-tiny")
+    with torch.no_grad():
+        for p in model.parameters():
+            p.mul_(3.0)  # an untrained SDiT barely fires; scaled weights make every LIF layer spike
+    meter = FiringRateMeter(model)
+    x, t = torch.randn(4, 1, 28, 28), torch.randint(0, 1000, (4,))
+    eager_out = model(x, t)
+    eager = meter.totals(torch.device("cpu"))  # (2, K)
+    meter.reset()
+    compiled_out = torch.compile(model)(x, t)
+    compiled = meter.totals(torch.device("cpu"))
+    assert torch.allclose(compiled_out, eager_out, atol=1e-4)
+    assert (eager[0] > 0).all()  # every layer fired
+    assert torch.equal(compiled, eager)  # the same spikes, counted once each
 
 
 def test_resume_refuses_a_changed_recipe(tmp_path: Path, fashion_test) -> None:
