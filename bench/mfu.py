@@ -6,7 +6,9 @@ One run measures this machine's peak matmul throughput (a large, warm square
 - ``train``: ``Diffusion().loss`` forward + backward + an AdamW step,
 - ``sample``: one ``no_grad`` model forward (one denoising step),
 
-and reports MFU = achieved FLOP/s / peak FLOP/s (PaLM's definition, as in
+in two modes, ``eager`` (the model as profiled) and ``compiled`` (``torch.compile``
+of the model; what ``sdit train --compile`` runs), and reports MFU = achieved
+FLOP/s / peak FLOP/s (PaLM's definition, as in
 nanoGPT's ``estimate_mfu``). Each case runs in its own subprocess so that its
 peak memory (``ru_maxrss`` growth on CPU, ``torch.cuda.max_memory_allocated`` on
 GPU) is its own.
@@ -45,6 +47,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from profiling.workloads import profile_forward  # noqa: E402
 from sdit.config import get_preset  # noqa: E402
 from sdit.models import build_model  # noqa: E402
+from sdit.models.wkv import wkv_backend  # noqa: E402
 
 PRESETS = ("sdit-small", "dit-small", "sdit-mnist")
 WORKLOADS = ("train", "sample")
@@ -58,6 +61,7 @@ BATCH = {
     ("sdit-mnist", "sample"): 8,
 }
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
+MODES = ("eager", "compiled")
 
 
 def forward_macs(preset: str) -> int:
@@ -71,6 +75,7 @@ class CaseResult:
 
     preset: str
     workload: str
+    mode: str
     batch: int
     iters: int
     seconds_per_iter: float
@@ -105,7 +110,7 @@ def peak_matmul_flop_per_s(device: torch.device, dtype: torch.dtype, size: int, 
 
 
 def run_case(
-    preset: str, workload: str, batch: int, device: torch.device, dtype: torch.dtype, min_s: float
+    preset: str, workload: str, mode: str, batch: int, device: torch.device, dtype: torch.dtype, min_s: float
 ) -> CaseResult:
     """Time one workload; runs in a fresh process (see :func:`main`)."""
     from sdit.diffusion import Diffusion
@@ -113,6 +118,7 @@ def run_case(
     torch.manual_seed(0)
     cfg = get_preset(preset)
     model = build_model(cfg).to(device)
+    net = torch.compile(model) if mode == "compiled" else model
     diffusion = Diffusion()
     x0 = torch.randn(batch, cfg.in_channels, cfg.image_size, cfg.image_size, device=device)
     t = torch.randint(0, diffusion.num_steps, (batch,), device=device)
@@ -124,7 +130,7 @@ def run_case(
         def step() -> None:
             opt.zero_grad(set_to_none=True)
             with autocast:
-                loss = diffusion.loss(model, x0)
+                loss = diffusion.loss(net, x0)
             loss.backward()
             opt.step()
 
@@ -134,14 +140,15 @@ def run_case(
 
         def step() -> None:
             with torch.no_grad(), autocast:
-                model(x0, t)
+                net(x0, t)
 
         factor = 1
     rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
         mem0 = torch.cuda.memory_allocated(device)
-    step()  # warm-up (allocator, AdamW state, kernel selection)
+    step()  # warm-up (allocator, AdamW state, kernel selection, compilation)
+    step()
     _sync(device)
     iters, start = 0, time.perf_counter()
     while iters < 2 or time.perf_counter() - start < min_s:
@@ -157,6 +164,7 @@ def run_case(
     return CaseResult(
         preset=preset,
         workload=workload,
+        mode=mode,
         batch=batch,
         iters=iters,
         seconds_per_iter=seconds,
@@ -167,9 +175,11 @@ def run_case(
     )
 
 
-def _run_in_subprocess(args: argparse.Namespace, preset: str, workload: str, batch: int) -> CaseResult:
+def _run_in_subprocess(
+    args: argparse.Namespace, preset: str, workload: str, mode: str, batch: int
+) -> CaseResult:
     cmd = [
-        sys.executable, __file__, "--case", preset, workload, str(batch),
+        sys.executable, __file__, "--case", preset, workload, mode, str(batch),
         "--device", args.device, "--dtype", args.dtype, "--min-seconds", str(args.min_seconds),
     ]  # fmt: skip
     if args.threads:
@@ -184,24 +194,26 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--dtype", choices=sorted(DTYPES), default="fp32")
     parser.add_argument("--presets", nargs="+", default=list(PRESETS))
     parser.add_argument("--workloads", nargs="+", choices=WORKLOADS, default=list(WORKLOADS))
+    parser.add_argument("--modes", nargs="+", choices=MODES, default=list(MODES))
     parser.add_argument("--batch-scale", type=float, default=1.0, help="multiply every default batch")
     parser.add_argument("--min-seconds", type=float, default=3.0, help="timed window per case")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
-    parser.add_argument("--case", nargs=3, metavar=("PRESET", "WORKLOAD", "BATCH"), help=argparse.SUPPRESS)
+    parser.add_argument("--case", nargs=4, metavar=("PRESET", "WORKLOAD", "MODE", "BATCH"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
     device, dtype = torch.device(args.device), DTYPES[args.dtype]
 
     if args.case:  # child process: one case, one JSON line
-        preset, workload, batch = args.case
-        result = run_case(preset, workload, int(batch), device, dtype, args.min_seconds)
+        preset, workload, mode, batch = args.case
+        result = run_case(preset, workload, mode, int(batch), device, dtype, args.min_seconds)
         print(json.dumps(asdict(result)))
         return
 
     sizes = (4096, 8192) if device.type == "cuda" else (1024, 2048)
     peak = max(peak_matmul_flop_per_s(device, dtype, size) for size in sizes)
     print(f"device {device} ({torch.get_num_threads()} threads), dtype {args.dtype}, torch {torch.__version__}")
+    print(f"WKV kernel: {wkv_backend(device)}")
     print(
         f"peak matmul: {peak / 1e9:.1f} GFLOP/s (square torch.mm of sides {sizes}, warm, best of repeats; "
         "re-measured after the cases, the larger value is used for MFU)"
@@ -212,7 +224,7 @@ def main(argv: list[str] | None = None) -> None:
         "sample = one no_grad forward (one denoising step)"
     )
     mem_note = "cuda max_memory_allocated" if device.type == "cuda" else "ru_maxrss growth"
-    header = (f"{'preset':<11} {'workload':<8} {'batch':>5} {'s/iter':>8} {'images/s':>9} "
+    header = (f"{'preset':<11} {'workload':<8} {'mode':<8} {'batch':>5} {'s/iter':>8} {'images/s':>9} "
               f"{'GFLOP/s':>8} {'MFU %':>6} {'peak MiB':>9}")
     print(header)
     print("-" * len(header))
@@ -220,17 +232,19 @@ def main(argv: list[str] | None = None) -> None:
     for preset in args.presets:
         for workload in args.workloads:
             batch = max(1, round(BATCH.get((preset, workload), 16) * args.batch_scale))
-            results.append(_run_in_subprocess(args, preset, workload, batch))
+            for mode in args.modes:
+                results.append(_run_in_subprocess(args, preset, workload, mode, batch))
     peak_after = max(peak_matmul_flop_per_s(device, dtype, size) for size in sizes)
     peak = max(peak, peak_after)
     for r in results:
         mfu = 100 * r.achieved_flop_per_s / peak
         print(
-            f"{r.preset:<11} {r.workload:<8} {r.batch:>5} {r.seconds_per_iter:>8.3f} {r.images_per_s:>9.1f} "
-            f"{r.achieved_flop_per_s / 1e9:>8.1f} {mfu:>6.1f} {r.peak_mem_bytes / 2**20:>9.0f}"
+            f"{r.preset:<11} {r.workload:<8} {r.mode:<8} {r.batch:>5} {r.seconds_per_iter:>8.3f} "
+            f"{r.images_per_s:>9.1f} {r.achieved_flop_per_s / 1e9:>8.1f} {mfu:>6.1f} {r.peak_mem_bytes / 2**20:>9.0f}"
         )
     print(f"peak matmul after the cases: {peak_after / 1e9:.1f} GFLOP/s; MFU uses {peak / 1e9:.1f}")
-    print(f"peak MiB: {mem_note} over the warm-up and timed iterations of that case")
+    print(f"peak MiB: {mem_note} over the warm-up and timed iterations of that case "
+          "(compiled: includes the compiler's own memory on CPU)")
 
 
 if __name__ == "__main__":

@@ -8,9 +8,13 @@ formula, per channel c and token t (ARCHITECTURE.md §1):
 
 with ``w = exp(time_decay) > 0`` and ``u = time_first``.
 
-Three implementations, one formula:
+Implementations of one formula:
 
-- :func:`wkv` is the one the model runs: a custom autograd function
+- :func:`wkv` is the one the model runs: on the CPU the compiled C++ kernel of
+  :mod:`sdit.models.wkv_ext` (``wkv_cpu.cpp``, one vectorised loop per batch row
+  and channel block, built on first use), elsewhere or when that cannot build,
+  :func:`wkv_python`.
+- :func:`wkv_python` runs a custom autograd function
   (:class:`WKVFunction`) whose backward pass is written by hand, a reverse
   recurrence in the same stable form, instead of letting autograd record ~20
   small nodes per token. Both passes run token by token on (B, D) slices, which
@@ -35,6 +39,8 @@ from __future__ import annotations
 
 import torch
 from torch import Tensor, nn
+
+from sdit.models import wkv_ext
 
 _EXP_FLOOR = -60.0  # exponent arguments below this are clamped (see module docstring)
 
@@ -192,8 +198,8 @@ class WKVFunction(torch.autograd.Function):
 def wkv(time_decay: Tensor, time_first: Tensor, k: Tensor, v: Tensor) -> Tensor:
     """Numerically stable, differentiable WKV (the fast path).
 
-    Under autograd it runs :class:`WKVFunction`; without gradients (sampling) the
-    forward recurrence alone, keeping no per-token states.
+    On the CPU it runs the compiled kernel of :mod:`sdit.models.wkv_ext` when that
+    built (see :func:`wkv_backend`); otherwise :func:`wkv_python`.
 
     Args:
         time_decay: (D,) log of the decay rate; ``w = exp(time_decay)``.
@@ -204,6 +210,19 @@ def wkv(time_decay: Tensor, time_first: Tensor, k: Tensor, v: Tensor) -> Tensor:
     Returns:
         (B, N, D) in the dtype of ``v``; computed in at least float32.
     """
+    if k.device.type == "cpu" and wkv_ext.available():
+        return wkv_ext.wkv_cpu(time_decay, time_first, k, v)
+    return wkv_python(time_decay, time_first, k, v)
+
+
+@torch.compiler.disable  # a loop of ~15 small ops per token: opaque to torch.compile, not unrolled
+def wkv_python(time_decay: Tensor, time_first: Tensor, k: Tensor, v: Tensor) -> Tensor:
+    """WKV by the token loop of :func:`_wkv_forward` in tensor operations, on any device.
+
+    Under autograd it runs :class:`WKVFunction`; without gradients (sampling) the
+    forward recurrence alone, keeping no per-token states. Same arguments and
+    result as :func:`wkv`.
+    """
     out_dtype = v.dtype
     dtype = _compute_dtype(v.dtype)
     args = (time_decay.to(dtype), time_first.to(dtype), k.to(dtype), v.to(dtype))
@@ -212,6 +231,15 @@ def wkv(time_decay: Tensor, time_first: Tensor, k: Tensor, v: Tensor) -> Tensor:
     else:
         y, _, _ = _wkv_forward(torch.exp(args[0]), *args[1:], store=False)
     return y.to(out_dtype)  # (B, N, D)
+
+
+def wkv_backend(device: torch.device | str) -> str:
+    """Which WKV implementation :func:`wkv` runs on ``device``, in one line (builds the kernel if needed)."""
+    if torch.device(device).type != "cpu":
+        return f"python token loop (no compiled kernel for {torch.device(device).type})"
+    if wkv_ext.available():
+        return f"C++ kernel: {wkv_ext.extension_status()}"
+    return f"python token loop (C++ kernel {wkv_ext.extension_status()})"
 
 
 def wkv_reference(time_decay: Tensor, time_first: Tensor, k: Tensor, v: Tensor) -> Tensor:

@@ -8,7 +8,11 @@ import torch
 from sdit.models import build_model
 from sdit.models import wkv as wkv_module
 from sdit.models.sdit import relu_square
-from sdit.models.wkv import WKVFunction, wkv, wkv_direct, wkv_reference
+from sdit.models.wkv import WKVFunction, wkv, wkv_backend, wkv_direct, wkv_python, wkv_reference
+from sdit.models.wkv_ext import wkv_cpu
+
+# Both implementations of the fast path: the tensor-op token loop and the C++ kernel.
+IMPLS = pytest.mark.parametrize("fast_wkv", [wkv_python, wkv_cpu], ids=["python", "cpp"])
 
 
 def _inputs(batch: int, tokens: int, dim: int, k_scale: float = 1.0, dtype=torch.float32, seed: int = 1):
@@ -32,10 +36,11 @@ def _rel(got: torch.Tensor, expected: torch.Tensor) -> float:
 
 
 @pytest.mark.parametrize("k_scale", [1.0, 30.0])
-def test_wkv_matches_reference_in_value_and_gradient(k_scale: float) -> None:
+@IMPLS
+def test_wkv_matches_reference_in_value_and_gradient(k_scale: float, fast_wkv) -> None:
     args = _inputs(3, 41, 16, k_scale=k_scale)
     grad_out = torch.randn(3, 41, 16, generator=torch.Generator().manual_seed(2))
-    fast, fast_grads = _value_and_grads(wkv, args, grad_out)
+    fast, fast_grads = _value_and_grads(fast_wkv, args, grad_out)
     slow, slow_grads = _value_and_grads(wkv_reference, args, grad_out)
     # Ground truth: the reference recurrence in float64 (the literal formula overflows at k x 30).
     truth, truth_grads = _value_and_grads(wkv_reference, [a.double() for a in args], grad_out.double())
@@ -48,10 +53,11 @@ def test_wkv_matches_reference_in_value_and_gradient(k_scale: float) -> None:
         assert _rel(fg, sg) < 1e-4, name
 
 
-def test_wkv_matches_direct_formula_in_float64() -> None:
+@IMPLS
+def test_wkv_matches_direct_formula_in_float64(fast_wkv) -> None:
     args = _inputs(2, 23, 8, dtype=torch.float64)
     grad_out = torch.randn(2, 23, 8, dtype=torch.float64, generator=torch.Generator().manual_seed(3))
-    fast, fast_grads = _value_and_grads(wkv, args, grad_out)
+    fast, fast_grads = _value_and_grads(fast_wkv, args, grad_out)
     direct, direct_grads = _value_and_grads(wkv_direct, args, grad_out)
     assert _rel(fast, direct) < 1e-12
     for fg, dg in zip(fast_grads, direct_grads):
@@ -65,19 +71,28 @@ def test_custom_function_gradcheck_float64(k_scale: float) -> None:
     assert torch.autograd.gradcheck(WKVFunction.apply, args, eps=1e-6, atol=1e-6)
 
 
-def test_no_grad_path_matches_autograd_path() -> None:
+@IMPLS
+def test_no_grad_path_matches_autograd_path(fast_wkv) -> None:
     args = _inputs(4, 30, 12, k_scale=30.0)
     with torch.no_grad():
-        plain = wkv(*args)
-    tracked = wkv(*(a.clone().requires_grad_() for a in args))
+        plain = fast_wkv(*args)
+    tracked = fast_wkv(*(a.clone().requires_grad_() for a in args))
     assert torch.equal(plain, tracked.detach())
 
 
-def test_wkv_keeps_dtype_and_single_token() -> None:
+@IMPLS
+def test_wkv_keeps_dtype_and_single_token(fast_wkv) -> None:
     td, tf, k, v = _inputs(2, 1, 4)
-    assert torch.equal(wkv(td, tf, k, v), v)  # one token: wkv_0 = v_0
-    out = wkv(td, tf, k.bfloat16(), v.bfloat16())
+    assert torch.equal(fast_wkv(td, tf, k, v), v)  # one token: wkv_0 = v_0
+    out = fast_wkv(td, tf, k.bfloat16(), v.bfloat16())
     assert out.dtype == torch.bfloat16
+
+
+def test_wkv_runs_the_cpp_kernel_on_cpu() -> None:
+    assert wkv_backend("cpu").startswith("C++ kernel: compiled")
+    args = _inputs(2, 9, 5)
+    assert torch.equal(wkv(*args), wkv_cpu(*args))
+    assert wkv_backend("meta").startswith("python token loop")
 
 
 def test_relu_square_matches_autograd() -> None:
