@@ -223,38 +223,32 @@ def step_noise(
 class FiringRateMeter:
     """Counts spikes of every spikingjelly neuron layer through forward hooks.
 
-    Counts stay on the device as tensors; nothing synchronises until :meth:`rates`.
+    Counts stay on the device, in one preallocated (2, K) float64 tensor that the
+    hooks update in place: nothing synchronises until :meth:`totals` is read, and
+    under ``torch.compile`` the hooks trace into the graph without a Python value
+    that changes per call (which would recompile every step).
     """
 
     def __init__(self, model: nn.Module) -> None:
-        self.names = [name for name, m in model.named_modules() if isinstance(m, neuron.BaseNode)]
-        self._spikes: dict[str, Tensor] = {}
-        self._neuron_steps: dict[str, int] = dict.fromkeys(self.names, 0)
-        self._handles = [
-            m.register_forward_hook(self._hook(name))
-            for name, m in model.named_modules()
-            if isinstance(m, neuron.BaseNode)
-        ]
+        neurons = [(name, m) for name, m in model.named_modules() if isinstance(m, neuron.BaseNode)]
+        self.names = [name for name, _ in neurons]
+        device = next(model.parameters(), torch.empty(0)).device
+        self._counts = torch.zeros(2, len(neurons), dtype=torch.float64, device=device)  # (2, K): spikes, steps
+        self._handles = [m.register_forward_hook(self._hook(i)) for i, (_, m) in enumerate(neurons)]
 
-    def _hook(self, name: str) -> Callable[..., None]:
+    def _hook(self, index: int) -> Callable[..., None]:
         def count(module: nn.Module, inputs: Any, output: Tensor) -> None:
-            spikes = output.detach().sum(dtype=torch.float64)  # output (T, B, ...) of 0/1
-            self._spikes[name] = self._spikes[name] + spikes if name in self._spikes else spikes
-            self._neuron_steps[name] += output.numel()
+            self._counts[0, index] += output.detach().sum(dtype=torch.float64)  # output (T, B, ...) of 0/1
+            self._counts[1, index] += output.numel()
 
         return count
 
     def totals(self, device: torch.device) -> Tensor:
         """(2, K): spikes and neuron-steps per layer since the last reset."""
-        zero = torch.zeros((), dtype=torch.float64, device=device)
-        spikes = [self._spikes.get(n, zero).to(device) for n in self.names]
-        spikes = torch.stack(spikes) if spikes else zero[None][:0]  # (K,)
-        steps = torch.tensor([float(self._neuron_steps[n]) for n in self.names], dtype=torch.float64, device=device)
-        return torch.stack([spikes, steps])
+        return self._counts.to(device, copy=True)
 
     def reset(self) -> None:
-        self._spikes.clear()
-        self._neuron_steps = dict.fromkeys(self.names, 0)
+        self._counts.zero_()
 
     def remove(self) -> None:
         for handle in self._handles:

@@ -136,11 +136,20 @@ def test_firing_rate_meter_counts_the_same_through_torch_compile() -> None:
     eager_out = model(x, t)
     eager = meter.totals(torch.device("cpu"))  # (2, K)
     meter.reset()
-    compiled_out = torch.compile(model)(x, t)
+    net = torch.compile(model)
+    compiled_out = net(x, t)
     compiled = meter.totals(torch.device("cpu"))
     assert torch.allclose(compiled_out, eager_out, atol=1e-4)
     assert (eager[0] > 0).all()  # every layer fired
     assert torch.equal(compiled, eager)  # the same spikes, counted once each
+    # Counting must not make the compiled graph depend on a Python counter: later steps,
+    # and a reset between them, reuse the first compilation.
+    with torch._dynamo.config.patch(error_on_recompile=True):
+        net(x, t)
+        assert torch.equal(meter.totals(torch.device("cpu")), 2 * eager)
+        meter.reset()
+        net(x, t)
+    assert torch.equal(meter.totals(torch.device("cpu")), eager)
 
 
 def test_resume_refuses_a_changed_recipe(tmp_path: Path, fashion_test) -> None:
