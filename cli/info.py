@@ -11,13 +11,14 @@ from rich.table import Table
 from cli.common import fail
 from sdit.config import PRESET_NOTES, UnknownPresetError, config_to_dict, get_preset
 from sdit.models import build_model, count_params
+from sdit.models.wkv import wkv_backend
 
 
 def preset_info(name: str) -> dict[str, object]:
     """The facts ``sdit info`` prints, as a JSON-ready dict."""
     config = get_preset(name)
     counts = count_params(build_model(config))
-    return {
+    facts: dict[str, object] = {
         "preset": name,
         "kind": config.kind,
         "params": counts.params,
@@ -25,6 +26,9 @@ def preset_info(name: str) -> dict[str, object]:
         "config": config_to_dict(config),
         "notes": PRESET_NOTES[name],
     }
+    if config.kind == "sdit":
+        facts["wkv_kernel_cpu"] = wkv_backend("cpu")  # builds the C++ kernel on first use
+    return facts
 
 
 def info(
@@ -42,6 +46,8 @@ def info(
     table = Table(title=f"{preset} ({facts['kind']})", show_header=False)
     table.add_row("params (all)", f"{facts['params']:,}")
     table.add_row("trainable params", f"{facts['trainable_params']:,}")
+    if "wkv_kernel_cpu" in facts:
+        table.add_row("WKV kernel (CPU)", str(facts["wkv_kernel_cpu"]))
     for key, value in facts["config"].items():  # type: ignore[union-attr]
         table.add_row(key, str(value))
     console = Console()
