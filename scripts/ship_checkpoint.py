@@ -44,6 +44,9 @@ def main() -> None:
     parser.add_argument("--num", type=int, default=64)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--overwrite", action="store_true")
+    parser.add_argument("--environment", required=True,
+                        help="how the run ran (threads, CPU sharing, resumes, --compile), for provenance.json")
+    parser.add_argument("--stopped", default=None, help="why and when the run stopped, if before its --steps")
     args = parser.parse_args()
 
     ckpt = load_checkpoint(args.run_dir)
@@ -61,7 +64,7 @@ def main() -> None:
     per = run_profile.per_image
     provenance = {
         "command": train_command(train, str(args.run_dir)),
-        "environment": "OMP_NUM_THREADS=1 (one core each; two runs shared the 2-core CPU), float32, CPU",
+        "environment": args.environment,
         "preset": meta.preset,
         "dataset": meta.dataset,
         "steps": meta.step,
@@ -81,6 +84,8 @@ def main() -> None:
         "run_json": run,
         "samples": "samples.png: DDIM 50 steps, eta 0, seed 0, EMA weights",
     }
+    if args.stopped:
+        provenance["stopped"] = args.stopped
     args.dest.mkdir(parents=True, exist_ok=True)
     write_bytes(args.dest / "model.safetensors", ckpt.path.read_bytes(), overwrite=args.overwrite)
     save_image_grid(images, args.dest / "samples.png", overwrite=args.overwrite)
