@@ -26,6 +26,9 @@ def sample_cmd(
         None, "--tensor", help="Also save the samples (N, C, H, W) in [-1, 1] as safetensors."
     ),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace --out (and --tensor) if they exist."),
+    compile_: bool = typer.Option(
+        False, "--compile", help="Run the model through torch.compile (faster for many images; compiles first)."
+    ),
 ) -> None:
     """Sample images from a model and save them as a grid."""
     if method not in ("ddim", "ddpm"):
@@ -39,7 +42,8 @@ def sample_cmd(
     cfg = model.config
     torch.manual_seed(seed)
     shape = (num, cfg.in_channels, cfg.image_size, cfg.image_size)
-    images = sample(model, Diffusion(), shape, method=method, num_steps=steps, seed=seed)  # (n, C, H, W)
+    net = torch.compile(model) if compile_ else model
+    images = sample(net, Diffusion(), shape, method=method, num_steps=steps, seed=seed)  # (n, C, H, W)
     num_steps = steps if method == "ddim" else 1000
     try:
         path = save_image_grid(images, out, overwrite=overwrite)

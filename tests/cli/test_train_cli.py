@@ -139,6 +139,18 @@ def test_sample_a_run_dir_to_png_and_tensor(run_dir: Path, tmp_path: Path) -> No
     assert again.exit_code == 2 and "pass --overwrite" in again.stderr
 
 
+def test_sample_compiled_matches_eager(run_dir: Path, tmp_path: Path) -> None:
+    tensors = {}
+    for mode in ("eager", "compiled"):
+        tensors[mode] = tmp_path / f"{mode}.safetensors"
+        args = ["sample", str(run_dir), "--out", str(tmp_path / f"{mode}.png"), "-n", "4", "--steps", "3",
+                "--tensor", str(tensors[mode])] + (["--compile"] if mode == "compiled" else [])
+        result = runner.invoke(app, args)
+        assert result.exit_code == 0, result.output
+    eager, compiled = (load_file(tensors[m])["samples"] for m in ("eager", "compiled"))
+    assert torch.allclose(compiled, eager, atol=1e-4)
+
+
 def test_sample_a_missing_or_corrupt_checkpoint_is_one_line(run_dir: Path, tmp_path: Path) -> None:
     line = _one_error_line(runner.invoke(app, ["sample", str(tmp_path / "nope.safetensors"), "--out",
                                                str(tmp_path / "g.png")]), 1)
