@@ -196,14 +196,8 @@ wkv_forward_op.register_autograd(_backward, setup_context=_setup_context)
 def wkv_cpu(time_decay: Tensor, time_first: Tensor, k: Tensor, v: Tensor) -> Tensor:
     """WKV through the compiled CPU kernel; same contract as :func:`sdit.models.wkv.wkv`.
 
-    Args:
-        time_decay: (D,) log of the decay rate; ``w = exp(time_decay)``.
-        time_first: (D,) bonus ``u`` of the current token.
-        k: (B, N, D) keys.
-        v: (B, N, D) values.
-
-    Returns:
-        (B, N, D) in the dtype of ``v``; computed in at least float32.
+    Arguments time_decay, time_first (D,), k, v (B, N, D); returns (B, N, D) in the
+    dtype of ``v``, computed in at least float32.
 
     Raises:
         RuntimeError: the extension is disabled or unavailable (see :func:`available`),
