@@ -62,6 +62,7 @@ BATCH = {
 }
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 MODES = ("eager", "compiled")
+FLOP_FACTOR = {"train": 3, "sample": 1}  # forward + backward (2x forward); one forward
 
 
 def forward_macs(preset: str) -> int:
@@ -80,8 +81,6 @@ class CaseResult:
     iters: int
     seconds_per_iter: float
     images_per_s: float
-    flop_per_image: float
-    achieved_flop_per_s: float
     peak_mem_bytes: int
 
 
@@ -134,7 +133,6 @@ def run_case(
             loss.backward()
             opt.step()
 
-        factor = 3  # forward + backward (2x forward)
     else:
         model.eval()
 
@@ -142,7 +140,6 @@ def run_case(
             with torch.no_grad(), autocast:
                 net(x0, t)
 
-        factor = 1
     rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
@@ -160,7 +157,6 @@ def run_case(
         peak_mem = torch.cuda.max_memory_allocated(device) - mem0
     else:
         peak_mem = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - rss0
-    flop_per_image = 2.0 * factor * forward_macs(preset)
     return CaseResult(
         preset=preset,
         workload=workload,
@@ -169,8 +165,6 @@ def run_case(
         iters=iters,
         seconds_per_iter=seconds,
         images_per_s=batch / seconds,
-        flop_per_image=flop_per_image,
-        achieved_flop_per_s=flop_per_image * batch / seconds,
         peak_mem_bytes=peak_mem,
     )
 
@@ -236,11 +230,13 @@ def main(argv: list[str] | None = None) -> None:
                 results.append(_run_in_subprocess(args, preset, workload, mode, batch))
     peak_after = max(peak_matmul_flop_per_s(device, dtype, size) for size in sizes)
     peak = max(peak, peak_after)
+    macs = {preset: forward_macs(preset) for preset in args.presets}  # once per preset, after the timing
     for r in results:
-        mfu = 100 * r.achieved_flop_per_s / peak
+        achieved = 2.0 * FLOP_FACTOR[r.workload] * macs[r.preset] * r.images_per_s  # FLOP/s
         print(
             f"{r.preset:<11} {r.workload:<8} {r.mode:<8} {r.batch:>5} {r.seconds_per_iter:>8.3f} "
-            f"{r.images_per_s:>9.1f} {r.achieved_flop_per_s / 1e9:>8.1f} {mfu:>6.1f} {r.peak_mem_bytes / 2**20:>9.0f}"
+            f"{r.images_per_s:>9.1f} {achieved / 1e9:>8.1f} {100 * achieved / peak:>6.1f} "
+            f"{r.peak_mem_bytes / 2**20:>9.0f}"
         )
     print(f"peak matmul after the cases: {peak_after / 1e9:.1f} GFLOP/s; MFU uses {peak / 1e9:.1f}")
     print(f"peak MiB: {mem_note} over the warm-up and timed iterations of that case "
