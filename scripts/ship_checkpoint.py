@@ -20,11 +20,12 @@ import torch
 
 from profiling.workloads import profile_sampling
 from sdit.artifacts import read_jsonl, save_image_grid, write_bytes, write_json
-from sdit.checkpoint import load_checkpoint, load_model
+from sdit.checkpoint import load_checkpoint, load_model, load_training_state, training_state_path
 from sdit.diffusion import Diffusion, sample
 
 FLAGS = ("preset", "dataset", "batch_size", "steps", "lr", "warmup_steps", "ema_decay", "seed", "log_every",
          "sample_every", "ckpt_every", "keep")
+SWITCHES = ("compile",)  # boolean settings: the flag alone when true
 
 
 def train_command(train: dict[str, Any], out: str) -> str:
@@ -33,6 +34,7 @@ def train_command(train: dict[str, Any], out: str) -> str:
     for key in FLAGS:
         if train.get(key) is not None:
             parts += [f"--{key.replace('_', '-')}", str(train[key])]
+    parts += [f"--{key}" for key in SWITCHES if train.get(key)]
     return shlex.join(parts + ["--out", out])
 
 
@@ -54,6 +56,7 @@ def main() -> None:
     metrics = [m for m in read_jsonl(args.run_dir / "metrics.jsonl") if m["step"] <= ckpt.meta.step]
     train = run["train"]
     trained_s = sum(train["log_every"] * train["batch_size"] / m["images_per_s"] for m in metrics if m["images_per_s"])
+    data_state = load_training_state(training_state_path(ckpt.path), expected_sha256=ckpt.sha256)["data"]
     model, meta = load_model(ckpt.path)
     torch.manual_seed(args.seed)
     cfg = model.config
@@ -69,7 +72,7 @@ def main() -> None:
         "dataset": meta.dataset,
         "steps": meta.step,
         "images_seen": meta.step * train["batch_size"],
-        "epochs_seen": meta.step * train["batch_size"] / 60000,
+        "epochs_seen": meta.step * train["batch_size"] / data_state["num_examples"],
         "training_time_s": round(trained_s, 1),
         "training_time_note": "sum of logged intervals (training steps only, no sampling or checkpointing)",
         "images_per_s_last_log": metrics[-1]["images_per_s"] if metrics else None,
