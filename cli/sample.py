@@ -21,7 +21,11 @@ def sample_cmd(
     num: int = typer.Option(16, "--num", "-n", min=1, help="Number of images."),
     method: str = typer.Option("ddim", "--method", help="ddim or ddpm."),
     steps: int = typer.Option(50, "--steps", min=1, max=1000, help="DDIM steps (DDPM runs all 1000)."),
-    seed: int = typer.Option(0, "--seed", help="Seed of the initial noise."),
+    eta: float = typer.Option(
+        0.0, "--eta", help="DDIM noise scale in [0, 1]: 0 deterministic, 1 DDPM's variance at the chosen steps "
+        "(stochastic sampling is markedly cleaner for SDiT)."
+    ),
+    seed: int = typer.Option(0, "--seed", help="Seed of the initial noise (and of DDPM / eta > 0 noise)."),
     tensor: Path | None = typer.Option(
         None, "--tensor", help="Also save the samples (N, C, H, W) in [-1, 1] as safetensors."
     ),
@@ -33,6 +37,10 @@ def sample_cmd(
     """Sample images from a model and save them as a grid."""
     if method not in ("ddim", "ddpm"):
         fail(f"--method must be ddim or ddpm, got {method!r}")
+    if not 0.0 <= eta <= 1.0:
+        fail(f"--eta must be in [0, 1], got {eta}")
+    if method == "ddpm" and eta != 0.0:
+        fail("--eta applies to ddim only (DDPM's noise is fixed; ddim with --eta 1 --steps 1000 equals it)")
     for path in (out, tensor):
         if path is not None and path.exists() and not overwrite:
             fail(f"{path} exists; pass --overwrite to replace it")
@@ -43,17 +51,19 @@ def sample_cmd(
     torch.manual_seed(seed)
     shape = (num, cfg.in_channels, cfg.image_size, cfg.image_size)
     net = torch.compile(model) if compile_ else model
-    images = sample(net, Diffusion(), shape, method=method, num_steps=steps, seed=seed)  # (n, C, H, W)
+    images = sample(net, Diffusion(), shape, method=method, num_steps=steps, seed=seed, eta=eta)  # (n, C, H, W)
     num_steps = steps if method == "ddim" else 1000
+    sampler = f"ddim, {num_steps} steps, eta {eta:g}" if method == "ddim" else "ddpm, 1000 steps"
     try:
         path = save_image_grid(images, out, overwrite=overwrite)
         if tensor is not None:
-            info = {"source": source, "method": method, "steps": str(num_steps), "seed": str(seed)}
+            info = {"source": source, "method": method, "steps": str(num_steps), "eta": f"{eta:g}",
+                    "seed": str(seed)}
             save_tensors({"samples": images}, tensor, metadata=info, overwrite=overwrite)
     except OverwriteError as err:
         fail(str(err))
     also = f" and {tensor}" if tensor is not None else ""
-    typer.echo(f"wrote {num} samples of {source} ({method}, {num_steps} steps, seed {seed}) to {path}{also}")
+    typer.echo(f"wrote {num} samples of {source} ({sampler}, seed {seed}) to {path}{also}")
 
 
 def register(app: typer.Typer) -> None:

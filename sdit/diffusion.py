@@ -140,13 +140,24 @@ def sampler_steps(
     method: str,
     num_steps: int,
     generator: torch.Generator | None = None,
+    eta: float = 0.0,
 ) -> Iterator[SampleStep]:
-    """The step iterator of ``method``: ``"ddim"`` (``num_steps`` steps, eta 0) or ``"ddpm"`` (all steps)."""
+    """The step iterator of ``method``: ``"ddim"`` (``num_steps`` steps, noise scale ``eta``) or ``"ddpm"``
+    (all steps; ``eta`` must stay 0, its noise is fixed by Algorithm 2)."""
+    check_eta(eta)
     if method == "ddim":
-        return ddim_steps(model, diffusion, x_t, num_steps, generator=generator)
+        return ddim_steps(model, diffusion, x_t, num_steps, eta=eta, generator=generator)
     if method == "ddpm":
+        if eta != 0.0:
+            raise ValueError("eta applies to DDIM only; DDPM's noise is fixed (DDIM, eta 1, all steps equals it)")
         return ddpm_steps(model, diffusion, x_t, generator=generator)
     raise ValueError(f"sampling method must be 'ddim' or 'ddpm', got {method!r}")
+
+
+def check_eta(eta: float) -> None:
+    """Refuse a DDIM noise scale outside [0, 1] (0: deterministic; 1: DDPM's posterior variance)."""
+    if not 0.0 <= eta <= 1.0:  # also refuses NaN
+        raise ValueError(f"eta must be in [0, 1], got {eta}")
 
 
 @torch.no_grad()
@@ -158,18 +169,21 @@ def sample(
     num_steps: int = 50,
     seed: int = 0,
     device: torch.device | str = "cpu",
+    eta: float = 0.0,
 ) -> Tensor:
     """Draw images from pure noise; deterministic for a seed.
 
     Args:
         shape: (B, C, H, W).
-        method: ``"ddim"`` (``num_steps`` steps, eta 0) or ``"ddpm"`` (all training steps).
+        method: ``"ddim"`` (``num_steps`` steps) or ``"ddpm"`` (all training steps).
+        eta: DDIM's noise scale (Song et al. 2021, Eq. 16): 0 deterministic, 1 the DDPM
+            posterior variance at the chosen steps. DDPM only with 0.
 
     Returns:
         (B, C, H, W) samples, nominally in [-1, 1].
     """
     generator = torch.Generator(device=device).manual_seed(seed)
     x = torch.randn(shape, device=device, generator=generator)
-    for step in sampler_steps(model, diffusion, x, method, num_steps, generator):
+    for step in sampler_steps(model, diffusion, x, method, num_steps, generator, eta=eta):
         x = step.x
     return x

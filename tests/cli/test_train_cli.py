@@ -139,6 +139,24 @@ def test_sample_a_run_dir_to_png_and_tensor(run_dir: Path, tmp_path: Path) -> No
     assert again.exit_code == 2 and "pass --overwrite" in again.stderr
 
 
+def test_sample_with_eta_is_stochastic_ddim_and_bad_eta_is_one_line(run_dir: Path, tmp_path: Path) -> None:
+    tensor = tmp_path / "s.safetensors"
+    args = ["sample", str(run_dir), "--out", str(tmp_path / "g.png"), "-n", "2", "--steps", "3", "--eta", "1",
+            "--seed", "7", "--tensor", str(tensor)]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert "(ddim, 3 steps, eta 1, seed 7)" in result.stdout
+    model, _ = checkpoint.load_model(run_dir)
+    expected = sample(model, Diffusion(), (2, 1, 28, 28), method="ddim", num_steps=3, seed=7, eta=1.0)
+    assert torch.equal(load_file(tensor)["samples"], expected)
+    with safe_open(tensor, "pt") as fh:
+        assert fh.metadata()["eta"] == "1"
+    for bad in (["--eta", "1.5"], ["--eta", "nan"], ["--method", "ddpm", "--eta", "1"]):
+        line = _one_error_line(runner.invoke(app, ["sample", str(run_dir), "--out", str(tmp_path / "h.png"), *bad]), 2)
+        assert "--eta" in line
+    assert not (tmp_path / "h.png").exists()
+
+
 def test_sample_compiled_matches_eager(run_dir: Path, tmp_path: Path) -> None:
     tensors = {}
     for mode in ("eager", "compiled"):

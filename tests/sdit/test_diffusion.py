@@ -77,3 +77,35 @@ def test_ddim_sampling_a_tiny_preset(name: str) -> None:
 def test_unknown_method_is_an_error() -> None:
     with pytest.raises(ValueError, match="ddim' or 'ddpm"):
         sample(_oracle(torch.zeros(1), Diffusion()), Diffusion(), (1, 1, 2, 2), method="euler")
+
+
+def test_ddim_with_eta_1_over_all_steps_is_ddpm() -> None:
+    # Same mean, same posterior variance, same noise draws (none at the last step).
+    d = Diffusion()
+
+    def model(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        return 0.5 * x + (t.float() / 1000).view(-1, 1, 1, 1)
+
+    ddpm = sample(model, d, (2, 1, 4, 4), method="ddpm", seed=5)
+    ddim = sample(model, d, (2, 1, 4, 4), method="ddim", num_steps=1000, eta=1.0, seed=5)
+    assert torch.allclose(ddim, ddpm, atol=1e-4)
+    assert not torch.allclose(sample(model, d, (2, 1, 4, 4), method="ddim", num_steps=1000, seed=5), ddpm, atol=1e-2)
+
+
+def test_stochastic_ddim_recovers_the_data_and_is_seeded() -> None:
+    d = Diffusion()
+    x0 = torch.linspace(-1, 1, 16).view(1, 1, 4, 4)
+    oracle = _oracle(x0, d)
+    a = sample(oracle, d, (3, 1, 4, 4), num_steps=20, eta=1.0, seed=3)
+    assert torch.allclose(a, x0.expand(3, -1, -1, -1), atol=1e-3)
+    model = build_model("dit-tiny").eval()
+    b = sample(model, d, (2, 1, 28, 28), num_steps=4, eta=0.5, seed=3)
+    assert torch.equal(b, sample(model, d, (2, 1, 28, 28), num_steps=4, eta=0.5, seed=3))
+    assert not torch.equal(b, sample(model, d, (2, 1, 28, 28), num_steps=4, eta=0.0, seed=3))
+
+
+@pytest.mark.parametrize(("method", "eta"), [("ddim", -0.1), ("ddim", 1.5), ("ddim", float("nan")), ("ddpm", 1.0)])
+def test_bad_eta_is_refused(method: str, eta: float) -> None:
+    d = Diffusion()
+    with pytest.raises(ValueError, match="eta"):
+        sample(_oracle(torch.zeros(1, 1, 2, 2), d), d, (1, 1, 2, 2), method=method, num_steps=2, eta=eta)
