@@ -4,7 +4,10 @@
 
 Writes DEST/model.safetensors (the checkpoint file as training wrote it: EMA and raw
 weights, metadata in its header), DEST/provenance.json (command, steps, times, losses,
-firing rates) and DEST/samples.png (DDIM 50 steps, seed 0, EMA weights).
+firing rates, held-out epsilon error per timestep) and DEST/samples.png (EMA weights;
+DDIM 50 steps, eta 0, seed 0 unless --method / --steps / --eta / --seed say otherwise).
+With any other sampler, DEST/samples-ddim50-eta0.png holds the deterministic DDIM 50-step
+grid as well, so that the two can be compared.
 """
 
 from __future__ import annotations
@@ -21,10 +24,12 @@ import torch
 from profiling.workloads import profile_sampling
 from sdit.artifacts import read_jsonl, save_image_grid, write_bytes, write_json
 from sdit.checkpoint import load_checkpoint, load_model, load_training_state, training_state_path
-from sdit.diffusion import Diffusion, sample
+from sdit.data import DatasetError, ImageSet, load_dataset
+from sdit.diffusion import Diffusion, check_eta, sample
 
 FLAGS = ("preset", "dataset", "batch_size", "steps", "lr", "warmup_steps", "ema_decay", "seed", "log_every",
          "sample_every", "ckpt_every", "keep")
+SHIPPED_FILES = ("model.safetensors", "provenance.json", "samples.png", "samples-ddim50-eta0.png")
 SWITCHES = ("compile",)  # boolean settings: the flag alone when true
 
 
@@ -38,6 +43,35 @@ def train_command(train: dict[str, Any], out: str) -> str:
     return shlex.join(parts + ["--out", out])
 
 
+def sampler_label(method: str, steps: int, eta: float, seed: int) -> str:
+    """How a grid was drawn, in words."""
+    what = f"DDIM {steps} steps, eta {eta:g}" if method == "ddim" else "DDPM 1000 steps"
+    return f"{what}, seed {seed}, EMA weights"
+
+
+HELD_OUT_T = (250, 500, 750, 900, 999)
+
+
+def load_test_split(dataset: str, data_dir: str | None) -> ImageSet | str:
+    """The test split from its default place, else from the run's data directory; else why not."""
+    errors = []
+    for where in dict.fromkeys([None, data_dir]):
+        try:
+            return load_dataset(dataset, "test", data_dir=where)
+        except DatasetError as err:
+            errors.append(str(err))
+    return "; ".join(errors)
+
+
+@torch.no_grad()
+def held_out_eps_mse(model: torch.nn.Module, test: ImageSet, num: int = 64) -> dict[str, float]:
+    """Epsilon-MSE on the first ``num`` test images at fixed timesteps (noise seed 0)."""
+    x0 = test.images[:num]  # (num, C, H, W)
+    noise = torch.randn(x0.shape, generator=torch.Generator().manual_seed(0))
+    diffusion = Diffusion()
+    return {str(t): diffusion.loss_at(model, x0, torch.full((x0.shape[0],), t), noise).item() for t in HELD_OUT_T}
+
+
 def main() -> None:
     logging.getLogger("torch._library.triton").setLevel(logging.ERROR)
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -45,11 +79,23 @@ def main() -> None:
     parser.add_argument("dest", type=Path)
     parser.add_argument("--num", type=int, default=64)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--method", choices=("ddim", "ddpm"), default="ddim", help="sampler of samples.png")
+    parser.add_argument("--steps", type=int, default=50, help="DDIM steps of samples.png")
+    parser.add_argument("--eta", type=float, default=0.0, help="DDIM noise scale of samples.png, in [0, 1]")
     parser.add_argument("--overwrite", action="store_true")
     parser.add_argument("--environment", required=True,
                         help="how the run ran (threads, CPU sharing, resumes, --compile), for provenance.json")
     parser.add_argument("--stopped", default=None, help="why and when the run stopped, if before its --steps")
     args = parser.parse_args()
+    try:
+        check_eta(args.eta)
+    except ValueError as err:
+        parser.error(str(err))
+    if args.method == "ddpm" and args.eta != 0.0:
+        parser.error("--eta applies to ddim only")
+    taken = [p.name for p in (args.dest.glob("*") if args.dest.is_dir() else []) if p.name in SHIPPED_FILES]
+    if taken and not args.overwrite:
+        parser.error(f"{args.dest} already holds {', '.join(sorted(taken))}; pass --overwrite to replace them")
 
     ckpt = load_checkpoint(args.run_dir)
     run = json.loads((args.run_dir / "run.json").read_text())
@@ -60,11 +106,17 @@ def main() -> None:
     model, meta = load_model(ckpt.path)
     torch.manual_seed(args.seed)
     cfg = model.config
-    images = sample(model, Diffusion(), (args.num, cfg.in_channels, cfg.image_size, cfg.image_size),
-                    method="ddim", num_steps=50, seed=args.seed)
+    shape = (args.num, cfg.in_channels, cfg.image_size, cfg.image_size)
+    images = sample(model, Diffusion(), shape, method=args.method, num_steps=args.steps, seed=args.seed,
+                    eta=args.eta)
+    grids = {"samples.png": (images, sampler_label(args.method, args.steps, args.eta, args.seed))}
+    if (args.method, args.steps, args.eta) != ("ddim", 50, 0.0):
+        plain = sample(model, Diffusion(), shape, method="ddim", num_steps=50, seed=args.seed)
+        grids["samples-ddim50-eta0.png"] = (plain, sampler_label("ddim", 50, 0.0, args.seed))
     run_profile = profile_sampling(model, name=str(args.dest), sample_steps=50, batch_size=8, seed=args.seed)
     rates = {r.name: r.firing_rate for r in run_profile.layers if r.firing_rate is not None}
     per = run_profile.per_image
+    test = load_test_split(meta.dataset, train.get("data_dir"))
     provenance = {
         "command": train_command(train, str(args.run_dir)),
         "environment": args.environment,
@@ -83,15 +135,19 @@ def main() -> None:
         "firing_rate_ema_ddim50": rates or None,
         "mean_firing_rate_ema_ddim50": (per["spikes"] / per["neuron_updates"]) if per["neuron_updates"] else None,
         "firing_rate_note": "spikes / (neurons x T); *_ema_ddim50: EMA weights over a DDIM 50-step run, batch 8",
+        "held_out_eps_mse": held_out_eps_mse(model, test) if isinstance(test, ImageSet) else None,
+        "held_out_eps_mse_note": ("EMA weights; epsilon-MSE on the first 64 test images, noise seed 0, per timestep t"
+                                  if isinstance(test, ImageSet) else f"no test split: {test}"),
         "git_revision": meta.git_revision,
         "run_json": run,
-        "samples": "samples.png: DDIM 50 steps, eta 0, seed 0, EMA weights",
+        "samples": "; ".join(f"{name}: {label}" for name, (_, label) in grids.items()),
     }
     if args.stopped:
         provenance["stopped"] = args.stopped
     args.dest.mkdir(parents=True, exist_ok=True)
     write_bytes(args.dest / "model.safetensors", ckpt.path.read_bytes(), overwrite=args.overwrite)
-    save_image_grid(images, args.dest / "samples.png", overwrite=args.overwrite)
+    for name, (grid, _) in grids.items():
+        save_image_grid(grid, args.dest / name, overwrite=args.overwrite)
     write_json(args.dest / "provenance.json", provenance, overwrite=args.overwrite)
     shown = ("steps", "training_time_s", "final_loss", "mean_firing_rate_ema_ddim50")
     print(json.dumps({k: provenance[k] for k in shown}))
