@@ -52,15 +52,15 @@ def sampler_label(method: str, steps: int, eta: float, seed: int) -> str:
 HELD_OUT_T = (250, 500, 750, 900, 999)
 
 
-def load_test_split(dataset: str, data_dir: str | None) -> ImageSet | str:
-    """The test split from its default place, else from the run's data directory; else why not."""
-    errors = []
-    for where in dict.fromkeys([None, data_dir]):
-        try:
-            return load_dataset(dataset, "test", data_dir=where)
-        except DatasetError as err:
-            errors.append(str(err))
-    return "; ".join(errors)
+def load_test_split(dataset: str, data_dir: str | None) -> tuple[ImageSet | None, str]:
+    """The test split from the run's data directory if it set one, else from the default place.
+
+    Returns the images (None when there are none) and where they came from, or why not.
+    """
+    try:
+        return load_dataset(dataset, "test", data_dir=data_dir), f"{dataset} test split ({data_dir or 'default place'})"
+    except DatasetError as err:
+        return None, f"no test split: {err}"
 
 
 @torch.no_grad()
@@ -93,6 +93,10 @@ def main() -> None:
         parser.error(str(err))
     if args.method == "ddpm" and args.eta != 0.0:
         parser.error("--eta applies to ddim only")
+    if not 1 <= args.steps <= 1000:
+        parser.error(f"--steps must be in [1, 1000], got {args.steps}")
+    if args.dest.exists() and not args.dest.is_dir():
+        parser.error(f"{args.dest} exists and is not a directory")
     taken = [p.name for p in (args.dest.glob("*") if args.dest.is_dir() else []) if p.name in SHIPPED_FILES]
     if taken and not args.overwrite:
         parser.error(f"{args.dest} already holds {', '.join(sorted(taken))}; pass --overwrite to replace them")
@@ -116,7 +120,7 @@ def main() -> None:
     run_profile = profile_sampling(model, name=str(args.dest), sample_steps=50, batch_size=8, seed=args.seed)
     rates = {r.name: r.firing_rate for r in run_profile.layers if r.firing_rate is not None}
     per = run_profile.per_image
-    test = load_test_split(meta.dataset, train.get("data_dir"))
+    test, test_source = load_test_split(meta.dataset, train.get("data_dir"))
     provenance = {
         "command": train_command(train, str(args.run_dir)),
         "environment": args.environment,
@@ -135,9 +139,9 @@ def main() -> None:
         "firing_rate_ema_ddim50": rates or None,
         "mean_firing_rate_ema_ddim50": (per["spikes"] / per["neuron_updates"]) if per["neuron_updates"] else None,
         "firing_rate_note": "spikes / (neurons x T); *_ema_ddim50: EMA weights over a DDIM 50-step run, batch 8",
-        "held_out_eps_mse": held_out_eps_mse(model, test) if isinstance(test, ImageSet) else None,
-        "held_out_eps_mse_note": ("EMA weights; epsilon-MSE on the first 64 test images, noise seed 0, per timestep t"
-                                  if isinstance(test, ImageSet) else f"no test split: {test}"),
+        "held_out_eps_mse": held_out_eps_mse(model, test) if test is not None else None,
+        "held_out_eps_mse_note": (f"EMA weights; epsilon-MSE on the first {min(64, len(test.images))} images of the "
+                                  f"{test_source}, noise seed 0, per timestep t" if test is not None else test_source),
         "git_revision": meta.git_revision,
         "run_json": run,
         "samples": "; ".join(f"{name}: {label}" for name, (_, label) in grids.items()),
@@ -148,6 +152,8 @@ def main() -> None:
     write_bytes(args.dest / "model.safetensors", ckpt.path.read_bytes(), overwrite=args.overwrite)
     for name, (grid, _) in grids.items():
         save_image_grid(grid, args.dest / name, overwrite=args.overwrite)
+    for name in set(SHIPPED_FILES) - set(grids) - {"model.safetensors", "provenance.json"}:
+        (args.dest / name).unlink(missing_ok=True)  # a grid of an earlier --overwrite'd shipment
     write_json(args.dest / "provenance.json", provenance, overwrite=args.overwrite)
     shown = ("steps", "training_time_s", "final_loss", "mean_firing_rate_ema_ddim50")
     print(json.dumps({k: provenance[k] for k in shown}))

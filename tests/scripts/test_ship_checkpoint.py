@@ -25,8 +25,11 @@ SCRIPT = ROOT / "scripts" / "ship_checkpoint.py"
 
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory: pytest.TempPathFactory, fashion_test) -> Path:
-    """A 4-step dit-tiny run on 32 real training-format images."""
+    """A 4-step dit-tiny run on 32 real images in training IDX files, with 16 more as its test split."""
     data = write_idx_dataset(tmp_path_factory.mktemp("fmnist"), fashion_test.images[:32])
+    held_out = write_idx_dataset(tmp_path_factory.mktemp("held-out"), fashion_test.images[32:48])
+    for kind in ("images-idx3-ubyte", "labels-idx1-ubyte"):
+        (held_out / f"train-{kind}.gz").rename(data / f"t10k-{kind}.gz")
     out = tmp_path_factory.mktemp("runs") / "run"
     args = ["train", "--preset", "dit-tiny", "--batch-size", "8", "--steps", "4", "--log-every", "2",
             "--sample-every", "0", "--ckpt-every", "2", "--no-progress", "--data-dir", str(data), "--out", str(out)]
@@ -52,7 +55,9 @@ def test_ship_with_stochastic_ddim(run_dir: Path, tmp_path: Path) -> None:
     assert provenance["command"].startswith("sdit train --preset dit-tiny --dataset fashion-mnist --batch-size 8")
     assert provenance["samples"] == ("samples.png: DDIM 3 steps, eta 1, seed 2, EMA weights; "
                                      "samples-ddim50-eta0.png: DDIM 50 steps, eta 0, seed 2, EMA weights")
-    # Held out: the real test split, all five timesteps, an untrained-ish model near the zero predictor.
+    data_dir = provenance["run_json"]["train"]["data_dir"]
+    assert f"first 16 images of the fashion-mnist test split ({data_dir})" in provenance["held_out_eps_mse_note"]
+    # Held out: the run's own test split, all five timesteps, a barely trained model near the zero predictor.
     assert list(provenance["held_out_eps_mse"]) == ["250", "500", "750", "900", "999"]
     assert all(0.1 < v < 10 for v in provenance["held_out_eps_mse"].values())
     model, _ = checkpoint.load_model(latest.path)
@@ -64,13 +69,16 @@ def test_ship_with_stochastic_ddim(run_dir: Path, tmp_path: Path) -> None:
     again = _ship(run_dir, dest, "--steps", "3", "--eta", "1")
     assert again.returncode == 2 and "pass --overwrite" in again.stderr.strip().splitlines()[-1]
     assert (dest / "model.safetensors").read_bytes() == latest.path.read_bytes()
-    assert _ship(run_dir, dest, "--steps", "3", "--eta", "1", "--overwrite").returncode == 0
+    # Re-shipped with the default sampler: the second grid of the earlier shipment goes.
+    assert _ship(run_dir, dest, "--overwrite").returncode == 0
+    assert sorted(p.name for p in dest.iterdir()) == ["model.safetensors", "provenance.json", "samples.png"]
 
 
 def test_default_sampler_writes_one_grid_and_bad_eta_is_refused(run_dir: Path, tmp_path: Path) -> None:
     dest = tmp_path / "plain"
     assert _ship(run_dir, dest).returncode == 0
     assert sorted(p.name for p in dest.iterdir()) == ["model.safetensors", "provenance.json", "samples.png"]
-    bad = _ship(run_dir, tmp_path / "bad", "--eta", "2")
-    assert bad.returncode == 2 and "eta must be in [0, 1]" in bad.stderr
+    for flags, message in ((["--eta", "2"], "eta must be in [0, 1]"), (["--steps", "0"], "--steps must be in")):
+        bad = _ship(run_dir, tmp_path / "bad", *flags)
+        assert bad.returncode == 2 and message in bad.stderr
     assert not (tmp_path / "bad").exists()
