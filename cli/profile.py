@@ -70,7 +70,7 @@ def print_summary(profile: Profile, estimate: EnergyEstimate, top: int, console:
 
 
 def profile_cmd(
-    target: str = typer.Argument(..., help="Preset name or checkpoint path (file or run directory)."),
+    target: str = typer.Argument(..., help="Preset name or checkpoint (file, run directory or shipped directory)."),
     batch_size: int = typer.Option(1, "--batch-size", min=1, help="Images per model call."),
     timestep: int = typer.Option(500, "--timestep", min=0, max=999, help="Diffusion timestep of a single forward."),
     sample_steps: int = typer.Option(

@@ -14,7 +14,7 @@ from sdit.diffusion import Diffusion, sample
 
 def sample_cmd(
     target: str = typer.Argument(
-        ..., help="Checkpoint (.safetensors), run directory (its latest checkpoint, EMA weights), "
+        ..., help="Checkpoint (.safetensors), run directory (its latest checkpoint, EMA weights), shipped directory, "
         "or preset name (untrained weights, for smoke runs)."
     ),
     out: Path = typer.Option(..., "--out", help="PNG grid to write."),

@@ -45,6 +45,7 @@ FORMAT = "sdit-checkpoint/1"
 CHECKPOINT_DIR = "checkpoints"
 LATEST = "latest"
 WEIGHTS_SUFFIX = ".safetensors"
+SHIPPED_WEIGHTS = "model.safetensors"  # the one weights file of a shipped directory (checkpoints/<name>/)
 META_SUFFIX = ".json"
 STATE_SUFFIX = ".train.pt"
 EMA_PREFIX = "ema."
@@ -228,7 +229,8 @@ def list_checkpoints(run_dir: Path | str) -> list[Path]:
 
 
 def resolve_checkpoint(path: Path | str) -> Path:
-    """The weights file named by ``path``: a ``.safetensors`` file, a run dir, or its ``checkpoints`` dir.
+    """The weights file named by ``path``: a ``.safetensors`` file, a run dir, its ``checkpoints`` dir,
+    or a shipped directory holding ``model.safetensors`` (and no ``checkpoints/`` of its own).
 
     Raises:
         CheckpointError: nothing there, no ``latest`` pointer, or a dangling one.
@@ -242,6 +244,8 @@ def resolve_checkpoint(path: Path | str) -> Path:
         return path
     if not path.is_dir():
         raise CheckpointError(f"no checkpoint file or run directory at {path}")
+    if (path / SHIPPED_WEIGHTS).is_file() and not (path / LATEST).exists() and not (path / CHECKPOINT_DIR).exists():
+        return path / SHIPPED_WEIGHTS
     directory = path if (path / LATEST).is_file() else path / CHECKPOINT_DIR
     pointer = directory / LATEST
     if not pointer.is_file():

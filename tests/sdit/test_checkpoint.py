@@ -81,6 +81,19 @@ def test_rng_state_round_trip() -> None:
     assert [random.random() for _ in range(3)] == expected[2]
 
 
+def test_a_shipped_directory_resolves_to_its_model_file(tmp_path: Path) -> None:
+    path, _, ema = _save(tmp_path / "run", 5)
+    shipped = tmp_path / "shipped"
+    shipped.mkdir()
+    (shipped / "model.safetensors").write_bytes(path.read_bytes())
+    assert checkpoint.resolve_checkpoint(shipped) == shipped / "model.safetensors"
+    model, meta = checkpoint.load_model(shipped)
+    assert meta.step == 5 and all(torch.equal(t, ema[k]) for k, t in model.state_dict().items())
+    # A run directory's own pointer wins over a stray model.safetensors beside it.
+    (tmp_path / "run" / "model.safetensors").write_bytes(b"not read")
+    assert checkpoint.resolve_checkpoint(tmp_path / "run") == path
+
+
 def test_missing_and_corrupt_checkpoints_raise_one_line_errors(tmp_path: Path) -> None:
     cases = {}
     with pytest.raises(CheckpointError) as err:
