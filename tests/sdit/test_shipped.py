@@ -15,7 +15,7 @@ SHIPPED = sorted(p for p in (Path(__file__).resolve().parents[2] / "checkpoints"
 
 
 def test_something_is_shipped() -> None:
-    assert [p.name for p in SHIPPED] == ["dit-small-fmnist"]
+    assert [p.name for p in SHIPPED] == ["dit-small-fmnist", "sdit-small-fmnist"]
 
 
 @pytest.mark.parametrize("directory", SHIPPED, ids=lambda p: p.name)
@@ -26,8 +26,12 @@ def test_shipped_checkpoint(directory: Path, fashion_test) -> None:
     provenance = json.loads((directory / "provenance.json").read_text())
     for key in ("command", "steps", "training_time_s", "final_loss", "dataset"):
         assert key in provenance
-    model, meta = load_model(weights)
+    model, meta = load_model(directory)  # a shipped directory is a checkpoint target
     assert meta.preset == provenance["preset"] and meta.step == provenance["steps"]
+    if meta.preset.startswith("sdit"):  # a trained SDiT fires: an untrained one barely does
+        assert 0.05 < provenance["mean_firing_rate_ema_ddim50"] < 0.95
+        assert set(provenance["firing_rate_ema_ddim50"]) == {
+            name for name, module in model.named_modules() if type(module).__name__ == "LIFNode"}
     # Trained: far better than the untrained zero predictor (loss 1.0) on held-out images.
     g = torch.Generator().manual_seed(0)
     x0 = fashion_test.images[:32]
