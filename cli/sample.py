@@ -9,7 +9,7 @@ import typer
 
 from cli.common import fail, load_target_or_fail
 from sdit.artifacts import OverwriteError, save_image_grid, save_tensors
-from sdit.diffusion import Diffusion, sample
+from sdit.diffusion import Diffusion, check_sampler, sample
 
 
 def sample_cmd(
@@ -35,12 +35,10 @@ def sample_cmd(
     ),
 ) -> None:
     """Sample images from a model and save them as a grid."""
-    if method not in ("ddim", "ddpm"):
-        fail(f"--method must be ddim or ddpm, got {method!r}")
-    if not 0.0 <= eta <= 1.0:
-        fail(f"--eta must be in [0, 1], got {eta}")
-    if method == "ddpm" and eta != 0.0:
-        fail("--eta applies to ddim only (DDPM's noise is fixed; ddim with --eta 1 --steps 1000 equals it)")
+    try:
+        check_sampler(method, eta)
+    except ValueError as err:
+        fail(f"--method / --eta: {err}")
     for path in (out, tensor):
         if path is not None and path.exists() and not overwrite:
             fail(f"{path} exists; pass --overwrite to replace it")

@@ -25,7 +25,7 @@ from profiling.workloads import profile_sampling
 from sdit.artifacts import read_jsonl, save_image_grid, write_bytes, write_json
 from sdit.checkpoint import load_checkpoint, load_model, load_training_state, training_state_path
 from sdit.data import DatasetError, ImageSet, load_dataset
-from sdit.diffusion import Diffusion, check_eta, sample
+from sdit.diffusion import Diffusion, check_sampler, sample
 
 FLAGS = ("preset", "dataset", "batch_size", "steps", "lr", "warmup_steps", "ema_decay", "seed", "log_every",
          "sample_every", "ckpt_every", "keep")
@@ -88,11 +88,9 @@ def main() -> None:
     parser.add_argument("--stopped", default=None, help="why and when the run stopped, if before its --steps")
     args = parser.parse_args()
     try:
-        check_eta(args.eta)
+        check_sampler(args.method, args.eta)
     except ValueError as err:
         parser.error(str(err))
-    if args.method == "ddpm" and args.eta != 0.0:
-        parser.error("--eta applies to ddim only")
     if not 1 <= args.steps <= 1000:
         parser.error(f"--steps must be in [1, 1000], got {args.steps}")
     if args.dest.exists() and not args.dest.is_dir():

@@ -144,20 +144,23 @@ def sampler_steps(
 ) -> Iterator[SampleStep]:
     """The step iterator of ``method``: ``"ddim"`` (``num_steps`` steps, noise scale ``eta``) or ``"ddpm"``
     (all steps; ``eta`` must stay 0, its noise is fixed by Algorithm 2)."""
-    check_eta(eta)
+    check_sampler(method, eta)
     if method == "ddim":
         return ddim_steps(model, diffusion, x_t, num_steps, eta=eta, generator=generator)
-    if method == "ddpm":
-        if eta != 0.0:
-            raise ValueError("eta applies to DDIM only; DDPM's noise is fixed (DDIM, eta 1, all steps equals it)")
-        return ddpm_steps(model, diffusion, x_t, generator=generator)
-    raise ValueError(f"sampling method must be 'ddim' or 'ddpm', got {method!r}")
+    return ddpm_steps(model, diffusion, x_t, generator=generator)
 
 
-def check_eta(eta: float) -> None:
-    """Refuse a DDIM noise scale outside [0, 1] (0: deterministic; 1: DDPM's posterior variance)."""
+def check_sampler(method: str, eta: float = 0.0) -> None:
+    """Refuse an unknown method, a DDIM noise scale outside [0, 1] (NaN too), or a noise scale for DDPM.
+
+    ``eta`` 0 is deterministic DDIM, 1 DDPM's posterior variance at the chosen steps.
+    """
+    if method not in ("ddim", "ddpm"):
+        raise ValueError(f"sampling method must be 'ddim' or 'ddpm', got {method!r}")
     if not 0.0 <= eta <= 1.0:  # also refuses NaN
         raise ValueError(f"eta must be in [0, 1], got {eta}")
+    if method == "ddpm" and eta != 0.0:
+        raise ValueError("eta applies to DDIM only; DDPM's noise is fixed (DDIM, eta 1, all steps equals it)")
 
 
 @torch.no_grad()
