@@ -122,6 +122,9 @@ PRESETS: dict[str, ModelConfig] = {
     "dit-cifar": DiTConfig(in_channels=3, hidden_size=512, depth=9, num_heads=8),
     "sdit-small": SDiTConfig(patch_size=4, hidden_size=128, depth_in=1, depth_mid=1, depth_out=1),
     "dit-small": DiTConfig(patch_size=4, hidden_size=128, depth=3, num_heads=4),
+    "sdit-small-norecon": SDiTConfig(
+        patch_size=4, hidden_size=128, depth_in=1, depth_mid=1, depth_out=1, reconstruction=False
+    ),
     "sdit-tiny": SDiTConfig(patch_size=7, hidden_size=32, depth_in=1, depth_mid=1, depth_out=1),
     "sdit-tiny-norecon": SDiTConfig(
         patch_size=7, hidden_size=32, depth_in=1, depth_mid=1, depth_out=1, reconstruction=False
@@ -147,6 +150,10 @@ PRESET_NOTES: dict[str, str] = {
     "dit-cifar": "DiT baseline for CIFAR-10 at 28x28: p = 2, D = 512, 9 blocks, 8 heads (our choice).",
     "sdit-small": "CPU preset: SDiT with p = 4 (50 tokens), D = 128, 1 / 1 / 1 blocks, T = 4.",
     "dit-small": "CPU preset: DiT with p = 4 (49 tokens), D = 128, 3 blocks, 4 heads.",
+    "sdit-small-norecon": (
+        "CPU preset: sdit-small without the Reconstruction Token and Module (the Table II ablation at small "
+        "size; trained with sdit-small's recipe)."
+    ),
     "sdit-tiny": "Test preset: p = 7 (16 patches), D = 32, 1 / 1 / 1 blocks.",
     "sdit-tiny-norecon": "Test preset: sdit-tiny without the Reconstruction Module (Table II ablation).",
     "dit-tiny": "Test preset: p = 7, D = 32, 2 blocks, 2 heads.",
