@@ -9,7 +9,15 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from cli.common import DATA_ERROR, fail, load_target_or_fail
+from cli.common import (
+    DATA_ERROR,
+    MAX_IMAGES,
+    check_number,
+    check_outputs_or_fail,
+    check_seed,
+    fail,
+    load_target_or_fail,
+)
 from profiling.counter import UnknownNeuronError, UnsupportedOpError
 from profiling.energy import (
     DEFAULT_COSTS,
@@ -23,7 +31,7 @@ from profiling.energy import (
 from profiling.meters import MeterError, make_meter
 from profiling.profile import workload_label
 from profiling.workloads import profile_workload
-from sdit.artifacts import write_json
+from sdit.artifacts import is_stdout, write_json
 from sdit.diffusion import Diffusion
 from sdit.targets import load_target
 
@@ -65,12 +73,20 @@ def energy_cmd(
     measure_steps: int = typer.Option(50, "--measure-steps", min=1, max=1000, help="DDIM steps measured."),
     min_window_s: float = typer.Option(1.0, "--min-window-s", min=0.0, help="Shortest measured window."),
     idle_s: float = typer.Option(5.0, "--idle-s", min=0.0, help="Seconds of idle-power measurement."),
-    json_path: Path | None = typer.Option(None, "--json", help="Write estimated and measured energy as JSON."),
+    json_path: Path | None = typer.Option(
+        None, "--json", help="Write estimated and measured energy as JSON ('-': stdout)."
+    ),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace --json if it exists."),
 ) -> None:
     """Estimate energy per image from op counts; with --measure, measure it on a GPU too."""
-    if json_path is not None and json_path.exists() and not overwrite:
-        fail(f"{json_path} exists; pass --overwrite to replace it")
+    for option, value in (("--e-mac-pj", e_mac_pj), ("--e-ac-pj", e_ac_pj), ("--e-mem-pj-per-byte", e_mem_pj),
+                          ("--e-neuron-pj", e_neuron_pj)):
+        check_number(option, value, 0, 1e9)
+    check_number("--min-window-s", min_window_s, 0, 3600)
+    check_number("--idle-s", idle_s, 0, 3600)
+    check_number("--batch-size", batch_size, 1, MAX_IMAGES)
+    check_seed("--seed", seed)
+    check_outputs_or_fail({"--json": json_path}, overwrite, stdout_ok=("--json",))
     try:
         costs = with_overrides(load_costs(costs_spec), e_mac_pj=e_mac_pj, e_ac_pj=e_ac_pj,
                                e_mem_pj_per_byte=e_mem_pj, e_neuron_update_pj=e_neuron_pj)
@@ -114,10 +130,10 @@ def energy_cmd(
     result["measured"] = measured
     result["measured_reason"] = reason
 
-    _print(result, Console())
+    _print(result, Console(stderr=is_stdout(json_path)))
     if json_path is not None:
         write_json(json_path, result, overwrite=overwrite)
-        typer.echo(f"wrote {json_path}")
+        typer.echo(f"wrote {json_path}", err=is_stdout(json_path))
     if failed:
         raise typer.Exit(DATA_ERROR)
 

@@ -10,6 +10,7 @@ from cli import energy as energy_cli
 from cli import info, sample
 from cli import profile as profile_cli
 from cli import train as train_cli
+from cli.common import SditGroup
 
 app = typer.Typer(
     name="sdit",
@@ -17,7 +18,20 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    cls=SditGroup,
 )
+
+
+@app.callback()
+def _global_options(
+    debug: bool = typer.Option(
+        False, "--debug", help="Show the traceback of an internal error (exit code 1) instead of one line."
+    ),
+) -> None:
+    """Spiking Diffusion Transformer: models, sampling, and per-layer energy profiling."""
+    # SditGroup.main reads --debug from the command line itself: errors can come before this runs.
+
+
 info.register(app)
 sample.register(app)
 profile_cli.register(app)

@@ -8,12 +8,20 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from cli.common import DATA_ERROR, fail, load_target_or_fail
+from cli.common import (
+    DATA_ERROR,
+    MAX_IMAGES,
+    check_number,
+    check_outputs_or_fail,
+    check_seed,
+    fail,
+    load_target_or_fail,
+)
 from profiling.counter import UnknownNeuronError, UnsupportedOpError
 from profiling.energy import DEFAULT_COSTS, CostsError, EnergyEstimate, estimate_energy, load_costs
 from profiling.profile import Profile, workload_label
 from profiling.workloads import profile_workload
-from sdit.artifacts import write_bytes, write_json
+from sdit.artifacts import is_stdout, write_bytes, write_json
 
 
 def _fmt(value: float) -> str:
@@ -78,8 +86,8 @@ def profile_cmd(
     ),
     method: str = typer.Option("ddim", "--method", help="Sampler for --sample-steps: ddim or ddpm (1000 steps)."),
     seed: int = typer.Option(0, "--seed", help="Seed of the input noise."),
-    json_path: Path | None = typer.Option(None, "--json", help="Write the whole profile as JSON."),
-    csv_path: Path | None = typer.Option(None, "--csv", help="Write the per-layer table as CSV."),
+    json_path: Path | None = typer.Option(None, "--json", help="Write the whole profile as JSON ('-': stdout)."),
+    csv_path: Path | None = typer.Option(None, "--csv", help="Write the per-layer table as CSV ('-': stdout)."),
     strict: bool = typer.Option(False, "--strict", help="Fail on any op no counting rule covers."),
     costs_spec: str = typer.Option(DEFAULT_COSTS, "--costs", help="Energy constants: a preset or a TOML file."),
     top: int = typer.Option(20, "--top", min=1, help="Layers to show in the summary."),
@@ -88,15 +96,16 @@ def profile_cmd(
     """Count MACs, ACs and spikes per layer and per image."""
     if method not in ("ddim", "ddpm"):
         fail(f"--method must be ddim or ddpm, got {method!r}")
-    for path in (json_path, csv_path):
-        if path is not None and path.exists() and not overwrite:
-            fail(f"{path} exists; pass --overwrite to replace it")
+    check_number("--batch-size", batch_size, 1, MAX_IMAGES)
+    check_seed("--seed", seed)
+    check_outputs_or_fail({"--json": json_path, "--csv": csv_path}, overwrite, stdout_ok=("--json", "--csv"))
+    to_stdout = is_stdout(json_path) or is_stdout(csv_path)  # the summary and notes go to stderr then
     try:
         costs = load_costs(costs_spec)
     except CostsError as err:
         fail(str(err))
     loaded = load_target_or_fail(target, "spikes and ACs are near zero")
-    console = Console()
+    console = Console(stderr=to_stdout)
     try:
         profile = profile_workload(loaded.model, name=target, batch_size=batch_size, timestep=timestep,
                                    sample_steps=sample_steps, method=method, seed=seed, strict=strict)
@@ -106,13 +115,13 @@ def profile_cmd(
     print_summary(profile, estimate, top, console)
     if json_path is not None:
         write_json(json_path, {**profile.to_dict(), "energy": estimate.to_dict()}, overwrite=overwrite)
-        typer.echo(f"wrote {json_path}")
+        typer.echo(f"wrote {json_path}", err=to_stdout)
     if csv_path is not None:
         frame = profile.to_dataframe()
         for column in ("compute_j", "compute_paper_j", "memory_j", "neuron_j"):
             frame[f"energy_{column}"] = [estimate.layers[name][column] for name in frame.index]
         write_bytes(csv_path, frame.to_csv().encode(), overwrite=overwrite)
-        typer.echo(f"wrote {csv_path}")
+        typer.echo(f"wrote {csv_path}", err=to_stdout)
 
 
 def register(app: typer.Typer) -> None:

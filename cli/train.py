@@ -7,11 +7,13 @@ from typing import Any
 
 import typer
 
-from cli.common import DATA_ERROR, fail
+from cli.common import DATA_ERROR, INTERRUPTED, MAX_IMAGES, check_number, check_seed, fail
 from sdit.checkpoint import CheckpointError
 from sdit.config import UnknownPresetError
 from sdit.data import DatasetError
-from sdit.train import TrainConfig, TrainError, load_run_config, resume_config, train
+from sdit.train import TrainConfig, TrainError, TrainInterrupted, load_run_config, resume_config, train
+
+MAX_STEPS = 10**9  # optimizer steps (and step intervals): more is a typo
 
 
 def train_cmd(
@@ -51,6 +53,15 @@ def train_cmd(
         "ckpt_every": ckpt_every, "keep": keep, "device": device, "compile": compile_,
     }
     given = {k: v for k, v in given.items() if v is not None}
+    check_number("--lr", lr, 0, 1, low_open=True)
+    check_number("--ema-decay", ema_decay, 0, 1, high_open=True)
+    check_seed("--seed", seed)
+    check_number("--batch-size", batch_size, 1, MAX_IMAGES)
+    for option, value in (("--steps", steps), ("--warmup-steps", warmup_steps), ("--log-every", log_every),
+                          ("--sample-every", sample_every), ("--ckpt-every", ckpt_every)):
+        check_number(option, value, 0, MAX_STEPS)
+    check_number("--epochs", epochs, 1, 10**6)
+    check_number("--keep", keep, 1, 10**4)
     if steps is not None and epochs is not None:
         fail("give --steps or --epochs, not both")
     if device is not None and device not in ("cpu", "cuda"):
@@ -86,8 +97,13 @@ def train_cmd(
         fail(str(err))
     except (DatasetError, CheckpointError) as err:
         fail(str(err), DATA_ERROR)
-    except TrainError as err:
+    except TrainError as err:  # NonFiniteError too: it names the last finite checkpoint
         fail(str(err))
+    except TrainInterrupted as err:
+        fail(str(err), INTERRUPTED)
+    except KeyboardInterrupt:
+        fail("interrupted before the first step; nothing to resume, start again with the same command",
+             INTERRUPTED)
     if result.rank == 0:
         loss = f"{result.final_loss:.4f}" if result.final_loss is not None else "n/a"
         speed = f"{result.images_per_s:.1f}" if result.images_per_s is not None else "n/a"

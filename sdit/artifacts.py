@@ -7,7 +7,6 @@ import json
 import math
 import os
 import re
-import shutil
 import stat
 import sys
 import tempfile
@@ -288,15 +287,23 @@ def write_bytes(path: Path | str, data: bytes, overwrite: bool = False) -> Path:
     return atomic_write(path, lambda fh: fh.write(data), overwrite=overwrite)
 
 
+def _dumps(obj: Any, indent: int | None = None) -> str:
+    """Strict JSON: a NaN or infinity (which JSON has no word for) is an error, never ``NaN`` in a file."""
+    try:
+        return json.dumps(obj, indent=indent, sort_keys=True, allow_nan=False)
+    except ValueError as err:
+        raise ValueError(f"refusing to write non-finite numbers as JSON ({err})") from None
+
+
 def write_json(path: Path | str, obj: Any, overwrite: bool = False) -> Path:
     """Write ``obj`` as indented JSON (with a final newline) atomically."""
-    text = json.dumps(obj, indent=2, sort_keys=True) + "\n"
+    text = _dumps(obj, indent=2) + "\n"
     return write_bytes(path, text.encode(), overwrite=overwrite)
 
 
 def write_jsonl(path: Path | str, records: Iterable[dict[str, Any]], overwrite: bool = False) -> Path:
     """Write ``records`` as JSON lines atomically (replacing the whole file)."""
-    text = "".join(json.dumps(r, sort_keys=True) + "\n" for r in records)
+    text = "".join(_dumps(r) + "\n" for r in records)
     return write_bytes(path, text.encode(), overwrite=overwrite)
 
 
@@ -309,7 +316,7 @@ def append_jsonl(path: Path | str, record: dict[str, Any]) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "a", encoding="utf-8") as fh:
-        fh.write(json.dumps(record, sort_keys=True) + "\n")
+        fh.write(_dumps(record) + "\n")
         fh.flush()
         os.fsync(fh.fileno())
 
@@ -347,17 +354,6 @@ def remove_files(paths: Iterable[Path | str]) -> None:
     """Delete files; missing ones are ignored."""
     for path in paths:
         Path(path).unlink(missing_ok=True)
-
-
-def clear_run_dir(run_dir: Path | str, names: Iterable[str]) -> None:
-    """Remove the named entries (files or folders) of a run directory, for ``--overwrite``."""
-    run_dir = Path(run_dir)
-    for name in names:
-        target = run_dir / name
-        if target.is_dir() and not target.is_symlink():
-            shutil.rmtree(target)
-        else:
-            target.unlink(missing_ok=True)
 
 
 def remove_stale_temp_files(directory: Path | str) -> list[Path]:

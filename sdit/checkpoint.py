@@ -20,8 +20,11 @@ pickled object that would run code is refused before anything in it executes.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
+import math
+import os
 import pickle
 import random
 import re
@@ -38,7 +41,7 @@ from safetensors.torch import save as safetensors_save
 from torch import Tensor, nn
 
 from sdit import artifacts
-from sdit.config import ModelConfig, config_from_dict, config_to_dict
+from sdit.config import PRESETS, ModelConfig, config_from_dict, config_to_dict
 from sdit.models import build_model
 
 FORMAT = "sdit-checkpoint/1"
@@ -52,6 +55,10 @@ EMA_PREFIX = "ema."
 MODEL_PREFIX = "model."
 _HEADER_KEY = "sdit"  # the key of the JSON metadata in the safetensors header
 _STEM = re.compile(r"^step-(\d{8,})$")
+MAX_PARAMS = 2_000_000_000  # elements in one weight set: 40x the largest preset; more is not a model of ours
+_MAX_HEADER_BYTES = 100_000_000
+_DTYPE_BYTES = {"F64": 8, "F32": 4, "F16": 2, "BF16": 2}  # the float dtypes a weight may have
+_SEED_MAX = 2**63 - 1
 
 
 class CheckpointError(ValueError):
@@ -97,19 +104,42 @@ class CheckpointMeta:
         Raises:
             CheckpointError: wrong format tag, missing keys, or an invalid config.
         """
+        if not isinstance(data, dict):
+            raise CheckpointError(f"{source}: metadata is not a JSON object")
         if data.get("format") != FORMAT:
-            raise CheckpointError(f"{source}: metadata format is {data.get('format')!r}, expected {FORMAT!r}")
+            raise CheckpointError(f"{source}: metadata format is {_one_line(repr(data.get('format')))[:60]}, "
+                                  f"expected {FORMAT!r}")
+        missing = [key for key in ("preset", "config", "step", "dataset", "seed") if key not in data]
+        if missing:
+            raise CheckpointError(f"{source}: invalid checkpoint metadata: missing {', '.join(missing)}")
+        for key, kind in (("preset", str), ("dataset", str), ("git_revision", str), ("step", int), ("seed", int)):
+            value = data.get(key, "unknown")
+            if isinstance(value, bool) or not isinstance(value, kind):
+                raise CheckpointError(f"{source}: invalid checkpoint metadata: {key} must be "
+                                      f"{'a string' if kind is str else 'an integer'}, got {type(value).__name__}")
+        if not 0 <= data["step"] <= 10**12 or not 0 <= data["seed"] <= _SEED_MAX:
+            raise CheckpointError(f"{source}: invalid checkpoint metadata: step or seed out of range")
         try:
-            return cls(
-                preset=str(data["preset"]),
-                config=config_from_dict(data["config"]),
-                step=int(data["step"]),
-                dataset=str(data["dataset"]),
-                seed=int(data["seed"]),
-                git_revision=str(data.get("git_revision", "unknown")),
-            )
-        except (KeyError, TypeError, ValueError) as err:
-            raise CheckpointError(f"{source}: invalid checkpoint metadata: {_one_line(err)}") from None
+            config = config_from_dict(data["config"])
+        except (TypeError, ValueError) as err:
+            raise CheckpointError(f"{source}: invalid model config: {_one_line(err)}") from None
+        return cls(
+            preset=preset_label(data["preset"], config),
+            config=config,
+            step=data["step"],
+            dataset=data["dataset"][:200],
+            seed=data["seed"],
+            git_revision=data.get("git_revision", "unknown")[:200],
+        )
+
+
+def preset_label(claimed: str, config: ModelConfig) -> str:
+    """The preset a config is, whatever a file claims: ``claimed`` if that preset has exactly this config,
+    else the first preset that has it, else ``custom-<kind>``."""
+    matches = [name for name, preset in PRESETS.items() if preset == config]
+    if claimed in matches:
+        return claimed
+    return matches[0] if matches else f"custom-{config.kind}"
 
 
 @dataclass(frozen=True)
@@ -250,7 +280,8 @@ def resolve_checkpoint(path: Path | str) -> Path:
     pointer = directory / LATEST
     if not pointer.is_file():
         raise CheckpointError(f"no checkpoint in {path} (expected {CHECKPOINT_DIR}/{LATEST} naming one)")
-    stem = pointer.read_text(encoding="utf-8").strip()
+    with open(pointer, "rb") as fh:
+        stem = fh.read(256).decode("utf-8", "replace").strip()
     if not _STEM.match(stem):
         raise CheckpointError(f"{pointer} is corrupt: {stem[:40]!r} is not a checkpoint name")
     weights = directory / (stem + WEIGHTS_SUFFIX)
@@ -262,48 +293,145 @@ def resolve_checkpoint(path: Path | str) -> Path:
 def load_checkpoint(path: Path | str) -> Checkpoint:
     """Read a weights file (or the latest one of a run directory) without building a model.
 
+    Nothing in the file is trusted: the header's metadata and config are checked (types, ranges), the size
+    of the model the config describes is bounded (:data:`MAX_PARAMS`) before anything is allocated, the
+    tensors the header lists must be exactly the ones that model has (names, shapes, float dtypes) and the
+    file exactly as long as they need; only then are the weights read, and they must be finite.
+
     Raises:
-        CheckpointError: missing, not a safetensors file, truncated, or without valid metadata.
+        CheckpointError: missing, not a safetensors file, truncated, without valid metadata, weights that do
+            not fit the config, or weights that are NaN or infinite.
     """
     weights = resolve_checkpoint(path)
     try:
-        blob = weights.read_bytes()
+        with open(weights, "rb") as fh:
+            file_size = os.fstat(fh.fileno()).st_size
+            head = fh.read(8)
+            header, header_size = _read_header(weights, head, fh, file_size)
+            meta = _header_meta(weights, header)
+            data_size = _check_tensor_entries(weights, header, meta.config)
+            if 8 + header_size + data_size != file_size:
+                raise CheckpointError(f"{weights} is truncated or has trailing bytes: {file_size} bytes, the "
+                                      f"header describes {8 + header_size + data_size}")
+            fh.seek(0)
+            blob = fh.read()
     except OSError as err:
         raise CheckpointError(f"cannot read {weights}: {err.strerror or err}") from None
-    header = _read_header(weights, blob)
-    raw = header.get("__metadata__", {}).get(_HEADER_KEY)
-    if raw is None:
-        raise CheckpointError(f"{weights} is a safetensors file without sdit metadata; not an sdit checkpoint")
-    try:
-        meta = CheckpointMeta.from_dict(json.loads(raw), source=weights)
-    except json.JSONDecodeError as err:
-        raise CheckpointError(f"{weights}: metadata is not valid JSON ({err.msg})") from None
     try:
         tensors = safetensors_load(blob)
     except SafetensorError as err:
         raise CheckpointError(f"{weights} is corrupt: {_one_line(err)}") from None
     ema = {k[len(EMA_PREFIX):]: v for k, v in tensors.items() if k.startswith(EMA_PREFIX)}
     model = {k[len(MODEL_PREFIX):]: v for k, v in tensors.items() if k.startswith(MODEL_PREFIX)}
-    if not ema:
-        raise CheckpointError(f"{weights} holds no EMA weights ({EMA_PREFIX}*)")
+    _check_finite(weights, tensors)
     return Checkpoint(path=weights, meta=meta, model_state=model, ema_state=ema,
                       sha256=hashlib.sha256(blob).hexdigest())
 
 
-def _read_header(path: Path, blob: bytes) -> dict[str, Any]:
-    """The JSON header of a safetensors blob: u64 little-endian length, then JSON."""
-    if len(blob) < 8:
-        raise CheckpointError(f"{path} is not a safetensors file (only {len(blob)} bytes)")
-    size = int.from_bytes(blob[:8], "little")
-    if size > len(blob) - 8 or size > 100_000_000:
+def _read_header(path: Path, head: bytes, fh: Any, file_size: int) -> tuple[dict[str, Any], int]:
+    """The JSON header of a safetensors file (u64 little-endian length, then JSON) and its length."""
+    if len(head) < 8:
+        raise CheckpointError(f"{path} is not a safetensors file (only {len(head)} bytes)")
+    size = int.from_bytes(head, "little")
+    if size > file_size - 8 or size > _MAX_HEADER_BYTES:
         raise CheckpointError(f"{path} is not a safetensors file or is truncated (bad header length)")
     try:
-        header = json.loads(blob[8 : 8 + size])
-    except (UnicodeDecodeError, json.JSONDecodeError):
+        header = json.loads(fh.read(size))
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
         raise CheckpointError(f"{path} is not a safetensors file (header is not JSON)") from None
     if not isinstance(header, dict):
         raise CheckpointError(f"{path} is not a safetensors file (header is not a JSON object)")
-    return header
+    return header, size
+
+
+def _header_meta(path: Path, header: dict[str, Any]) -> CheckpointMeta:
+    """The sdit metadata in a safetensors header, checked."""
+    extra = header.get("__metadata__", {})
+    raw = extra.get(_HEADER_KEY) if isinstance(extra, dict) else None
+    if raw is None:
+        raise CheckpointError(f"{path} is a safetensors file without sdit metadata; not an sdit checkpoint")
+    if not isinstance(raw, str):
+        raise CheckpointError(f"{path}: sdit metadata is not a string")
+    try:
+        data = json.loads(raw)
+    except json.JSONDecodeError as err:
+        raise CheckpointError(f"{path}: metadata is not valid JSON ({err.msg})") from None
+    except RecursionError:
+        raise CheckpointError(f"{path}: metadata is nested too deeply") from None
+    return CheckpointMeta.from_dict(data, source=path)
+
+
+@functools.lru_cache(maxsize=32)
+def expected_tensors(config: ModelConfig) -> dict[str, tuple[tuple[int, ...], bool]]:
+    """Name -> (shape, is float) of every tensor of the model ``config`` builds, found without allocating:
+    a cheap lower bound on its size first, then a build on the ``meta`` device.
+
+    Raises:
+        CheckpointError: the model would exceed :data:`MAX_PARAMS`, or the config builds no model.
+    """
+    blocks = getattr(config, "depth", 0) + sum(getattr(config, f"depth_{p}", 0) for p in ("in", "mid", "out"))
+    floor = 4 * blocks * config.hidden_size**2  # at least four D x D projections per block, in either model
+    if floor > MAX_PARAMS:
+        raise CheckpointError(f"the config describes a model of over {floor:,} parameters, more than the "
+                              f"{MAX_PARAMS:,} a checkpoint may hold")
+    try:
+        with torch.device("meta"):
+            state = build_model(config).state_dict()
+    except (ValueError, TypeError, RuntimeError, AssertionError) as err:
+        raise CheckpointError(f"the config builds no model: {_one_line(err)}") from None
+    count = sum(t.numel() for t in state.values())
+    if count > MAX_PARAMS:
+        raise CheckpointError(f"the config describes a model of {count:,} parameters, more than the "
+                              f"{MAX_PARAMS:,} a checkpoint may hold")
+    return {name: (tuple(t.shape), t.dtype.is_floating_point) for name, t in state.items()}
+
+
+def _check_tensor_entries(path: Path, header: dict[str, Any], config: ModelConfig) -> int:
+    """Check the header's tensor list against the model of ``config``; return the data section's length.
+
+    The EMA set must be complete; the raw set (``model.*``) complete or absent; nothing else.
+    """
+    try:
+        expected = expected_tensors(config)
+    except CheckpointError as err:
+        raise CheckpointError(f"{path}: {err}") from None
+    entries = {k: v for k, v in header.items() if k != "__metadata__"}
+    names = set(entries)
+    want_ema = {EMA_PREFIX + k for k in expected}
+    want_model = {MODEL_PREFIX + k for k in expected}
+    if not names & want_ema:
+        raise CheckpointError(f"{path} holds no EMA weights ({EMA_PREFIX}*)")
+    allowed = want_ema | (want_model if names & want_model else set())
+    missing, unexpected = sorted(allowed - names), sorted(names - allowed)
+    if missing or unexpected:
+        parts = [f"{len(missing)} missing (e.g. {missing[0]})"] if missing else []
+        parts += [f"{len(unexpected)} unexpected (e.g. {unexpected[0][:80]})"] if unexpected else []
+        raise CheckpointError(f"{path}: weights do not fit the model config: {'; '.join(parts)} tensors")
+    end = 0
+    for name, entry in entries.items():
+        shape, _ = expected[name.split(".", 1)[1]]
+        if not isinstance(entry, dict):
+            raise CheckpointError(f"{path}: header entry {name} is not an object")
+        dtype, got, offsets = entry.get("dtype"), entry.get("shape"), entry.get("data_offsets")
+        if dtype not in _DTYPE_BYTES:
+            raise CheckpointError(f"{path}: {name} has dtype {_one_line(repr(dtype))[:20]}, not a float type")
+        if not isinstance(got, list) or tuple(got) != shape:
+            raise CheckpointError(f"{path}: weights do not fit the model config: {name} has shape "
+                                  f"{_one_line(repr(got))[:40]}, the config needs {shape}")
+        if (not isinstance(offsets, list) or len(offsets) != 2
+                or not all(isinstance(o, int) and not isinstance(o, bool) for o in offsets)
+                or offsets[1] - offsets[0] != math.prod(shape) * _DTYPE_BYTES[dtype] or offsets[0] < 0):
+            raise CheckpointError(f"{path} is corrupt: {name} has data offsets that do not fit its shape")
+        end = max(end, offsets[1])
+    return end
+
+
+def _check_finite(path: Path, tensors: dict[str, Tensor]) -> None:
+    """Refuse weights that hold NaN or infinity (a diverged run): they would sample black and count 0 spikes."""
+    bad = [name for name, t in sorted(tensors.items()) if not bool(torch.isfinite(t).all())]
+    if bad:
+        raise CheckpointError(f"{path} holds non-finite weights (NaN or inf) in {len(bad)} tensors "
+                              f"(e.g. {bad[0]}); the run that saved it diverged")
 
 
 def load_state_into(model: nn.Module, state: dict[str, Tensor], source: Path | str) -> None:
@@ -350,16 +478,19 @@ def training_state_path(weights: Path | str) -> Path:
     return weights.with_name(weights.name[: -len(WEIGHTS_SUFFIX)] + STATE_SUFFIX)
 
 
-def load_training_state(path: Path | str, expected_sha256: str | None = None) -> dict[str, Any]:
+def load_training_state(
+    path: Path | str, expected_sha256: str | None = None, schema: dict[str, type | tuple[type, ...]] | None = None
+) -> dict[str, Any]:
     """Read a training-state file with ``torch.load(weights_only=True)`` only.
 
     Args:
         path: The ``.train.pt`` file.
         expected_sha256: The hash of the weights file it must belong to.
+        schema: Keys (nested with dots) and types the state must hold, e.g. :data:`TRAINING_STATE_SCHEMA`.
 
     Raises:
         CheckpointError: missing, corrupt, holding pickled code (refused; nothing runs),
-            or saved beside other weights than ``expected_sha256``.
+            or saved beside other weights than ``expected_sha256``, or lacking a key of ``schema``.
     """
     path = Path(path)
     if not path.is_file():
@@ -379,7 +510,50 @@ def load_training_state(path: Path | str, expected_sha256: str | None = None) ->
         raise CheckpointError(f"training state {path} is not an {FORMAT} file")
     if expected_sha256 is not None and state.get("weights_sha256") != expected_sha256:
         raise CheckpointError(f"training state {path} does not belong to the weights beside it (hash mismatch)")
+    if schema is not None:
+        _check_state_schema(path, state, schema)
     return state
+
+
+# What resuming reads from a training-state file: key -> type, nested with dots.
+TRAINING_STATE_SCHEMA: dict[str, type | tuple[type, ...]] = {
+    "step": int,
+    "optimizer": dict,
+    "optimizer.state": dict,
+    "optimizer.param_groups": list,
+    "ema": dict,
+    "rng": dict,
+    "rng.torch": Tensor,
+    "rng.cuda": (list, tuple),
+    "rng.numpy": dict,
+    "rng.numpy.name": str,
+    "rng.numpy.keys": Tensor,
+    "rng.numpy.pos": int,
+    "rng.numpy.has_gauss": int,
+    "rng.numpy.cached_gaussian": (float, int),
+    "rng.python": dict,
+    "rng.python.version": int,
+    "rng.python.state": Tensor,
+    "data": dict,
+    "data.num_examples": int,
+    "data.batch_size": int,
+    "data.images_sha256": str,
+}
+
+
+def _check_state_schema(path: Path, state: dict[str, Any], schema: dict[str, type | tuple[type, ...]]) -> None:
+    """Every key of ``schema`` present with its type, else one line naming it."""
+    for key, kind in schema.items():
+        value: Any = state
+        for part in key.split("."):
+            if not isinstance(value, dict) or part not in value:
+                raise CheckpointError(f"training state {path} lacks {key!r}; it is incomplete or from another tool")
+            value = value[part]
+        if isinstance(value, bool) or not isinstance(value, kind):
+            raise CheckpointError(f"training state {path}: {key!r} is a {type(value).__name__}, not the expected "
+                                  "type; the file is corrupt")
+    if isinstance(state.get("step"), int) and state["step"] < 0:
+        raise CheckpointError(f"training state {path}: step {state['step']} is negative")
 
 
 def capture_rng_state() -> dict[str, Any]:

@@ -8,8 +8,9 @@ patches; SDiT prepends one time token, so ``N = L + 1``.
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, fields
-from typing import Any, Literal
+from typing import Any, Literal, get_type_hints
 
 
 @dataclass(frozen=True)
@@ -189,14 +190,77 @@ def config_to_dict(config: ModelConfig) -> dict[str, Any]:
 
 
 def config_from_dict(data: dict[str, Any]) -> ModelConfig:
-    """Inverse of :func:`config_to_dict`; unknown keys are an error, not ignored."""
+    """Inverse of :func:`config_to_dict`; unknown keys are an error, not ignored.
+
+    A config read from a file is checked before it builds anything: every value has its field's type
+    (an int is not a bool, a float is finite) and lies in :data:`CONFIG_LIMITS`.
+
+    Raises:
+        ValueError: one line naming the first offending key.
+    """
+    if not isinstance(data, dict):
+        raise ValueError(f"config must be a JSON object, got {type(data).__name__}")
     kinds: dict[str, type[SDiTConfig] | type[DiTConfig]] = {"sdit": SDiTConfig, "dit": DiTConfig}
     kind = data.get("kind")
-    if kind not in kinds:
+    if not isinstance(kind, str) or kind not in kinds:
         raise ValueError(f"config kind must be one of {sorted(kinds)}, got {kind!r}")
     cls = kinds[kind]
     known = {f.name for f in fields(cls)}
     unknown = sorted(set(data) - known)
     if unknown:
-        raise ValueError(f"unknown {kind} config keys: {', '.join(unknown)}")
+        raise ValueError(f"unknown {kind} config keys: {', '.join(str(k) for k in unknown)[:200]}")
+    check_config_values(cls, data)
     return cls(**data)
+
+
+# The ranges a config read from a file must fall in: wide enough for every preset and any plausible
+# experiment at these image sizes, narrow enough that a hostile header cannot describe an unbounded model.
+# A field missing here (a new one) gets its type checked, and a number must be finite.
+CONFIG_LIMITS: dict[str, tuple[float, float]] = {
+    "image_size": (1, 1024),
+    "in_channels": (1, 64),
+    "patch_size": (1, 1024),
+    "hidden_size": (1, 16384),
+    "depth_in": (1, 128),
+    "depth_mid": (1, 128),
+    "depth_out": (1, 128),
+    "depth": (1, 256),
+    "time_steps": (1, 64),
+    "freq_dim": (2, 16384),
+    "tau": (1.0 + 1e-6, 1e4),  # spikingjelly's LIF needs tau > 1
+    "v_threshold": (1e-6, 1e4),
+    "ffn_ratio": (1, 64),
+    "num_heads": (1, 1024),
+    "mlp_ratio": (1, 64),
+}
+
+
+def check_config_values(cls: type[SDiTConfig] | type[DiTConfig], data: dict[str, Any]) -> None:
+    """Types (from the dataclass annotations) and :data:`CONFIG_LIMITS` of the values in ``data``.
+
+    Raises:
+        ValueError: one line, ``config key: why``.
+    """
+    hints = get_type_hints(cls)
+    for key, value in data.items():
+        expected = hints.get(key)
+        if expected is int and (isinstance(value, bool) or not isinstance(value, int)):
+            raise ValueError(f"config {key} must be an integer, got {_short(value)}")
+        if expected is float:
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise ValueError(f"config {key} must be a number, got {_short(value)}")
+            if not math.isfinite(value):
+                raise ValueError(f"config {key} must be finite, got {value}")
+        if expected is bool and not isinstance(value, bool):
+            raise ValueError(f"config {key} must be true or false, got {_short(value)}")
+        if expected is str and not isinstance(value, str):
+            raise ValueError(f"config {key} must be a string, got {_short(value)}")
+        if key in CONFIG_LIMITS and isinstance(value, (int, float)) and not isinstance(value, bool):
+            low, high = CONFIG_LIMITS[key]
+            if not low <= value <= high:
+                raise ValueError(f"config {key} = {value} is outside [{low:g}, {high:g}]")
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return f"{type(value).__name__} {text[:40]}{'...' if len(text) > 40 else ''}"

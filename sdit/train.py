@@ -22,6 +22,8 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import math
+import os
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, fields, replace
@@ -34,7 +36,7 @@ from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
-from sdit import artifacts, checkpoint, distributed
+from sdit import artifacts, checkpoint, distributed, rundir
 from sdit.checkpoint import CheckpointMeta
 from sdit.config import config_to_dict, get_preset
 from sdit.data import ImageSet, load_dataset
@@ -42,16 +44,24 @@ from sdit.diffusion import Diffusion, sample
 from sdit.ema import EMA
 from sdit.models import build_model
 
-RUN_FILE = "run.json"
+RUN_FILE = rundir.RUN_FILE
 METRICS_FILE = "metrics.jsonl"
 SUMMARY_FILE = "summary.json"
 SAMPLES_DIR = "samples"
-RUN_ENTRIES = (RUN_FILE, METRICS_FILE, SUMMARY_FILE, SAMPLES_DIR, checkpoint.CHECKPOINT_DIR)
+SEED_MAX = 2**63 - 1
 _MIX = 0x9E3779B97F4A7C15  # 2^64 / golden ratio, to spread (seed, counter) pairs
 
 
 class TrainError(ValueError):
     """A run cannot start or resume as asked (one-line message)."""
+
+
+class NonFiniteError(TrainError):
+    """The run's loss or weights turned NaN or infinite; it stopped without saving them (one-line message)."""
+
+
+class TrainInterrupted(KeyboardInterrupt):
+    """Ctrl-C (SIGINT) stopped a run; the message says where, and how to resume."""
 
 
 @dataclass(frozen=True)
@@ -115,10 +125,17 @@ class TrainConfig:
             value = getattr(self, name)
             if value is not None and value < 0:
                 raise ValueError(f"{name} must be >= 0, got {value}")
+        for name in ("lr", "weight_decay", "grad_clip", "ema_decay"):
+            if not math.isfinite(getattr(self, name)):
+                raise ValueError(f"{name} must be a finite number, got {getattr(self, name)}")
         if self.lr <= 0 or self.grad_clip <= 0:
             raise ValueError("lr and grad_clip must be positive")
+        if self.weight_decay < 0:
+            raise ValueError(f"weight_decay must be >= 0, got {self.weight_decay}")
         if not 0.0 <= self.ema_decay < 1.0:
             raise ValueError(f"ema_decay must be in [0, 1), got {self.ema_decay}")
+        if not 0 <= self.seed <= SEED_MAX:
+            raise ValueError(f"seed must be in [0, 2**63 - 1], got {self.seed}")
 
 
 # Fields a resumed run may change: they decide how long to run, where the data lie and
@@ -274,12 +291,15 @@ def param_sha256(model: nn.Module) -> str:
 
 
 def _check_run_dir(run_dir: Path, resume: bool, overwrite: bool) -> None:
-    if resume:
-        if not (run_dir / RUN_FILE).is_file():
-            raise TrainError(f"no training run to resume at {run_dir} (missing {RUN_FILE})")
-        return
-    if run_dir.exists() and (not run_dir.is_dir() or any(run_dir.iterdir())) and not overwrite:
-        raise TrainError(f"run directory {run_dir} exists and is not empty; pass --overwrite or --resume")
+    try:
+        rundir.check_run_dir(run_dir, resume, overwrite)
+    except rundir.RunDirError as err:
+        raise TrainError(str(err)) from None
+
+
+def _is_rank0() -> bool:
+    """Rank 0 of a ``torchrun`` launch (or a lone process), known before the process group exists."""
+    return os.environ.get("RANK", "0") == "0"
 
 
 def train(
@@ -305,7 +325,9 @@ def train(
 
     Raises:
         TrainError, sdit.data.DatasetError, sdit.checkpoint.CheckpointError: bad input,
-            before any file is written.
+            before any file is written. TrainError also when another process runs in ``run_dir``.
+        NonFiniteError: the loss or the weights turned non-finite; the last finite checkpoint stays ``latest``.
+        TrainInterrupted: Ctrl-C; the message names the last checkpoint and how to resume.
     """
     run_dir = Path(run_dir)
     _check_run_dir(run_dir, resume, overwrite)
@@ -313,12 +335,22 @@ def train(
     if resume:
         resume_config(load_run_config(run_dir), **{f.name: getattr(config, f.name) for f in fields(TrainConfig)})
         resume_from = checkpoint.load_checkpoint(run_dir)  # CheckpointError before any rank starts
+        checkpoint.load_training_state(checkpoint.training_state_path(resume_from.path),
+                                       expected_sha256=resume_from.sha256, schema=checkpoint.TRAINING_STATE_SCHEMA)
     images = (data if data is not None else load_dataset(config.dataset, "train", config.data_dir)).images
-    ctx = distributed.setup(config.device)
+    lock = rundir.run_lock(run_dir) if _is_rank0() else contextlib.nullcontext()
     try:
-        return _train(config, run_dir, ctx, images, resume_from, overwrite, progress)
-    finally:
-        distributed.teardown(ctx)
+        with lock:
+            _check_run_dir(run_dir, resume, overwrite)  # again, under the lock: another run may have begun
+            if resume_from is not None and checkpoint.resolve_checkpoint(run_dir) != resume_from.path:
+                resume_from = checkpoint.load_checkpoint(run_dir)  # a run that ended meanwhile saved a newer one
+            ctx = distributed.setup(config.device)
+            try:
+                return _train(config, run_dir, ctx, images, resume_from, overwrite, progress)
+            finally:
+                distributed.teardown(ctx)
+    except rundir.RunDirError as err:
+        raise TrainError(str(err)) from None
 
 
 def _train(
@@ -356,7 +388,8 @@ def _train(
     start_step = 0
     if resume_from is not None:
         state = checkpoint.load_training_state(
-            checkpoint.training_state_path(resume_from.path), expected_sha256=resume_from.sha256
+            checkpoint.training_state_path(resume_from.path), expected_sha256=resume_from.sha256,
+            schema=checkpoint.TRAINING_STATE_SCHEMA,
         )
         data_state = state["data"]
         if data_state["images_sha256"] != data_hash or data_state["batch_size"] != config.batch_size:
@@ -365,9 +398,14 @@ def _train(
                 f"now {num_examples} in batches of {config.batch_size}; the data changed"
             )
         checkpoint.load_state_into(model, resume_from.model_state, resume_from.path)
-        ema.load_state(state["ema"], {k: v.to(device) for k, v in resume_from.ema_state.items()})
-        optimizer.load_state_dict(state["optimizer"])
-        checkpoint.restore_rng_state(state["rng"])
+        state_path = checkpoint.training_state_path(resume_from.path)
+        try:
+            ema.load_state(state["ema"], {k: v.to(device) for k, v in resume_from.ema_state.items()})
+            optimizer.load_state_dict(state["optimizer"])
+            checkpoint.restore_rng_state(state["rng"])
+        except (KeyError, TypeError, ValueError, RuntimeError, IndexError) as err:
+            raise checkpoint.CheckpointError(
+                f"training state {state_path} does not fit the run: {checkpoint._one_line(err)}") from None
         start_step = int(state["step"])
         if start_step > total_steps:
             raise TrainError(f"the run is at step {start_step}, past the {total_steps} steps asked for")
@@ -411,6 +449,18 @@ def _train(
             keep=config.keep,
         )
 
+    def stop_if_non_finite(done: int, loss: float | None = None) -> None:
+        if loss is not None and not math.isfinite(loss):
+            what = f"the loss is {loss}"
+        elif not _all_finite(model, ema.model):
+            what = "the weights are not finite"
+        else:
+            return
+        raise NonFiniteError(
+            f"training turned non-finite by step {done} ({what}); stopped without saving it; "
+            f"{_last_checkpoint_note(run_dir)}; lower --lr (now {config.lr:g}) or check the data"
+        )
+
     shape = (config.batch_size, *images.shape[1:])
     lo, hi = ctx.rank * per_rank, (ctx.rank + 1) * per_rank  # this rank's slice of the global batch
     order_epoch, order = -1, torch.empty(0, dtype=torch.long)
@@ -422,47 +472,58 @@ def _train(
     bar = tqdm(total=total_steps, initial=start_step, unit="step", dynamic_ncols=True,
                disable=not (progress and ctx.is_main))
     model.train()
-    for step in range(start_step, total_steps):
-        epoch, batch = divmod(step, batches_per_epoch)
-        if epoch != order_epoch:
-            order_epoch, order = epoch, epoch_order(num_examples, config.seed, epoch)
-        index = order[batch * config.batch_size + lo : batch * config.batch_size + hi].to(device)  # (B/W,)
-        t, noise = step_noise(diffusion, config.seed, step, shape)  # (B,), (B, C, H, W)
-        x0 = images[index]  # (B/W, C, H, W)
-        for group in optimizer.param_groups:
-            group["lr"] = lr_at(config, step)
-        loss = diffusion.loss_at(eps_model, x0, t[lo:hi].to(device), noise[lo:hi].to(device))
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(trainable, config.grad_clip)
-        optimizer.step()
-        ema.update(model)
-        loss_sum += loss.detach()
-        interval_steps += 1
-        done = step + 1
-        bar.update(1)
+    done = start_step
+    try:
+        for step in range(start_step, total_steps):
+            epoch, batch = divmod(step, batches_per_epoch)
+            if epoch != order_epoch:
+                order_epoch, order = epoch, epoch_order(num_examples, config.seed, epoch)
+            index = order[batch * config.batch_size + lo : batch * config.batch_size + hi].to(device)  # (B/W,)
+            t, noise = step_noise(diffusion, config.seed, step, shape)  # (B,), (B, C, H, W)
+            x0 = images[index]  # (B/W, C, H, W)
+            for group in optimizer.param_groups:
+                group["lr"] = lr_at(config, step)
+            loss = diffusion.loss_at(eps_model, x0, t[lo:hi].to(device), noise[lo:hi].to(device))
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(trainable, config.grad_clip)
+            optimizer.step()
+            ema.update(model)
+            loss_sum += loss.detach()
+            interval_steps += 1
+            done = step + 1
+            bar.update(1)
 
-        if done % config.log_every == 0 or done == total_steps:
-            record = _log_record(ctx, meter, loss_sum, interval_steps, done, epoch, lr_at(config, step),
-                                 config.batch_size * interval_steps,
-                                 time.perf_counter() - interval_start - excluded_s)
-            last_loss, last_rate, last_speed = record["loss"], record["mean_firing_rate"], record["images_per_s"]
-            trained_s += time.perf_counter() - interval_start - excluded_s
-            trained_images += config.batch_size * interval_steps
-            if ctx.is_main:
-                artifacts.append_jsonl(run_dir / METRICS_FILE, record)
-                bar.set_postfix(_postfix(record), refresh=False)
-            loss_sum.zero_()
-            meter.reset()
-            interval_steps, interval_start, excluded_s = 0, time.perf_counter(), 0.0
+            if done % config.log_every == 0 or done == total_steps:
+                record = _log_record(ctx, meter, loss_sum, interval_steps, done, epoch, lr_at(config, step),
+                                     config.batch_size * interval_steps,
+                                     time.perf_counter() - interval_start - excluded_s)
+                last_loss, last_rate, last_speed = record["loss"], record["mean_firing_rate"], record["images_per_s"]
+                trained_s += time.perf_counter() - interval_start - excluded_s
+                trained_images += config.batch_size * interval_steps
+                stop_if_non_finite(done, record["loss"])  # the loss is summed over ranks: all stop together
+                if ctx.is_main:
+                    artifacts.append_jsonl(run_dir / METRICS_FILE, record)
+                    bar.set_postfix(_postfix(record), refresh=False)
+                loss_sum.zero_()
+                meter.reset()
+                interval_steps, interval_start, excluded_s = 0, time.perf_counter(), 0.0
 
-        side_start = time.perf_counter()
-        if ctx.is_main and (done == total_steps or (config.sample_every and done % config.sample_every == 0)):
-            _write_samples(ema.model, diffusion, config, run_dir / SAMPLES_DIR / f"step-{done:08d}.png", device)
-        if ctx.is_main and (done == total_steps or (config.ckpt_every and done % config.ckpt_every == 0)):
-            ckpt_path = save(done)
-        excluded_s += time.perf_counter() - side_start
-    bar.close()
+            side_start = time.perf_counter()
+            due_samples = done == total_steps or (config.sample_every and done % config.sample_every == 0)
+            due_ckpt = done == total_steps or (config.ckpt_every and done % config.ckpt_every == 0)
+            if due_samples or due_ckpt:
+                stop_if_non_finite(done)  # never a NaN grid or checkpoint; the weights are equal on all ranks
+            if ctx.is_main and due_samples:
+                _write_samples(ema.model, diffusion, config, run_dir / SAMPLES_DIR / f"step-{done:08d}.png", device)
+            if ctx.is_main and due_ckpt:
+                ckpt_path = save(done)
+            excluded_s += time.perf_counter() - side_start
+    except KeyboardInterrupt:
+        raise TrainInterrupted(f"interrupted at step {done} of {total_steps}; {_last_checkpoint_note(run_dir)}") \
+            from None
+    finally:
+        bar.close()
     meter.remove()
 
     if resume_from is not None and start_step == total_steps and ctx.is_main:
@@ -488,6 +549,23 @@ def _train(
     return result
 
 
+def _all_finite(*models: nn.Module) -> bool:
+    """Every parameter and floating buffer of ``models`` is finite (one device synchronisation)."""
+    flags = [torch.isfinite(t).all() for m in models for t in [*m.parameters(), *m.buffers()]
+             if t.is_floating_point()]
+    return bool(torch.stack(flags).all()) if flags else True
+
+
+def _last_checkpoint_note(run_dir: Path) -> str:
+    """Where a stopped run can continue from: its ``latest`` checkpoint, or that there is none."""
+    try:
+        latest = checkpoint.resolve_checkpoint(run_dir)
+    except checkpoint.CheckpointError:
+        return f"no checkpoint was saved; start again with the same command plus --overwrite (in {run_dir})"
+    step = checkpoint._step_of(latest)
+    return f"the last checkpoint is step {step} ({latest}); resume with: sdit train --resume {run_dir}"
+
+
 def _open_run(
     run_dir: Path, config: TrainConfig, meta: CheckpointMeta, resumed: bool, overwrite: bool, world_size: int
 ) -> None:
@@ -497,8 +575,9 @@ def _open_run(
         if metrics.is_file():
             kept = [r for r in artifacts.read_jsonl(metrics) if r.get("step", 0) <= meta.step]
             artifacts.write_jsonl(metrics, kept, overwrite=True)
-    elif overwrite:
-        artifacts.clear_run_dir(run_dir, RUN_ENTRIES)
+    elif overwrite and rundir.is_sdit_run(run_dir):
+        rundir.clear_run(run_dir)
+    rundir.write_marker(run_dir)
     run = {
         "train": asdict(config),
         "model": config_to_dict(meta.config),
@@ -564,8 +643,10 @@ def iter_metrics(run_dir: Path | str) -> Iterator[dict[str, Any]]:
 __all__ = [
     "FiringRateMeter",
     "RESUME_MUTABLE",
+    "NonFiniteError",
     "TrainConfig",
     "TrainError",
+    "TrainInterrupted",
     "TrainResult",
     "epoch_order",
     "iter_metrics",

@@ -49,7 +49,7 @@ def _one_error_line(result, code: int) -> str:  # noqa: ANN001
 
 def test_train_writes_a_run(run_dir: Path) -> None:
     assert {p.name for p in run_dir.iterdir()} == {"run.json", "metrics.jsonl", "summary.json", "samples",
-                                                   "checkpoints"}
+                                                   "checkpoints", ".sdit-run", ".sdit-run.lock"}
     assert [r["step"] for r in iter_metrics(run_dir)] == [2, 4]
     assert [p.name for p in checkpoint.list_checkpoints(run_dir)] == ["step-00000002.safetensors",
                                                                         "step-00000004.safetensors"]
@@ -65,13 +65,15 @@ def test_existing_run_dir_is_not_overwritten_unless_asked(run_dir: Path, data_di
     assert "exists and is not empty; pass --overwrite or --resume" in line
     assert (run_dir / "checkpoints" / "latest").read_bytes() == before
     copy = tmp_path / "copy"
-    copy.mkdir()
+    shutil.copytree(run_dir, copy)
     (copy / "old.txt").write_text("keep me")
-    (copy / "metrics.jsonl").write_text('{"step": 99}\n')
+    (copy / "checkpoints" / "notes.txt").write_text("mine")
     args = ["train", *TINY, "--data-dir", str(data_dir), "--steps", "2", "--out", str(copy), "--overwrite"]
     assert runner.invoke(app, args).exit_code == 0
     assert [r["step"] for r in iter_metrics(copy)] == [2]
     assert (copy / "old.txt").read_text() == "keep me"  # only the run's own files are replaced
+    assert (copy / "checkpoints" / "notes.txt").read_text() == "mine"
+    assert [p.name for p in checkpoint.list_checkpoints(copy)] == ["step-00000002.safetensors"]
 
 
 def test_resume_continues_and_refuses_a_different_preset(run_dir: Path, tmp_path: Path) -> None:
@@ -90,9 +92,9 @@ def test_resume_continues_and_refuses_a_different_preset(run_dir: Path, tmp_path
     ("args", "code", "needle"),
     [
         (["--preset", "sdit-huge", "--steps", "2"], 2, "unknown preset 'sdit-huge'"),
-        (["--preset", "dit-tiny", "--dataset", "mnist", "--steps", "2"], 1, "mnist: no --data-dir given"),
-        (["--preset", "dit-tiny", "--data-dir", "/nonexistent/fmnist", "--steps", "2"], 1, "does not exist"),
-        (["--preset", "dit-tiny", "--dataset", "svhn", "--steps", "2", "--data-dir", "/tmp"], 1,
+        (["--preset", "dit-tiny", "--dataset", "mnist", "--steps", "2"], 2, "mnist: no --data-dir given"),
+        (["--preset", "dit-tiny", "--data-dir", "/nonexistent/fmnist", "--steps", "2"], 2, "does not exist"),
+        (["--preset", "dit-tiny", "--dataset", "svhn", "--steps", "2", "--data-dir", "/tmp"], 2,
          "unknown dataset 'svhn'"),
         (["--preset", "dit-tiny", "--steps", "2", "--epochs", "1"], 2, "not both"),
         (["--preset", "dit-tiny"], 2, "give --steps or --epochs"),
@@ -105,13 +107,13 @@ def test_bad_input_is_one_line(tmp_path: Path, args: list[str], code: int, needl
 
 
 def test_resume_of_a_corrupt_checkpoint_is_one_line(run_dir: Path, tmp_path: Path) -> None:
-    line = _one_error_line(runner.invoke(app, ["train", "--resume", str(tmp_path / "none"), "--steps", "6"]), 1)
+    line = _one_error_line(runner.invoke(app, ["train", "--resume", str(tmp_path / "none"), "--steps", "6"]), 2)
     assert "no training run at" in line
     broken = tmp_path / "broken"
     shutil.copytree(run_dir, broken)
     weights = checkpoint.resolve_checkpoint(broken)
     weights.write_bytes(weights.read_bytes()[:100])
-    line = _one_error_line(runner.invoke(app, ["train", "--resume", str(broken), "--steps", "6"]), 1)
+    line = _one_error_line(runner.invoke(app, ["train", "--resume", str(broken), "--steps", "6"]), 2)
     assert "not a safetensors file or is truncated" in line
 
 
@@ -171,11 +173,11 @@ def test_sample_compiled_matches_eager(run_dir: Path, tmp_path: Path) -> None:
 
 def test_sample_a_missing_or_corrupt_checkpoint_is_one_line(run_dir: Path, tmp_path: Path) -> None:
     line = _one_error_line(runner.invoke(app, ["sample", str(tmp_path / "nope.safetensors"), "--out",
-                                               str(tmp_path / "g.png")]), 1)
+                                               str(tmp_path / "g.png")]), 2)
     assert "no checkpoint file or run directory" in line
     bad = tmp_path / "bad.safetensors"
     bad.write_bytes(b"\x00" * 64)
-    line = _one_error_line(runner.invoke(app, ["sample", str(bad), "--out", str(tmp_path / "g.png")]), 1)
+    line = _one_error_line(runner.invoke(app, ["sample", str(bad), "--out", str(tmp_path / "g.png")]), 2)
     assert "bad.safetensors" in line
     line = _one_error_line(runner.invoke(app, ["sample", "dit-huge", "--out", str(tmp_path / "g.png")]), 2)
     assert "unknown preset 'dit-huge'" in line
