@@ -24,7 +24,8 @@ STDOUT = "-"  # an output path of "-" means standard output, where a command all
 NAME_MAX = 255  # bytes in one path component (Linux, most file systems)
 PATH_MAX = 4096  # bytes in a whole path (Linux)
 _TEMP_NAME_CHARS = 64  # of the target's name kept in a temporary file's name, so a long name still fits
-_SYSTEM_TREES = ("/proc", "/sys")  # pseudo file systems: never a place for an output
+_SYSTEM_TREES = ("/proc", "/sys", "/dev")  # pseudo file systems: never a place for a new file
+_SYSTEM_EXCEPTIONS = ("/dev/shm",)  # a tmpfs for anyone's files
 
 
 class OverwriteError(FileExistsError):
@@ -44,7 +45,10 @@ def is_stdout(path: Path | str | None) -> bool:
 
 
 def _under_system_tree(path: str) -> bool:
-    return any(path == tree or path.startswith(tree + "/") for tree in _SYSTEM_TREES)
+    def under(tree: str) -> bool:
+        return path == tree or path.startswith(tree + "/")
+
+    return any(map(under, _SYSTEM_TREES)) and not any(map(under, _SYSTEM_EXCEPTIONS))
 
 
 def _is_stream(path: str) -> bool:

@@ -25,6 +25,7 @@ import json
 import math
 import os
 import time
+import typing
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
@@ -178,11 +179,30 @@ def load_run_config(run_dir: Path | str) -> TrainConfig:
         unknown = sorted(set(data) - {f.name for f in fields(TrainConfig)})
         if unknown:
             raise TrainError(f"{path}: unknown train config keys: {', '.join(unknown)}")
+        _check_field_types(data, path)
         return TrainConfig(**data)
     except TrainError:
         raise
-    except (OSError, KeyError, TypeError, ValueError) as err:
+    except (OSError, KeyError, TypeError, ValueError, RecursionError) as err:
         raise TrainError(f"{path} is unreadable: {' '.join(str(err).split())}") from None
+
+
+def _check_field_types(data: dict[str, Any], path: Path) -> None:
+    """Each value of a saved train config has its field's type (``int`` is not ``bool``; ``float`` takes ints)."""
+    hints = typing.get_type_hints(TrainConfig)
+    for key, value in data.items():
+        allowed = typing.get_args(hints[key]) or (hints[key],)
+        ok = any(
+            (kind is type(None) and value is None)
+            or (kind is bool and isinstance(value, bool))
+            or (kind is int and isinstance(value, int) and not isinstance(value, bool))
+            or (kind is float and isinstance(value, (int, float)) and not isinstance(value, bool))
+            or (kind is str and isinstance(value, str))
+            for kind in allowed
+        )
+        if not ok:
+            names = " or ".join("null" if k is type(None) else k.__name__ for k in allowed)
+            raise TrainError(f"{path}: train config {key} must be {names}, got {type(value).__name__}")
 
 
 @dataclass(frozen=True)
