@@ -87,6 +87,17 @@ def check_layout(config: SDiTConfig) -> None:
         raise ValueError(f"not the authors' layout: {', '.join(wrong)}")
 
 
+def is_authors_layout(config: object) -> bool:
+    """Whether ``config`` is an SDiT config with the authors' layout (their checkpoints load into it)."""
+    if not isinstance(config, SDiTConfig):
+        return False
+    try:
+        check_layout(config)
+    except ValueError:
+        return False
+    return True
+
+
 def key_map(config: SDiTConfig) -> list[tuple[str, str]]:
     """(our key, the authors' key) for every tensor, in the authors' state-dict order.
 
@@ -320,6 +331,7 @@ def save_authors_checkpoint(model: nn.Module, path: Path | str, args: argparse.N
 
 __all__ = [
     "AuthorsCheckpoint", "AuthorsCheckpointError", "check_layout", "convert_authors_checkpoint", "describe",
-    "from_authors_state_dict", "infer_config", "is_authors_file", "key_map", "load_authors_checkpoint",
+    "from_authors_state_dict", "infer_config", "is_authors_file", "is_authors_layout", "key_map",
+    "load_authors_checkpoint",
     "load_authors_model", "preset_of", "save_authors_checkpoint", "to_authors_state_dict",
 ]
