@@ -192,3 +192,17 @@ def hybrid_loss(
     """The authors' training loss: mean over the batch of mse + vb (:func:`hybrid_loss_terms`)."""
     mse, vb = hybrid_loss_terms(model, diffusion, x0, t, noise)
     return (mse + vb).mean()
+
+
+def training_loss(
+    model: Callable[..., Tensor], diffusion: Diffusion, x0: Tensor, t: Tensor, noise: Tensor,
+    labels: Tensor | None = None, learn_sigma: bool = False,
+) -> Tensor:
+    """The training loss a model's config asks for: the authors' :func:`hybrid_loss` for a learned-sigma model,
+    the DDPM epsilon MSE otherwise; ``labels`` (B,) go to a class-conditional model."""
+    def net(x_t: Tensor, t_: Tensor) -> Tensor:
+        return model(x_t, t_) if labels is None else model(x_t, t_, labels)
+
+    if learn_sigma:
+        return hybrid_loss(net, diffusion, x0, t, noise)
+    return diffusion.loss_at(model if labels is None else net, x0, t, noise)
