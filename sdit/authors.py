@@ -224,8 +224,11 @@ def is_authors_file(path: Path | str) -> bool:
     if not path.is_file() or path.name.endswith(checkpoint.STATE_SUFFIX):
         return False
     with path.open("rb") as f:
-        head = f.read(4)
-    return head == b"PK\x03\x04" or head[:1] == b"\x80"
+        head = f.read(9)
+    if head[8:9] == b"{":  # safetensors: u64 header length, then the JSON header
+        return False
+    # torch.save: a zip archive, or the legacy format (pickle protocol 2 opening with a pickled long magic)
+    return head[:4] == b"PK\x03\x04" or head[:3] == b"\x80\x02\x8a"
 
 
 def _plain(value: Any) -> Any:

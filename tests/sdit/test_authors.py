@@ -220,3 +220,20 @@ def test_convert_to_our_format_round_trips(tmp_path, tiny_weights, tiny_io) -> N
     assert list(to_authors_state_dict(model)) == [theirs for _, theirs in key_map(model.config)]
     with pytest.raises(FileExistsError):
         convert_authors_checkpoint(src, dst)
+
+
+def test_file_detection_zip_legacy_and_safetensors(tmp_path, tiny_weights) -> None:
+    from safetensors.torch import save_file
+
+    from sdit.authors import is_authors_file
+
+    zipped = _write_authors_file(tmp_path / "a.pt", tiny_weights)
+    legacy = tmp_path / "legacy.pt"
+    torch.save({"model": dict(tiny_weights), "opt": {}, "args": argparse.Namespace()}, legacy,
+               _use_new_zipfile_serialization=False)
+    ours = tmp_path / "w.safetensors"
+    save_file({"x": torch.zeros(1)}, ours, metadata={"pad": "p" * 44})  # header of 128 bytes
+    assert ours.read_bytes()[0] == 0x80  # a header length whose low byte looks like a pickle opcode
+    assert is_authors_file(zipped) and is_authors_file(legacy) and not is_authors_file(ours)
+    model, _ = load_authors_model(legacy)
+    assert infer_config(to_authors_state_dict(model)) == model.config
