@@ -9,6 +9,7 @@ from rich.console import Console
 from rich.table import Table
 
 from cli.common import fail
+from sdit.authors import is_authors_layout, to_authors_state_dict
 from sdit.config import PRESET_NOTES, UnknownPresetError, config_to_dict, get_preset
 from sdit.models import build_model, count_params
 from sdit.models.wkv import wkv_backend
@@ -17,7 +18,8 @@ from sdit.models.wkv import wkv_backend
 def preset_info(name: str) -> dict[str, object]:
     """The facts ``sdit info`` prints, as a JSON-ready dict."""
     config = get_preset(name)
-    counts = count_params(build_model(config))
+    model = build_model(config)
+    counts = count_params(model)
     facts: dict[str, object] = {
         "preset": name,
         "kind": config.kind,
@@ -26,6 +28,10 @@ def preset_info(name: str) -> dict[str, object]:
         "config": config_to_dict(config),
         "notes": PRESET_NOTES[name],
     }
+    if is_authors_layout(config):  # the state dict under the authors' key names, in their order
+        facts["authors_state_dict"] = [
+            {"key": k, "shape": list(v.shape)} for k, v in to_authors_state_dict(model).items()
+        ]
     if config.kind == "sdit":
         facts["wkv_kernel_cpu"] = wkv_backend("cpu")  # builds the C++ kernel on first use
     return facts

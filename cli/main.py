@@ -6,9 +6,10 @@ import logging
 
 import typer
 
+from cli import convert, info, sample
 from cli import energy as energy_cli
-from cli import info, sample
 from cli import profile as profile_cli
+from cli import table3 as table3_cli
 from cli import train as train_cli
 from cli.common import SditGroup
 
@@ -37,6 +38,8 @@ sample.register(app)
 profile_cli.register(app)
 energy_cli.register(app)
 train_cli.register(app)
+convert.register(app)
+table3_cli.register(app)
 
 
 def main() -> None:

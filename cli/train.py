@@ -28,6 +28,13 @@ def train_cmd(
     lr: float | None = typer.Option(None, "--lr", help="Peak AdamW learning rate. [1e-4]"),
     warmup_steps: int | None = typer.Option(None, "--warmup-steps", min=0, help="Linear warm-up steps. [1000]"),
     ema_decay: float | None = typer.Option(None, "--ema-decay", help="EMA decay of the sampling weights. [0.9999]"),
+    weight_decay: float | None = typer.Option(
+        None, "--weight-decay", min=0, help="AdamW weight decay (the authors' code: 0.01). [0]"
+    ),
+    init_from: str | None = typer.Option(
+        None, "--init-from", help="Start from these weights: a checkpoint of ours or an authors' .pt (e.g. to "
+        "continue training their model with --preset sdit-mnist-authors)."
+    ),
     seed: int | None = typer.Option(None, "--seed", help="Seed of init, data order, timesteps and noise. [0]"),
     out: Path | None = typer.Option(None, "--out", help="Run directory to create."),
     resume: Path | None = typer.Option(
@@ -49,7 +56,8 @@ def train_cmd(
     given: dict[str, Any] = {
         "preset": preset, "dataset": dataset, "data_dir": str(data_dir) if data_dir else None,
         "batch_size": batch_size, "steps": steps, "epochs": epochs, "lr": lr, "warmup_steps": warmup_steps,
-        "ema_decay": ema_decay, "seed": seed, "log_every": log_every, "sample_every": sample_every,
+        "ema_decay": ema_decay, "weight_decay": weight_decay, "init_from": init_from, "seed": seed,
+        "log_every": log_every, "sample_every": sample_every,
         "ckpt_every": ckpt_every, "keep": keep, "device": device, "compile": compile_,
     }
     given = {k: v for k, v in given.items() if v is not None}

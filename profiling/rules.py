@@ -227,6 +227,7 @@ FREE_OPS: frozenset[str] = frozenset({
     "flip", "roll", "index_select", "index", "gather", "narrow", "unfold", "flatten", "unflatten",
     "_reshape_alias", "resize_", "set_", "item", "is_nonzero", "lift_fresh_copy", "count_nonzero",
     "bernoulli_", "exponential_", "random_", "sym_size", "sym_stride", "sym_numel", "dim",
+    "embedding",  # a table lookup (class labels): data movement, like index_select
 })
 
 # Ops whose output carries spikes when their (tensor) inputs all do.

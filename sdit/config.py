@@ -32,6 +32,23 @@ class SDiTConfig:
         tau: LIF membrane time constant.
         v_threshold: LIF firing threshold.
         ffn_ratio: Hidden width of ChannelMixing as a multiple of D (RWKV-4: 4).
+        num_classes: K > 0 makes the model class-conditional as the authors' code is: a label table of
+            K rows (plus a null row K when ``class_dropout`` > 0) whose embedding is added to the time
+            embedding in the prepended condition token. 0: time only (the paper's text).
+        class_dropout: Probability that a training label is replaced by the null class K (authors: 0.1).
+        learn_sigma: Predict 2C channels, the noise and the learned-range variance interpolation v
+            (IDDPM; the authors' code), instead of C.
+        time_encoding: How the T spiking steps enter. ``"stream"``: direct encoding, the residual stream
+            is repeated over T and every layer runs T times, the decoder averages over T (our reading of
+            the paper). ``"branch"``: the authors' code; the stream has no time axis, each mixing branch
+            runs once and its real-valued output is copied to T identical steps for its LIF, whose spikes
+            are averaged back, so the residual stream receives firing rates.
+        norm_affine: LayerNorms with a learned scale and shift (False in the authors' code).
+        norm_eps: LayerNorm epsilon (authors: 1e-6; PyTorch default 1e-5).
+        recon_bias: Biases on W_D and W_N of the Reconstruction Module (authors' code: yes; Eq. 11-12: no).
+        init: Initialisation: ``"sdit"`` (ours) or ``"authors"`` (AUTHORS-SDIT.md §4: zero position
+            table, all-ones reconstruction tokens, the authors' RWKV ramps and layer ids, Xavier Linears,
+            zero final layer). Only training from scratch depends on it.
     """
 
     image_size: int = 28
@@ -47,6 +64,14 @@ class SDiTConfig:
     tau: float = 2.0
     v_threshold: float = 1.0
     ffn_ratio: int = 4
+    num_classes: int = 0
+    class_dropout: float = 0.0
+    learn_sigma: bool = False
+    time_encoding: Literal["stream", "branch"] = "stream"
+    norm_affine: bool = True
+    norm_eps: float = 1e-5
+    recon_bias: bool = False
+    init: Literal["sdit", "authors"] = "sdit"
     kind: Literal["sdit"] = "sdit"
 
     def __post_init__(self) -> None:
@@ -58,6 +83,16 @@ class SDiTConfig:
             )
         if self.time_steps < 1:
             raise ValueError(f"time_steps must be >= 1, got {self.time_steps}")
+        if self.num_classes < 0:
+            raise ValueError(f"num_classes must be >= 0, got {self.num_classes}")
+        if not 0.0 <= self.class_dropout < 1.0 or (self.class_dropout and not self.num_classes):
+            raise ValueError(f"class_dropout must be in [0, 1) and needs num_classes > 0, got {self.class_dropout}")
+        if self.time_encoding not in ("stream", "branch"):
+            raise ValueError(f"time_encoding must be 'stream' or 'branch', got {self.time_encoding!r}")
+        if self.init not in ("sdit", "authors"):
+            raise ValueError(f"init must be 'sdit' or 'authors', got {self.init!r}")
+        if self.init == "authors" and self.depth_in + self.depth_out < 2:
+            raise ValueError("the authors' init ramps divide by depth_in + depth_out - 1; it must be >= 1")
 
     @property
     def num_patches(self) -> int:
@@ -66,8 +101,20 @@ class SDiTConfig:
 
     @property
     def num_tokens(self) -> int:
-        """N = L + 1: the patches plus the prepended time token."""
+        """N = L + 1: the patches plus the prepended time (condition) token."""
         return self.num_patches + 1
+
+    @property
+    def out_channels(self) -> int:
+        """Channels of the prediction: C (noise), or 2C with ``learn_sigma`` (noise, variance interpolation)."""
+        return 2 * self.in_channels if self.learn_sigma else self.in_channels
+
+    @property
+    def label_rows(self) -> int:
+        """Rows of the label table: K, plus the null class K when labels are dropped in training; 0 without."""
+        if not self.num_classes:
+            return 0
+        return self.num_classes + (1 if self.class_dropout > 0 else 0)
 
 
 @dataclass(frozen=True)
@@ -116,6 +163,12 @@ def _check_patching(image_size: int, patch_size: int) -> None:
         raise ValueError(f"patch_size {patch_size} does not divide image_size {image_size}")
 
 
+# The authors' code (foolLain/SDiT, AUTHORS-SDIT.md): what differs from our reading of the paper, as choices.
+AUTHORS_LAYOUT: dict[str, Any] = dict(
+    in_channels=3, num_classes=10, class_dropout=0.1, learn_sigma=True, time_encoding="branch",
+    norm_affine=False, norm_eps=1e-6, recon_bias=True, init="authors",
+)
+
 PRESETS: dict[str, ModelConfig] = {
     "sdit-mnist": SDiTConfig(),
     "sdit-cifar": SDiTConfig(in_channels=3, hidden_size=512, depth_in=4, depth_out=4),
@@ -131,6 +184,11 @@ PRESETS: dict[str, ModelConfig] = {
         patch_size=7, hidden_size=32, depth_in=1, depth_mid=1, depth_out=1, reconstruction=False
     ),
     "dit-tiny": DiTConfig(patch_size=7, hidden_size=32, depth=2, num_heads=2),
+    "sdit-mnist-authors": SDiTConfig(**AUTHORS_LAYOUT),
+    "sdit-cifar-authors": SDiTConfig(hidden_size=512, depth_in=4, depth_out=4, **AUTHORS_LAYOUT),
+    "sdit-tiny-authors": SDiTConfig(
+        patch_size=7, hidden_size=32, depth_in=1, depth_mid=1, depth_out=1, **AUTHORS_LAYOUT
+    ),
 }
 
 # What each preset is, and which of the paper's unstated choices give its size (``sdit info`` prints these).
@@ -158,6 +216,24 @@ PRESET_NOTES: dict[str, str] = {
     "sdit-tiny": "Test preset: p = 7 (16 patches), D = 32, 1 / 1 / 1 blocks.",
     "sdit-tiny-norecon": "Test preset: sdit-tiny without the Reconstruction Module (Table II ablation).",
     "dit-tiny": "Test preset: p = 7, D = 32, 2 blocks, 2 heads.",
+    "sdit-mnist-authors": (
+        "SDiT as the authors' code (foolLain/SDiT) builds it for MNIST / Fashion-MNIST (AUTHORS-SDIT.md): "
+        "depth 4 = 2 / 1 / 2 blocks, D = 384, p = 2, 3 input channels (grey repeated), class-conditional "
+        "(t_emb + label embedding as one prepended token, 10 classes + a null row, label dropout 0.1), learned "
+        "zero-initialised position table, N + 1 reconstruction tokens per block initialised to ones, W_D / W_N "
+        "with biases, LayerNorm without affine (eps 1e-6), 6 output channels (noise + learned variance). "
+        "Each mixing branch runs once; its real output is copied to T = 4 steps for the LIF and the spikes "
+        "are averaged, so MACs are not multiplied by T and no synaptic layer reads spikes. 11,667,259 "
+        "trainable parameters: Table III's 11.67 M to the digit. Loads the authors' .pt checkpoints."
+    ),
+    "sdit-cifar-authors": (
+        "SDiT as the authors' code builds it for CIFAR-10 resized to 28x28: depth 8 = 4 / 1 / 4 blocks, "
+        "D = 512, otherwise as sdit-mnist-authors; 36,052,047 trainable parameters."
+    ),
+    "sdit-tiny-authors": (
+        "Test preset: the authors' layout at p = 7, D = 32, depth 2 = 1 / 1 / 1 blocks, the configuration of "
+        "the authors'-code fixture (tests/data/authors-sdit); 72,675 trainable parameters."
+    ),
 }
 
 

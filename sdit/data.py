@@ -116,6 +116,15 @@ def load_cifar10(directory: Path, split: str) -> ImageSet:
     return ImageSet(images=images.clamp(-1, 1), labels=labels)
 
 
+def fit_channels(images: Tensor, channels: int) -> Tensor:
+    """A grey batch (B, 1, H, W) repeated to ``channels`` (the authors' MNIST models take 3); else unchanged."""
+    if images.shape[1] == channels:
+        return images
+    if images.shape[1] == 1:
+        return images.expand(-1, channels, -1, -1)  # (B, C, H, W)
+    raise ValueError(f"images have {images.shape[1]} channels, the model takes {channels}")
+
+
 def load_dataset(name: str, split: str = "train", data_dir: Path | str | None = None) -> ImageSet:
     """Load ``name`` (one of :data:`DATASETS`) from ``data_dir`` or its default place.
 

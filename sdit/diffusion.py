@@ -14,6 +14,12 @@ import torch
 from torch import Tensor
 
 EpsModel = Callable[[Tensor, Tensor], Tensor]
+METHODS = ("ddim", "ddpm", "ddpm-respaced")
+
+
+def noise_prediction(out: Tensor, x_t: Tensor) -> Tensor:
+    """The eps part of a model output: all of it, or the first C of 2C channels of a learned-sigma model."""
+    return out[:, : x_t.shape[1]] if out.shape[1] == 2 * x_t.shape[1] else out
 
 
 @dataclass(frozen=True)
@@ -101,7 +107,7 @@ def ddim_steps(
         t_prev = ts[index + 1] if index + 1 < len(ts) else -1
         a_t = float(abar[t])
         a_prev = float(abar[t_prev]) if t_prev >= 0 else 1.0
-        eps = model(x_t, torch.full((x_t.shape[0],), t, device=x_t.device, dtype=torch.long))
+        eps = noise_prediction(model(x_t, torch.full((x_t.shape[0],), t, device=x_t.device, dtype=torch.long)), x_t)
         x0_pred = (x_t - (1 - a_t) ** 0.5 * eps) / a_t**0.5  # "predicted x_0"
         sigma = eta * ((1 - a_prev) / (1 - a_t) * (1 - a_t / a_prev)) ** 0.5  # Eq. 16
         direction = (1 - a_prev - sigma**2) ** 0.5 * eps  # "direction pointing to x_t"
@@ -121,7 +127,7 @@ def ddpm_steps(
     betas, abar = diffusion.betas, diffusion.alphas_bar
     for index, t in enumerate(range(diffusion.num_steps - 1, -1, -1)):
         beta, a_t = float(betas[t]), float(abar[t])
-        eps = model(x_t, torch.full((x_t.shape[0],), t, device=x_t.device, dtype=torch.long))
+        eps = noise_prediction(model(x_t, torch.full((x_t.shape[0],), t, device=x_t.device, dtype=torch.long)), x_t)
         mean = (x_t - beta / (1 - a_t) ** 0.5 * eps) / (1 - beta) ** 0.5
         if t > 0:
             a_prev = float(abar[t - 1])
@@ -142,9 +148,15 @@ def sampler_steps(
     generator: torch.Generator | None = None,
     eta: float = 0.0,
 ) -> Iterator[SampleStep]:
-    """The step iterator of ``method``: ``"ddim"`` (``num_steps`` steps, noise scale ``eta``) or ``"ddpm"``
-    (all steps; ``eta`` must stay 0, its noise is fixed by Algorithm 2)."""
+    """The step iterator of ``method``: ``"ddim"`` (``num_steps`` steps, noise scale ``eta``), ``"ddpm"``
+    (all steps; ``eta`` must stay 0, its noise is fixed by Algorithm 2) or ``"ddpm-respaced"`` (ancestral
+    DDPM over ``num_steps`` respaced steps with the learned variance of a learned-sigma model, the authors'
+    sampler, :func:`sdit.iddpm.respaced_ddpm_steps`)."""
     check_sampler(method, eta)
+    if method == "ddpm-respaced":
+        from sdit.iddpm import respaced_ddpm_steps  # imports this module
+
+        return respaced_ddpm_steps(model, diffusion, x_t, num_steps, generator=generator)
     if method == "ddim":
         return ddim_steps(model, diffusion, x_t, num_steps, eta=eta, generator=generator)
     return ddpm_steps(model, diffusion, x_t, generator=generator)
@@ -155,12 +167,23 @@ def check_sampler(method: str, eta: float = 0.0) -> None:
 
     ``eta`` 0 is deterministic DDIM, 1 DDPM's posterior variance at the chosen steps.
     """
-    if method not in ("ddim", "ddpm"):
-        raise ValueError(f"sampling method must be 'ddim' or 'ddpm', got {method!r}")
+    if method not in METHODS:
+        raise ValueError(f"sampling method must be 'ddim', 'ddpm' or 'ddpm-respaced', got {method!r}")
     if not 0.0 <= eta <= 1.0:  # also refuses NaN
         raise ValueError(f"eta must be in [0, 1], got {eta}")
-    if method == "ddpm" and eta != 0.0:
+    if method != "ddim" and eta != 0.0:
         raise ValueError("eta applies to DDIM only; DDPM's noise is fixed (DDIM, eta 1, all steps equals it)")
+
+
+def num_classes_of(model: object) -> int:
+    """K of a class-conditional model (its config's ``num_classes``), 0 for any other."""
+    return int(getattr(getattr(model, "config", None), "num_classes", 0) or 0)
+
+
+def uniform_labels(num_classes: int, num: int, seed: int, device: torch.device | str = "cpu") -> Tensor:
+    """(num,) labels uniform over 0..K-1 (the authors' sampler), from their own generator seeded ``seed``."""
+    generator = torch.Generator(device=device).manual_seed(seed)
+    return torch.randint(0, num_classes, (num,), generator=generator, device=device)
 
 
 @torch.no_grad()
@@ -173,20 +196,34 @@ def sample(
     seed: int = 0,
     device: torch.device | str = "cpu",
     eta: float = 0.0,
+    labels: Tensor | None = None,
 ) -> Tensor:
     """Draw images from pure noise; deterministic for a seed.
 
     Args:
         shape: (B, C, H, W).
-        method: ``"ddim"`` (``num_steps`` steps) or ``"ddpm"`` (all training steps).
+        method: ``"ddim"`` (``num_steps`` steps), ``"ddpm"`` (all training steps) or ``"ddpm-respaced"``
+            (``num_steps`` respaced steps, learned variance).
         eta: DDIM's noise scale (Song et al. 2021, Eq. 16): 0 deterministic, 1 the DDPM
             posterior variance at the chosen steps. DDPM only with 0.
+        labels: (B,) classes for a class-conditional model; by default :func:`uniform_labels` from
+            ``seed``. Refused for a model without classes.
 
     Returns:
         (B, C, H, W) samples, nominally in [-1, 1].
     """
     generator = torch.Generator(device=device).manual_seed(seed)
     x = torch.randn(shape, device=device, generator=generator)
-    for step in sampler_steps(model, diffusion, x, method, num_steps, generator, eta=eta):
+    classes = num_classes_of(model)
+    if labels is not None and not classes:
+        raise ValueError("labels given, but the model is not class-conditional")
+    net: EpsModel = model
+    if classes:
+        y = labels.to(device) if labels is not None else uniform_labels(classes, shape[0], seed, device)
+
+        def net(x_t: Tensor, t: Tensor) -> Tensor:
+            return model(x_t, t, y)  # type: ignore[call-arg]
+
+    for step in sampler_steps(net, diffusion, x, method, num_steps, generator, eta=eta):
         x = step.x
     return x

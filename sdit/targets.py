@@ -31,17 +31,24 @@ def _looks_like_path(target: str) -> bool:
 
 
 def load_target(target: str, device: torch.device | str = "cpu") -> Target:
-    """A preset builds an untrained model; a path loads a checkpoint (EMA weights).
+    """A preset builds an untrained model; a path loads a checkpoint (EMA weights), or an authors' ``.pt``
+    checkpoint (their raw weights, :mod:`sdit.authors`).
 
     Raises:
         TargetError: ``target`` is neither a preset nor something that looks like a path.
         sdit.checkpoint.CheckpointError: the checkpoint is missing, incomplete or corrupt.
+        sdit.authors.AuthorsCheckpointError: an authors' file that is unsafe or does not fit their layout.
     """
     if target in PRESETS:
         model = build_model(target).to(device)
         return Target(label=target, source="preset", model=model, description=f"preset {target} (untrained)")
     if Path(target).exists() or _looks_like_path(target):
+        from sdit.authors import is_authors_file, load_authors_model
         from sdit.checkpoint import load_model
+
+        if is_authors_file(target):  # a torch.save of the authors' code: {"model", "opt", "args"}
+            model, description = load_authors_model(target, device=device)
+            return Target(label=target, source="checkpoint", model=model, description=description)
 
         model, meta = load_model(target, device=device)
         return Target(label=target, source="checkpoint", model=model,

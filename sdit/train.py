@@ -40,9 +40,10 @@ from tqdm import tqdm
 from sdit import artifacts, checkpoint, distributed, rundir
 from sdit.checkpoint import CheckpointMeta
 from sdit.config import config_to_dict, get_preset
-from sdit.data import ImageSet, load_dataset
-from sdit.diffusion import Diffusion, sample
+from sdit.data import ImageSet, fit_channels, load_dataset
+from sdit.diffusion import Diffusion, num_classes_of, sample
 from sdit.ema import EMA
+from sdit.iddpm import training_loss
 from sdit.models import build_model
 
 RUN_FILE = rundir.RUN_FILE
@@ -92,6 +93,13 @@ class TrainConfig:
         compile: Run the training forward and backward through ``torch.compile``
             (same model and loss; float rounding may differ from eager in the last bits).
             Sample grids and the EMA model stay eager.
+        init_from: Start from these weights instead of a fresh initialisation: a checkpoint of ours
+            (its EMA weights) or an authors' ``.pt`` (their raw weights; their optimiser state is not
+            carried over). Its config must equal the preset's.
+
+    The objective follows the model: a learned-sigma model (the authors' layout) trains with their
+    MSE + vb loss (:func:`sdit.iddpm.training_loss`), a class-conditional one on the dataset's labels
+    (dropped to the null class inside the model), grey images are repeated to the model's channels.
     """
 
     preset: str = "sdit-small"
@@ -114,6 +122,7 @@ class TrainConfig:
     sample_steps: int = 50
     device: str | None = None
     compile: bool = False
+    init_from: str | None = None
 
     def __post_init__(self) -> None:
         get_preset(self.preset)  # UnknownPresetError early
@@ -357,7 +366,7 @@ def train(
         resume_from = checkpoint.load_checkpoint(run_dir)  # CheckpointError before any rank starts
         checkpoint.load_training_state(checkpoint.training_state_path(resume_from.path),
                                        expected_sha256=resume_from.sha256, schema=checkpoint.TRAINING_STATE_SCHEMA)
-    images = (data if data is not None else load_dataset(config.dataset, "train", config.data_dir)).images
+    data_set = data if data is not None else load_dataset(config.dataset, "train", config.data_dir)
     lock = rundir.run_lock(run_dir) if _is_rank0() else contextlib.nullcontext()
     try:
         with lock:
@@ -366,7 +375,8 @@ def train(
                 resume_from = checkpoint.load_checkpoint(run_dir)  # a run that ended meanwhile saved a newer one
             ctx = distributed.setup(config.device)
             try:
-                return _train(config, run_dir, ctx, images, resume_from, overwrite, progress)
+                return _train(config, run_dir, ctx, data_set.images, resume_from, overwrite, progress,
+                              data_set.labels)
             finally:
                 distributed.teardown(ctx)
     except rundir.RunDirError as err:
@@ -381,6 +391,7 @@ def _train(
     resume_from: checkpoint.Checkpoint | None,
     overwrite: bool,
     progress: bool,
+    labels: Tensor | None = None,
 ) -> TrainResult:
     started = time.perf_counter()
     if config.batch_size % ctx.world_size:
@@ -394,10 +405,15 @@ def _train(
     device = ctx.device
     data_hash = hashlib.sha256(images.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy()).hexdigest()
     images = images.to(device)  # (N, C, H, W), whole set on the device
+    labels = labels.to(device) if labels is not None else None  # (N,)
 
     model_config = get_preset(config.preset)
     torch.manual_seed(config.seed)
     model = build_model(model_config).to(device)
+    if config.init_from is not None and resume_from is None:
+        _load_initial_weights(model, config.init_from)
+    if num_classes_of(model) and labels is None:
+        raise TrainError(f"{config.preset} is class-conditional; the training data has no labels")
     ema = EMA(model, config.ema_decay)  # before the meter's hooks
     meter = FiringRateMeter(model)
     trainable = [p for p in model.parameters() if p.requires_grad]
@@ -440,9 +456,9 @@ def _train(
         torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else contextlib.nullcontext()
     )
 
-    def eps_model(x: Tensor, t: Tensor) -> Tensor:
+    def eps_model(x: Tensor, t: Tensor, y: Tensor | None = None) -> Tensor:
         with autocast:
-            return net(x, t).float()
+            return (net(x, t) if y is None else net(x, t, y)).float()
 
     meta = CheckpointMeta(preset=config.preset, config=model_config, step=start_step,
                           dataset=config.dataset, seed=config.seed, git_revision=revision)
@@ -500,10 +516,12 @@ def _train(
                 order_epoch, order = epoch, epoch_order(num_examples, config.seed, epoch)
             index = order[batch * config.batch_size + lo : batch * config.batch_size + hi].to(device)  # (B/W,)
             t, noise = step_noise(diffusion, config.seed, step, shape)  # (B,), (B, C, H, W)
-            x0 = images[index]  # (B/W, C, H, W)
+            x0 = fit_channels(images[index], model_config.in_channels)  # (B/W, C, H, W)
+            y = labels[index] if num_classes_of(model) else None  # (B/W,)
             for group in optimizer.param_groups:
                 group["lr"] = lr_at(config, step)
-            loss = diffusion.loss_at(eps_model, x0, t[lo:hi].to(device), noise[lo:hi].to(device))
+            loss = training_loss(eps_model, diffusion, x0, t[lo:hi].to(device), noise[lo:hi].to(device), y,
+                                 learn_sigma=getattr(model_config, "learn_sigma", False))
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(trainable, config.grad_clip)
@@ -642,6 +660,20 @@ def _postfix(record: dict[str, Any]) -> dict[str, str]:
     if record["mean_firing_rate"] is not None:
         post["fr"] = f"{record['mean_firing_rate']:.4f}"
     return post
+
+
+def _load_initial_weights(model: nn.Module, source: str) -> None:
+    """Load ``source`` (our checkpoint or the authors' .pt) into ``model``; configs must agree."""
+    from sdit.targets import load_target  # loads the authors' format too
+
+    try:
+        start = load_target(source).model
+    except ValueError as err:  # TargetError, CheckpointError, AuthorsCheckpointError: a bad input file
+        raise checkpoint.CheckpointError(f"--init-from: {err}") from None
+    if start.config != model.config:
+        raise TrainError(f"--init-from {source}: its config differs from the preset's "
+                         f"({type(start.config).__name__} {start.config} vs {model.config})")
+    model.load_state_dict(start.state_dict())
 
 
 def _write_samples(model: nn.Module, diffusion: Diffusion, config: TrainConfig, path: Path,

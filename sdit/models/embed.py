@@ -45,6 +45,38 @@ class TimestepEmbedder(nn.Module):
         return self.mlp(feats)  # (B, D)
 
 
+class LabelEmbedder(nn.Module):
+    """Class labels -> (B, D), with a null class K and label dropout (DiT / the authors' SDiT).
+
+    Args:
+        num_classes: K real classes, 0..K-1.
+        hidden_size: D.
+        dropout: Training-time probability of replacing a label by the null class K; the table gets the
+            null row K only when it is above 0 (as in the authors' code).
+    """
+
+    def __init__(self, num_classes: int, hidden_size: int, dropout: float = 0.0) -> None:
+        super().__init__()
+        self.num_classes = num_classes
+        self.dropout = dropout
+        self.table = nn.Embedding(num_classes + (1 if dropout > 0 else 0), hidden_size)
+
+    @property
+    def has_null_class(self) -> bool:
+        return self.table.num_embeddings > self.num_classes
+
+    def forward(self, y: Tensor | None, batch: int) -> Tensor:
+        """Embed (B,) labels in 0..K (K the null class); ``None`` means the null class for all ``batch``."""
+        if y is None:
+            if not self.has_null_class:
+                raise ValueError("this model has no null class (class_dropout = 0); pass labels")
+            y = torch.full((batch,), self.num_classes, dtype=torch.long, device=self.table.weight.device)
+        if self.training and self.dropout > 0:
+            drop = torch.rand(y.shape[0], device=y.device) < self.dropout  # (B,), a fresh draw per sample
+            y = torch.where(drop, self.num_classes, y)
+        return self.table(y)  # (B, D)
+
+
 def unpatchify(x: Tensor, patch_size: int, channels: int) -> Tensor:
     """(B, L, p*p*C) patch tokens in raster order -> (B, C, H, W) image."""
     batch, tokens, _ = x.shape

@@ -3,6 +3,10 @@
 Shapes: B batch, T spiking steps, N = L + 1 tokens (time token + patches), D hidden.
 Inside blocks activations are (T*B, M, D) with M = 2N when the Reconstruction
 Token is on (M = N otherwise); each LIF neuron sees them as (T, B, M, D).
+
+With ``time_encoding="branch"`` (the authors' code, AUTHORS-SDIT.md §3.5) the stream
+has no time axis: blocks see (B, M, D) and only the LIF runs over T, on T copies of
+its branch's output, (T, B, M, D), averaged back to (B, M, D).
 """
 
 from __future__ import annotations
@@ -14,7 +18,8 @@ from spikingjelly.activation_based import functional, neuron, surrogate
 from torch import Tensor, nn
 
 from sdit.config import SDiTConfig
-from sdit.models.embed import TimestepEmbedder, check_image, unpatchify
+from sdit.models.authors_init import init_authors
+from sdit.models.embed import LabelEmbedder, TimestepEmbedder, check_image, unpatchify
 from sdit.models.wkv import WKV
 
 
@@ -81,6 +86,11 @@ def make_lif(config: SDiTConfig) -> neuron.LIFNode:
     )
 
 
+def make_norm(config: SDiTConfig) -> nn.LayerNorm:
+    """LayerNorm over D, with or without a learned scale and shift (the authors' code: without, eps 1e-6)."""
+    return nn.LayerNorm(config.hidden_size, eps=config.norm_eps, elementwise_affine=config.norm_affine)
+
+
 class TimeMixing(nn.Module):
     """RWKV-4 time mixing: o = W_o(sigmoid(r) * wkv(k, v)) (Eq. 1-2)."""
 
@@ -137,25 +147,33 @@ class SpikingBlock(nn.Module):
         super().__init__()
         dim, tokens = config.hidden_size, config.num_tokens
         self.time_steps = config.time_steps
+        self.time_encoding = config.time_encoding
         self.skip_linear = nn.Linear(2 * dim, dim) if skip else None  # W_skip, Eq. 5
-        self.ln1 = nn.LayerNorm(dim)
+        self.ln1 = make_norm(config)
         self.time_mixing = TimeMixing(dim, layer_id, num_layers)
         self.attn_lif = make_lif(config)
-        self.ln2 = nn.LayerNorm(dim)
+        self.ln2 = make_norm(config)
         self.channel_mixing = ChannelMixing(dim, config.ffn_ratio * dim, layer_id, num_layers)
         self.ffn_lif = make_lif(config)
         if config.reconstruction:
             self.recon_token = nn.Parameter(torch.zeros(1, tokens, dim))  # z, Eq. 6
             nn.init.trunc_normal_(self.recon_token, std=0.02)
-            self.recon_d = nn.Linear(dim, tokens, bias=False)  # W_D: D x N, Eq. 11
-            self.recon_n = nn.Linear(tokens, dim, bias=False)  # W_N: N x D, Eq. 12
+            self.recon_d = nn.Linear(dim, tokens, bias=config.recon_bias)  # W_D: D x N, Eq. 11
+            self.recon_n = nn.Linear(tokens, dim, bias=config.recon_bias)  # W_N: N x D, Eq. 12
         else:
             self.recon_token = None
             self.recon_d = None
             self.recon_n = None
 
     def _spike(self, lif: nn.Module, x: Tensor) -> Tensor:
-        """Run a multi-step LIF on (T*B, M, D) viewed as (T, B, M, D)."""
+        """Run a multi-step LIF on (T*B, M, D) viewed as (T, B, M, D).
+
+        ``time_encoding="branch"``: x is (B, M, D); the LIF sees T copies of it (a constant input current)
+        and its spikes are averaged over T, so the stream receives rates in {0, 1/T, ..., 1}.
+        """
+        if self.time_encoding == "branch":
+            seq = x.unsqueeze(0).expand(self.time_steps, *x.shape)  # (T, B, M, D)
+            return lif(seq).mean(0)  # (B, M, D)
         tb, m, d = x.shape
         return lif(x.view(self.time_steps, tb // self.time_steps, m, d)).view(tb, m, d)
 
@@ -189,6 +207,8 @@ class SDiT(nn.Module):
         dim, p, c = config.hidden_size, config.patch_size, config.in_channels
         self.patch_embed = nn.Conv2d(c, dim, kernel_size=p, stride=p)
         self.time_embed = TimestepEmbedder(dim, config.freq_dim)
+        # Class-conditional (authors): the label embedding joins the time embedding in the condition token.
+        self.label_embed = LabelEmbedder(config.num_classes, dim, config.class_dropout) if config.num_classes else None
         self.pos_embed = nn.Parameter(torch.zeros(1, config.num_tokens, dim))
         nn.init.trunc_normal_(self.pos_embed, std=0.02)
         num_layers = config.depth_in + config.depth_mid + config.depth_out
@@ -202,41 +222,68 @@ class SDiT(nn.Module):
         self.out_blocks = nn.ModuleList(
             SpikingBlock(config, next(ids), num_layers, skip=True) for _ in range(config.depth_out)
         )
-        self.final_norm = nn.LayerNorm(dim)
-        self.final_linear = nn.Linear(dim, p * p * c)
-        self.final_conv = nn.Conv2d(c, c, kernel_size=3, padding=1)
+        self.final_norm = make_norm(config)
+        out_c = config.out_channels
+        self.final_linear = nn.Linear(dim, p * p * out_c)
+        self.final_conv = nn.Conv2d(out_c, out_c, kernel_size=3, padding=1)
+        if config.init == "authors":
+            init_authors(self)
 
-    def forward(self, x: Tensor, t: Tensor) -> Tensor:
-        """Predict epsilon.
+    def forward(self, x: Tensor, t: Tensor, y: Tensor | None = None, *, reset: bool = True) -> Tensor:
+        """Predict epsilon (and, with ``learn_sigma``, the variance interpolation).
 
         Args:
             x: (B, C, H, W) noisy images.
             t: (B,) diffusion timesteps.
+            y: (B,) class labels of a class-conditional model (``num_classes`` > 0); ``None`` is the null
+                (unconditional) class K. A model without labels refuses them.
+            reset: Reset the neuron state before returning (always, in training and sampling). ``False``
+                keeps each LIF's membrane for the next call (the authors' fixture ``out_carry``); the next
+                call must have the same batch size.
 
         Returns:
-            (B, C, H, W) predicted noise. Neuron state is reset before returning.
+            (B, C, H, W) predicted noise, or (B, 2C, H, W) with ``learn_sigma`` (noise first).
         """
+        try:
+            out = self._forward(x, t, y)
+        except BaseException:
+            functional.reset_net(self)
+            raise
+        if reset:
+            functional.reset_net(self)
+        return out
+
+    def _condition(self, t: Tensor, y: Tensor | None) -> Tensor:
+        """The condition token: t_emb, plus the label embedding in a class-conditional model, (B, D)."""
+        cond = self.time_embed(t)  # (B, D)
+        if self.label_embed is None:
+            if y is not None:
+                raise ValueError("this model is not class-conditional (num_classes = 0); pass no labels")
+            return cond
+        return cond + self.label_embed(y, batch=t.shape[0])  # (B, D)
+
+    def _forward(self, x: Tensor, t: Tensor, y: Tensor | None) -> Tensor:
         cfg = self.config
         check_image(x, cfg.in_channels, cfg.image_size)
         batch = x.shape[0]
-        try:
-            h = self.patch_embed(x).flatten(2).transpose(1, 2)  # (B, L, D)
-            h = torch.cat([self.time_embed(t)[:, None], h], dim=1)  # time token first, (B, N, D)
-            h = h + self.pos_embed  # (B, N, D)
+        stream = cfg.time_encoding == "stream"
+        h = self.patch_embed(x).flatten(2).transpose(1, 2)  # (B, L, D)
+        h = torch.cat([self._condition(t, y)[:, None], h], dim=1)  # condition token first, (B, N, D)
+        h = h + self.pos_embed  # (B, N, D)
+        if stream:
             # Direct encoding: the same real-valued input at each of the T steps.
             h = h.unsqueeze(0).expand(cfg.time_steps, -1, -1, -1)  # (T, B, N, D)
             h = h.reshape(cfg.time_steps * batch, cfg.num_tokens, cfg.hidden_size)  # (T*B, N, D)
-            skips = []
-            for block in self.in_blocks:
-                h = block(h)
-                skips.append(h)
-            for block in self.mid_blocks:
-                h = block(h)
-            for block in self.out_blocks:
-                h = block(h, skips.pop())  # last in, first out (U-ViT)
+        skips = []
+        for block in self.in_blocks:
+            h = block(h)
+            skips.append(h)
+        for block in self.mid_blocks:
+            h = block(h)
+        for block in self.out_blocks:
+            h = block(h, skips.pop())  # last in, first out (U-ViT)
+        if stream:
             h = h.view(cfg.time_steps, batch, cfg.num_tokens, cfg.hidden_size).mean(0)  # (B, N, D)
-            h = self.final_linear(self.final_norm(h))  # (B, N, p*p*C)
-            img = unpatchify(h[:, 1:], cfg.patch_size, cfg.in_channels)  # drop time token, (B, C, H, W)
-            return self.final_conv(img)  # (B, C, H, W)
-        finally:
-            functional.reset_net(self)
+        h = self.final_linear(self.final_norm(h))  # (B, N, p*p*C')
+        img = unpatchify(h[:, 1:], cfg.patch_size, cfg.out_channels)  # drop time token, (B, C', H, W)
+        return self.final_conv(img)  # (B, C', H, W), C' = C or 2C

@@ -75,7 +75,7 @@ def test_ddim_sampling_a_tiny_preset(name: str) -> None:
 
 
 def test_unknown_method_is_an_error() -> None:
-    with pytest.raises(ValueError, match="ddim' or 'ddpm"):
+    with pytest.raises(ValueError, match="'ddim', 'ddpm' or 'ddpm-respaced'"):
         sample(_oracle(torch.zeros(1), Diffusion()), Diffusion(), (1, 1, 2, 2), method="euler")
 
 

@@ -23,7 +23,8 @@ def test_output_has_input_shape(name: str) -> None:
     x, t = _batch(model.config, batch=1)
     with torch.no_grad():
         y = model(x, t)
-    assert y.shape == x.shape
+    channels = 2 * x.shape[1] if getattr(model.config, "learn_sigma", False) else x.shape[1]  # noise + variance
+    assert y.shape == (1, channels, *x.shape[2:])
     assert torch.isfinite(y).all()
 
 
