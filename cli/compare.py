@@ -1,0 +1,231 @@
+"""``sdit compare [TARGET ...]``: two or more models over one workload, as an HTML energy report."""
+
+from __future__ import annotations
+
+import json
+import platform
+import shlex
+import subprocess
+import sys
+from datetime import UTC, datetime
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import typer
+from rich.console import Console
+from rich.table import Table as RichTable
+
+from cli.common import DATA_ERROR, fail, load_target_or_fail
+from profiling.counter import UnknownNeuronError, UnsupportedOpError
+from profiling.energy import COST_PRESETS, DEFAULT_COSTS, CostsError, load_costs
+from profiling.meters import MeterError, make_meter
+from profiling.workloads import profile_workload
+from reports import tables
+from reports.html import frame_csv, tables_of, write_page
+from reports.page import RunInfo, build_page
+from reports.study import CONVENTION_TEXT, ModelStudy, study_from_profiles
+from sdit.artifacts import OverwriteError, write_bytes, write_json
+
+DEFAULT_TARGETS = ["checkpoints/sdit-small-fmnist", "checkpoints/dit-small-fmnist"]
+REPORT, COMPARISON = "report.html", "comparison.json"
+VERSIONED = ("torch", "spikingjelly", "numpy", "pandas", "plotly", "sdit")
+
+
+def _outputs(out: Path) -> list[Path]:
+    return [out / REPORT, out / COMPARISON]
+
+
+def _check_outputs(out: Path, overwrite: bool) -> None:
+    """All output-path checks of the command, before any work (fail unless --overwrite)."""
+    if out.exists() and not out.is_dir():
+        fail(f"--out {out} is a file, not a directory")
+    for path in _outputs(out):
+        if path.exists() and not overwrite:
+            fail(f"{path} exists; pass --overwrite to replace it")
+
+
+def _params(model: Any) -> tuple[int, int]:
+    params = list(model.parameters())
+    return sum(p.numel() for p in params if p.requires_grad), sum(p.numel() for p in params)
+
+
+def _provenance(target: str) -> dict[str, Any] | None:
+    """The shipped checkpoint's ``provenance.json`` (a directory target, or beside a weights file)."""
+    path = Path(target)
+    for candidate in (path / "provenance.json", path.parent / "provenance.json"):
+        if candidate.is_file():
+            try:
+                return json.loads(candidate.read_text())
+            except (OSError, json.JSONDecodeError) as err:
+                return {"error": f"cannot read {candidate}: {err}"}
+    return None
+
+
+def _git_revision() -> str:
+    root = Path(__file__).resolve().parent.parent
+    try:
+        rev = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=10)
+        if rev.returncode != 0:
+            return "unknown (not a git checkout)"
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
+                               capture_output=True, text=True, timeout=10)
+        return rev.stdout.strip() + (" (with uncommitted changes)" if dirty.stdout.strip() else "")
+    except (OSError, subprocess.TimeoutExpired) as err:
+        return f"unknown ({err})"
+
+
+def _versions() -> dict[str, str]:
+    out = {"python": platform.python_version()}
+    for name in VERSIONED:
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            out[name] = "not installed"
+    return out
+
+
+def _device() -> str:
+    import torch
+
+    return f"CPU ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads) for counting"
+
+
+def _measure(target: str, device: str, batch_size: int, steps: int, seed: int, min_window_s: float,
+             idle_s: float) -> tuple[dict[str, Any] | None, str | None]:
+    from profiling.measure import measure_sampling
+    from sdit.diffusion import Diffusion
+    from sdit.targets import load_target
+
+    meter = make_meter(device)
+    if not meter.available:
+        return None, meter.reason
+    try:
+        model = load_target(target, device=device).model
+        result = measure_sampling(model, Diffusion(), batch_size, steps, meter, min_window_s=min_window_s,
+                                  idle_s=idle_s, seed=seed)
+    finally:
+        meter.close()
+    return result.to_dict(), None
+
+
+def _samples(model: Any, num: int, method: str, steps: int, eta: float, seed: int) -> bytes:
+    import io
+
+    from PIL import Image as PILImage
+
+    from sdit.artifacts import image_grid
+    from sdit.diffusion import Diffusion, sample
+
+    cfg = model.config
+    images = sample(model, Diffusion(), (num, cfg.in_channels, cfg.image_size, cfg.image_size), method=method,
+                    num_steps=steps, seed=seed, eta=eta)  # (num, C, H, W)
+    grid = image_grid(images)
+    buffer = io.BytesIO()
+    PILImage.fromarray(grid[..., 0] if grid.shape[-1] == 1 else grid).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def compare_cmd(
+    targets: list[str] | None = typer.Argument(
+        None, help="Two or more presets or checkpoints (default: the shipped sdit-small and dit-small)."),
+    batch_size: int = typer.Option(1, "--batch-size", min=1, help="Images per model call while counting."),
+    timestep: int = typer.Option(500, "--timestep", min=0, max=999,
+                                 help="Diffusion timestep of a single forward (with --sample-steps 0)."),
+    sample_steps: int = typer.Option(20, "--sample-steps", min=0, max=1000,
+                                     help="DDIM steps of the sampling run counted; 0 counts one forward."),
+    method: str = typer.Option("ddim", "--method", help="Sampler: ddim or ddpm (1000 steps)."),
+    eta: float = typer.Option(0.0, "--eta", help="DDIM noise scale of the sample grids, in [0, 1]."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the input noise."),
+    costs: list[str] = typer.Option(
+        list(COST_PRESETS), "--costs", help="Cost presets or TOML files (repeat); the first is the headline."),
+    convention: str = typer.Option("paper", "--convention", help=f"Headline convention: {', '.join(CONVENTION_TEXT)}."),
+    samples: int = typer.Option(16, "--samples", min=0, help="Images in each model's sample grid (0: none)."),
+    measure: bool = typer.Option(False, "--measure", help="Also measure GPU energy of sampling (NVML)."),
+    device: str = typer.Option("cuda:0", "--device", help="GPU for --measure."),
+    min_window_s: float = typer.Option(1.0, "--min-window-s", min=0.0, help="Shortest measured window."),
+    idle_s: float = typer.Option(5.0, "--idle-s", min=0.0, help="Seconds of idle-power measurement."),
+    out: Path = typer.Option(Path("out/compare"), "--out", help="Directory for report.html, comparison.json, CSVs."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing report in --out."),
+) -> None:
+    """Compare models over one workload and write a self-contained HTML energy report."""
+    _check_outputs(out, overwrite)
+    targets = list(targets or DEFAULT_TARGETS)
+    if len(targets) < 2:
+        fail("compare needs two or more targets (presets or checkpoints)")
+    if len(set(targets)) != len(targets):
+        fail("each target may be named once")
+    if convention not in CONVENTION_TEXT:
+        fail(f"--convention {convention!r}: valid conventions are {', '.join(CONVENTION_TEXT)}")
+    from sdit.diffusion import check_sampler
+
+    try:
+        check_sampler(method, eta)
+    except ValueError as err:
+        fail(f"--method / --eta: {err}")
+    try:
+        presets = [load_costs(spec) for spec in dict.fromkeys(costs or [DEFAULT_COSTS])]
+    except CostsError as err:
+        fail(str(err))
+
+    models: list[ModelStudy] = []
+    grids: dict[str, tuple[bytes, str]] = {}
+    steps = sample_steps if method == "ddim" else 1000
+    for target in targets:
+        loaded = load_target_or_fail(target, "its counts come from untrained weights")
+        try:
+            profile = profile_workload(loaded.model, name=target, batch_size=batch_size, timestep=timestep,
+                                       sample_steps=sample_steps, method=method, seed=seed)
+        except (UnsupportedOpError, UnknownNeuronError) as err:
+            fail(str(err), DATA_ERROR)
+        measured, reason = None, "not requested (pass --measure)"
+        if measure:
+            try:
+                measured, reason = _measure(target, device, batch_size, steps if method == "ddim" else 50, seed,
+                                            min_window_s, idle_s)
+            except MeterError as err:
+                reason = f"measurement failed: {err}"
+        trainable, total = _params(loaded.model)
+        models.append(ModelStudy(label=target, kind=loaded.model.config.kind, description=loaded.description,
+                                 params_trainable=trainable, params_total=total, profile=profile,
+                                 provenance=_provenance(target), measured=measured, measured_reason=reason))
+        if samples:
+            grid_steps = steps if sample_steps else 50
+            grids[target] = (_samples(loaded.model, samples, method, grid_steps, eta, seed),
+                             f"{target}: {samples} samples drawn in this run ({method} {grid_steps} steps, "
+                             f"eta {eta:g}, seed {seed}, {loaded.description})")
+    study = study_from_profiles(models, presets, headline_preset=presets[0].name, headline_convention=convention)
+    run = RunInfo(command=shlex.join(["sdit", *sys.argv[1:]]) if Path(sys.argv[0]).name in ("sdit", "main.py")
+                  else shlex.join(sys.argv), created=datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S UTC"),
+                  versions=_versions(), device=_device(), git_revision=_git_revision(), seed=seed, samples=grids)
+    page = build_page(study, run)
+    _print(study, Console())
+    try:
+        write_json(out / COMPARISON, page.data["comparison"], overwrite=overwrite)
+        frames = tables_of(page)
+        for name, frame in frames.items():
+            write_bytes(out / "tables" / f"{name}.csv", frame_csv(frame).encode(), overwrite=True)
+        report = write_page(page, out / REPORT, overwrite=overwrite)
+    except OverwriteError as err:
+        fail(str(err))
+    typer.echo(f"wrote {out / COMPARISON} and {len(frames)} CSV tables in {out / 'tables'}")
+    typer.echo(f"report: {report}")
+
+
+def _print(study: Any, console: Console) -> None:
+    """The verdict per convention for each model pair, from the same table the page shows."""
+    sens = tables.sensitivity_table(study)
+    for (model, baseline), rows in sens.groupby(["model", "baseline"], sort=False):
+        table = RichTable(title=f"{model} vs {baseline}: estimated energy per image, {study.workload_label}, "
+                                f"{study.headline_preset}")
+        for column in ("convention", "model uJ/image", "baseline uJ/image", "ratio", "break-even fr"):
+            table.add_column(column, justify="left" if column == "convention" else "right", no_wrap=True)
+        for r in rows.itertuples():
+            be = r.break_even_firing_rate_pct
+            table.add_row(r.convention, f"{r.model_uJ_per_image:,.3f}", f"{r.baseline_uJ_per_image:,.3f}",
+                          f"{r.ratio_model_to_baseline:.3f}", "n/a" if be is None or be != be else f"{be:.2f} %")
+        console.print(table)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("compare")(compare_cmd)
