@@ -1,0 +1,36 @@
+"""A study of the tiny presets over a 2-step DDIM run, built once per session."""
+
+from __future__ import annotations
+
+import pytest
+
+from profiling.workloads import profile_workload
+from reports.page import RunInfo
+from reports.study import ModelStudy, Study, study_from_profiles
+from sdit.targets import load_target
+
+TINY = ("sdit-tiny", "dit-tiny")
+
+
+def tiny_models(steps: int = 2) -> list[ModelStudy]:
+    out = []
+    for name in TINY:
+        target = load_target(name)
+        params = list(target.model.parameters())
+        profile = profile_workload(target.model, name=name, sample_steps=steps)
+        out.append(ModelStudy(label=name, kind=target.model.config.kind, description=target.description,
+                              params_trainable=sum(p.numel() for p in params if p.requires_grad),
+                              params_total=sum(p.numel() for p in params), profile=profile,
+                              measured_reason="no GPU in the test"))
+    return out
+
+
+@pytest.fixture(scope="session")
+def tiny_study() -> Study:
+    return study_from_profiles(tiny_models())
+
+
+@pytest.fixture()
+def run_info() -> RunInfo:
+    return RunInfo(command="sdit compare sdit-tiny dit-tiny", created="2026-12-01 00:00:00 UTC",
+                   versions={"torch": "test"}, device="cpu", git_revision="test", seed=0)
