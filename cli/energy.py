@@ -10,6 +10,7 @@ from rich.console import Console
 from rich.table import Table
 
 from cli.common import DATA_ERROR, fail, load_target_or_fail
+from cli.profile import workload_from_options
 from profiling.counter import UnknownNeuronError, UnsupportedOpError
 from profiling.energy import (
     DEFAULT_COSTS,
@@ -21,7 +22,7 @@ from profiling.energy import (
     with_overrides,
 )
 from profiling.meters import MeterError, make_meter
-from profiling.profile import workload_label
+from profiling.records import Workload
 from profiling.workloads import profile_workload
 from sdit.artifacts import write_json
 from sdit.diffusion import Diffusion
@@ -79,16 +80,15 @@ def energy_cmd(
     loaded = load_target_or_fail(target, "spikes and ACs are near zero")
     base = load_target_or_fail(baseline, "its counts come from untrained weights") if baseline else None
     try:
-        profile = profile_workload(loaded.model, name=target, batch_size=batch_size, timestep=timestep,
-                                   sample_steps=sample_steps, seed=seed)
-        base_profile = None if base is None else profile_workload(
-            base.model, name=baseline, batch_size=batch_size, timestep=timestep, sample_steps=sample_steps, seed=seed)
+        workload = workload_from_options("ddim", timestep, sample_steps, 0.0, batch_size, seed)
+        profile = profile_workload(loaded.model, workload, name=target)
+        base_profile = None if base is None else profile_workload(base.model, workload, name=baseline)
     except (UnsupportedOpError, UnknownNeuronError) as err:
         fail(str(err), DATA_ERROR)
     estimate = estimate_energy(profile, costs)
     result: dict[str, Any] = {
         "target": target,
-        "workload": profile.workload,
+        "workload": profile.workload.to_dict(),
         "batch_size": batch_size,
         "costs": costs.to_dict(),
         "estimated": {**estimate.per_image, "total_j": estimate.total_j},
@@ -125,7 +125,7 @@ def energy_cmd(
 def _print(result: dict[str, Any], console: Console) -> None:
     est, costs = result["estimated"], result["costs"]
     work = result["workload"]
-    what = workload_label(work)
+    what = Workload.from_dict(work).label()
     table = Table(title=f"{result['target']}: estimated energy per image, {what} "
                         f"({costs['name']}: MAC {costs['e_mac_pj']} pJ, AC {costs['e_ac_pj']} pJ)")
     table.add_column("column")

@@ -11,7 +11,7 @@ from rich.table import Table
 from cli.common import DATA_ERROR, fail, load_target_or_fail
 from profiling.counter import UnknownNeuronError, UnsupportedOpError
 from profiling.energy import DEFAULT_COSTS, CostsError, EnergyEstimate, estimate_energy, load_costs
-from profiling.profile import Profile, workload_label
+from profiling.records import Profile, Workload, WorkloadError
 from profiling.workloads import profile_workload
 from sdit.artifacts import write_bytes, write_json
 
@@ -22,8 +22,7 @@ def _fmt(value: float) -> str:
 
 def print_summary(profile: Profile, estimate: EnergyEstimate, top: int, console: Console) -> None:
     """Totals per image, then the ``top`` layers by dense MACs, each figure with its unit."""
-    work = profile.workload
-    what = workload_label(work)
+    what = profile.workload.label()
     totals = Table(title=f"{profile.model}: {what}, per image (batch {profile.batch_size}, T={profile.time_steps})")
     totals.add_column("quantity")
     totals.add_column("per image", justify="right")
@@ -69,6 +68,21 @@ def print_summary(profile: Profile, estimate: EnergyEstimate, top: int, console:
         console.print(f"[yellow]uncounted ops (no rule): {ops}[/yellow]")
 
 
+def workload_from_options(method: str, timestep: int, sample_steps: int, eta: float, batch_size: int,
+                          seed: int) -> Workload:
+    """The workload the profile / energy options name: a forward at ``timestep`` unless ``sample_steps``
+    is set or ``method`` is ddpm (then a sampling run; DDIM's default length is 50 steps)."""
+    if method == "ddpm":
+        if sample_steps not in (0, 1000):
+            raise WorkloadError(f"--method ddpm runs all 1000 steps; drop --sample-steps {sample_steps}")
+        return Workload("ddpm", eta=eta, batch_size=batch_size, seed=seed)
+    if sample_steps:
+        return Workload.ddim(sample_steps, eta=eta, batch_size=batch_size, seed=seed)
+    if eta:
+        raise WorkloadError("--eta applies to a sampling run; pass --sample-steps N (or --method ddpm)")
+    return Workload.forward(timestep, batch_size=batch_size, seed=seed)
+
+
 def profile_cmd(
     target: str = typer.Argument(..., help="Preset name or checkpoint (file, run directory or shipped directory)."),
     batch_size: int = typer.Option(1, "--batch-size", min=1, help="Images per model call."),
@@ -77,6 +91,7 @@ def profile_cmd(
         0, "--sample-steps", min=0, max=1000, help="Profile a whole DDIM run of this many steps instead."
     ),
     method: str = typer.Option("ddim", "--method", help="Sampler for --sample-steps: ddim or ddpm (1000 steps)."),
+    eta: float = typer.Option(0.0, "--eta", help="DDIM noise scale of a sampling run: 0 deterministic, 1 DDPM-like."),
     seed: int = typer.Option(0, "--seed", help="Seed of the input noise."),
     json_path: Path | None = typer.Option(None, "--json", help="Write the whole profile as JSON."),
     csv_path: Path | None = typer.Option(None, "--csv", help="Write the per-layer table as CSV."),
@@ -95,11 +110,14 @@ def profile_cmd(
         costs = load_costs(costs_spec)
     except CostsError as err:
         fail(str(err))
+    try:
+        workload = workload_from_options(method, timestep, sample_steps, eta, batch_size, seed)
+    except WorkloadError as err:
+        fail(str(err))
     loaded = load_target_or_fail(target, "spikes and ACs are near zero")
     console = Console()
     try:
-        profile = profile_workload(loaded.model, name=target, batch_size=batch_size, timestep=timestep,
-                                   sample_steps=sample_steps, method=method, seed=seed, strict=strict)
+        profile = profile_workload(loaded.model, workload, name=target, strict=strict)
     except (UnsupportedOpError, UnknownNeuronError) as err:
         fail(str(err), DATA_ERROR)
     estimate = estimate_energy(profile, costs)

@@ -30,13 +30,13 @@ from torch.utils._python_dispatch import TorchDispatchMode, _get_current_dispatc
 from torch.utils._pytree import tree_flatten
 from torch.utils.weak import WeakTensorKeyDictionary
 
-from profiling.rules import FREE_OPS, OP_COLUMNS, RULES, SPIKE_PRESERVING, Counts, op_base_name
+from profiling.records import COLUMNS, NEURON_COLUMNS, UnsupportedOp
+from profiling.rules import FREE_OPS, RULES, SPIKE_PRESERVING, Counts, op_base_name
 from sdit.models.wkv import WKV
 
 ROOT = "(model)"
 OUTSIDE = "(outside model)"  # e.g. the sampler's update between model calls
-NEURON_COLUMNS = ("spikes", "neuron_updates")
-COLUMNS = OP_COLUMNS + NEURON_COLUMNS
+__all__ = ["COLUMNS", "NEURON_COLUMNS", "LayerCounter", "UnknownNeuronError", "UnsupportedOp", "UnsupportedOpError"]
 # Neuron classes whose cost model we know: one membrane update per neuron per step.
 KNOWN_NEURONS: tuple[type[nn.Module], ...] = (sj_neuron.LIFNode, sj_neuron.IFNode, sj_neuron.ParametricLIFNode)
 
@@ -72,15 +72,6 @@ class LayerTally:
     def add(self, counts: Counts) -> None:
         for column, value in counts.items():
             self.counts[column].append(value)
-
-
-@dataclass
-class UnsupportedOp:
-    """An op no rule covers: how often it ran and in which layers."""
-
-    op: str
-    count: int
-    layers: list[str]
 
 
 class _DispatchCounter(TorchDispatchMode):
@@ -131,6 +122,7 @@ class LayerCounter:
                 )
         self.kinds[OUTSIDE] = "outside model"
         self.in_spiking_block = _spiking_block_members(model, self.neuron_types)
+        self.blocks = spiking_blocks(model, self.neuron_types)
         self._stack: list[str] = []
         self._paused: list[contextlib.AbstractContextManager[Any] | None] = []
         self._spikes: WeakTensorKeyDictionary = WeakTensorKeyDictionary()
@@ -240,7 +232,7 @@ class LayerCounter:
             tally = self._tally(name)
             tally.add(counts)
             dense = counts.get("dense_macs")
-            if dense and name in self.in_spiking_block:
+            if dense:
                 tally.upstream[self._last_neuron] += int(dense)
             return
         if base in SPIKE_PRESERVING:
@@ -320,6 +312,25 @@ def _sum_by_step(per_call: list[list[int]]) -> list[int]:
     if all(len(c) == len(per_call[0]) for c in per_call) and len(per_call[0]) > 1:
         return [sum(c[i] for c in per_call) for i in range(len(per_call[0]))]
     return [v for c in per_call for v in c]
+
+
+def spiking_blocks(model: nn.Module, neuron_types: tuple[type[nn.Module], ...]) -> dict[str, str]:
+    """Module name -> the spiking block holding it: its outermost ancestor-or-self below the root
+    that holds a neuron and is not a ModuleList / ModuleDict (those only group blocks)."""
+    holders = {
+        name for name, m in model.named_modules()
+        if name and not isinstance(m, nn.ModuleList | nn.ModuleDict)
+        and any(isinstance(s, neuron_types) for s in m.modules())
+    }
+    out = {}
+    for name, _ in model.named_modules():
+        parts = name.split(".") if name else []
+        for i in range(1, len(parts) + 1):
+            prefix = ".".join(parts[:i])
+            if prefix in holders:
+                out[name] = prefix
+                break
+    return out
 
 
 def _spiking_block_members(model: nn.Module, neuron_types: tuple[type[nn.Module], ...]) -> set[str]:

@@ -1,9 +1,15 @@
-"""Estimated energy: op counts of a :class:`Profile` times cited energy constants.
+"""Estimated energy: op counts of a :class:`Profile` times cited energy constants, under a named convention.
 
-Pure functions. Compute energy is ``E = e_mac * MACs + e_ac * ACs`` (ARCHITECTURE.md §4),
-in both counting conventions (strict and paper); a memory term (operand bytes of
-synaptic ops x pJ/byte) and a neuron-update term (membrane updates x pJ) are
-optional and kept in their own columns, never folded into compute.
+Pure functions, torch-free. Compute energy is ``E = e_mac * MACs + e_ac * ACs`` (ARCHITECTURE.md §4),
+where a counting convention (:mod:`profiling.conventions`) says which synaptic ops are MACs and
+which ACs. A neuron-update term (membrane updates x pJ) counts where the preset defines it; a
+memory term (operand bytes of synaptic ops x pJ/byte) only when asked (:data:`MEMORY_PRESETS`,
+off by default). Each term stays in its own column, never folded into compute.
+
+Cost presets carry their evidence: per-term values with units, their scope (``per-op`` terms
+that add up, or an ``all-in`` figure to which nothing may be added), an evidence grade, the
+process node, the full citation and what we checked of it. A term a preset does not define is
+reported as "not defined by <preset>" (value ``None``), never as 0.
 """
 
 from __future__ import annotations
@@ -14,17 +20,31 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
-from profiling.profile import LayerRecord, Profile
+from profiling.conventions import get_convention, split_steps
+from profiling.records import LayerRecord, Profile
 
 PJ = 1e-12  # joules per picojoule
 HOROWITZ_2014 = (
     "M. Horowitz, 'Computing's energy problem (and what we can do about it)', ISSCC 2014, "
     "45 nm: MAC = mult + add"
 )
+HOROWITZ_CITATION = (
+    "M. Horowitz, 'Computing's energy problem (and what we can do about it)', IEEE International "
+    "Solid-State Circuits Conference, ISSCC 2014, pp. 10-14, doi:10.1109/ISSCC.2014.6757323"
+)
+SCOPES = ("per-op", "all-in")
+EVIDENCE_GRADES = ("circuit estimate", "pre-silicon simulation", "measured on silicon", "not stated")
+# term -> (field of EnergyCosts, unit)
+TERMS: dict[str, tuple[str, str]] = {
+    "mac": ("e_mac_pj", "pJ per MAC"),
+    "ac": ("e_ac_pj", "pJ per AC (synaptic op driven by a spike)"),
+    "neuron": ("e_neuron_update_pj", "pJ per neuron (membrane) update"),
+    "memory": ("e_mem_pj_per_byte", "pJ per operand byte of synaptic ops"),
+}
 
 
 class CostsError(ValueError):
-    """Energy constants that are missing, negative or malformed."""
+    """Energy constants that are missing, negative or malformed, or a term added to an all-in figure."""
 
 
 @dataclass(frozen=True)
@@ -33,36 +53,153 @@ class EnergyCosts:
 
     Attributes:
         name: Preset name or file the constants came from.
-        e_mac_pj: Energy of one multiply-accumulate, pJ.
-        e_ac_pj: Energy of one accumulate, pJ.
+        e_mac_pj: Energy of one multiply-accumulate, pJ; ``None``: not defined by this preset.
+        e_ac_pj: Energy of one accumulate (synaptic op driven by a spike), pJ; ``None``: not defined.
         source: Citation or provenance of the constants.
-        e_mem_pj_per_byte: Optional memory term, pJ per operand byte of synaptic ops.
-        e_neuron_update_pj: Optional neuron term, pJ per membrane update.
+        e_mem_pj_per_byte: Memory term, pJ per operand byte of synaptic ops; ``None``: off.
+        e_neuron_update_pj: Neuron term, pJ per membrane update; ``None``: not defined.
+        scope: ``per-op`` (terms that add up) or ``all-in`` (one figure that already includes
+            neuron updates, memory and routing: nothing may be added to it).
+        evidence: ``circuit estimate``, ``pre-silicon simulation``, ``measured on silicon`` or ``not stated``.
+        process: Process node, e.g. ``45 nm``.
+        checked: What we checked of the figures against the cited source, and how.
     """
 
     name: str
-    e_mac_pj: float
-    e_ac_pj: float
+    e_mac_pj: float | None
+    e_ac_pj: float | None
     source: str
     e_mem_pj_per_byte: float | None = None
     e_neuron_update_pj: float | None = None
+    scope: str = "per-op"
+    evidence: str = "not stated"
+    process: str | None = None
+    checked: str = ""
 
     def __post_init__(self) -> None:
         for f in fields(self):
             value = getattr(self, f.name)
-            if f.name.startswith("e_") and value is not None and (not math.isfinite(value) or value < 0):
+            if f.name.startswith("e_") and value is not None and (
+                    not isinstance(value, int | float) or not math.isfinite(value) or value < 0):
                 raise CostsError(f"{f.name} must be a finite number >= 0, got {value!r}")
+        if self.scope not in SCOPES:
+            raise CostsError(f"scope must be one of {', '.join(SCOPES)}, got {self.scope!r}")
+        if self.evidence not in EVIDENCE_GRADES:
+            raise CostsError(f"evidence must be one of {', '.join(EVIDENCE_GRADES)}, got {self.evidence!r}")
+        if self.scope == "all-in":
+            added = [k for k in ("e_mem_pj_per_byte", "e_neuron_update_pj") if getattr(self, k) is not None]
+            if added:
+                raise CostsError(f"{self.name} is an all-in figure (it already includes neuron updates, memory "
+                                 f"and routing): no term may be added to it ({', '.join(added)})")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> EnergyCosts:
+        return cls(**data)
+
+    def undefined(self, term: str) -> str:
+        """``not defined by <name>``: how an undefined term reads."""
+        return f"not defined by {self.name}"
+
+    def terms(self) -> dict[str, str]:
+        """Term -> its value with unit, or ``not defined by <name>`` (memory: ``off``)."""
+        out = {}
+        for term, (attr, unit) in TERMS.items():
+            value = getattr(self, attr)
+            if value is not None:
+                out[term] = f"{value:g} {unit}"
+            elif term == "memory":
+                out[term] = "off (pass a memory preset to add it)"
+            else:
+                out[term] = self.undefined(term)
+        return out
+
+
+_NEUROMORPHIC_CHECK = (
+    "searched stored public copies: the paper (title, venue, year, authors) is there, but the excerpts "
+    "available did not show the table, so the figures are as cited in the sdit issue, not re-read by us"
+)
+
+COST_PRESETS: dict[str, EnergyCosts] = {
+    "45nm-fp32": EnergyCosts("45nm-fp32", 4.6, 0.9, HOROWITZ_2014 + "; fp32 mult 3.7 pJ, add 0.9 pJ",
+                             evidence="circuit estimate", process="45 nm",
+                             checked="Horowitz's table of 45 nm op energies: fp32 mult 3.7 pJ + add 0.9 pJ"),
+    "45nm-fp16": EnergyCosts("45nm-fp16", 1.5, 0.4, HOROWITZ_2014 + "; fp16 mult 1.1 pJ, add 0.4 pJ",
+                             evidence="circuit estimate", process="45 nm",
+                             checked="Horowitz's table of 45 nm op energies: fp16 mult 1.1 pJ + add 0.4 pJ"),
+    "45nm-int8": EnergyCosts("45nm-int8", 0.23, 0.03, HOROWITZ_2014 + "; int8 mult 0.2 pJ, add 0.03 pJ",
+                             evidence="circuit estimate", process="45 nm",
+                             checked="Horowitz's table of 45 nm op energies: int8 mult 0.2 pJ + add 0.03 pJ"),
+    "loihi": EnergyCosts(
+        "loihi", None, 23.6,
+        "M. Davies et al., 'Loihi: A Neuromorphic Manycore Processor with On-Chip Learning', IEEE Micro "
+        "38(1):82-99, 2018, Table 2: 23.6 pJ per synaptic spike op, 81 pJ per neuron update (minimum "
+        "energies from pre-silicon simulation, 14 nm, nominal 0.75 V); no MAC figure (Loihi has no MAC unit)",
+        e_neuron_update_pj=81.0, evidence="pre-silicon simulation", process="14 nm FinFET",
+        checked=_NEUROMORPHIC_CHECK + "; the IEEE Micro 38(1) 2018 article's title, authors and 14 nm process "
+                "were confirmed in a stored copy of its first page"),
+    "truenorth": EnergyCosts(
+        "truenorth", None, 26.0,
+        "P. A. Merolla et al., 'A million spiking-neuron integrated circuit with a scalable communication "
+        "network and interface', Science 345(6197):668-673, 2014: 26 pJ per synaptic event, measured on the "
+        "chip (28 nm), an all-in figure (neuron updates, memory and routing included)",
+        scope="all-in", evidence="measured on silicon", process="28 nm",
+        checked=_NEUROMORPHIC_CHECK + "; the Science 345(6197) 2014 supplementary materials (DOI "
+                "10.1126/science.1254642) were confirmed in a stored copy"),
+    "spinnaker2": EnergyCosts(
+        "spinnaker2", None, 450.0,
+        "S. Hoppner et al., 'Dynamic Power Management for Neuromorphic Many-Core Systems', IEEE TCAS-I "
+        "66(8):2973-2986, 2019 (arXiv:1903.08941): 450 pJ per synaptic op, 2.19 nJ per neuron update "
+        "(28 nm SpiNNaker 2 prototype, per processing element)",
+        e_neuron_update_pj=2190.0, evidence="measured on silicon", process="28 nm SLP",
+        checked=_NEUROMORPHIC_CHECK + "; the abstract (28 nm test chip, DVFS, measured benchmarks, 50 % less "
+                "energy per neuron and synapse computation) was read in stored copies"),
+}
+DEFAULT_COSTS = "45nm-fp32"
+
+
+@dataclass(frozen=True)
+class MemoryCost:
+    """A memory-term preset: pJ per operand byte of synaptic ops, with its source."""
+
+    name: str
+    e_mem_pj_per_byte: float
+    source: str
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
 
-COST_PRESETS: dict[str, EnergyCosts] = {
-    "45nm-fp32": EnergyCosts("45nm-fp32", 4.6, 0.9, HOROWITZ_2014 + "; fp32 mult 3.7 pJ, add 0.9 pJ"),
-    "45nm-fp16": EnergyCosts("45nm-fp16", 1.5, 0.4, HOROWITZ_2014 + "; fp16 mult 1.1 pJ, add 0.4 pJ"),
-    "45nm-int8": EnergyCosts("45nm-int8", 0.23, 0.03, HOROWITZ_2014 + "; int8 mult 0.2 pJ, add 0.03 pJ"),
+MEMORY_PRESETS: dict[str, MemoryCost] = {
+    "45nm-sram-8kb": MemoryCost("45nm-sram-8kb", 10 / 8, HOROWITZ_CITATION + ": 8 KB SRAM, 64-bit read 10 pJ"),
+    "45nm-sram-32kb": MemoryCost("45nm-sram-32kb", 20 / 8, HOROWITZ_CITATION + ": 32 KB SRAM, 64-bit read 20 pJ"),
+    "45nm-sram-1mb": MemoryCost("45nm-sram-1mb", 100 / 8, HOROWITZ_CITATION + ": 1 MB SRAM, 64-bit read 100 pJ"),
+    "45nm-dram": MemoryCost("45nm-dram", 1300 / 8, HOROWITZ_CITATION + ": DRAM, 64-bit read 1.3-2.6 nJ "
+                                                                    "(the low end, 1.3 nJ)"),
 }
-DEFAULT_COSTS = "45nm-fp32"
+# Off unless asked; when asked without a name, the cheapest on-chip read (a lower bound on data movement).
+DEFAULT_MEMORY = "45nm-sram-8kb"
+
+
+def with_memory(costs: EnergyCosts, memory: str | MemoryCost | None) -> EnergyCosts:
+    """``costs`` with the memory term of preset ``memory`` (``None``: unchanged, the term stays off).
+
+    Raises:
+        CostsError: unknown memory preset, or ``costs`` is all-in.
+    """
+    if memory is None:
+        return costs
+    if isinstance(memory, str):
+        if memory not in MEMORY_PRESETS:
+            raise CostsError(f"unknown memory preset {memory!r}; known: {', '.join(MEMORY_PRESETS)}")
+        memory = MEMORY_PRESETS[memory]
+    merged = {**costs.to_dict(), "e_mem_pj_per_byte": memory.e_mem_pj_per_byte,
+              "name": f"{costs.name} + {memory.name}", "source": f"{costs.source}; memory: {memory.source}"}
+    if costs.scope == "all-in":
+        raise CostsError(f"{costs.name} is an all-in figure: no memory term may be added to it")
+    return EnergyCosts(**merged)
 
 
 def load_costs(spec: str) -> EnergyCosts:
@@ -108,66 +245,218 @@ def with_overrides(costs: EnergyCosts, **values: float | None) -> EnergyCosts:
 
 
 ENERGY_COLUMNS = ("mac_j", "ac_j", "compute_j", "mac_paper_j", "ac_paper_j", "compute_paper_j", "memory_j", "neuron_j")
+# Columns of an estimate under one convention.
+TERM_COLUMNS = ("mac_j", "ac_j", "compute_j", "neuron_j", "memory_j", "total_j")
+
+
+def _term_j(pj: float | None, count: float) -> float | None:
+    return None if pj is None else pj * count * PJ
+
+
+def _add(*values: float | None) -> float | None:
+    return None if any(v is None for v in values) else sum(v for v in values if v is not None)
 
 
 def layer_energy_j(record: LayerRecord | dict[str, Any], costs: EnergyCosts) -> dict[str, float | None]:
-    """Energy columns of one layer (or of a totals dict with the same count keys), joules.
+    """Strict and paper energy columns of one layer (or of a totals dict with the same count keys), joules.
 
-    ``memory_j`` and ``neuron_j`` are ``None`` where their constant is not set.
+    ``memory_j`` and ``neuron_j`` are ``None`` where their constant is not set, and so is
+    every term whose constant the preset does not define.
     """
     get = (lambda k: record[k]) if isinstance(record, dict) else (lambda k: getattr(record, k))
-    mac_j = costs.e_mac_pj * get("macs") * PJ
-    ac_j = costs.e_ac_pj * get("acs") * PJ
-    mac_paper_j = costs.e_mac_pj * get("macs_paper") * PJ
-    ac_paper_j = costs.e_ac_pj * get("acs_paper") * PJ
-    memory = None if costs.e_mem_pj_per_byte is None else costs.e_mem_pj_per_byte * get("bytes") * PJ
-    neuron = None if costs.e_neuron_update_pj is None else costs.e_neuron_update_pj * get("neuron_updates") * PJ
+    mac_j, ac_j = _term_j(costs.e_mac_pj, get("macs")), _term_j(costs.e_ac_pj, get("acs"))
+    mac_paper_j, ac_paper_j = _term_j(costs.e_mac_pj, get("macs_paper")), _term_j(costs.e_ac_pj, get("acs_paper"))
     return {
-        "mac_j": mac_j, "ac_j": ac_j, "compute_j": mac_j + ac_j,
-        "mac_paper_j": mac_paper_j, "ac_paper_j": ac_paper_j, "compute_paper_j": mac_paper_j + ac_paper_j,
-        "memory_j": memory, "neuron_j": neuron,
+        "mac_j": mac_j, "ac_j": ac_j, "compute_j": _add(mac_j, ac_j),
+        "mac_paper_j": mac_paper_j, "ac_paper_j": ac_paper_j, "compute_paper_j": _add(mac_paper_j, ac_paper_j),
+        "memory_j": _term_j(costs.e_mem_pj_per_byte, get("bytes")),
+        "neuron_j": _term_j(costs.e_neuron_update_pj, get("neuron_updates")),
     }
 
 
 @dataclass(frozen=True)
 class EnergyEstimate:
-    """Estimated energy of a profiled workload, joules.
+    """Estimated energy of a profiled workload in the strict and paper columns, joules.
 
     Attributes:
         costs: The constants used, with their source.
         per_image: Column -> joules per image over the whole workload.
         per_step: Column -> joules per image for each model call (diffusion step).
         layers: Layer name -> column -> joules per image.
-        total_j: compute (strict) plus the optional memory and neuron terms that are set.
+        total_j: compute (strict) plus the optional memory and neuron terms that are set;
+            ``None`` when the preset does not define the MAC or AC constant.
     """
 
     costs: EnergyCosts
     per_image: dict[str, float | None]
     per_step: list[dict[str, float | None]]
     layers: dict[str, dict[str, float | None]]
-    total_j: float
+    total_j: float | None
 
     def to_dict(self) -> dict[str, Any]:
         return {"costs": self.costs.to_dict(), "per_image": self.per_image, "per_step": self.per_step,
                 "layers": self.layers, "total_j": self.total_j}
 
 
-def _sum_columns(rows: list[dict[str, float | None]]) -> dict[str, float | None]:
+def _sum_columns(rows: list[dict[str, float | None]], columns: tuple[str, ...]) -> dict[str, float | None]:
     out: dict[str, float | None] = {}
-    for column in ENERGY_COLUMNS:
+    for column in columns:
         values = [r[column] for r in rows]
-        out[column] = None if any(v is None for v in values) else sum(v for v in values if v is not None)
+        out[column] = None if any(v is None for v in values) else math.fsum(v for v in values if v is not None)
     return out
 
 
 def estimate_energy(profile: Profile, costs: EnergyCosts) -> EnergyEstimate:
-    """Per-layer, per-image and per-step energy of ``profile`` under ``costs``."""
+    """Per-layer, per-image and per-step energy of ``profile`` under ``costs``, strict and paper columns."""
     layers = {r.name: layer_energy_j(r, costs) for r in profile.layers}
-    per_image = _sum_columns(list(layers.values())) if layers else dict.fromkeys(ENERGY_COLUMNS, 0.0)
+    per_image = _sum_columns(list(layers.values()), ENERGY_COLUMNS) if layers else dict.fromkeys(ENERGY_COLUMNS, 0.0)
     per_step = [layer_energy_j(s.totals, costs) for s in profile.steps]
-    total = per_image["compute_j"] or 0.0
-    total += (per_image["memory_j"] or 0.0) + (per_image["neuron_j"] or 0.0)
+    total = None if per_image["compute_j"] is None else (
+        per_image["compute_j"] + (per_image["memory_j"] or 0.0) + (per_image["neuron_j"] or 0.0))
     return EnergyEstimate(costs=costs, per_image=per_image, per_step=per_step, layers=layers, total_j=total)
+
+
+# ---- under a named convention --------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """Energy of one profile under one cost preset and one counting convention, joules per image.
+
+    Columns (:data:`TERM_COLUMNS`): ``mac_j``, ``ac_j``, ``compute_j`` (their sum), ``neuron_j``,
+    ``memory_j`` and ``total_j``. A term the preset does not define is ``None`` and named in
+    ``undefined`` ("not defined by <preset>"); ``total_j`` adds the terms that are defined
+    (``included``) and is ``None`` when a MAC or AC term it needs (non-zero count) is undefined.
+
+    Attributes:
+        convention: Name of the counting convention.
+        costs: The constants used.
+        per_image: Column -> joules per image over the workload.
+        per_step: Per model call, column -> joules per image.
+        layers: Layer -> column -> joules per image over the workload.
+        counts: Per image over the workload: ``macs`` and ``acs`` as the convention charges them,
+            ``convertible`` (dense MACs charged at a firing rate), ``neuron_updates``, ``bytes``.
+        undefined: Term -> ``not defined by <preset>`` for each term the preset leaves undefined.
+        included: Terms that ``total_j`` adds.
+    """
+
+    convention: str
+    costs: EnergyCosts
+    per_image: dict[str, float | None]
+    per_step: list[dict[str, float | None]]
+    layers: dict[str, dict[str, float | None]]
+    counts: dict[str, float]
+    undefined: dict[str, str]
+    included: list[str]
+
+    @property
+    def total_j(self) -> float | None:
+        return self.per_image["total_j"]
+
+    def energy_at_rate_j(self, firing_rate: float) -> float | None:
+        """Total per image if every spiking layer fired at ``firing_rate``: linear in the rate.
+
+        The ops the convention charges at a firing rate cost ``e_ac * fr * convertible``; MACs,
+        neuron updates and memory keep their values (they do not depend on the rate here).
+        """
+        fixed = self.counts["acs"] - self.counts["acs_converted"]  # ACs the sweep leaves alone
+        acs = fixed + firing_rate * self.counts["convertible"]
+        mac = _term_j(self.costs.e_mac_pj, self.counts["macs"]) if self.counts["macs"] else 0.0
+        ac = _term_j(self.costs.e_ac_pj, acs) if acs or self.counts["convertible"] else 0.0
+        if mac is None or ac is None:
+            return None
+        other = [self.per_image[c] or 0.0 for c in ("neuron_j", "memory_j") if c[:-2] in self.included]
+        return mac + ac + math.fsum(other)
+
+    def sweep(self, rates: list[float]) -> list[dict[str, float | None]]:
+        """``[{"firing_rate": fr, "energy_j": E(fr)}]``."""
+        return [{"firing_rate": fr, "energy_j": self.energy_at_rate_j(fr)} for fr in rates]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"convention": self.convention, "costs": self.costs.to_dict(), "per_image": self.per_image,
+                "per_step": self.per_step, "layers": self.layers, "counts": self.counts,
+                "undefined": self.undefined, "included": self.included}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Estimate:
+        return cls(**{**data, "costs": EnergyCosts.from_dict(data["costs"])})
+
+
+def _terms_j(costs: EnergyCosts, macs: float, acs: float, updates: float, nbytes: float,
+             included: list[str]) -> dict[str, float | None]:
+    mac_j, ac_j = _term_j(costs.e_mac_pj, macs), _term_j(costs.e_ac_pj, acs)
+    neuron_j, memory_j = _term_j(costs.e_neuron_update_pj, updates), _term_j(costs.e_mem_pj_per_byte, nbytes)
+    parts = {"mac": (mac_j, macs), "ac": (ac_j, acs), "neuron": (neuron_j, updates), "memory": (memory_j, nbytes)}
+    total: float | None = 0.0
+    for term in ("mac", "ac"):
+        value, count = parts[term]
+        if value is None and count:
+            total = None
+        elif value is not None and total is not None:
+            total += value
+    if total is not None:
+        total += math.fsum(parts[t][0] or 0.0 for t in ("neuron", "memory") if t in included)
+    return {"mac_j": mac_j, "ac_j": ac_j, "compute_j": _add(mac_j, ac_j), "neuron_j": neuron_j,
+            "memory_j": memory_j, "total_j": total}
+
+
+def estimate(profile: Profile, costs: EnergyCosts, convention: str = "strict") -> Estimate:
+    """Energy per image, per layer and per diffusion step of ``profile`` under ``costs`` and ``convention``.
+
+    Raises:
+        profiling.conventions.ConventionError: unknown convention.
+    """
+    get_convention(convention)
+    steps = split_steps(profile, convention)
+    included = [t for t, (attr, _) in TERMS.items() if getattr(costs, attr) is not None]
+    undefined = {t: costs.undefined(t) for t, (attr, _) in TERMS.items()
+                 if getattr(costs, attr) is None and t != "memory"}
+    extra: dict[tuple[int, str], tuple[float, float]] = {
+        (r.step, r.layer): (r.neuron_updates, r.bytes) for r in profile.layer_steps}
+    layer_counts: dict[str, list[list[float]]] = {r.name: [[], [], [], [], [], []] for r in profile.layers}
+    per_step = []
+    for step, splits in zip(profile.steps, steps, strict=True):
+        rows = []
+        for r in profile.steps_of(step.index):
+            split = splits.get(r.layer)
+            macs, acs, conv = (split.macs, split.acs, split.convertible) if split else (0, 0, 0)
+            updates, nbytes = extra[(step.index, r.layer)]
+            acc = layer_counts[r.layer]
+            for i, v in enumerate((macs, acs, conv, updates, nbytes, acs if conv else 0)):
+                acc[i].append(v)
+            rows.append((macs, acs, updates, nbytes))
+        sums = [math.fsum(col) for col in zip(*rows, strict=True)] if rows else [0.0] * 4
+        per_step.append(_terms_j(costs, *sums, included))
+    layers = {}
+    totals = [[], [], [], [], [], []]
+    for name, acc in layer_counts.items():
+        sums = [math.fsum(col) for col in acc]
+        for i, col in enumerate(acc):
+            totals[i].extend(col)
+        layers[name] = _terms_j(costs, sums[0], sums[1], sums[3], sums[4], included)
+    macs, acs, conv, updates, nbytes, converted = (math.fsum(col) for col in totals)
+    counts = {"macs": macs, "acs": acs, "convertible": conv, "acs_converted": converted,
+              "neuron_updates": updates, "bytes": nbytes}
+    return Estimate(convention=convention, costs=costs, per_image=_terms_j(costs, macs, acs, updates, nbytes, included),
+                    per_step=per_step, layers=layers, counts=counts, undefined=undefined, included=included)
+
+
+def break_even_rate(model: Estimate, baseline_j: float | None) -> float | None:
+    """Firing rate at which ``model`` costs ``baseline_j`` per image (linear in the rate).
+
+    ``None`` when the cost does not depend on the rate (nothing is charged at a rate) or a
+    term it needs is undefined. Above 1: cheaper than the baseline at any rate a neuron can
+    fire; below 0: dearer even when silent.
+    """
+    if baseline_j is None or not model.counts["convertible"]:
+        return None
+    at_zero, at_one = model.energy_at_rate_j(0.0), model.energy_at_rate_j(1.0)
+    if at_zero is None or at_one is None or at_one == at_zero:
+        return None
+    return (baseline_j - at_zero) / (at_one - at_zero)
+
+
+# ---- the paper convention, as before (kept for callers of the first API) ----------------------------
 
 
 def paper_energy_at_rate_j(profile: Profile, costs: EnergyCosts, firing_rate: float) -> float:
@@ -179,7 +468,7 @@ def paper_energy_at_rate_j(profile: Profile, costs: EnergyCosts, firing_rate: fl
     joules = 0.0
     for r in profile.layers:
         acs = firing_rate * r.dense_macs_spiking if r.dense_macs_spiking else r.acs_paper
-        joules += (costs.e_mac_pj * r.macs_paper + costs.e_ac_pj * acs) * PJ
+        joules += ((costs.e_mac_pj or 0.0) * r.macs_paper + (costs.e_ac_pj or 0.0) * acs) * PJ
     return joules
 
 

@@ -1,4 +1,9 @@
-"""Workloads to profile: one forward at a diffusion timestep, or a whole sampling run."""
+"""Profiling a :class:`~profiling.records.Workload`: one forward at a timestep, or a whole sampling run.
+
+A profiled sampling run follows exactly the trajectory of :func:`sdit.diffusion.sample` with the
+same seed (one generator draws the initial noise and then every step's noise), so a profile and a
+measurement of one workload see the same inputs.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +11,8 @@ import torch
 from torch import Tensor, nn
 
 from profiling.counter import LayerCounter
-from profiling.profile import Profile, build_profile
+from profiling.profile import build_profile
+from profiling.records import Profile, Workload
 from sdit.diffusion import Diffusion, sampler_steps
 
 
@@ -14,11 +20,23 @@ def _time_steps(model: nn.Module) -> int:
     return int(getattr(model.config, "time_steps", 0))
 
 
-def _noise(model: nn.Module, batch_size: int, seed: int, device: torch.device | str) -> Tensor:
+def _shape(model: nn.Module, batch_size: int) -> tuple[int, int, int, int]:
     cfg = model.config
+    return (batch_size, cfg.in_channels, cfg.image_size, cfg.image_size)
+
+
+def _noise(model: nn.Module, batch_size: int, seed: int, device: torch.device | str) -> Tensor:
     generator = torch.Generator(device=device).manual_seed(seed)
-    shape = (batch_size, cfg.in_channels, cfg.image_size, cfg.image_size)
-    return torch.randn(shape, generator=generator, device=device)
+    return torch.randn(_shape(model, batch_size), generator=generator, device=device)
+
+
+def _build(counter: LayerCounter, model: nn.Module, name: str, workload: Workload) -> Profile:
+    steps, unsupported = counter.finish()
+    return build_profile(
+        steps, unsupported, model=name, kind=model.config.kind, workload=workload,
+        batch_size=workload.batch_size, time_steps=_time_steps(model), in_spiking_block=counter.in_spiking_block,
+        blocks=counter.blocks,
+    )
 
 
 @torch.no_grad()
@@ -41,17 +59,13 @@ def profile_forward(
             (what the sampler feeds the model at its first step).
     """
     x = images if images is not None else _noise(model, batch_size, seed, device)
+    workload = Workload.forward(timestep, batch_size=x.shape[0], seed=seed)
     t = torch.full((x.shape[0],), timestep, dtype=torch.long, device=x.device)
     model.eval()
     with LayerCounter(model, strict=strict) as counter:
         with counter.step(index=0, t=timestep):
             model(x, t)
-    steps, unsupported = counter.finish()
-    return build_profile(
-        steps, unsupported, model=name, kind=model.config.kind,
-        workload={"kind": "forward", "timestep": timestep, "input": "N(0, I) noise" if images is None else "given"},
-        batch_size=x.shape[0], time_steps=_time_steps(model), in_spiking_block=counter.in_spiking_block,
-    )
+    return _build(counter, model, name, workload)
 
 
 @torch.no_grad()
@@ -63,13 +77,32 @@ def profile_sampling(
     sample_steps: int = 50,
     batch_size: int = 1,
     seed: int = 0,
+    eta: float = 0.0,
     strict: bool = False,
     device: torch.device | str = "cpu",
 ) -> Profile:
-    """Count a whole DDIM (``sample_steps`` steps) or DDPM (1000 steps) sampling run."""
+    """Count a whole DDIM (``sample_steps`` steps, noise scale ``eta``) or DDPM (all steps) sampling run."""
+    workload = (Workload.ddim(sample_steps, eta=eta, batch_size=batch_size, seed=seed) if method == "ddim"
+                else Workload("ddpm" if method == "ddpm" else method, batch_size=batch_size, seed=seed))
+    return profile_workload(model, workload, name=name, strict=strict, device=device)
+
+
+@torch.no_grad()
+def profile_workload(
+    model: nn.Module,
+    workload: Workload,
+    *,
+    name: str,
+    strict: bool = False,
+    device: torch.device | str = "cpu",
+) -> Profile:
+    """Count ``workload`` on ``model``: every model call is one step of the profile."""
+    if not workload.is_sampling:
+        return profile_forward(model, name=name, batch_size=workload.batch_size, timestep=int(workload.timestep),
+                               seed=workload.seed, strict=strict, device=device)
     diffusion = Diffusion()
-    x = _noise(model, batch_size, seed, device)
-    generator = torch.Generator(device=device).manual_seed(seed + 1)
+    generator = torch.Generator(device=device).manual_seed(workload.seed)
+    x = torch.randn(_shape(model, workload.batch_size), generator=generator, device=device)  # as sample() does
     model.eval()
     with LayerCounter(model, strict=strict) as counter:
         # A step window spans one model call and the sampler update that follows it,
@@ -78,30 +111,7 @@ def profile_sampling(
             counter.begin_step(t=int(t[0]))
             return model(x_t, t)
 
-        for _ in sampler_steps(counted, diffusion, x, method, sample_steps, generator):
+        for _ in sampler_steps(counted, diffusion, x, workload.kind, int(workload.steps), generator,
+                               eta=workload.eta):
             counter.end_step()
-    steps, unsupported = counter.finish()
-    n_steps = sample_steps if method == "ddim" else diffusion.num_steps
-    return build_profile(
-        steps, unsupported, model=name, kind=model.config.kind,
-        workload={"kind": method, "steps": n_steps},
-        batch_size=batch_size, time_steps=_time_steps(model), in_spiking_block=counter.in_spiking_block,
-    )
-
-
-def profile_workload(
-    model: nn.Module,
-    *,
-    name: str,
-    batch_size: int = 1,
-    timestep: int = 500,
-    sample_steps: int = 0,
-    method: str = "ddim",
-    seed: int = 0,
-    strict: bool = False,
-) -> Profile:
-    """One forward at ``timestep``, or a sampling run when ``sample_steps`` > 0 or ``method`` is ddpm."""
-    if sample_steps or method == "ddpm":
-        return profile_sampling(model, name=name, method=method, sample_steps=sample_steps or 50,
-                                batch_size=batch_size, seed=seed, strict=strict)
-    return profile_forward(model, name=name, batch_size=batch_size, timestep=timestep, seed=seed, strict=strict)
+    return _build(counter, model, name, workload)

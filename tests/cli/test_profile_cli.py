@@ -30,8 +30,23 @@ def test_profile_sampling_run(tmp_path: Path) -> None:
     result = runner.invoke(app, ["profile", "dit-tiny", "--sample-steps", "3", "--json", str(out)])
     assert result.exit_code == 0, result.output
     data = json.loads(out.read_text())
-    assert data["workload"] == {"kind": "ddim", "steps": 3}
+    assert data["workload"] == {"kind": "ddim", "timestep": None, "steps": 3, "eta": 0.0, "batch_size": 1, "seed": 0}
     assert len(data["steps"]) == 3 and data["per_image"]["macs"] == 3 * 499_712
+    assert len(data["layer_steps"]) == 3 * len(data["layers"])
+    assert "DDIM 3 steps, eta 0, batch 1, seed 0" in result.stdout
+
+
+def test_profile_sampling_run_with_eta(tmp_path: Path) -> None:
+    out = tmp_path / "s.json"
+    result = runner.invoke(app, ["profile", "dit-tiny", "--sample-steps", "2", "--eta", "1", "--json", str(out)])
+    assert result.exit_code == 0, result.output
+    assert json.loads(out.read_text())["workload"]["eta"] == 1.0
+
+
+def test_profile_eta_needs_a_sampling_run() -> None:
+    result = runner.invoke(app, ["profile", "dit-tiny", "--eta", "1"])
+    assert result.exit_code == 2
+    assert result.stderr.strip() == "error: --eta applies to a sampling run; pass --sample-steps N (or --method ddpm)"
 
 
 def test_profile_refuses_to_overwrite(tmp_path: Path) -> None:

@@ -10,7 +10,7 @@ from spikingjelly.activation_based import functional, neuron, surrogate
 from torch import nn
 
 from profiling.counter import LayerCounter, UnknownNeuronError, UnsupportedOpError
-from profiling.profile import Profile
+from profiling.records import Profile, Workload
 from profiling.workloads import profile_forward, profile_sampling
 from sdit.config import get_preset
 from sdit.models import build_model
@@ -274,7 +274,8 @@ def test_sampling_run_counts_every_step() -> None:
     assert [s.t for s in run.steps] == [999, 666, 333, 0]
     assert run.per_image["macs"] == 4 * 499_712
     assert all(s.totals["macs"] == 499_712 for s in run.steps)
-    assert run.workload == {"kind": "ddim", "steps": 4}
+    assert run.workload == Workload.ddim(4, batch_size=2)
+    assert run.workload.label() == "DDIM 4 steps, eta 0, batch 2, seed 0"
 
 
 def test_profile_round_trips_through_json_and_dataframe() -> None:

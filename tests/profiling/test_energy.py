@@ -44,7 +44,7 @@ def test_presets_cite_horowitz_2014() -> None:
     assert (FP32.e_mac_pj, FP32.e_ac_pj) == (4.6, 0.9)
     assert (FP16.e_mac_pj, FP16.e_ac_pj) == (1.5, 0.4)
     assert (COST_PRESETS["45nm-int8"].e_mac_pj, COST_PRESETS["45nm-int8"].e_ac_pj) == (0.23, 0.03)
-    assert all("Horowitz" in c.source and "ISSCC 2014" in c.source for c in COST_PRESETS.values())
+    assert all("Horowitz" in c.source and "ISSCC 2014" in c.source for n, c in COST_PRESETS.items() if n[:4] == "45nm")
 
 
 def test_fp32_energy_of_dit_tiny_is_hand_computed(dit_tiny) -> None:

@@ -1,0 +1,217 @@
+"""Counting conventions: named rules that say which synaptic ops cost a MAC and which an AC.
+
+A convention is a small pure function over the records of one model call (one diffusion
+step): for every layer it returns an :class:`OpSplit`, the synaptic ops it charges at MAC
+cost, those it charges at AC cost (at the firing rates measured in that call), and the
+dense MACs it charges at a firing rate, which the firing-rate sweep scales. Totals are
+sums over calls, so every convention gives energy per layer, per step and per image alike.
+Nothing here imports torch.
+
+The conventions differ only for a spiking model; for an ANN (no neuron updates) every one
+of them is the strict count. Registered conventions (:data:`COUNTING_CONVENTIONS`):
+
+- ``strict``: op by op, what the computation does: synaptic ops with a real-valued input
+  are MACs, those with a spike input ACs (nnz x fan-out, exact).
+- ``paper``: what most SNN papers report (the toolkit's long-standing paper columns): every
+  synaptic op inside a spiking block costs fr x dense MACs as ACs, fr the firing rate of the
+  nearest upstream spiking layer in execution order; ops that no spiking layer precedes
+  (in SDiT, the first block's time mixing) and ops outside blocks keep their strict counts.
+- ``block``: every synaptic op inside a spiking block costs fr_block x dense MACs as ACs,
+  fr_block that block's own firing rate in the same model call (its spikes over its neuron
+  updates), whether or not a spiking layer precedes the op; ops outside blocks are strict.
+- ``spikformer``: the Spikformer / Spike-driven Transformer accounting (Zhou et al., ICLR 2023;
+  Yao et al., NeurIPS 2023): only the first encoding layer (the first synaptic layer in
+  execution order) costs MACs; every other synaptic op costs fr x T x MACs as ACs, fr the
+  firing rate of its input. A spike input's ACs are its exact strict ACs; for a real-valued
+  input fr is the rate of the nearest upstream spiking layer, or, where none precedes it, the
+  rate of its own spiking block, or outside any block the model's mean rate in that call
+  (our reading: the convention assumes every layer after the encoder sees spikes).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from profiling.records import NO_UPSTREAM, LayerStepRecord, Number, Profile
+
+
+class ConventionError(KeyError):
+    """An unknown convention name."""
+
+    def __str__(self) -> str:
+        return str(self.args[0])
+
+
+@dataclass(frozen=True)
+class OpSplit:
+    """How a convention charges one layer in one model call, per image.
+
+    Attributes:
+        macs: Synaptic ops charged at MAC cost.
+        acs: Synaptic ops charged at AC cost, at the firing rates measured in the call.
+        convertible: Dense MACs charged at a firing rate; the sweep charges ``fr x convertible``
+            ACs in place of ``acs`` (``acs`` is the value at the measured rates).
+    """
+
+    macs: Number = 0
+    acs: Number = 0
+    convertible: Number = 0
+
+
+@dataclass(frozen=True)
+class StepContext:
+    """What a convention needs beside one call's layer records.
+
+    Attributes:
+        blocks: Layer name -> the spiking block holding it (layers outside blocks absent).
+        encoder: The first synaptic layer in execution order (the encoding layer), if any.
+        spiking: Whether the model has spiking layers at all.
+    """
+
+    blocks: dict[str, str]
+    encoder: str | None
+    spiking: bool
+
+
+Rule = Callable[[list[LayerStepRecord], StepContext], dict[str, OpSplit]]
+
+
+@dataclass(frozen=True)
+class Convention:
+    """A named counting rule with its one-paragraph definition."""
+
+    name: str
+    summary: str
+    rule: Rule
+
+
+def _strict(r: LayerStepRecord) -> OpSplit:
+    return OpSplit(macs=r.macs, acs=r.acs, convertible=r.dense_macs - r.macs)
+
+
+def _rates(records: list[LayerStepRecord]) -> dict[str, float]:
+    return {r.layer: r.spikes / r.neuron_updates for r in records if r.neuron_updates}
+
+
+def _block_rates(records: list[LayerStepRecord], blocks: dict[str, str]) -> dict[str, float]:
+    spikes: dict[str, Number] = {}
+    updates: dict[str, Number] = {}
+    for r in records:
+        block = blocks.get(r.layer)
+        if block is not None and r.neuron_updates:
+            spikes[block] = spikes.get(block, 0) + r.spikes
+            updates[block] = updates.get(block, 0) + r.neuron_updates
+    return {b: spikes[b] / updates[b] for b in updates}
+
+
+def strict_rule(records: list[LayerStepRecord], ctx: StepContext) -> dict[str, OpSplit]:
+    """Op by op: the ``macs`` and ``acs`` columns."""
+    return {r.layer: _strict(r) for r in records if r.dense_macs}
+
+
+def paper_rule(records: list[LayerStepRecord], ctx: StepContext) -> dict[str, OpSplit]:
+    """The ``macs_paper`` / ``acs_paper`` columns the profile computed per call."""
+    out = {}
+    for r in records:
+        if not r.dense_macs:
+            continue
+        if r.dense_macs_spiking:
+            out[r.layer] = OpSplit(macs=r.macs_paper, acs=r.acs_paper, convertible=r.dense_macs_spiking)
+        else:
+            out[r.layer] = _strict(r)
+    return out
+
+
+def block_rule(records: list[LayerStepRecord], ctx: StepContext) -> dict[str, OpSplit]:
+    """Every synaptic op in a spiking block at that block's firing rate in the call."""
+    rates = _block_rates(records, ctx.blocks)
+    out = {}
+    for r in records:
+        if not r.dense_macs:
+            continue
+        rate = rates.get(ctx.blocks.get(r.layer, ""))
+        out[r.layer] = _strict(r) if rate is None else OpSplit(acs=rate * r.dense_macs, convertible=r.dense_macs)
+    return out
+
+
+def spikformer_rule(records: list[LayerStepRecord], ctx: StepContext) -> dict[str, OpSplit]:
+    """Only the encoding layer at MAC cost; every other synaptic op at the firing rate of its input."""
+    if not ctx.spiking:
+        return strict_rule(records, ctx)
+    rates = _rates(records)
+    blocks = _block_rates(records, ctx.blocks)
+    spikes = sum(r.spikes for r in records)
+    updates = sum(r.neuron_updates for r in records)
+    mean = spikes / updates if updates else 0.0
+    out = {}
+    for r in records:
+        if not r.dense_macs:
+            continue
+        if r.layer == ctx.encoder:
+            out[r.layer] = _strict(r)
+            continue
+
+        def rate_of(upstream: str, layer: str = r.layer) -> float:
+            if upstream != NO_UPSTREAM and upstream in rates:
+                return rates[upstream]
+            return blocks.get(ctx.blocks.get(layer, ""), mean)
+
+        if r.macs == r.dense_macs:  # real-valued inputs only: split by upstream spiking layer
+            acs = sum(rate_of(u) * d for u, d in r.upstream.items())
+        else:  # spike inputs keep their exact ACs; the real-valued rest at the dominant upstream rate
+            spiking_up = {u: d for u, d in r.upstream.items() if u != NO_UPSTREAM}
+            dominant = max(spiking_up, key=spiking_up.get) if spiking_up else NO_UPSTREAM
+            acs = r.acs + rate_of(dominant) * r.macs
+        out[r.layer] = OpSplit(acs=acs, convertible=r.dense_macs)
+    return out
+
+
+COUNTING_CONVENTIONS: dict[str, Convention] = {
+    "strict": Convention("strict", "op by op: real-valued inputs are MACs, spike inputs ACs (nnz x fan-out)",
+                         strict_rule),
+    "paper": Convention("paper", "synaptic ops in a spiking block downstream of a spiking layer cost "
+                                 "fr(nearest upstream spiking layer) x dense MACs as ACs; the rest strict",
+                        paper_rule),
+    "block": Convention("block", "every synaptic op in a spiking block costs fr(block) x dense MACs as ACs; "
+                                 "ops outside blocks strict", block_rule),
+    "spikformer": Convention("spikformer", "only the first encoding layer costs MACs; every other synaptic op "
+                                           "fr(input) x T x MACs as ACs (Zhou et al. 2023, Yao et al. 2023)",
+                             spikformer_rule),
+}
+DEFAULT_CONVENTIONS = ("strict", "paper", "block", "spikformer")
+
+
+def get_convention(name: str) -> Convention:
+    """The registered convention ``name``.
+
+    Raises:
+        ConventionError: no such convention (the message lists the known ones).
+    """
+    if name not in COUNTING_CONVENTIONS:
+        raise ConventionError(f"unknown convention {name!r}; known: {', '.join(COUNTING_CONVENTIONS)}")
+    return COUNTING_CONVENTIONS[name]
+
+
+def context_of(profile: Profile) -> StepContext:
+    """The static facts about ``profile``'s model that the rules need."""
+    encoder = next((r.name for r in profile.layers if r.dense_macs), None)
+    blocks = {r.name: r.block for r in profile.layers if r.block is not None}
+    return StepContext(blocks=blocks, encoder=encoder, spiking=profile.is_spiking)
+
+
+def split_steps(profile: Profile, convention: str) -> list[dict[str, OpSplit]]:
+    """Per model call, layer -> :class:`OpSplit` under ``convention``.
+
+    Raises:
+        ConventionError: unknown convention.
+        ValueError: a profile without per-step layer records (saved before they existed).
+    """
+    rule = get_convention(convention).rule
+    if profile.layers and not profile.layer_steps:
+        raise ValueError("this profile has no per-step layer records (saved by an older sdit); profile it again")
+    ctx = context_of(profile)
+    by_step: dict[int, list[LayerStepRecord]] = {}
+    for r in profile.layer_steps:
+        by_step.setdefault(r.step, []).append(r)
+    return [rule(by_step.get(s.index, []), ctx) for s in profile.steps]

@@ -1,0 +1,402 @@
+"""Records of a profile, torch-free: the workload, per-layer, per-step and per-layer-per-step counts.
+
+This is the ground floor of :mod:`profiling`: reading a saved profile (or comparison) and
+computing energy from it needs only this module, :mod:`profiling.conventions` and
+:mod:`profiling.energy`, none of which imports torch. The counting engine
+(:mod:`profiling.counter`, :mod:`profiling.workloads`) builds these records.
+
+Everything in a :class:`Profile` is per image: counts summed over the batch and divided
+by the batch size. A profile of a sampling run keeps three views of the same counts:
+
+- ``layer_steps``: one :class:`LayerStepRecord` per layer per diffusion step (long format);
+- ``layers``: one :class:`LayerRecord` per layer, the sum of its ``layer_steps`` over steps;
+- ``steps``: one :class:`StepRecord` per diffusion step, the sum of its ``layer_steps`` over layers.
+
+Integer columns sum exactly; float columns (paper-convention ACs) are summed with
+:func:`math.fsum`, so a layer's total is the correctly rounded sum of its steps.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any
+
+Number = int | float
+
+# Columns the counting rules fill per op (profiling.rules) and the neuron rule fills per neuron layer.
+OP_COLUMNS = ("macs", "acs", "dense_macs", "norm", "softmax", "exp", "adds", "muls", "other", "bytes")
+NEURON_COLUMNS = ("spikes", "neuron_updates")
+COLUMNS = OP_COLUMNS + NEURON_COLUMNS
+# Columns summed over layers and steps: the counted ones plus the paper convention's.
+SUMMED = COLUMNS + ("macs_paper", "acs_paper", "dense_macs_spiking")
+
+# Key of ``upstream`` for dense MACs that no spiking layer precedes (JSON keys are strings).
+NO_UPSTREAM = "(none)"
+# Training steps of the noise schedule (sdit.diffusion.Diffusion's default; a test keeps them equal).
+DIFFUSION_STEPS = 1000
+WORKLOAD_KINDS = ("forward", "ddim", "ddpm")
+
+CONVENTIONS: dict[str, str] = {
+    "unit": "counts per image, summed over all spiking steps T and all diffusion steps of the workload",
+    "mac": "one multiply-accumulate of a synaptic op (Linear, Conv, matmul) whose inputs are real-valued; "
+           "1 MAC = 2 FLOP",
+    "ac": "one accumulate of a synaptic op driven by spikes: nnz(spike input) x fan-out, exact; "
+          "a spike x spike product counts its coincidences",
+    "dense_macs": "the MACs every synaptic op would cost dense, whatever its inputs (what fvcore/thop count)",
+    "dense_macs_spiking": "dense MACs of the synaptic ops the paper convention turns into ACs "
+                          "(inside a spiking block, downstream of a spiking layer)",
+    "bytes": "operand bytes of synaptic ops (inputs, weights, outputs), each moved once, at storage dtype",
+    "spike_detection": "by provenance: a neuron's output and data-movement views of it are spikes; "
+                       "values are never inspected",
+    "firing_rate": "spikes / (neurons x T): mean spikes per neuron per spiking step",
+    "neuron_updates": "one membrane update (charge, fire, reset) per neuron per spiking step",
+    "strict": "macs and acs columns: what the computation does, op by op",
+    "paper": "macs_paper and acs_paper: the convention most SNN papers use; every synaptic op inside a "
+             "spiking block costs fr x (its dense MACs over T steps) ACs, fr the firing rate of the nearest "
+             "upstream spiking layer in execution order; ops before any spiking layer and outside blocks "
+             "keep their strict counts",
+    "upstream": "dense MACs of a layer's synaptic ops by the spiking layer that last fired before them in "
+                "execution order ('(none)': no spiking layer ran before them in that model call)",
+    "block": "the spiking block a layer belongs to: its outermost ancestor below the model (not a "
+             "ModuleList/ModuleDict) that holds a spiking neuron",
+    "per_step": "steps and layer_steps: the same counts per diffusion step (one model call each); "
+                "summed over steps they give the layer totals",
+    "other_columns": "norm (elements normalised), softmax (elements), exp (transcendental elementwise ops, "
+                     "incl. 4 per WKV element), adds (elementwise adds/subs, reductions, bias adds), "
+                     "muls (elementwise muls/divs), other (comparisons, max, ReLU)",
+}
+
+
+class WorkloadError(ValueError):
+    """A workload whose fields do not fit its kind."""
+
+
+@dataclass(frozen=True)
+class Workload:
+    """What the model runs: one forward at a diffusion timestep, or a whole sampling run.
+
+    The same object names the work everywhere (profile, estimate, measurement, sampling),
+    so an estimate and a measurement of one workload are of the same work by construction.
+
+    Attributes:
+        kind: ``forward`` (one model call at ``timestep`` on N(0, I) noise from ``seed``),
+            ``ddim`` (``steps`` DDIM steps, noise scale ``eta``) or ``ddpm`` (ancestral,
+            all :data:`DIFFUSION_STEPS` steps).
+        timestep: Diffusion timestep of a forward; ``None`` for sampling runs.
+        steps: Denoising steps (model calls) of a sampling run; ``None`` for a forward.
+        eta: DDIM's noise scale (0 deterministic, 1 DDPM's variance at the chosen steps); 0 otherwise.
+        batch_size: Images per model call.
+        seed: Seed of the initial noise (and, for stochastic samplers, of the noise drawn at each step).
+    """
+
+    kind: str = "forward"
+    timestep: int | None = None
+    steps: int | None = None
+    eta: float = 0.0
+    batch_size: int = 1
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.kind not in WORKLOAD_KINDS:
+            raise WorkloadError(f"workload kind must be one of {', '.join(WORKLOAD_KINDS)}, got {self.kind!r}")
+        if self.kind == "forward" and self.timestep is None:
+            object.__setattr__(self, "timestep", 500)
+        if self.kind == "ddpm" and self.steps is None:
+            object.__setattr__(self, "steps", DIFFUSION_STEPS)
+        object.__setattr__(self, "eta", float(self.eta))
+        if not isinstance(self.batch_size, int) or self.batch_size < 1:
+            raise WorkloadError(f"batch_size must be an integer >= 1, got {self.batch_size!r}")
+        if not isinstance(self.seed, int):
+            raise WorkloadError(f"seed must be an integer, got {self.seed!r}")
+        if self.kind == "forward":
+            if not isinstance(self.timestep, int) or not 0 <= self.timestep < DIFFUSION_STEPS:
+                raise WorkloadError(f"timestep must be an integer in [0, {DIFFUSION_STEPS - 1}], "
+                                    f"got {self.timestep!r}")
+            if self.steps is not None or self.eta != 0.0:
+                raise WorkloadError("a forward has no sampling steps or eta (use kind ddim or ddpm)")
+            return
+        if self.timestep is not None:
+            raise WorkloadError(f"a {self.kind} run has no single timestep (use kind forward)")
+        if self.kind == "ddpm":
+            if self.steps != DIFFUSION_STEPS:
+                raise WorkloadError(f"ddpm runs all {DIFFUSION_STEPS} steps, got steps={self.steps}")
+            if self.eta != 0.0:
+                raise WorkloadError("eta applies to DDIM only; DDPM's noise is fixed")
+            return
+        if not isinstance(self.steps, int) or not 1 <= self.steps <= DIFFUSION_STEPS:
+            raise WorkloadError(f"ddim steps must be an integer in [1, {DIFFUSION_STEPS}], got {self.steps!r}")
+        if not 0.0 <= self.eta <= 1.0:  # also refuses NaN
+            raise WorkloadError(f"eta must be in [0, 1], got {self.eta}")
+
+    @classmethod
+    def forward(cls, timestep: int = 500, *, batch_size: int = 1, seed: int = 0) -> Workload:
+        return cls("forward", timestep=timestep, batch_size=batch_size, seed=seed)
+
+    @classmethod
+    def ddim(cls, steps: int = 50, *, eta: float = 0.0, batch_size: int = 1, seed: int = 0) -> Workload:
+        return cls("ddim", steps=steps, eta=eta, batch_size=batch_size, seed=seed)
+
+    @classmethod
+    def ddpm(cls, *, batch_size: int = 1, seed: int = 0) -> Workload:
+        return cls("ddpm", batch_size=batch_size, seed=seed)
+
+    @property
+    def model_calls(self) -> int:
+        """Model calls (diffusion steps) per run: 1 for a forward."""
+        return 1 if self.kind == "forward" else int(self.steps or 0)
+
+    @property
+    def is_sampling(self) -> bool:
+        return self.kind != "forward"
+
+    def label(self) -> str:
+        """The workload in words, e.g. ``DDIM 50 steps, eta 0, batch 1, seed 0``."""
+        if self.kind == "forward":
+            what = f"one forward at t={self.timestep}"
+        elif self.kind == "ddim":
+            what = f"DDIM {self.steps} steps, eta {self.eta:g}"
+        else:
+            what = f"DDPM {self.steps} steps"
+        return f"{what}, batch {self.batch_size}, seed {self.seed}"
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Workload:
+        """The inverse of :meth:`to_dict`; refuses unknown keys."""
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise WorkloadError(f"unknown workload keys {', '.join(unknown)}; valid: {', '.join(sorted(known))}")
+        return cls(**data)
+
+    @classmethod
+    def from_legacy(cls, data: dict[str, Any], batch_size: int = 1) -> Workload:
+        """A workload dict of profiles saved before this type (``{"kind": "ddim", "steps": 50}``)."""
+        if data.get("kind") == "forward":
+            return cls.forward(int(data.get("timestep", 500)), batch_size=batch_size)
+        if data.get("kind") == "ddpm":
+            return cls.ddpm(batch_size=batch_size)
+        return cls.ddim(int(data["steps"]), eta=float(data.get("eta", 0.0)), batch_size=batch_size)
+
+
+@dataclass(frozen=True)
+class LayerRecord:
+    """Counts of one layer (fully qualified module name), per image, summed over diffusion steps."""
+
+    name: str
+    kind: str
+    macs: Number = 0
+    acs: Number = 0
+    dense_macs: Number = 0
+    norm: Number = 0
+    softmax: Number = 0
+    exp: Number = 0
+    adds: Number = 0
+    muls: Number = 0
+    other: Number = 0
+    spikes: Number = 0
+    neuron_updates: Number = 0
+    neurons: Number = 0
+    firing_rate: float | None = None
+    spikes_per_step: list[Number] = field(default_factory=list)  # per spiking step T, summed over diffusion steps
+    bytes: Number = 0
+    macs_paper: Number = 0
+    acs_paper: Number = 0
+    dense_macs_spiking: Number = 0
+    upstream_neuron: str | None = None
+    block: str | None = None
+
+
+@dataclass(frozen=True)
+class StepRecord:
+    """Totals of one model call (one diffusion step), per image."""
+
+    index: int
+    t: int | None
+    totals: dict[str, Number]
+
+
+@dataclass(frozen=True)
+class LayerStepRecord:
+    """Counts of one layer in one model call (diffusion step ``step`` at timestep ``t``), per image.
+
+    ``upstream`` splits the layer's dense MACs by the spiking layer that last ran before
+    them (:data:`NO_UPSTREAM` when none had); the conventions of :mod:`profiling.conventions`
+    need it to charge each op at its own firing rate.
+    """
+
+    step: int
+    t: int | None
+    layer: str
+    macs: Number = 0
+    acs: Number = 0
+    dense_macs: Number = 0
+    norm: Number = 0
+    softmax: Number = 0
+    exp: Number = 0
+    adds: Number = 0
+    muls: Number = 0
+    other: Number = 0
+    spikes: Number = 0
+    neuron_updates: Number = 0
+    firing_rate: float | None = None
+    spikes_per_step: list[Number] = field(default_factory=list)  # per spiking step T
+    bytes: Number = 0
+    macs_paper: Number = 0
+    acs_paper: Number = 0
+    dense_macs_spiking: Number = 0
+    upstream: dict[str, Number] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class UnsupportedOp:
+    """An op no rule covers: how often it ran and in which layers."""
+
+    op: str
+    count: int
+    layers: list[str]
+
+
+def exact_sum(values: list[Number]) -> Number:
+    """Sum of ints exactly; with any float, the correctly rounded sum (:func:`math.fsum`), order-free."""
+    if all(isinstance(v, int) for v in values):
+        return sum(values)
+    return math.fsum(values)
+
+
+@dataclass(frozen=True)
+class Profile:
+    """Per-layer, per-step and total counts of a workload, per image.
+
+    Attributes:
+        model: Preset name or checkpoint the model came from.
+        kind: ``sdit`` or ``dit``.
+        workload: What ran (:class:`Workload`).
+        batch_size: Images per model call while counting (the workload's).
+        time_steps: Spiking steps T (0 for an ANN).
+        per_image: Column -> total over layers and steps.
+        layers: Per-layer records in execution order.
+        steps: Per diffusion step totals.
+        conventions: What every column means.
+        unsupported_ops: Ops no rule covered, with counts and layers.
+        layer_steps: Per layer per diffusion step (long format), step-major, layers in execution order.
+    """
+
+    model: str
+    kind: str
+    workload: Workload
+    batch_size: int
+    time_steps: int
+    per_image: dict[str, Number]
+    layers: list[LayerRecord]
+    steps: list[StepRecord]
+    conventions: dict[str, str]
+    unsupported_ops: list[dict[str, Any]]
+    layer_steps: list[LayerStepRecord] = field(default_factory=list)
+
+    @property
+    def num_model_calls(self) -> int:
+        return len(self.steps)
+
+    @property
+    def is_spiking(self) -> bool:
+        """Whether any layer updates spiking neurons."""
+        return any(r.neuron_updates for r in self.layers)
+
+    @property
+    def mean_firing_rate(self) -> float | None:
+        updates = self.per_image.get("neuron_updates", 0)
+        return self.per_image["spikes"] / updates if updates else None
+
+    def layer(self, name: str) -> LayerRecord:
+        for record in self.layers:
+            if record.name == name:
+                return record
+        raise KeyError(f"no layer named {name!r} in this profile")
+
+    def steps_of(self, index: int) -> list[LayerStepRecord]:
+        """The layer records of diffusion step ``index``, in execution order."""
+        return [r for r in self.layer_steps if r.step == index]
+
+    # ---- serialisation ---------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["workload"] = self.workload.to_dict()
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Profile:
+        """The inverse of :meth:`to_dict`; also reads profiles saved before per-step layers existed."""
+        required = {f.name for f in fields(cls)} - {"layer_steps"}
+        missing = required - set(data)
+        if missing:
+            raise ValueError(f"profile JSON lacks keys: {', '.join(sorted(missing))}")
+        values = {k: data[k] for k in required}
+        work = data["workload"]
+        known = {f.name for f in fields(Workload)}
+        values["workload"] = (Workload.from_dict(work) if set(work) <= known and "batch_size" in work
+                              else Workload.from_legacy(work, batch_size=data["batch_size"]))
+        values["layers"] = [LayerRecord(**r) for r in data["layers"]]
+        values["steps"] = [StepRecord(**s) for s in data["steps"]]
+        values["layer_steps"] = [LayerStepRecord(**r) for r in data.get("layer_steps", [])]
+        return cls(**values)
+
+    def to_json(self, indent: int | None = 2) -> str:
+        return json.dumps(self.to_dict(), indent=indent)
+
+    @classmethod
+    def from_json(cls, text: str) -> Profile:
+        return cls.from_dict(json.loads(text))
+
+    # ---- tables (pandas, imported on use) ---------------------------------------------
+    def to_dataframe(self) -> Any:
+        """Per-layer table (one row per layer, per image), as a pandas DataFrame; see :meth:`layers_frame`."""
+        return self.layers_frame()
+
+    def layers_frame(self) -> Any:
+        """One row per layer (index ``name``), per image, summed over diffusion steps."""
+        import pandas as pd
+
+        frame = pd.DataFrame([asdict(r) for r in self.layers], columns=[f.name for f in fields(LayerRecord)])
+        frame["spikes_per_step"] = frame["spikes_per_step"].map(lambda v: v or None)
+        return frame.set_index("name")
+
+    def steps_frame(self) -> Any:
+        """One row per diffusion step (index ``step``): ``t`` and every summed column, per image."""
+        import pandas as pd
+
+        rows = [{"step": s.index, "t": s.t, **s.totals} for s in self.steps]
+        return pd.DataFrame(rows, columns=["step", "t", *SUMMED]).set_index("step")
+
+    def layer_steps_frame(self) -> Any:
+        """Long format: one row per (diffusion step, layer), per image; ``upstream`` left out."""
+        import pandas as pd
+
+        columns = [f.name for f in fields(LayerStepRecord) if f.name != "upstream"]
+        rows = [{c: getattr(r, c) for c in columns} for r in self.layer_steps]
+        return pd.DataFrame(rows, columns=columns)
+
+    def energy_frame(self, costs: Any, convention: str = "strict") -> Any:
+        """One row per layer: joules per image under ``costs`` (:class:`profiling.energy.EnergyCosts`)
+        and the named ``convention``; see :func:`profiling.energy.estimate`."""
+        import pandas as pd
+
+        from profiling.energy import estimate
+
+        result = estimate(self, costs, convention)
+        frame = pd.DataFrame.from_dict(result.layers, orient="index")
+        frame.index.name = "name"
+        return frame
+
+
+def workload_label(workload: Workload | dict[str, Any]) -> str:
+    """A workload in words; also takes the dicts of profiles saved before :class:`Workload`."""
+    if isinstance(workload, Workload):
+        return workload.label()
+    if workload["kind"] == "forward":
+        return f"forward at t={workload['timestep']}"
+    return f"{workload['kind']} {workload['steps']} steps"

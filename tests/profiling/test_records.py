@@ -1,0 +1,126 @@
+"""Torch-free records: the typed workload, per-layer-per-step counts that sum to the totals."""
+
+from __future__ import annotations
+
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+from profiling.records import DIFFUSION_STEPS, SUMMED, Profile, Workload, WorkloadError
+from profiling.workloads import profile_sampling
+from sdit.diffusion import Diffusion
+from sdit.models import build_model
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def firing_run() -> Profile:
+    torch.manual_seed(0)
+    model = build_model("sdit-tiny")
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, nn.Linear):
+                m.weight.mul_(8.0)
+    return profile_sampling(model, name="sdit-tiny", sample_steps=3, batch_size=3, eta=1.0, seed=2)
+
+
+def test_workload_kinds_labels_and_round_trip() -> None:
+    assert Workload() == Workload.forward(500)
+    assert Workload.forward(7).label() == "one forward at t=7, batch 1, seed 0"
+    assert Workload.ddim(50, eta=1, batch_size=4, seed=3).label() == "DDIM 50 steps, eta 1, batch 4, seed 3"
+    assert Workload.ddpm().steps == DIFFUSION_STEPS == Diffusion().num_steps
+    assert Workload.ddpm().model_calls == 1000 and Workload.forward().model_calls == 1
+    for w in (Workload.forward(3), Workload.ddim(20, eta=0.5), Workload.ddpm(batch_size=2, seed=9)):
+        assert Workload.from_dict(w.to_dict()) == w
+
+
+@pytest.mark.parametrize(("kwargs", "message"), [
+    ({"kind": "ddim"}, "ddim steps must be an integer"),
+    ({"kind": "forward", "timestep": 1000}, "timestep must be an integer in"),
+    ({"kind": "forward", "steps": 50}, "a forward has no sampling steps"),
+    ({"kind": "ddim", "steps": 10, "eta": 1.5}, "eta must be in"),
+    ({"kind": "ddim", "steps": 10, "eta": math.nan}, "eta must be in"),
+    ({"kind": "ddpm", "steps": 50}, "ddpm runs all 1000 steps"),
+    ({"kind": "ddpm", "eta": 1.0}, "eta applies to DDIM only"),
+    ({"kind": "ddim", "steps": 5, "timestep": 3}, "no single timestep"),
+    ({"kind": "plms", "steps": 5}, "workload kind must be one of"),
+    ({"kind": "forward", "batch_size": 0}, "batch_size must be"),
+])
+def test_workload_refuses_fields_that_do_not_fit_its_kind(kwargs: dict, message: str) -> None:
+    with pytest.raises(WorkloadError, match=message):
+        Workload(**kwargs)
+
+
+def test_workload_from_dict_refuses_unknown_keys() -> None:
+    with pytest.raises(WorkloadError, match="unknown workload keys sample_steps"):
+        Workload.from_dict({"kind": "ddim", "sample_steps": 0})
+
+
+def test_per_step_layer_records_sum_to_the_totals_exactly(firing_run: Profile) -> None:
+    assert firing_run.workload == Workload.ddim(3, eta=1.0, batch_size=3, seed=2)
+    assert [s.index for s in firing_run.steps] == [0, 1, 2]
+    assert len(firing_run.layer_steps) == 3 * len(firing_run.layers)
+    assert firing_run.per_image["spikes"] > 0 and firing_run.per_image["acs_paper"] > 0
+    for layer in firing_run.layers:
+        rows = [r for r in firing_run.layer_steps if r.layer == layer.name]
+        assert [r.step for r in rows] == [0, 1, 2]
+        for column in SUMMED:
+            values = [getattr(r, column) for r in rows]
+            total = sum(values) if all(isinstance(v, int) for v in values) else math.fsum(values)
+            assert total == getattr(layer, column), (layer.name, column)
+        if layer.spikes_per_step:
+            assert [sum(v) for v in zip(*(r.spikes_per_step for r in rows), strict=True)] == layer.spikes_per_step
+    for step in firing_run.steps:
+        rows = firing_run.steps_of(step.index)
+        assert step.totals["macs"] == sum(r.macs for r in rows)
+        assert step.totals["acs_paper"] == math.fsum(r.acs_paper for r in rows)
+    for column in ("macs", "acs", "spikes", "neuron_updates", "dense_macs", "macs_paper", "dense_macs_spiking"):
+        assert sum(s.totals[column] for s in firing_run.steps) == firing_run.per_image[column]
+    assert math.fsum(s.totals["acs_paper"] for s in firing_run.steps) == pytest.approx(
+        firing_run.per_image["acs_paper"], rel=1e-15)
+
+
+def test_per_step_firing_rates_and_frames(firing_run: Profile) -> None:
+    lif = firing_run.layer("in_blocks.0.attn_lif")
+    rows = [r for r in firing_run.layer_steps if r.layer == lif.name]
+    assert [r.firing_rate for r in rows] == pytest.approx([r.spikes / r.neuron_updates for r in rows], rel=1e-12)
+    assert len({r.firing_rate for r in rows}) == 3  # it changes from step to step
+    assert lif.block == "in_blocks.0" and firing_run.layer("patch_embed").block is None
+    long = firing_run.layer_steps_frame()
+    assert len(long) == len(firing_run.layer_steps)
+    assert long.groupby("layer")["macs"].sum()[lif.name] == lif.macs
+    steps = firing_run.steps_frame()
+    assert list(steps.index) == [0, 1, 2] and int(steps["macs"].sum()) == firing_run.per_image["macs"]
+    assert firing_run.layers_frame().loc[lif.name, "spikes"] == lif.spikes
+
+
+def test_profile_round_trips_with_layer_steps(firing_run: Profile) -> None:
+    assert Profile.from_json(firing_run.to_json()) == firing_run
+
+
+def test_a_profile_saved_before_workload_types_still_reads(firing_run: Profile) -> None:
+    data = firing_run.to_dict()
+    data["workload"] = {"kind": "ddim", "steps": 3}
+    del data["layer_steps"]
+    old = Profile.from_dict(data)
+    assert old.workload == Workload.ddim(3, batch_size=3) and old.layer_steps == []
+
+
+def test_reading_a_profile_imports_no_torch(tmp_path: Path, firing_run: Profile) -> None:
+    path = tmp_path / "p.json"
+    path.write_text(firing_run.to_json())
+    code = (
+        "import sys; from pathlib import Path; from profiling.records import Profile; import profiling.profile; "
+        f"p = Profile.from_json(Path({str(path)!r}).read_text()); assert p.layer_steps; "
+        "bad = sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'spikingjelly', 'sdit')); "
+        "print(bad); sys.exit(1 if bad else 0)"
+    )
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env={"PYTHONPATH": str(ROOT)},
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stdout + done.stderr
