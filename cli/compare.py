@@ -17,9 +17,11 @@ from rich.console import Console
 from rich.table import Table as RichTable
 
 from cli.common import DATA_ERROR, fail, load_target_or_fail
+from profiling.conventions import DEFAULT_CONVENTIONS
 from profiling.counter import UnknownNeuronError, UnsupportedOpError
 from profiling.energy import COST_PRESETS, DEFAULT_COSTS, CostsError, load_costs
 from profiling.meters import MeterError, make_meter
+from profiling.records import Workload, WorkloadError
 from profiling.workloads import profile_workload
 from reports import tables
 from reports.html import frame_csv, tables_of, write_page
@@ -109,7 +111,8 @@ def _measure(target: str, device: str, batch_size: int, steps: int, seed: int, m
     return result.to_dict(), None
 
 
-def _samples(model: Any, num: int, method: str, steps: int, eta: float, seed: int) -> bytes:
+def _samples(model: Any, num: int, workload: Workload) -> bytes:
+    """A PNG grid of ``num`` images sampled with the workload's sampler, steps, eta and seed."""
     import io
 
     from PIL import Image as PILImage
@@ -118,8 +121,9 @@ def _samples(model: Any, num: int, method: str, steps: int, eta: float, seed: in
     from sdit.diffusion import Diffusion, sample
 
     cfg = model.config
-    images = sample(model, Diffusion(), (num, cfg.in_channels, cfg.image_size, cfg.image_size), method=method,
-                    num_steps=steps, seed=seed, eta=eta)  # (num, C, H, W)
+    images = sample(model, Diffusion(), (num, cfg.in_channels, cfg.image_size, cfg.image_size),
+                    method=workload.kind, num_steps=int(workload.steps), seed=workload.seed,
+                    eta=workload.eta)  # (num, C, H, W)
     grid = image_grid(images)
     buffer = io.BytesIO()
     PILImage.fromarray(grid[..., 0] if grid.shape[-1] == 1 else grid).save(buffer, format="PNG")
@@ -135,11 +139,13 @@ def compare_cmd(
     sample_steps: int = typer.Option(20, "--sample-steps", min=0, max=1000,
                                      help="DDIM steps of the sampling run counted; 0 counts one forward."),
     method: str = typer.Option("ddim", "--method", help="Sampler: ddim or ddpm (1000 steps)."),
-    eta: float = typer.Option(0.0, "--eta", help="DDIM noise scale of the sample grids, in [0, 1]."),
+    eta: float = typer.Option(1.0, "--eta", help="DDIM noise scale in [0, 1] (the shipped SDiT samples well with 1)."),
     seed: int = typer.Option(0, "--seed", help="Seed of the input noise."),
     costs: list[str] = typer.Option(
         list(COST_PRESETS), "--costs", help="Cost presets or TOML files (repeat); the first is the headline."),
-    convention: str = typer.Option("paper", "--convention", help=f"Headline convention: {', '.join(CONVENTION_TEXT)}."),
+    conventions: list[str] = typer.Option(
+        ["paper", *(c for c in DEFAULT_CONVENTIONS if c != "paper")], "--convention",
+        help=f"Conventions to compare (repeat; the first is the headline): {', '.join(CONVENTION_TEXT)}."),
     samples: int = typer.Option(16, "--samples", min=0, help="Images in each model's sample grid (0: none)."),
     measure: bool = typer.Option(False, "--measure", help="Also measure GPU energy of sampling (NVML)."),
     device: str = typer.Option("cuda:0", "--device", help="GPU for --measure."),
@@ -155,14 +161,19 @@ def compare_cmd(
         fail("compare needs two or more targets (presets or checkpoints)")
     if len(set(targets)) != len(targets):
         fail("each target may be named once")
-    if convention not in CONVENTION_TEXT:
-        fail(f"--convention {convention!r}: valid conventions are {', '.join(CONVENTION_TEXT)}")
-    from sdit.diffusion import check_sampler
-
+    conventions = list(dict.fromkeys(conventions or ["paper"]))
+    for name in conventions:
+        if name not in CONVENTION_TEXT:
+            fail(f"--convention {name!r}: valid conventions are {', '.join(CONVENTION_TEXT)}")
     try:
-        check_sampler(method, eta)
-    except ValueError as err:
-        fail(f"--method / --eta: {err}")
+        if sample_steps == 0:
+            workload = Workload.forward(timestep, batch_size=batch_size, seed=seed)
+        elif method == "ddim":
+            workload = Workload.ddim(sample_steps, eta=eta, batch_size=batch_size, seed=seed)
+        else:
+            workload = Workload(method, eta=eta, batch_size=batch_size, seed=seed)
+    except WorkloadError as err:
+        fail(f"workload: {err}")
     try:
         presets = [load_costs(spec) for spec in dict.fromkeys(costs or [DEFAULT_COSTS])]
     except CostsError as err:
@@ -170,18 +181,16 @@ def compare_cmd(
 
     models: list[ModelStudy] = []
     grids: dict[str, tuple[bytes, str]] = {}
-    steps = sample_steps if method == "ddim" else 1000
     for target in targets:
         loaded = load_target_or_fail(target, "its counts come from untrained weights")
         try:
-            profile = profile_workload(loaded.model, name=target, batch_size=batch_size, timestep=timestep,
-                                       sample_steps=sample_steps, method=method, seed=seed)
+            profile = profile_workload(loaded.model, workload, name=target)
         except (UnsupportedOpError, UnknownNeuronError) as err:
             fail(str(err), DATA_ERROR)
         measured, reason = None, "not requested (pass --measure)"
         if measure:
             try:
-                measured, reason = _measure(target, device, batch_size, steps if method == "ddim" else 50, seed,
+                measured, reason = _measure(target, device, batch_size, workload.model_calls, seed,
                                             min_window_s, idle_s)
             except MeterError as err:
                 reason = f"measurement failed: {err}"
@@ -189,12 +198,12 @@ def compare_cmd(
         models.append(ModelStudy(label=target, kind=loaded.model.config.kind, description=loaded.description,
                                  params_trainable=trainable, params_total=total, profile=profile,
                                  provenance=_provenance(target), measured=measured, measured_reason=reason))
-        if samples:
-            grid_steps = steps if sample_steps else 50
-            grids[target] = (_samples(loaded.model, samples, method, grid_steps, eta, seed),
-                             f"{target}: {samples} samples drawn in this run ({method} {grid_steps} steps, "
-                             f"eta {eta:g}, seed {seed}, {loaded.description})")
-    study = study_from_profiles(models, presets, headline_preset=presets[0].name, headline_convention=convention)
+        if samples and workload.is_sampling:
+            grids[target] = (_samples(loaded.model, samples, workload),
+                             f"{target}: {samples} samples drawn in this run with the counted sampler "
+                             f"({workload.label().rsplit(', batch', 1)[0]}, seed {seed}; {loaded.description})")
+    study = study_from_profiles(models, presets, conventions=tuple(conventions), headline_preset=presets[0].name,
+                                headline_convention=conventions[0])
     run = RunInfo(command=shlex.join(["sdit", *sys.argv[1:]]) if Path(sys.argv[0]).name in ("sdit", "main.py")
                   else shlex.join(sys.argv), created=datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S UTC"),
                   versions=_versions(), device=_device(), git_revision=_git_revision(), seed=seed, samples=grids)

@@ -34,6 +34,13 @@ def _layout(fig: go.Figure, title: str, x_title: str, y_title: str, **extra: Any
     return fig
 
 
+def _f(value: Any) -> float | None:
+    """A plottable number, or ``None`` (a gap) for a missing or undefined value."""
+    if value is None or pd.isna(value):
+        return None
+    return float(value)
+
+
 def _colour(i: int) -> str:
     return PALETTE[i % len(PALETTE)]
 
@@ -45,7 +52,7 @@ def role_bars(roles: pd.DataFrame, value: str, title: str, y_title: str, models:
     for i, model in enumerate(models):
         sel = roles[roles.model == model].set_index("role")
         fig.add_trace(go.Bar(name=_e(model), x=[_e(r) for r in present],
-                             y=[float(sel[value].get(r, 0.0)) if r in sel.index else 0.0 for r in present],
+                             y=[_f(sel[value].get(r)) if r in sel.index else 0.0 for r in present],
                              marker_color=_colour(i)))
     return _layout(fig, title, "role", y_title, barmode="group")
 
@@ -59,7 +66,7 @@ def layer_bars(layers: pd.DataFrame, value: str, title: str, y_title: str, model
         sel["role_order"] = sel["role"].map(ROLES.index)
         sel = sel.sort_values(["role_order", "order"], kind="stable")
         fig.add_trace(go.Bar(name=_e(model), x=[[_e(r) for r in sel["role"]], [_e(n) for n in sel["layer"]]],
-                             y=[float(v) for v in sel[value]], marker_color=_colour(i),
+                             y=[_f(v) for v in sel[value]], marker_color=_colour(i),
                              hovertemplate="%{x}<br>%{y:.4g}<extra>" + _e(model) + "</extra>"))
     fig = _layout(fig, title, "role / layer", y_title, barmode="group", height=480)
     if log:
@@ -78,7 +85,7 @@ def ops_bars(layers: pd.DataFrame, convention: str, models: list[str]) -> go.Fig
         x = [[_e(r) for r in sel["role"]], [_e(n) for n in sel["layer"]]]
         for j, op in enumerate(("macs", "acs")):
             fig.add_trace(go.Bar(name=_e(f"{model}: {op.upper()[:-1]}s"), x=x,
-                                 y=[float(v) for v in sel[f"{op}_{convention}"]], marker_color=_colour(i),
+                                 y=[_f(v) for v in sel[f"{op}_{convention}"]], marker_color=_colour(i),
                                  opacity=1.0 if j == 0 else 0.55,
                                  marker_pattern_shape="" if j == 0 else "/"))
     fig = _layout(fig, f"MACs and ACs per layer per image ({convention} convention)", "role / layer",
@@ -113,7 +120,7 @@ def step_energy_lines(steps: pd.DataFrame, models: list[str], conventions: list[
     for i, model in enumerate(models):
         for j, conv in enumerate(conventions):
             sel = steps[(steps.model == model) & (steps.convention == conv)].sort_values("step")
-            fig.add_trace(go.Scatter(x=list(sel["step"]), y=[float(v) for v in sel["energy_uJ_per_image"]],
+            fig.add_trace(go.Scatter(x=list(sel["step"]), y=[_f(v) for v in sel["energy_uJ_per_image"]],
                                      mode="lines+markers", name=_e(f"{model} ({conv})"),
                                      line={"color": _colour(i), "dash": DASHES[j % len(DASHES)]},
                                      customdata=list(sel["t"]),
@@ -130,7 +137,7 @@ def sweep_lines(sweep: pd.DataFrame, baselines: list[tuple[str, float]], break_e
     keys = list(dict.fromkeys(zip(sweep["model"], sweep["convention"])))
     for i, (model, conv) in enumerate(keys):
         sel = sweep[(sweep.model == model) & (sweep.convention == conv)].sort_values("firing_rate_pct")
-        fig.add_trace(go.Scatter(x=list(sel["firing_rate_pct"]), y=[float(v) for v in sel["energy_uJ_per_image"]],
+        fig.add_trace(go.Scatter(x=list(sel["firing_rate_pct"]), y=[_f(v) for v in sel["energy_uJ_per_image"]],
                                  mode="lines", name=_e(f"{model} ({conv})"),
                                  line={"color": _colour(i), "dash": DASHES[i % len(DASHES)]}))
     for k, (name, uj) in enumerate(baselines):
@@ -139,8 +146,8 @@ def sweep_lines(sweep: pd.DataFrame, baselines: list[tuple[str, float]], break_e
     pts = break_even[break_even["break_even_firing_rate_pct"].notna()]
     inside = pts[(pts["break_even_firing_rate_pct"] >= 0) & (pts["break_even_firing_rate_pct"] <= 100)]
     fig.add_trace(go.Scatter(
-        x=[float(v) for v in inside["break_even_firing_rate_pct"]],
-        y=[float(v) for v in inside["baseline_uJ_per_image"]],
+        x=[_f(v) for v in inside["break_even_firing_rate_pct"]],
+        y=[_f(v) for v in inside["baseline_uJ_per_image"]],
         mode="markers+text", marker={"size": 11, "symbol": "diamond", "color": "#000"},
         text=[_e(f"{r.convention}: {r.break_even_firing_rate_pct:.1f} %") for r in inside.itertuples()],
         textposition="top center", name="break-even points"))
@@ -158,8 +165,9 @@ def sensitivity_bars(sens: pd.DataFrame) -> go.Figure:
     for i, (model, base) in enumerate(pair_keys):
         sel = sens[(sens.model == model) & (sens.baseline == base)]
         fig.add_trace(go.Bar(name=_e(f"{model} / {base}"), x=[_e(c) for c in sel["convention"]],
-                             y=[float(v) for v in sel["ratio_model_to_baseline"]], marker_color=_colour(i),
-                             text=[f"{float(v):.2f}x" for v in sel["ratio_model_to_baseline"]],
+                             y=[_f(v) for v in sel["ratio_model_to_baseline"]], marker_color=_colour(i),
+                             text=["undefined" if _f(v) is None else f"{float(v):.2f}x"
+                                   for v in sel["ratio_model_to_baseline"]],
                              textposition="outside"))
     fig.add_hline(y=1.0, line={"color": "#000", "dash": "dash"},
                   annotation={"text": "equal energy: below costs less than the baseline"})
@@ -173,9 +181,11 @@ def preset_bars(energy: pd.DataFrame, models: list[str], convention: str) -> go.
     presets = list(dict.fromkeys(energy["preset"]))
     for i, model in enumerate(models):
         sel = energy[energy.model == model].set_index("preset")
-        fig.add_trace(go.Bar(name=_e(model), x=[_e(p) for p in presets],
-                             y=[float(sel.loc[p, "energy_uJ_per_image"]) for p in presets], marker_color=_colour(i)))
-    fig = _layout(fig, f"Estimated energy per image under each cost preset ({convention} convention)",
+        values = [_f(sel.loc[p, "energy_uJ_per_image"]) for p in presets]
+        fig.add_trace(go.Bar(name=_e(model), x=[_e(p) for p in presets], y=values, marker_color=_colour(i),
+                             text=["not defined" if v is None else "" for v in values], textposition="outside"))
+    fig = _layout(fig, f"Estimated energy per image under each cost preset ({convention} convention); "
+                  "'not defined': the preset has no figure for a term the model needs",
                   "cost preset", "uJ per image (log scale)", barmode="group")
     fig.update_yaxes(type="log")
     return fig

@@ -71,6 +71,10 @@ def headline_cards(study: Study) -> list[Card]:
     cards = []
     for s, b in tables.pairs(study):
         sj, bj = study.energy_j(s.label, preset, conv), study.energy_j(b.label, preset, conv)
+        if sj is None or bj is None:
+            cards.append(Card(f"verdict ({conv} convention, {preset})", f"undefined under {preset}",
+                              f"{preset} does not define a term these models need (see the cost presets)"))
+            continue
         cheaper, dearer = (s, b) if sj < bj else (b, s)
         ratio = max(sj, bj) / min(sj, bj) if min(sj, bj) > 0 else math.inf
         cards.append(Card(
@@ -80,7 +84,7 @@ def headline_cards(study: Study) -> list[Card]:
             f"{dearer.label} costs {ratio:.2f}x as much", "good" if cheaper is s else "bad"))
         be = [r for r in study.break_even_rows if (r["model"], r["baseline"], r["preset"], r["convention"])
               == (s.label, b.label, preset, conv)]
-        if be:
+        if be and be[0]["baseline_j"] is not None:
             fr = models.loc[s.label, "mean_firing_rate_pct"]
             cards.append(Card(
                 f"break-even firing rate ({conv}, {preset})", _break_even_words(be[0]["firing_rate"]),
@@ -89,9 +93,10 @@ def headline_cards(study: Study) -> list[Card]:
         sel = sens[(sens.model == s.label) & (sens.baseline == b.label)]
         wins = int((sel["cheaper"] == s.label).sum())
         ref = float(sel[sel.convention == conv]["ratio_model_to_baseline"].iloc[0])
-        others = sel[sel.convention != conv]
+        others = sel[(sel.convention != conv) & sel["ratio_model_to_baseline"].notna()]
         detail = f"energy ratio {s.label} / {b.label}: " + ", ".join(
-            f"{r.convention} {r.ratio_model_to_baseline:.2f}x" for r in sel.itertuples())
+            f"{r.convention} {r.ratio_model_to_baseline:.2f}x" for r in sel.itertuples()
+            if r.ratio_model_to_baseline is not None)
         if len(others):
             moved = others.assign(shift=(others["ratio_model_to_baseline"] / ref).map(lambda v: abs(math.log(v))))
             top = moved.sort_values("shift", ascending=False).iloc[0]
@@ -207,7 +212,8 @@ def build_page(study: Study, run: RunInfo) -> Page:
     sweep_blocks: list[Any] = []
     if spiking:
         sweep_blocks.append(Chart(
-            figures.sweep_lines(sweep, [(b.label, study.energy_j(b.label, preset, conv) * 1e6) for b in ann],
+            figures.sweep_lines(sweep, [(b.label, study.energy_j(b.label, preset, conv) * 1e6) for b in ann
+                                        if study.energy_j(b.label, preset, conv) is not None],
                                 breaks_h, [(m.label, float(models_tab.loc[m.label, "mean_firing_rate_pct"]))
                                            for m in spiking], preset),
             f"uJ per image if every LIF layer fired at the rate on the x axis ({preset}); each line names its "
@@ -229,10 +235,13 @@ def build_page(study: Study, run: RunInfo) -> Page:
     presets_tab = tables.presets_table(study)
     preset_energy = tables.preset_energy_table(study)
     sections.append(Section("presets", "Cost presets", [
-        Table(presets_tab, "Per-term energies in pJ; a term a preset does not define is stated as such, never 0.",
-              "presets"),
+        Table(presets_tab, "Each preset's terms with units, its scope (per-op terms that add up, or an all-in "
+                           "figure to which nothing may be added), evidence grade, process node, citation and what "
+                           "we checked; a term a preset does not define is stated as such, never 0.", "presets"),
         Chart(figures.preset_bars(preset_energy, labels, conv),
-              f"uJ per image under each preset, {conv} convention.", "preset_energy", preset_energy, "fig-presets")]))
+              f"uJ per image under each preset, {conv} convention; a missing bar is energy the preset cannot give "
+              "(it defines no MAC energy and the model has MACs: see the 'undefined' column of the data).",
+              "preset_energy", preset_energy, "fig-presets")]))
 
     measured = tables.measured_table(study)
     meas_blocks: list[Any] = [Table(measured, "Measured energy per image (NVML) beside the reason where none.",
@@ -266,7 +275,7 @@ def build_page(study: Study, run: RunInfo) -> Page:
              "(nothing was left uncounted).")]))
 
     first = study.models[0].profile
-    conventions = [("workload and sampler", f"{study.workload_label}, batch {first.batch_size}, seed {run.seed}"),
+    conventions = [("workload and sampler", f"{study.workload_label} (the same for every model, samples included)"),
                    *((f"T ({m.label})", str(m.profile.time_steps)) for m in study.models),
                    *((k, v) for k, v in first.conventions.items()),
                    *((f"convention {k}", v) for k, v in study.conventions.items())]

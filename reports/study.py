@@ -14,23 +14,14 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from profiling.energy import (
-    COST_PRESETS,
-    EnergyCosts,
-    break_even_firing_rate,
-    estimate_energy,
-    paper_energy_at_rate_j,
-)
-from profiling.profile import CONVENTIONS as COUNT_CONVENTIONS
-from profiling.profile import Profile, workload_label
+from profiling.conventions import COUNTING_CONVENTIONS, DEFAULT_CONVENTIONS
+from profiling.energy import COST_PRESETS, EnergyCosts, break_even_rate, estimate
+from profiling.records import Profile, Workload, workload_label
 
 SWEEP_RATES = tuple(i / 20 for i in range(21))  # 0 %, 5 %, ..., 100 %
 
-# What each energy convention charges (the two the profile records today).
-CONVENTION_TEXT = {
-    "strict": COUNT_CONVENTIONS["strict"] + ": an op is an AC only when one of its inputs is spikes",
-    "paper": COUNT_CONVENTIONS["paper"],
-}
+# What each named convention charges (profiling.conventions), in one line each.
+CONVENTION_TEXT = {name: c.summary for name, c in COUNTING_CONVENTIONS.items()}
 
 
 @dataclass(frozen=True)
@@ -66,10 +57,10 @@ class ModelStudy:
 
 @dataclass(frozen=True)
 class PresetInfo:
-    """A cost preset as the report lists it: per-term values (pJ, ``None`` = not defined)."""
+    """A cost preset as the report lists it: each term with its unit, or ``not defined by <preset>``."""
 
     name: str
-    terms_pj: dict[str, float | None]
+    terms: dict[str, str]
     scope: str
     evidence: str
     node: str
@@ -82,7 +73,8 @@ class Study:
     """Two or more models over one workload, with energies under presets and conventions.
 
     The ``*_rows`` are long-format records (one dict per row), ready for a DataFrame:
-    ``energy_rows``: model, preset, convention, energy_j;
+    ``energy_rows``: model, preset, convention, energy_j (``None``: a term the preset does not define is
+    needed; ``undefined`` then says which);
     ``layer_energy_rows``: model, preset, convention, layer, energy_j;
     ``step_energy_rows``: model, preset, convention, step, t, energy_j;
     ``sweep_rows``: model, preset, convention, firing_rate, energy_j;
@@ -91,7 +83,7 @@ class Study:
     """
 
     models: list[ModelStudy]
-    workload: dict[str, Any]
+    workload: Workload
     presets: list[PresetInfo]
     conventions: dict[str, str]
     headline_preset: str
@@ -114,7 +106,7 @@ class Study:
                 return m
         raise KeyError(f"no model {label!r} in this study")
 
-    def energy_j(self, model: str, preset: str, convention: str) -> float:
+    def energy_j(self, model: str, preset: str, convention: str) -> float | None:
         for row in self.energy_rows:
             if (row["model"], row["preset"], row["convention"]) == (model, preset, convention):
                 return row["energy_j"]
@@ -122,73 +114,70 @@ class Study:
 
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
-        for m, raw in zip(self.models, out["models"]):
+        out["workload"] = self.workload.to_dict()
+        for m, raw in zip(self.models, out["models"], strict=True):
             raw["profile"] = m.profile.to_dict()
         return out
 
 
 def preset_info(costs: EnergyCosts) -> PresetInfo:
-    """A :class:`PresetInfo` for one of today's 45 nm presets (or a user's TOML constants)."""
-    terms = {"mac": costs.e_mac_pj, "ac": costs.e_ac_pj, "memory_per_byte": costs.e_mem_pj_per_byte,
-             "neuron_update": costs.e_neuron_update_pj}
-    grade = "circuit estimate" if costs.name.startswith("45nm") else "user-supplied"
-    node = "45 nm" if costs.name.startswith("45nm") else "unknown"
-    return PresetInfo(name=costs.name, terms_pj=terms, scope="per-op terms", evidence=grade, node=node,
-                      citation=costs.source)
-
-
-def _energy_under(profile: Profile, costs: EnergyCosts) -> dict[str, Any]:
-    est = estimate_energy(profile, costs)
-    layer = {c: {name: e["compute_j" if c == "strict" else "compute_paper_j"] for name, e in est.layers.items()}
-             for c in CONVENTION_TEXT}
-    steps = {c: [e["compute_j" if c == "strict" else "compute_paper_j"] for e in est.per_step] for c in CONVENTION_TEXT}
-    total = {"strict": est.per_image["compute_j"], "paper": est.per_image["compute_paper_j"]}
-    return {"total": total, "layer": layer, "steps": steps}
+    """A :class:`PresetInfo` of a cost preset (or of a user's TOML constants)."""
+    return PresetInfo(name=costs.name, terms=costs.terms(), scope=costs.scope, evidence=costs.evidence,
+                      node=costs.process or "not stated", citation=costs.source, checked=costs.checked)
 
 
 def study_from_profiles(
     models: list[ModelStudy],
     presets: list[EnergyCosts] | None = None,
+    conventions: tuple[str, ...] = DEFAULT_CONVENTIONS,
     headline_preset: str | None = None,
     headline_convention: str = "paper",
 ) -> Study:
-    """Fill a :class:`Study` from profiles of one workload with :mod:`profiling.energy`.
+    """Fill a :class:`Study` from profiles of one workload with :func:`profiling.energy.estimate`.
 
     Raises:
-        ValueError: fewer than two models, or profiles of different workloads.
+        ValueError: fewer than two models, profiles of different workloads, or a headline
+            preset / convention that is not among those given.
     """
     if len(models) < 2:
         raise ValueError("a comparison needs two or more models")
-    workloads = {workload_label(m.profile.workload) for m in models}
+    workloads = {m.profile.workload for m in models}
     if len(workloads) != 1:
-        raise ValueError(f"the models were profiled on different workloads: {', '.join(sorted(workloads))}")
+        raise ValueError("the models were profiled on different workloads: "
+                         + "; ".join(sorted(workload_label(w) for w in workloads)))
     presets = presets or list(COST_PRESETS.values())
     headline_preset = headline_preset or presets[0].name
-    energy, layers, steps, sweep, breaks = [], [], [], [], []
+    if headline_preset not in {c.name for c in presets} or headline_convention not in conventions:
+        raise ValueError("the headline preset and convention must be among those compared")
+    energy, layers, steps, sweep, breaks, layer_steps = [], [], [], [], [], []
+    estimates = {}
     for m in models:
         for costs in presets:
-            e = _energy_under(m.profile, costs)
-            for conv in CONVENTION_TEXT:
+            for conv in conventions:
+                est = estimate(m.profile, costs, conv)
+                estimates[(m.label, costs.name, conv)] = est
                 key = {"model": m.label, "preset": costs.name, "convention": conv}
-                energy.append({**key, "energy_j": e["total"][conv]})
-                layers += [{**key, "layer": name, "energy_j": j} for name, j in e["layer"][conv].items()]
-                steps += [{**key, "step": s.index, "t": s.t, "energy_j": j}
-                          for s, j in zip(m.profile.steps, e["steps"][conv])]
-            if m.spiking:
-                sweep += [{"model": m.label, "preset": costs.name, "convention": "paper", "firing_rate": fr,
-                           "energy_j": paper_energy_at_rate_j(m.profile, costs, fr)} for fr in SWEEP_RATES]
-    baselines = [m for m in models if not m.spiking]
-    for m in (m for m in models if m.spiking):
-        for b in baselines:
+                energy.append({**key, "energy_j": est.total_j,
+                               "undefined": "; ".join(est.undefined.values()) if est.total_j is None else ""})
+                layers += [{**key, "layer": name, "energy_j": e["total_j"]} for name, e in est.layers.items()]
+                steps += [{**key, "step": s.index, "t": s.t, "energy_j": e["total_j"]}
+                          for s, e in zip(m.profile.steps, est.per_step, strict=True)]
+                if m.spiking and est.counts["convertible"]:
+                    sweep += [{**key, **row} for row in est.sweep(list(SWEEP_RATES))]
+        layer_steps += [{"model": m.label, "layer": r.layer, "step": r.step, "t": r.t, "spikes": r.spikes,
+                         "neuron_updates": r.neuron_updates, "firing_rate": r.firing_rate}
+                        for r in m.profile.layer_steps if r.neuron_updates]
+    for s in (m for m in models if m.spiking):
+        for b in (m for m in models if not m.spiking):
             for costs in presets:
-                base_j = next(r["energy_j"] for r in energy if r["model"] == b.label and r["preset"] == costs.name
-                              and r["convention"] == "paper")
-                breaks.append({"model": m.label, "baseline": b.label, "preset": costs.name, "convention": "paper",
-                               "baseline_j": base_j,
-                               "firing_rate": break_even_firing_rate(m.profile, costs, base_j)})
+                for conv in conventions:
+                    base_j = estimates[(b.label, costs.name, conv)].total_j
+                    breaks.append({"model": s.label, "baseline": b.label, "preset": costs.name, "convention": conv,
+                                   "baseline_j": base_j,
+                                   "firing_rate": break_even_rate(estimates[(s.label, costs.name, conv)], base_j)})
     return Study(
-        models=models, workload=dict(models[0].profile.workload), presets=[preset_info(c) for c in presets],
-        conventions=dict(CONVENTION_TEXT), headline_preset=headline_preset, headline_convention=headline_convention,
-        energy_rows=energy, layer_energy_rows=layers, step_energy_rows=steps, sweep_rows=sweep,
-        break_even_rows=breaks,
+        models=models, workload=models[0].profile.workload, presets=[preset_info(c) for c in presets],
+        conventions={c: CONVENTION_TEXT[c] for c in conventions}, headline_preset=headline_preset,
+        headline_convention=headline_convention, energy_rows=energy, layer_energy_rows=layers,
+        step_energy_rows=steps, sweep_rows=sweep, break_even_rows=breaks, layer_step_rows=layer_steps,
     )

@@ -59,6 +59,10 @@ def _pct(value: float | None) -> float | None:
     return None if value is None else 100.0 * value
 
 
+def _uj(joules: float | None) -> float | None:
+    return None if joules is None else joules * UJ
+
+
 def models_table(study: Study) -> pd.DataFrame:
     """One row per model: parameters, counts per image (strict and paper), spikes, firing rate, provenance."""
     rows = []
@@ -81,7 +85,8 @@ def models_table(study: Study) -> pd.DataFrame:
 def energy_table(study: Study) -> pd.DataFrame:
     """Long format: model, preset, convention, estimated compute energy in uJ per image."""
     frame = pd.DataFrame([{**{k: r[k] for k in ("model", "preset", "convention")},
-                           "energy_uJ_per_image": r["energy_j"] * UJ} for r in study.energy_rows])
+                           "energy_uJ_per_image": _uj(r["energy_j"]), "undefined": r.get("undefined", "")}
+                          for r in study.energy_rows])
     frame.attrs["unit"] = "uJ per image over the workload"
     return frame
 
@@ -122,7 +127,8 @@ def comparison_table(study: Study) -> pd.DataFrame:
         row = {"model": m["model"], "kind": m["kind"], **{c: m[c] for c in cols}}
         for conv in study.conventions:
             sel = energy[(energy.model == m["model"]) & (energy.preset == preset) & (energy.convention == conv)]
-            row[f"energy_uJ_per_image_{conv}_{preset}"] = float(sel["energy_uJ_per_image"].iloc[0])
+            value = sel["energy_uJ_per_image"].iloc[0]
+            row[f"energy_uJ_per_image_{conv}_{preset}"] = None if pd.isna(value) else float(value)
         meas = measured[measured.model == m["model"]]["measured_uJ_per_image"].iloc[0]
         row["measured_uJ_per_image"] = None if pd.isna(meas) else float(meas)
         rows.append(row)
@@ -156,7 +162,7 @@ def layers_table(study: Study) -> pd.DataFrame:
                    "spikes": rec.spikes, "neurons": rec.neurons, "firing_rate_pct": _pct(rec.firing_rate)}
             for conv in study.conventions:
                 j = energy.get((m.label, rec.name, conv))
-                row[f"energy_uJ_{conv}_{study.headline_preset}"] = None if j is None else j * UJ
+                row[f"energy_uJ_{conv}_{study.headline_preset}"] = _uj(j)
             rows.append(row)
     frame = pd.DataFrame(rows)
     frame.attrs["unit"] = "counts and uJ per image over the workload"
@@ -196,7 +202,7 @@ def spiking_steps_table(study: Study) -> pd.DataFrame:
 def diffusion_steps_table(study: Study) -> pd.DataFrame:
     """Firing rate per LIF layer per diffusion step (empty when the comparison does not record it)."""
     rows = [{"model": r["model"], "layer": r["layer"], "diffusion_step": r["step"], "t": r["t"],
-             "spikes": r["spikes"], "firing_rate_pct": 100.0 * r["firing_rate"],
+             "spikes": r["spikes"], "firing_rate_pct": 100.0 * r["spikes"] / r["neuron_updates"],
              "dead": r["spikes"] == 0, "saturated": r["spikes"] >= r["neuron_updates"]}
             for r in study.layer_step_rows if r.get("neuron_updates")]
     return pd.DataFrame(rows, columns=["model", "layer", "diffusion_step", "t", "spikes", "firing_rate_pct", "dead",
@@ -206,7 +212,7 @@ def diffusion_steps_table(study: Study) -> pd.DataFrame:
 def step_energy_table(study: Study) -> pd.DataFrame:
     """Energy per diffusion step (headline preset), per model and convention, uJ per image."""
     rows = [{"model": r["model"], "convention": r["convention"], "step": r["step"], "t": r["t"],
-             "energy_uJ_per_image": r["energy_j"] * UJ}
+             "energy_uJ_per_image": _uj(r["energy_j"])}
             for r in study.step_energy_rows if r["preset"] == study.headline_preset]
     return pd.DataFrame(rows, columns=["model", "convention", "step", "t", "energy_uJ_per_image"])
 
@@ -214,7 +220,7 @@ def step_energy_table(study: Study) -> pd.DataFrame:
 def sweep_table(study: Study) -> pd.DataFrame:
     """Energy of each spiking model if every LIF layer fired at a given rate (headline preset), uJ per image."""
     rows = [{"model": r["model"], "convention": r["convention"], "firing_rate_pct": 100.0 * r["firing_rate"],
-             "energy_uJ_per_image": r["energy_j"] * UJ}
+             "energy_uJ_per_image": _uj(r["energy_j"])}
             for r in study.sweep_rows if r["preset"] == study.headline_preset]
     return pd.DataFrame(rows, columns=["model", "convention", "firing_rate_pct", "energy_uJ_per_image"])
 
@@ -222,7 +228,7 @@ def sweep_table(study: Study) -> pd.DataFrame:
 def break_even_table(study: Study) -> pd.DataFrame:
     """Break-even firing rate of each spiking model against each baseline, per preset and convention."""
     rows = [{"model": r["model"], "baseline": r["baseline"], "preset": r["preset"], "convention": r["convention"],
-             "baseline_uJ_per_image": r["baseline_j"] * UJ, "break_even_firing_rate_pct": _pct(r["firing_rate"])}
+             "baseline_uJ_per_image": _uj(r["baseline_j"]), "break_even_firing_rate_pct": _pct(r["firing_rate"])}
             for r in study.break_even_rows]
     return pd.DataFrame(rows, columns=["model", "baseline", "preset", "convention", "baseline_uJ_per_image",
                                        "break_even_firing_rate_pct"])
@@ -246,21 +252,25 @@ def sensitivity_table(study: Study) -> pd.DataFrame:
         for conv in study.conventions:
             sj = study.energy_j(s.label, study.headline_preset, conv)
             bj = study.energy_j(b.label, study.headline_preset, conv)
+            if sj is None or bj is None:
+                cheaper = f"undefined under {study.headline_preset}"
+            else:
+                cheaper = s.label if sj < bj else (b.label if bj < sj else "equal")
             rows.append({"model": s.label, "baseline": b.label, "convention": conv,
-                         "model_uJ_per_image": sj * UJ, "baseline_uJ_per_image": bj * UJ,
-                         "ratio_model_to_baseline": sj / bj if bj else None,
-                         "cheaper": s.label if sj < bj else (b.label if bj < sj else "equal"),
+                         "model_uJ_per_image": _uj(sj), "baseline_uJ_per_image": _uj(bj),
+                         "ratio_model_to_baseline": _ratio(sj, bj), "cheaper": cheaper,
                          "break_even_firing_rate_pct": _pct(be.get((s.label, b.label, conv)))})
     return pd.DataFrame(rows)
 
 
 def presets_table(study: Study) -> pd.DataFrame:
-    """Each cost preset: per-term pJ ('not defined by <preset>' where it has none), scope, evidence, citation."""
+    """Each cost preset: every term with its unit ('not defined by <preset>' where it has none), scope,
+    evidence grade, process node, citation and what was checked."""
     rows = []
     for p in study.presets:
         row = {"preset": p.name}
-        for term, value in p.terms_pj.items():
-            row[f"{term}_pJ"] = f"not defined by {p.name}" if value is None else value
+        for term, value in p.terms.items():
+            row[f"{term}_term"] = value
         row.update({"scope": p.scope, "evidence": p.evidence, "node": p.node, "citation": p.citation,
                     "checked": p.checked})
         rows.append(row)

@@ -22,7 +22,7 @@ def test_compare_writes_report_json_and_csv_and_refuses_to_overwrite(tmp_path: P
     data = json.loads((out / "comparison.json").read_text())
     assert [m["label"] for m in data["models"]] == ["sdit-tiny", "dit-tiny"]
     assert data["headline_preset"] == "45nm-int8"
-    assert data["workload"] == {"kind": "ddim", "steps": 2}
+    assert data["workload"] == {"kind": "ddim", "timestep": None, "steps": 2, "eta": 1.0, "batch_size": 1, "seed": 0}
     comp = pd.read_csv(out / "tables" / "comparison.csv").set_index("model")
     assert comp.loc["dit-tiny", "macs_per_image_strict"] == 2 * 499_712
     assert comp.loc["dit-tiny", "energy_uJ_per_image_strict_45nm-int8"] == pytest.approx(2 * 499_712 * 0.23e-6)
@@ -41,7 +41,7 @@ def test_compare_bad_usage_is_one_line(tmp_path: Path) -> None:
     cases = {("sdit-tiny",): "error: compare needs two or more targets",
              ("sdit-tiny", "dit-tiny", "--convention", "loose"): "error: --convention 'loose': valid conventions",
              ("sdit-tiny", "dit-tiny", "--costs", "7nm"): "error: --costs '7nm' is neither a preset",
-             ("sdit-tiny", "dit-tiny", "--eta", "2"): "error: --method / --eta: eta must be in [0, 1]",
+             ("sdit-tiny", "dit-tiny", "--eta", "2"): "error: workload: eta must be in [0, 1]",
              ("sdit-tiny", "sdit-tiny"): "error: each target may be named once"}
     for args, start in cases.items():
         result = runner.invoke(app, ["compare", *args, "--out", str(tmp_path / "x")])

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from profiling.records import Workload
 from profiling.workloads import profile_workload
 from reports.page import RunInfo
 from reports.study import ModelStudy, Study, study_from_profiles
@@ -17,7 +18,7 @@ def tiny_models(steps: int = 2) -> list[ModelStudy]:
     for name in TINY:
         target = load_target(name)
         params = list(target.model.parameters())
-        profile = profile_workload(target.model, name=name, sample_steps=steps)
+        profile = profile_workload(target.model, Workload.ddim(steps), name=name)
         out.append(ModelStudy(label=name, kind=target.model.config.kind, description=target.description,
                               params_trainable=sum(p.numel() for p in params if p.requires_grad),
                               params_total=sum(p.numel() for p in params), profile=profile,
