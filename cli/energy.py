@@ -1,4 +1,9 @@
-"""``sdit energy TARGET``: estimated energy from op counts, and measured GPU energy beside it."""
+"""``sdit energy TARGET``: estimated energy from op counts, and measured GPU energy of the same workload.
+
+A thin wrapper over :func:`profiling.compare.compare`: the target (and ``--baseline``) are loaded
+once, one workload is profiled, estimated under the chosen conventions and, with ``--measure``,
+measured; the output names that workload.
+"""
 
 from __future__ import annotations
 
@@ -11,41 +16,24 @@ from rich.table import Table
 
 from cli.common import DATA_ERROR, fail, load_target_or_fail
 from cli.profile import workload_from_options
+from profiling.compare import MEASURE_FAILED, SWEEP_RATES, Comparison, TargetResult, compare
+from profiling.conventions import COUNTING_CONVENTIONS, DEFAULT_CONVENTIONS
 from profiling.counter import UnknownNeuronError, UnsupportedOpError
 from profiling.energy import (
     DEFAULT_COSTS,
+    DEFAULT_MEMORY,
+    MEMORY_PRESETS,
     CostsError,
-    break_even_firing_rate,
     estimate_energy,
     firing_rate_sweep,
     load_costs,
+    with_memory,
     with_overrides,
 )
-from profiling.meters import MeterError, make_meter
-from profiling.records import Workload
-from profiling.workloads import profile_workload
+from profiling.records import WorkloadError
 from sdit.artifacts import write_json
-from sdit.diffusion import Diffusion
-from sdit.targets import load_target
 
-SWEEP_RATES = [0.0, 0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.5, 1.0]
-
-
-def _measure(target: str, device: str, batch_size: int, steps: int, seed: int, min_window_s: float,
-             idle_s: float) -> tuple[dict[str, Any] | None, str | None]:
-    """Measured sampling energy on ``device``, or ``(None, reason)``."""
-    from profiling.measure import measure_sampling
-
-    meter = make_meter(device)
-    if not meter.available:
-        return None, meter.reason
-    try:
-        model = load_target(target, device=device).model
-        result = measure_sampling(model, Diffusion(), batch_size, steps, meter, min_window_s=min_window_s,
-                                  idle_s=idle_s, seed=seed)
-    finally:
-        meter.close()
-    return result.to_dict(), None
+__all__ = ["SWEEP_RATES", "energy_cmd", "register"]
 
 
 def energy_cmd(
@@ -55,66 +43,60 @@ def energy_cmd(
     e_ac_pj: float | None = typer.Option(None, "--e-ac-pj", min=0, help="Override pJ per AC."),
     e_mem_pj: float | None = typer.Option(None, "--e-mem-pj-per-byte", min=0, help="Add a memory term."),
     e_neuron_pj: float | None = typer.Option(None, "--e-neuron-pj", min=0, help="Add a neuron-update term."),
+    memory: str | None = typer.Option(None, "--memory", help=f"Add the memory term of a preset "
+                                      f"({', '.join(MEMORY_PRESETS)}; 'default' = {DEFAULT_MEMORY}); off unless set."),
+    conventions: list[str] = typer.Option(list(DEFAULT_CONVENTIONS), "--convention",
+                                          help=f"Counting convention(s): {', '.join(COUNTING_CONVENTIONS)}."),
     batch_size: int = typer.Option(1, "--batch-size", min=1, help="Images per model call."),
     timestep: int = typer.Option(500, "--timestep", min=0, max=999, help="Diffusion timestep of a single forward."),
     sample_steps: int = typer.Option(0, "--sample-steps", min=0, max=1000,
-                                     help="Estimate a whole DDIM run of this many steps instead of one forward."),
+                                     help="Estimate (and measure) a whole DDIM run of this many steps instead."),
+    method: str = typer.Option("ddim", "--method", help="Sampler of a sampling run: ddim or ddpm (1000 steps)."),
+    eta: float = typer.Option(0.0, "--eta", help="DDIM noise scale of a sampling run: 0 deterministic, 1 DDPM-like."),
     seed: int = typer.Option(0, "--seed", help="Seed of the input noise."),
     baseline: str | None = typer.Option(None, "--baseline", help="Preset or checkpoint to break even with."),
-    measure: bool = typer.Option(False, "--measure", help="Also measure GPU energy of DDIM sampling (NVML)."),
+    measure: bool = typer.Option(False, "--measure", help="Also measure GPU energy of the same workload (NVML)."),
     device: str = typer.Option("cuda:0", "--device", help="GPU for --measure."),
-    measure_steps: int = typer.Option(50, "--measure-steps", min=1, max=1000, help="DDIM steps measured."),
+    measure_steps: int | None = typer.Option(None, "--measure-steps", min=1, max=1000,
+                                             help="Same as --sample-steps: the one workload estimated and measured."),
     min_window_s: float = typer.Option(1.0, "--min-window-s", min=0.0, help="Shortest measured window."),
     idle_s: float = typer.Option(5.0, "--idle-s", min=0.0, help="Seconds of idle-power measurement."),
     json_path: Path | None = typer.Option(None, "--json", help="Write estimated and measured energy as JSON."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace --json if it exists."),
 ) -> None:
-    """Estimate energy per image from op counts; with --measure, measure it on a GPU too."""
+    """Estimate energy per image from op counts; with --measure, measure the same workload on a GPU too."""
     if json_path is not None and json_path.exists() and not overwrite:
         fail(f"{json_path} exists; pass --overwrite to replace it")
     try:
         costs = with_overrides(load_costs(costs_spec), e_mac_pj=e_mac_pj, e_ac_pj=e_ac_pj,
                                e_mem_pj_per_byte=e_mem_pj, e_neuron_update_pj=e_neuron_pj)
+        costs = with_memory(costs, DEFAULT_MEMORY if memory == "default" else memory)
     except CostsError as err:
+        fail(str(err))
+    unknown = [c for c in conventions if c not in COUNTING_CONVENTIONS]
+    if unknown:
+        fail(f"unknown convention {unknown[0]!r}; known: {', '.join(COUNTING_CONVENTIONS)}")
+    if measure_steps is not None:
+        if sample_steps and sample_steps != measure_steps:
+            fail(f"--measure-steps {measure_steps} and --sample-steps {sample_steps} differ; the estimate and "
+                 "the measurement are of one workload: pass one of them")
+        sample_steps = measure_steps
+    try:
+        workload = workload_from_options(method, timestep, sample_steps, eta, batch_size, seed)
+    except WorkloadError as err:
         fail(str(err))
     loaded = load_target_or_fail(target, "spikes and ACs are near zero")
     base = load_target_or_fail(baseline, "its counts come from untrained weights") if baseline else None
     try:
-        workload = workload_from_options("ddim", timestep, sample_steps, 0.0, batch_size, seed)
-        profile = profile_workload(loaded.model, workload, name=target)
-        base_profile = None if base is None else profile_workload(base.model, workload, name=baseline)
+        study = compare([loaded] if base is None else [loaded, base], workload, costs=[costs],
+                        conventions=list(dict.fromkeys(conventions)), measure=measure, device=device,
+                        min_window_s=min_window_s, idle_s=idle_s)
     except (UnsupportedOpError, UnknownNeuronError) as err:
         fail(str(err), DATA_ERROR)
-    estimate = estimate_energy(profile, costs)
-    result: dict[str, Any] = {
-        "target": target,
-        "workload": profile.workload.to_dict(),
-        "batch_size": batch_size,
-        "costs": costs.to_dict(),
-        "estimated": {**estimate.per_image, "total_j": estimate.total_j},
-        "estimated_per_step": estimate.per_step,
-        "estimated_layers": estimate.layers,
-        "firing_rate_sweep": firing_rate_sweep(profile, costs, SWEEP_RATES),
-        "break_even": None,
-        "conventions": {"unit": "joules per image over the workload", **profile.conventions},
-    }
-    if base_profile is not None:
-        base_j = estimate_energy(base_profile, costs).per_image["compute_j"] or 0.0
-        result["break_even"] = {"baseline": baseline, "baseline_j": base_j,
-                                "firing_rate": break_even_firing_rate(profile, costs, base_j)}
+    failed = any((t.measured_reason or "").startswith(MEASURE_FAILED) for t in study.targets)
+    result = summary(study)
 
-    measured, reason, failed = None, None, False
-    if measure:
-        try:
-            measured, reason = _measure(target, device, batch_size, measure_steps, seed, min_window_s, idle_s)
-        except MeterError as err:
-            reason, failed = f"measurement failed: {err}", True
-    else:
-        reason = "not requested (pass --measure)"
-    result["measured"] = measured
-    result["measured_reason"] = reason
-
-    _print(result, Console())
+    _print(study, result, Console())
     if json_path is not None:
         write_json(json_path, result, overwrite=overwrite)
         typer.echo(f"wrote {json_path}")
@@ -122,37 +104,80 @@ def energy_cmd(
         raise typer.Exit(DATA_ERROR)
 
 
-def _print(result: dict[str, Any], console: Console) -> None:
-    est, costs = result["estimated"], result["costs"]
-    work = result["workload"]
-    what = Workload.from_dict(work).label()
-    table = Table(title=f"{result['target']}: estimated energy per image, {what} "
-                        f"({costs['name']}: MAC {costs['e_mac_pj']} pJ, AC {costs['e_ac_pj']} pJ)")
-    table.add_column("column")
-    table.add_column("uJ / image", justify="right")
-    table.add_column("convention")
-    rows = [("MAC energy", "mac_j", "strict: MACs x e_mac"), ("AC energy", "ac_j", "strict: ACs x e_ac"),
-            ("compute", "compute_j", "strict"), ("compute, paper conv.", "compute_paper_j", "fr x dense MACs as ACs"),
-            ("memory", "memory_j", "operand bytes x e_mem"), ("neuron updates", "neuron_j", "updates x e_neuron")]
-    for label, key, note in rows:
-        value = est[key]
-        table.add_row(label, "not set" if value is None else f"{value * 1e6:,.3f}", note)
-    table.add_row("total", f"{est['total_j'] * 1e6:,.3f}", "compute (strict) + memory + neuron terms set")
+def summary(study: Comparison) -> dict[str, Any]:
+    """The JSON ``sdit energy`` writes: the first target's figures under the first convention's
+    preset (the keys this command always wrote), plus the whole comparison under ``comparison``."""
+    main = study.targets[0]
+    costs = study.costs[0]
+    legacy = estimate_energy(main.profile, costs)
+    be = None
+    if len(study.targets) > 1:
+        rows = [b for b in study.break_even if b.model == main.name and b.costs == costs.name]
+        paper = next((b for b in rows if b.convention == "paper"), rows[0] if rows else None)
+        base = study.targets[1]
+        base_j = base.estimate(costs.name, next(iter(study.conventions))).total_j
+        be = {"baseline": base.name, "baseline_j": base_j,
+              "firing_rate": None if paper is None else paper.firing_rate,
+              "convention": None if paper is None else paper.convention,
+              "by_convention": {b.convention: b.firing_rate for b in rows}}
+    return {
+        "target": main.name,
+        "workload": study.workload.to_dict(),
+        "workload_label": study.workload.label(),
+        "batch_size": study.workload.batch_size,
+        "costs": costs.to_dict(),
+        "estimated": {**legacy.per_image, "total_j": legacy.total_j},
+        "estimated_per_step": legacy.per_step,
+        "estimated_layers": legacy.layers,
+        "by_convention": {e.convention: e.estimate.per_image for e in main.estimates if e.costs == costs.name},
+        "firing_rate_sweep": firing_rate_sweep(main.profile, costs, SWEEP_RATES),
+        "break_even": be,
+        "conventions": {"unit": "joules per image over the workload", **main.profile.conventions},
+        "measured": main.measured,
+        "measured_reason": main.measured_reason,
+        "comparison": study.to_dict(),
+    }
+
+
+def _uj(value: float | None, undefined: str) -> str:
+    return undefined if value is None else f"{value * 1e6:,.3f}"
+
+
+def _print(study: Comparison, result: dict[str, Any], console: Console) -> None:
+    costs = study.costs[0]
+    what = study.workload.label()
+    for t in study.targets:
+        _print_target(t, costs, what, console)
+    terms = "; ".join(f"{term}: {text}" for term, text in costs.terms().items())
+    console.print(f"terms of {costs.name}: {terms}", soft_wrap=True)
+    console.print(f"constants: {costs.source} [{costs.evidence}, {costs.scope}, {costs.process or 'node not stated'}]",
+                  soft_wrap=True)
+    main = study.targets[0]
+    for b in (b for b in study.break_even if b.model == main.name):
+        text = b.reason if b.firing_rate is None else f"{b.firing_rate:.2%}"
+        console.print(f"break-even firing rate vs {b.baseline} ({_uj(b.baseline_j, 'undefined')} uJ/image), "
+                      f"{b.convention} convention, {b.costs}, {what}: {text}", soft_wrap=True)
+    if main.measured is None:
+        console.print(f"measured energy unavailable: {main.measured_reason}", soft_wrap=True)
+    for t in (t for t in study.targets if t.measured is not None):
+        m = t.measured
+        console.print(f"measured {t.name}: {m['energy_j_per_image']:.6g} J/image ({what}; above idle "
+                      f"{m['energy_above_idle_j_per_image']:.6g} J/image; {m['method']}, window {m['window_s']:.2f} s, "
+                      f"{m['repeats']} repeats, idle {m['idle_power_w']:.1f} W, {m['device']})", soft_wrap=True)
+
+
+def _print_target(t: TargetResult, costs: Any, what: str, console: Console) -> None:
+    table = Table(title=f"{t.name}: estimated energy per image, {what} ({costs.name})")
+    table.add_column("convention", no_wrap=True)
+    for col in ("MAC uJ", "AC uJ", "neuron uJ", "memory uJ", "total uJ"):
+        table.add_column(col, justify="right")
+    for e in (e for e in t.estimates if e.costs == costs.name):
+        per, est = e.estimate.per_image, e.estimate
+        table.add_row(e.convention, _uj(per["mac_j"], est.undefined.get("mac", "")),
+                      _uj(per["ac_j"], est.undefined.get("ac", "")),
+                      _uj(per["neuron_j"], est.undefined.get("neuron", "")),
+                      _uj(per["memory_j"], "off"), _uj(per["total_j"], "undefined"))
     console.print(table)
-    console.print(f"constants: {costs['source']}", soft_wrap=True)
-    if result["break_even"] is not None:
-        be = result["break_even"]
-        rate = be["firing_rate"]
-        text = "does not depend on firing rate" if rate is None else f"{rate:.2%}"
-        console.print(f"break-even firing rate vs {be['baseline']} ({be['baseline_j'] * 1e6:,.3f} uJ/image, "
-                      f"paper convention): {text}")
-    if result["measured"] is None:
-        console.print(f"measured energy unavailable: {result['measured_reason']}", soft_wrap=True)
-    else:
-        m = result["measured"]
-        console.print(f"measured: {m['energy_j_per_image']:.6g} J/image over {m['num_steps']} DDIM steps "
-                      f"(mean power {m['measurement']['mean_power_w']:.1f} W, idle "
-                      f"{m['measurement']['idle_power_w']} W, {m['measurement']['repeats']} repeats)")
 
 
 def register(app: typer.Typer) -> None:

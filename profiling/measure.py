@@ -20,14 +20,17 @@ import torch
 from torch import Tensor, nn
 
 from profiling.meters import Measurement, MeterError, PowerMeter
+from profiling.records import Workload
 from sdit.diffusion import Diffusion, sample
 
 __all__ = [
     "SamplingEnergy",
     "TrainStepEnergy",
+    "WorkloadEnergy",
     "measure_repeated",
     "measure_sampling",
     "measure_train_step",
+    "measure_workload",
 ]
 
 
@@ -194,6 +197,93 @@ def measure_sampling(
         energy_above_idle_j_per_step=above_j / steps,
         time_s_per_image=m.time_s / images,
         measurement=m,
+    )
+
+
+@dataclass(frozen=True)
+class WorkloadEnergy:
+    """Measured energy of one :class:`~profiling.records.Workload`, repeated to fill a window.
+
+    Attributes:
+        workload: What ran (the same object a profile of it records).
+        method: The meter's method: ``counter`` (NVML total-energy counter) or ``polling``.
+        images: Images the measured window produced (``batch_size * repeats``).
+        repeats: Runs of the whole workload inside the window.
+        window_s: Length of the measured window.
+        idle_power_w: Idle power read before the workload, subtracted in the above-idle figures.
+        energy_j_per_image: Whole-GPU energy per image over the workload, idle draw included.
+        energy_above_idle_j_per_image: Per image, less ``idle_power_w`` over its time.
+        energy_j_per_model_call: Whole-GPU energy per model call of the whole batch.
+        time_s_per_image: Window time per image.
+        measurement: The window itself.
+    """
+
+    workload: Workload
+    method: str
+    images: int
+    repeats: int
+    window_s: float
+    idle_power_w: float
+    energy_j_per_image: float
+    energy_above_idle_j_per_image: float
+    energy_j_per_model_call: float
+    time_s_per_image: float
+    measurement: Measurement
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict; ``workload`` and ``measurement`` are nested."""
+        return {**asdict(self), "workload": self.workload.to_dict(), "measurement": self.measurement.to_dict()}
+
+
+def measure_workload(
+    model: nn.Module,
+    workload: Workload,
+    meter: PowerMeter,
+    *,
+    min_window_s: float = 1.0,
+    idle_s: float = 5.0,
+    warmup: int = 1,
+) -> WorkloadEnergy:
+    """Joules per image of ``workload`` on the device of ``model``'s parameters.
+
+    A sampling run draws exactly what :func:`sdit.diffusion.sample` draws for the workload's
+    seed (and what :func:`profiling.workloads.profile_workload` counts); a forward runs the
+    model once at the workload's timestep on N(0, I) noise from its seed.
+
+    Raises:
+        MeterError: The meter failed or is unavailable.
+    """
+    cfg = model.config
+    shape = (workload.batch_size, cfg.in_channels, cfg.image_size, cfg.image_size)
+    device = _device_of(model)
+    idle_w = _idle_power_w(meter, idle_s)
+    diffusion = Diffusion()
+    if workload.is_sampling:
+        def run() -> Tensor:
+            return sample(model, diffusion, shape, method=workload.kind, num_steps=int(workload.steps),
+                          seed=workload.seed, device=device, eta=workload.eta)
+    else:
+        generator = torch.Generator(device=device).manual_seed(workload.seed)
+        x = torch.randn(shape, generator=generator, device=device)  # (B, C, H, W)
+        t = torch.full((workload.batch_size,), int(workload.timestep), dtype=torch.long, device=device)
+
+        @torch.no_grad()
+        def run() -> Tensor:
+            return model(x, t)  # SDiT resets its neuron state before returning
+
+    was_training = model.training
+    model.eval()
+    try:
+        m = measure_repeated(meter, workload.kind, run, min_window_s=min_window_s, warmup=warmup)
+    finally:
+        model.train(was_training)
+    images = workload.batch_size * m.repeats
+    return WorkloadEnergy(
+        workload=workload, method=m.method, images=images, repeats=m.repeats, window_s=m.time_s,
+        idle_power_w=idle_w, energy_j_per_image=m.energy_j / images,
+        energy_above_idle_j_per_image=(m.energy_j - idle_w * m.time_s) / images,
+        energy_j_per_model_call=m.energy_j / (workload.model_calls * m.repeats),
+        time_s_per_image=m.time_s / images, measurement=m,
     )
 
 

@@ -39,3 +39,42 @@ def test_energy_bad_costs_is_one_line() -> None:
     result = runner.invoke(app, ["energy", "dit-tiny", "--costs", "45nm-fp64"])
     assert result.exit_code == 2
     assert result.stderr.strip().startswith("error: --costs '45nm-fp64' is neither a preset")
+
+
+def test_energy_names_its_one_workload_and_every_convention(tmp_path: Path) -> None:
+    out = tmp_path / "e.json"
+    result = runner.invoke(app, ["energy", "sdit-tiny", "--baseline", "dit-tiny", "--sample-steps", "2", "--eta", "1",
+                                 "--json", str(out)])
+    assert result.exit_code == 0, result.output
+    data = json.loads(out.read_text())
+    assert data["workload"] == {"kind": "ddim", "timestep": None, "steps": 2, "eta": 1.0, "batch_size": 1, "seed": 0}
+    assert data["workload_label"] == "DDIM 2 steps, eta 1, batch 1, seed 0"
+    assert "DDIM 2 steps, eta 1, batch 1, seed 0" in result.stdout
+    assert set(data["by_convention"]) == set(data["break_even"]["by_convention"]) == {
+        "strict", "paper", "block", "spikformer"}
+    assert data["break_even"]["baseline_j"] == pytest.approx(2 * 499_712 * 4.6e-12)
+    comparison = data["comparison"]
+    assert [t["name"] for t in comparison["targets"]] == ["sdit-tiny", "dit-tiny"]
+    assert all(t["profile"]["workload"] == data["workload"] for t in comparison["targets"])
+
+
+def test_energy_measure_steps_is_the_one_workload(tmp_path: Path) -> None:
+    out = tmp_path / "e.json"
+    result = runner.invoke(app, ["energy", "dit-tiny", "--measure-steps", "3", "--json", str(out)])
+    assert result.exit_code == 0, result.output
+    data = json.loads(out.read_text())
+    assert data["workload"]["steps"] == 3 and data["estimated"]["compute_j"] == pytest.approx(3 * 499_712 * 4.6e-12)
+    clash = runner.invoke(app, ["energy", "dit-tiny", "--measure-steps", "3", "--sample-steps", "5"])
+    assert clash.exit_code == 2 and "differ" in clash.stderr
+
+
+def test_energy_all_in_preset_refuses_an_added_term() -> None:
+    result = runner.invoke(app, ["energy", "dit-tiny", "--costs", "truenorth", "--e-neuron-pj", "1"])
+    assert result.exit_code == 2
+    assert "all-in figure" in result.stderr and result.stderr.strip().count("\n") == 0
+
+
+def test_energy_undefined_term_prints_as_undefined() -> None:
+    result = runner.invoke(app, ["energy", "dit-tiny", "--costs", "loihi", "--convention", "strict"])
+    assert result.exit_code == 0, result.output
+    assert "not defined by loihi" in result.stdout and "undefined" in result.stdout

@@ -1,0 +1,341 @@
+"""The comparison study: two or more targets over one workload, estimated and (where a meter reads) measured.
+
+:func:`compare` loads each target once, profiles the one :class:`~profiling.records.Workload`
+on it, estimates its energy under every chosen cost preset and counting convention, measures
+the same workload on a GPU when asked, and finds the break-even firing rate of every spiking
+target against every ANN baseline under each preset and convention. The result, a
+:class:`Comparison`, is pure data: reading it back (:meth:`Comparison.from_dict`) imports no
+torch; only :func:`compare` itself needs the engine.
+
+``Comparison.to_dict()`` schema (JSON-ready; :meth:`Comparison.from_dict` inverts it exactly)::
+
+    {
+      "schema": "sdit.comparison/1",
+      "workload": {kind, timestep, steps, eta, batch_size, seed},       # Workload.to_dict()
+      "costs": [EnergyCosts.to_dict(), ...],          # presets estimated, in order
+      "conventions": {name: summary, ...},            # counting conventions estimated, in order
+      "sweep_rates": [float, ...],                    # firing rates of every sweep
+      "targets": [{
+          "name": str,                                # preset name or checkpoint path, as given
+          "source": str,                              # "preset", "checkpoint", "model" (passed in)
+          "kind": "sdit" | "dit",
+          "spiking": bool,                            # has spiking layers (else an ANN baseline)
+          "params": {"trainable": int, "total": int},
+          "profile": Profile.to_dict(),               # per layer, per step, per layer x step
+          "estimates": [{"costs": preset name, "convention": name,
+                         "estimate": Estimate.to_dict(),      # joules per image, per layer, per step
+                         "sweep": [{"firing_rate", "energy_j"}, ...]}, ...],
+          "measured": null | {                        # measured on a GPU, same workload
+              "device", "method" ("counter" | "polling"), "images", "repeats",
+              "window_s", "idle_power_w", "energy_j_per_image", "energy_above_idle_j_per_image",
+              "energy_j_per_model_call", "time_s_per_image", "measurement": Measurement.to_dict()},
+          "measured_reason": null | str               # why nothing was measured
+      }, ...],
+      "break_even": [{"model", "baseline", "costs", "convention",
+                      "model_j", "baseline_j",        # totals per image under that preset/convention
+                      "firing_rate": null | float,     # rate at which the model costs baseline_j
+                      "reason": null | str}, ...],     # why firing_rate is null
+      "notes": {key: text}                            # what the columns and conventions mean
+    }
+
+Energies are joules per image over the whole workload; ``None`` (JSON ``null``) where a preset
+does not define a term the estimate needs (see ``estimate.undefined``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from profiling.conventions import COUNTING_CONVENTIONS, DEFAULT_CONVENTIONS, get_convention
+from profiling.energy import DEFAULT_COSTS, EnergyCosts, Estimate, break_even_rate, estimate, load_costs
+from profiling.records import CONVENTIONS, Profile, Workload
+
+SCHEMA = "sdit.comparison/1"
+NOT_REQUESTED = "not requested (pass --measure)"
+MEASURE_FAILED = "measurement failed: "  # prefix of measured_reason when the meter failed mid-window
+SWEEP_RATES = [0.0, 0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.5, 1.0]
+
+
+@dataclass(frozen=True)
+class TargetEstimate:
+    """One target's energy under one preset and one convention, with its firing-rate sweep."""
+
+    costs: str
+    convention: str
+    estimate: Estimate
+    sweep: list[dict[str, float | None]]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"costs": self.costs, "convention": self.convention, "estimate": self.estimate.to_dict(),
+                "sweep": self.sweep}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TargetEstimate:
+        return cls(costs=data["costs"], convention=data["convention"],
+                   estimate=Estimate.from_dict(data["estimate"]), sweep=data["sweep"])
+
+
+@dataclass(frozen=True)
+class TargetResult:
+    """Everything the study found about one target."""
+
+    name: str
+    source: str
+    kind: str
+    spiking: bool
+    params: dict[str, int]
+    profile: Profile
+    estimates: list[TargetEstimate]
+    measured: dict[str, Any] | None
+    measured_reason: str | None
+
+    def estimate(self, costs: str, convention: str) -> Estimate:
+        """The estimate under preset ``costs`` and ``convention``."""
+        for e in self.estimates:
+            if e.costs == costs and e.convention == convention:
+                return e.estimate
+        raise KeyError(f"{self.name}: no estimate for costs {costs!r} and convention {convention!r}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "source": self.source, "kind": self.kind, "spiking": self.spiking,
+                "params": dict(self.params), "profile": self.profile.to_dict(),
+                "estimates": [e.to_dict() for e in self.estimates], "measured": self.measured,
+                "measured_reason": self.measured_reason}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TargetResult:
+        return cls(name=data["name"], source=data["source"], kind=data["kind"], spiking=data["spiking"],
+                   params=dict(data["params"]), profile=Profile.from_dict(data["profile"]),
+                   estimates=[TargetEstimate.from_dict(e) for e in data["estimates"]],
+                   measured=data["measured"], measured_reason=data["measured_reason"])
+
+
+@dataclass(frozen=True)
+class BreakEven:
+    """The firing rate at which a spiking model costs what an ANN baseline costs, per image."""
+
+    model: str
+    baseline: str
+    costs: str
+    convention: str
+    model_j: float | None
+    baseline_j: float | None
+    firing_rate: float | None
+    reason: str | None
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> BreakEven:
+        return cls(**data)
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """Two or more targets over one workload; see the module docstring for the dict schema."""
+
+    workload: Workload
+    costs: list[EnergyCosts]
+    conventions: dict[str, str]
+    sweep_rates: list[float]
+    targets: list[TargetResult]
+    break_even: list[BreakEven]
+    notes: dict[str, str]
+
+    def target(self, name: str) -> TargetResult:
+        for t in self.targets:
+            if t.name == name:
+                return t
+        raise KeyError(f"no target named {name!r} in this comparison")
+
+    def break_even_of(self, model: str, baseline: str, costs: str, convention: str) -> BreakEven:
+        for b in self.break_even:
+            if (b.model, b.baseline, b.costs, b.convention) == (model, baseline, costs, convention):
+                return b
+        raise KeyError(f"no break-even for {model} vs {baseline} under {costs}, {convention}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"schema": SCHEMA, "workload": self.workload.to_dict(), "costs": [c.to_dict() for c in self.costs],
+                "conventions": dict(self.conventions), "sweep_rates": list(self.sweep_rates),
+                "targets": [t.to_dict() for t in self.targets], "break_even": [b.to_dict() for b in self.break_even],
+                "notes": dict(self.notes)}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Comparison:
+        """The inverse of :meth:`to_dict`.
+
+        Raises:
+            ValueError: not a comparison of this schema.
+        """
+        if data.get("schema") != SCHEMA:
+            raise ValueError(f"not an sdit comparison (schema {data.get('schema')!r}, expected {SCHEMA!r})")
+        return cls(workload=Workload.from_dict(data["workload"]),
+                   costs=[EnergyCosts.from_dict(c) for c in data["costs"]],
+                   conventions=dict(data["conventions"]), sweep_rates=list(data["sweep_rates"]),
+                   targets=[TargetResult.from_dict(t) for t in data["targets"]],
+                   break_even=[BreakEven.from_dict(b) for b in data["break_even"]], notes=dict(data["notes"]))
+
+
+def estimate_target(profile: Profile, costs: Sequence[EnergyCosts], conventions: Sequence[str],
+                    sweep_rates: Sequence[float]) -> list[TargetEstimate]:
+    """Estimates of ``profile`` under every preset x convention (pure)."""
+    out = []
+    for c in costs:
+        for name in conventions:
+            result = estimate(profile, c, name)
+            out.append(TargetEstimate(costs=c.name, convention=name, estimate=result,
+                                      sweep=result.sweep(list(sweep_rates))))
+    return out
+
+
+def break_evens(targets: Sequence[TargetResult], costs: Sequence[EnergyCosts],
+                conventions: Sequence[str]) -> list[BreakEven]:
+    """Every spiking target against every ANN baseline, under each preset and convention (pure).
+
+    The baseline is an ANN, whose cost every convention counts alike; its strict total is used.
+    """
+    out = []
+    for model in (t for t in targets if t.spiking):
+        for base in (t for t in targets if not t.spiking):
+            for c in costs:
+                base_j = base.estimate(c.name, conventions[0]).total_j
+                for name in conventions:
+                    est = model.estimate(c.name, name)
+                    rate = break_even_rate(est, base_j)
+                    reason = None
+                    if rate is None:
+                        if base_j is None or est.energy_at_rate_j(0.0) is None:
+                            undefined = sorted({*est.undefined.values(),
+                                                *base.estimate(c.name, conventions[0]).undefined.values()})
+                            reason = f"a term the totals need is {' / '.join(undefined) or 'undefined'}"
+                        else:
+                            reason = "the energy does not depend on the firing rate under this convention"
+                    out.append(BreakEven(model=model.name, baseline=base.name, costs=c.name, convention=name,
+                                         model_j=est.total_j, baseline_j=base_j, firing_rate=rate, reason=reason))
+    return out
+
+
+def _params(model: Any) -> dict[str, int]:
+    params = list(model.parameters())
+    return {"trainable": sum(p.numel() for p in params if p.requires_grad), "total": sum(p.numel() for p in params)}
+
+
+def _notes(conventions: Sequence[str]) -> dict[str, str]:
+    notes = {"unit": "joules per image over the whole workload (energy); counts per image", **CONVENTIONS}
+    for name in conventions:
+        notes[f"convention:{name}"] = COUNTING_CONVENTIONS[name].summary
+    notes["baseline"] = "an ANN baseline costs the same under every convention (no spikes); its strict total is used"
+    notes["measured"] = ("whole-GPU energy of the same workload, repeated to fill the window, idle draw included; "
+                         "above-idle figures subtract idle power x window time")
+    return notes
+
+
+Loaded = tuple[str, Any]  # (name, nn.Module), for models the caller already has
+
+
+def compare(
+    targets: Sequence[str | Loaded],
+    workload: Workload,
+    *,
+    costs: Sequence[str | EnergyCosts] = (DEFAULT_COSTS,),
+    conventions: Sequence[str] = DEFAULT_CONVENTIONS,
+    measure: bool = False,
+    device: str = "cuda:0",
+    min_window_s: float = 1.0,
+    idle_s: float = 5.0,
+    strict: bool = False,
+    sweep_rates: Sequence[float] = tuple(SWEEP_RATES),
+    meter_factory: Callable[[str], Any] | None = None,
+    progress: Callable[[str], None] | None = None,
+) -> Comparison:
+    """Run the study: profile, estimate and (with ``measure``) measure ``workload`` on every target.
+
+    Args:
+        targets: Preset names or checkpoint paths (each loaded once, on the CPU),
+            :class:`sdit.targets.Target` objects, or ``(name, model)`` pairs. Spiking targets
+            are compared with every ANN among them.
+        workload: The one workload profiled, estimated and measured.
+        costs: Cost presets (names or :class:`EnergyCosts`).
+        conventions: Counting conventions, by name (the first one is the baseline's).
+        measure: Also measure the workload's energy on ``device`` (NVML); where no meter
+            reads, ``measured`` is ``None`` and ``measured_reason`` says why.
+        meter_factory: ``device -> PowerMeter`` (tests pass a fake); default
+            :func:`profiling.meters.make_meter`.
+        progress: Called with a line of text before each long step.
+
+    Raises:
+        profiling.energy.CostsError, profiling.conventions.ConventionError: bad presets / conventions.
+        sdit.targets.TargetError, ValueError: a target that cannot be loaded.
+
+    A meter that fails mid-measurement does not raise: that target's ``measured`` is ``None``
+    and its ``measured_reason`` starts with :data:`MEASURE_FAILED`.
+    """
+    from profiling.meters import MeterError
+    from profiling.workloads import profile_workload  # the engine (torch) only when running a study
+    from sdit.targets import load_target
+
+    if len(targets) < 1:
+        raise ValueError("compare needs at least one target")
+    for name in conventions:
+        get_convention(name)
+    cost_list = [c if isinstance(c, EnergyCosts) else load_costs(c) for c in costs]
+    say = progress or (lambda _line: None)
+    meter = None
+    results: list[TargetResult] = []
+    try:
+        for spec in targets:
+            if isinstance(spec, str):
+                say(f"loading {spec}")
+                loaded = load_target(spec)
+                name, model, source = spec, loaded.model, loaded.source
+            elif hasattr(spec, "model"):  # an sdit.targets.Target the caller loaded
+                name, model, source = spec.label, spec.model, spec.source
+            else:
+                name, model = spec
+                source = "model"
+            say(f"profiling {name}: {workload.label()}")
+            profile = profile_workload(model, workload, name=name, strict=strict)
+            measured, reason = None, NOT_REQUESTED
+            if measure:
+                if meter is None:
+                    from profiling.meters import make_meter
+
+                    meter = (meter_factory or make_meter)(device)
+                if not meter.available:
+                    reason = meter.reason
+                else:
+                    say(f"measuring {name} on {device}: {workload.label()}")
+                    try:
+                        measured, reason = _measure(model, workload, meter, device, min_window_s, idle_s), None
+                    except MeterError as err:
+                        reason = f"{MEASURE_FAILED}{err}"
+            results.append(TargetResult(
+                name=name, source=source, kind=profile.kind, spiking=profile.is_spiking, params=_params(model),
+                profile=profile, estimates=estimate_target(profile, cost_list, conventions, sweep_rates),
+                measured=measured, measured_reason=reason,
+            ))
+    finally:
+        if meter is not None:
+            meter.close()
+    return Comparison(
+        workload=workload, costs=cost_list,
+        conventions={n: COUNTING_CONVENTIONS[n].summary for n in conventions}, sweep_rates=list(sweep_rates),
+        targets=results, break_even=break_evens(results, cost_list, list(conventions)), notes=_notes(conventions),
+    )
+
+
+def _measure(model: Any, workload: Workload, meter: Any, device: str, min_window_s: float,
+             idle_s: float) -> dict[str, Any]:
+    """Measure ``workload`` on ``device`` with the model moved there, then moved back."""
+    from profiling.measure import measure_workload
+
+    home = next(model.parameters()).device
+    model.to(device)
+    try:
+        result = measure_workload(model, workload, meter, min_window_s=min_window_s, idle_s=idle_s)
+    finally:
+        model.to(home)
+    return {"device": device, **result.to_dict()}
