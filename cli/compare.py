@@ -17,16 +17,15 @@ from rich.console import Console
 from rich.table import Table as RichTable
 
 from cli.common import DATA_ERROR, fail, load_target_or_fail
+from profiling.compare import compare
 from profiling.conventions import DEFAULT_CONVENTIONS
 from profiling.counter import UnknownNeuronError, UnsupportedOpError
 from profiling.energy import COST_PRESETS, DEFAULT_COSTS, CostsError, load_costs
-from profiling.meters import MeterError, make_meter
 from profiling.records import Workload, WorkloadError
-from profiling.workloads import profile_workload
 from reports import tables
 from reports.html import frame_csv, tables_of, write_page
 from reports.page import RunInfo, build_page
-from reports.study import CONVENTION_TEXT, ModelStudy, study_from_profiles
+from reports.study import CONVENTION_TEXT, study_from_comparison
 from sdit.artifacts import OverwriteError, write_bytes, write_json
 
 DEFAULT_TARGETS = ["checkpoints/sdit-small-fmnist", "checkpoints/dit-small-fmnist"]
@@ -45,11 +44,6 @@ def _check_outputs(out: Path, overwrite: bool) -> None:
     for path in _outputs(out):
         if path.exists() and not overwrite:
             fail(f"{path} exists; pass --overwrite to replace it")
-
-
-def _params(model: Any) -> tuple[int, int]:
-    params = list(model.parameters())
-    return sum(p.numel() for p in params if p.requires_grad), sum(p.numel() for p in params)
 
 
 def _provenance(target: str) -> dict[str, Any] | None:
@@ -91,24 +85,6 @@ def _device() -> str:
     import torch
 
     return f"CPU ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads) for counting"
-
-
-def _measure(target: str, device: str, batch_size: int, steps: int, seed: int, min_window_s: float,
-             idle_s: float) -> tuple[dict[str, Any] | None, str | None]:
-    from profiling.measure import measure_sampling
-    from sdit.diffusion import Diffusion
-    from sdit.targets import load_target
-
-    meter = make_meter(device)
-    if not meter.available:
-        return None, meter.reason
-    try:
-        model = load_target(target, device=device).model
-        result = measure_sampling(model, Diffusion(), batch_size, steps, meter, min_window_s=min_window_s,
-                                  idle_s=idle_s, seed=seed)
-    finally:
-        meter.close()
-    return result.to_dict(), None
 
 
 def _samples(model: Any, num: int, workload: Workload) -> bytes:
@@ -179,38 +155,31 @@ def compare_cmd(
     except CostsError as err:
         fail(str(err))
 
-    models: list[ModelStudy] = []
+    loaded = [load_target_or_fail(t, "its counts come from untrained weights") for t in targets]
+    try:
+        comparison = compare(loaded, workload, costs=presets, conventions=conventions, measure=measure,
+                             device=device, min_window_s=min_window_s, idle_s=idle_s,
+                             progress=lambda line: typer.echo(line, err=True))
+    except (UnsupportedOpError, UnknownNeuronError) as err:
+        fail(str(err), DATA_ERROR)
     grids: dict[str, tuple[bytes, str]] = {}
-    for target in targets:
-        loaded = load_target_or_fail(target, "its counts come from untrained weights")
-        try:
-            profile = profile_workload(loaded.model, workload, name=target)
-        except (UnsupportedOpError, UnknownNeuronError) as err:
-            fail(str(err), DATA_ERROR)
-        measured, reason = None, "not requested (pass --measure)"
-        if measure:
-            try:
-                measured, reason = _measure(target, device, batch_size, workload.model_calls, seed,
-                                            min_window_s, idle_s)
-            except MeterError as err:
-                reason = f"measurement failed: {err}"
-        trainable, total = _params(loaded.model)
-        models.append(ModelStudy(label=target, kind=loaded.model.config.kind, description=loaded.description,
-                                 params_trainable=trainable, params_total=total, profile=profile,
-                                 provenance=_provenance(target), measured=measured, measured_reason=reason))
-        if samples and workload.is_sampling:
-            grids[target] = (_samples(loaded.model, samples, workload),
-                             f"{target}: {samples} samples drawn in this run with the counted sampler "
-                             f"({workload.label().rsplit(', batch', 1)[0]}, seed {seed}; {loaded.description})")
-    study = study_from_profiles(models, presets, conventions=tuple(conventions), headline_preset=presets[0].name,
-                                headline_convention=conventions[0])
+    if samples and workload.is_sampling:
+        for target in loaded:
+            typer.echo(f"sampling {samples} images from {target.label}: {workload.label()}", err=True)
+            grids[target.label] = (_samples(target.model, samples, workload),
+                                   f"{target.label}: {samples} samples drawn in this run with the counted sampler "
+                                   f"({workload.label().rsplit(', batch', 1)[0]}, seed {seed}; "
+                                   f"{target.description})")
+    study = study_from_comparison(comparison, {t.label: t.description for t in loaded},
+                                  {t.label: _provenance(t.label) for t in loaded},
+                                  headline_preset=presets[0].name, headline_convention=conventions[0])
     run = RunInfo(command=shlex.join(["sdit", *sys.argv[1:]]) if Path(sys.argv[0]).name in ("sdit", "main.py")
                   else shlex.join(sys.argv), created=datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S UTC"),
                   versions=_versions(), device=_device(), git_revision=_git_revision(), seed=seed, samples=grids)
     page = build_page(study, run)
     _print(study, Console())
     try:
-        write_json(out / COMPARISON, page.data["comparison"], overwrite=overwrite)
+        write_json(out / COMPARISON, comparison.to_dict(), overwrite=overwrite)
         frames = tables_of(page)
         for name, frame in frames.items():
             write_bytes(out / "tables" / f"{name}.csv", frame_csv(frame).encode(), overwrite=True)

@@ -181,3 +181,61 @@ def study_from_profiles(
         headline_convention=headline_convention, energy_rows=energy, layer_energy_rows=layers,
         step_energy_rows=steps, sweep_rows=sweep, break_even_rows=breaks, layer_step_rows=layer_steps,
     )
+
+
+def study_from_comparison(
+    comparison: Any,
+    descriptions: dict[str, str] | None = None,
+    provenance: dict[str, dict[str, Any] | None] | None = None,
+    headline_preset: str | None = None,
+    headline_convention: str | None = None,
+) -> Study:
+    """The report's view of a :class:`profiling.compare.Comparison`: its numbers, regrouped, none recomputed.
+
+    Args:
+        comparison: The study (``Comparison``, or its ``to_dict()`` read back with ``Comparison.from_dict``).
+        descriptions: Target name -> what it is (e.g. ``sdit-small at step 21500 (EMA weights)``).
+        provenance: Target name -> its shipped ``provenance.json``.
+        headline_preset: Default the comparison's first preset.
+        headline_convention: Default ``paper`` when compared, else the first convention.
+
+    Raises:
+        ValueError: fewer than two targets, or a headline not in the comparison.
+    """
+    if len(comparison.targets) < 2:
+        raise ValueError("a comparison needs two or more models")
+    descriptions, provenance = descriptions or {}, provenance or {}
+    conventions = list(comparison.conventions)
+    headline_preset = headline_preset or comparison.costs[0].name
+    headline_convention = headline_convention or ("paper" if "paper" in conventions else conventions[0])
+    if headline_preset not in {c.name for c in comparison.costs} or headline_convention not in conventions:
+        raise ValueError("the headline preset and convention must be among those compared")
+    models, energy, layers, steps, sweep, layer_steps = [], [], [], [], [], []
+    for t in comparison.targets:
+        models.append(ModelStudy(
+            label=t.name, kind=t.kind, description=descriptions.get(t.name, t.source),
+            params_trainable=t.params["trainable"], params_total=t.params["total"], profile=t.profile,
+            provenance=provenance.get(t.name), measured=t.measured, measured_reason=t.measured_reason))
+        for te in t.estimates:
+            est = te.estimate
+            key = {"model": t.name, "preset": te.costs, "convention": te.convention}
+            energy.append({**key, "energy_j": est.total_j,
+                           "undefined": "; ".join(est.undefined.values()) if est.total_j is None else ""})
+            layers += [{**key, "layer": name, "energy_j": e["total_j"]} for name, e in est.layers.items()]
+            steps += [{**key, "step": s.index, "t": s.t, "energy_j": e["total_j"]}
+                      for s, e in zip(t.profile.steps, est.per_step, strict=True)]
+            if t.spiking and est.counts["convertible"]:
+                sweep += [{**key, **row} for row in te.sweep]
+        layer_steps += [{"model": t.name, "layer": r.layer, "step": r.step, "t": r.t, "spikes": r.spikes,
+                         "neuron_updates": r.neuron_updates, "firing_rate": r.firing_rate}
+                        for r in t.profile.layer_steps if r.neuron_updates]
+    breaks = [{"model": b.model, "baseline": b.baseline, "preset": b.costs, "convention": b.convention,
+               "baseline_j": b.baseline_j, "firing_rate": b.firing_rate, "reason": b.reason}
+              for b in comparison.break_even]
+    return Study(
+        models=models, workload=comparison.workload, presets=[preset_info(c) for c in comparison.costs],
+        conventions=dict(comparison.conventions), headline_preset=headline_preset,
+        headline_convention=headline_convention, energy_rows=energy, layer_energy_rows=layers,
+        step_energy_rows=steps, sweep_rows=sweep, break_even_rows=breaks, layer_step_rows=layer_steps,
+        source=comparison.to_dict(),
+    )

@@ -96,12 +96,15 @@ def measured_table(study: Study) -> pd.DataFrame:
     rows = []
     for m in study.models:
         got = m.measured or {}
-        meas = got.get("measurement", {}) if got else {}
+        meas = got.get("measurement") or {}
         rows.append({
             "model": m.label,
             "measured_uJ_per_image": None if not got else got["energy_j_per_image"] * UJ,
-            "method": meas.get("method"), "idle_power_W": meas.get("idle_power_w"),
-            "mean_power_W": meas.get("mean_power_w"), "window_s": meas.get("window_s", meas.get("seconds")),
+            "above_idle_uJ_per_image": _uj(got.get("energy_above_idle_j_per_image")),
+            "method": got.get("method", meas.get("method")), "device": got.get("device"),
+            "idle_power_W": got.get("idle_power_w", meas.get("idle_power_w")),
+            "mean_power_W": meas.get("mean_power_w"), "window_s": got.get("window_s", meas.get("time_s")),
+            "repeats": got.get("repeats", meas.get("repeats")),
             "reason_unmeasured": None if got else (m.measured_reason or "not measured"),
         })
     return pd.DataFrame(rows)

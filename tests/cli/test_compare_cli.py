@@ -20,8 +20,9 @@ def test_compare_writes_report_json_and_csv_and_refuses_to_overwrite(tmp_path: P
     assert result.exit_code == 0, result.output
     assert result.stdout.strip().splitlines()[-1] == f"report: {out / 'report.html'}"
     data = json.loads((out / "comparison.json").read_text())
-    assert [m["label"] for m in data["models"]] == ["sdit-tiny", "dit-tiny"]
-    assert data["headline_preset"] == "45nm-int8"
+    assert [t["name"] for t in data["targets"]] == ["sdit-tiny", "dit-tiny"]
+    assert [c["name"] for c in data["costs"]] == ["45nm-int8", "45nm-fp32"]
+    assert list(data["conventions"]) == ["paper", "strict", "block", "spikformer"]
     assert data["workload"] == {"kind": "ddim", "timestep": None, "steps": 2, "eta": 1.0, "batch_size": 1, "seed": 0}
     comp = pd.read_csv(out / "tables" / "comparison.csv").set_index("model")
     assert comp.loc["dit-tiny", "macs_per_image_strict"] == 2 * 499_712

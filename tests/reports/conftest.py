@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import pytest
 
+from profiling.compare import Comparison, compare
+from profiling.energy import COST_PRESETS
 from profiling.records import Workload
 from profiling.workloads import profile_workload
 from reports.page import RunInfo
-from reports.study import ModelStudy, Study, study_from_profiles
+from reports.study import ModelStudy, Study, study_from_comparison
 from sdit.targets import load_target
 
 TINY = ("sdit-tiny", "dit-tiny")
@@ -27,8 +29,13 @@ def tiny_models(steps: int = 2) -> list[ModelStudy]:
 
 
 @pytest.fixture(scope="session")
-def tiny_study() -> Study:
-    return study_from_profiles(tiny_models())
+def tiny_comparison() -> Comparison:
+    return compare(list(TINY), Workload.ddim(2), costs=list(COST_PRESETS))
+
+
+@pytest.fixture(scope="session")
+def tiny_study(tiny_comparison: Comparison) -> Study:
+    return study_from_comparison(tiny_comparison)
 
 
 @pytest.fixture()

@@ -9,6 +9,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from profiling.compare import Comparison
 from reports import tables
 from reports.html import render_page, write_page
 from reports.page import RunInfo, build_page
@@ -71,18 +72,23 @@ def test_tables_carry_the_study_numbers(tiny_study: Study) -> None:
     assert energy.loc[("dit-tiny", "loihi", "strict"), "undefined"].startswith("not defined by loihi")
 
 
-def test_page_numbers_read_back_equal_the_study(tiny_study: Study, run_info: RunInfo) -> None:
+def test_page_numbers_read_back_equal_the_comparison(tiny_comparison: Comparison, tiny_study: Study,
+                                                    run_info: RunInfo) -> None:
     text = render_page(build_page(tiny_study, run_info))
     data = _embedded(text)
-    assert data["comparison"] == json.loads(json.dumps(tiny_study.to_dict()))
+    assert Comparison.from_dict(data["comparison"]).to_dict() == tiny_comparison.to_dict()
     comp = pd.read_csv(io.StringIO(data["files"]["tables/comparison.csv"])).set_index("model")
-    for m in tiny_study.models:
-        assert comp.loc[m.label, "params_trainable"] == m.params_trainable
-        assert comp.loc[m.label, "macs_per_image_strict"] == m.profile.per_image["macs"]
-        for conv in tiny_study.conventions:
-            for preset in ("45nm-fp32",):
-                assert comp.loc[m.label, f"energy_uJ_per_image_{conv}_{preset}"] == pytest.approx(
-                    tiny_study.energy_j(m.label, preset, conv) * 1e6, rel=1e-15)
+    for t in tiny_comparison.targets:
+        assert comp.loc[t.name, "params_trainable"] == t.params["trainable"]
+        assert comp.loc[t.name, "params_total"] == t.params["total"]
+        assert comp.loc[t.name, "macs_per_image_strict"] == t.profile.per_image["macs"]
+        for conv in tiny_comparison.conventions:
+            assert comp.loc[t.name, f"energy_uJ_per_image_{conv}_45nm-fp32"] == pytest.approx(
+                t.estimate("45nm-fp32", conv).total_j * 1e6, rel=1e-15)
+    layers = pd.read_csv(io.StringIO(data["files"]["tables/layers.csv"]))
+    sdit = tiny_comparison.target("sdit-tiny").estimate("45nm-fp32", "paper")
+    sel = layers[layers.model == "sdit-tiny"].set_index("layer")["energy_uJ_paper_45nm-fp32"]
+    assert {k: v for k, v in sel.items()} == pytest.approx({k: e["total_j"] * 1e6 for k, e in sdit.layers.items()})
     energy = pd.read_csv(io.StringIO(data["files"]["tables/preset_energy.csv"]))
     for row in energy.itertuples():
         want = tiny_study.energy_j(row.model, row.preset, row.convention)
@@ -91,8 +97,8 @@ def test_page_numbers_read_back_equal_the_study(tiny_study: Study, run_info: Run
         else:
             assert row.energy_uJ_per_image == pytest.approx(want * 1e6, rel=1e-15)
     be = pd.read_csv(io.StringIO(data["files"]["tables/break_even.csv"]))
-    expected = {(r["preset"], r["convention"]): r["firing_rate"] for r in tiny_study.break_even_rows}
-    assert len(be) == len(expected) == len(tiny_study.presets) * len(tiny_study.conventions)
+    expected = {(b.costs, b.convention): b.firing_rate for b in tiny_comparison.break_even}
+    assert len(be) == len(expected) == len(tiny_comparison.costs) * len(tiny_comparison.conventions)
     for row in be.itertuples():
         want = expected[(row.preset, row.convention)]
         if want is None:
