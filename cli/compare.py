@@ -26,7 +26,7 @@ from reports import tables
 from reports.html import frame_csv, tables_of, write_page
 from reports.page import RunInfo, build_page
 from reports.study import CONVENTION_TEXT, study_from_comparison
-from sdit.artifacts import OverwriteError, write_bytes, write_json
+from sdit.artifacts import OverwriteError, write_bytes
 
 DEFAULT_TARGETS = ["checkpoints/sdit-small-fmnist", "checkpoints/dit-small-fmnist"]
 REPORT, COMPARISON = "report.html", "comparison.json"
@@ -179,7 +179,9 @@ def compare_cmd(
     page = build_page(study, run)
     _print(study, Console())
     try:
-        write_json(out / COMPARISON, comparison.to_dict(), overwrite=overwrite)
+        # Not write_json: it sorts keys, and the order of presets and conventions is data (first = headline).
+        text = json.dumps(comparison.to_dict(), indent=2) + "\n"
+        write_bytes(out / COMPARISON, text.encode(), overwrite=overwrite)
         frames = tables_of(page)
         for name, frame in frames.items():
             write_bytes(out / "tables" / f"{name}.csv", frame_csv(frame).encode(), overwrite=True)
