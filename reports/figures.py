@@ -26,11 +26,11 @@ def _e(text: Any) -> str:
 
 
 def _layout(fig: go.Figure, title: str, x_title: str, y_title: str, **extra: Any) -> go.Figure:
-    fig.update_layout(
-        title={"text": _e(title), "x": 0.0, "xanchor": "left", "font": {"size": 14}},
-        template="plotly_white", font={"family": "system-ui, sans-serif", "size": 12},
-        margin={"l": 70, "r": 20, "t": 50, "b": 60}, legend={"orientation": "h", "y": -0.25},
-        xaxis_title=_e(x_title), yaxis_title=_e(y_title), **extra)
+    layout = {"title": {"text": _e(title), "x": 0.0, "xanchor": "left", "font": {"size": 14}},
+              "template": "plotly_white", "font": {"family": "system-ui, sans-serif", "size": 12},
+              "margin": {"l": 70, "r": 20, "t": 50, "b": 60}, "legend": {"orientation": "h", "y": -0.25},
+              "xaxis_title": _e(x_title), "yaxis_title": _e(y_title)}
+    fig.update_layout(**{**layout, **extra})
     return fig
 
 
@@ -54,7 +54,8 @@ def role_bars(roles: pd.DataFrame, value: str, title: str, y_title: str, models:
         fig.add_trace(go.Bar(name=_e(model), x=[_e(r) for r in present],
                              y=[_f(sel[value].get(r)) if r in sel.index else 0.0 for r in present],
                              marker_color=_colour(i)))
-    return _layout(fig, title, "role", y_title, barmode="group")
+    return _layout(fig, title, "role", y_title, barmode="group", height=460,
+                   legend={"orientation": "h", "y": 1.02, "yanchor": "bottom"}, margin={"l": 70, "r": 20, "t": 90})
 
 
 def layer_bars(layers: pd.DataFrame, value: str, title: str, y_title: str, models: list[str],
@@ -68,7 +69,8 @@ def layer_bars(layers: pd.DataFrame, value: str, title: str, y_title: str, model
         fig.add_trace(go.Bar(name=_e(model), x=[[_e(r) for r in sel["role"]], [_e(n) for n in sel["layer"]]],
                              y=[_f(v) for v in sel[value]], marker_color=_colour(i),
                              hovertemplate="%{x}<br>%{y:.4g}<extra>" + _e(model) + "</extra>"))
-    fig = _layout(fig, title, "role / layer", y_title, barmode="group", height=480)
+    fig = _layout(fig, title, "role / layer", y_title, barmode="group", height=900,
+                  legend={"orientation": "h", "y": 1.02, "yanchor": "bottom"}, margin={"l": 70, "r": 20, "t": 90})
     if log:
         fig.update_yaxes(type="log")
     return fig
@@ -89,7 +91,8 @@ def ops_bars(layers: pd.DataFrame, convention: str, models: list[str]) -> go.Fig
                                  opacity=1.0 if j == 0 else 0.55,
                                  marker_pattern_shape="" if j == 0 else "/"))
     fig = _layout(fig, f"MACs and ACs per layer per image ({convention} convention)", "role / layer",
-                  "operations per image (log scale)", barmode="group", height=480)
+                  "operations per image (log scale)", barmode="group", height=900,
+                  legend={"orientation": "h", "y": 1.02, "yanchor": "bottom"}, margin={"l": 70, "r": 20, "t": 90})
     fig.update_yaxes(type="log")
     return fig
 

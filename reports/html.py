@@ -67,7 +67,7 @@ class Table:
     frame: pd.DataFrame
     caption: str
     data_name: str
-    number_format: str = ",.4g"
+    number_format: str = ",.5g"
     highlight_rows: tuple[int, ...] = ()
 
 
@@ -160,6 +160,8 @@ def format_value(value: Any, number_format: str = ",.4g") -> str:
     if isinstance(value, int):
         return f"{value:,}"
     if isinstance(value, float):
+        if value.is_integer() and abs(value) < 1e15:  # a count held as float (a column with gaps)
+            return f"{int(value):,}"
         return format(value, number_format)
     return str(value)
 
