@@ -1,9 +1,17 @@
-"""Profiler overhead: profiled forward time / plain forward time, ours and spikingjelly's.
+"""Profiler overhead, ratios measured in one run on the same model and input, interleaved, warm, median.
 
-Measured in one run on the same model and input, interleaved, warm, median of
-repeats. Target: ours at most 1.5x on sdit-mnist, batch 4.
+1. One forward: profiled forward time / plain forward time, ours and spikingjelly's op counter
+   (target: ours at most 1.5x on sdit-mnist, batch 4).
+2. A whole sampling run: a profiled DDIM run (``profile_workload`` of ``Workload.ddim``) / the same
+   plain sampling run (``sdit.diffusion.sample``, same seed, same trajectory), for each preset and
+   batch size asked (default sdit-small and dit-small at batch 1 and 16, DDIM 50; target: at most
+   1.5x everywhere).
 
     .venv/bin/python bench/profile_overhead.py [--preset sdit-mnist] [--batch-size 4] [--repeats 5]
+    .venv/bin/python bench/profile_overhead.py --skip-forward --sampling-presets sdit-small dit-small \\
+        --sampling-batches 1 16 --steps 50 --sampling-repeats 3
+
+CPU timings on a shared machine are noisy: compare ratios from one run, not across runs.
 """
 
 from __future__ import annotations
@@ -17,6 +25,9 @@ from collections.abc import Callable
 import torch
 
 from profiling.counter import LayerCounter
+from profiling.records import Workload
+from profiling.workloads import profile_workload
+from sdit.diffusion import Diffusion, sample
 from sdit.models import build_model
 
 
@@ -26,21 +37,26 @@ def _time(fn: Callable[[], object]) -> float:
     return time.perf_counter() - start
 
 
-def main() -> None:
-    logging.getLogger("torch._library.triton").setLevel(logging.ERROR)
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--preset", default="sdit-mnist")
-    parser.add_argument("--batch-size", type=int, default=4)
-    parser.add_argument("--repeats", type=int, default=5)
-    args = parser.parse_args()
+def _interleaved(methods: dict[str, Callable[[], object]], repeats: int) -> dict[str, float]:
+    """Median seconds per method: one warm-up call each, then ``repeats`` interleaved rounds."""
+    times: dict[str, list[float]] = {name: [] for name in methods}
+    with torch.no_grad():
+        for fn in methods.values():
+            fn()
+        for _ in range(repeats):
+            for name, fn in methods.items():
+                times[name].append(_time(fn))
+    return {name: statistics.median(values) for name, values in times.items()}
 
+
+def forward_overhead(preset: str, batch_size: int, repeats: int) -> None:
     from spikingjelly.activation_based.op_counter import ACCounter, DispatchCounterMode, MACCounter, SynOpCounter
 
     torch.manual_seed(0)
-    model = build_model(args.preset).eval()
+    model = build_model(preset).eval()
     cfg = model.config
-    x = torch.randn(args.batch_size, cfg.in_channels, cfg.image_size, cfg.image_size)
-    t = torch.full((args.batch_size,), 500)
+    x = torch.randn(batch_size, cfg.in_channels, cfg.image_size, cfg.image_size)
+    t = torch.full((batch_size,), 500)
 
     def plain() -> None:
         model(x, t)
@@ -57,19 +73,56 @@ def main() -> None:
         for c in counters:
             c.get_total()
 
-    methods = {"plain": plain, "ours": ours, "spikingjelly": spikingjelly}
-    times: dict[str, list[float]] = {name: [] for name in methods}
-    with torch.no_grad():
-        for fn in methods.values():  # warm-up
-            fn()
-        for _ in range(args.repeats):
-            for name, fn in methods.items():
-                times[name].append(_time(fn))
-    base = statistics.median(times["plain"])
-    print(f"# {args.preset}, batch {args.batch_size}, {torch.get_num_threads()} threads, "
-          f"median of {args.repeats}; plain forward {base * 1e3:.1f} ms")
+    med = _interleaved({"plain": plain, "ours": ours, "spikingjelly": spikingjelly}, repeats)
+    print(f"# forward: {preset}, batch {batch_size}, {torch.get_num_threads()} threads, median of {repeats}; "
+          f"plain forward {med['plain'] * 1e3:.1f} ms")
     for name in ("ours", "spikingjelly"):
-        print(f"{name}: {statistics.median(times[name]) / base:.2f}x")
+        print(f"{name}: {med[name] / med['plain']:.2f}x")
+
+
+def _sampling_case(model: torch.nn.Module, preset: str, batch: int, steps: int, repeats: int) -> None:
+    cfg = model.config
+    work = Workload.ddim(steps, batch_size=batch)
+    shape = (batch, cfg.in_channels, cfg.image_size, cfg.image_size)
+
+    def plain() -> None:
+        sample(model, Diffusion(), shape, method="ddim", num_steps=steps, seed=work.seed)
+
+    def profiled() -> None:
+        profile_workload(model, work, name=preset)
+
+    med = _interleaved({"plain": plain, "profiled": profiled}, repeats)
+    print(f"{preset}, {batch}, {med['plain']:.3f}, {med['profiled']:.3f}, {med['profiled'] / med['plain']:.2f}x",
+          flush=True)
+
+
+def sampling_overhead(presets: list[str], batches: list[int], steps: int, repeats: int) -> None:
+    print(f"# sampling: DDIM {steps} steps, eta 0, {torch.get_num_threads()} threads, median of {repeats}; "
+          "ratio = profiled run / plain run of the same workload")
+    print("preset, batch, plain s, profiled s, ratio")
+    for preset in presets:
+        torch.manual_seed(0)
+        model = build_model(preset).eval()
+        for batch in batches:
+            _sampling_case(model, preset, batch, steps, repeats)
+
+
+def main() -> None:
+    logging.getLogger("torch._library.triton").setLevel(logging.ERROR)
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--preset", default="sdit-mnist")
+    parser.add_argument("--batch-size", type=int, default=4)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--skip-forward", action="store_true", help="Only the sampling-run ratios.")
+    parser.add_argument("--sampling-presets", nargs="*", default=["sdit-small", "dit-small"])
+    parser.add_argument("--sampling-batches", nargs="*", type=int, default=[1, 16])
+    parser.add_argument("--steps", type=int, default=50, help="DDIM steps of the sampling runs.")
+    parser.add_argument("--sampling-repeats", type=int, default=3)
+    args = parser.parse_args()
+    if not args.skip_forward:
+        forward_overhead(args.preset, args.batch_size, args.repeats)
+    if args.sampling_presets:
+        sampling_overhead(args.sampling_presets, args.sampling_batches, args.steps, args.sampling_repeats)
 
 
 if __name__ == "__main__":

@@ -18,6 +18,7 @@ counts stay on the device until :meth:`LayerCounter.finish`, which synchronises 
 from __future__ import annotations
 
 import contextlib
+import weakref
 from collections import defaultdict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -27,8 +28,6 @@ import torch
 from spikingjelly.activation_based import neuron as sj_neuron
 from torch import Tensor, nn
 from torch.utils._python_dispatch import TorchDispatchMode, _get_current_dispatch_mode, _pop_mode_temporarily
-from torch.utils._pytree import tree_flatten
-from torch.utils.weak import WeakTensorKeyDictionary
 
 from profiling.records import COLUMNS, NEURON_COLUMNS, UnsupportedOp
 from profiling.rules import FREE_OPS, RULES, SPIKE_PRESERVING, Counts, op_base_name
@@ -112,20 +111,26 @@ class LayerCounter:
         self.model = model
         self.strict = strict
         self.neuron_types = KNOWN_NEURONS + tuple(neuron_types)
-        self.names: dict[int, str] = {id(m): (name or ROOT) for name, m in model.named_modules()}
-        self.kinds: dict[str, str] = {(name or ROOT): type(m).__name__ for name, m in model.named_modules()}
-        for name, module in model.named_modules():
+        modules = list(model.named_modules())
+        self.names: dict[int, str] = {id(m): (name or ROOT) for name, m in modules}
+        self.kinds: dict[str, str] = {(name or ROOT): type(m).__name__ for name, m in modules}
+        for name, module in modules:
             if isinstance(module, sj_neuron.BaseNode) and not isinstance(module, self.neuron_types):
                 raise UnknownNeuronError(
                     f"{name}: neuron type {type(module).__name__} has no cost model; "
                     f"known: {', '.join(t.__name__ for t in self.neuron_types)} (pass neuron_types= to add one)"
                 )
         self.kinds[OUTSIDE] = "outside model"
-        self.in_spiking_block = _spiking_block_members(model, self.neuron_types)
-        self.blocks = spiking_blocks(model, self.neuron_types)
+        self.in_spiking_block = _spiking_block_members(modules, self.neuron_types)
+        self.blocks = spiking_blocks(model, self.neuron_types, modules)
+        self.has_neurons = any(isinstance(m, self.neuron_types) for _, m in modules)
         self._stack: list[str] = []
         self._paused: list[contextlib.AbstractContextManager[Any] | None] = []
-        self._spikes: WeakTensorKeyDictionary = WeakTensorKeyDictionary()
+        # Spike tensors by id, each with a weak reference whose callback drops the entry when the
+        # tensor dies (so an id reused by a new tensor never reads as spikes).
+        self._spikes: dict[int, weakref.ref] = {}
+        self._spike_test = self._is_spike if self.has_neurons else _never
+        self._plan: dict[Any, tuple[int, Any]] = {}  # aten op -> (what to do, rule), decided once per op
         self._last_neuron: str | None = None
         self._steps: list[tuple[dict[str, Any], dict[str, LayerTally]]] = []
         self._current: dict[str, LayerTally] | None = None
@@ -209,7 +214,7 @@ class LayerCounter:
         tally.add({"spikes": per_step.sum(), "neuron_updates": out.numel()})
         tally.spikes_per_step.append(per_step)
         tally.steps += steps
-        self._spikes[out] = True
+        self._mark_spikes(out)
         self._last_neuron = name
 
     # ---- ops ---------------------------------------------------------------------
@@ -221,29 +226,48 @@ class LayerCounter:
         return self._current[name]
 
     def _is_spike(self, x: Any) -> bool:
-        return isinstance(x, Tensor) and x in self._spikes
+        ref = self._spikes.get(id(x))
+        return ref is not None and ref() is x
 
-    def _on_op(self, func: Any, args: Any, kwargs: Any, out: Any) -> None:
-        name = self._stack[-1] if self._stack else OUTSIDE
-        base = op_base_name(func)
+    def _mark_spikes(self, t: Tensor) -> None:
+        key = id(t)
+        spikes = self._spikes
+        spikes[key] = weakref.ref(t, lambda _ref, key=key: spikes.pop(key, None))
+
+    def _plan_of(self, func: Any) -> tuple[int, Any]:
         rule = RULES.get(func)
         if rule is not None:
-            counts = rule(args, kwargs, out, self._is_spike)
-            tally = self._tally(name)
+            return _RULE, rule
+        base = op_base_name(func)
+        if base in SPIKE_PRESERVING:
+            return _PRESERVING, None
+        if base in FREE_OPS:
+            return _FREE, None
+        return _UNSUPPORTED, None
+
+    def _on_op(self, func: Any, args: Any, kwargs: Any, out: Any) -> None:
+        plan = self._plan.get(func)
+        if plan is None:
+            plan = self._plan[func] = self._plan_of(func)
+        what, rule = plan
+        if what == _RULE:
+            counts = rule(args, kwargs, out, self._spike_test)
+            tally = self._tally(self._stack[-1] if self._stack else OUTSIDE)
             tally.add(counts)
             dense = counts.get("dense_macs")
             if dense:
                 tally.upstream[self._last_neuron] += int(dense)
             return
-        if base in SPIKE_PRESERVING:
-            inputs = [a for a in tree_flatten((args, kwargs))[0] if isinstance(a, Tensor)]
-            if inputs and all(self._is_spike(a) for a in inputs):
-                for o in tree_flatten(out)[0]:
-                    if isinstance(o, Tensor):
-                        self._spikes[o] = True
+        if what == _PRESERVING:
+            if self.has_neurons and self._spikes:
+                inputs = _tensors(args, kwargs)
+                if inputs and all(self._is_spike(a) for a in inputs):
+                    for o in _tensors(out):
+                        self._mark_spikes(o)
             return
-        if base in FREE_OPS:
+        if what == _FREE:
             return
+        name = self._stack[-1] if self._stack else OUTSIDE
         op = str(func)
         if self.strict:
             raise UnsupportedOpError(f"no counting rule for {op} (in layer {name}); strict mode")
@@ -271,9 +295,9 @@ class LayerCounter:
         for meta, layers in self._steps:
             out_layers = {}
             for name, tally in layers.items():
-                record: dict[str, Any] = {"kind": tally.kind}
-                for column in COLUMNS:
-                    record[column] = sum(resolved(v) for v in tally.counts.get(column, []))
+                record: dict[str, Any] = {"kind": tally.kind, **dict.fromkeys(COLUMNS, 0)}
+                for column, values in tally.counts.items():
+                    record[column] = sum(map(resolved, values))
                 per_step = [resolved(v) for v in tally.spikes_per_step]
                 record["spikes_per_step"] = _sum_by_step(per_step)
                 record["steps"] = tally.steps
@@ -282,6 +306,27 @@ class LayerCounter:
             steps.append((meta, out_layers))
         unsupported = [UnsupportedOp(op=op, count=c, layers=list(ls)) for op, (c, ls) in self._unsupported.items()]
         return steps, unsupported
+
+
+_RULE, _PRESERVING, _FREE, _UNSUPPORTED = range(4)
+
+
+def _never(x: Any) -> bool:
+    """The spike test of a model without neurons: nothing is spikes."""
+    return False
+
+
+def _tensors(*trees: Any) -> list[Tensor]:
+    """Tensors among ``trees`` and one level of lists / tuples / dict values in them (what aten ops take)."""
+    out: list[Tensor] = []
+    for tree in trees:
+        items = tree.values() if isinstance(tree, dict) else tree if isinstance(tree, list | tuple) else (tree,)
+        for item in items:
+            if isinstance(item, Tensor):
+                out.append(item)
+            elif isinstance(item, list | tuple):
+                out.extend(x for x in item if isinstance(x, Tensor))
+    return out
 
 
 def _resolve(pending: list[Tensor]) -> Callable[[Any], Any]:
@@ -314,16 +359,29 @@ def _sum_by_step(per_call: list[list[int]]) -> list[int]:
     return [v for c in per_call for v in c]
 
 
-def spiking_blocks(model: nn.Module, neuron_types: tuple[type[nn.Module], ...]) -> dict[str, str]:
+Named = list[tuple[str, nn.Module]]
+
+
+def _neuron_holders(modules: Named, neuron_types: tuple[type[nn.Module], ...]) -> set[str]:
+    """Names (below the root) of the modules that hold a neuron: every neuron and each of its ancestors."""
+    holders: set[str] = set()
+    for name, m in modules:
+        if name and isinstance(m, neuron_types):
+            parts = name.split(".")
+            holders.update(".".join(parts[:i]) for i in range(1, len(parts) + 1))
+    return holders
+
+
+def spiking_blocks(model: nn.Module, neuron_types: tuple[type[nn.Module], ...],
+                   modules: Named | None = None) -> dict[str, str]:
     """Module name -> the spiking block holding it: its outermost ancestor-or-self below the root
     that holds a neuron and is not a ModuleList / ModuleDict (those only group blocks)."""
-    holders = {
-        name for name, m in model.named_modules()
-        if name and not isinstance(m, nn.ModuleList | nn.ModuleDict)
-        and any(isinstance(s, neuron_types) for s in m.modules())
-    }
+    named = list(model.named_modules()) if modules is None else modules
+    by_name = dict(named)
+    holders = {n for n in _neuron_holders(named, neuron_types)
+               if not isinstance(by_name[n], nn.ModuleList | nn.ModuleDict)}
     out = {}
-    for name, _ in model.named_modules():
+    for name in by_name:
         parts = name.split(".") if name else []
         for i in range(1, len(parts) + 1):
             prefix = ".".join(parts[:i])
@@ -333,16 +391,13 @@ def spiking_blocks(model: nn.Module, neuron_types: tuple[type[nn.Module], ...]) 
     return out
 
 
-def _spiking_block_members(model: nn.Module, neuron_types: tuple[type[nn.Module], ...]) -> set[str]:
+def _spiking_block_members(modules: Named, neuron_types: tuple[type[nn.Module], ...]) -> set[str]:
     """Names of modules inside a spiking block: some ancestor below the root holds a neuron."""
-    holders = {
-        name for name, m in model.named_modules()
-        if name and any(isinstance(s, neuron_types) for s in m.modules())
-    }
+    holders = _neuron_holders(modules, neuron_types)
     members = set()
-    for name, _ in model.named_modules():
+    for name, m in modules:
         parts = name.split(".") if name else []
         ancestors = {".".join(parts[:i]) for i in range(1, len(parts))}
-        if ancestors & holders or (name in holders and not isinstance(_, neuron_types)):
+        if ancestors & holders or (name in holders and not isinstance(m, neuron_types)):
             members.add(name)
     return members

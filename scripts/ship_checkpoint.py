@@ -21,7 +21,8 @@ from typing import Any
 
 import torch
 
-from profiling.workloads import profile_sampling
+from profiling.records import Workload
+from profiling.workloads import profile_workload
 from sdit.artifacts import read_jsonl, save_image_grid, write_bytes, write_json
 from sdit.checkpoint import load_checkpoint, load_model, load_training_state, training_state_path
 from sdit.data import DatasetError, ImageSet, load_dataset
@@ -115,7 +116,8 @@ def main() -> None:
     if (args.method, args.steps, args.eta) != ("ddim", 50, 0.0):
         plain = sample(model, Diffusion(), shape, method="ddim", num_steps=50, seed=args.seed)
         grids["samples-ddim50-eta0.png"] = (plain, sampler_label("ddim", 50, 0.0, args.seed))
-    run_profile = profile_sampling(model, name=str(args.dest), sample_steps=50, batch_size=8, seed=args.seed)
+    rate_workload = Workload.ddim(50, batch_size=8, seed=args.seed)  # the firing rates below are of this run
+    run_profile = profile_workload(model, rate_workload, name=str(args.dest))
     rates = {r.name: r.firing_rate for r in run_profile.layers if r.firing_rate is not None}
     per = run_profile.per_image
     test, test_source = load_test_split(meta.dataset, train.get("data_dir"))
@@ -137,6 +139,7 @@ def main() -> None:
         "firing_rate_ema_ddim50": rates or None,
         "mean_firing_rate_ema_ddim50": (per["spikes"] / per["neuron_updates"]) if per["neuron_updates"] else None,
         "firing_rate_note": "spikes / (neurons x T); *_ema_ddim50: EMA weights over a DDIM 50-step run, batch 8",
+        "firing_rate_workload": rate_workload.to_dict(),
         "held_out_eps_mse": held_out_eps_mse(model, test) if test is not None else None,
         "held_out_eps_mse_note": (f"EMA weights; epsilon-MSE on the first {min(64, len(test.images))} images of the "
                                   f"{test_source}, noise seed 0, per timestep t" if test is not None else test_source),

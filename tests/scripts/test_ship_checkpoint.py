@@ -52,6 +52,8 @@ def test_ship_with_stochastic_ddim(run_dir: Path, tmp_path: Path) -> None:
     provenance = json.loads((dest / "provenance.json").read_text())
     assert provenance["steps"] == 4 and provenance["images_seen"] == 32 and provenance["epochs_seen"] == 1.0
     assert provenance["stopped"] == "by hand"
+    assert provenance["firing_rate_workload"] == {"kind": "ddim", "timestep": None, "steps": 50, "eta": 0.0,
+                                                  "batch_size": 8, "seed": 2}
     assert provenance["command"].startswith("sdit train --preset dit-tiny --dataset fashion-mnist --batch-size 8")
     assert provenance["samples"] == ("samples.png: DDIM 3 steps, eta 1, seed 2, EMA weights; "
                                      "samples-ddim50-eta0.png: DDIM 50 steps, eta 0, seed 2, EMA weights")
