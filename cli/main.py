@@ -6,6 +6,7 @@ import logging
 
 import typer
 
+from cli import compare as compare_cli
 from cli import convert, info, sample
 from cli import energy as energy_cli
 from cli import profile as profile_cli
@@ -37,6 +38,7 @@ info.register(app)
 sample.register(app)
 profile_cli.register(app)
 energy_cli.register(app)
+compare_cli.register(app)
 train_cli.register(app)
 convert.register(app)
 table3_cli.register(app)

@@ -2,7 +2,8 @@
 # Set up everything sdit needs on a fresh machine, idempotently:
 #   - the Debian package dataset-fashion-mnist (Fashion-MNIST IDX files), when root or sudo allows;
 #   - a virtual environment in .venv (or $SDIT_VENV) with the pinned stack of requirements.lock;
-#   - with --dev, the pinned test tools of requirements-dev.lock.
+#   - with --dev, the pinned test tools of requirements-dev.lock and the Debian package chromium, the
+#     browser the report's browser test drives through Playwright (Playwright cannot download one here).
 # Usage: bash scripts/setup.sh [--dev]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -15,16 +16,21 @@ for arg in "$@"; do
   esac
 done
 
+# Debian packages: the Fashion-MNIST IDX files always, chromium with --dev; installed only when missing.
 fmnist=/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
-if [ ! -f "$fmnist" ]; then
+debs=()
+[ -f "$fmnist" ] || debs+=(dataset-fashion-mnist)
+if [ "$dev" = 1 ] && ! command -v chromium >/dev/null; then debs+=(chromium); fi
+if [ "${#debs[@]}" -gt 0 ]; then
   if [ "$(id -u)" = 0 ]; then sudo=""; elif command -v sudo >/dev/null && sudo -n true 2>/dev/null; then sudo="sudo -n"; else sudo="none"; fi
   if [ "$sudo" != none ] && command -v apt-get >/dev/null; then
-    echo "setup.sh: installing Debian package dataset-fashion-mnist" >&2
+    echo "setup.sh: installing Debian packages ${debs[*]}" >&2
     $sudo apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq dataset-fashion-mnist >/dev/null
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${debs[@]}" >/dev/null
   else
-    echo "setup.sh: warning: Fashion-MNIST not found at $(dirname "$fmnist") and cannot install" \
-         "dataset-fashion-mnist here (needs apt-get as root); pass --data-dir to commands that train" >&2
+    echo "setup.sh: warning: cannot install Debian packages ${debs[*]} here (needs apt-get as root):" \
+         "without dataset-fashion-mnist pass --data-dir to commands that train;" \
+         "without chromium the report's browser test is skipped" >&2
   fi
 fi
 

@@ -1,0 +1,210 @@
+"""``sdit compare [TARGET ...]``: two or more models over one workload, as an HTML energy report."""
+
+from __future__ import annotations
+
+import json
+import platform
+import shlex
+import sys
+from datetime import UTC, datetime
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import typer
+from rich.console import Console
+from rich.table import Table as RichTable
+
+from cli.common import (
+    DATA_ERROR,
+    MAX_IMAGES,
+    check_number,
+    check_outputs_or_fail,
+    check_seed,
+    fail,
+    load_target_or_fail,
+)
+from profiling.compare import compare
+from profiling.conventions import DEFAULT_CONVENTIONS
+from profiling.counter import UnknownNeuronError, UnsupportedOpError
+from profiling.energy import COST_PRESETS, DEFAULT_COSTS, CostsError, load_costs
+from profiling.records import Workload, WorkloadError
+from reports import tables
+from reports.html import frame_csv, tables_of, write_page
+from reports.page import RunInfo, build_page
+from reports.study import CONVENTION_TEXT, study_from_comparison
+from sdit.artifacts import write_bytes
+from sdit.checkpoint import git_revision
+
+DEFAULT_TARGETS = ["checkpoints/sdit-small-fmnist", "checkpoints/dit-small-fmnist"]
+REPORT, COMPARISON = "report.html", "comparison.json"
+VERSIONED = ("torch", "spikingjelly", "numpy", "pandas", "plotly", "sdit")
+
+
+def _outputs(out: Path) -> list[Path]:
+    return [out / REPORT, out / COMPARISON]
+
+
+def _check_outputs(out: Path, overwrite: bool) -> None:
+    """All output-path checks of the command, before any work (fail unless --overwrite)."""
+    if out.exists() and not out.is_dir():
+        fail(f"--out: {out} is a file, not a directory")
+    check_outputs_or_fail({"--out (report)": out / REPORT, "--out (comparison)": out / COMPARISON}, overwrite)
+    tables_dir = out / "tables"
+    if tables_dir.is_dir() and any(tables_dir.glob("*.csv")) and not overwrite:
+        fail(f"--out: {tables_dir} holds the tables of an earlier report; pass --overwrite to replace them")
+
+
+def _provenance(target: str) -> dict[str, Any] | None:
+    """The shipped checkpoint's ``provenance.json`` (a directory target, or beside a weights file)."""
+    path = Path(target)
+    for candidate in (path / "provenance.json", path.parent / "provenance.json"):
+        if candidate.is_file():
+            try:
+                return json.loads(candidate.read_text())
+            except (OSError, json.JSONDecodeError) as err:
+                return {"error": f"cannot read {candidate}: {err}"}
+    return None
+
+
+def _versions() -> dict[str, str]:
+    out = {"python": platform.python_version()}
+    for name in VERSIONED:
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            out[name] = "not installed"
+    return out
+
+
+def _device() -> str:
+    import torch
+
+    return f"CPU ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads) for counting"
+
+
+def _samples(model: Any, num: int, workload: Workload) -> bytes:
+    """A PNG grid of ``num`` images sampled with the workload's sampler, steps, eta and seed."""
+    import io
+
+    from PIL import Image as PILImage
+
+    from sdit.artifacts import image_grid
+    from sdit.diffusion import Diffusion, sample
+
+    cfg = model.config
+    images = sample(model, Diffusion(), (num, cfg.in_channels, cfg.image_size, cfg.image_size),
+                    method=workload.kind, num_steps=int(workload.steps), seed=workload.seed,
+                    eta=workload.eta)  # (num, C, H, W)
+    grid = image_grid(images)
+    buffer = io.BytesIO()
+    PILImage.fromarray(grid[..., 0] if grid.shape[-1] == 1 else grid).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def compare_cmd(
+    targets: list[str] | None = typer.Argument(
+        None, help="Two or more presets or checkpoints (default: the shipped sdit-small and dit-small)."),
+    batch_size: int = typer.Option(1, "--batch-size", min=1, help="Images per model call while counting."),
+    timestep: int = typer.Option(500, "--timestep", min=0, max=999,
+                                 help="Diffusion timestep of a single forward (with --sample-steps 0)."),
+    sample_steps: int = typer.Option(20, "--sample-steps", min=0, max=1000,
+                                     help="DDIM steps of the sampling run counted; 0 counts one forward."),
+    method: str = typer.Option("ddim", "--method", help="Sampler: ddim or ddpm (1000 steps)."),
+    eta: float = typer.Option(1.0, "--eta", help="DDIM noise scale in [0, 1] (the shipped SDiT samples well with 1)."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the input noise."),
+    costs: list[str] = typer.Option(
+        list(COST_PRESETS), "--costs", help="Cost presets or TOML files (repeat); the first is the headline."),
+    conventions: list[str] = typer.Option(
+        ["paper", *(c for c in DEFAULT_CONVENTIONS if c != "paper")], "--convention",
+        help=f"Conventions to compare (repeat; the first is the headline): {', '.join(CONVENTION_TEXT)}."),
+    samples: int = typer.Option(16, "--samples", min=0, help="Images in each model's sample grid (0: none)."),
+    measure: bool = typer.Option(False, "--measure", help="Also measure GPU energy of sampling (NVML)."),
+    device: str = typer.Option("cuda:0", "--device", help="GPU for --measure."),
+    min_window_s: float = typer.Option(1.0, "--min-window-s", min=0.0, help="Shortest measured window."),
+    idle_s: float = typer.Option(5.0, "--idle-s", min=0.0, help="Seconds of idle-power measurement."),
+    out: Path = typer.Option(Path("out/compare"), "--out", help="Directory for report.html, comparison.json, CSVs."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing report in --out."),
+) -> None:
+    """Compare models over one workload and write a self-contained HTML energy report."""
+    check_number("--batch-size", batch_size, 1, MAX_IMAGES)
+    check_number("--samples", samples, 0, MAX_IMAGES)
+    check_number("--eta", eta, 0, 1)
+    check_number("--min-window-s", min_window_s, 0, 3600)
+    check_number("--idle-s", idle_s, 0, 3600)
+    check_seed("--seed", seed)
+    _check_outputs(out, overwrite)
+    targets = list(targets or DEFAULT_TARGETS)
+    if len(targets) < 2:
+        fail("compare needs two or more targets (presets or checkpoints)")
+    if len(set(targets)) != len(targets):
+        fail("each target may be named once")
+    conventions = list(dict.fromkeys(conventions or ["paper"]))
+    for name in conventions:
+        if name not in CONVENTION_TEXT:
+            fail(f"--convention {name!r}: valid conventions are {', '.join(CONVENTION_TEXT)}")
+    try:
+        if sample_steps == 0:
+            workload = Workload.forward(timestep, batch_size=batch_size, seed=seed)
+        elif method == "ddim":
+            workload = Workload.ddim(sample_steps, eta=eta, batch_size=batch_size, seed=seed)
+        else:
+            workload = Workload(method, eta=eta, batch_size=batch_size, seed=seed)
+    except WorkloadError as err:
+        fail(f"workload: {err}")
+    try:
+        presets = [load_costs(spec) for spec in dict.fromkeys(costs or [DEFAULT_COSTS])]
+    except CostsError as err:
+        fail(str(err))
+
+    loaded = [load_target_or_fail(t, "its counts come from untrained weights") for t in targets]
+    try:
+        comparison = compare(loaded, workload, costs=presets, conventions=conventions, measure=measure,
+                             device=device, min_window_s=min_window_s, idle_s=idle_s,
+                             progress=lambda line: typer.echo(line, err=True))
+    except (UnsupportedOpError, UnknownNeuronError) as err:
+        fail(str(err), DATA_ERROR)
+    grids: dict[str, tuple[bytes, str]] = {}
+    if samples and workload.is_sampling:
+        for target in loaded:
+            typer.echo(f"sampling {samples} images from {target.label}: {workload.label()}", err=True)
+            grids[target.label] = (_samples(target.model, samples, workload),
+                                   f"{target.label}: {samples} samples drawn in this run with the counted sampler "
+                                   f"({workload.label().rsplit(', batch', 1)[0]}, seed {seed}; "
+                                   f"{target.description})")
+    study = study_from_comparison(comparison, {t.label: t.description for t in loaded},
+                                  {t.label: _provenance(t.label) for t in loaded},
+                                  headline_preset=presets[0].name, headline_convention=conventions[0])
+    run = RunInfo(command=shlex.join(["sdit", *sys.argv[1:]]) if Path(sys.argv[0]).name in ("sdit", "main.py")
+                  else shlex.join(sys.argv), created=datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S UTC"),
+                  versions=_versions(), device=_device(), git_revision=git_revision(), seed=seed, samples=grids)
+    page = build_page(study, run)
+    _print(study, Console())
+    # Not write_json: it sorts keys, and the order of presets and conventions is data (first = headline).
+    text = json.dumps(comparison.to_dict(), indent=2) + "\n"
+    write_bytes(out / COMPARISON, text.encode(), overwrite=overwrite)
+    frames = tables_of(page)
+    for name, frame in frames.items():  # checked up front: no earlier tables unless --overwrite
+        write_bytes(out / "tables" / f"{name}.csv", frame_csv(frame).encode(), overwrite=True)
+    report = write_page(page, out / REPORT, overwrite=overwrite)
+    typer.echo(f"wrote {out / COMPARISON} and {len(frames)} CSV tables in {out / 'tables'}")
+    typer.echo(f"report: {report}")
+
+
+def _print(study: Any, console: Console) -> None:
+    """The verdict per convention for each model pair, from the same table the page shows."""
+    sens = tables.sensitivity_table(study)
+    for (model, baseline), rows in sens.groupby(["model", "baseline"], sort=False):
+        table = RichTable(title=f"{model} vs {baseline}: estimated energy per image, {study.workload_label}, "
+                                f"{study.headline_preset}")
+        for column in ("convention", "model uJ/image", "baseline uJ/image", "ratio", "break-even fr"):
+            table.add_column(column, justify="left" if column == "convention" else "right", no_wrap=True)
+        for r in rows.itertuples():
+            be = r.break_even_firing_rate_pct
+            table.add_row(r.convention, f"{r.model_uJ_per_image:,.3f}", f"{r.baseline_uJ_per_image:,.3f}",
+                          f"{r.ratio_model_to_baseline:.3f}", "n/a" if be is None or be != be else f"{be:.2f} %")
+        console.print(table)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("compare")(compare_cmd)

@@ -1,0 +1,205 @@
+"""Plotly figures from the tidy tables of :mod:`reports.tables`: DataFrame in, Figure out.
+
+Plotly reads a subset of HTML in every piece of text (trace names, category labels, titles),
+so all text that reaches a figure goes through :func:`_e` (HTML-escaped: a layer named
+``<b>`` shows as ``<b>``). Every axis says its unit; every title its convention and preset.
+Trace counts are part of the contract (the browser test checks them): each function's
+docstring says how many traces it draws.
+"""
+
+from __future__ import annotations
+
+import html
+from typing import Any
+
+import pandas as pd
+import plotly.graph_objects as go
+
+from reports.tables import ROLES
+
+PALETTE = ("#0969da", "#cf222e", "#1a7f37", "#8250df", "#bf8700", "#57606a", "#e16f24", "#0a3069")
+DASHES = ("solid", "dash", "dot", "dashdot", "longdash", "longdashdot")
+
+
+def _e(text: Any) -> str:
+    return html.escape(str(text), quote=False)
+
+
+def _layout(fig: go.Figure, title: str, x_title: str, y_title: str, **extra: Any) -> go.Figure:
+    layout = {"title": {"text": _e(title), "x": 0.0, "xanchor": "left", "font": {"size": 14}},
+              "template": "plotly_white", "font": {"family": "system-ui, sans-serif", "size": 12},
+              "margin": {"l": 70, "r": 20, "t": 50, "b": 60}, "legend": {"orientation": "h", "y": -0.25},
+              "xaxis_title": _e(x_title), "yaxis_title": _e(y_title)}
+    fig.update_layout(**{**layout, **extra})
+    return fig
+
+
+def _f(value: Any) -> float | None:
+    """A plottable number, or ``None`` (a gap) for a missing or undefined value."""
+    if value is None or pd.isna(value):
+        return None
+    return float(value)
+
+
+def _colour(i: int) -> str:
+    return PALETTE[i % len(PALETTE)]
+
+
+def role_bars(roles: pd.DataFrame, value: str, title: str, y_title: str, models: list[str]) -> go.Figure:
+    """Grouped bars, x = role (in :data:`ROLES` order), one trace per model."""
+    fig = go.Figure()
+    present = [r for r in ROLES if r in set(roles["role"])]
+    for i, model in enumerate(models):
+        sel = roles[roles.model == model].set_index("role")
+        fig.add_trace(go.Bar(name=_e(model), x=[_e(r) for r in present],
+                             y=[_f(sel[value].get(r)) if r in sel.index else 0.0 for r in present],
+                             marker_color=_colour(i)))
+    return _layout(fig, title, "role", y_title, barmode="group", height=460,
+                   legend={"orientation": "h", "y": 1.02, "yanchor": "bottom"}, margin={"l": 70, "r": 20, "t": 90})
+
+
+def layer_bars(layers: pd.DataFrame, value: str, title: str, y_title: str, models: list[str],
+               log: bool = False) -> go.Figure:
+    """Bars per layer on a two-level axis (role, layer), one trace per model; zero layers left out."""
+    fig = go.Figure()
+    for i, model in enumerate(models):
+        sel = layers[(layers.model == model) & (layers[value].fillna(0) != 0)].copy()
+        sel["role_order"] = sel["role"].map(ROLES.index)
+        sel = sel.sort_values(["role_order", "order"], kind="stable")
+        fig.add_trace(go.Bar(name=_e(model), x=[[_e(r) for r in sel["role"]], [_e(n) for n in sel["layer"]]],
+                             y=[_f(v) for v in sel[value]], marker_color=_colour(i),
+                             hovertemplate="%{x}<br>%{y:.4g}<extra>" + _e(model) + "</extra>"))
+    fig = _layout(fig, title, "role / layer", y_title, barmode="group", height=900,
+                  legend={"orientation": "h", "y": 1.02, "yanchor": "bottom"}, margin={"l": 70, "r": 20, "t": 90})
+    if log:
+        fig.update_yaxes(type="log")
+    return fig
+
+
+def ops_bars(layers: pd.DataFrame, convention: str, models: list[str]) -> go.Figure:
+    """MACs and ACs per layer (log scale) in ``convention``: two traces per model (MACs, ACs)."""
+    fig = go.Figure()
+    for i, model in enumerate(models):
+        sel = layers[layers.model == model].copy()
+        sel["role_order"] = sel["role"].map(ROLES.index)
+        sel = sel[(sel[f"macs_{convention}"] != 0) | (sel[f"acs_{convention}"] != 0)]
+        sel = sel.sort_values(["role_order", "order"], kind="stable")
+        x = [[_e(r) for r in sel["role"]], [_e(n) for n in sel["layer"]]]
+        for j, op in enumerate(("macs", "acs")):
+            fig.add_trace(go.Bar(name=_e(f"{model}: {op.upper()[:-1]}s"), x=x,
+                                 y=[_f(v) for v in sel[f"{op}_{convention}"]], marker_color=_colour(i),
+                                 opacity=1.0 if j == 0 else 0.55,
+                                 marker_pattern_shape="" if j == 0 else "/"))
+    fig = _layout(fig, f"MACs and ACs per layer per image ({convention} convention)", "role / layer",
+                  "operations per image (log scale)", barmode="group", height=900,
+                  legend={"orientation": "h", "y": 1.02, "yanchor": "bottom"}, margin={"l": 70, "r": 20, "t": 90})
+    fig.update_yaxes(type="log")
+    return fig
+
+
+def firing_heatmap(frame: pd.DataFrame, model: str, x: str, x_title: str, title: str) -> go.Figure:
+    """LIF layer x step firing rate (%): one heatmap trace plus one trace marking dead/saturated cells."""
+    sel = frame[frame.model == model]
+    layers = list(dict.fromkeys(sel["layer"]))
+    steps = sorted(set(sel[x]))
+    grid = sel.pivot_table(index="layer", columns=x, values="firing_rate_pct", aggfunc="first").reindex(
+        index=layers, columns=steps)
+    fig = go.Figure(go.Heatmap(z=grid.values.tolist(), x=steps, y=[_e(n) for n in layers], colorscale="Viridis",
+                               zmin=0, zmax=100, colorbar={"title": {"text": "firing rate (%)"}},
+                               hovertemplate="%{y}<br>" + _e(x_title) + " %{x}<br>%{z:.2f} %<extra></extra>"))
+    flagged = sel[sel["dead"] | sel["saturated"]]
+    fig.add_trace(go.Scatter(
+        x=list(flagged[x]), y=[_e(n) for n in flagged["layer"]], mode="markers+text",
+        text=["dead" if d else "saturated" for d in flagged["dead"]], textposition="middle center",
+        marker={"symbol": "x", "size": 12, "color": "#cf222e"}, name="dead (0 %) / saturated (100 %)",
+        showlegend=True))
+    return _layout(fig, title, x_title, "LIF layer", height=max(320, 40 + 28 * len(layers)),
+                   yaxis={"autorange": "reversed"})
+
+
+def step_energy_lines(steps: pd.DataFrame, models: list[str], conventions: list[str], preset: str) -> go.Figure:
+    """Energy per diffusion step: one line per (model, convention)."""
+    fig = go.Figure()
+    for i, model in enumerate(models):
+        for j, conv in enumerate(conventions):
+            sel = steps[(steps.model == model) & (steps.convention == conv)].sort_values("step")
+            fig.add_trace(go.Scatter(x=list(sel["step"]), y=[_f(v) for v in sel["energy_uJ_per_image"]],
+                                     mode="lines+markers", name=_e(f"{model} ({conv})"),
+                                     line={"color": _colour(i), "dash": DASHES[j % len(DASHES)]},
+                                     customdata=list(sel["t"]),
+                                     hovertemplate="step %{x} (t=%{customdata})<br>%{y:.4g} uJ<extra></extra>"))
+    return _layout(fig, f"Estimated energy per diffusion step ({preset}); each line names its convention",
+                   "diffusion step (sampling order)", "uJ per image per step")
+
+
+def sweep_lines(sweep: pd.DataFrame, baselines: list[tuple[str, float]], break_even: pd.DataFrame,
+                actual: list[tuple[str, float]], preset: str) -> go.Figure:
+    """Energy against firing rate: one line per (spiking model, convention) in ``sweep``, one flat line per
+    baseline, and one trace of break-even points; the models' actual mean firing rates are vertical marks."""
+    fig = go.Figure()
+    keys = list(dict.fromkeys(zip(sweep["model"], sweep["convention"])))
+    for i, (model, conv) in enumerate(keys):
+        sel = sweep[(sweep.model == model) & (sweep.convention == conv)].sort_values("firing_rate_pct")
+        fig.add_trace(go.Scatter(x=list(sel["firing_rate_pct"]), y=[_f(v) for v in sel["energy_uJ_per_image"]],
+                                 mode="lines", name=_e(f"{model} ({conv})"),
+                                 line={"color": _colour(i), "dash": DASHES[i % len(DASHES)]}))
+    for k, (name, uj) in enumerate(baselines):
+        fig.add_trace(go.Scatter(x=[0, 100], y=[uj, uj], mode="lines", name=_e(f"{name} (ANN, flat)"),
+                                 line={"color": "#57606a", "dash": DASHES[(k + 1) % len(DASHES)], "width": 2}))
+    pts = break_even[break_even["break_even_firing_rate_pct"].notna()]
+    inside = pts[(pts["break_even_firing_rate_pct"] >= 0) & (pts["break_even_firing_rate_pct"] <= 100)]
+    fig.add_trace(go.Scatter(
+        x=[_f(v) for v in inside["break_even_firing_rate_pct"]],
+        y=[_f(v) for v in inside["baseline_uJ_per_image"]],
+        mode="markers+text", marker={"size": 11, "symbol": "diamond", "color": "#000"},
+        text=[_e(f"{r.convention}: {r.break_even_firing_rate_pct:.1f} %") for r in inside.itertuples()],
+        textposition="top center", name="break-even points"))
+    for model, rate in actual:
+        fig.add_vline(x=rate, line={"color": "#8250df", "dash": "dot"},
+                      annotation={"text": _e(f"{model} fires {rate:.1f} %"), "textangle": -90})
+    return _layout(fig, f"Energy per image against firing rate ({preset}); break-even with each baseline",
+                   "firing rate of every LIF layer (%)", "uJ per image over the workload")
+
+
+def sensitivity_bars(sens: pd.DataFrame) -> go.Figure:
+    """Ratio model / baseline per convention: one trace per model pair; 1.0 marked."""
+    fig = go.Figure()
+    pair_keys = list(dict.fromkeys(zip(sens["model"], sens["baseline"])))
+    for i, (model, base) in enumerate(pair_keys):
+        sel = sens[(sens.model == model) & (sens.baseline == base)]
+        fig.add_trace(go.Bar(name=_e(f"{model} / {base}"), x=[_e(c) for c in sel["convention"]],
+                             y=[_f(v) for v in sel["ratio_model_to_baseline"]], marker_color=_colour(i),
+                             text=["undefined" if _f(v) is None else f"{float(v):.2f}x"
+                                   for v in sel["ratio_model_to_baseline"]],
+                             textposition="outside"))
+    fig.add_hline(y=1.0, line={"color": "#000", "dash": "dash"},
+                  annotation={"text": "equal energy: below costs less than the baseline"})
+    return _layout(fig, "Energy ratio model / baseline under each convention (below 1: the model costs less)",
+                   "convention", "energy ratio (model / baseline)", barmode="group")
+
+
+def preset_bars(energy: pd.DataFrame, models: list[str], convention: str) -> go.Figure:
+    """Energy per image under each cost preset (log scale): one trace per model."""
+    fig = go.Figure()
+    presets = list(dict.fromkeys(energy["preset"]))
+    for i, model in enumerate(models):
+        sel = energy[energy.model == model].set_index("preset")
+        values = [_f(sel.loc[p, "energy_uJ_per_image"]) for p in presets]
+        fig.add_trace(go.Bar(name=_e(model), x=[_e(p) for p in presets], y=values, marker_color=_colour(i),
+                             text=["not defined" if v is None else "" for v in values], textposition="outside"))
+    fig = _layout(fig, f"Estimated energy per image under each cost preset ({convention} convention); "
+                  "'not defined': the preset has no figure for a term the model needs",
+                  "cost preset", "uJ per image (log scale)", barmode="group")
+    fig.update_yaxes(type="log")
+    return fig
+
+
+def power_trace(traces: list[tuple[str, list[float], list[float], float | None]]) -> go.Figure:
+    """Measured power against time: one trace per model (name, times s, power W, idle W); idle as dashed lines."""
+    fig = go.Figure()
+    for i, (name, times, watts, idle) in enumerate(traces):
+        fig.add_trace(go.Scatter(x=times, y=watts, mode="lines", name=_e(name), line={"color": _colour(i)}))
+        if idle is not None:
+            fig.add_hline(y=idle, line={"color": _colour(i), "dash": "dash"},
+                          annotation={"text": _e(f"{name} idle {idle:.1f} W")})
+    return _layout(fig, "Measured power during the measured windows", "time (s)", "power (W)")

@@ -1,0 +1,297 @@
+"""Tidy tables of a :class:`~reports.study.Study`: pure functions to pandas DataFrames.
+
+Every column name carries its unit (``_uJ``, ``_pct``, ``per_image``) and every energy row
+its preset and convention, so a CSV read without the page still says what it holds. The
+HTML page and the terminal tables of ``sdit compare`` take their rows from these.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from typing import Any
+
+import pandas as pd
+
+from reports.study import ModelStudy, Study
+
+UJ = 1e6  # microjoules per joule
+
+# Roles, in the order a forward runs them; SDiT and DiT layers line up by role.
+ROLES = ("embedding", "time mixing / attention", "channel mixing / MLP", "neurons (LIF)", "reconstruction",
+         "residuals, skips, modulation", "head", "outside the model")
+
+# The paper's Table III ("Number of parameters and MAC operations"), as printed.
+PAPER_TABLE_III = (
+    {"model": "paper Table III: DiT", "backbone": "Transformer", "params": 13.86e6, "macs": 3.48e9},
+    {"model": "paper Table III: SDiT", "backbone": "RWKV", "params": 11.67e6, "macs": 1.32e9},
+)
+PAPER_TABLE_III_NOTE = ("the paper prints 13.86 M / 3.48 G (DiT) and 11.67 M / 1.32 G (SDiT) for its MNIST models "
+                        "without saying what a MAC counts; DiT's 3.48 G equals twice its Linear/Conv MACs "
+                        "(a FLOP count or a batch of two); the paper gives no workload, ACs or energy")
+
+
+def role_of(name: str, kind: str) -> str:
+    """The role of a layer, from its fully qualified name and module kind."""
+    if name == "(outside model)":
+        return "outside the model"
+    if kind == "LIFNode" or name.endswith("_lif"):
+        return "neurons (LIF)"
+    if re.search(r"(^|\.)(recon_d|recon_n)$", name):
+        return "reconstruction"
+    if name in ("(model)",) or name.startswith(("patch_embed", "time_embed", "pos_embed")):
+        return "embedding"
+    if re.search(r"\.(time_mixing|attn|ln1|norm1)(\.|$)", name):
+        return "time mixing / attention"
+    if re.search(r"\.(channel_mixing|mlp|ln2|norm2)(\.|$)", name):
+        return "channel mixing / MLP"
+    if name.startswith("final"):
+        return "head"
+    return "residuals, skips, modulation"
+
+
+def _mean_firing_rate(m: ModelStudy) -> float | None:
+    per = m.profile.per_image
+    return per["spikes"] / per["neuron_updates"] if per.get("neuron_updates") else None
+
+
+def _pct(value: float | None) -> float | None:
+    return None if value is None else 100.0 * value
+
+
+def _uj(joules: float | None) -> float | None:
+    return None if joules is None else joules * UJ
+
+
+def models_table(study: Study) -> pd.DataFrame:
+    """One row per model: parameters, counts per image (strict and paper), spikes, firing rate, provenance."""
+    rows = []
+    for m in study.models:
+        per = m.profile.per_image
+        rows.append({
+            "model": m.label, "kind": m.kind, "description": m.description,
+            "params_trainable": m.params_trainable, "params_total": m.params_total,
+            "time_steps_T": m.profile.time_steps,
+            "macs_per_image_strict": per["macs"], "acs_per_image_strict": per["acs"],
+            "macs_per_image_paper": per["macs_paper"], "acs_per_image_paper": per["acs_paper"],
+            "dense_macs_per_image": per["dense_macs"], "spikes_per_image": per["spikes"],
+            "mean_firing_rate_pct": _pct(_mean_firing_rate(m)),
+        })
+    frame = pd.DataFrame(rows)
+    frame.attrs["unit"] = f"counts per image over the workload ({study.workload_label})"
+    return frame
+
+
+def energy_table(study: Study) -> pd.DataFrame:
+    """Long format: model, preset, convention, estimated compute energy in uJ per image."""
+    frame = pd.DataFrame([{**{k: r[k] for k in ("model", "preset", "convention")},
+                           "energy_uJ_per_image": _uj(r["energy_j"]), "undefined": r.get("undefined", "")}
+                          for r in study.energy_rows])
+    frame.attrs["unit"] = "uJ per image over the workload"
+    return frame
+
+
+def measured_table(study: Study) -> pd.DataFrame:
+    """One row per model: measured energy per image where a meter read, else the reason."""
+    rows = []
+    for m in study.models:
+        got = m.measured or {}
+        meas = got.get("measurement") or {}
+        rows.append({
+            "model": m.label,
+            "measured_uJ_per_image": None if not got else got["energy_j_per_image"] * UJ,
+            "above_idle_uJ_per_image": _uj(got.get("energy_above_idle_j_per_image")),
+            "method": got.get("method", meas.get("method")), "device": got.get("device"),
+            "idle_power_W": got.get("idle_power_w", meas.get("idle_power_w")),
+            "mean_power_W": meas.get("mean_power_w"), "window_s": got.get("window_s", meas.get("time_s")),
+            "repeats": got.get("repeats", meas.get("repeats")),
+            "reason_unmeasured": None if got else (m.measured_reason or "not measured"),
+        })
+    return pd.DataFrame(rows)
+
+
+def _ratio(a: Any, b: Any) -> float | None:
+    if a is None or b is None or (isinstance(a, float) and math.isnan(a)) or not b:
+        return None
+    return a / b
+
+
+def comparison_table(study: Study) -> pd.DataFrame:
+    """The Table III-style table: models, ratios of each spiking model to each baseline, the paper's rows.
+
+    Energy columns are the headline preset under every convention; measured energy where there is one.
+    """
+    models, energy, measured = models_table(study), energy_table(study), measured_table(study)
+    preset = study.headline_preset
+    cols = ["params_trainable", "params_total", "macs_per_image_strict", "acs_per_image_strict",
+            "macs_per_image_paper", "acs_per_image_paper", "spikes_per_image", "mean_firing_rate_pct"]
+    rows = []
+    for _, m in models.iterrows():
+        row = {"model": m["model"], "kind": m["kind"], **{c: m[c] for c in cols}}
+        for conv in study.conventions:
+            sel = energy[(energy.model == m["model"]) & (energy.preset == preset) & (energy.convention == conv)]
+            value = sel["energy_uJ_per_image"].iloc[0]
+            row[f"energy_uJ_per_image_{conv}_{preset}"] = None if pd.isna(value) else float(value)
+        meas = measured[measured.model == m["model"]]["measured_uJ_per_image"].iloc[0]
+        row["measured_uJ_per_image"] = None if pd.isna(meas) else float(meas)
+        rows.append(row)
+    by_model = {r["model"]: r for r in rows}
+    for s in (m for m in study.models if m.spiking):
+        for b in (m for m in study.models if not m.spiking):
+            ratio = {"model": f"ratio {s.label} / {b.label}", "kind": "ratio"}
+            for key, value in by_model[s.label].items():
+                if key not in ("model", "kind"):
+                    ratio[key] = _ratio(value, by_model[b.label][key])
+            rows.append(ratio)
+    for ref in PAPER_TABLE_III:
+        rows.append({"model": ref["model"], "kind": "reference", "params_trainable": ref["params"],
+                     "macs_per_image_strict": ref["macs"]})
+    frame = pd.DataFrame(rows, columns=list(rows[0].keys()))
+    frame = frame.astype(object).where(frame.notna(), None)
+    frame.attrs["note"] = PAPER_TABLE_III_NOTE
+    return frame
+
+
+def layers_table(study: Study) -> pd.DataFrame:
+    """Per model and layer (execution order): role, counts per image, firing rate, energy per convention (uJ)."""
+    energy = {(r["model"], r["layer"], r["convention"]): r["energy_j"]
+              for r in study.layer_energy_rows if r["preset"] == study.headline_preset}
+    rows = []
+    for m in study.models:
+        for order, rec in enumerate(m.profile.layers):
+            row = {"model": m.label, "order": order, "role": role_of(rec.name, rec.kind), "layer": rec.name,
+                   "module": rec.kind, "macs_strict": rec.macs, "acs_strict": rec.acs,
+                   "macs_paper": rec.macs_paper, "acs_paper": rec.acs_paper, "dense_macs": rec.dense_macs,
+                   "spikes": rec.spikes, "neurons": rec.neurons, "firing_rate_pct": _pct(rec.firing_rate)}
+            for conv in study.conventions:
+                j = energy.get((m.label, rec.name, conv))
+                row[f"energy_uJ_{conv}_{study.headline_preset}"] = _uj(j)
+            rows.append(row)
+    frame = pd.DataFrame(rows)
+    frame.attrs["unit"] = "counts and uJ per image over the workload"
+    return frame
+
+
+def roles_table(study: Study) -> pd.DataFrame:
+    """Energy (headline preset, every convention) and counts summed by role, per model; roles in ROLES order."""
+    layers = layers_table(study)
+    value_cols = [c for c in layers.columns if c.startswith(("energy_uJ_", "macs_", "acs_"))]
+    grouped = layers.groupby(["model", "role"], sort=False)[value_cols].sum().reset_index()
+    grouped["role_order"] = grouped["role"].map(ROLES.index)
+    model_order = {m.label: i for i, m in enumerate(study.models)}
+    grouped["model_order"] = grouped["model"].map(model_order)
+    return grouped.sort_values(["model_order", "role_order"]).drop(columns=["role_order", "model_order"]).reset_index(
+        drop=True)
+
+
+def spiking_steps_table(study: Study) -> pd.DataFrame:
+    """Firing rate per LIF layer per spiking step t = 0..T-1 (over the whole workload), with dead/saturated flags."""
+    rows = []
+    for m in (m for m in study.models if m.spiking):
+        T = m.profile.time_steps
+        for rec in m.profile.layers:
+            if not rec.neuron_updates or not rec.spikes_per_step:
+                continue
+            per_step_updates = rec.neuron_updates / T
+            for t, spikes in enumerate(rec.spikes_per_step):
+                rate = spikes / per_step_updates
+                rows.append({"model": m.label, "layer": rec.name, "spiking_step": t, "spikes": spikes,
+                             "firing_rate_pct": 100.0 * rate, "dead": spikes == 0,
+                             "saturated": spikes >= per_step_updates})
+    return pd.DataFrame(rows, columns=["model", "layer", "spiking_step", "spikes", "firing_rate_pct", "dead",
+                                       "saturated"])
+
+
+def diffusion_steps_table(study: Study) -> pd.DataFrame:
+    """Firing rate per LIF layer per diffusion step (empty when the comparison does not record it)."""
+    rows = [{"model": r["model"], "layer": r["layer"], "diffusion_step": r["step"], "t": r["t"],
+             "spikes": r["spikes"], "firing_rate_pct": 100.0 * r["spikes"] / r["neuron_updates"],
+             "dead": r["spikes"] == 0, "saturated": r["spikes"] >= r["neuron_updates"]}
+            for r in study.layer_step_rows if r.get("neuron_updates")]
+    return pd.DataFrame(rows, columns=["model", "layer", "diffusion_step", "t", "spikes", "firing_rate_pct", "dead",
+                                       "saturated"])
+
+
+def step_energy_table(study: Study) -> pd.DataFrame:
+    """Energy per diffusion step (headline preset), per model and convention, uJ per image."""
+    rows = [{"model": r["model"], "convention": r["convention"], "step": r["step"], "t": r["t"],
+             "energy_uJ_per_image": _uj(r["energy_j"])}
+            for r in study.step_energy_rows if r["preset"] == study.headline_preset]
+    return pd.DataFrame(rows, columns=["model", "convention", "step", "t", "energy_uJ_per_image"])
+
+
+def sweep_table(study: Study) -> pd.DataFrame:
+    """Energy of each spiking model if every LIF layer fired at a given rate (headline preset), uJ per image."""
+    rows = [{"model": r["model"], "convention": r["convention"], "firing_rate_pct": 100.0 * r["firing_rate"],
+             "energy_uJ_per_image": _uj(r["energy_j"])}
+            for r in study.sweep_rows if r["preset"] == study.headline_preset]
+    return pd.DataFrame(rows, columns=["model", "convention", "firing_rate_pct", "energy_uJ_per_image"])
+
+
+def break_even_table(study: Study) -> pd.DataFrame:
+    """Break-even firing rate of each spiking model against each baseline, per preset and convention."""
+    rows = [{"model": r["model"], "baseline": r["baseline"], "preset": r["preset"], "convention": r["convention"],
+             "baseline_uJ_per_image": _uj(r["baseline_j"]), "break_even_firing_rate_pct": _pct(r["firing_rate"])}
+            for r in study.break_even_rows]
+    return pd.DataFrame(rows, columns=["model", "baseline", "preset", "convention", "baseline_uJ_per_image",
+                                       "break_even_firing_rate_pct"])
+
+
+def pairs(study: Study) -> list[tuple[ModelStudy, ModelStudy]]:
+    """(spiking model, baseline) pairs; without a spiking model, (first, each other) pairs."""
+    spiking = [m for m in study.models if m.spiking]
+    ann = [m for m in study.models if not m.spiking]
+    if spiking and ann:
+        return [(s, b) for s in spiking for b in ann]
+    return [(study.models[0], m) for m in study.models[1:]]
+
+
+def sensitivity_table(study: Study) -> pd.DataFrame:
+    """The verdict under every convention (headline preset), per model pair: energies, ratio, who costs less."""
+    be = {(r["model"], r["baseline"], r["convention"]): r["firing_rate"]
+          for r in study.break_even_rows if r["preset"] == study.headline_preset}
+    rows = []
+    for s, b in pairs(study):
+        for conv in study.conventions:
+            sj = study.energy_j(s.label, study.headline_preset, conv)
+            bj = study.energy_j(b.label, study.headline_preset, conv)
+            if sj is None or bj is None:
+                cheaper = f"undefined under {study.headline_preset}"
+            else:
+                cheaper = s.label if sj < bj else (b.label if bj < sj else "equal")
+            rows.append({"model": s.label, "baseline": b.label, "convention": conv,
+                         "model_uJ_per_image": _uj(sj), "baseline_uJ_per_image": _uj(bj),
+                         "ratio_model_to_baseline": _ratio(sj, bj), "cheaper": cheaper,
+                         "break_even_firing_rate_pct": _pct(be.get((s.label, b.label, conv)))})
+    return pd.DataFrame(rows)
+
+
+def presets_table(study: Study) -> pd.DataFrame:
+    """Each cost preset: every term with its unit ('not defined by <preset>' where it has none), scope,
+    evidence grade, process node, citation and what was checked."""
+    rows = []
+    for p in study.presets:
+        row = {"preset": p.name}
+        for term, value in p.terms.items():
+            row[f"{term}_term"] = value
+        row.update({"scope": p.scope, "evidence": p.evidence, "node": p.node, "citation": p.citation,
+                    "checked": p.checked})
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def preset_energy_table(study: Study) -> pd.DataFrame:
+    """Energy per image of every model under every preset, in the headline convention (uJ)."""
+    energy = energy_table(study)
+    sel = energy[energy.convention == study.headline_convention]
+    return sel.reset_index(drop=True)
+
+
+def unsupported_table(study: Study) -> pd.DataFrame:
+    """Ops no counting rule covered, per model (an empty table means every op was counted)."""
+    rows = []
+    for m in study.models:
+        for op in m.profile.unsupported_ops:
+            rows.append({"model": m.label, **{k: (", ".join(v) if isinstance(v, list) else v) for k, v in op.items()}})
+    columns = ["model", *[k for k in rows[0] if k != "model"]] if rows else ["model", "op", "count", "layers"]
+    return pd.DataFrame(rows, columns=columns)
