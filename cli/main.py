@@ -7,6 +7,7 @@ import logging
 import typer
 
 from cli import energy as energy_cli
+from cli import evaluate as evaluate_cli
 from cli import info, sample
 from cli import profile as profile_cli
 from cli import train as train_cli
@@ -23,6 +24,7 @@ sample.register(app)
 profile_cli.register(app)
 energy_cli.register(app)
 train_cli.register(app)
+evaluate_cli.register(app)
 
 
 def main() -> None:
