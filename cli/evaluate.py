@@ -8,13 +8,15 @@ from typing import Any
 
 import torch
 import typer
+from safetensors import SafetensorError, safe_open
 
 from cli.common import DATA_ERROR, fail, load_target_or_fail
-from sdit.artifacts import OverwriteError, write_json
+from sdit.artifacts import OverwriteError, save_tensors, write_json
 from sdit.checkpoint import git_revision
 from sdit.data import DATASETS, DatasetError
 from sdit.diffusion import check_sampler
-from sdit.quality.evaluate import evaluate
+from sdit.quality.evaluate import evaluate, measure, sampler_record
+from sdit.quality.evaluate import record as evaluation_record
 from sdit.quality.features import DEFAULT_CLASSIFIER, FEATURES, FeatureError, load_features
 from sdit.quality.reference import load_reference
 
@@ -51,17 +53,47 @@ def format_report(record: dict[str, Any]) -> list[str]:
             + ("from cache" if r["reference_cache"]["cache_hit"] else
                f"computed in {r['reference_cache']['seconds']:.1f} s"),
         ]
-    lines.append(f"sampling took {record['sampling_seconds']:.1f} s "
-                 f"({1e3 * record['sampling_seconds'] / record['num_samples']:.1f} ms per image)")
+    if record["sampling_seconds"] is not None:
+        lines.append(f"sampling took {record['sampling_seconds']:.1f} s "
+                     f"({1e3 * record['sampling_seconds'] / record['num_samples']:.1f} ms per image)")
     return lines
 
 
+def _load_samples(path: Path, num: int | None) -> tuple[torch.Tensor, dict[str, Any], str]:
+    """Samples, sampler record and source of a samples file (``samples`` tensor, metadata as `sdit sample`
+    or --save-samples write it); exits 1 on a bad file, 2 when ``num`` asks for more than it holds."""
+    try:
+        with safe_open(str(path), framework="pt") as fh:
+            meta = fh.metadata() or {}
+            samples = fh.get_tensor("samples")
+    except (OSError, SafetensorError, KeyError) as err:
+        fail(f"--samples {path}: not a samples file (a safetensors file with a 'samples' tensor): {err}", DATA_ERROR)
+    if samples.ndim != 4:
+        fail(f"--samples {path}: expected (N, C, H, W) samples, got shape {tuple(samples.shape)}", DATA_ERROR)
+    if num is not None:
+        if num > len(samples):
+            fail(f"--num {num} exceeds the {len(samples)} samples in {path}")
+        samples = samples[:num]
+    method = meta.get("method", "unknown")
+    try:
+        steps, eta = int(meta.get("steps", "0")), float(meta.get("eta", "0"))
+        seed = int(meta.get("seed", "-1"))
+        batch = int(meta["batch_size"]) if meta.get("batch_size", "None") != "None" else None
+    except ValueError:
+        fail(f"--samples {path}: unreadable sampler metadata {meta}", DATA_ERROR)
+    sampler = sampler_record(method, steps, eta, seed, batch) if method in ("ddim", "ddpm") else \
+        {"method": method, "steps": steps, "eta": eta, "seed": seed, "batch_size": batch,
+         "description": "unknown sampler (not recorded in the file)"}
+    return samples.float(), sampler, meta.get("source", "unknown model")
+
+
 def evaluate_cmd(
-    target: str = typer.Argument(
-        ..., help="Checkpoint (.safetensors), run directory (latest checkpoint, EMA weights), shipped directory, "
-        "or preset name (untrained weights, for smoke runs)."
+    target: str | None = typer.Argument(
+        None, help="Checkpoint (.safetensors), run directory (latest checkpoint, EMA weights), shipped directory, "
+        "or preset name (untrained weights, for smoke runs). Not needed with --samples."
     ),
-    num: int = typer.Option(1000, "--num", "-n", min=2, help="Number of samples N."),
+    num: int | None = typer.Option(None, "--num", "-n", min=2, help="Number of samples N (default 1000; with "
+                                   "--samples: all in the file, or its first N)."),
     method: str = typer.Option("ddim", "--method", help="ddim or ddpm."),
     steps: int = typer.Option(50, "--steps", min=1, max=1000, help="DDIM steps (DDPM runs all 1000)."),
     eta: float = typer.Option(0.0, "--eta", help="DDIM noise scale in [0, 1]: 0 deterministic, 1 DDPM's variance."),
@@ -91,8 +123,14 @@ def evaluate_cmd(
     nearest_k: int = typer.Option(5, "--nearest-k", min=1, help="k of precision / recall / density / coverage."),
     no_cache: bool = typer.Option(False, "--no-cache", help="Recompute reference features; do not write the cache "
                                   "($SDIT_CACHE or ~/.cache/sdit)."),
+    samples_path: Path | None = typer.Option(
+        None, "--samples", help="Measure these samples instead of sampling TARGET: a safetensors file from "
+        "--save-samples or `sdit sample --tensor` (its recorded sampler is reported; sampler flags are ignored)."
+    ),
+    save_samples: Path | None = typer.Option(None, "--save-samples", help="Also save the drawn samples "
+                                             "(N, C, H, W) in [-1, 1] as safetensors, for a later --samples."),
     json_path: Path | None = typer.Option(None, "--json", help="Write the numbers and settings as JSON."),
-    overwrite: bool = typer.Option(False, "--overwrite", help="Replace --json if it exists."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace --json (and --save-samples) if they exist."),
     compile_: bool = typer.Option(False, "--compile", help="Sample through torch.compile (compiles first)."),
     device: str = typer.Option("cpu", "--device", help="torch device for sampling and features (cpu, cuda)."),
 ) -> None:
@@ -106,8 +144,16 @@ def evaluate_cmd(
     if dataset not in DATASETS:
         fail(f"--dataset: unknown {dataset!r}; valid: {', '.join(DATASETS)}")
     kinds = _features_list(features)
-    if json_path is not None and json_path.exists() and not overwrite:
-        fail(f"{json_path} exists; pass --overwrite to replace it")
+    if (target is None) == (samples_path is None):
+        fail("give a TARGET to sample or --samples FILE, not both" if target else "missing TARGET (or --samples)")
+    for path in (json_path, save_samples):
+        if path is not None and path.exists() and not overwrite:
+            fail(f"{path} exists; pass --overwrite to replace it")
+    given = None
+    if samples_path is not None:
+        given = _load_samples(samples_path, num)
+        num = len(given[0])
+    num = 1000 if num is None else num
     if kid_subsets * 2 > num:
         fail(f"--kid-subsets {kid_subsets} needs --num >= {2 * kid_subsets} (2 samples per subset)")
     if nearest_k >= num:
@@ -131,23 +177,37 @@ def evaluate_cmd(
     if "domain" in kinds and dataset != "fashion-mnist" and classifier == DEFAULT_CLASSIFIER:
         typer.echo(f"note: the default domain classifier was trained on Fashion-MNIST, not {dataset}; pass "
                    "--classifier with one trained by scripts/train_classifier.py on it", err=True)
-    loaded = load_target_or_fail(target, "its samples are noise")
-    model = loaded.model.to(device)
-    net = torch.compile(model) if compile_ else model
     try:
-        record = evaluate(net, networks, reference, num, method=method, steps=steps, eta=eta, seed=seed,
-                          batch_size=batch_size, kid_subsets=kid_subsets, nearest_k=nearest_k,
-                          use_cache=not no_cache, device=device)
+        if given is not None:
+            samples, sampler, description = given
+            results = measure(samples, networks, reference, kid_subsets, nearest_k, seed, use_cache=not no_cache)
+            out = evaluation_record(samples, sampler, reference, results, None)
+            out = {"target": None, "samples_file": str(samples_path), "model": description, **out}
+        else:
+            loaded = load_target_or_fail(target, "its samples are noise")
+            model = loaded.model.to(device)
+            net = torch.compile(model) if compile_ else model
+            out, samples = evaluate(net, networks, reference, num, method=method, steps=steps, eta=eta, seed=seed,
+                                    batch_size=batch_size, kid_subsets=kid_subsets, nearest_k=nearest_k,
+                                    use_cache=not no_cache, device=device)
+            out = {"target": target, "model": loaded.description, **out}
+            if save_samples is not None:
+                meta = {"source": loaded.description, **{k: str(v) for k, v in out["sampler"].items()}}
+                save_tensors({"samples": samples}, save_samples, metadata=meta, overwrite=overwrite)
     except FeatureError as err:
+        fail(str(err))
+    except OverwriteError as err:
         fail(str(err))
     except ValueError as err:
         fail(str(err))
-    record = {"target": target, "model": loaded.description, **record, "git_revision": git_revision()}
-    for line in format_report(record):
+    record_ = {**out, "git_revision": git_revision()}
+    for line in format_report(record_):
         typer.echo(line)
+    if save_samples is not None and given is None:
+        typer.echo(f"wrote {save_samples}")
     if json_path is not None:
         try:
-            write_json(json_path, record, overwrite=overwrite)
+            write_json(json_path, record_, overwrite=overwrite)
         except OverwriteError as err:
             fail(str(err))
         typer.echo(f"wrote {json_path}")

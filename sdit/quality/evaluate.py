@@ -78,28 +78,19 @@ def compare(real: np.ndarray, fake: np.ndarray, kid_subsets: int = 10, nearest_k
             "nearest_k": p.nearest_k, "prdc_set_size": size}
 
 
-def evaluate(model: nn.Module, networks: list[FeatureNetwork], reference: ReferenceSet, num: int,
-             method: str = "ddim", steps: int = 50, eta: float = 0.0, seed: int = 0, batch_size: int = 250,
-             kid_subsets: int = 10, nearest_k: int = 5, use_cache: bool = True,
-             device: torch.device | str = "cpu") -> dict[str, Any]:
-    """Sample ``num`` images and measure them with each network against ``reference``.
+def measure(samples: Tensor, networks: list[FeatureNetwork], reference: ReferenceSet, kid_subsets: int = 10,
+            nearest_k: int = 5, seed: int = 0, use_cache: bool = True) -> dict[str, dict[str, Any]]:
+    """Metrics of (N, C, H, W) ``samples`` against ``reference`` under each network, keyed by ``network.kind``.
 
-    Returns:
-        A JSON-ready record: sampler, N, reference set, and per network its description (with
-        sha256), the metrics of :func:`compare`, the reference cache and the seconds spent.
+    Each entry holds the network's description (with sha256), the metrics of :func:`compare`,
+    the reference cache record and the seconds spent on the samples' features.
 
     Raises:
-        ValueError: the model's images do not match the reference set's channels, or a metric's input is unusable.
+        ValueError: the samples' channels differ from the reference set's, or a metric's input is unusable.
     """
-    cfg = model.config
-    if cfg.in_channels != reference.images.shape[1]:
-        raise ValueError(f"the model makes {cfg.in_channels}-channel images, the reference set "
-                         f"({reference.dataset}) has {reference.images.shape[1]} channels")
-    num_steps = steps if method == "ddim" else 1000
-    model.eval()
-    start = time.perf_counter()
-    samples = draw_samples(model, num, method, num_steps, eta, seed, batch_size, device)
-    sampling_s = time.perf_counter() - start
+    if samples.shape[1] != reference.images.shape[1]:
+        raise ValueError(f"the samples have {samples.shape[1]} channels, the reference set "
+                         f"({reference.dataset}) has {reference.images.shape[1]}")
     results = {}
     for network in networks:
         ref, cache = reference_features(network, reference, use_cache=use_cache)
@@ -108,12 +99,51 @@ def evaluate(model: nn.Module, networks: list[FeatureNetwork], reference: Refere
         feature_s = time.perf_counter() - start
         results[network.kind] = {
             "feature_network": network.describe(), **compare(ref, fake, kid_subsets, nearest_k, seed),
-            "reference_cache": cache, "feature_seconds": feature_s, "feature_ms_per_image": 1e3 * feature_s / num}
+            "reference_cache": cache, "feature_seconds": feature_s,
+            "feature_ms_per_image": 1e3 * feature_s / len(samples)}
+    return results
+
+
+def sampler_record(method: str, steps: int, eta: float, seed: int, batch_size: int | None) -> dict[str, Any]:
+    """The JSON record of a sampler (``steps`` is 1000 for DDPM whatever was asked)."""
+    num_steps = steps if method == "ddim" else 1000
+    return {"method": method, "steps": num_steps, "eta": eta, "seed": seed, "batch_size": batch_size,
+            "description": sampler_description(method, num_steps, eta)}
+
+
+def evaluate(model: nn.Module, networks: list[FeatureNetwork], reference: ReferenceSet, num: int,
+             method: str = "ddim", steps: int = 50, eta: float = 0.0, seed: int = 0, batch_size: int = 250,
+             kid_subsets: int = 10, nearest_k: int = 5, use_cache: bool = True,
+             device: torch.device | str = "cpu") -> tuple[dict[str, Any], Tensor]:
+    """Sample ``num`` images (:func:`draw_samples`) and :func:`measure` them with each network.
+
+    Returns:
+        A JSON-ready record (format, N, sampler, reference set, per-network results, units,
+        sampling seconds) and the (N, C, H, W) samples.
+
+    Raises:
+        ValueError: the model's images do not match the reference set's channels, or a metric's input is unusable.
+    """
+    cfg = model.config
+    if cfg.in_channels != reference.images.shape[1]:
+        raise ValueError(f"the model makes {cfg.in_channels}-channel images, the reference set "
+                         f"({reference.dataset}) has {reference.images.shape[1]} channels")
+    sampler = sampler_record(method, steps, eta, seed, batch_size)
+    model.eval()
+    start = time.perf_counter()
+    samples = draw_samples(model, num, method, sampler["steps"], eta, seed, batch_size, device)
+    sampling_s = time.perf_counter() - start
+    results = measure(samples, networks, reference, kid_subsets, nearest_k, seed, use_cache)
+    return record(samples, sampler, reference, results, sampling_s), samples
+
+
+def record(samples: Tensor, sampler: dict[str, Any], reference: ReferenceSet, results: dict[str, Any],
+           sampling_s: float | None) -> dict[str, Any]:
+    """The evaluation record around :func:`measure`'s results."""
     return {
         "format": FORMAT,
-        "num_samples": num,
-        "sampler": {"method": method, "steps": num_steps, "eta": eta, "seed": seed, "batch_size": batch_size,
-                    "description": sampler_description(method, num_steps, eta)},
+        "num_samples": len(samples),
+        "sampler": sampler,
         "reference": reference.describe(),
         "results": results,
         "units": UNITS,
