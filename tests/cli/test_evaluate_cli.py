@@ -1,0 +1,139 @@
+"""`sdit evaluate`: JSON record, printed units, user-given MNIST / CIFAR-10 files, one-line errors."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import struct
+from pathlib import Path
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from cli.main import app
+from sdit.data import load_dataset
+from sdit.quality.classifier import ClassifierConfig, ImageClassifier, save_classifier
+from sdit.quality.features import DEFAULT_CLASSIFIER, file_sha256
+from sdit.quality.reference import images_sha256
+
+runner = CliRunner()
+
+
+@pytest.fixture(autouse=True)
+def _cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SDIT_CACHE", str(tmp_path / "cache"))
+
+
+def _write_idx(path: Path, array: np.ndarray) -> None:
+    header = bytes([0, 0, 0x08, array.ndim]) + struct.pack(f">{array.ndim}I", *array.shape)
+    path.write_bytes(gzip.compress(header + array.astype(np.uint8).tobytes()))
+
+
+def _mnist_test_files(directory: Path, n: int = 30) -> Path:
+    rng = np.random.default_rng(0)
+    directory.mkdir()
+    _write_idx(directory / "t10k-images-idx3-ubyte.gz", rng.integers(0, 256, (n, 28, 28)))
+    _write_idx(directory / "t10k-labels-idx1-ubyte.gz", np.arange(n) % 10)
+    return directory
+
+
+def _cifar_test_file(directory: Path, n: int = 30) -> Path:
+    rng = np.random.default_rng(1)
+    directory.mkdir()
+    records = np.concatenate([np.arange(n)[:, None] % 10, rng.integers(0, 256, (n, 3 * 32 * 32))], axis=1)
+    (directory / "test_batch.bin").write_bytes(records.astype(np.uint8).tobytes())
+    return directory
+
+
+def test_evaluate_writes_the_record_and_prints_units(tmp_path: Path) -> None:
+    out, saved = tmp_path / "eval.json", tmp_path / "samples.safetensors"
+    args = ["evaluate", "dit-tiny", "--num", "20", "--steps", "2", "--eta", "1", "--seed", "3", "--ref-num", "60",
+            "--kid-subsets", "2", "--nearest-k", "3", "--batch-size", "8", "--json", str(out),
+            "--save-samples", str(saved)]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    record = json.loads(out.read_text())
+    assert record["num_samples"] == 20
+    assert record["sampler"] == {"method": "ddim", "steps": 2, "eta": 1.0, "seed": 3, "batch_size": 8,
+                                 "description": "ddim, 2 steps, eta 1"}
+    ref = record["reference"]
+    assert (ref["dataset"], ref["split"], ref["num_images"], ref["split_images"]) == ("fashion-mnist", "test", 60,
+                                                                                        10000)
+    assert ref["images_sha256"] == images_sha256(load_dataset("fashion-mnist", "test").images[:60])
+    domain = record["results"]["domain"]
+    assert domain["feature_network"]["sha256"] == file_sha256(DEFAULT_CLASSIFIER / "model.safetensors")
+    assert domain["fid"] > 0 and domain["kid_subsets"] == 2 and domain["prdc_set_size"] == 20
+    assert 0 <= domain["precision"] <= 1 and 0 <= domain["coverage"] <= 1
+    assert domain["reference_cache"]["cache_hit"] is False
+    assert "squared distance" in result.output and "MMD^2" in result.output and "%" in result.output
+    assert "ddim, 2 steps, eta 1" in result.output
+    assert record["units"]["fid"].startswith("squared distance")
+    # Same settings again: the reference comes from the cache and the numbers repeat exactly.
+    again = runner.invoke(app, [*args, "--overwrite"])
+    assert again.exit_code == 0, again.output
+    second = json.loads(out.read_text())["results"]["domain"]
+    assert second["reference_cache"]["cache_hit"] is True
+    assert (second["fid"], second["kid"], second["recall"]) == (domain["fid"], domain["kid"], domain["recall"])
+    # The saved samples measured again give the same numbers and carry the sampler.
+    from_file = tmp_path / "from-file.json"
+    result = runner.invoke(app, ["evaluate", "--samples", str(saved), "--ref-num", "60", "--kid-subsets", "2",
+                                 "--nearest-k", "3", "--seed", "3", "--json", str(from_file)])
+    assert result.exit_code == 0, result.output
+    third = json.loads(from_file.read_text())
+    assert third["sampler"] == record["sampler"] and third["num_samples"] == 20
+    assert third["model"] == "preset dit-tiny (untrained)" and third["samples_file"] == str(saved)
+    assert third["results"]["domain"]["fid"] == domain["fid"]
+    assert third["results"]["domain"]["precision"] == domain["precision"]
+
+
+def test_evaluate_mnist_from_user_files(tmp_path: Path) -> None:
+    data_dir = _mnist_test_files(tmp_path / "mnist")
+    out = tmp_path / "mnist.json"
+    result = runner.invoke(app, ["evaluate", "dit-tiny", "--num", "10", "--steps", "1", "--dataset", "mnist",
+                                 "--data-dir", str(data_dir), "--kid-subsets", "2", "--json", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "trained on Fashion-MNIST, not mnist" in result.output  # the default classifier is named as such
+    record = json.loads(out.read_text())
+    assert record["reference"]["dataset"] == "mnist" and record["reference"]["num_images"] == 30
+    assert record["reference"]["directory"] == str(data_dir)
+    assert np.isfinite(record["results"]["domain"]["fid"])
+
+
+def test_evaluate_cifar10_from_user_files(tmp_path: Path) -> None:
+    data_dir = _cifar_test_file(tmp_path / "cifar")
+    refused = runner.invoke(app, ["evaluate", "dit-cifar", "--num", "6", "--steps", "1", "--dataset", "cifar10",
+                                  "--data-dir", str(data_dir), "--kid-subsets", "1", "--nearest-k", "2"])
+    assert refused.exit_code == 2
+    assert "1-channel images, cifar10 has 3" in refused.output
+    classifier = save_classifier(ImageClassifier(ClassifierConfig(in_channels=3)), tmp_path / "clf3.safetensors")
+    out = tmp_path / "cifar.json"
+    result = runner.invoke(app, ["evaluate", "dit-cifar", "--num", "6", "--steps", "1", "--dataset", "cifar10",
+                                 "--data-dir", str(data_dir), "--classifier", str(classifier), "--kid-subsets", "2",
+                                 "--nearest-k", "2", "--json", str(out)])
+    assert result.exit_code == 0, result.output
+    record = json.loads(out.read_text())
+    assert record["reference"]["dataset"] == "cifar10" and record["reference"]["num_images"] == 30
+    assert record["results"]["domain"]["feature_network"]["sha256"] == file_sha256(classifier)
+
+
+def test_evaluate_errors_are_one_line(tmp_path: Path) -> None:
+    exists = tmp_path / "exists.json"
+    exists.write_text("{}")
+    cases = [
+        (["evaluate", "dit-tiny", "--json", str(exists)], 2, "exists; pass --overwrite"),
+        (["evaluate", "dit-tiny", "--features", "clip"], 2, "--features: unknown clip"),
+        (["evaluate", "dit-tiny", "--method", "ddpm", "--eta", "1"], 2, "eta applies to DDIM only"),
+        (["evaluate", "dit-tiny", "--dataset", "mnist"], 2, "no --data-dir given"),
+        (["evaluate", "dit-tiny", "--ref-num", "20000"], 2, "reference size must be in [2, 10000]"),
+        (["evaluate", "dit-tiny", "--classifier", str(tmp_path / "none")], 2, "do not exist"),
+        (["evaluate", "dit-tiny", "--num", "10", "--kid-subsets", "6"], 2, "needs --num >= 12"),
+        (["evaluate"], 2, "missing TARGET"),
+        (["evaluate", "--samples", str(exists)], 2, "not a samples file"),
+    ]
+    for args, code, message in cases:
+        result = runner.invoke(app, args)
+        assert result.exit_code == code, (args, result.output)
+        assert message in result.output, (args, result.output)
+        assert result.output.count("error:") == 1
+    assert exists.read_text() == "{}"
