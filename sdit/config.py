@@ -31,6 +31,10 @@ class SDiTConfig:
         tau: LIF membrane time constant.
         v_threshold: LIF firing threshold.
         ffn_ratio: Hidden width of ChannelMixing as a multiple of D (RWKV-4: 4).
+        spike_driven: Spike-driven blocks (docs/spike-driven.md): a LIF neuron at the head of
+            every branch instead of its tail (the "membrane shortcut" of Spike-driven Transformer
+            v1/v2), so every Linear inside a block reads binary spikes; ``False`` is the paper's
+            block (Eq. 7-8), where every Linear reads a LayerNorm of the real-valued stream.
     """
 
     image_size: int = 28
@@ -46,6 +50,7 @@ class SDiTConfig:
     tau: float = 2.0
     v_threshold: float = 1.0
     ffn_ratio: int = 4
+    spike_driven: bool = False
     kind: Literal["sdit"] = "sdit"
 
     def __post_init__(self) -> None:
@@ -125,10 +130,15 @@ PRESETS: dict[str, ModelConfig] = {
     "sdit-small-norecon": SDiTConfig(
         patch_size=4, hidden_size=128, depth_in=1, depth_mid=1, depth_out=1, reconstruction=False
     ),
+    "sdit-small-sd": SDiTConfig(
+        patch_size=4, hidden_size=128, depth_in=1, depth_mid=1, depth_out=1, spike_driven=True
+    ),
+    "sdit-mnist-sd": SDiTConfig(spike_driven=True),
     "sdit-tiny": SDiTConfig(patch_size=7, hidden_size=32, depth_in=1, depth_mid=1, depth_out=1),
     "sdit-tiny-norecon": SDiTConfig(
         patch_size=7, hidden_size=32, depth_in=1, depth_mid=1, depth_out=1, reconstruction=False
     ),
+    "sdit-tiny-sd": SDiTConfig(patch_size=7, hidden_size=32, depth_in=1, depth_mid=1, depth_out=1, spike_driven=True),
     "dit-tiny": DiTConfig(patch_size=7, hidden_size=32, depth=2, num_heads=2),
 }
 
@@ -154,8 +164,19 @@ PRESET_NOTES: dict[str, str] = {
         "CPU preset: sdit-small without the Reconstruction Token and Module (the Table II ablation at small "
         "size; trained with sdit-small's recipe)."
     ),
+    "sdit-small-sd": (
+        "CPU preset: sdit-small with spike-driven blocks (docs/spike-driven.md): a LIF at the head of every "
+        "branch, the residual stream real, so every Linear inside a block (time and channel mixing, skip, "
+        "W_D / W_N) reads binary spikes; the WKV recurrence still reads real k, v. Adds LayerNorms in front of "
+        "the inner neurons: 799,430 trainable parameters (sdit-small: 794,010)."
+    ),
+    "sdit-mnist-sd": (
+        "sdit-mnist with spike-driven blocks (docs/spike-driven.md), our design, not the paper's: "
+        "11,685,568 trainable parameters (sdit-mnist plus 28,082 for the LayerNorms in front of the inner neurons)."
+    ),
     "sdit-tiny": "Test preset: p = 7 (16 patches), D = 32, 1 / 1 / 1 blocks.",
     "sdit-tiny-norecon": "Test preset: sdit-tiny without the Reconstruction Module (Table II ablation).",
+    "sdit-tiny-sd": "Test preset: sdit-tiny with spike-driven blocks (docs/spike-driven.md).",
     "dit-tiny": "Test preset: p = 7, D = 32, 2 blocks, 2 heads.",
 }
 
