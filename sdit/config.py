@@ -49,6 +49,10 @@ class SDiTConfig:
         init: Initialisation: ``"sdit"`` (ours) or ``"authors"`` (AUTHORS-SDIT.md §4: zero position
             table, all-ones reconstruction tokens, the authors' RWKV ramps and layer ids, Xavier Linears,
             zero final layer). Only training from scratch depends on it.
+        spike_driven: Spike-driven blocks (docs/spike-driven.md): a LIF neuron at the head of
+            every branch instead of its tail (the "membrane shortcut" of Spike-driven Transformer
+            v1/v2), so every Linear inside a block reads binary spikes; ``False`` is the paper's
+            block (Eq. 7-8), where every Linear reads a LayerNorm of the real-valued stream.
     """
 
     image_size: int = 28
@@ -72,6 +76,7 @@ class SDiTConfig:
     norm_eps: float = 1e-5
     recon_bias: bool = False
     init: Literal["sdit", "authors"] = "sdit"
+    spike_driven: bool = False
     kind: Literal["sdit"] = "sdit"
 
     def __post_init__(self) -> None:
@@ -93,6 +98,8 @@ class SDiTConfig:
             raise ValueError(f"init must be 'sdit' or 'authors', got {self.init!r}")
         if self.init == "authors" and self.depth_in + self.depth_out < 2:
             raise ValueError("the authors' init ramps divide by depth_in + depth_out - 1; it must be >= 1")
+        if self.spike_driven and self.time_encoding != "stream":
+            raise ValueError("spike_driven blocks run every layer over T: they need time_encoding 'stream'")
 
     @property
     def num_patches(self) -> int:
@@ -179,10 +186,15 @@ PRESETS: dict[str, ModelConfig] = {
     "sdit-small-norecon": SDiTConfig(
         patch_size=4, hidden_size=128, depth_in=1, depth_mid=1, depth_out=1, reconstruction=False
     ),
+    "sdit-small-sd": SDiTConfig(
+        patch_size=4, hidden_size=128, depth_in=1, depth_mid=1, depth_out=1, spike_driven=True
+    ),
+    "sdit-mnist-sd": SDiTConfig(spike_driven=True),
     "sdit-tiny": SDiTConfig(patch_size=7, hidden_size=32, depth_in=1, depth_mid=1, depth_out=1),
     "sdit-tiny-norecon": SDiTConfig(
         patch_size=7, hidden_size=32, depth_in=1, depth_mid=1, depth_out=1, reconstruction=False
     ),
+    "sdit-tiny-sd": SDiTConfig(patch_size=7, hidden_size=32, depth_in=1, depth_mid=1, depth_out=1, spike_driven=True),
     "dit-tiny": DiTConfig(patch_size=7, hidden_size=32, depth=2, num_heads=2),
     "sdit-mnist-authors": SDiTConfig(**AUTHORS_LAYOUT),
     "sdit-cifar-authors": SDiTConfig(hidden_size=512, depth_in=4, depth_out=4, **AUTHORS_LAYOUT),
@@ -213,8 +225,19 @@ PRESET_NOTES: dict[str, str] = {
         "CPU preset: sdit-small without the Reconstruction Token and Module (the Table II ablation at small "
         "size; trained with sdit-small's recipe)."
     ),
+    "sdit-small-sd": (
+        "CPU preset: sdit-small with spike-driven blocks (docs/spike-driven.md): a LIF at the head of every "
+        "branch, the residual stream real, so every Linear inside a block (time and channel mixing, skip, "
+        "W_D / W_N) reads binary spikes; the WKV recurrence still reads real k, v. Adds LayerNorms in front of "
+        "the inner neurons: 799,430 trainable parameters (sdit-small: 794,010)."
+    ),
+    "sdit-mnist-sd": (
+        "sdit-mnist with spike-driven blocks (docs/spike-driven.md), our design, not the paper's: "
+        "11,685,568 trainable parameters (sdit-mnist plus 28,082 for the LayerNorms in front of the inner neurons)."
+    ),
     "sdit-tiny": "Test preset: p = 7 (16 patches), D = 32, 1 / 1 / 1 blocks.",
     "sdit-tiny-norecon": "Test preset: sdit-tiny without the Reconstruction Module (Table II ablation).",
+    "sdit-tiny-sd": "Test preset: sdit-tiny with spike-driven blocks (docs/spike-driven.md).",
     "dit-tiny": "Test preset: p = 7, D = 32, 2 blocks, 2 heads.",
     "sdit-mnist-authors": (
         "SDiT as the authors' code (foolLain/SDiT) builds it for MNIST / Fashion-MNIST (AUTHORS-SDIT.md): "

@@ -7,6 +7,10 @@ Token is on (M = N otherwise); each LIF neuron sees them as (T, B, M, D).
 With ``time_encoding="branch"`` (the authors' code, AUTHORS-SDIT.md §3.5) the stream
 has no time axis: blocks see (B, M, D) and only the LIF runs over T, on T copies of
 its branch's output, (T, B, M, D), averaged back to (B, M, D).
+
+``SDiTConfig.spike_driven`` selects the spike-driven block of docs/spike-driven.md
+(a LIF at the head of every branch, so every Linear inside a block reads spikes);
+the default is the paper's block (Eq. 7-8), unchanged.
 """
 
 from __future__ import annotations
@@ -91,11 +95,47 @@ def make_norm(config: SDiTConfig) -> nn.LayerNorm:
     return nn.LayerNorm(config.hidden_size, eps=config.norm_eps, elementwise_affine=config.norm_affine)
 
 
-class TimeMixing(nn.Module):
-    """RWKV-4 time mixing: o = W_o(sigmoid(r) * wkv(k, v)) (Eq. 1-2)."""
+def run_lif(lif: nn.Module, x: Tensor, time_steps: int) -> Tensor:
+    """Run a multi-step LIF on (T*B, ...) viewed as (T, B, ...); returns the spikes as (T*B, ...)."""
+    tb = x.shape[0]
+    return lif(x.view(time_steps, tb // time_steps, *x.shape[1:])).view(x.shape)  # (T, B, ...) inside
 
-    def __init__(self, dim: int, layer_id: int, num_layers: int) -> None:
+
+def spike_pair(s: Tensor) -> Tensor:
+    """[s_n, s_{n-1}] along channels: (B', M, D) spikes -> (B', M, 2D), still binary."""
+    return torch.cat([s, token_shift(s)], dim=-1)
+
+
+class TokenShiftLinear(nn.Linear):
+    """A bias-free Linear on RWKV's token-shift mix of spikes, the mix folded into the weight.
+
+    W (mu * s_n + (1 - mu) * s_{n-1}) = [W diag(mu), W diag(1 - mu)] [s_n; s_{n-1}]
+    (docs/spike-driven.md, Eq. SD-3): the mix of two spike vectors is real-valued, the
+    pair is binary, so the layer reads spikes with fan-in 2D. Its parameter is the
+    same ``weight`` (out x D) as the plain Linear's; folding it costs 2 x out x D
+    elementwise ops per call (once per deployment, in hardware).
+    """
+
+    def forward(self, pair: Tensor, mu: Tensor) -> Tensor:  # pair: (B', M, 2D) spikes, mu: (D,)
+        w = self.weight  # (out, D)
+        folded = torch.cat([w * mu, w - w * mu], dim=1)  # (out, 2D)
+        return nn.functional.linear(pair, folded)  # (B', M, out)
+
+
+def _mixing_linear(dim: int, out: int, spike_driven: bool) -> nn.Linear:
+    return TokenShiftLinear(dim, out, bias=False) if spike_driven else nn.Linear(dim, out, bias=False)
+
+
+class TimeMixing(nn.Module):
+    """RWKV-4 time mixing: o = W_o(sigmoid(r) * wkv(k, v)) (Eq. 1-2).
+
+    With ``config.spike_driven`` it reads spikes ``s`` (docs/spike-driven.md, Eq. SD-3, SD-4):
+    k, v, r = TokenShiftLinear([s_n, s_{n-1}]); o = W_o(LIF(LN(sigmoid(r) * wkv(k, v)))).
+    """
+
+    def __init__(self, dim: int, layer_id: int, num_layers: int, config: SDiTConfig | None = None) -> None:
         super().__init__()
+        self.spike_driven = config is not None and config.spike_driven
         ratio = layer_id / max(num_layers - 1, 1)  # 0 for the first block, 1 for the last
         channel = torch.arange(dim, dtype=torch.float32) / dim  # (D,) in [0, 1)
         # RWKV-4 initialisation: decay ramps across channels, mixing ramps with depth.
@@ -104,13 +144,19 @@ class TimeMixing(nn.Module):
         self.mu_k = nn.Parameter(channel ** (1.0 - ratio))
         self.mu_v = nn.Parameter(channel ** (1.0 - ratio) + 0.3 * ratio)
         self.mu_r = nn.Parameter(channel ** (0.5 * (1.0 - ratio)))
-        self.key = nn.Linear(dim, dim, bias=False)
-        self.value = nn.Linear(dim, dim, bias=False)
-        self.receptance = nn.Linear(dim, dim, bias=False)
+        self.key = _mixing_linear(dim, dim, self.spike_driven)
+        self.value = _mixing_linear(dim, dim, self.spike_driven)
+        self.receptance = _mixing_linear(dim, dim, self.spike_driven)
         self.output = nn.Linear(dim, dim, bias=False)
         self.wkv = WKV()
+        if self.spike_driven:
+            self.time_steps = config.time_steps
+            self.out_norm = nn.LayerNorm(dim)
+            self.out_lif = make_lif(config)
 
     def forward(self, x: Tensor) -> Tensor:
+        if self.spike_driven:
+            return self._forward_spikes(x)
         shifted = token_shift(x)  # (B', M, D)
         delta = x - shifted  # (B', M, D)
         k = self.key(_mix(shifted, delta, self.mu_k))  # (B', M, D)
@@ -118,48 +164,90 @@ class TimeMixing(nn.Module):
         r = self.receptance(_mix(shifted, delta, self.mu_r))  # (B', M, D)
         return self.output(sigmoid_gate(r, self.wkv(self.time_decay, self.time_first, k, v)))  # Eq. 2
 
+    def _forward_spikes(self, s: Tensor) -> Tensor:
+        pair = spike_pair(s)  # (T*B, M, 2D) spikes
+        k = self.key(pair, self.mu_k)  # Eq. SD-3, (T*B, M, D)
+        v = self.value(pair, self.mu_v)  # (T*B, M, D)
+        r = self.receptance(pair, self.mu_r)  # (T*B, M, D)
+        g = sigmoid_gate(r, self.wkv(self.time_decay, self.time_first, k, v))  # (T*B, M, D), real
+        return self.output(run_lif(self.out_lif, self.out_norm(g), self.time_steps))  # Eq. SD-4
+
 
 class ChannelMixing(nn.Module):
-    """RWKV-4 channel mixing: o = sigmoid(W_r x_r) * W_v(relu(W_k x_k)^2) (Eq. 3)."""
+    """RWKV-4 channel mixing: o = sigmoid(W_r x_r) * W_v(relu(W_k x_k)^2) (Eq. 3).
 
-    def __init__(self, dim: int, hidden: int, layer_id: int, num_layers: int) -> None:
+    With ``config.spike_driven`` it reads spikes ``s`` and the hidden nonlinearity is a LIF
+    (docs/spike-driven.md, Eq. SD-5): o = sigmoid(r) * W_v(LIF(LN(k))), k, r from
+    TokenShiftLinear([s_n, s_{n-1}]).
+    """
+
+    def __init__(
+        self, dim: int, hidden: int, layer_id: int, num_layers: int, config: SDiTConfig | None = None
+    ) -> None:
         super().__init__()
+        self.spike_driven = config is not None and config.spike_driven
         ratio = layer_id / max(num_layers - 1, 1)
         channel = torch.arange(dim, dtype=torch.float32) / dim  # (D,)
         self.mu_k = nn.Parameter(channel ** (1.0 - ratio))
         self.mu_r = nn.Parameter(channel ** (1.0 - ratio))
-        self.key = nn.Linear(dim, hidden, bias=False)
+        self.key = _mixing_linear(dim, hidden, self.spike_driven)
         self.value = nn.Linear(hidden, dim, bias=False)
-        self.receptance = nn.Linear(dim, dim, bias=False)
+        self.receptance = _mixing_linear(dim, dim, self.spike_driven)
+        if self.spike_driven:
+            self.time_steps = config.time_steps
+            self.hidden_norm = nn.LayerNorm(hidden)
+            self.hidden_lif = make_lif(config)
 
     def forward(self, x: Tensor) -> Tensor:
+        if self.spike_driven:
+            return self._forward_spikes(x)
         shifted = token_shift(x)  # (B', M, D)
         delta = x - shifted  # (B', M, D)
         k = relu_square(self.key(_mix(shifted, delta, self.mu_k)))  # (B', M, 4D)
         r = self.receptance(_mix(shifted, delta, self.mu_r))  # (B', M, D)
         return sigmoid_gate(r, self.value(k))  # Eq. 3, (B', M, D)
 
+    def _forward_spikes(self, s: Tensor) -> Tensor:
+        pair = spike_pair(s)  # (T*B, M, 2D) spikes
+        k = run_lif(self.hidden_lif, self.hidden_norm(self.key(pair, self.mu_k)), self.time_steps)  # (T*B, M, 4D)
+        r = self.receptance(pair, self.mu_r)  # (T*B, M, D)
+        return sigmoid_gate(r, self.value(k))  # Eq. SD-5, (T*B, M, D)
+
 
 class SpikingBlock(nn.Module):
-    """Spiking Transformer Block (Fig. 2): Eq. 4-13."""
+    """Spiking Transformer Block (Fig. 2): Eq. 4-13.
+
+    With ``config.spike_driven``, the spike-driven block of docs/spike-driven.md (Eq. SD-1 to SD-7):
+    ``attn_lif`` and ``ffn_lif`` move from the tail of their branch to its head, the skip and the
+    Reconstruction Module read spikes through their own LIFs, and the residual stream stays real.
+    """
 
     def __init__(self, config: SDiTConfig, layer_id: int, num_layers: int, skip: bool) -> None:
         super().__init__()
         dim, tokens = config.hidden_size, config.num_tokens
         self.time_steps = config.time_steps
         self.time_encoding = config.time_encoding
+        self.spike_driven = config.spike_driven
         self.skip_linear = nn.Linear(2 * dim, dim) if skip else None  # W_skip, Eq. 5
+        if skip and self.spike_driven:
+            self.skip_norm = nn.LayerNorm(2 * dim)
+            self.skip_lif = make_lif(config)
         self.ln1 = make_norm(config)
-        self.time_mixing = TimeMixing(dim, layer_id, num_layers)
+        self.time_mixing = TimeMixing(dim, layer_id, num_layers, config)
         self.attn_lif = make_lif(config)
         self.ln2 = make_norm(config)
-        self.channel_mixing = ChannelMixing(dim, config.ffn_ratio * dim, layer_id, num_layers)
+        self.channel_mixing = ChannelMixing(dim, config.ffn_ratio * dim, layer_id, num_layers, config)
         self.ffn_lif = make_lif(config)
         if config.reconstruction:
             self.recon_token = nn.Parameter(torch.zeros(1, tokens, dim))  # z, Eq. 6
             nn.init.trunc_normal_(self.recon_token, std=0.02)
             self.recon_d = nn.Linear(dim, tokens, bias=config.recon_bias)  # W_D: D x N, Eq. 11
             self.recon_n = nn.Linear(tokens, dim, bias=config.recon_bias)  # W_N: N x D, Eq. 12
+            if self.spike_driven:
+                self.recon_norm = nn.LayerNorm(dim)
+                self.recon_lif = make_lif(config)
+                self.recon_mid_norm = nn.LayerNorm(tokens)
+                self.recon_mid_lif = make_lif(config)
         else:
             self.recon_token = None
             self.recon_d = None
@@ -174,10 +262,11 @@ class SpikingBlock(nn.Module):
         if self.time_encoding == "branch":
             seq = x.unsqueeze(0).expand(self.time_steps, *x.shape)  # (T, B, M, D)
             return lif(seq).mean(0)  # (B, M, D)
-        tb, m, d = x.shape
-        return lif(x.view(self.time_steps, tb // self.time_steps, m, d)).view(tb, m, d)
+        return run_lif(lif, x, self.time_steps)
 
     def forward(self, h: Tensor, skip: Tensor | None = None) -> Tensor:
+        if self.spike_driven:
+            return self._forward_spikes(h, skip)
         if self.skip_linear is not None:
             if skip is None:
                 raise ValueError("an output block needs the skip of its input block")
@@ -196,6 +285,29 @@ class SpikingBlock(nn.Module):
         z_d = self.recon_d(z)  # Eq. 11, (T*B, N, N)
         z_n = self.recon_n(z_d.transpose(1, 2))  # Eq. 12, (T*B, N, D)
         return torch.addcmul(y, z_n, y)  # Eq. 13: y + z_n * y
+
+    def _forward_spikes(self, h: Tensor, skip: Tensor | None) -> Tensor:
+        """The spike-driven block, docs/spike-driven.md Eq. SD-1 to SD-7: every Linear reads spikes."""
+        if self.skip_linear is not None:
+            if skip is None:
+                raise ValueError("an output block needs the skip of its input block")
+            spikes = self._spike(self.skip_lif, self.skip_norm(torch.cat([h, skip], dim=-1)))  # (T*B, N, 2D)
+            h = h + self.skip_linear(spikes)  # Eq. SD-1, (T*B, N, D)
+        tokens = h.shape[1]
+        if self.recon_token is not None:
+            z = self.recon_token.expand(h.shape[0], -1, -1)  # (T*B, N, D)
+            x = torch.cat([h, z], dim=1)  # Eq. 6, (T*B, 2N, D)
+        else:
+            x = h  # (T*B, N, D)
+        x = x + self.time_mixing(self._spike(self.attn_lif, self.ln1(x)))  # Eq. SD-2
+        x = x + self.channel_mixing(self._spike(self.ffn_lif, self.ln2(x)))  # Eq. SD-2
+        if self.recon_token is None:
+            return x
+        y, z = x[:, :tokens], x[:, tokens:]  # Eq. 10, (T*B, N, D) each
+        z_d = self.recon_d(self._spike(self.recon_lif, self.recon_norm(z)))  # Eq. SD-6, (T*B, N, N)
+        spikes = self._spike(self.recon_mid_lif, self.recon_mid_norm(z_d))  # (T*B, N, N)
+        z_n = self.recon_n(spikes.transpose(1, 2))  # Eq. SD-6, (T*B, N, D)
+        return torch.addcmul(y, z_n, y)  # Eq. SD-7 = Eq. 13: y + z_n * y
 
 
 class SDiT(nn.Module):

@@ -29,6 +29,14 @@ def test_info_json_dit_mnist() -> None:
     assert abs(facts["trainable_params"] / 13.86e6 - 1) < 0.005
 
 
+def test_info_json_spike_driven_presets() -> None:
+    for preset, params in (("sdit-small-sd", 799_430), ("sdit-mnist-sd", 11_685_568)):
+        facts = json.loads(runner.invoke(app, ["info", preset, "--json"]).stdout)
+        assert facts["trainable_params"] == params
+        assert facts["config"]["spike_driven"] is True
+        assert "docs/spike-driven.md" in facts["notes"]
+
+
 def test_info_table() -> None:
     result = runner.invoke(app, ["info", "dit-small"])
     assert result.exit_code == 0
