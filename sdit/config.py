@@ -309,7 +309,10 @@ def config_from_dict(data: dict[str, Any]) -> ModelConfig:
     if unknown:
         raise ValueError(f"unknown {kind} config keys: {', '.join(str(k) for k in unknown)[:200]}")
     check_config_values(cls, data)
-    return cls(**data)
+    hints = get_type_hints(cls)
+    # JSON writes 1.0 as 1 in some tools: a whole number in a float field is that float (spikingjelly
+    # asserts float thresholds), so a config built from a file equals the one that was saved.
+    return cls(**{k: float(v) if hints.get(k) is float else v for k, v in data.items()})
 
 
 # The ranges a config read from a file must fall in: wide enough for every preset and any plausible

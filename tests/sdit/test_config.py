@@ -67,3 +67,15 @@ def test_every_preset_has_notes() -> None:
 
     assert set(PRESET_NOTES) == set(PRESETS)
     assert "11,657,486" in PRESET_NOTES["sdit-mnist"] and "13,845,508" in PRESET_NOTES["dit-mnist"]
+
+
+def test_a_whole_number_in_a_float_field_reads_as_that_float() -> None:
+    from sdit.config import config_from_dict, config_to_dict, get_preset
+    from sdit.models import build_model
+
+    data = config_to_dict(get_preset("sdit-tiny"))
+    data.update(v_threshold=1, tau=2)  # as a JSON writer that drops ".0" would save them
+    config = config_from_dict(data)
+    assert config == get_preset("sdit-tiny")
+    assert isinstance(config.v_threshold, float) and isinstance(config.tau, float)
+    build_model(config)  # spikingjelly's LIF asserts a float threshold
