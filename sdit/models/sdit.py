@@ -264,6 +264,13 @@ class SpikingBlock(nn.Module):
             return lif(seq).mean(0)  # (B, M, D)
         return run_lif(lif, x, self.time_steps)
 
+    def _append_recon_token(self, h: Tensor) -> Tensor:
+        """Eq. 6: the Reconstruction Token z after the stream's tokens, (T*B, N, D) -> (T*B, 2N, D); h without it."""
+        if self.recon_token is None:
+            return h  # (T*B, N, D)
+        z = self.recon_token.expand(h.shape[0], -1, -1)  # (T*B, N, D)
+        return torch.cat([h, z], dim=1)  # (T*B, 2N, D)
+
     def forward(self, h: Tensor, skip: Tensor | None = None) -> Tensor:
         if self.spike_driven:
             return self._forward_spikes(h, skip)
@@ -272,11 +279,7 @@ class SpikingBlock(nn.Module):
                 raise ValueError("an output block needs the skip of its input block")
             h = self.skip_linear(torch.cat([h, skip], dim=-1))  # Eq. 4-5, (T*B, N, D)
         tokens = h.shape[1]
-        if self.recon_token is not None:
-            z = self.recon_token.expand(h.shape[0], -1, -1)  # (T*B, N, D)
-            x = torch.cat([h, z], dim=1)  # Eq. 6, (T*B, 2N, D)
-        else:
-            x = h  # (T*B, N, D)
+        x = self._append_recon_token(h)  # Eq. 6, (T*B, M, D)
         x = x + self._spike(self.attn_lif, self.time_mixing(self.ln1(x)))  # Eq. 7
         x = x + self._spike(self.ffn_lif, self.channel_mixing(self.ln2(x)))  # Eq. 8
         if self.recon_token is None:
@@ -294,11 +297,7 @@ class SpikingBlock(nn.Module):
             spikes = self._spike(self.skip_lif, self.skip_norm(torch.cat([h, skip], dim=-1)))  # (T*B, N, 2D)
             h = h + self.skip_linear(spikes)  # Eq. SD-1, (T*B, N, D)
         tokens = h.shape[1]
-        if self.recon_token is not None:
-            z = self.recon_token.expand(h.shape[0], -1, -1)  # (T*B, N, D)
-            x = torch.cat([h, z], dim=1)  # Eq. 6, (T*B, 2N, D)
-        else:
-            x = h  # (T*B, N, D)
+        x = self._append_recon_token(h)  # Eq. 6, (T*B, M, D)
         x = x + self.time_mixing(self._spike(self.attn_lif, self.ln1(x)))  # Eq. SD-2
         x = x + self.channel_mixing(self._spike(self.ffn_lif, self.ln2(x)))  # Eq. SD-2
         if self.recon_token is None:
