@@ -13,7 +13,6 @@ from typing import Any
 
 import typer
 from rich.console import Console
-from rich.table import Table as RichTable
 
 from cli.common import (
     DATA_ERROR,
@@ -29,7 +28,7 @@ from profiling.conventions import DEFAULT_CONVENTIONS
 from profiling.counter import UnknownNeuronError, UnsupportedOpError
 from profiling.energy import COST_PRESETS, DEFAULT_COSTS, CostsError, load_costs
 from profiling.records import Workload, WorkloadError
-from reports import tables
+from reports import terminal
 from reports.html import frame_csv, tables_of, write_page
 from reports.page import RunInfo, build_page
 from reports.study import CONVENTION_TEXT, study_from_comparison
@@ -193,17 +192,7 @@ def compare_cmd(
 
 def _print(study: Any, console: Console) -> None:
     """The verdict per convention for each model pair, from the same table the page shows."""
-    sens = tables.sensitivity_table(study)
-    for (model, baseline), rows in sens.groupby(["model", "baseline"], sort=False):
-        table = RichTable(title=f"{model} vs {baseline}: estimated energy per image, {study.workload_label}, "
-                                f"{study.headline_preset}")
-        for column in ("convention", "model uJ/image", "baseline uJ/image", "ratio", "break-even fr"):
-            table.add_column(column, justify="left" if column == "convention" else "right", no_wrap=True)
-        for r in rows.itertuples():
-            be = r.break_even_firing_rate_pct
-            table.add_row(r.convention, f"{r.model_uJ_per_image:,.3f}", f"{r.baseline_uJ_per_image:,.3f}",
-                          f"{r.ratio_model_to_baseline:.3f}", "n/a" if be is None or be != be else f"{be:.2f} %")
-        console.print(table)
+    console.out(terminal.sensitivity_text(study, console.width), end="", highlight=False)
 
 
 def register(app: typer.Typer) -> None:

@@ -12,7 +12,6 @@ from typing import Any
 
 import typer
 from rich.console import Console
-from rich.table import Table
 
 from cli.common import (
     DATA_ERROR,
@@ -40,6 +39,8 @@ from profiling.energy import (
     with_overrides,
 )
 from profiling.records import WorkloadError
+from reports import terminal
+from reports.study import study_from_comparison
 from sdit.artifacts import is_stdout, write_json
 
 __all__ = ["SWEEP_RATES", "energy_cmd", "register"]
@@ -164,7 +165,7 @@ def _print(study: Comparison, result: dict[str, Any], console: Console) -> None:
     costs = study.costs[0]
     what = study.workload.label()
     for t in study.targets:
-        _print_target(t, costs, what, console)
+        _print_target(t, costs, study, console)
     terms = "; ".join(f"{term}: {text}" for term, text in costs.terms().items())
     console.print(f"terms of {costs.name}: {terms}", soft_wrap=True)
     console.print(f"constants: {costs.source} [{costs.evidence}, {costs.scope}, {costs.process or 'node not stated'}]",
@@ -183,18 +184,10 @@ def _print(study: Comparison, result: dict[str, Any], console: Console) -> None:
                       f"{m['repeats']} repeats, idle {m['idle_power_w']:.1f} W, {m['device']})", soft_wrap=True)
 
 
-def _print_target(t: TargetResult, costs: Any, what: str, console: Console) -> None:
-    table = Table(title=f"{t.name}: estimated energy per image, {what} ({costs.name})")
-    table.add_column("convention", no_wrap=True)
-    for col in ("MAC uJ", "AC uJ", "neuron uJ", "memory uJ", "total uJ"):
-        table.add_column(col, justify="right")
-    for e in (e for e in t.estimates if e.costs == costs.name):
-        per, est = e.estimate.per_image, e.estimate
-        table.add_row(e.convention, _uj(per["mac_j"], est.undefined.get("mac", "")),
-                      _uj(per["ac_j"], est.undefined.get("ac", "")),
-                      _uj(per["neuron_j"], est.undefined.get("neuron", "")),
-                      _uj(per["memory_j"], "off"), _uj(per["total_j"], "undefined"))
-    console.print(table)
+def _print_target(t: TargetResult, costs: Any, study: Comparison, console: Console) -> None:
+    """The target's energy by term under each convention: the table of reports.tables.energy_terms_table."""
+    view = study_from_comparison(study, headline_preset=costs.name)
+    console.out(terminal.energy_terms_text(view, t.name, costs.name, console.width), end="", highlight=False)
 
 
 def register(app: typer.Typer) -> None:

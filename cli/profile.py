@@ -6,7 +6,6 @@ from pathlib import Path
 
 import typer
 from rich.console import Console
-from rich.table import Table
 
 from cli.common import (
     DATA_ERROR,
@@ -21,56 +20,18 @@ from profiling.counter import UnknownNeuronError, UnsupportedOpError
 from profiling.energy import DEFAULT_COSTS, CostsError, EnergyEstimate, estimate_energy, load_costs
 from profiling.records import Profile, Workload, WorkloadError
 from profiling.workloads import profile_workload
+from reports import terminal
+from reports.study import profile_study
 from sdit.artifacts import is_stdout, write_bytes, write_json
 
 
-def _fmt(value: float) -> str:
-    return f"{value:,.0f}" if abs(value) >= 100 else f"{value:,.4g}"
-
-
 def print_summary(profile: Profile, estimate: EnergyEstimate, top: int, console: Console) -> None:
-    """Totals per image, then the ``top`` layers by dense MACs, each figure with its unit."""
-    what = profile.workload.label()
-    totals = Table(title=f"{profile.model}: {what}, per image (batch {profile.batch_size}, T={profile.time_steps})")
-    totals.add_column("quantity")
-    totals.add_column("per image", justify="right")
-    totals.add_column("unit / convention")
-    per = profile.per_image
-    rows = [
-        ("MACs (strict)", per["macs"], "multiply-accumulates with real-valued inputs"),
-        ("ACs (strict)", per["acs"], "accumulates driven by spikes, nnz x fan-out"),
-        ("MACs (paper conv.)", per["macs_paper"], "synaptic ops outside spiking blocks"),
-        ("ACs (paper conv.)", per["acs_paper"], "fr x dense MACs inside spiking blocks"),
-        ("dense MACs", per["dense_macs"], "all synaptic ops counted dense (fvcore/thop view)"),
-        ("spikes", per["spikes"], "neuron outputs equal to 1, all T steps"),
-        ("neuron updates", per["neuron_updates"], "membrane updates, neurons x T"),
-        ("norm elements", per["norm"], "LayerNorm inputs"),
-        ("softmax elements", per["softmax"], "elements"),
-        ("exp ops", per["exp"], "exp, sigmoid, SiLU, GELU, WKV exponentials"),
-        ("adds / muls / other", per["adds"] + per["muls"] + per["other"], "elementwise ops"),
-    ]
-    for label, value, unit in rows:
-        totals.add_row(label, _fmt(value), unit)
-    if per["neuron_updates"]:
-        totals.add_row("mean firing rate", f"{per['spikes'] / per['neuron_updates']:.4%}", "spikes / (neurons x T)")
-    energy = estimate.per_image
-    costs = estimate.costs
-    unit = f"uJ; {costs.name}: MAC {costs.e_mac_pj} pJ, AC {costs.e_ac_pj} pJ"
-    totals.add_row("energy, strict", f"{energy['compute_j'] * 1e6:,.3f}", unit)
-    totals.add_row("energy, paper conv.", f"{energy['compute_paper_j'] * 1e6:,.3f}", unit)
-    console.print(totals)
-
-    layers = Table(title=f"top {top} layers by dense MACs (per image; energy strict, {costs.name})")
-    layers.add_column("layer", overflow="fold")
-    for col in ("kind", "MACs", "ACs", "ACs paper", "spikes", "firing rate", "energy uJ"):
-        layers.add_column(col, justify="left" if col == "kind" else "right")
-    ranked = sorted(profile.layers, key=lambda r: (r.dense_macs, r.neuron_updates), reverse=True)[:top]
-    for r in ranked:
-        rate = "" if r.firing_rate is None else f"{r.firing_rate:.3%}"
-        joules = estimate.layers[r.name]["compute_j"] or 0.0
-        layers.add_row(r.name, r.kind, _fmt(r.macs), _fmt(r.acs), _fmt(r.acs_paper), _fmt(r.spikes), rate,
-                       f"{joules * 1e6:.3f}")
-    console.print(layers)
+    """Totals per image, the spiking layers, then the ``top`` layers by energy: the tables of reports.tables."""
+    study = profile_study(profile, estimate.costs)
+    console.out(terminal.totals_text(study, console.width), end="", highlight=False)
+    terms = "; ".join(f"{term}: {text}" for term, text in study.presets[0].terms.items())
+    console.out(f"terms of {study.headline_preset}: {terms}\n", end="", highlight=False)
+    console.out(terminal.layer_tables(study, profile.model, "strict", top, console.width), end="", highlight=False)
     if profile.unsupported_ops:
         ops = ", ".join(f"{u['op']} x{u['count']}" for u in profile.unsupported_ops)
         console.print(f"[yellow]uncounted ops (no rule): {ops}[/yellow]")

@@ -10,6 +10,7 @@ docstring says how many traces it draws.
 from __future__ import annotations
 
 import html
+import math
 from typing import Any
 
 import pandas as pd
@@ -45,6 +46,21 @@ def _colour(i: int) -> str:
     return PALETTE[i % len(PALETTE)]
 
 
+def _headroom(fig: go.Figure, log: bool = False) -> go.Figure:
+    """A y range that holds the tallest bar with room above it (Plotly's bar autorange ends at the top bar,
+    which then looks cut by the plot's edge); log axes label powers of ten only."""
+    values = [v for trace in fig.data for v in (trace.y or ()) if v is not None and v > 0]
+    if not values:
+        return fig
+    top = max(values)
+    if log:
+        low = math.floor(math.log10(min(values))) - 0.05
+        fig.update_yaxes(type="log", range=[low, math.log10(top) + 0.25], dtick=1, exponentformat="SI")
+    else:
+        fig.update_yaxes(range=[0, top * 1.12])
+    return fig
+
+
 def role_bars(roles: pd.DataFrame, value: str, title: str, y_title: str, models: list[str]) -> go.Figure:
     """Grouped bars, x = role (in :data:`ROLES` order), one trace per model."""
     fig = go.Figure()
@@ -54,8 +70,9 @@ def role_bars(roles: pd.DataFrame, value: str, title: str, y_title: str, models:
         fig.add_trace(go.Bar(name=_e(model), x=[_e(r) for r in present],
                              y=[_f(sel[value].get(r)) if r in sel.index else 0.0 for r in present],
                              marker_color=_colour(i)))
-    return _layout(fig, title, "role", y_title, barmode="group", height=460,
-                   legend={"orientation": "h", "y": 1.02, "yanchor": "bottom"}, margin={"l": 70, "r": 20, "t": 90})
+    return _headroom(_layout(fig, title, "role", y_title, barmode="group", height=460,
+                             legend={"orientation": "h", "y": 1.02, "yanchor": "bottom"},
+                             margin={"l": 70, "r": 20, "t": 90}))
 
 
 def layer_bars(layers: pd.DataFrame, value: str, title: str, y_title: str, models: list[str],
@@ -71,9 +88,7 @@ def layer_bars(layers: pd.DataFrame, value: str, title: str, y_title: str, model
                              hovertemplate="%{x}<br>%{y:.4g}<extra>" + _e(model) + "</extra>"))
     fig = _layout(fig, title, "role / layer", y_title, barmode="group", height=900,
                   legend={"orientation": "h", "y": 1.02, "yanchor": "bottom"}, margin={"l": 70, "r": 20, "t": 90})
-    if log:
-        fig.update_yaxes(type="log")
-    return fig
+    return _headroom(fig, log)
 
 
 def ops_bars(layers: pd.DataFrame, convention: str, models: list[str]) -> go.Figure:
@@ -93,8 +108,7 @@ def ops_bars(layers: pd.DataFrame, convention: str, models: list[str]) -> go.Fig
     fig = _layout(fig, f"MACs and ACs per layer per image ({convention} convention)", "role / layer",
                   "operations per image (log scale)", barmode="group", height=900,
                   legend={"orientation": "h", "y": 1.02, "yanchor": "bottom"}, margin={"l": 70, "r": 20, "t": 90})
-    fig.update_yaxes(type="log")
-    return fig
+    return _headroom(fig, log=True)
 
 
 def firing_heatmap(frame: pd.DataFrame, model: str, x: str, x_title: str, title: str) -> go.Figure:
@@ -148,12 +162,15 @@ def sweep_lines(sweep: pd.DataFrame, baselines: list[tuple[str, float]], break_e
                                  line={"color": "#57606a", "dash": DASHES[(k + 1) % len(DASHES)], "width": 2}))
     pts = break_even[break_even["break_even_firing_rate_pct"].notna()]
     inside = pts[(pts["break_even_firing_rate_pct"] >= 0) & (pts["break_even_firing_rate_pct"] <= 100)]
+    inside = inside.sort_values(["baseline_uJ_per_image", "break_even_firing_rate_pct"], kind="stable")
     fig.add_trace(go.Scatter(
         x=[_f(v) for v in inside["break_even_firing_rate_pct"]],
         y=[_f(v) for v in inside["baseline_uJ_per_image"]],
         mode="markers+text", marker={"size": 11, "symbol": "diamond", "color": "#000"},
         text=[_e(f"{r.convention}: {r.break_even_firing_rate_pct:.1f} %") for r in inside.itertuples()],
-        textposition="top center", name="break-even points"))
+        textposition=_label_positions(list(inside["break_even_firing_rate_pct"]),
+                                      list(inside["baseline_uJ_per_image"])),
+        name="break-even points"))
     for model, rate in actual:
         fig.add_vline(x=rate, line={"color": "#8250df", "dash": "dot"},
                       annotation={"text": _e(f"{model} fires {rate:.1f} %"), "textangle": -90})
@@ -161,7 +178,22 @@ def sweep_lines(sweep: pd.DataFrame, baselines: list[tuple[str, float]], break_e
                    "firing rate of every LIF layer (%)", "uJ per image over the workload")
 
 
-def sensitivity_bars(sens: pd.DataFrame) -> go.Figure:
+def _label_positions(xs: list[float], ys: list[float], near_pct: float = 12.0) -> list[str]:
+    """Text positions that keep labels of nearby points apart: a point close to the one before it
+    (same y, within ``near_pct`` on the x axis) takes the next slot of top-left, bottom-right, top-right,
+    bottom-left."""
+    slots = ("top left", "bottom right", "top right", "bottom left")
+    out: list[str] = []
+    k = 0
+    for i, (x, y) in enumerate(zip(xs, ys, strict=True)):
+        prev_close = i > 0 and ys[i - 1] == y and abs(x - xs[i - 1]) < near_pct
+        next_close = i + 1 < len(xs) and ys[i + 1] == y and abs(xs[i + 1] - x) < near_pct
+        k = k + 1 if prev_close else 0
+        out.append(slots[k % len(slots)] if prev_close or next_close else "top center")
+    return out
+
+
+def sensitivity_bars(sens: pd.DataFrame, preset: str | None = None) -> go.Figure:
     """Ratio model / baseline per convention: one trace per model pair; 1.0 marked."""
     fig = go.Figure()
     pair_keys = list(dict.fromkeys(zip(sens["model"], sens["baseline"])))
@@ -172,10 +204,13 @@ def sensitivity_bars(sens: pd.DataFrame) -> go.Figure:
                              text=["undefined" if _f(v) is None else f"{float(v):.2f}x"
                                    for v in sel["ratio_model_to_baseline"]],
                              textposition="outside"))
-    fig.add_hline(y=1.0, line={"color": "#000", "dash": "dash"},
-                  annotation={"text": "equal energy: below costs less than the baseline"})
-    return _layout(fig, "Energy ratio model / baseline under each convention (below 1: the model costs less)",
-                   "convention", "energy ratio (model / baseline)", barmode="group")
+    fig.add_hline(y=1.0, line={"color": "#000", "dash": "dash"}, annotation_position="top left",
+                  annotation={"text": "equal energy (1.0): below, the model costs less than the baseline",
+                              "bgcolor": "rgba(255,255,255,0.8)"})
+    where = f", {preset}" if preset else ""
+    return _headroom(_layout(fig, f"Energy ratio model / baseline per image under each convention{where} (below 1: "
+                             "the model costs less)", "convention", "energy ratio (model / baseline, uJ / uJ)",
+                             barmode="group"))
 
 
 def preset_bars(energy: pd.DataFrame, models: list[str], convention: str) -> go.Figure:
@@ -190,16 +225,47 @@ def preset_bars(energy: pd.DataFrame, models: list[str], convention: str) -> go.
     fig = _layout(fig, f"Estimated energy per image under each cost preset ({convention} convention); "
                   "'not defined': the preset has no figure for a term the model needs",
                   "cost preset", "uJ per image (log scale)", barmode="group")
-    fig.update_yaxes(type="log")
-    return fig
+    for p in presets:
+        missing = [m for m in models if _f(energy[(energy.model == m) & (energy.preset == p)]
+                                           ["energy_uJ_per_image"].iloc[0]) is None]
+        if missing:
+            fig.add_annotation(x=_e(p), y=0.02, yref="paper", showarrow=False, textangle=-90, yanchor="bottom",
+                               text=_e("not defined" if len(missing) == len(models) else
+                                       "not defined for " + ", ".join(missing)))
+    return _headroom(fig, log=True)
 
 
-def power_trace(traces: list[tuple[str, list[float], list[float], float | None]]) -> go.Figure:
-    """Measured power against time: one trace per model (name, times s, power W, idle W); idle as dashed lines."""
+def power_trace(trace: pd.DataFrame, measured: pd.DataFrame, models: list[str]) -> go.Figure:
+    """Measured power against time since each model's window opened: per model with a trace, one power line
+    and (where idle power was read) one dashed idle-baseline line; the window's opening and each model's
+    closing are vertical marks."""
     fig = go.Figure()
-    for i, (name, times, watts, idle) in enumerate(traces):
-        fig.add_trace(go.Scatter(x=times, y=watts, mode="lines", name=_e(name), line={"color": _colour(i)}))
+    info = measured.set_index("model")
+    closes: dict[float, list[tuple[int, str]]] = {}
+    fig.add_vline(x=0.0, line={"color": "#000", "dash": "dot"},
+                  annotation={"text": "window opens", "textangle": -90, "xanchor": "right"})
+    for i, model in enumerate(models):
+        sel = trace[trace.model == model].sort_values("time_s", kind="stable")
+        if not len(sel):
+            continue
+        row = info.loc[model]
+        method, window_s, idle = row["method"], _f(row["window_s"]), _f(row["idle_power_W"])
+        fig.add_trace(go.Scatter(x=[float(v) for v in sel["time_s"]], y=[float(v) for v in sel["power_W"]],
+                                 mode="lines+markers", marker={"size": 3}, line={"color": _colour(i)},
+                                 name=_e(f"{model}: power ({method}, {len(sel)} samples)"),
+                                 hovertemplate="%{x:.3f} s<br>%{y:.1f} W<extra>" + _e(model) + "</extra>"))
+        end = window_s if window_s is not None else float(sel["time_s"].max())
         if idle is not None:
-            fig.add_hline(y=idle, line={"color": _colour(i), "dash": "dash"},
-                          annotation={"text": _e(f"{name} idle {idle:.1f} W")})
-    return _layout(fig, "Measured power during the measured windows", "time (s)", "power (W)")
+            fig.add_trace(go.Scatter(x=[0.0, end], y=[idle, idle], mode="lines",
+                                     line={"color": _colour(i), "dash": "dash", "width": 1.5},
+                                     name=_e(f"{model}: idle baseline {idle:.1f} W")))
+        closes.setdefault(end, []).append((i, model))
+    for end, who in closes.items():  # one mark per closing time, naming every window that closed then
+        fig.add_vline(x=end, line={"color": _colour(who[0][0]) if len(who) == 1 else "#000", "dash": "dot"},
+                      annotation={"text": _e(f"{', '.join(m for _, m in who)}: window closes ({end:.2f} s)"),
+                                  "textangle": -90, "xanchor": "left"})
+    methods = ", ".join(dict.fromkeys(str(m) for m in trace["method"])) or "none"
+    fig = _layout(fig, f"Measured GPU power in each measured window (NVML, method: {methods}); "
+                  "dashed: idle baseline", "time since the window opened (s)", "power (W, whole GPU)")
+    fig.update_yaxes(rangemode="tozero")
+    return fig

@@ -62,6 +62,10 @@ class Table:
         caption: Says what the table holds, its unit and its convention.
         data_name: File name of the CSV in the embedded data (``tables/<name>.csv``).
         number_format: ``format`` spec for floats; ints are printed with thousands separators.
+        highlight_rows: Rows shown as references (italic, tinted).
+        transpose: Show one column per row of ``frame`` (headed by its first column's value) and one row per
+            other column: a wide table of few rows (models x quantities) then fits the page; the CSV
+            keeps ``frame`` as it is.
     """
 
     frame: pd.DataFrame
@@ -69,6 +73,7 @@ class Table:
     data_name: str
     number_format: str = ",.5g"
     highlight_rows: tuple[int, ...] = ()
+    transpose: bool = False
 
 
 @dataclass(frozen=True)
@@ -166,17 +171,34 @@ def format_value(value: Any, number_format: str = ",.4g") -> str:
     return str(value)
 
 
+def _header(name: Any) -> str:
+    """A column name that may wrap after its underscores (``energy_uJ_per_image_...`` headers are long)."""
+    return esc(name).replace("_", "_<wbr>")
+
+
+def _cell(value: Any, number_format: str, classes: tuple[str, ...] = ()) -> str:
+    numeric = isinstance(value, (int, float, np.number)) and not isinstance(value, bool)
+    names = " ".join((*(("num",) if numeric else ()), *classes))
+    attr = f' class="{names}"' if names else ""
+    return f"<td{attr}>{esc(format_value(value, number_format))}</td>"
+
+
 def _render_table(block: Table) -> str:
-    head = "".join(f"<th scope=\"col\">{esc(c)}</th>" for c in block.frame.columns)
-    rows = []
-    for i, row in enumerate(block.frame.itertuples(index=False, name=None)):
-        cls = ' class="reference"' if i in block.highlight_rows else ""
-        cells = []
-        for value in row:
-            numeric = isinstance(value, (int, float, np.number)) and not isinstance(value, bool)
-            align = ' class="num"' if numeric else ""
-            cells.append(f"<td{align}>{esc(format_value(value, block.number_format))}</td>")
-        rows.append(f"<tr{cls}>{''.join(cells)}</tr>")
+    frame = block.frame
+    if block.transpose:
+        refs = [' class="reference"' if i in block.highlight_rows else "" for i in range(len(frame))]
+        head = f'<th scope="col">{_header(frame.columns[0])}</th>' + "".join(
+            f'<th scope="col"{refs[i]}>{esc(format_value(v))}</th>' for i, v in enumerate(frame.iloc[:, 0]))
+        rows = [f'<tr><th scope="row">{_header(col)}</th>'
+                + "".join(_cell(v, block.number_format, ("reference",) if i in block.highlight_rows else ())
+                          for i, v in enumerate(frame[col])) + "</tr>"
+                for col in frame.columns[1:]]
+    else:
+        head = "".join(f'<th scope="col">{_header(c)}</th>' for c in frame.columns)
+        rows = []
+        for i, row in enumerate(frame.itertuples(index=False, name=None)):
+            cls = ' class="reference"' if i in block.highlight_rows else ""
+            rows.append(f"<tr{cls}>{''.join(_cell(v, block.number_format) for v in row)}</tr>")
     name = f"tables/{block.data_name}.csv"
     return (f'<figure class="table" data-table="{esc(block.data_name)}"><div class="scroll"><table>'
             f"<thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table></div>"
@@ -278,7 +300,8 @@ table { border-collapse: collapse; font-size: 0.85rem; }
 th, td { border: 1px solid var(--line); padding: 4px 8px; text-align: left; vertical-align: top; }
 th { background: var(--panel); }
 td.num { text-align: right; font-variant-numeric: tabular-nums; white-space: nowrap; }
-tr.reference td { font-style: italic; background: #fff8c5; }
+tr.reference td, td.reference, th.reference { font-style: italic; background: #fff8c5; }
+tbody th { background: var(--panel); font-weight: 600; white-space: nowrap; }
 .plot { width: 100%; min-height: 380px; }
 .image img { image-rendering: pixelated; width: 280px; border: 1px solid var(--line); }
 .images { display: flex; flex-wrap: wrap; gap: 16px; }

@@ -6,11 +6,10 @@ written by hand about a result). Figure trace counts follow :mod:`reports.figure
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import dataclass, field
 from typing import Any
-
-import pandas as pd
 
 from reports import figures, tables
 from reports.html import Card, Cards, Chart, Image, KeyValues, Page, Section, Table, Text
@@ -63,6 +62,11 @@ def _break_even_words(rate: float | None) -> str:
     return f"{100 * rate:.1f} %"
 
 
+def _log_shift(ratio: float, ref: float) -> float:
+    """How far a ratio moved from ``ref``, in log terms; a move to or from zero is the largest."""
+    return abs(math.log(ratio / ref)) if ratio > 0 and ref > 0 else math.inf
+
+
 def headline_cards(study: Study) -> list[Card]:
     """Verdict cards for each (spiking model, baseline) pair, from the study's numbers."""
     preset, conv = study.headline_preset, study.headline_convention
@@ -98,7 +102,7 @@ def headline_cards(study: Study) -> list[Card]:
             f"{r.convention} {r.ratio_model_to_baseline:.2f}x" for r in sel.itertuples()
             if r.ratio_model_to_baseline is not None)
         if len(others):
-            moved = others.assign(shift=(others["ratio_model_to_baseline"] / ref).map(lambda v: abs(math.log(v))))
+            moved = others.assign(shift=[_log_shift(v, ref) for v in others["ratio_model_to_baseline"]])
             top = moved.sort_values("shift", ascending=False).iloc[0]
             detail += (f"; switching from {conv} to {top['convention']} moves it most "
                        f"({ref:.2f}x -> {top['ratio_model_to_baseline']:.2f}x)")
@@ -114,9 +118,12 @@ def headline_cards(study: Study) -> list[Card]:
             f"{b.label}: {_count(models.loc[b.label, 'acs_per_image_strict'])} ACs"))
     measured = [m for m in study.models if m.measured]
     if measured:
-        cards.append(Card("measured energy", ", ".join(
+        cards.append(Card("measured energy per image", ", ".join(
             f"{m.label}: {_uj(m.measured['energy_j_per_image'] * 1e6)}" for m in measured),
-            "per image, NVML, idle power subtracted; see the measured section"))
+            "whole GPU, NVML, idle draw included; above idle: " + ", ".join(
+                f"{m.label} {_uj(m.measured['energy_above_idle_j_per_image'] * 1e6)}" for m in measured)
+            + f" ({', '.join(dict.fromkeys(str(m.measured.get('method')) for m in measured))}); "
+              "see the measured section"))
     else:
         reason = next((m.measured_reason for m in study.models if m.measured_reason), "not measured")
         cards.append(Card("measured energy", "not measured", reason))
@@ -128,16 +135,24 @@ def _model_labels(study: Study) -> list[str]:
 
 
 def _provenance_items(m: ModelStudy) -> list[tuple[str, str]]:
-    """The model's description and the scalar entries of its checkpoint's provenance."""
+    """The model's description and every entry of its checkpoint's provenance (nested ones as compact JSON)."""
     items = [(m.label, m.description)]
+    if m.provenance is None:
+        items.append((f"{m.label}: provenance", "none shipped with this target (a preset or a bare checkpoint)"))
     for key, value in sorted((m.provenance or {}).items()):
-        if isinstance(value, (str, int, float, bool)):
-            items.append((f"{m.label}: {key}", str(value)))
+        text = value if isinstance(value, str) else json.dumps(value, sort_keys=True, separators=(", ", ": "))
+        items.append((f"{m.label}: {key}", text))
     return items
 
 
 def build_page(study: Study, run: RunInfo) -> Page:
-    """The whole report of ``study``."""
+    """The whole report of ``study``.
+
+    Raises:
+        ValueError: a study of fewer than two models (the report compares).
+    """
+    if len(study.models) < 2:
+        raise ValueError("the report compares two or more models")
     labels = _model_labels(study)
     preset, conv = study.headline_preset, study.headline_convention
     convs = list(study.conventions)
@@ -155,10 +170,10 @@ def build_page(study: Study, run: RunInfo) -> Page:
 
     sections.append(Section("table", "Parameters, operations and energy (Table III style)", [
         Table(comp, f"Per image over {study.workload_label}. Energy columns: estimated compute energy in uJ per "
-                    f"image under {preset}, one column per convention; ratios divide the spiking model's value by the "
-                    f"baseline's. The last {n_refs} rows are the paper's Table III as printed: "
+                    f"image under {preset}, one row per convention; ratios divide the spiking model's value by the "
+                    f"baseline's. The last {n_refs} columns are the paper's Table III as printed: "
                     f"{tables.PAPER_TABLE_III_NOTE}.", "comparison",
-              highlight_rows=tuple(range(len(comp) - n_refs, len(comp))))]))
+              highlight_rows=tuple(range(len(comp) - n_refs, len(comp))), transpose=True)]))
 
     per_layer: list[Any] = [
         Chart(figures.role_bars(roles, energy_col, f"Estimated energy per image by role ({conv} convention, {preset})",
@@ -229,7 +244,7 @@ def build_page(study: Study, run: RunInfo) -> Page:
     sections.append(Section("sensitivity", "Convention sensitivity", [
         Text("; ".join(f"{name}: {text}" for name, text in study.conventions.items()), note=True),
         Table(sens, f"The verdict under each convention ({preset}), uJ per image.", "sensitivity"),
-        Chart(figures.sensitivity_bars(sens), f"Energy ratio model / baseline per convention ({preset}).",
+        Chart(figures.sensitivity_bars(sens, preset), f"Energy ratio model / baseline per convention ({preset}).",
               "sensitivity", sens, "fig-sensitivity")]))
 
     presets_tab = tables.presets_table(study)
@@ -244,22 +259,25 @@ def build_page(study: Study, run: RunInfo) -> Page:
               "preset_energy", preset_energy, "fig-presets")]))
 
     measured = tables.measured_table(study)
-    meas_blocks: list[Any] = [Table(measured, "Measured energy per image (NVML) beside the reason where none.",
-                                    "measured")]
-    trace_data = []
-    for m in study.models:
-        trace = ((m.measured or {}).get("measurement") or {}).get("trace")
-        if trace:
-            trace_data.append((m.label, [p[0] for p in trace], [p[1] for p in trace],
-                               m.measured["measurement"].get("idle_power_w")))
-    if trace_data:
-        frame = pd.DataFrame([{"model": n, "time_s": t, "power_W": w} for n, ts, ws, _ in trace_data
-                              for t, w in zip(ts, ws)])
-        meas_blocks.append(Chart(figures.power_trace(trace_data), "Power (W) against time (s), idle dashed.",
-                                 "power_trace", frame, "fig-power"))
+    meas_blocks: list[Any] = [Table(
+        measured, f"Measured whole-GPU energy per image over {study.workload_label} (NVML; idle draw included, "
+                  f"and above idle: less idle power x window time) beside the estimate ({conv} convention, {preset}); "
+                  "where nothing was measured, the reason.", "measured")]
+    trace = tables.power_trace_table(study)
+    if len(trace):
+        methods = "; ".join(f"{m}: {tables.METHOD_TEXT.get(m, m)}" for m in dict.fromkeys(trace["method"]))
+        meas_blocks.append(Chart(
+            figures.power_trace(trace, measured, labels),
+            f"Power (W, whole GPU) against time since each model's measured window opened (s); dotted marks: the "
+            f"window's opening and closing; dashed: the idle baseline read before the workload. {methods}.",
+            "power_trace", trace, "fig-power"))
     for m in study.models:
         if not m.measured:
             meas_blocks.append(Text(f"{m.label}: not measured: {m.measured_reason or 'no reason recorded'}"))
+        elif not len(trace[trace.model == m.label]):
+            meas_blocks.append(Text(f"{m.label}: no power trace: the meter ({m.measured.get('method')}) read no "
+                                    "power inside the window (an energy counter read at its two ends only).",
+                                    note=True))
     sections.append(Section("measured", "Measured against estimated", meas_blocks))
 
     sample_blocks: list[Any] = [Image(png, f"samples of {label}", caption) for label, (png, caption)

@@ -32,7 +32,7 @@ class ModelStudy:
         label: The target as the user named it (preset or checkpoint path).
         kind: ``sdit`` or ``dit``.
         description: e.g. ``sdit-small at step 21500 (EMA weights)``.
-        params_trainable: Parameters with ``requires_grad``.
+        params_trainable: Parameters with ``requires_grad`` (``None``: not known, a study of a profile alone).
         params_total: Every parameter (frozen ones included, e.g. DiT's sin-cos position embedding).
         profile: Counts of the study's workload.
         provenance: The checkpoint's own ``provenance.json`` where one is shipped.
@@ -43,8 +43,8 @@ class ModelStudy:
     label: str
     kind: str
     description: str
-    params_trainable: int
-    params_total: int
+    params_trainable: int | None
+    params_total: int | None
     profile: Profile
     provenance: dict[str, Any] | None = None
     measured: dict[str, Any] | None = None
@@ -74,7 +74,8 @@ class Study:
 
     The ``*_rows`` are long-format records (one dict per row), ready for a DataFrame:
     ``energy_rows``: model, preset, convention, energy_j (``None``: a term the preset does not define is
-    needed; ``undefined`` then says which);
+    needed; ``undefined`` then says which), each term's ``mac_j``, ``ac_j``, ``neuron_j``, ``memory_j``
+    (``None``: undefined or not added), ``included`` (the terms ``energy_j`` adds), ``undefined_terms``;
     ``layer_energy_rows``: model, preset, convention, layer, energy_j;
     ``step_energy_rows``: model, preset, convention, step, t, energy_j;
     ``sweep_rows``: model, preset, convention, firing_rate, energy_j;
@@ -120,6 +121,18 @@ class Study:
         return out
 
 
+TERMS = ("mac", "ac", "neuron", "memory")  # the terms of an estimate, in the order tables show them
+
+
+def _energy_row(key: dict[str, str], est: Any) -> dict[str, Any]:
+    """One ``energy_rows`` record: the total, each term (``<term>_j``), which terms the total adds and
+    what is undefined."""
+    return {**key, "energy_j": est.total_j,
+            "undefined": "; ".join(est.undefined.values()) if est.total_j is None else "",
+            **{f"{t}_j": est.per_image[f"{t}_j"] for t in TERMS}, "included": list(est.included),
+            "undefined_terms": dict(est.undefined)}
+
+
 def preset_info(costs: EnergyCosts) -> PresetInfo:
     """A :class:`PresetInfo` of a cost preset (or of a user's TOML constants)."""
     return PresetInfo(name=costs.name, terms=costs.terms(), scope=costs.scope, evidence=costs.evidence,
@@ -136,11 +149,11 @@ def study_from_profiles(
     """Fill a :class:`Study` from profiles of one workload with :func:`profiling.energy.estimate`.
 
     Raises:
-        ValueError: fewer than two models, profiles of different workloads, or a headline
+        ValueError: no model, profiles of different workloads, or a headline
             preset / convention that is not among those given.
     """
-    if len(models) < 2:
-        raise ValueError("a comparison needs two or more models")
+    if not models:
+        raise ValueError("a study needs at least one model")
     workloads = {m.profile.workload for m in models}
     if len(workloads) != 1:
         raise ValueError("the models were profiled on different workloads: "
@@ -157,8 +170,7 @@ def study_from_profiles(
                 est = estimate(m.profile, costs, conv)
                 estimates[(m.label, costs.name, conv)] = est
                 key = {"model": m.label, "preset": costs.name, "convention": conv}
-                energy.append({**key, "energy_j": est.total_j,
-                               "undefined": "; ".join(est.undefined.values()) if est.total_j is None else ""})
+                energy.append(_energy_row(key, est))
                 layers += [{**key, "layer": name, "energy_j": e["total_j"]} for name, e in est.layers.items()]
                 steps += [{**key, "step": s.index, "t": s.t, "energy_j": e["total_j"]}
                           for s, e in zip(m.profile.steps, est.per_step, strict=True)]
@@ -183,6 +195,14 @@ def study_from_profiles(
     )
 
 
+def profile_study(profile: Profile, costs: EnergyCosts, conventions: tuple[str, ...] = ("strict", "paper"),
+                  headline_convention: str = "strict") -> Study:
+    """A study of one profile under one preset (what ``sdit profile`` prints); parameters are not known."""
+    model = ModelStudy(label=profile.model, kind=profile.kind, description=profile.model, params_trainable=None,
+                       params_total=None, profile=profile)
+    return study_from_profiles([model], [costs], conventions, costs.name, headline_convention)
+
+
 def study_from_comparison(
     comparison: Any,
     descriptions: dict[str, str] | None = None,
@@ -200,10 +220,10 @@ def study_from_comparison(
         headline_convention: Default ``paper`` when compared, else the first convention.
 
     Raises:
-        ValueError: fewer than two targets, or a headline not in the comparison.
+        ValueError: no target, or a headline not in the comparison.
     """
-    if len(comparison.targets) < 2:
-        raise ValueError("a comparison needs two or more models")
+    if not comparison.targets:
+        raise ValueError("a study needs at least one model")
     descriptions, provenance = descriptions or {}, provenance or {}
     conventions = list(comparison.conventions)
     headline_preset = headline_preset or comparison.costs[0].name
@@ -219,8 +239,7 @@ def study_from_comparison(
         for te in t.estimates:
             est = te.estimate
             key = {"model": t.name, "preset": te.costs, "convention": te.convention}
-            energy.append({**key, "energy_j": est.total_j,
-                           "undefined": "; ".join(est.undefined.values()) if est.total_j is None else ""})
+            energy.append(_energy_row(key, est))
             layers += [{**key, "layer": name, "energy_j": e["total_j"]} for name, e in est.layers.items()]
             steps += [{**key, "step": s.index, "t": s.t, "energy_j": e["total_j"]}
                       for s, e in zip(t.profile.steps, est.per_step, strict=True)]

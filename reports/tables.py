@@ -82,6 +82,62 @@ def models_table(study: Study) -> pd.DataFrame:
     return frame
 
 
+# The counts of a profile per image, with the words that say what each counts (terminal and page alike).
+TOTALS = (
+    ("MACs (strict)", "macs", "multiply-accumulates with real-valued inputs"),
+    ("ACs (strict)", "acs", "accumulates driven by spikes, nnz x fan-out"),
+    ("MACs (paper conv.)", "macs_paper", "synaptic ops outside spiking blocks"),
+    ("ACs (paper conv.)", "acs_paper", "fr x dense MACs inside spiking blocks"),
+    ("dense MACs", "dense_macs", "all synaptic ops counted dense (fvcore/thop view)"),
+    ("spikes", "spikes", "neuron outputs equal to 1, all T steps"),
+    ("neuron updates", "neuron_updates", "membrane updates, neurons x T"),
+    ("norm elements", "norm", "LayerNorm inputs"),
+    ("softmax elements", "softmax", "elements"),
+    ("exp ops", "exp", "exp, sigmoid, SiLU, GELU, WKV exponentials"),
+    ("adds / muls / other", ("adds", "muls", "other"), "elementwise ops"),
+)
+
+
+def totals_table(study: Study) -> pd.DataFrame:
+    """Every count per image, the mean firing rate and the energy under each convention (headline preset):
+    one row per quantity, its unit, then one column per model."""
+    labels = [m.label for m in study.models]
+    rows = []
+    for quantity, key, unit in TOTALS:
+        keys = key if isinstance(key, tuple) else (key,)
+        rows.append({"quantity": quantity, "unit": f"per image: {unit}",
+                     **{m.label: sum(m.profile.per_image[k] for k in keys) for m in study.models}})
+    rows.append({"quantity": "mean firing rate", "unit": "% = 100 x spikes / (neurons x T)",
+                 **{m.label: _pct(_mean_firing_rate(m)) for m in study.models}})
+    preset = next(p for p in study.presets if p.name == study.headline_preset)
+    for conv in study.conventions:
+        rows.append({"quantity": f"energy, {conv}", "unit": f"uJ per image, {conv} convention, {preset.name}",
+                     **{label: _uj(study.energy_j(label, preset.name, conv)) for label in labels}})
+    frame = pd.DataFrame(rows, columns=["quantity", "unit", *labels])
+    frame = frame.astype(object).where(frame.notna(), None)
+    frame.attrs["unit"] = f"per image over the workload ({study.workload_label})"
+    return frame
+
+
+def energy_terms_table(study: Study) -> pd.DataFrame:
+    """Estimated energy per image by term (MAC, AC, neuron, memory) and in total, uJ, for every model, preset
+    and convention; ``note`` says which terms the preset leaves undefined and which are off."""
+    rows = []
+    for r in study.energy_rows:
+        undefined = r.get("undefined_terms", {})
+        notes = [f"{term}: {undefined[term]}" for term in ("mac", "ac", "neuron", "memory") if term in undefined]
+        if r.get("memory_j") is None and "memory" not in undefined:
+            notes.append("memory: off (pass a memory preset to add it)")
+        rows.append({"model": r["model"], "preset": r["preset"], "convention": r["convention"],
+                     **{f"{term}_uJ_per_image": _uj(r.get(f"{term}_j")) for term in ("mac", "ac", "neuron", "memory")},
+                     "total_uJ_per_image": _uj(r["energy_j"]), "note": "; ".join(notes)})
+    frame = pd.DataFrame(rows, columns=["model", "preset", "convention", "mac_uJ_per_image", "ac_uJ_per_image",
+                                        "neuron_uJ_per_image", "memory_uJ_per_image", "total_uJ_per_image", "note"])
+    frame = frame.astype(object).where(frame.notna(), None)
+    frame.attrs["unit"] = "uJ per image over the workload"
+    return frame
+
+
 def energy_table(study: Study) -> pd.DataFrame:
     """Long format: model, preset, convention, estimated compute energy in uJ per image."""
     frame = pd.DataFrame([{**{k: r[k] for k in ("model", "preset", "convention")},
@@ -92,22 +148,52 @@ def energy_table(study: Study) -> pd.DataFrame:
 
 
 def measured_table(study: Study) -> pd.DataFrame:
-    """One row per model: measured energy per image where a meter read, else the reason."""
+    """One row per model: the estimate (headline preset and convention) beside the energy measured per image
+    where a meter read (whole GPU, and above idle), the method, window and idle power; else the reason."""
     rows = []
+    preset, conv = study.headline_preset, study.headline_convention
     for m in study.models:
         got = m.measured or {}
         meas = got.get("measurement") or {}
+        estimated = _uj(study.energy_j(m.label, preset, conv))
+        above = _uj(got.get("energy_above_idle_j_per_image"))
         rows.append({
             "model": m.label,
+            f"estimated_uJ_per_image_{conv}_{preset}": estimated,
             "measured_uJ_per_image": None if not got else got["energy_j_per_image"] * UJ,
-            "above_idle_uJ_per_image": _uj(got.get("energy_above_idle_j_per_image")),
+            "above_idle_uJ_per_image": above,
+            "above_idle_to_estimated": _ratio(above, estimated),
             "method": got.get("method", meas.get("method")), "device": got.get("device"),
             "idle_power_W": got.get("idle_power_w", meas.get("idle_power_w")),
             "mean_power_W": meas.get("mean_power_w"), "window_s": got.get("window_s", meas.get("time_s")),
             "repeats": got.get("repeats", meas.get("repeats")),
+            "power_trace_samples": len(meas.get("samples") or ()) if got else None,
             "reason_unmeasured": None if got else (m.measured_reason or "not measured"),
         })
     return pd.DataFrame(rows)
+
+
+METHOD_TEXT = {
+    "counter": "energy = the difference of NVML's total-energy counter over the window; the trace is power read "
+               "beside it, for display only",
+    "polling": "energy = the trapezoid integral of the power trace (NVML power polled; no energy counter)",
+}
+
+
+def power_trace_table(study: Study) -> pd.DataFrame:
+    """The measured power trace of each measured model: time since its window opened (s) and power (W).
+
+    Empty for a model that was not measured, or whose meter read no power inside the window
+    (an energy counter read at the window's two ends only).
+    """
+    rows = []
+    for m in study.models:
+        meas = (m.measured or {}).get("measurement") or {}
+        start = meas.get("window_start_s")
+        for t, watts in meas.get("samples") or ():
+            rows.append({"model": m.label, "method": meas.get("method"),
+                         "time_s": t - (start if start is not None else meas["samples"][0][0]), "power_W": watts})
+    return pd.DataFrame(rows, columns=["model", "method", "time_s", "power_W"])
 
 
 def _ratio(a: Any, b: Any) -> float | None:

@@ -132,7 +132,7 @@ def test_script_in_labels_is_text_and_never_runs(tmp_path: Path, run_info: RunIn
     text = path.read_text()
     assert EVIL not in text
     seen = visit(path, tmp_path / "evil.png", {
-        "cell": "Array.from(document.querySelectorAll('[data-table=comparison] tbody td:first-child'))"
+        "cell": "Array.from(document.querySelectorAll('[data-table=comparison] thead th'))"
                 ".map(td => td.textContent)",
         "layer_tick": f"document.getElementById('fig-layers').textContent.includes({json.dumps(EVIL)})",
         "scripts": "document.querySelectorAll('main script:not([type])').length",
@@ -167,7 +167,7 @@ def test_report_in_browser(tiny_study: Study, run_info: RunInfo, tmp_path: Path)
         "traces": "Object.fromEntries(Array.from(document.querySelectorAll('.plot'))"
                   ".map(d => [d.id, d.data.length]))",
         "rendered": "document.querySelectorAll('.plot[data-rendered=true] .main-svg').length > 0",
-        "models": "Array.from(document.querySelectorAll('[data-table=comparison] tbody td:first-child'))"
+        "models": "Array.from(document.querySelectorAll('[data-table=comparison] thead th'))"
                   ".map(td => td.textContent)",
     })
     assert seen.blocked_requests == []
@@ -176,3 +176,60 @@ def test_report_in_browser(tiny_study: Study, run_info: RunInfo, tmp_path: Path)
     assert seen.results["rendered"] is True
     assert {m.label for m in tiny_study.models} <= set(seen.results["models"])
     assert shot.is_file() and shot.stat().st_size > 50_000
+
+
+def _chart(page, element_id: str):
+    from reports.html import Chart
+
+    return next(b for s in page.sections for b in s.blocks if isinstance(b, Chart) and b.element_id == element_id)
+
+
+def test_measured_comparison_shows_the_power_trace_with_window_marks(measured_comparison: Comparison,
+                                                                     measured_study: Study, run_info: RunInfo,
+                                                                     tmp_path: Path) -> None:
+    page = build_page(measured_study, run_info)
+    chart = _chart(page, "fig-power")
+    fig = chart.figure
+    # per measured model: its power line and its idle baseline; the marks are shapes, not traces
+    assert [t.name for t in fig.data] == ["sdit-tiny: power (counter, 2 samples)", "sdit-tiny: idle baseline 50.0 W",
+                                          "dit-tiny: power (counter, 2 samples)", "dit-tiny: idle baseline 50.0 W"]
+    for target in measured_comparison.targets:
+        meas = target.measured["measurement"]
+        window = meas["window_end_s"] - meas["window_start_s"]
+        assert window == meas["time_s"] == target.measured["window_s"]
+        sel = chart.data[chart.data.model == target.name]
+        assert list(sel["time_s"]) == [t - meas["window_start_s"] for t, _ in meas["samples"]]
+        assert list(sel["power_W"]) == [w for _, w in meas["samples"]]
+    # 0.125 s a forward, 2 DDIM steps: 4 runs fill sdit's 1 s window; dit's 0.5 s runs take 2
+    assert [s.x0 for s in fig.layout.shapes] == [0.0, 1.0]  # both windows close at 1 s: one mark names both
+    assert [a.text for a in fig.layout.annotations] == ["window opens",
+                                                        "sdit-tiny, dit-tiny: window closes (1.00 s)"]
+    assert "method: counter" in fig.layout.title.text and fig.layout.yaxis.title.text == "power (W, whole GPU)"
+    assert "total-energy counter" in chart.caption
+    measured = tables.measured_table(measured_study).set_index("model")
+    assert measured.loc["sdit-tiny", "above_idle_uJ_per_image"] == pytest.approx((300.0 - 50.0) / 4 * 1e6)
+    assert measured.loc["sdit-tiny", "power_trace_samples"] == 2
+    text = render_page(page)
+    assert "not measured" not in text.split('id="measured"')[1].split("</section>")[0]
+    seen = visit(write_page(page, tmp_path / "report.html"), ARTIFACTS / "report-measured.png", {
+        "traces": "document.getElementById('fig-power').data.length",
+        "marks": "document.querySelectorAll('#fig-power .shapelayer path').length",
+    })
+    assert seen.blocked_requests == [] and seen.console_errors == [] and seen.page_errors == []
+    assert seen.results == {"traces": 4, "marks": 2}
+
+
+def test_without_a_meter_the_one_line_reason_stays(tiny_study: Study, run_info: RunInfo) -> None:
+    page = build_page(tiny_study, run_info)
+    assert not any(getattr(b, "element_id", None) == "fig-power" for s in page.sections for b in s.blocks)
+    section = render_page(page).split('<section id="measured">')[1].split("</section>")[0]
+    for m in tiny_study.models:
+        assert f"{m.label}: not measured: not requested (pass --measure)</p>" in section
+
+
+def test_break_even_labels_of_nearby_points_take_different_sides() -> None:
+    from reports.figures import _label_positions
+
+    # paper alone; block and spikformer 0.3 points apart on the same baseline (the screenshot's overlap)
+    assert _label_positions([10.2, 58.8, 59.1], [2881.7] * 3) == ["top center", "top left", "bottom right"]
+    assert _label_positions([10.0, 20.0], [1.0, 2.0]) == ["top center", "top center"]  # other baselines

@@ -1,0 +1,217 @@
+"""Terminal tables from the DataFrames of :mod:`reports.tables`: the rows and labels the page shows.
+
+A number is never cut: its column is as wide as its widest cell, and where a table is wider than
+the terminal, only the name column gives way, its names shortened with an ellipsis in the middle
+(``in_blocks.0.time_mixing.key`` -> ``in_blocks…mixing.key``; the files keep full names). A table
+that cannot fit even then is printed wider than the terminal rather than cut.
+
+Every function returns plain text (no colour, no markup), so what a test reads is what a user sees.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+import os
+import textwrap
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import pandas as pd
+from rich import box
+from rich.console import Console
+from rich.table import Table
+
+from reports import tables
+from reports.study import Study
+
+__all__ = ["Col", "energy_terms_text", "format_cell", "layer_tables", "middle_ellipsis", "render",
+           "sensitivity_text", "terminal_width", "totals_text"]
+
+ELLIPSIS = "\u2026"
+MIN_NAME_WIDTH = 12
+Kind = Literal["text", "name", "count", "pct", "uj", "ratio", "float"]
+
+
+@dataclass(frozen=True)
+class Col:
+    """A column of a terminal table.
+
+    Attributes:
+        key: The DataFrame column.
+        header: The header printed (short: the unit lives in the title or the header).
+        kind: ``name`` (the one column that may be shortened), ``text`` (may wrap at spaces), or a
+            number format: ``count`` (integer with separators), ``pct`` (3 decimals), ``uj``
+            (3 decimals with separators), ``ratio`` (3 decimals), ``float`` (6 significant digits).
+        missing: What a missing value (``None``/NaN) prints as.
+    """
+
+    key: str
+    header: str
+    kind: Kind = "text"
+    missing: str = "-"
+
+
+def terminal_width(default: int = 80) -> int:
+    """The terminal's width: ``COLUMNS`` where set, else the terminal's, else ``default``."""
+    try:
+        return max(20, int(os.environ["COLUMNS"]))
+    except (KeyError, ValueError):
+        return Console().width or default
+
+
+def format_cell(value: Any, kind: Kind, missing: str = "-") -> str:
+    """A cell as printed: numbers in full (never rounded to fewer integer digits, never abbreviated)."""
+    if hasattr(value, "item") and not isinstance(value, (str, bytes)):
+        value = value.item()  # numpy scalar -> Python
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return missing
+    if kind in ("text", "name") or isinstance(value, str):
+        return str(value)
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if kind == "count":
+        return f"{round(value):,}" if float(value).is_integer() else f"{value:,.3f}"
+    if kind in ("pct", "ratio"):
+        return f"{value:.3f}"
+    if kind == "uj":
+        return f"{value:,.3f}"
+    return f"{value:.6g}"
+
+
+def middle_ellipsis(text: str, width: int) -> str:
+    """``text`` in at most ``width`` characters: its start and end kept, an ellipsis in the middle."""
+    if len(text) <= width:
+        return text
+    if width <= 1:
+        return ELLIPSIS[:width]
+    tail = (width - 1) // 2
+    head = width - 1 - tail
+    return text[:head] + ELLIPSIS + (text[-tail:] if tail else "")
+
+
+def _table(cols: Sequence[Col], rows: list[list[str]]) -> Table:
+    table = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, expand=False)
+    for col, cells in zip(cols, zip(*rows, strict=True) if rows else [()] * len(cols), strict=True):
+        if col.kind == "text":
+            table.add_column(col.header, justify="left", overflow="fold")
+        else:  # numbers and names: as wide as the widest cell, never folded or cut
+            widest = max([len(col.header), *(len(c) for c in cells)])
+            table.add_column(col.header, justify="left" if col.kind == "name" else "right", no_wrap=True,
+                             min_width=widest)
+    for row in rows:
+        table.add_row(*row)
+    return table
+
+
+def _text(table: Table, width: int) -> str:
+    buffer = io.StringIO()
+    Console(file=buffer, width=width, color_system=None, force_terminal=False, legacy_windows=False,
+            soft_wrap=False).print(table, crop=False)
+    return buffer.getvalue()
+
+
+def _least_width(cols: Sequence[Col], rows: list[list[str]]) -> int:
+    """The narrowest the table can be with every number whole: text cells folded to their longest word."""
+    def least(cell: str) -> str:
+        return max(cell.split(), key=len, default="")
+
+    narrow = [[least(cell) if c.kind == "text" else cell for c, cell in zip(cols, r, strict=True)] for r in rows]
+    headers = [Col(c.key, least(c.header) if c.kind == "text" else c.header, c.kind) for c in cols]
+    return max((len(line.rstrip()) for line in _text(_table(headers, narrow), 10_000).splitlines()), default=0)
+
+
+def render(frame: pd.DataFrame, cols: Sequence[Col], title: str | None = None, width: int | None = None) -> str:
+    """``frame``'s ``cols`` as a plain-text table of at most ``width`` columns where it can fit.
+
+    Numbers are printed in full (see :func:`format_cell`) in columns as wide as their widest cell; text
+    cells wrap at spaces; only a ``name`` column is shortened, by a middle ellipsis and to no fewer than
+    12 characters; a table that still does not fit is printed as wide as it needs. The title is a line
+    of its own above the table.
+    """
+    width = width or terminal_width()
+    rows = [[format_cell(v, c.kind, c.missing) for c, v in zip(cols, values, strict=True)]
+            for values in frame[[c.key for c in cols]].itertuples(index=False, name=None)]
+    needed = _least_width(cols, rows)
+    names = [i for i, c in enumerate(cols) if c.kind == "name"]
+    if needed > width and names:
+        i = names[0]
+        longest = max((len(r[i]) for r in rows), default=0)
+        room = max(MIN_NAME_WIDTH, len(cols[i].header), longest - (needed - width))
+        rows = [[middle_ellipsis(cell, room) if j == i else cell for j, cell in enumerate(r)] for r in rows]
+        needed = _least_width(cols, rows)
+    body = _text(_table(cols, rows), max(width, needed))
+    lines = [line.rstrip() for line in body.splitlines()]
+    head = textwrap.fill(title, max(width, needed), break_long_words=False, break_on_hyphens=False) if title else ""
+    return (f"{head}\n" if head else "") + "\n".join(lines) + "\n"
+
+
+def totals_text(study: Study, width: int | None = None) -> str:
+    """The totals of every model (:func:`reports.tables.totals_table`): counts as integers, the firing rate
+    and the energies with 3 decimals."""
+    frame = tables.totals_table(study)
+    labels = [m.label for m in study.models]
+    counts = ~frame["quantity"].str.startswith(("energy", "mean firing"))
+    shown = frame.copy()
+    for label in labels:
+        shown[label] = [format_cell(v, "count" if c else "uj", "undefined")
+                        for v, c in zip(frame[label], counts, strict=True)]
+    cols = [Col("quantity", "quantity", "text"),
+            *(Col(label, label if len(labels) > 1 else "per image", "uj") for label in labels),
+            Col("unit", "unit / convention", "text")]
+    return render(shown, cols, title=f"{', '.join(labels)}: {study.workload_label}, per image", width=width)
+
+
+def layer_tables(study: Study, model: str, convention: str, top: int, width: int | None = None) -> str:
+    """The spiking layers of ``model`` (execution order, every one) and its ``top`` layers by estimated
+    energy under ``convention`` (headline preset), from :func:`reports.tables.layers_table`."""
+    layers = tables.layers_table(study)
+    layers = layers[layers.model == model]
+    energy = f"energy_uJ_{convention}_{study.headline_preset}"
+    out = []
+    spiking = layers[layers["neurons"] > 0]
+    if len(spiking):
+        out.append(render(spiking, [Col("layer", "LIF layer", "name"), Col("neurons", "neurons", "count"),
+                                    Col("spikes", "spikes", "count"), Col("firing_rate_pct", "firing %", "pct")],
+                          title=f"{len(spiking)} spiking layers (LIF), execution order: spikes per image over "
+                                "all T steps; firing % = 100 x spikes / (neurons x T)", width=width))
+    ranked = layers[layers["neurons"] == 0].sort_values([energy, "order"], ascending=[False, True],
+                                                        kind="stable", na_position="last").head(top)
+    out.append(render(ranked, [Col("layer", "layer", "name"), Col("macs_strict", "MACs", "count"),
+                               Col("acs_strict", "ACs", "count"), Col("acs_paper", "ACs paper", "count"),
+                               Col(energy, "uJ", "uj", "n/d")],
+                      title=f"top {len(ranked)} of {len(layers) - len(spiking)} other layers by estimated energy "
+                            f"(uJ per image, {convention} convention, {study.headline_preset}); MACs and ACs "
+                            "strict, per image", width=width))
+    return "\n".join(out)
+
+
+def energy_terms_text(study: Study, model: str, preset: str, width: int | None = None) -> str:
+    """Energy per image of ``model`` by term under each convention (:func:`reports.tables.energy_terms_table`)."""
+    frame = tables.energy_terms_table(study)
+    sel = frame[(frame.model == model) & (frame.preset == preset)]
+    text = render(sel, [Col("convention", "convention", "text"), Col("mac_uJ_per_image", "MAC uJ", "uj", "n/d"),
+                        Col("ac_uJ_per_image", "AC uJ", "uj", "n/d"),
+                        Col("neuron_uJ_per_image", "neuron uJ", "uj", "n/d"),
+                        Col("memory_uJ_per_image", "memory uJ", "uj", "off"),
+                        Col("total_uJ_per_image", "total uJ", "uj", "undefined")],
+                  title=f"{model}: estimated energy per image, {study.workload_label} ({preset})", width=width)
+    notes = list(dict.fromkeys(n for note in sel["note"] if note for n in note.split("; ")))
+    return text + "".join(f"  {note}\n" for note in notes)
+
+
+def sensitivity_text(study: Study, width: int | None = None) -> str:
+    """The verdict per convention for each model pair (:func:`reports.tables.sensitivity_table`)."""
+    sens = tables.sensitivity_table(study)
+    out = []
+    for (model, baseline), rows in sens.groupby(["model", "baseline"], sort=False):
+        out.append(render(rows, [Col("convention", "convention", "text"),
+                                 Col("model_uJ_per_image", "model uJ", "uj", "undefined"),
+                                 Col("baseline_uJ_per_image", "baseline uJ", "uj", "undefined"),
+                                 Col("ratio_model_to_baseline", "ratio", "ratio", "n/a"),
+                                 Col("break_even_firing_rate_pct", "break-even %", "pct", "n/a"),
+                                 Col("cheaper", "cheaper", "text")],
+                          title=f"{model} vs {baseline}: estimated energy per image, {study.workload_label}, "
+                                f"{study.headline_preset}", width=width))
+    return "\n".join(out)
