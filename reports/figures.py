@@ -204,13 +204,17 @@ def sensitivity_bars(sens: pd.DataFrame, preset: str | None = None) -> go.Figure
                              text=["undefined" if _f(v) is None else f"{float(v):.2f}x"
                                    for v in sel["ratio_model_to_baseline"]],
                              textposition="outside"))
-    fig.add_hline(y=1.0, line={"color": "#000", "dash": "dash"}, annotation_position="top left",
-                  annotation={"text": "equal energy (1.0): below, the model costs less than the baseline",
-                              "bgcolor": "rgba(255,255,255,0.8)"})
+    fig.add_hline(y=1.0, line={"color": "#000", "dash": "dash"})  # equal energy; the title says which side is which
     where = f", {preset}" if preset else ""
-    return _headroom(_layout(fig, f"Energy ratio model / baseline per image under each convention{where} (below 1: "
-                             "the model costs less)", "convention", "energy ratio (model / baseline, uJ / uJ)",
-                             barmode="group"))
+    fig = _layout(fig, f"Energy ratio model / baseline per image under each convention{where} (log scale; dashed: "
+                  "equal energy; below it the model costs less)", "convention",
+                  "energy ratio (model / baseline, uJ / uJ, log scale)", barmode="group")
+    values = [v for trace in fig.data for v in (trace.y or ()) if v is not None and v > 0]
+    if values:  # bars grow from the axis floor; 1.0 sits inside the range so both sides show
+        low, high = math.log10(min(min(values), 1.0)) - 0.3, math.log10(max(max(values), 1.0)) + 0.3
+        ticks = [m * 10.0**e for e in range(math.floor(low), math.ceil(high) + 1) for m in (1, 2, 5)]
+        fig.update_yaxes(type="log", range=[low, high], tickvals=[t for t in ticks if low <= math.log10(t) <= high])
+    return fig
 
 
 def preset_bars(energy: pd.DataFrame, models: list[str], convention: str) -> go.Figure:

@@ -173,7 +173,10 @@ def build_page(study: Study, run: RunInfo) -> Page:
                     f"image under {preset}, one row per convention; ratios divide the spiking model's value by the "
                     f"baseline's. The last {n_refs} columns are the paper's Table III as printed: "
                     f"{tables.PAPER_TABLE_III_NOTE}.", "comparison",
-              highlight_rows=tuple(range(len(comp) - n_refs, len(comp))), transpose=True)]))
+              highlight_rows=tuple(range(len(comp) - n_refs, len(comp))), transpose=True),
+        Table(tables.totals_table(study), f"Every count per image over {study.workload_label}, the mean firing rate "
+                                          f"and the estimated energy under each convention ({preset}): what "
+                                          "`sdit profile` prints for each model.", "totals")]))
 
     per_layer: list[Any] = [
         Chart(figures.role_bars(roles, energy_col, f"Estimated energy per image by role ({conv} convention, {preset})",
@@ -256,7 +259,11 @@ def build_page(study: Study, run: RunInfo) -> Page:
         Chart(figures.preset_bars(preset_energy, labels, conv),
               f"uJ per image under each preset, {conv} convention; a missing bar is energy the preset cannot give "
               "(it defines no MAC energy and the model has MACs: see the 'undefined' column of the data).",
-              "preset_energy", preset_energy, "fig-presets")]))
+              "preset_energy", preset_energy, "fig-presets"),
+        Table(tables.energy_terms_table(study), "Estimated energy per image by term (MAC, AC, neuron update, memory) "
+                                                "and in total, uJ, for every model, preset and convention; the note "
+                                                "names the terms a preset leaves undefined (never counted as 0) and "
+                                                "those that are off: what `sdit energy` prints.", "energy_terms")]))
 
     measured = tables.measured_table(study)
     meas_blocks: list[Any] = [Table(

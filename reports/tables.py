@@ -317,10 +317,11 @@ def sweep_table(study: Study) -> pd.DataFrame:
 def break_even_table(study: Study) -> pd.DataFrame:
     """Break-even firing rate of each spiking model against each baseline, per preset and convention."""
     rows = [{"model": r["model"], "baseline": r["baseline"], "preset": r["preset"], "convention": r["convention"],
-             "baseline_uJ_per_image": _uj(r["baseline_j"]), "break_even_firing_rate_pct": _pct(r["firing_rate"])}
+             "baseline_uJ_per_image": _uj(r["baseline_j"]), "break_even_firing_rate_pct": _pct(r["firing_rate"]),
+             "reason": r.get("reason") or ""}
             for r in study.break_even_rows]
     return pd.DataFrame(rows, columns=["model", "baseline", "preset", "convention", "baseline_uJ_per_image",
-                                       "break_even_firing_rate_pct"])
+                                       "break_even_firing_rate_pct", "reason"])
 
 
 def pairs(study: Study) -> list[tuple[ModelStudy, ModelStudy]]:

@@ -204,6 +204,9 @@ def energy_terms_text(study: Study, model: str, preset: str, width: int | None =
 def sensitivity_text(study: Study, width: int | None = None) -> str:
     """The verdict per convention for each model pair (:func:`reports.tables.sensitivity_table`)."""
     sens = tables.sensitivity_table(study)
+    # who costs less, as the header names them (two long checkpoint paths would not fit 80 columns)
+    sens["cheaper"] = [("model" if c == m else "baseline" if c == b else c)
+                       for c, m, b in zip(sens["cheaper"], sens["model"], sens["baseline"], strict=True)]
     out = []
     for (model, baseline), rows in sens.groupby(["model", "baseline"], sort=False):
         out.append(render(rows, [Col("convention", "convention", "text"),
@@ -212,6 +215,6 @@ def sensitivity_text(study: Study, width: int | None = None) -> str:
                                  Col("ratio_model_to_baseline", "ratio", "ratio", "n/a"),
                                  Col("break_even_firing_rate_pct", "break-even %", "pct", "n/a"),
                                  Col("cheaper", "cheaper", "text")],
-                          title=f"{model} vs {baseline}: estimated energy per image, {study.workload_label}, "
-                                f"{study.headline_preset}", width=width))
+                          title=f"{model} (model) vs {baseline} (baseline): estimated energy per image, "
+                                f"{study.workload_label}, {study.headline_preset}", width=width))
     return "\n".join(out)
