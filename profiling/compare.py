@@ -28,7 +28,9 @@ torch; only :func:`compare` itself needs the engine.
           "measured": null | {                        # measured (GPU: NVML, CPU: RAPL), same workload
               "device", "meter" (one line: what was read), "method" ("counter" | "polling"), "images", "repeats",
               "window_s", "idle_power_w", "energy_j_per_image", "energy_above_idle_j_per_image",
-              "energy_j_per_model_call", "time_s_per_image", "measurement": Measurement.to_dict()},
+              "energy_j_per_model_call", "time_s_per_image",
+              "measurement": Measurement.to_dict()},  # the window; with "samples" [[t_s, watts], ...]
+                                                      # (the power trace), "window_start_s", "window_end_s"
           "measured_reason": null | str               # why nothing was measured
       }, ...],
       "break_even": [{"model", "baseline", "costs", "convention",

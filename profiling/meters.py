@@ -86,7 +86,13 @@ class Measurement:
             an idle reading. Can be slightly negative for a window that did almost nothing.
         repeats: How many times the workload ran inside the window (1 unless a
             caller repeated it to fill a minimum window).
-        power_samples: Power readings integrated (polling); 0 for the counter.
+        power_samples: Power readings integrated into ``energy_j`` (polling); 0 for the counter.
+        samples: The power trace: every ``(t_s, watts)`` reading taken in the window, ``t_s`` on
+            the meter's clock (the same clock as ``window_start_s``). Polling: the readings
+            integrated. Counter: readings taken beside the counter for the trace only (``()`` where
+            the meter took none: the counter was read at the window's two ends only).
+        window_start_s: When the window opened, on the meter's clock (seconds; ``None`` if unknown).
+        window_end_s: When it closed; ``window_end_s - window_start_s == time_s``.
     """
 
     name: str
@@ -98,10 +104,22 @@ class Measurement:
     energy_above_idle_j: float | None
     repeats: int = 1
     power_samples: int = 0
+    samples: tuple[tuple[float, float], ...] = ()
+    window_start_s: float | None = None
+    window_end_s: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        """A JSON-ready dict of every field."""
-        return asdict(self)
+        """A JSON-ready dict of every field; ``samples`` as a list of ``[t_s, watts]`` pairs."""
+        out = asdict(self)
+        out["samples"] = [[t, w] for t, w in self.samples]
+        return out
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Measurement:
+        """The inverse of :meth:`to_dict` (a dict written before ``samples`` existed reads with no trace)."""
+        fields = dict(data)
+        fields["samples"] = tuple((float(t), float(w)) for t, w in fields.get("samples", ()))
+        return cls(**fields)
 
 
 class PowerMeter(ABC):
@@ -250,6 +268,7 @@ class _Poller:
 class _CounterStart:
     time_s: float
     energy_mj: int
+    trace: _Poller | None = None  # power read beside the counter, for the trace only
 
 
 class NvmlMeter(PowerMeter):
@@ -275,6 +294,10 @@ class NvmlMeter(PowerMeter):
         sleep: Sleeps for the idle window.
         poll_interval_s: Sampling period of the polling fallback.
         force_polling: Poll even where the counter exists (to compare the two).
+        trace_interval_s: With the counter, also read power every ``trace_interval_s`` inside each
+            window, for :attr:`Measurement.samples` (the power trace; the energy is the counter's
+            alone). ``None``: no trace. Where the GPU has a counter but no power reading, windows
+            carry no trace and :attr:`trace_reason` says why.
 
     Raises:
         MeterUnavailable: No library, no driver, no such GPU, no permission, or the
@@ -294,9 +317,14 @@ class NvmlMeter(PowerMeter):
         sleep: Callable[[float], None] = time.sleep,
         poll_interval_s: float = 0.05,
         force_polling: bool = False,
+        trace_interval_s: float | None = 0.1,
     ) -> None:
         if poll_interval_s <= 0:
             raise ValueError(f"poll_interval_s must be > 0, got {poll_interval_s}")
+        if trace_interval_s is not None and trace_interval_s <= 0:
+            raise ValueError(f"trace_interval_s must be > 0 or None, got {trace_interval_s}")
+        self._trace_interval_s = trace_interval_s
+        self._trace_reason: str | None = None if trace_interval_s else "no power trace was asked for"
         self._nvml = _import_pynvml() if nvml is None else nvml
         self._gpu = f"GPU {gpu_index}"
         self._synchronize = synchronize or _torch_synchronize(gpu_index)
@@ -323,6 +351,11 @@ class NvmlMeter(PowerMeter):
             self._method: MeterMethod = "polling" if force_polling else self._probe_counter()
             if self._method == "polling":
                 self._read_power_w()  # fails now, not mid-window, if there is no power sensor
+            elif self._trace_interval_s is not None:
+                try:
+                    self._read_power_w()
+                except MeterUnavailable as err:  # the counter alone still measures
+                    self._trace_interval_s, self._trace_reason = None, f"no power trace: {err.reason}"
         except MeterError:
             self._nvml.nvmlShutdown()
             raise
@@ -341,6 +374,11 @@ class NvmlMeter(PowerMeter):
     def method(self) -> MeterMethod:
         """``"counter"`` or ``"polling"``: how windows are measured."""
         return self._method
+
+    @property
+    def trace_reason(self) -> str | None:
+        """Why windows carry no power trace, or ``None`` when they do."""
+        return None if self._method == "polling" else self._trace_reason
 
     @property
     def description(self) -> str:
@@ -362,7 +400,7 @@ class NvmlMeter(PowerMeter):
         """
         if duration_s <= 0:
             raise ValueError(f"idle duration must be > 0 s, got {duration_s}")
-        start = self._start()
+        start = self._start(trace=False)
         self._sleep(duration_s)
         idle = self._finish("idle", start)
         self._idle_power_w = idle.mean_power_w
@@ -385,8 +423,9 @@ class NvmlMeter(PowerMeter):
             start = self._open.pop(name)
         except KeyError:
             raise WindowError(f"window {name!r} was never begun (open: {sorted(self._open)})") from None
-        if isinstance(start, _Poller):
-            start.stop()
+        poller = start if isinstance(start, _Poller) else start.trace
+        if poller is not None:
+            poller.stop()
 
     def close(self) -> None:
         if self._closed:
@@ -398,24 +437,32 @@ class NvmlMeter(PowerMeter):
 
     # --- internals --------------------------------------------------------------------
 
-    def _start(self) -> _CounterStart | _Poller:
+    def _start(self, trace: bool = True) -> _CounterStart | _Poller:
         if self._closed:
             raise MeterError("the NVML meter was closed")
         self._synchronize()
         if self._method == "counter":
             t = self._clock()
-            return _CounterStart(t, self._read_energy_mj())
-        poller = _Poller(self._read_power_w, self._clock, self._poll_interval_s)
+            energy_mj = self._read_energy_mj()
+            interval = self._trace_interval_s if trace else None
+            return _CounterStart(t, energy_mj, None if interval is None else self._start_poller(interval))
+        return self._start_poller(self._poll_interval_s)
+
+    def _start_poller(self, interval_s: float) -> _Poller:
+        poller = _Poller(self._read_power_w, self._clock, interval_s)
         poller.sample()
         poller.start()
         return poller
 
     def _finish(self, name: str, start: _CounterStart | _Poller) -> Measurement:
+        poller = start if isinstance(start, _Poller) else start.trace
         try:
             self._synchronize()
         finally:
-            if isinstance(start, _Poller):
-                start.stop()
+            if poller is not None:
+                poller.stop()
+        if poller is not None and poller.error is not None:
+            raise self._translate(poller.error, f"poll power in window {name!r}") from poller.error
         if isinstance(start, _CounterStart):
             t = self._clock()
             energy_mj = self._read_energy_mj()
@@ -425,12 +472,15 @@ class NvmlMeter(PowerMeter):
                     f"({start.energy_mj} -> {energy_mj} mJ): was the driver reloaded?"
                 )
             time_s, energy_j, samples = t - start.time_s, (energy_mj - start.energy_mj) / 1e3, 0
+            window = (start.time_s, t)
         else:
-            if start.error is not None:
-                raise self._translate(start.error, f"poll power in window {name!r}") from start.error
             start.sample()
             time_s, energy_j = _integrate(start.samples)
             samples = len(start.samples)
+            window = (start.samples[0].time_s, start.samples[-1].time_s)
+        if poller is not None and poller is not start:
+            poller.sample()  # the trace's last point, at the window's end
+        trace = () if poller is None else tuple((p.time_s, p.power_w) for p in poller.samples)
         if time_s <= 0:
             raise MeterError(f"window {name!r} lasted {time_s} s by the meter's clock; no power to report")
         idle_w = self._idle_power_w
@@ -443,6 +493,9 @@ class NvmlMeter(PowerMeter):
             idle_power_w=idle_w,
             energy_above_idle_j=None if idle_w is None else energy_j - idle_w * time_s,
             power_samples=samples,
+            samples=trace,
+            window_start_s=window[0],
+            window_end_s=window[1],
         )
 
     def _find_by_uuid(self, gpu_uuid: str, count: int) -> Any:

@@ -12,7 +12,7 @@ from torch import Tensor, nn
 
 from profiling.compare import MEASURE_FAILED, Comparison, compare
 from profiling.conventions import COUNTING_CONVENTIONS
-from profiling.meters import NullMeter, NvmlMeter
+from profiling.meters import Measurement, NullMeter, NvmlMeter
 from profiling.records import Workload
 from sdit.models import build_model
 from tests.profiling.fake_nvml import FakeClock, FakeGpu, FakeNvml
@@ -87,6 +87,16 @@ def test_round_trip_is_exact_through_json(study: Comparison) -> None:
     assert again.to_dict() == study.to_dict()
     with pytest.raises(ValueError, match="not an sdit comparison"):
         Comparison.from_dict({"schema": "other"})
+
+
+def test_the_measurement_keeps_its_power_trace_through_json(study: Comparison) -> None:
+    meas = Measurement.from_dict(study.target("sdit").measured["measurement"])
+    assert (meas.method, meas.time_s, meas.window_end_s - meas.window_start_s) == ("counter", 1.0, 1.0)
+    assert len(meas.samples) >= 2  # the trace read beside the counter: at least the window's two ends
+    assert (meas.samples[0][0], meas.samples[-1][0]) == (meas.window_start_s, meas.window_end_s)
+    assert meas.samples[-1][1] == 300.0  # the fake GPU's power of the last work
+    back = Comparison.from_dict(json.loads(json.dumps(study.to_dict())))
+    assert Measurement.from_dict(back.target("sdit").measured["measurement"]) == meas
 
 
 def test_reading_a_comparison_and_estimating_from_it_imports_no_torch(study: Comparison, tmp_path: Path) -> None:

@@ -10,6 +10,7 @@ import torch
 
 from profiling.meters import (
     DeviceLost,
+    Measurement,
     MeterError,
     MeterUnavailable,
     NullMeter,
@@ -52,7 +53,7 @@ def nvml_meter(nvml: FakeNvml, gpu: FakeGpu, **kwargs: object) -> NvmlMeter:
 
 def test_counter_window_synchronises_at_begin_and_end(gpu: FakeGpu) -> None:
     nvml = FakeNvml([gpu])
-    meter = nvml_meter(nvml, gpu)
+    meter = nvml_meter(nvml, gpu, trace_interval_s=None)
     assert meter.method == "counter"
     assert meter.description == "NVML total-energy counter, GPU 0 (Fake GPU)"
     nvml.log.clear()
@@ -65,6 +66,38 @@ def test_counter_window_synchronises_at_begin_and_end(gpu: FakeGpu) -> None:
     assert nvml.log == ["sync", "energy", "work", "sync", "energy"]
     assert (m.name, m.method, m.time_s, m.energy_j, m.mean_power_w) == ("work", "counter", 2.0, 500.0, 250.0)
     assert (m.idle_power_w, m.energy_above_idle_j, m.repeats, m.power_samples) == (None, None, 1, 0)
+    assert (m.samples, m.window_start_s, m.window_end_s) == ((), 0.0, 2.0)
+    assert meter.trace_reason == "no power trace was asked for"
+
+
+def test_counter_window_carries_a_power_trace_beside_the_counter(clock: FakeClock) -> None:
+    gpu = FakeGpu(clock, power_trace_w=lambda t: 100.0 + 10.0 * t)
+    nvml = FakeNvml([gpu])
+    meter = nvml_meter(nvml, gpu, trace_interval_s=0.001)
+    assert meter.trace_reason is None
+    clock.advance(1.0)
+    meter.begin_window("work")
+    for _ in range(3):
+        reads = nvml.power_reads
+        gpu.run(0.5, 200.0)
+        assert nvml.wait_for(lambda n=reads: nvml.power_reads > n)  # the thread read power mid-window
+    m = meter.end_window("work")
+
+    assert (m.method, m.time_s, m.energy_j, m.power_samples) == ("counter", 1.5, 300.0, 0)  # the counter's
+    assert (m.window_start_s, m.window_end_s) == (1.0, 2.5)
+    assert len(m.samples) >= 5 and m.samples[0] == (1.0, 110.0) and m.samples[-1] == (2.5, 125.0)
+    assert all(w == 100.0 + 10.0 * t for t, w in m.samples)
+    assert [t for t, _ in m.samples] == sorted(t for t, _ in m.samples)
+
+
+def test_counter_without_power_reading_measures_and_says_there_is_no_trace(gpu: FakeGpu) -> None:
+    meter = nvml_meter(FakeNvml([gpu], has_power=False), gpu)
+    assert meter.method == "counter"
+    assert meter.trace_reason == "no power trace: GPU 0 does not support NVML's request to read power"
+    meter.begin_window("w")
+    gpu.run(1.0, 100.0)
+    m = meter.end_window("w")
+    assert (m.energy_j, m.samples) == (100.0, ())
 
 
 def test_idle_is_a_quiet_window_and_is_subtracted(gpu: FakeGpu) -> None:
@@ -139,6 +172,8 @@ def test_polling_fallback_integrates_the_power_trace(clock: FakeClock) -> None:
     assert m.mean_power_w == 90.0
     assert m.energy_above_idle_j == 180.0 - 50.0 * 2.0
     assert m.power_samples >= 6  # begin, one per step from the thread, end
+    assert len(m.samples) == m.power_samples and (m.window_start_s, m.window_end_s) == (4.0, 6.0)
+    assert m.samples[0] == (4.0, 50.0) and m.samples[-1] == (6.0, 130.0)  # the integrated readings are the trace
 
 
 def test_force_polling_where_the_counter_exists(gpu: FakeGpu) -> None:
@@ -206,11 +241,13 @@ def test_close_shuts_nvml_down(gpu: FakeGpu) -> None:
 
 
 def test_measurement_to_dict_is_json(gpu: FakeGpu) -> None:
-    meter = nvml_meter(FakeNvml([gpu]), gpu)
+    meter = nvml_meter(FakeNvml([gpu]), gpu, trace_interval_s=3600.0)  # the trace: the window's two ends
     meter.measure_idle_power_w(1.0)
     meter.begin_window("w")
     gpu.run(1.0, 100.0)
-    d = meter.end_window("w").to_dict()
+    m = meter.end_window("w")
+    d = m.to_dict()
+    assert Measurement.from_dict(json.loads(json.dumps(d))) == m
     assert json.loads(json.dumps(d)) == {
         "name": "w",
         "method": "counter",
@@ -221,6 +258,9 @@ def test_measurement_to_dict_is_json(gpu: FakeGpu) -> None:
         "energy_above_idle_j": 50.0,
         "repeats": 1,
         "power_samples": 0,
+        "samples": [[1.0, 50.0], [2.0, 100.0]],
+        "window_start_s": 1.0,
+        "window_end_s": 2.0,
     }
 
 
