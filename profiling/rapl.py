@@ -17,7 +17,9 @@ Wrap-around. A counter that reads less than before has wrapped once:
 ``delta = now + max_energy_range_uj - before``. A window lasting longer than one wrap
 period (hundreds of kJ: tens of minutes at full load) would lose whole wraps, so a
 thread reads the counters every ``poll_interval_s`` during a window and adds the
-deltas up; those readings also give the window's power trace.
+deltas up; those readings also give the window's power trace
+(:attr:`~profiling.meters.Measurement.samples`: the mean power between two consecutive
+readings, at the middle of that interval; the energy itself is the counters' alone).
 
 Permissions. Since Linux 5.10 ``energy_uj`` is readable by root only (the PLATYPUS
 side channel); an unreadable counter is :class:`~profiling.meters.MeterUnavailable`
@@ -279,6 +281,11 @@ class RaplMeter(PowerMeter):
             raise MeterError(f"window {name!r} lasted {time_s} s by the meter's clock; no power to report")
         energy_j = window.energy_uj / 1e6
         idle_w = self._idle_power_w
+        trace = window.trace
+        samples = tuple(  # mean power between consecutive counter readings, at the middle of each interval
+            ((t0 + t1) / 2, (e1 - e0) / (t1 - t0))
+            for (t0, e0), (t1, e1) in zip(trace, trace[1:], strict=False) if t1 > t0
+        )
         return Measurement(
             name=name,
             method="counter",
@@ -287,4 +294,7 @@ class RaplMeter(PowerMeter):
             mean_power_w=energy_j / time_s,
             idle_power_w=idle_w,
             energy_above_idle_j=None if idle_w is None else energy_j - idle_w * time_s,
+            samples=samples,
+            window_start_s=window.start_s,
+            window_end_s=trace[-1][0],
         )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import os
 import time
 from pathlib import Path
@@ -74,6 +75,8 @@ def test_window_energy_is_the_counter_difference(rapl: FakeRapl) -> None:
     m = meter.end_window("run")
     assert (m.name, m.method, m.time_s, m.energy_j, m.mean_power_w) == ("run", "counter", 2.0, 30.0, 15.0)
     assert m.idle_power_w is None and m.energy_above_idle_j is None
+    assert (m.window_start_s, m.window_end_s, m.power_samples) == (100.0, 102.0, 0)
+    assert m.samples == ((101.0, 15.0),)  # one interval between the window's two readings: 30 J over 2 s
     assert meter.description == "RAPL package energy counter (package-0): CPU packages only, no DRAM or GPU"
 
 
@@ -90,7 +93,8 @@ def test_several_wraps_in_one_window_are_counted_by_the_poller(rapl: FakeRapl) -
     small = 10_000_000  # a 10 J range, so a window can wrap twice
     fake = FakeRapl(rapl.root.parent / "small")
     fake.zone("intel-rapl:0", "package-0", energy_uj=0, max_uj=small)
-    meter = meter_for(fake, poll=0.005)
+    ticks = itertools.count()  # next() on it is atomic: the poller and the test both read the clock
+    meter = RaplMeter(root=fake.root, clock=lambda: float(next(ticks)), poll_interval_s=0.005)  # 1 s a reading
     meter.begin_window("long")
     window = meter._open["long"]
     for _ in range(3):  # 3 x 8 J = 24 J over a 10 J range: two wraps
@@ -100,9 +104,11 @@ def test_several_wraps_in_one_window_are_counted_by_the_poller(rapl: FakeRapl) -
         while len(window.trace) < seen + 2 and time.monotonic() < deadline:  # a reading begun after the write
             time.sleep(0.002)
         assert len(window.trace) >= seen + 2, "the poller never read the counter"
-    fake.sleep(3.0)
     m = meter.end_window("long")
     assert m.energy_j == pytest.approx(24.0, abs=1e-9)
+    # The trace: the mean power of every interval between two readings (1 s each on this clock).
+    assert m.window_end_s - m.window_start_s == len(m.samples) == m.time_s
+    assert [w for _, w in m.samples if w] == pytest.approx([8.0, 8.0, 8.0])
 
 
 def test_packages_are_summed_and_psys_is_not(rapl: FakeRapl) -> None:
