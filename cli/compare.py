@@ -27,6 +27,7 @@ from profiling.compare import compare
 from profiling.conventions import DEFAULT_CONVENTIONS
 from profiling.counter import UnknownNeuronError, UnsupportedOpError
 from profiling.energy import COST_PRESETS, DEFAULT_COSTS, CostsError, load_costs
+from profiling.meters import METER_KINDS
 from profiling.records import Workload, WorkloadError
 from reports import terminal
 from reports.html import frame_csv, tables_of, write_page
@@ -120,6 +121,8 @@ def compare_cmd(
     samples: int = typer.Option(16, "--samples", min=0, help="Images in each model's sample grid (0: none)."),
     measure: bool = typer.Option(False, "--measure", help="Also measure GPU energy of sampling (NVML)."),
     device: str = typer.Option("cuda:0", "--device", help="GPU for --measure."),
+    meter: str = typer.Option("auto", "--meter", help="Meter for --measure: auto (NVML on a GPU, RAPL on the "
+                              "CPU), nvml, or cpu (RAPL: CPU packages only)."),
     min_window_s: float = typer.Option(1.0, "--min-window-s", min=0.0, help="Shortest measured window."),
     idle_s: float = typer.Option(5.0, "--idle-s", min=0.0, help="Seconds of idle-power measurement."),
     out: Path = typer.Option(Path("out/compare"), "--out", help="Directory for report.html, comparison.json, CSVs."),
@@ -131,6 +134,8 @@ def compare_cmd(
     check_number("--eta", eta, 0, 1)
     check_number("--min-window-s", min_window_s, 0, 3600)
     check_number("--idle-s", idle_s, 0, 3600)
+    if meter not in METER_KINDS:
+        fail(f"--meter {meter!r}: valid meters are {', '.join(METER_KINDS)}")
     check_seed("--seed", seed)
     _check_outputs(out, overwrite)
     targets = list(targets or DEFAULT_TARGETS)
@@ -159,7 +164,7 @@ def compare_cmd(
     loaded = [load_target_or_fail(t, "its counts come from untrained weights") for t in targets]
     try:
         comparison = compare(loaded, workload, costs=presets, conventions=conventions, measure=measure,
-                             device=device, min_window_s=min_window_s, idle_s=idle_s,
+                             device=device, min_window_s=min_window_s, idle_s=idle_s, meter_kind=meter,
                              progress=lambda line: typer.echo(line, err=True))
     except (UnsupportedOpError, UnknownNeuronError) as err:
         fail(str(err), DATA_ERROR)

@@ -1,4 +1,4 @@
-"""``sdit energy TARGET``: estimated energy from op counts, and measured GPU energy of the same workload.
+"""``sdit energy TARGET``: estimated energy from op counts, and measured energy (GPU or CPU) of the same workload.
 
 A thin wrapper over :func:`profiling.compare.compare`: the target (and ``--baseline``) are loaded
 once, one workload is profiled, estimated under the chosen conventions and, with ``--measure``,
@@ -38,6 +38,7 @@ from profiling.energy import (
     with_memory,
     with_overrides,
 )
+from profiling.meters import METER_KINDS
 from profiling.records import WorkloadError
 from reports import terminal
 from reports.study import study_from_comparison
@@ -67,6 +68,8 @@ def energy_cmd(
     baseline: str | None = typer.Option(None, "--baseline", help="Preset or checkpoint to break even with."),
     measure: bool = typer.Option(False, "--measure", help="Also measure GPU energy of the same workload (NVML)."),
     device: str = typer.Option("cuda:0", "--device", help="GPU for --measure."),
+    meter: str = typer.Option("auto", "--meter", help="Meter for --measure: auto (NVML on a GPU, RAPL on the "
+                              "CPU), nvml, or cpu (RAPL: CPU packages only)."),
     measure_steps: int | None = typer.Option(None, "--measure-steps", min=1, max=1000,
                                              help="Same as --sample-steps: the one workload estimated and measured."),
     min_window_s: float = typer.Option(1.0, "--min-window-s", min=0.0, help="Shortest measured window."),
@@ -82,6 +85,8 @@ def energy_cmd(
         check_number(option, value, 0, 1e9)
     check_number("--min-window-s", min_window_s, 0, 3600)
     check_number("--idle-s", idle_s, 0, 3600)
+    if meter not in METER_KINDS:
+        fail(f"--meter {meter!r}: valid meters are {', '.join(METER_KINDS)}")
     check_number("--batch-size", batch_size, 1, MAX_IMAGES)
     check_seed("--seed", seed)
     check_outputs_or_fail({"--json": json_path}, overwrite, stdout_ok=("--json",))
@@ -108,7 +113,7 @@ def energy_cmd(
     try:
         study = compare([loaded] if base is None else [loaded, base], workload, costs=[costs],
                         conventions=list(dict.fromkeys(conventions)), measure=measure, device=device,
-                        min_window_s=min_window_s, idle_s=idle_s)
+                        min_window_s=min_window_s, idle_s=idle_s, meter_kind=meter)
     except (UnsupportedOpError, UnknownNeuronError) as err:
         fail(str(err), DATA_ERROR)
     failed = any((t.measured_reason or "").startswith(MEASURE_FAILED) for t in study.targets)
@@ -153,6 +158,8 @@ def summary(study: Comparison) -> dict[str, Any]:
         "conventions": {"unit": "joules per image over the workload", **main.profile.conventions},
         "measured": main.measured,
         "measured_reason": main.measured_reason,
+        "baseline_measured": study.targets[1].measured if len(study.targets) > 1 else None,
+        "baseline_measured_reason": study.targets[1].measured_reason if len(study.targets) > 1 else None,
         "comparison": study.to_dict(),
     }
 
@@ -175,13 +182,19 @@ def _print(study: Comparison, result: dict[str, Any], console: Console) -> None:
         text = b.reason if b.firing_rate is None else f"{b.firing_rate:.2%}"
         console.print(f"break-even firing rate vs {b.baseline} ({_uj(b.baseline_j, 'undefined')} uJ/image), "
                       f"{b.convention} convention, {b.costs}, {what}: {text}", soft_wrap=True)
-    if main.measured is None:
+    missing = [t for t in study.targets if t.measured is None]
+    if missing and len(missing) == len(study.targets) and len({t.measured_reason for t in missing}) == 1:
         console.print(f"measured energy unavailable: {main.measured_reason}", soft_wrap=True)
+    else:  # the target and its baseline are measured alike; say which one failed
+        for t in missing:
+            console.print(f"measured energy of {t.name} unavailable: {t.measured_reason}", soft_wrap=True)
     for t in (t for t in study.targets if t.measured is not None):
         m = t.measured
         console.print(f"measured {t.name}: {m['energy_j_per_image']:.6g} J/image ({what}; above idle "
                       f"{m['energy_above_idle_j_per_image']:.6g} J/image; {m['method']}, window {m['window_s']:.2f} s, "
-                      f"{m['repeats']} repeats, idle {m['idle_power_w']:.1f} W, {m['device']})", soft_wrap=True)
+                      f"{m['repeats']} repeats, idle {m['idle_power_w']:.1f} W, {m['device']}; "
+                      f"{m.get('meter', 'NVML')})",
+                      soft_wrap=True)
 
 
 def _print_target(t: TargetResult, costs: Any, study: Comparison, console: Console) -> None:

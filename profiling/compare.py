@@ -25,8 +25,8 @@ torch; only :func:`compare` itself needs the engine.
           "estimates": [{"costs": preset name, "convention": name,
                          "estimate": Estimate.to_dict(),      # joules per image, per layer, per step
                          "sweep": [{"firing_rate", "energy_j"}, ...]}, ...],
-          "measured": null | {                        # measured on a GPU, same workload
-              "device", "method" ("counter" | "polling"), "images", "repeats",
+          "measured": null | {                        # measured (GPU: NVML, CPU: RAPL), same workload
+              "device", "meter" (one line: what was read), "method" ("counter" | "polling"), "images", "repeats",
               "window_s", "idle_power_w", "energy_j_per_image", "energy_above_idle_j_per_image",
               "energy_j_per_model_call", "time_s_per_image",
               "measurement": Measurement.to_dict()},  # the window; with "samples" [[t_s, watts], ...]
@@ -251,6 +251,7 @@ def compare(
     strict: bool = False,
     sweep_rates: Sequence[float] = tuple(SWEEP_RATES),
     meter_factory: Callable[[str], Any] | None = None,
+    meter_kind: str = "auto",
     progress: Callable[[str], None] | None = None,
 ) -> Comparison:
     """Run the study: profile, estimate and (with ``measure``) measure ``workload`` on every target.
@@ -262,10 +263,13 @@ def compare(
         workload: The one workload profiled, estimated and measured.
         costs: Cost presets (names or :class:`EnergyCosts`).
         conventions: Counting conventions, by name (the first one is the baseline's).
-        measure: Also measure the workload's energy on ``device`` (NVML); where no meter
-            reads, ``measured`` is ``None`` and ``measured_reason`` says why.
+        measure: Also measure the workload's energy on ``device``, every target (baselines
+            included) with one meter and one idle reading; where no meter reads,
+            ``measured`` is ``None`` and ``measured_reason`` says why.
         meter_factory: ``device -> PowerMeter`` (tests pass a fake); default
-            :func:`profiling.meters.make_meter`.
+            :func:`profiling.meters.make_meter` with ``kind=meter_kind``.
+        meter_kind: Which meter :func:`profiling.meters.make_meter` picks: ``auto`` (NVML
+            on a GPU, RAPL on the CPU), ``nvml`` or ``cpu`` (RAPL CPU packages).
         progress: Called with a line of text before each long step.
 
     Raises:
@@ -305,7 +309,7 @@ def compare(
                 if meter is None:
                     from profiling.meters import make_meter
 
-                    meter = (meter_factory or make_meter)(device)
+                    meter = meter_factory(device) if meter_factory else make_meter(device, kind=meter_kind)
                 if not meter.available:
                     reason = meter.reason
                 else:
@@ -340,4 +344,4 @@ def _measure(model: Any, workload: Workload, meter: Any, device: str, min_window
         result = measure_workload(model, workload, meter, min_window_s=min_window_s, idle_s=idle_s)
     finally:
         model.to(home)
-    return {"device": device, **result.to_dict()}
+    return {"device": device, "meter": meter.description, **result.to_dict()}

@@ -1,4 +1,4 @@
-"""GPU power meters behind one small interface (ARCHITECTURE.md §4, measured energy).
+"""GPU power meters behind one small interface (ARCHITECTURE.md §4, measured energy); the CPU meter is profiling.rapl.
 
 A meter measures named windows: :meth:`PowerMeter.begin_window` and
 :meth:`PowerMeter.end_window` synchronise the device and read energy, so the
@@ -31,6 +31,7 @@ from typing import Any, Literal
 import torch
 
 __all__ = [
+    "METER_KINDS",
     "DeviceLost",
     "Measurement",
     "MeterError",
@@ -588,35 +589,50 @@ def _torch_synchronize(gpu_index: int) -> Callable[[], None]:
     return synchronize
 
 
+METER_KINDS = ("auto", "nvml", "cpu")
+
+
 def make_meter(
     device: torch.device | str | int | None = None,
     *,
+    kind: str = "auto",
     nvml: Any = None,
     synchronize: Callable[[], None] | None = None,
+    rapl_root: Any = None,
     **meter_kwargs: Any,
 ) -> PowerMeter:
-    """The meter for ``device``: an :class:`NvmlMeter`, or a :class:`NullMeter` saying why not.
+    """The meter for ``device``: an :class:`NvmlMeter`, a RAPL CPU meter, or a :class:`NullMeter` saying why not.
 
     Args:
-        device: A CUDA device (``"cuda"``, ``"cuda:1"``, an index); ``None`` means
-            ``cuda:0``. A non-CUDA device gets a :class:`NullMeter`.
+        device: A CUDA device (``"cuda"``, ``"cuda:1"``, an index) or ``"cpu"``; ``None``
+            means ``cuda:0``.
+        kind: ``"auto"``: NVML for a CUDA device, the CPU packages' RAPL counters
+            (:class:`profiling.rapl.RaplMeter`) for the CPU; ``"nvml"``: NVML only;
+            ``"cpu"``: RAPL whatever the device (a GPU workload is then synchronised
+            but only the CPU packages' energy is read).
         nvml: A stand-in for ``pynvml`` (tests).
         synchronize: A stand-in for the device synchronisation (tests); without it
             torch must see the CUDA device, and the GPU is matched to NVML by UUID.
-        **meter_kwargs: Passed on to :class:`NvmlMeter` (clock, sleep, poll_interval_s, ...).
+        rapl_root: The powercap sysfs directory (tests); default ``/sys/class/powercap``.
+        **meter_kwargs: Passed on to the meter (clock, sleep, poll_interval_s, ...).
 
     Returns:
         A working meter, or a :class:`NullMeter` whose ``reason`` is one printable line.
 
     Raises:
+        ValueError: ``kind`` is none of :data:`METER_KINDS`.
         DeviceLost: The GPU is there but lost.
-        MeterError: NVML failed in a way that is not plain unavailability.
+        MeterError: NVML or RAPL failed in a way that is not plain unavailability.
     """
+    if kind not in METER_KINDS:
+        raise ValueError(f"unknown meter {kind!r}; known: {', '.join(METER_KINDS)}")
     if device is None:
         device = torch.device("cuda", 0)
     elif isinstance(device, int):
         device = torch.device("cuda", device)
     device = torch.device(device)
+    if kind == "cpu" or (kind == "auto" and device.type == "cpu"):
+        return _make_rapl_meter(device, synchronize, rapl_root, meter_kwargs)
     if device.type != "cuda":
         return NullMeter(f"device {str(device)!r} is not a CUDA GPU; NVML measures NVIDIA GPUs only")
     index = device.index or 0
@@ -630,6 +646,20 @@ def make_meter(
         gpu_uuid = _torch_uuid(index)
     try:
         return NvmlMeter(index, nvml=nvml, synchronize=synchronize, gpu_uuid=gpu_uuid, **meter_kwargs)
+    except MeterUnavailable as err:
+        return NullMeter(err.reason)
+
+
+def _make_rapl_meter(device: torch.device, synchronize: Callable[[], None] | None, root: Any,
+                     meter_kwargs: dict[str, Any]) -> PowerMeter:
+    """A RAPL meter (synchronising ``device`` if it is a GPU), or a NullMeter saying why not."""
+    from profiling.rapl import DEFAULT_ROOT, RaplMeter
+
+    if synchronize is None and device.type == "cuda":
+        synchronize = _torch_synchronize(device.index or 0)
+    kwargs = {k: v for k, v in meter_kwargs.items() if k in ("clock", "sleep", "poll_interval_s")}
+    try:
+        return RaplMeter(root=DEFAULT_ROOT if root is None else root, synchronize=synchronize, **kwargs)
     except MeterUnavailable as err:
         return NullMeter(err.reason)
 

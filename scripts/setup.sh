@@ -3,7 +3,10 @@
 #   - the Debian package dataset-fashion-mnist (Fashion-MNIST IDX files), when root or sudo allows;
 #   - a virtual environment in .venv (or $SDIT_VENV) with the pinned stack of requirements.lock;
 #   - with --dev, the pinned test tools of requirements-dev.lock and the Debian package chromium, the
-#     browser the report's browser test drives through Playwright (Playwright cannot download one here).
+#     browser the report's browser test drives through Playwright (Playwright cannot download one here);
+#   - the C++ WKV kernel, compiled once into the environment ($venv/share/sdit/torch_extensions), so that
+#     no command compiles it at first use (skipped with SDIT_WKV_EXT=0; a failed build only warns: sdit
+#     then runs the slower tensor-op WKV loop).
 # Usage: bash scripts/setup.sh [--dev]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -48,4 +51,8 @@ if [ "$dev" = 1 ]; then
   "${pip[@]}" --no-deps -r requirements-dev.lock
 fi
 "${pip[@]}" --no-deps --no-build-isolation -e .
+if [ "${SDIT_WKV_EXT:-}" != 0 ]; then
+  "$venv/bin/python" -m sdit.build_ext >&2 || echo "setup.sh: warning: the C++ WKV kernel did not build (see above);" \
+    "sdit runs the tensor-op WKV instead, and tries the build again at first use" >&2
+fi
 echo "setup.sh: ready: $venv ($("$venv/bin/python" -c 'import torch; print("torch", torch.__version__)'))" >&2

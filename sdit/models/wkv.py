@@ -10,10 +10,13 @@ with ``w = exp(time_decay) > 0`` and ``u = time_first``.
 
 Implementations of one formula:
 
-- :func:`wkv` is the one the model runs: on the CPU the compiled C++ kernel of
-  :mod:`sdit.models.wkv_ext` (``wkv_cpu.cpp``, one vectorised loop per batch row
-  and channel block, built on first use), elsewhere or when that cannot build,
-  :func:`wkv_python`.
+- :func:`wkv` is the one the model runs: on CUDA :func:`wkv_chunked`; on the CPU the
+  compiled C++ kernel of :mod:`sdit.models.wkv_ext` (``wkv_cpu.cpp``, one vectorised
+  loop per batch row and channel block, built at setup), elsewhere or when that cannot
+  build, :func:`wkv_python`.
+- :func:`wkv_chunked` is the chunked parallel form: whole-tensor operations over
+  chunks of tokens and over chunks, no loop over tokens, so a GPU runs a few large
+  kernels (and ``torch.compile`` can fuse them) instead of ~15 launches per token.
 - :func:`wkv_python` runs a custom autograd function
   (:class:`WKVFunction`) whose backward pass is written by hand, a reverse
   recurrence in the same stable form, instead of letting autograd record ~20
@@ -36,6 +39,8 @@ first SDiT spent most of a training step there).
 """
 
 from __future__ import annotations
+
+import os
 
 import torch
 from torch import Tensor, nn
@@ -198,8 +203,10 @@ class WKVFunction(torch.autograd.Function):
 def wkv(time_decay: Tensor, time_first: Tensor, k: Tensor, v: Tensor) -> Tensor:
     """Numerically stable, differentiable WKV (the fast path).
 
-    On the CPU it runs the compiled kernel of :mod:`sdit.models.wkv_ext` when that
-    built (see :func:`wkv_backend`); otherwise :func:`wkv_python`.
+    On CUDA it runs the chunked parallel form :func:`wkv_chunked`; on the CPU the
+    compiled kernel of :mod:`sdit.models.wkv_ext` when that built (see
+    :func:`wkv_backend`); otherwise :func:`wkv_python`. ``SDIT_WKV_CHUNKED=1`` selects the
+    chunked form on every device (tests, benches), ``SDIT_WKV_CHUNKED=0`` on none.
 
     Args:
         time_decay: (D,) log of the decay rate; ``w = exp(time_decay)``.
@@ -210,9 +217,113 @@ def wkv(time_decay: Tensor, time_first: Tensor, k: Tensor, v: Tensor) -> Tensor:
     Returns:
         (B, N, D) in the dtype of ``v``; computed in at least float32.
     """
+    if _chunked_on(k.device.type):
+        return wkv_chunked(time_decay, time_first, k, v)
     if k.device.type == "cpu" and wkv_ext.available():
         return wkv_ext.wkv_cpu(time_decay, time_first, k, v)
     return wkv_python(time_decay, time_first, k, v)
+
+
+CHUNK = 16  # tokens per chunk of wkv_chunked: its (B, N/L, L, L, D) weights grow with L, its chunk scan with N/L
+CHUNKED_ENV = "SDIT_WKV_CHUNKED"  # "1": the chunked form on every device; "0": on none (CUDA runs the loop)
+
+
+def wkv_chunked(time_decay: Tensor, time_first: Tensor, k: Tensor, v: Tensor, chunk: int = CHUNK) -> Tensor:
+    """WKV in a chunked parallel form: whole-tensor operations, no loop over tokens (the GPU path).
+
+    Tokens are cut into C = ceil(N / L) chunks of L = ``chunk`` (the last padded at its end,
+    which no earlier token sees). With S_t = sum_{i<t} e^{-(t-1-i)w + k_i} (v_i; 1), the
+    numerator and denominator of wkv_t before its own term, token s of chunk c (t = cL + s) has
+
+        S_t = e^{-s w} S_{cL} + sum_{j<s} e^{-(s-1-j)w + k_{cL+j}} (v_{cL+j}; 1)       (within the chunk)
+        S_{cL} = sum_{c'<c} e^{-(c-1-c') L w} T_{c'},  T_c = sum_j e^{-(L-1-j)w + k_{cL+j}} (v_{cL+j}; 1)
+
+    so every chunk's entry state S_{cL} is itself a causal decayed sum over chunks (a (C, C)
+    weight matrix) and every token's output a sum over the L tokens of its chunk plus one
+    state term (an (L, L+1) weight matrix): two levels of the same formula, no sequential
+    scan. Stability as in the recurrence: every sum is taken in log space, weights
+    e^{x - max x} with the maximum over the terms of that sum (Eq. 1 of the paper,
+    corrected as in ARCHITECTURE.md §1), so no ``exp`` sees a positive argument and large
+    ``k`` cannot overflow; exponent arguments are clamped at -60 as in the loop (module
+    docstring), and masked (future) terms are multiplied by zero after the ``exp``.
+    Autograd differentiates it; ``torch.compile`` can fuse it (no data-dependent shapes,
+    no Python loop over data).
+
+    Memory: the intra-chunk weights are B N L D elements, L times the input: the price of
+    the parallel form (a few of them live for the backward pass).
+
+    Same arguments and result as :func:`wkv`, plus ``chunk`` (L > 0).
+    """
+    if chunk < 1:
+        raise ValueError(f"chunk must be >= 1, got {chunk}")
+    out_dtype = v.dtype
+    dtype = _compute_dtype(v.dtype)
+    w = torch.exp(time_decay.to(dtype))  # (D,)
+    u = time_first.to(dtype)  # (D,)
+    k, v = k.to(dtype), v.to(dtype)
+    batch, tokens, dim = k.shape
+    size = min(chunk, tokens)  # L
+    chunks = -(-tokens // size)  # C
+    pad = chunks * size - tokens
+    if pad:
+        k = torch.nn.functional.pad(k, (0, 0, 0, pad))  # (B, C*L, D); padded tokens come after every real one
+        v = torch.nn.functional.pad(v, (0, 0, 0, pad))
+    k = k.view(batch, chunks, size, dim)  # (B, C, L, D)
+    v = v.view(batch, chunks, size, dim)  # (B, C, L, D)
+    idx = torch.arange(size, device=k.device)  # (L,)
+    cdx = torch.arange(chunks, device=k.device)  # (C,)
+
+    # Chunk level. T_c in log space: exponents -(L-1-j)w + k_j, scaled by their maximum q_c.
+    end_lag = (size - 1 - idx).to(dtype)[:, None]  # (L, 1)
+    f = k - end_lag * w  # (B, C, L, D)
+    q = f.amax(dim=2)  # (B, C, D)
+    ef = _exp_floor(f - q[:, :, None])  # (B, C, L, D)
+    t_num = (ef * v).sum(dim=2)  # (B, C, D)
+    t_den = ef.sum(dim=2)  # (B, C, D)
+    # S_{cL} = sum_{c'<c} e^{g[c, c']} (t_num, t_den)_{c'}, g = -(c-1-c') L w + q_{c'}, scaled by p_c = max g.
+    earlier = cdx[None, :] < cdx[:, None]  # (C, C): c' < c
+    chunk_lag = ((cdx[:, None] - 1 - cdx[None, :]).clamp(min=0) * size).to(dtype)  # (C, C)
+    g = q[:, None, :, :] - chunk_lag[:, :, None] * w  # (B, C, C, D)
+    g = torch.where(earlier[:, :, None], g, -torch.inf)
+    has_past = (cdx > 0)[None, :, None]  # (1, C, 1): chunk 0 starts from empty sums
+    p = torch.where(has_past, g.amax(dim=2), 0.0)  # (B, C, D)
+    eg = torch.where(earlier[:, :, None], _exp_floor(g - p[:, :, None]), 0.0)  # (B, C, C, D)
+    s_num = (eg * t_num[:, None]).sum(dim=2)  # (B, C, D): S_{cL} = s_num e^{p}
+    s_den = (eg * t_den[:, None]).sum(dim=2)  # (B, C, D)
+
+    # Token level: token s of chunk c sums the chunk's past tokens j < s (exponents
+    # k_j - (s-1-j) w), its own term (u + k_s) and the state entering the chunk (p_c - s w;
+    # none in chunk 0), scaled by m, the largest of those exponents.
+    before = idx[None, :] < idx[:, None]  # (L, L): j < s
+    lag = (idx[:, None] - 1 - idx[None, :]).to(dtype)  # (L, L): s-1-j
+    bias = torch.where(before[:, :, None], -lag[:, :, None] * w, -torch.inf)  # (L, L, D)
+    e_past = k[:, :, None] + bias  # (B, C, L_s, L_j, D): -inf where j >= s
+    e_own = u + k  # (B, C, L, D)
+    e_state = torch.where(has_past[..., None], p[:, :, None] - idx.to(dtype)[:, None] * w, -torch.inf)  # (B, C, L, D)
+    m = torch.maximum(torch.maximum(e_past.amax(dim=3), e_own), e_state)  # (B, C, L, D): finite (own term)
+    # Masked terms: -inf, clamped to -60 like the rest, then zeroed by the mask (not by a where on
+    # the exp, whose unused branch would pass 0 * inf = NaN into the gradient).
+    w_past = _exp_floor(e_past - m[:, :, :, None]) * before[:, :, None].to(dtype)  # (B, C, L, L, D)
+    w_own = _exp_floor(e_own - m)  # (B, C, L, D)
+    w_state = _exp_floor(e_state - m) * has_past[..., None].to(dtype)  # (B, C, L, D)
+    num = (w_past * v[:, :, None]).sum(dim=3) + w_own * v + w_state * s_num[:, :, None]  # (B, C, L, D)
+    den = w_past.sum(dim=3) + w_own + w_state * s_den[:, :, None]  # (B, C, L, D)
+    y = (num / den).view(batch, chunks * size, dim)[:, :tokens]  # (B, N, D)
+    return y.to(out_dtype)
+
+
+def _exp_floor(x: Tensor) -> Tensor:
+    """e^x for x <= 0 (or -inf), clamped at e^-60 like :func:`_exp_`, out of place (autograd-safe)."""
+    return torch.exp(x.clamp(min=_EXP_FLOOR))
+
+
+@torch.compiler.assume_constant_result
+def _chunked_on(device_type: str) -> bool:
+    """Whether :func:`wkv` runs :func:`wkv_chunked` on this device type (``SDIT_WKV_CHUNKED``, else CUDA only)."""
+    flag = os.environ.get(CHUNKED_ENV, "").strip()
+    if flag in ("0", "1"):
+        return flag == "1"
+    return device_type == "cuda"
 
 
 @torch.compiler.disable  # a loop of ~15 small ops per token: opaque to torch.compile, not unrolled
@@ -235,8 +346,11 @@ def wkv_python(time_decay: Tensor, time_first: Tensor, k: Tensor, v: Tensor) -> 
 
 def wkv_backend(device: torch.device | str) -> str:
     """Which WKV implementation :func:`wkv` runs on ``device``, in one line (builds the kernel if needed)."""
-    if torch.device(device).type != "cpu":
-        return f"python token loop (no compiled kernel for {torch.device(device).type})"
+    kind = torch.device(device).type
+    if _chunked_on(kind):
+        return f"chunked parallel form (chunks of {CHUNK} tokens, tensor ops; {CHUNKED_ENV}=0 for the token loop)"
+    if kind != "cpu":
+        return f"python token loop (no compiled kernel for {kind})"
     if wkv_ext.available():
         return f"C++ kernel: {wkv_ext.extension_status()}"
     return f"python token loop (C++ kernel {wkv_ext.extension_status()})"

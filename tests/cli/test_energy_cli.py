@@ -78,3 +78,46 @@ def test_energy_undefined_term_prints_as_undefined() -> None:
     result = runner.invoke(app, ["energy", "dit-tiny", "--costs", "loihi", "--convention", "strict"])
     assert result.exit_code == 0, result.output
     assert "not defined by loihi" in result.stdout and "undefined" in result.stdout
+
+
+def test_energy_measure_on_the_cpu_measures_target_and_baseline_by_rapl(tmp_path: Path, monkeypatch) -> None:
+    import profiling.rapl
+
+    zone = tmp_path / "powercap" / "intel-rapl:0"
+    zone.mkdir(parents=True)
+    for name, text in (("name", "package-0"), ("energy_uj", "1000"), ("max_energy_range_uj", "262143328850")):
+        (zone / name).write_text(text + "\n")  # a counter that stands still: 0 J in every window
+    monkeypatch.setattr(profiling.rapl, "DEFAULT_ROOT", tmp_path / "powercap")
+    out = tmp_path / "e.json"
+    result = runner.invoke(app, ["energy", "sdit-tiny", "--baseline", "dit-tiny", "--measure", "--device", "cpu",
+                                 "--meter", "cpu", "--idle-s", "0.01", "--min-window-s", "0", "--json", str(out)])
+    assert result.exit_code == 0, result.output
+    data = json.loads(out.read_text())
+    for key in ("measured", "baseline_measured"):
+        m = data[key]
+        assert m["device"] == "cpu" and m["method"] == "counter" and m["energy_j_per_image"] == 0.0
+        assert m["meter"] == "RAPL package energy counter (package-0): CPU packages only, no DRAM or GPU"
+    assert data["baseline_measured_reason"] is None
+    lines = [line for line in result.stdout.splitlines() if line.startswith("measured ")]
+    assert [line.split(":")[0] for line in lines] == ["measured sdit-tiny", "measured dit-tiny"]
+
+
+def test_energy_measure_says_why_for_target_and_baseline_once(tmp_path: Path, monkeypatch) -> None:
+    import profiling.rapl
+
+    monkeypatch.setattr(profiling.rapl, "DEFAULT_ROOT", tmp_path / "absent")
+    out = tmp_path / "e.json"
+    result = runner.invoke(app, ["energy", "sdit-tiny", "--baseline", "dit-tiny", "--measure", "--device", "cpu",
+                                 "--json", str(out)])
+    assert result.exit_code == 0, result.output
+    data = json.loads(out.read_text())
+    why = f"no RAPL: {tmp_path / 'absent'} does not exist (no powercap interface in this kernel or container)"
+    assert data["measured_reason"] == data["baseline_measured_reason"] == why
+    lines = [line for line in result.stdout.splitlines() if "unavailable" in line]
+    assert lines == [f"measured energy unavailable: {why}"]
+
+
+def test_energy_rejects_an_unknown_meter() -> None:
+    result = runner.invoke(app, ["energy", "dit-tiny", "--measure", "--meter", "rapl"])
+    assert result.exit_code == 2
+    assert "--meter 'rapl': valid meters are auto, nvml, cpu" in result.output

@@ -312,8 +312,8 @@ def test_missing_gpu_index(gpu: FakeGpu) -> None:
     assert meter.reason == "NVML sees 1 GPU(s); there is no GPU 1"
 
 
-def test_cpu_device_gives_null_meter() -> None:
-    meter = make_meter("cpu")
+def test_cpu_device_gives_null_meter_from_nvml() -> None:
+    meter = make_meter("cpu", kind="nvml")
     assert isinstance(meter, NullMeter)
     assert meter.reason == "device 'cpu' is not a CUDA GPU; NVML measures NVIDIA GPUs only"
 

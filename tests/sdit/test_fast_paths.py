@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+import functools
+
 import pytest
 import torch
 
 from sdit.models import build_model
 from sdit.models import wkv as wkv_module
 from sdit.models.sdit import relu_square
-from sdit.models.wkv import WKVFunction, wkv, wkv_backend, wkv_direct, wkv_python, wkv_reference
+from sdit.models.wkv import WKVFunction, wkv, wkv_backend, wkv_chunked, wkv_direct, wkv_python, wkv_reference
 from sdit.models.wkv_ext import wkv_cpu
 
-# Both implementations of the fast path: the tensor-op token loop and the C++ kernel.
-IMPLS = pytest.mark.parametrize("fast_wkv", [wkv_python, wkv_cpu], ids=["python", "cpp"])
+# The implementations of the fast path: the tensor-op token loop, the C++ kernel, the chunked form.
+IMPLS = pytest.mark.parametrize("fast_wkv", [wkv_python, wkv_cpu, functools.partial(wkv_chunked, chunk=8)],
+                                ids=["python", "cpp", "chunked8"])
 
 
 def _inputs(batch: int, tokens: int, dim: int, k_scale: float = 1.0, dtype=torch.float32, seed: int = 1):

@@ -7,6 +7,12 @@ instead of skipping them.
 
 from __future__ import annotations
 
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -201,7 +207,7 @@ def test_disabled_by_env(ext, monkeypatch) -> None:
     assert wkv_ext.load_extension() is ext  # the switch is read per call, the build is kept
 
 
-def test_build_failure_is_reported_not_raised(monkeypatch) -> None:
+def test_build_failure_is_reported_not_raised(monkeypatch, tmp_path, capsys) -> None:
     from torch.utils import cpp_extension
 
     def broken_load(**kwargs):
@@ -209,13 +215,122 @@ def test_build_failure_is_reported_not_raised(monkeypatch) -> None:
 
     monkeypatch.delenv("SDIT_WKV_EXT", raising=False)
     monkeypatch.setattr(wkv_ext, "_state", wkv_ext._State())  # forget the real build for this test
+    monkeypatch.setattr(wkv_ext, "prebuilt_dir", lambda: tmp_path / "env")  # no library anywhere
+    monkeypatch.setenv("TORCH_EXTENSIONS_DIR", str(tmp_path / "cache"))
     monkeypatch.setattr(cpp_extension, "load", broken_load)
     assert wkv_ext.load_extension() is None
     status = wkv_ext.extension_status()
     assert status == "unavailable: RuntimeError: Error building extension 'x': compiler exploded"
     assert "second line of the log" in wkv_ext.extension_error()
+    assert capsys.readouterr().err == wkv_ext.BUILD_NOTICE.format(where=tmp_path / "cache") + "\n"
+    assert not (tmp_path / "cache" / wkv_ext._extension_name()).exists()  # the failed build left nothing named
     with pytest.raises(RuntimeError, match="compiler exploded"):
         wkv_cpu(*_inputs(1, 3, 4))
+
+
+def _fresh_state(monkeypatch, env: Path, cache: Path) -> None:
+    monkeypatch.delenv("SDIT_WKV_EXT", raising=False)
+    monkeypatch.setattr(wkv_ext, "_state", wkv_ext._State())
+    monkeypatch.setattr(wkv_ext, "prebuilt_dir", lambda: env)
+    monkeypatch.setenv("TORCH_EXTENSIONS_DIR", str(cache))
+
+
+def _no_build(**kwargs):
+    raise AssertionError("the kernel was compiled although a library was there")
+
+
+def test_prebuilt_library_is_loaded_without_compiling(ext, monkeypatch, tmp_path, capsys) -> None:
+    from torch.utils import cpp_extension
+
+    name = wkv_ext._extension_name()
+    built = wkv_ext.extension_path()
+    assert built is not None and built.name == f"{name}.so"
+    env = tmp_path / "venv" / "share" / "sdit" / "torch_extensions"
+    (env / name).mkdir(parents=True)
+    shutil.copy2(built, env / name / built.name)  # what `python -m sdit.build_ext` leaves in the environment
+    _fresh_state(monkeypatch, env, tmp_path / "empty-cache")
+    monkeypatch.setattr(cpp_extension, "load", _no_build)
+    module = wkv_ext.load_extension()
+    assert module is not None, wkv_ext.extension_error()
+    assert wkv_ext.extension_path() == env / name / f"{name}.so"
+    assert not wkv_ext.built_here()
+    assert capsys.readouterr().err == ""  # no build notice
+    td, tf, k, v = _inputs(2, 7, 9)
+    assert torch.equal(module.forward(td.exp(), tf, k, v), ext.forward(td.exp(), tf, k, v))
+
+
+def test_a_fresh_process_loads_the_prebuilt_library_itself(ext, tmp_path) -> None:
+    # In one process an extension module of a name already imported is reused, so the file
+    # a module came from is checked in a fresh interpreter, with compiling made impossible.
+    name = wkv_ext._extension_name()
+    env = tmp_path / "env"
+    (env / name).mkdir(parents=True)
+    shutil.copy2(wkv_ext.extension_path(), env / name / f"{name}.so")
+    code = (
+        "import sys; from pathlib import Path; from torch.utils import cpp_extension; "
+        "from sdit.models import wkv_ext; "
+        "cpp_extension.load = lambda **kw: sys.exit('compiled'); "
+        f"wkv_ext.prebuilt_dir = lambda: Path({str(env)!r}); "
+        "m = wkv_ext.load_extension(); assert m is not None, wkv_ext.extension_error(); "
+        "print(m.__file__, wkv_ext.built_here())"
+    )
+    root = Path(__file__).resolve().parents[2]
+    env_vars = {**os.environ, "PYTHONPATH": str(root), "TORCH_EXTENSIONS_DIR": str(tmp_path / "no-cache")}
+    env_vars.pop("SDIT_WKV_EXT", None)
+    done = subprocess.run([sys.executable, "-c", code], cwd=root, env=env_vars, capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert done.stdout.split() == [str(env / name / f"{name}.so"), "False"]
+    assert done.stderr == ""  # no build notice
+
+
+def test_cache_is_used_when_the_environment_has_none(ext, monkeypatch, tmp_path, capsys) -> None:
+    from torch.utils import cpp_extension
+
+    name = wkv_ext._extension_name()
+    cache = tmp_path / "cache"
+    (cache / name).mkdir(parents=True)
+    shutil.copy2(wkv_ext.extension_path(), cache / name / f"{name}.so")
+    _fresh_state(monkeypatch, tmp_path / "env-without", cache)
+    monkeypatch.setattr(cpp_extension, "load", _no_build)
+    assert wkv_ext.load_extension() is not None, wkv_ext.extension_error()
+    assert wkv_ext.extension_path() == cache / name / f"{name}.so"
+    assert capsys.readouterr().err == ""
+
+
+def test_the_name_is_keyed_on_the_environment(monkeypatch) -> None:
+    name = wkv_ext._extension_name()
+    assert name.startswith("sdit_wkv_cpu_") and len(name) == len("sdit_wkv_cpu_") + 12
+    monkeypatch.setattr(torch, "__version__", "0.0.0-another-torch")
+    assert wkv_ext._extension_name() != name
+    monkeypatch.undo()
+    monkeypatch.setattr(wkv_ext, "_SOURCE", Path("/another/checkout/sdit/models/wkv_cpu.cpp"))
+    monkeypatch.setattr(Path, "read_bytes", lambda self: b"the same source text")
+    other = wkv_ext._extension_name()
+    monkeypatch.setattr(wkv_ext, "_SOURCE", Path("/a/third/checkout/sdit/models/wkv_cpu.cpp"))
+    assert wkv_ext._extension_name() != other  # same source text, another checkout: another library
+
+
+def test_build_command_reports_an_existing_library(ext, tmp_path, capsys) -> None:
+    name = wkv_ext._extension_name()
+    (tmp_path / name).mkdir()
+    shutil.copy2(wkv_ext.extension_path(), tmp_path / name / f"{name}.so")
+    assert wkv_ext.main(["--dir", str(tmp_path)]) == 0
+    assert capsys.readouterr().out == f"WKV kernel already built: {tmp_path / name / (name + '.so')}\n"
+
+
+def test_build_command_failure_is_one_line(monkeypatch, tmp_path, capsys) -> None:
+    from torch.utils import cpp_extension
+
+    def broken_load(**kwargs):
+        raise RuntimeError("Error building extension: g++ not found\nmore log")
+
+    monkeypatch.setattr(cpp_extension, "load", broken_load)
+    assert wkv_ext.main(["--dir", str(tmp_path)]) == 1
+    err = capsys.readouterr().err.splitlines()
+    assert err[-1] == ("error: building the WKV kernel failed (RuntimeError: Error building extension: g++ not found); "
+                       "sdit will use the slower tensor-op loop")
+    assert [p.name for p in tmp_path.iterdir()] == []  # the temporary build directory is gone
 
 
 @pytest.mark.filterwarnings("ignore:`torch.jit.script_method` is deprecated:DeprecationWarning")  # inductor's imports
