@@ -201,3 +201,12 @@ def test_evaluate_progress_goes_to_stderr_and_json_stays_alone_on_stdout(tmp_pat
         assert label in bars, label
     assert "FID" in bars  # the report moves to stderr beside the JSON
     assert quiet.stderr == ""
+
+
+def test_table3_json_dash_puts_the_table_document_alone_on_stdout() -> None:
+    tiny = ["table3", "--dit", "dit-tiny", "--sdit", "sdit-tiny", "--sdit-authors", "sdit-tiny"]
+    dash = runner.invoke(app, [*tiny, "--json", "-"])
+    as_format = runner.invoke(app, [*tiny, "--format", "json"])
+    assert dash.exit_code == as_format.exit_code == 0, dash.output
+    assert json.loads(dash.stdout) == json.loads(as_format.stdout)
+    assert "SDiT paper, Table III" in dash.stderr and "SDiT paper, Table III" not in dash.stdout
