@@ -17,13 +17,12 @@ from cli import table3 as table3_cli
 from cli import train as train_cli
 from cli.common import SditGroup
 
-HELP = """Spiking Diffusion Transformer: models, sampling, and per-layer energy profiling.
-
-Example: sdit compare checkpoints/sdit-small-fmnist checkpoints/dit-small-fmnist --out out/compare
-
-Every command: results on stdout, progress and notes on stderr (--quiet: errors only); --json PATH writes
-the machine-readable result ('-': stdout); --sample-steps counts denoising steps, --steps training steps.
-"""
+HELP = (
+    "Spiking Diffusion Transformer: models, sampling, and per-layer energy profiling.\n\n"
+    "Example: sdit compare checkpoints/sdit-small-fmnist checkpoints/dit-small-fmnist --out out/compare\n\n"
+    "Every command: results on stdout, progress and notes on stderr (--quiet: errors only); --json PATH writes "
+    "the machine-readable result ('-': stdout); --sample-steps counts denoising steps, --steps training steps."
+)
 
 app = typer.Typer(
     name="sdit",

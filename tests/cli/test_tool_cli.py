@@ -170,10 +170,24 @@ def test_info_json_path_dash_and_the_bare_old_form(tmp_path: Path) -> None:
 def test_compare_json_dash_puts_the_comparison_alone_on_stdout(tmp_path: Path) -> None:
     out = tmp_path / "cmp"
     result = runner.invoke(app, ["compare", "sdit-tiny", "dit-tiny", "--sample-steps", "2", "--samples", "0",
-                                 "--out", str(out), "--json", "-"], env=NO_PROGRESS_ENV)
+                                 "--out", str(out), "--json", "-"], env=FORCED)
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout) == json.loads((out / "comparison.json").read_text())
     assert f"report: {out / 'report.html'}" in result.stderr
+    bars = _plain(result.stderr)
+    assert "profiling sdit-tiny: DDIM 2 steps" in bars and "ddim sampling, 2 steps" in bars
+
+
+def test_energy_progress_goes_to_stderr_only() -> None:
+    args = ["energy", "dit-tiny", "--sample-steps", "2", "--json", "-"]
+    plain = runner.invoke(app, args, env=NO_PROGRESS_ENV)
+    shown = runner.invoke(app, args, env=FORCED)
+    quiet = runner.invoke(app, [*args, "--quiet"], env=FORCED)
+    for result in (plain, shown, quiet):
+        assert result.exit_code == 0, result.output
+    assert shown.stdout == plain.stdout == quiet.stdout and json.loads(plain.stdout)["target"] == "dit-tiny"
+    assert "ddim sampling, 2 steps" in _plain(shown.stderr) and "ddim sampling" not in plain.stderr
+    assert quiet.stderr == ""
 
 
 @pytest.mark.parametrize(("device", "message"), [
