@@ -284,23 +284,36 @@ def _debug_from_env() -> bool:
     return os.environ.get("SDIT_DEBUG", "") not in ("", "0")
 
 
-BARE_JSON = ("info",)  # commands whose --json was a flag (stdout): a bare --json still means --json -
+BARE_JSON = ("info",)  # commands whose --json was a flag (stdout) and that take one positional argument
 
 
 def _bare_json(argv: list[str]) -> list[str]:
-    """``argv`` with a bare ``--json`` of a :data:`BARE_JSON` command (last, or before another option)
-    read as ``--json -``, its old meaning."""
+    """``argv`` with the old flag form of ``--json`` of a :data:`BARE_JSON` command read as ``--json -``:
+    a bare ``--json`` (last, or before another option), or ``--json PRESET`` with no other positional."""
     command = next((i for i, a in enumerate(argv) if not a.startswith("-")), None)
     if command is None or argv[command] not in BARE_JSON:
         return argv
-    out = argv[: command + 1]
-    rest = argv[command + 1 :]
-    for i, arg in enumerate(rest):
-        out.append(arg)
+    head, rest = argv[: command + 1], argv[command + 1 :]
+    out: list[str] = []
+    i = 0
+    while i < len(rest):
+        arg = rest[i]
         following = rest[i + 1] if i + 1 < len(rest) else None
         if arg == "--json" and (following is None or (following.startswith("-") and following != "-")):
-            out.append("-")
-    return out
+            out += ["--json", "-"]
+            i += 1
+            continue
+        out.append(arg)
+        if arg == "--json" and following is not None:
+            out.append(following)
+            i += 1
+        i += 1
+    positional = [a for j, a in enumerate(out) if not a.startswith("-") and (j == 0 or out[j - 1] != "--json")]
+    if not positional and "--json" in out:  # `info --json PRESET`: the old flag before the argument
+        j = out.index("--json")
+        if j + 1 < len(out) and out[j + 1] != "-":
+            out = [*out[:j], "--json", "-", out[j + 1], *out[j + 2 :]]
+    return head + out
 
 
 def _flags_as_flags(params: list[Any]) -> list[Any]:

@@ -12,7 +12,7 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from cli.common import progress_wanted
+from cli.common import _bare_json, progress_wanted
 from cli.main import app
 
 runner = CliRunner()
@@ -156,8 +156,9 @@ def test_energy_measure_steps_alias_notes_its_deprecation(tmp_path: Path) -> Non
 def test_info_json_path_dash_and_the_bare_old_form(tmp_path: Path) -> None:
     dash = runner.invoke(app, ["info", "dit-tiny", "--json", "-"])
     bare = runner.invoke(app, ["info", "dit-tiny", "--json"])
-    assert dash.exit_code == bare.exit_code == 0, dash.output
-    assert dash.stdout == bare.stdout and json.loads(dash.stdout)["preset"] == "dit-tiny"
+    before = runner.invoke(app, ["info", "--json", "dit-tiny"])  # the old flag before the argument
+    assert dash.exit_code == bare.exit_code == before.exit_code == 0, dash.output
+    assert dash.stdout == bare.stdout == before.stdout and json.loads(dash.stdout)["preset"] == "dit-tiny"
     path = tmp_path / "info.json"
     to_file = runner.invoke(app, ["info", "dit-tiny", "--json", str(path)])
     assert to_file.exit_code == 0, to_file.output
@@ -224,3 +225,16 @@ def test_table3_json_dash_puts_the_table_document_alone_on_stdout() -> None:
     assert dash.exit_code == as_format.exit_code == 0, dash.output
     assert json.loads(dash.stdout) == json.loads(as_format.stdout)
     assert "SDiT paper, Table III" in dash.stderr and "SDiT paper, Table III" not in dash.stdout
+
+
+@pytest.mark.parametrize(("argv", "read_as"), [
+    (["info", "x", "--json"], ["info", "x", "--json", "-"]),
+    (["info", "--json", "x"], ["info", "--json", "-", "x"]),
+    (["info", "--json", "--overwrite", "x"], ["info", "--json", "-", "--overwrite", "x"]),
+    (["--debug", "info", "x", "--json"], ["--debug", "info", "x", "--json", "-"]),
+    (["info", "--json", "out.json", "x"], ["info", "--json", "out.json", "x"]),
+    (["info", "x", "--json", "out.json"], ["info", "x", "--json", "out.json"]),
+    (["profile", "x", "--json"], ["profile", "x", "--json"]),  # never a flag there: an error as before
+])
+def test_the_old_flag_form_of_info_json(argv: list[str], read_as: list[str]) -> None:
+    assert _bare_json(argv) == read_as
