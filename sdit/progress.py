@@ -10,7 +10,8 @@ installs. The default reporter does nothing, so library use stays silent and cos
 Loops that report: every sampling run (:func:`sdit.diffusion.sampler_steps`, hence ``sample``,
 profiling a sampling run and measuring one) and the batches and feature passes of
 :func:`sdit.quality.evaluate.evaluate`. Tasks nest (a comparison profiles targets, each a
-sampling run); a reporter sees them as separate tasks, started and ended in order.
+sampling run); a reporter sees them as separate tasks, started and ended in order. In a notebook,
+``reporting(TqdmReporter())`` shows them as tqdm bars.
 """
 
 from __future__ import annotations
@@ -66,6 +67,25 @@ class RecordingReporter:
 
     def end(self, handle: Any) -> None:
         self.events.append(("end", handle))
+
+
+class TqdmReporter:
+    """tqdm bars (``tqdm.auto``: widgets in a notebook, text on a terminal), for library users who want
+    progress: ``with reporting(TqdmReporter()): sdit_profile(...)``. Nothing is drawn until a task starts."""
+
+    def __init__(self, leave: bool = False, **tqdm_options: Any) -> None:
+        self._options = {"leave": leave, "dynamic_ncols": True, **tqdm_options}
+
+    def start(self, label: str, total: int | None) -> Any:
+        from tqdm.auto import tqdm  # a dependency already (the training loop's bar)
+
+        return tqdm(total=total, desc=label, **self._options)
+
+    def update(self, handle: Any, done: int) -> None:
+        handle.update(done - handle.n)
+
+    def end(self, handle: Any) -> None:
+        handle.close()
 
 
 _NULL = NullReporter()

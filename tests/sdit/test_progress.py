@@ -56,3 +56,12 @@ def test_the_library_imports_no_rich() -> None:
     code = "import sys, sdit.progress, sdit.diffusion, sdit.quality.evaluate; print('rich' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_tqdm_reporter_draws_the_steps_on_the_stream_it_is_given() -> None:
+    import io
+
+    stream = io.StringIO()
+    with progress.reporting(progress.TqdmReporter(file=stream, leave=True, ascii=True)):
+        sample(Zero(), Diffusion(), (1, 1, 2, 2), method="ddim", num_steps=4)
+    assert "ddim sampling, 4 steps" in stream.getvalue() and "4/4" in stream.getvalue()
