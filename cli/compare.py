@@ -51,11 +51,12 @@ def _outputs(out: Path) -> list[Path]:
     return [out / REPORT, out / COMPARISON]
 
 
-def _check_outputs(out: Path, overwrite: bool) -> None:
+def _check_outputs(out: Path, overwrite: bool, json_path: Path | None = None) -> None:
     """All output-path checks of the command, before any work (fail unless --overwrite)."""
     if out.exists() and not out.is_dir():
         fail(f"--out: {out} is a file, not a directory")
-    check_outputs_or_fail({"--out (report)": out / REPORT, "--out (comparison)": out / COMPARISON}, overwrite)
+    check_outputs_or_fail({"--out (report)": out / REPORT, "--out (comparison)": out / COMPARISON,
+                           "--json": json_path}, overwrite, stdout_ok=("--json",))
     tables_dir = out / "tables"
     if tables_dir.is_dir() and any(tables_dir.glob("*.csv")) and not overwrite:
         fail(f"--out: {tables_dir} holds the tables of an earlier report; pass --overwrite to replace them")
@@ -157,8 +158,7 @@ def _compare(targets: list[str] | None, batch_size: int, timestep: int, sample_s
     check_number("--min-window-s", min_window_s, 0, 3600)
     check_number("--idle-s", idle_s, 0, 3600)
     check_seed("--seed", seed)
-    _check_outputs(out, overwrite)
-    check_outputs_or_fail({"--json": json_path}, overwrite, stdout_ok=("--json",))
+    _check_outputs(out, overwrite, json_path)
     to_stdout = is_stdout(json_path)  # the JSON alone on stdout; the tables and lines go to stderr
     targets = list(targets or DEFAULT_TARGETS)
     if len(targets) < 2:

@@ -238,3 +238,11 @@ def test_table3_json_dash_puts_the_table_document_alone_on_stdout() -> None:
 ])
 def test_the_old_flag_form_of_info_json(argv: list[str], read_as: list[str]) -> None:
     assert _bare_json(argv) == read_as
+
+
+def test_compare_json_may_not_name_the_comparison_in_out(tmp_path: Path) -> None:
+    out = tmp_path / "cmp"
+    result = runner.invoke(app, ["compare", "sdit-tiny", "dit-tiny", "--out", str(out), "--json",
+                                 str(out / "comparison.json")])
+    assert result.exit_code == 2 and result.stderr.startswith("error: ") and "--json" in result.stderr
+    assert not out.exists()
