@@ -3,6 +3,15 @@
 Exit codes: 0 done, 2 bad input or usage (an option value, a missing or corrupt checkpoint or dataset, an
 output that may not be written), 1 an internal error, 130 interrupted (Ctrl-C). An error is one line on
 stderr, ``error: ...``; ``sdit --debug COMMAND`` (or ``SDIT_DEBUG=1``) shows the traceback of an internal one.
+
+Output: stdout carries only the command's result (a table, or the machine-readable file given as ``-``);
+progress bars, notes and status lines go to stderr. Progress bars (rich) show while stderr is a terminal;
+``--progress`` / ``--no-progress`` or ``SDIT_PROGRESS=1`` / ``0`` force them on or off, and ``--quiet``
+leaves nothing on stderr but errors.
+
+One vocabulary over the commands: ``--json PATH`` writes the machine-readable result to PATH (``-``:
+stdout, the human-readable output then goes to stderr); ``--steps`` counts training steps only;
+``--sample-steps`` counts diffusion (denoising) steps everywhere; ``--device`` is where the model runs.
 """
 
 from __future__ import annotations
@@ -11,14 +20,17 @@ import math
 import os
 import sys
 import traceback
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
 from pathlib import Path
 from typing import Any, NoReturn
 
 import typer
 from typer._click.exceptions import ClickException, NoArgsIsHelpError, UsageError  # typer's own click
-from typer.core import TyperGroup
+from typer.core import TyperCommand, TyperGroup, TyperOption
 
+from sdit import progress as sdit_progress
 from sdit.artifacts import OutputError, OverwriteError, check_outputs
 from sdit.targets import Target, TargetError, load_target
 
@@ -28,6 +40,10 @@ INTERNAL_ERROR = 1  # a bug or an unexpected failure of the machine: not the use
 INTERRUPTED = 130  # Ctrl-C, as shells report SIGINT
 MAX_IMAGES = 65_536  # images per command call or batch: more is a typo, not a workload
 SEED_MAX = 2**63 - 1  # seeds are mixed in 64-bit arithmetic; torch takes at most 2**64 - 1
+PROGRESS_ENV = "SDIT_PROGRESS"  # 1 forces progress bars on stderr (also when it is no terminal), 0 turns them off
+
+_QUIET: ContextVar[bool] = ContextVar("sdit_cli_quiet", default=False)
+_REPORTER: ContextVar[RichReporter | None] = ContextVar("sdit_cli_reporter", default=None)
 
 
 def fail(message: str, code: int = USAGE_ERROR) -> NoReturn:
@@ -42,6 +58,166 @@ def one_line(text: object) -> str:
     return flat if len(flat) <= 400 else flat[:397] + "..."
 
 
+def is_quiet() -> bool:
+    """Whether the running command was given ``--quiet``."""
+    return _QUIET.get()
+
+
+def note(text: str) -> None:
+    """A line for the user on stderr (a note, a status line, ``wrote ...`` beside a result on stdout),
+    printed above any progress bar; nothing with ``--quiet``."""
+    if _QUIET.get():
+        return
+    reporter = _REPORTER.get()
+    if reporter is not None and reporter.live:
+        reporter.console.print(text, soft_wrap=True, markup=False, highlight=False)
+    else:
+        typer.echo(text, err=True)
+
+
+def status(text: str) -> None:
+    """A progress line (``profiling X``, ``measuring X``): above the bars while progress shows, else nothing."""
+    reporter = _REPORTER.get()
+    if reporter is not None and not _QUIET.get():
+        reporter.console.print(text, soft_wrap=True, markup=False, highlight=False)
+
+
+def echo(text: str, err: bool = False) -> None:
+    """``typer.echo`` of a command's output line: on stderr (``err``) it is a :func:`note`."""
+    if err:
+        note(text)
+    else:
+        typer.echo(text)
+
+
+def quiet_option() -> Any:
+    """The ``--quiet`` / ``-q`` option of a command (a fresh one per command)."""
+    return typer.Option(False, "--quiet", "-q", help="Nothing on stderr but errors: no progress, notes or "
+                        "status lines. stdout is unchanged.")
+
+
+def progress_option(what: str = "the long loops") -> Any:
+    """The ``--progress/--no-progress`` option of a command: ``None`` (auto) unless given."""
+    return typer.Option(None, "--progress/--no-progress", show_default=False,
+                        help=f"Progress bars for {what} on stderr. Default: when stderr is a terminal "
+                        f"({PROGRESS_ENV}=1 or 0 forces it).")
+
+
+def progress_wanted(progress: bool | None, quiet: bool) -> bool:
+    """Whether to show progress: never with ``quiet``; else the explicit choice; else ``SDIT_PROGRESS``
+    (anything but ``0``, ``false``, ``no``, ``off`` or empty is on); else whether stderr is a terminal."""
+    if quiet:
+        return False
+    if progress is not None:
+        return progress
+    env = os.environ.get(PROGRESS_ENV, "").strip().lower()
+    if env:
+        return env not in ("0", "false", "no", "off")
+    return sys.stderr.isatty()
+
+
+class RichReporter:
+    """Renders :mod:`sdit.progress` tasks as rich progress bars on stderr, one row per open task; the
+    bars disappear when the last task ends (nothing of them stays in the terminal's scrollback)."""
+
+    def __init__(self, force_terminal: bool) -> None:
+        from rich.console import Console
+
+        self.console = Console(stderr=True, force_terminal=force_terminal or None)
+        self._bars: Any = None  # a rich Progress while a task is open
+        self._open = 0
+
+    @property
+    def live(self) -> bool:
+        return self._bars is not None
+
+    def start(self, label: str, total: int | None) -> Any:
+        if self._bars is None:
+            from rich.progress import (
+                BarColumn,
+                MofNCompleteColumn,
+                Progress,
+                SpinnerColumn,
+                TextColumn,
+                TimeElapsedColumn,
+                TimeRemainingColumn,
+            )
+
+            # no redirection of stdout: results (PNG bytes, JSON) go there untouched
+            self._bars = Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(),
+                                  MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn(),
+                                  console=self.console, transient=True, redirect_stdout=False,
+                                  redirect_stderr=False)
+            self._bars.start()
+        self._open += 1
+        return self._bars.add_task(("  " * (self._open - 1)) + label, total=total)
+
+    def update(self, handle: Any, done: int) -> None:
+        if self._bars is not None:
+            self._bars.update(handle, completed=done)
+
+    def end(self, handle: Any) -> None:
+        if self._bars is None:
+            return
+        self._bars.remove_task(handle)
+        self._open -= 1
+        if self._open <= 0:
+            self.close()
+
+    def close(self) -> None:
+        if self._bars is not None:
+            self._bars.stop()
+            self._bars, self._open = None, 0
+
+
+@contextmanager
+def command_output(quiet: bool = False, progress: bool | None = None) -> Iterator[None]:
+    """The output mode of one command: ``quiet`` for :func:`note`, and rich progress bars on stderr for
+    every :mod:`sdit.progress` task run inside (when :func:`progress_wanted`)."""
+    show = progress_wanted(progress, quiet)
+    reporter = RichReporter(force_terminal=progress is True or bool(os.environ.get(PROGRESS_ENV))) if show else None
+    quiet_token, reporter_token = _QUIET.set(quiet), _REPORTER.set(reporter)
+    try:
+        with sdit_progress.reporting(reporter):
+            yield
+    finally:
+        if reporter is not None:
+            reporter.close()
+        _REPORTER.reset(reporter_token)
+        _QUIET.reset(quiet_token)
+
+
+def deprecated_alias(new: str, new_value: Any, new_default: Any, old: str, old_value: Any) -> Any:
+    """The value of option ``new``, taken from its deprecated alias ``old`` when that was given (with a
+    note on stderr); exit 2 when both were given with different values."""
+    if old_value is None:
+        return new_value
+    if new_value != new_default and new_value != old_value:
+        fail(f"{old} (a deprecated name of {new}) {old_value} and {new} {new_value} differ: pass {new} only")
+    note(f"note: {old} is deprecated; use {new}")
+    return old_value
+
+
+def check_device(option: str, value: str) -> str:
+    """``value`` as a torch device string (``cpu``, ``cuda``, ``cuda:1``, ...); exit 2 for a name torch
+    does not know or a CUDA device this machine does not have."""
+    import torch
+
+    try:
+        device = torch.device(value)
+    except (RuntimeError, ValueError):
+        fail(f"{option} must be a torch device such as cpu, cuda or cuda:0, got {value!r}")
+    if device.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            fail(f"{option} {value}: no CUDA device is available on this machine")
+        if device.index is not None and device.index >= count:
+            fail(f"{option} {value}: this machine has {count} CUDA device(s)")
+    elif device.type not in ("cpu", "mps"):
+        fail(f"{option} must be cpu or a cuda device, got {value!r}")
+    return str(device)
+
+
 def load_target_or_fail(target: str, untrained_note: str) -> Target:
     """:func:`sdit.targets.load_target`, with one-line errors (exit 2): a name that is neither a preset nor
     a path, a missing or corrupt checkpoint. For a preset, prints
@@ -53,7 +229,7 @@ def load_target_or_fail(target: str, untrained_note: str) -> Target:
     except ValueError as err:  # CheckpointError and config errors
         fail(str(err), DATA_ERROR)
     if loaded.source == "preset":
-        typer.echo(f"note: {target} is a preset with untrained weights; {untrained_note}", err=True)
+        note(f"note: {target} is a preset with untrained weights; {untrained_note}")
     return loaded
 
 
@@ -108,12 +284,59 @@ def _debug_from_env() -> bool:
     return os.environ.get("SDIT_DEBUG", "") not in ("", "0")
 
 
+BARE_JSON = ("info",)  # commands whose --json was a flag (stdout) and that take one positional argument
+
+
+def _bare_json(argv: list[str]) -> list[str]:
+    """``argv`` with the old flag form of ``--json`` of a :data:`BARE_JSON` command read as ``--json -``:
+    a bare ``--json`` (last, or before another option), or ``--json PRESET`` with no other positional."""
+    command = next((i for i, a in enumerate(argv) if not a.startswith("-")), None)
+    if command is None or argv[command] not in BARE_JSON:
+        return argv
+    head, rest = argv[: command + 1], argv[command + 1 :]
+    out: list[str] = []
+    i = 0
+    while i < len(rest):
+        arg = rest[i]
+        following = rest[i + 1] if i + 1 < len(rest) else None
+        if arg == "--json" and (following is None or (following.startswith("-") and following != "-")):
+            out += ["--json", "-"]
+            i += 1
+            continue
+        out.append(arg)
+        if arg == "--json" and following is not None:
+            out.append(following)
+            i += 1
+        i += 1
+    positional = [a for j, a in enumerate(out) if not a.startswith("-") and (j == 0 or out[j - 1] != "--json")]
+    if not positional and "--json" in out:  # `info --json PRESET`: the old flag before the argument
+        j = out.index("--json")
+        if j + 1 < len(out) and out[j + 1] != "-":
+            out = [*out[:j], "--json", "-", out[j + 1], *out[j + 2 :]]
+    return head + out
+
+
+def _flags_as_flags(params: list[Any]) -> list[Any]:
+    """Boolean flags show no value type in the rich help (typer prints ``--overwrite <bool>`` otherwise)."""
+    for param in params:
+        if isinstance(param, TyperOption) and param.is_flag and param.metavar is None:
+            param.metavar = ""
+    return params
+
+
+class SditCommand(TyperCommand):
+    """A command of ``sdit``: flags shown as flags in its help."""
+
+    def get_params(self, ctx: typer.Context) -> list[Any]:
+        return _flags_as_flags(super().get_params(ctx))
+
+
 class SditGroup(TyperGroup):
     """The ``sdit`` command group: every way out is one line on stderr with the exit code of the module doc."""
 
     def main(self, args: Sequence[str] | None = None, prog_name: str | None = None, complete_var: str | None = None,
              standalone_mode: bool = True, **extra: Any) -> Any:
-        argv = list(sys.argv[1:] if args is None else args)
+        argv = _bare_json(list(sys.argv[1:] if args is None else args))
         if not standalone_mode:
             return super().main(argv, prog_name, complete_var, standalone_mode=False, **extra)
         try:
@@ -129,6 +352,9 @@ class SditGroup(TyperGroup):
         except typer.Abort:
             _exit_with("interrupted", INTERRUPTED)
         sys.exit(code if isinstance(code, int) else 0)
+
+    def get_params(self, ctx: typer.Context) -> list[Any]:
+        return _flags_as_flags(super().get_params(ctx))
 
     def invoke(self, ctx: typer.Context) -> Any:
         debug = bool(ctx.params.get("debug")) or _debug_from_env()

@@ -17,11 +17,17 @@ from rich.console import Console
 from cli.common import (
     DATA_ERROR,
     MAX_IMAGES,
+    SditCommand,
     check_number,
     check_outputs_or_fail,
     check_seed,
+    command_output,
+    echo,
     fail,
     load_target_or_fail,
+    progress_option,
+    quiet_option,
+    status,
 )
 from profiling.compare import compare
 from profiling.conventions import DEFAULT_CONVENTIONS
@@ -33,7 +39,7 @@ from reports import terminal
 from reports.html import frame_csv, tables_of, write_page
 from reports.page import RunInfo, build_page
 from reports.study import CONVENTION_TEXT, study_from_comparison
-from sdit.artifacts import write_bytes
+from sdit.artifacts import is_stdout, write_bytes
 from sdit.checkpoint import git_revision
 
 DEFAULT_TARGETS = ["checkpoints/sdit-small-fmnist", "checkpoints/dit-small-fmnist"]
@@ -45,11 +51,12 @@ def _outputs(out: Path) -> list[Path]:
     return [out / REPORT, out / COMPARISON]
 
 
-def _check_outputs(out: Path, overwrite: bool) -> None:
+def _check_outputs(out: Path, overwrite: bool, json_path: Path | None = None) -> None:
     """All output-path checks of the command, before any work (fail unless --overwrite)."""
     if out.exists() and not out.is_dir():
         fail(f"--out: {out} is a file, not a directory")
-    check_outputs_or_fail({"--out (report)": out / REPORT, "--out (comparison)": out / COMPARISON}, overwrite)
+    check_outputs_or_fail({"--out (report)": out / REPORT, "--out (comparison)": out / COMPARISON,
+                           "--json": json_path}, overwrite, stdout_ok=("--json",))
     tables_dir = out / "tables"
     if tables_dir.is_dir() and any(tables_dir.glob("*.csv")) and not overwrite:
         fail(f"--out: {tables_dir} holds the tables of an earlier report; pass --overwrite to replace them")
@@ -120,15 +127,33 @@ def compare_cmd(
         help=f"Conventions to compare (repeat; the first is the headline): {', '.join(CONVENTION_TEXT)}."),
     samples: int = typer.Option(16, "--samples", min=0, help="Images in each model's sample grid (0: none)."),
     measure: bool = typer.Option(False, "--measure", help="Also measure GPU energy of sampling (NVML)."),
-    device: str = typer.Option("cuda:0", "--device", help="GPU for --measure."),
+    device: str = typer.Option("cuda:0", "--device", help="GPU the models run on for --measure (counting and "
+                               "the sample grids run on the CPU)."),
     meter: str = typer.Option("auto", "--meter", help="Meter for --measure: auto (NVML on a GPU, RAPL on the "
                               "CPU), nvml, or cpu (RAPL: CPU packages only)."),
     min_window_s: float = typer.Option(1.0, "--min-window-s", min=0.0, help="Shortest measured window."),
     idle_s: float = typer.Option(5.0, "--idle-s", min=0.0, help="Seconds of idle-power measurement."),
     out: Path = typer.Option(Path("out/compare"), "--out", help="Directory for report.html, comparison.json, CSVs."),
-    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing report in --out."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing report in --out (and --json)."),
+    json_path: Path | None = typer.Option(
+        None, "--json", help="Also write the comparison (the JSON of --out's comparison.json) to this file ('-': "
+        "stdout, the tables then on stderr)."),
+    quiet: bool = quiet_option(),
+    progress: bool | None = progress_option("counting, sampling and measuring"),
 ) -> None:
-    """Compare models over one workload and write a self-contained HTML energy report."""
+    """Compare models over one workload and write a self-contained HTML energy report.
+
+    Example: sdit compare checkpoints/sdit-small-fmnist checkpoints/dit-small-fmnist --sample-steps 20 --out out/cmp
+    """
+    with command_output(quiet, progress):
+        _compare(targets, batch_size, timestep, sample_steps, method, eta, seed, costs, conventions, samples, measure,
+                 device, meter, min_window_s, idle_s, out, overwrite, json_path, quiet)
+
+
+def _compare(targets: list[str] | None, batch_size: int, timestep: int, sample_steps: int, method: str, eta: float,
+             seed: int, costs: list[str], conventions: list[str], samples: int, measure: bool, device: str,
+             meter: str, min_window_s: float, idle_s: float, out: Path, overwrite: bool, json_path: Path | None,
+             quiet: bool) -> None:
     check_number("--batch-size", batch_size, 1, MAX_IMAGES)
     check_number("--samples", samples, 0, MAX_IMAGES)
     check_number("--eta", eta, 0, 1)
@@ -137,7 +162,8 @@ def compare_cmd(
     if meter not in METER_KINDS:
         fail(f"--meter {meter!r}: valid meters are {', '.join(METER_KINDS)}")
     check_seed("--seed", seed)
-    _check_outputs(out, overwrite)
+    _check_outputs(out, overwrite, json_path)
+    to_stdout = is_stdout(json_path)  # the JSON alone on stdout; the tables and lines go to stderr
     targets = list(targets or DEFAULT_TARGETS)
     if len(targets) < 2:
         fail("compare needs two or more targets (presets or checkpoints)")
@@ -165,13 +191,13 @@ def compare_cmd(
     try:
         comparison = compare(loaded, workload, costs=presets, conventions=conventions, measure=measure,
                              device=device, min_window_s=min_window_s, idle_s=idle_s, meter_kind=meter,
-                             progress=lambda line: typer.echo(line, err=True))
+                             progress=status)
     except (UnsupportedOpError, UnknownNeuronError) as err:
         fail(str(err), DATA_ERROR)
     grids: dict[str, tuple[bytes, str]] = {}
     if samples and workload.is_sampling:
         for target in loaded:
-            typer.echo(f"sampling {samples} images from {target.label}: {workload.label()}", err=True)
+            status(f"sampling {samples} images from {target.label}: {workload.label()}")
             grids[target.label] = (_samples(target.model, samples, workload),
                                    f"{target.label}: {samples} samples drawn in this run with the counted sampler "
                                    f"({workload.label().rsplit(', batch', 1)[0]}, seed {seed}; "
@@ -183,16 +209,19 @@ def compare_cmd(
                   else shlex.join(sys.argv), created=datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S UTC"),
                   versions=_versions(), device=_device(), git_revision=git_revision(), seed=seed, samples=grids)
     page = build_page(study, run)
-    _print(study, Console())
+    _print(study, Console(stderr=to_stdout, quiet=quiet and to_stdout))
     # Not write_json: it sorts keys, and the order of presets and conventions is data (first = headline).
     text = json.dumps(comparison.to_dict(), indent=2) + "\n"
     write_bytes(out / COMPARISON, text.encode(), overwrite=overwrite)
+    if json_path is not None:
+        write_bytes(json_path, text.encode(), overwrite=overwrite)
     frames = tables_of(page)
     for name, frame in frames.items():  # checked up front: no earlier tables unless --overwrite
         write_bytes(out / "tables" / f"{name}.csv", frame_csv(frame).encode(), overwrite=True)
     report = write_page(page, out / REPORT, overwrite=overwrite)
-    typer.echo(f"wrote {out / COMPARISON} and {len(frames)} CSV tables in {out / 'tables'}")
-    typer.echo(f"report: {report}")
+    also = f" (and {json_path})" if json_path is not None and not to_stdout else ""
+    echo(f"wrote {out / COMPARISON}{also} and {len(frames)} CSV tables in {out / 'tables'}", err=to_stdout)
+    echo(f"report: {report}", err=to_stdout)
 
 
 def _print(study: Any, console: Console) -> None:
@@ -201,4 +230,4 @@ def _print(study: Any, console: Console) -> None:
 
 
 def register(app: typer.Typer) -> None:
-    app.command("compare")(compare_cmd)
+    app.command("compare", cls=SditCommand)(compare_cmd)

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from cli.common import DATA_ERROR, check_outputs_or_fail, fail
+from cli.common import DATA_ERROR, SditCommand, check_outputs_or_fail, fail
 from sdit.authors import AuthorsCheckpointError, convert_authors_checkpoint, is_authors_file
 from sdit.checkpoint import load_model
 
@@ -16,7 +16,10 @@ def convert_cmd(
     dst: Path = typer.Argument(..., help="Weights file to write (.safetensors); profile, energy and sample read it."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace DST if it exists."),
 ) -> None:
-    """Convert an authors' SDiT checkpoint to this toolkit's weights format (read without pickle)."""
+    """Convert an authors' SDiT checkpoint to this toolkit's weights format (read without pickle).
+
+    Example: sdit convert authors/model.pt checkpoints/sdit-mnist-authors.safetensors
+    """
     if not src.is_file():
         fail(f"no file at {src}", DATA_ERROR)
     if not is_authors_file(src):
@@ -32,4 +35,4 @@ def convert_cmd(
 
 
 def register(app: typer.Typer) -> None:
-    app.command("convert")(convert_cmd)
+    app.command("convert", cls=SditCommand)(convert_cmd)

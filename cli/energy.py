@@ -17,11 +17,18 @@ from cli.common import (
     DATA_ERROR,
     INTERNAL_ERROR,
     MAX_IMAGES,
+    SditCommand,
     check_number,
     check_outputs_or_fail,
     check_seed,
+    command_output,
+    deprecated_alias,
+    echo,
     fail,
     load_target_or_fail,
+    progress_option,
+    quiet_option,
+    status,
 )
 from cli.profile import workload_from_options
 from profiling.compare import MEASURE_FAILED, SWEEP_RATES, Comparison, TargetResult, compare
@@ -67,19 +74,36 @@ def energy_cmd(
     seed: int = typer.Option(0, "--seed", help="Seed of the input noise."),
     baseline: str | None = typer.Option(None, "--baseline", help="Preset or checkpoint to break even with."),
     measure: bool = typer.Option(False, "--measure", help="Also measure GPU energy of the same workload (NVML)."),
-    device: str = typer.Option("cuda:0", "--device", help="GPU for --measure."),
+    device: str = typer.Option("cuda:0", "--device", help="GPU the model runs on for --measure (counting runs "
+                               "on the CPU)."),
     meter: str = typer.Option("auto", "--meter", help="Meter for --measure: auto (NVML on a GPU, RAPL on the "
                               "CPU), nvml, or cpu (RAPL: CPU packages only)."),
-    measure_steps: int | None = typer.Option(None, "--measure-steps", min=1, max=1000,
-                                             help="Same as --sample-steps: the one workload estimated and measured."),
+    measure_steps: int | None = typer.Option(None, "--measure-steps", min=1, max=1000, hidden=True,
+                                             help="Deprecated name of --sample-steps."),
     min_window_s: float = typer.Option(1.0, "--min-window-s", min=0.0, help="Shortest measured window."),
     idle_s: float = typer.Option(5.0, "--idle-s", min=0.0, help="Seconds of idle-power measurement."),
     json_path: Path | None = typer.Option(
         None, "--json", help="Write estimated and measured energy as JSON ('-': stdout)."
     ),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace --json if it exists."),
+    quiet: bool = quiet_option(),
+    progress: bool | None = progress_option("counting and measuring a sampling run"),
 ) -> None:
-    """Estimate energy per image from op counts; with --measure, measure the same workload on a GPU too."""
+    """Estimate energy per image from op counts; with --measure, measure the same workload on a GPU too.
+
+    Example: sdit energy sdit-small --baseline dit-small --sample-steps 20 --measure --json energy.json
+    """
+    with command_output(quiet, progress):
+        _energy(target, costs_spec, e_mac_pj, e_ac_pj, e_mem_pj, e_neuron_pj, memory, conventions, batch_size,
+                timestep, sample_steps, method, eta, seed, baseline, measure, device, meter, measure_steps,
+                min_window_s, idle_s, json_path, overwrite, quiet)
+
+
+def _energy(target: str, costs_spec: str, e_mac_pj: float | None, e_ac_pj: float | None, e_mem_pj: float | None,
+            e_neuron_pj: float | None, memory: str | None, conventions: list[str], batch_size: int, timestep: int,
+            sample_steps: int, method: str, eta: float, seed: int, baseline: str | None, measure: bool, device: str,
+            meter: str, measure_steps: int | None, min_window_s: float, idle_s: float, json_path: Path | None,
+            overwrite: bool, quiet: bool) -> None:
     for option, value in (("--e-mac-pj", e_mac_pj), ("--e-ac-pj", e_ac_pj), ("--e-mem-pj-per-byte", e_mem_pj),
                           ("--e-neuron-pj", e_neuron_pj)):
         check_number(option, value, 0, 1e9)
@@ -99,11 +123,10 @@ def energy_cmd(
     unknown = [c for c in conventions if c not in COUNTING_CONVENTIONS]
     if unknown:
         fail(f"unknown convention {unknown[0]!r}; known: {', '.join(COUNTING_CONVENTIONS)}")
-    if measure_steps is not None:
-        if sample_steps and sample_steps != measure_steps:
-            fail(f"--measure-steps {measure_steps} and --sample-steps {sample_steps} differ; the estimate and "
-                 "the measurement are of one workload: pass one of them")
-        sample_steps = measure_steps
+    if measure_steps is not None and sample_steps and sample_steps != measure_steps:
+        fail(f"--measure-steps {measure_steps} and --sample-steps {sample_steps} differ; the estimate and "
+             "the measurement are of one workload: pass --sample-steps only")
+    sample_steps = deprecated_alias("--sample-steps", sample_steps, 0, "--measure-steps", measure_steps)
     try:
         workload = workload_from_options(method, timestep, sample_steps, eta, batch_size, seed)
     except WorkloadError as err:
@@ -113,16 +136,16 @@ def energy_cmd(
     try:
         study = compare([loaded] if base is None else [loaded, base], workload, costs=[costs],
                         conventions=list(dict.fromkeys(conventions)), measure=measure, device=device,
-                        min_window_s=min_window_s, idle_s=idle_s, meter_kind=meter)
+                        min_window_s=min_window_s, idle_s=idle_s, meter_kind=meter, progress=status)
     except (UnsupportedOpError, UnknownNeuronError) as err:
         fail(str(err), DATA_ERROR)
     failed = any((t.measured_reason or "").startswith(MEASURE_FAILED) for t in study.targets)
     result = summary(study)
 
-    _print(study, result, Console(stderr=is_stdout(json_path)))
+    _print(study, result, Console(stderr=is_stdout(json_path), quiet=quiet and is_stdout(json_path)))
     if json_path is not None:
         write_json(json_path, result, overwrite=overwrite)
-        typer.echo(f"wrote {json_path}", err=is_stdout(json_path))
+        echo(f"wrote {json_path}", err=is_stdout(json_path))
     if failed:  # the meter broke mid-measurement: not the user's input
         raise typer.Exit(INTERNAL_ERROR)
 
@@ -204,4 +227,4 @@ def _print_target(t: TargetResult, costs: Any, study: Comparison, console: Conso
 
 
 def register(app: typer.Typer) -> None:
-    app.command("energy")(energy_cmd)
+    app.command("energy", cls=SditCommand)(energy_cmd)

@@ -13,11 +13,19 @@ from safetensors import SafetensorError, safe_open
 from cli.common import (
     DATA_ERROR,
     MAX_IMAGES,
+    SditCommand,
+    check_device,
     check_number,
     check_outputs_or_fail,
     check_seed,
+    command_output,
+    deprecated_alias,
+    echo,
     fail,
     load_target_or_fail,
+    note,
+    progress_option,
+    quiet_option,
 )
 from sdit.artifacts import is_stdout, save_tensors, write_json
 from sdit.checkpoint import git_revision
@@ -103,7 +111,9 @@ def evaluate_cmd(
     num: int | None = typer.Option(None, "--num", "-n", min=2, help="Number of samples N (default 1000; with "
                                    "--samples: all in the file, or its first N)."),
     method: str = typer.Option("ddim", "--method", help="ddim or ddpm."),
-    steps: int = typer.Option(50, "--steps", min=1, max=1000, help="DDIM steps (DDPM runs all 1000)."),
+    sample_steps: int = typer.Option(50, "--sample-steps", min=1, max=1000, help="DDIM steps (DDPM runs all 1000)."),
+    steps_old: int | None = typer.Option(None, "--steps", min=1, max=1000, hidden=True,
+                                         help="Deprecated name of --sample-steps."),
     eta: float = typer.Option(0.0, "--eta", help="DDIM noise scale in [0, 1]: 0 deterministic, 1 DDPM's variance."),
     seed: int = typer.Option(0, "--seed", help="Seed of the sampling noise (and of the KID / PRDC subsets)."),
     features: str = typer.Option(
@@ -141,8 +151,25 @@ def evaluate_cmd(
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace --json (and --save-samples) if they exist."),
     compile_: bool = typer.Option(False, "--compile", help="Sample through torch.compile (compiles first)."),
     device: str = typer.Option("cpu", "--device", help="torch device for sampling and features (cpu, cuda)."),
+    quiet: bool = quiet_option(),
+    progress: bool | None = progress_option("sampling and feature extraction"),
 ) -> None:
-    """Sample a model and measure its distance to real images: FID, KID, precision / recall / density / coverage."""
+    """Sample a model and measure its distance to real images: FID, KID, precision / recall / density / coverage.
+
+    Example: sdit evaluate checkpoints/sdit-small-fmnist --num 1000 --sample-steps 50 --eta 1 --json quality.json
+    """
+    with command_output(quiet, progress):
+        steps = deprecated_alias("--sample-steps", sample_steps, 50, "--steps", steps_old)
+        _evaluate(target, num, method, steps, eta, seed, features, dataset, split, data_dir, ref_num, classifier,
+                  inception_weights, batch_size, kid_subsets, nearest_k, no_cache, samples_path, save_samples,
+                  json_path, overwrite, compile_, device)
+
+
+def _evaluate(target: str | None, num: int | None, method: str, steps: int, eta: float, seed: int, features: str,
+              dataset: str, split: str, data_dir: Path | None, ref_num: int | None, classifier: Path,
+              inception_weights: Path | None, batch_size: int, kid_subsets: int, nearest_k: int, no_cache: bool,
+              samples_path: Path | None, save_samples: Path | None, json_path: Path | None, overwrite: bool,
+              compile_: bool, device: str) -> None:
     try:
         check_sampler(method, eta)
     except ValueError as err:
@@ -158,6 +185,7 @@ def evaluate_cmd(
     check_number("--batch-size", batch_size, 1, MAX_IMAGES)
     check_seed("--seed", seed)
     check_outputs_or_fail({"--json": json_path, "--save-samples": save_samples}, overwrite, stdout_ok=("--json",))
+    device = check_device("--device", device)
     to_stderr = is_stdout(json_path)  # the JSON document alone on stdout
     given = None
     if samples_path is not None:
@@ -185,8 +213,8 @@ def evaluate_cmd(
             fail(f"{network.name} takes {network.in_channels}-channel images, {dataset} has {channels}; pass "
                  "--classifier with one trained on it (scripts/train_classifier.py) or use --features inception")
     if "domain" in kinds and dataset != "fashion-mnist" and classifier == DEFAULT_CLASSIFIER:
-        typer.echo(f"note: the default domain classifier was trained on Fashion-MNIST, not {dataset}; pass "
-                   "--classifier with one trained by scripts/train_classifier.py on it", err=True)
+        note(f"note: the default domain classifier was trained on Fashion-MNIST, not {dataset}; pass "
+             "--classifier with one trained by scripts/train_classifier.py on it")
     try:
         if given is not None:
             samples, sampler, description = given
@@ -210,13 +238,13 @@ def evaluate_cmd(
         fail(str(err))
     record_ = {**out, "git_revision": git_revision()}
     for line in format_report(record_):
-        typer.echo(line, err=to_stderr)
+        echo(line, err=to_stderr)
     if save_samples is not None and given is None:
-        typer.echo(f"wrote {save_samples}", err=to_stderr)
+        echo(f"wrote {save_samples}", err=to_stderr)
     if json_path is not None:
         write_json(json_path, record_, overwrite=overwrite)
-        typer.echo(f"wrote {json_path}", err=to_stderr)
+        echo(f"wrote {json_path}", err=to_stderr)
 
 
 def register(app: typer.Typer) -> None:
-    app.command("evaluate")(evaluate_cmd)
+    app.command("evaluate", cls=SditCommand)(evaluate_cmd)

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
-from cli.common import fail
+from cli.common import SditCommand, check_outputs_or_fail, fail, note
+from sdit.artifacts import is_stdout, write_json
 from sdit.authors import is_authors_layout, to_authors_state_dict
 from sdit.config import PRESET_NOTES, UnknownPresetError, config_to_dict, get_preset
 from sdit.models import build_model, count_params
@@ -39,14 +41,22 @@ def preset_info(name: str) -> dict[str, object]:
 
 def info(
     preset: str = typer.Argument(..., help="Preset name, e.g. sdit-mnist or dit-mnist."),
-    as_json: bool = typer.Option(False, "--json", help="Print one JSON object instead of a table."),
+    json_path: Path | None = typer.Option(
+        None, "--json", help="Write the facts as one JSON object to this file ('-': stdout, instead of the "
+        "table; a bare --json, the old form, means '-')."
+    ),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace --json if it exists."),
 ) -> None:
-    """Show a preset's parameter counts and configuration."""
+    """Show a preset's parameter counts and configuration.
+
+    Example: sdit info sdit-mnist --json -
+    """
+    check_outputs_or_fail({"--json": json_path}, overwrite, stdout_ok=("--json",))
     try:
         facts = preset_info(preset)
     except UnknownPresetError as err:
         fail(str(err))
-    if as_json:
+    if json_path is not None and is_stdout(json_path):
         typer.echo(json.dumps(facts))
         return
     table = Table(title=f"{preset} ({facts['kind']})", show_header=False)
@@ -59,7 +69,10 @@ def info(
     console = Console()
     console.print(table)
     console.print(facts["notes"])
+    if json_path is not None:
+        write_json(json_path, facts, overwrite=overwrite)
+        note(f"wrote {json_path}")
 
 
 def register(app: typer.Typer) -> None:
-    app.command("info")(info)
+    app.command("info", cls=SditCommand)(info)

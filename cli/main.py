@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+from importlib import metadata
+from pathlib import Path
 
 import typer
 
@@ -15,9 +17,16 @@ from cli import table3 as table3_cli
 from cli import train as train_cli
 from cli.common import SditGroup
 
+HELP = (
+    "Spiking Diffusion Transformer: models, sampling, and per-layer energy profiling.\n\n"
+    "Example: sdit compare checkpoints/sdit-small-fmnist checkpoints/dit-small-fmnist --out out/compare\n\n"
+    "Every command: results on stdout, progress and notes on stderr (--quiet: errors only); --json PATH writes "
+    "the machine-readable result ('-': stdout); --sample-steps counts denoising steps, --steps training steps."
+)
+
 app = typer.Typer(
     name="sdit",
-    help="Spiking Diffusion Transformer: models, sampling, and per-layer energy profiling.",
+    help=HELP,
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
@@ -25,14 +34,34 @@ app = typer.Typer(
 )
 
 
+def version() -> str:
+    """The installed package's version (its metadata), else pyproject.toml's beside this checkout."""
+    try:
+        return metadata.version("sdit")
+    except metadata.PackageNotFoundError:
+        import tomllib
+
+        pyproject = Path(__file__).resolve().parent.parent / "pyproject.toml"
+        return str(tomllib.loads(pyproject.read_text())["project"]["version"])
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        typer.echo(f"sdit {version()}")
+        raise typer.Exit(0)
+
+
 @app.callback()
 def _global_options(
     debug: bool = typer.Option(
         False, "--debug", help="Show the traceback of an internal error (exit code 1) instead of one line."
     ),
+    show_version: bool = typer.Option(
+        False, "--version", is_eager=True, callback=_print_version, help="Print sdit's version and exit."
+    ),
 ) -> None:
-    """Spiking Diffusion Transformer: models, sampling, and per-layer energy profiling."""
     # SditGroup.main reads --debug from the command line itself: errors can come before this runs.
+    pass
 
 
 info.register(app)
@@ -51,3 +80,7 @@ def main() -> None:
     # logs a warning per registration that says nothing about the user's run.
     logging.getLogger("torch._library.triton").setLevel(logging.ERROR)
     app()
+
+
+if __name__ == "__main__":  # python -m cli.main
+    main()

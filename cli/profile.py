@@ -10,11 +10,17 @@ from rich.console import Console
 from cli.common import (
     DATA_ERROR,
     MAX_IMAGES,
+    SditCommand,
+    check_device,
     check_number,
     check_outputs_or_fail,
     check_seed,
+    command_output,
+    echo,
     fail,
     load_target_or_fail,
+    progress_option,
+    quiet_option,
 )
 from profiling.counter import UnknownNeuronError, UnsupportedOpError
 from profiling.energy import DEFAULT_COSTS, CostsError, EnergyEstimate, estimate_energy, load_costs
@@ -68,8 +74,22 @@ def profile_cmd(
     costs_spec: str = typer.Option(DEFAULT_COSTS, "--costs", help="Energy constants: a preset or a TOML file."),
     top: int = typer.Option(20, "--top", min=1, help="Layers to show in the summary."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace --json / --csv files that exist."),
+    device: str = typer.Option("cpu", "--device", help="torch device the counted model runs on (cpu, cuda)."),
+    quiet: bool = quiet_option(),
+    progress: bool | None = progress_option("a sampling run's steps"),
 ) -> None:
-    """Count MACs, ACs and spikes per layer and per image."""
+    """Count MACs, ACs and spikes per layer and per image.
+
+    Example: sdit profile sdit-small --sample-steps 20 --json profile.json --csv layers.csv
+    """
+    with command_output(quiet, progress):
+        _profile(target, batch_size, timestep, sample_steps, method, eta, seed, json_path, csv_path, strict,
+                 costs_spec, top, overwrite, device, quiet)
+
+
+def _profile(target: str, batch_size: int, timestep: int, sample_steps: int, method: str, eta: float, seed: int,
+             json_path: Path | None, csv_path: Path | None, strict: bool, costs_spec: str, top: int,
+             overwrite: bool, device: str, quiet: bool) -> None:
     if method not in ("ddim", "ddpm"):
         fail(f"--method must be ddim or ddpm, got {method!r}")
     check_number("--batch-size", batch_size, 1, MAX_IMAGES)
@@ -84,24 +104,25 @@ def profile_cmd(
         workload = workload_from_options(method, timestep, sample_steps, eta, batch_size, seed)
     except WorkloadError as err:
         fail(str(err))
+    device = check_device("--device", device)
     loaded = load_target_or_fail(target, "spikes and ACs are near zero")
-    console = Console(stderr=to_stdout)
+    console = Console(stderr=to_stdout, quiet=quiet and to_stdout)  # --quiet: nothing on stderr
     try:
-        profile = profile_workload(loaded.model, workload, name=target, strict=strict)
+        profile = profile_workload(loaded.model.to(device), workload, name=target, strict=strict, device=device)
     except (UnsupportedOpError, UnknownNeuronError) as err:
         fail(str(err), DATA_ERROR)
     estimate = estimate_energy(profile, costs)
     print_summary(profile, estimate, top, console)
     if json_path is not None:
         write_json(json_path, {**profile.to_dict(), "energy": estimate.to_dict()}, overwrite=overwrite)
-        typer.echo(f"wrote {json_path}", err=to_stdout)
+        echo(f"wrote {json_path}", err=to_stdout)
     if csv_path is not None:
         frame = profile.to_dataframe()
         for column in ("compute_j", "compute_paper_j", "memory_j", "neuron_j"):
             frame[f"energy_{column}"] = [estimate.layers[name][column] for name in frame.index]
         write_bytes(csv_path, frame.to_csv().encode(), overwrite=overwrite)
-        typer.echo(f"wrote {csv_path}", err=to_stdout)
+        echo(f"wrote {csv_path}", err=to_stdout)
 
 
 def register(app: typer.Typer) -> None:
-    app.command("profile")(profile_cmd)
+    app.command("profile", cls=SditCommand)(profile_cmd)

@@ -10,11 +10,18 @@ import typer
 from cli.common import (
     DATA_ERROR,
     MAX_IMAGES,
+    SditCommand,
+    check_device,
     check_number,
     check_outputs_or_fail,
     check_seed,
+    command_output,
+    deprecated_alias,
+    echo,
     fail,
     load_target_or_fail,
+    progress_option,
+    quiet_option,
 )
 from sdit.artifacts import is_stdout, save_image_grid, save_tensors
 from sdit.diffusion import Diffusion, check_sampler, num_classes_of, sample, uniform_labels
@@ -46,13 +53,15 @@ def sample_cmd(
     out: Path = typer.Option(..., "--out", help="PNG grid to write ('-' for standard output)."),
     num: int = typer.Option(16, "--num", "-n", min=1, help="Number of images."),
     method: str = typer.Option(
-        "ddim", "--method", help="ddim, ddpm, or ddpm-respaced (the authors' sampler: ancestral DDPM over --steps "
-        "respaced steps with the model's learned variance)."
+        "ddim", "--method", help="ddim, ddpm, or ddpm-respaced (the authors' sampler: ancestral DDPM over "
+        "--sample-steps respaced steps with the model's learned variance)."
     ),
-    steps: int | None = typer.Option(
-        None, "--steps", min=1, max=1000,
+    sample_steps: int | None = typer.Option(
+        None, "--sample-steps", min=1, max=1000,
         help=f"DDIM steps (default {DDIM_STEPS}) or respaced DDPM steps (default {RESPACED_STEPS}); DDPM runs all 1000."
     ),
+    steps_old: int | None = typer.Option(None, "--steps", min=1, max=1000, hidden=True,
+                                         help="Deprecated name of --sample-steps."),
     labels_text: str | None = typer.Option(
         None, "--labels", help="Classes for a class-conditional model, comma-separated, cycled over the images "
         "(default: uniform over the classes, from --seed)."
@@ -69,8 +78,21 @@ def sample_cmd(
     compile_: bool = typer.Option(
         False, "--compile", help="Run the model through torch.compile (faster for many images; compiles first)."
     ),
+    device: str = typer.Option("cpu", "--device", help="torch device the model samples on (cpu, cuda, cuda:1)."),
+    quiet: bool = quiet_option(),
+    progress: bool | None = progress_option("the denoising steps"),
 ) -> None:
-    """Sample images from a model and save them as a grid."""
+    """Sample images from a model and save them as a grid.
+
+    Example: sdit sample checkpoints/sdit-small-fmnist --out grid.png --num 16 --sample-steps 50 --eta 1
+    """
+    with command_output(quiet, progress):
+        _sample(target, out, num, method, deprecated_alias("--sample-steps", sample_steps, None, "--steps", steps_old),
+                labels_text, eta, seed, tensor, overwrite, compile_, device)
+
+
+def _sample(target: str, out: Path, num: int, method: str, steps: int | None, labels_text: str | None, eta: float,
+            seed: int, tensor: Path | None, overwrite: bool, compile_: bool, device: str) -> None:
     try:
         check_sampler(method, eta)
     except ValueError as err:
@@ -80,9 +102,10 @@ def sample_cmd(
     check_outputs_or_fail({"--out": out, "--tensor": tensor}, overwrite, stdout_ok=("--out", "--tensor"))
     num_steps = {"ddim": steps or DDIM_STEPS, "ddpm-respaced": steps or RESPACED_STEPS}.get(method, 1000)
     if method == "ddpm-respaced" and num_steps < 2:
-        fail("--steps: respaced DDPM needs at least 2 steps")
+        fail("--sample-steps: respaced DDPM needs at least 2 steps")
+    device = check_device("--device", device)
     loaded = load_target_or_fail(target, "samples are noise-like")
-    model, source = loaded.model, loaded.description
+    model, source = loaded.model.to(device), loaded.description
     model.eval()
     cfg = model.config
     classes = num_classes_of(model)
@@ -100,7 +123,7 @@ def sample_cmd(
     shape = (num, cfg.in_channels, cfg.image_size, cfg.image_size)
     net = torch.compile(model) if compile_ else model
     images = sample(net, Diffusion(), shape, method=method, num_steps=num_steps, seed=seed, eta=eta,
-                    labels=labels)  # (n, C, H, W)
+                    labels=labels, device=device).cpu()  # (n, C, H, W)
     sampler = {"ddim": f"ddim, {num_steps} steps, eta {eta:g}", "ddpm": "ddpm, 1000 steps",
                "ddpm-respaced": f"respaced ddpm, {num_steps} steps, learned variance"}[method]
     if labels is not None:
@@ -114,9 +137,9 @@ def sample_cmd(
             info["labels"] = ",".join(map(str, labels.tolist()))
         save_tensors({"samples": images}, tensor, metadata=info, overwrite=overwrite)
     also = f" and {tensor}" if tensor is not None else ""
-    typer.echo(f"wrote {num} samples of {source} ({sampler}, seed {seed}) to {path}{also}",
-               err=is_stdout(out) or is_stdout(tensor))
+    echo(f"wrote {num} samples of {source} ({sampler}, seed {seed}) to {path}{also}",
+         err=is_stdout(out) or is_stdout(tensor))
 
 
 def register(app: typer.Typer) -> None:
-    app.command("sample")(sample_cmd)
+    app.command("sample", cls=SditCommand)(sample_cmd)

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import typer
 
-from cli.common import DATA_ERROR, check_outputs_or_fail, fail
+from cli.common import DATA_ERROR, SditCommand, check_outputs_or_fail, fail, note
 from profiling.table3 import DEFAULT_MODELS, table3
 from reports.table3 import render_markdown, render_text
-from sdit.artifacts import write_bytes, write_json
+from sdit.artifacts import is_stdout, write_bytes, write_json
 from sdit.targets import TargetError, load_target
 
 FORMATS = ("text", "markdown", "json")
@@ -19,7 +19,9 @@ FORMATS = ("text", "markdown", "json")
 def table3_cmd(
     output_format: str = typer.Option("text", "--format", help="What to print: text (80 columns), markdown or json."),
     markdown_path: Path | None = typer.Option(None, "--markdown", help="Also write the Markdown table to this file."),
-    json_path: Path | None = typer.Option(None, "--json", help="Also write the whole table as JSON to this file."),
+    json_path: Path | None = typer.Option(
+        None, "--json", help="Also write the whole table as JSON to this file ('-': stdout, the --format output then "
+        "on stderr)."),
     dit: str = typer.Option(DEFAULT_MODELS["dit"], "--dit", help="Model compared with the paper's DiT row."),
     sdit: str = typer.Option(DEFAULT_MODELS["sdit"], "--sdit", help="Our reading of the paper's SDiT."),
     sdit_authors: str = typer.Option(
@@ -27,11 +29,14 @@ def table3_cmd(
     ),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace --markdown / --json files that exist."),
 ) -> None:
-    """Parameters and MACs per image under each counting convention, and which one reproduces Table III."""
+    """Parameters and MACs per image under each counting convention, and which one reproduces Table III.
+
+    Example: sdit table3 --format markdown --markdown table3.md --json table3.json
+    """
     if output_format not in FORMATS:
         fail(f"--format must be one of {', '.join(FORMATS)}, got {output_format!r}")
-    # stdout already carries the table in --format; the files are files
-    check_outputs_or_fail({"--markdown": markdown_path, "--json": json_path}, overwrite)
+    check_outputs_or_fail({"--markdown": markdown_path, "--json": json_path}, overwrite, stdout_ok=("--json",))
+    to_stdout = is_stdout(json_path)  # the JSON alone on stdout, the --format output on stderr
     names = {"dit": dit, "sdit": sdit, "sdit_authors": sdit_authors}
 
     def load(name: str):
@@ -45,14 +50,16 @@ def table3_cmd(
     table = table3(names, load=load)
     data = table.to_dict()
     printed = {"text": render_text, "markdown": render_markdown}.get(output_format)
-    typer.echo(printed(table) if printed else json.dumps(data, indent=1), nl=printed is None)
+    if not (to_stdout and printed is None):  # --format json with --json -: the JSON once
+        typer.echo(printed(table) if printed else json.dumps(data, indent=1), nl=printed is None, err=to_stdout)
     if markdown_path is not None:
         write_bytes(markdown_path, render_markdown(table).encode(), overwrite=overwrite)
-        typer.echo(f"wrote {markdown_path}", err=True)
+        note(f"wrote {markdown_path}")
     if json_path is not None:
         write_json(json_path, data, overwrite=overwrite)
-        typer.echo(f"wrote {json_path}", err=True)
+        if not to_stdout:
+            note(f"wrote {json_path}")
 
 
 def register(app: typer.Typer) -> None:
-    app.command("table3")(table3_cmd)
+    app.command("table3", cls=SditCommand)(table3_cmd)

@@ -7,7 +7,18 @@ from typing import Any
 
 import typer
 
-from cli.common import DATA_ERROR, INTERRUPTED, MAX_IMAGES, check_number, check_seed, fail
+from cli.common import (
+    DATA_ERROR,
+    INTERRUPTED,
+    MAX_IMAGES,
+    SditCommand,
+    check_number,
+    check_seed,
+    fail,
+    progress_option,
+    progress_wanted,
+    quiet_option,
+)
 from sdit.checkpoint import CheckpointError
 from sdit.config import UnknownPresetError
 from sdit.data import DatasetError
@@ -50,9 +61,13 @@ def train_cmd(
         help="Train through torch.compile (faster; needs a C++ compiler on CPU). [no-compile]",
     ),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace the previous run in --out."),
-    progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
+    progress: bool | None = progress_option("the optimizer steps"),
+    quiet: bool = quiet_option(),
 ) -> None:
-    """Train a model (AdamW, warm-up, EMA, checkpoints). Launch with torchrun for DDP."""
+    """Train a model (AdamW, warm-up, EMA, checkpoints). Launch with torchrun for DDP.
+
+    Example: sdit train --preset sdit-small --dataset fashion-mnist --steps 20000 --out runs/sdit-small
+    """
     given: dict[str, Any] = {
         "preset": preset, "dataset": dataset, "data_dir": str(data_dir) if data_dir else None,
         "batch_size": batch_size, "steps": steps, "epochs": epochs, "lr": lr, "warmup_steps": warmup_steps,
@@ -100,7 +115,8 @@ def train_cmd(
     except ValueError as err:  # TrainError and TrainConfig's own checks
         fail(str(err))
     try:
-        result = train(config, run_dir, resume=resume is not None, overwrite=overwrite, progress=progress)
+        result = train(config, run_dir, resume=resume is not None, overwrite=overwrite,
+                       progress=progress_wanted(progress, quiet))
     except UnknownPresetError as err:
         fail(str(err))
     except (DatasetError, CheckpointError) as err:
@@ -123,4 +139,4 @@ def train_cmd(
 
 
 def register(app: typer.Typer) -> None:
-    app.command("train")(train_cmd)
+    app.command("train", cls=SditCommand)(train_cmd)

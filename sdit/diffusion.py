@@ -13,6 +13,9 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from sdit import progress
+from sdit.progress import StepCallback
+
 EpsModel = Callable[[Tensor, Tensor], Tensor]
 METHODS = ("ddim", "ddpm", "ddpm-respaced")
 
@@ -147,19 +150,38 @@ def sampler_steps(
     num_steps: int,
     generator: torch.Generator | None = None,
     eta: float = 0.0,
+    on_step: StepCallback | None = None,
 ) -> Iterator[SampleStep]:
     """The step iterator of ``method``: ``"ddim"`` (``num_steps`` steps, noise scale ``eta``), ``"ddpm"``
     (all steps; ``eta`` must stay 0, its noise is fixed by Algorithm 2) or ``"ddpm-respaced"`` (ancestral
     DDPM over ``num_steps`` respaced steps with the learned variance of a learned-sigma model, the authors'
-    sampler, :func:`sdit.iddpm.respaced_ddpm_steps`)."""
+    sampler, :func:`sdit.iddpm.respaced_ddpm_steps`).
+
+    Each step is reported to the current :mod:`sdit.progress` reporter (silent by default) and to
+    ``on_step(done, total)`` when given, after the consumer has taken it.
+    """
     check_sampler(method, eta)
     if method == "ddpm-respaced":
         from sdit.iddpm import respaced_ddpm_steps  # imports this module
 
-        return respaced_ddpm_steps(model, diffusion, x_t, num_steps, generator=generator)
-    if method == "ddim":
-        return ddim_steps(model, diffusion, x_t, num_steps, eta=eta, generator=generator)
-    return ddpm_steps(model, diffusion, x_t, generator=generator)
+        steps = respaced_ddpm_steps(model, diffusion, x_t, num_steps, generator=generator)
+        total, label = num_steps, f"respaced ddpm sampling, {num_steps} steps"
+    elif method == "ddim":
+        steps = ddim_steps(model, diffusion, x_t, num_steps, eta=eta, generator=generator)
+        total, label = num_steps, f"ddim sampling, {num_steps} steps"
+    else:
+        steps = ddpm_steps(model, diffusion, x_t, generator=generator)
+        total, label = diffusion.num_steps, f"ddpm sampling, {diffusion.num_steps} steps"
+    return _reported(steps, label, total, on_step)
+
+
+def _reported(steps: Iterator[SampleStep], label: str, total: int,
+              on_step: StepCallback | None) -> Iterator[SampleStep]:
+    """``steps``, each reported as done once the consumer returns for the next one."""
+    with progress.task(label, total, on_step) as step_done:
+        for done, step in enumerate(steps, start=1):
+            yield step
+            step_done(done, total)
 
 
 def check_sampler(method: str, eta: float = 0.0) -> None:
@@ -197,6 +219,7 @@ def sample(
     device: torch.device | str = "cpu",
     eta: float = 0.0,
     labels: Tensor | None = None,
+    on_step: StepCallback | None = None,
 ) -> Tensor:
     """Draw images from pure noise; deterministic for a seed.
 
@@ -208,6 +231,8 @@ def sample(
             posterior variance at the chosen steps. DDPM only with 0.
         labels: (B,) classes for a class-conditional model; by default :func:`uniform_labels` from
             ``seed``. Refused for a model without classes.
+        on_step: Called as ``on_step(done, total)`` after each denoising step (progress; see
+            :mod:`sdit.progress` for the context-wide reporter).
 
     Returns:
         (B, C, H, W) samples, nominally in [-1, 1].
@@ -224,6 +249,6 @@ def sample(
         def net(x_t: Tensor, t: Tensor) -> Tensor:
             return model(x_t, t, y)  # type: ignore[call-arg]
 
-    for step in sampler_steps(net, diffusion, x, method, num_steps, generator, eta=eta):
+    for step in sampler_steps(net, diffusion, x, method, num_steps, generator, eta=eta, on_step=on_step):
         x = step.x
     return x

@@ -14,6 +14,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from sdit import progress
 from sdit.diffusion import Diffusion, check_sampler, sampler_steps
 from sdit.quality.features import FeatureNetwork, extract_features
 from sdit.quality.metrics import fid, kid, prdc
@@ -50,12 +51,14 @@ def draw_samples(model: nn.Module, num: int, method: str = "ddim", steps: int = 
     diffusion = Diffusion()
     generator = torch.Generator(device=device).manual_seed(seed)
     out = []
-    for start in range(0, num, batch_size):
-        shape = (min(batch_size, num - start), cfg.in_channels, cfg.image_size, cfg.image_size)
-        x = torch.randn(shape, device=device, generator=generator)  # (b, C, H, W)
-        for step in sampler_steps(model, diffusion, x, method, steps, generator, eta=eta):
-            x = step.x
-        out.append(x.cpu())
+    with progress.task(f"sampling {num} images, batches of {batch_size}", num) as images_done:
+        for start in range(0, num, batch_size):
+            shape = (min(batch_size, num - start), cfg.in_channels, cfg.image_size, cfg.image_size)
+            x = torch.randn(shape, device=device, generator=generator)  # (b, C, H, W)
+            for step in sampler_steps(model, diffusion, x, method, steps, generator, eta=eta):
+                x = step.x
+            out.append(x.cpu())
+            images_done(start + len(x))
     return torch.cat(out)  # (N, C, H, W)
 
 
@@ -93,9 +96,11 @@ def measure(samples: Tensor, networks: list[FeatureNetwork], reference: Referenc
                          f"({reference.dataset}) has {reference.images.shape[1]}")
     results = {}
     for network in networks:
-        ref, cache = reference_features(network, reference, use_cache=use_cache)
+        with progress.task(f"{network.kind} features of the reference set", None):
+            ref, cache = reference_features(network, reference, use_cache=use_cache)
         start = time.perf_counter()
-        fake = extract_features(network, samples)
+        with progress.task(f"{network.kind} features of {len(samples)} samples", None):
+            fake = extract_features(network, samples)
         feature_s = time.perf_counter() - start
         results[network.kind] = {
             "feature_network": network.describe(), **compare(ref, fake, kid_subsets, nearest_k, seed),

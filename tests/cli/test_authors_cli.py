@@ -54,7 +54,7 @@ def test_profile_an_authors_checkpoint(tmp_path: Path, authors_pt: Path) -> None
 def test_sample_an_authors_checkpoint_with_their_sampler(tmp_path: Path, authors_pt: Path) -> None:
     grid, tensors = tmp_path / "g.png", tmp_path / "s.safetensors"
     result = runner.invoke(app, ["sample", str(authors_pt), "--out", str(grid), "-n", "3", "--method",
-                                 "ddpm-respaced", "--steps", "3", "--labels", "3,5", "--tensor", str(tensors)])
+                                 "ddpm-respaced", "--sample-steps", "3", "--labels", "3,5", "--tensor", str(tensors)])
     assert result.exit_code == 0, result.output
     assert "respaced ddpm, 3 steps, learned variance, labels 3,5,3" in result.stdout
     assert "authors' checkpoint 00099.pt (sdit-tiny-authors" in result.stdout

@@ -53,7 +53,7 @@ def test_unknown_preset_exits_2_with_one_line() -> None:
 
 def test_sample_writes_a_grid_and_never_overwrites(tmp_path: Path) -> None:
     out = tmp_path / "grid.png"
-    args = ["sample", "dit-tiny", "--out", str(out), "-n", "4", "--steps", "2"]
+    args = ["sample", "dit-tiny", "--out", str(out), "-n", "4", "--sample-steps", "2"]
     result = runner.invoke(app, args)
     assert result.exit_code == 0, result.output
     grid = np.asarray(Image.open(out))

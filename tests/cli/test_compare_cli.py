@@ -34,7 +34,8 @@ def test_compare_writes_report_json_and_csv_and_refuses_to_overwrite(tmp_path: P
     before = (out / "report.html").read_bytes()
     again = runner.invoke(app, [*ARGS, "--out", str(out)])
     assert again.exit_code == 2
-    assert again.stderr.strip() == f"error: --out (report): {out / 'report.html'} exists; pass --overwrite to replace it"
+    assert again.stderr.strip() == (f"error: --out (report): {out / 'report.html'} exists; pass --overwrite "
+                                    "to replace it")
     assert (out / "report.html").read_bytes() == before
 
 

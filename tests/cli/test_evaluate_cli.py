@@ -48,8 +48,8 @@ def _cifar_test_file(directory: Path, n: int = 30) -> Path:
 
 def test_evaluate_writes_the_record_and_prints_units(tmp_path: Path) -> None:
     out, saved = tmp_path / "eval.json", tmp_path / "samples.safetensors"
-    args = ["evaluate", "dit-tiny", "--num", "20", "--steps", "2", "--eta", "1", "--seed", "3", "--ref-num", "60",
-            "--kid-subsets", "2", "--nearest-k", "3", "--batch-size", "8", "--json", str(out),
+    args = ["evaluate", "dit-tiny", "--num", "20", "--sample-steps", "2", "--eta", "1", "--seed", "3",
+            "--ref-num", "60", "--kid-subsets", "2", "--nearest-k", "3", "--batch-size", "8", "--json", str(out),
             "--save-samples", str(saved)]
     result = runner.invoke(app, args)
     assert result.exit_code == 0, result.output
@@ -90,7 +90,7 @@ def test_evaluate_writes_the_record_and_prints_units(tmp_path: Path) -> None:
 def test_evaluate_mnist_from_user_files(tmp_path: Path) -> None:
     data_dir = _mnist_test_files(tmp_path / "mnist")
     out = tmp_path / "mnist.json"
-    result = runner.invoke(app, ["evaluate", "dit-tiny", "--num", "10", "--steps", "1", "--dataset", "mnist",
+    result = runner.invoke(app, ["evaluate", "dit-tiny", "--num", "10", "--sample-steps", "1", "--dataset", "mnist",
                                  "--data-dir", str(data_dir), "--kid-subsets", "2", "--json", str(out)])
     assert result.exit_code == 0, result.output
     assert "trained on Fashion-MNIST, not mnist" in result.output  # the default classifier is named as such
@@ -102,13 +102,13 @@ def test_evaluate_mnist_from_user_files(tmp_path: Path) -> None:
 
 def test_evaluate_cifar10_from_user_files(tmp_path: Path) -> None:
     data_dir = _cifar_test_file(tmp_path / "cifar")
-    refused = runner.invoke(app, ["evaluate", "dit-cifar", "--num", "6", "--steps", "1", "--dataset", "cifar10",
+    refused = runner.invoke(app, ["evaluate", "dit-cifar", "--num", "6", "--sample-steps", "1", "--dataset", "cifar10",
                                   "--data-dir", str(data_dir), "--kid-subsets", "1", "--nearest-k", "2"])
     assert refused.exit_code == 2
     assert "1-channel images, cifar10 has 3" in refused.output
     classifier = save_classifier(ImageClassifier(ClassifierConfig(in_channels=3)), tmp_path / "clf3.safetensors")
     out = tmp_path / "cifar.json"
-    result = runner.invoke(app, ["evaluate", "dit-cifar", "--num", "6", "--steps", "1", "--dataset", "cifar10",
+    result = runner.invoke(app, ["evaluate", "dit-cifar", "--num", "6", "--sample-steps", "1", "--dataset", "cifar10",
                                  "--data-dir", str(data_dir), "--classifier", str(classifier), "--kid-subsets", "2",
                                  "--nearest-k", "2", "--json", str(out)])
     assert result.exit_code == 0, result.output

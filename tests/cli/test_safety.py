@@ -258,7 +258,8 @@ def test_defect8_metadata_is_checked_and_the_label_derived(tmp_path: Path, run_d
     refused(["sample", str(hostile_checkpoint(tmp_path / "t.safetensors", bad_type)), "--out", str(tmp_path / "g")],
             2, "invalid model config: config hidden_size must be an integer, got str '32'", tmp_path)
     lying = write_checkpoint(tmp_path / "lying.safetensors", "dit-tiny", claimed="sdit-mnist")
-    result = runner.invoke(app, ["sample", str(lying), "--out", str(tmp_path / "g.png"), "-n", "1", "--steps", "1"])
+    result = runner.invoke(app, ["sample", str(lying), "--out", str(tmp_path / "g.png"), "-n", "1",
+                                 "--sample-steps", "1"])
     assert result.exit_code == 0, result.output
     assert "dit-tiny at step 3 (EMA weights)" in result.stdout  # the config's preset, not the claimed one
     assert checkpoint.load_checkpoint(lying).meta.preset == "dit-tiny"
@@ -274,8 +275,8 @@ def test_defect8_metadata_is_checked_and_the_label_derived(tmp_path: Path, run_d
 # --- the same in general ----------------------------------------------------------------------------------
 
 OUTPUT_OPTIONS = [
-    (["sample", "dit-tiny", "-n", "1", "--steps", "1"], "--out"),
-    (["sample", "dit-tiny", "-n", "1", "--steps", "1", "--out", "OK"], "--tensor"),
+    (["sample", "dit-tiny", "-n", "1", "--sample-steps", "1"], "--out"),
+    (["sample", "dit-tiny", "-n", "1", "--sample-steps", "1", "--out", "OK"], "--tensor"),
     (["profile", "dit-tiny"], "--json"),
     (["profile", "dit-tiny"], "--csv"),
     (["energy", "dit-tiny"], "--json"),
@@ -315,7 +316,7 @@ def test_two_outputs_on_stdout_are_refused(tmp_path: Path, args: list[str], opti
 NUMERIC = [
     (["sample", "dit-tiny", "--out", "OUT", "--num", "0"], "--num"),
     (["sample", "dit-tiny", "--out", "OUT", "--num", "100000"], "--num must be <= 65536"),
-    (["sample", "dit-tiny", "--out", "OUT", "--steps", "0"], "--steps"),
+    (["sample", "dit-tiny", "--out", "OUT", "--sample-steps", "0"], "--sample-steps"),
     (["sample", "dit-tiny", "--out", "OUT", "--eta", "nan"], "--eta"),
     (["sample", "dit-tiny", "--out", "OUT", "--eta", "-0.5"], "--eta"),
     (["sample", "dit-tiny", "--out", "OUT", "--seed", "-1"], "--seed must be in [0, 2**63 - 1], got -1"),

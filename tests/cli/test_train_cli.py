@@ -182,3 +182,15 @@ def test_sample_a_missing_or_corrupt_checkpoint_is_one_line(run_dir: Path, tmp_p
     line = _one_error_line(runner.invoke(app, ["sample", "dit-huge", "--out", str(tmp_path / "g.png")]), 2)
     assert "unknown preset 'dit-huge'" in line
     assert not (tmp_path / "g.png").exists()
+
+
+def test_train_progress_follows_the_rule_of_every_command(tmp_path: Path, data_dir: Path) -> None:
+    base = ["train", *(a for a in TINY if a != "--no-progress"), "--data-dir", str(data_dir), "--steps", "2"]
+    shown = runner.invoke(app, [*base, "--out", str(tmp_path / "a")], env={"SDIT_PROGRESS": "1"})
+    quiet = runner.invoke(app, [*base, "--quiet", "--out", str(tmp_path / "b")], env={"SDIT_PROGRESS": "1"})
+    plain = runner.invoke(app, [*base, "--out", str(tmp_path / "c")], env={"SDIT_PROGRESS": None})  # no terminal
+    for result in (shown, quiet, plain):
+        assert result.exit_code == 0, result.output
+        assert "trained dit-tiny to step 2" in result.stdout
+    assert "2/2" in shown.stderr  # tqdm's bar
+    assert "2/2" not in quiet.stderr and "2/2" not in plain.stderr
