@@ -104,8 +104,12 @@ def load() -> ctypes.CDLL | None:
 
 
 def available() -> bool:
-    """True when the kernel is enabled and built (builds it on first call)."""
-    return not _disabled() and load() is not None
+    """True when the kernels are enabled and built (builds them on first call)."""
+    if _disabled():
+        return False
+    if _state.lib is not None or _state.error is not None:  # decided: no lock (torch.compile traces this)
+        return _state.lib is not None
+    return load() is not None
 
 
 def extension_status() -> str:

@@ -2,30 +2,32 @@
 
 The profiler (``profiling.counter.LayerCounter``) counts aten ops through a
 ``TorchDispatchMode``; a fused path would count differently (other ops, other
-shapes), so every function here takes its fused path only when no Python dispatch
-mode is active (:func:`counting`) and otherwise runs the plain formulation the
-profiler was written against. Both give the same values: the fused forward runs
-the same floating-point operations on the same elements, only without the
-intermediate tensors.
+shapes), so every function here takes its fused path only when nothing counts
+(:func:`counting`: no Python dispatch mode, no jit / fx trace as fvcore's counter
+uses) and otherwise runs the plain formulation the profiler was written against.
+Both give the same values: the fused forward runs the same floating-point
+operations on the same elements, only without the intermediate tensors.
 """
 
 from __future__ import annotations
 
 import torch
 from torch import Tensor, nn
+from torch.fx._symbolic_trace import is_fx_tracing
 from torch.utils._python_dispatch import _get_current_dispatch_mode
 
 from sdit.models import cpu_kernels
 
 
 def counting() -> bool:
-    """True while a ``TorchDispatchMode`` (the profiler's op counter, a recorder) watches the ops.
+    """True while something counts the ops: a ``TorchDispatchMode`` (the profiler's op counter,
+    ``FlopCounterMode``, a recorder), or a ``torch.jit`` / ``torch.fx`` trace (fvcore's counter).
 
     False inside ``torch.compile`` (which traces and fuses the graph itself; the profiler runs eagerly).
     """
     if torch.compiler.is_compiling():
         return False
-    return _get_current_dispatch_mode() is not None
+    return _get_current_dispatch_mode() is not None or torch.jit.is_tracing() or is_fx_tracing()
 
 
 def token_shift(x: Tensor) -> Tensor:
