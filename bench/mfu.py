@@ -402,15 +402,17 @@ def _print_tables(results: list[CaseResult], macs: dict[str, int], peak: float) 
         return
     print()
     print("Where a profiled step's wall time goes (% of that step; ms = its wall time under the profiler):")
-    header = f"{'preset':<10} {'work':<6} {'mode':<8} {'ms':>7} " + " ".join(f"{c[:9]:>9}" for c in CATEGORIES)
+    labels = {"LayerNorm": "LayerNrm", "elementwise": "elemwise"}
+    columns = " ".join(f"{labels.get(c, c):>8}" for c in CATEGORIES)
+    header = f"{'preset':<10} {'work':<6} {'mode':<8} {'ms':>8} {columns}"
     print(header)
     print("-" * len(header))
     for r in results:
         if not r.breakdown:
             continue
         wall = r.profiled_seconds
-        shares = " ".join(f"{100 * r.breakdown.get(c, 0.0) / wall:>8.1f}%" for c in CATEGORIES)
-        print(f"{r.preset:<10} {r.workload:<6} {r.mode:<8} {1e3 * wall:>7.1f} {shares}")
+        shares = " ".join(f"{100 * r.breakdown.get(c, 0.0) / wall:>7.1f}%" for c in CATEGORIES)
+        print(f"{r.preset:<10} {r.workload:<6} {r.mode:<8} {1e3 * wall:>8.0f} {shares}")
 
 
 def main(argv: list[str] | None = None) -> None:
