@@ -1,4 +1,4 @@
-"""Model FLOP utilisation (MFU) of SDiT / DiT training steps and sampling forwards.
+"""Model FLOP utilisation (MFU) of SDiT / DiT training steps and sampling forwards, and a shape-true limit.
 
 One run measures this machine's peak matmul throughput (a large, warm square
 ``torch.mm``), then for each preset and workload the images/s of
@@ -13,6 +13,23 @@ nanoGPT's ``estimate_mfu``). Each case runs in its own subprocess so that its
 peak memory (``ru_maxrss`` growth on CPU, ``torch.cuda.max_memory_allocated`` on
 GPU) is its own.
 
+Shape-true limit. A square matmul peak is out of reach for a model whose GEMMs are
+thin (65 tokens x 256 channels). So each case also records every GEMM of one step
+of its own workload (``aten.mm / addmm / bmm / baddbmm / convolution`` and, for
+training, their backward GEMMs, caught by a ``TorchDispatchMode`` on the eager
+model), replays exactly those calls (same shapes, strides and arguments, inputs
+filled with random numbers) back to back, and reports the GEMM-only time per step
+and the ratio step time / GEMM-only time: 1.0 would be a step that does nothing but
+its matrix products. Compiled cases are compared with the same (eager) GEMM list.
+
+Breakdown. One profiled step per case (``torch.profiler``, CPU self time per op)
+says where the step's wall time goes: GEMMs, WKV (``sdit::wkv_*`` ops), LIF
+(``sdit::lif_*`` kernel ops, or ``sj_lif::*`` of spikingjelly's own neuron code), LayerNorm, other element-wise ops
+(incl. copies, cat, reductions; in compiled cases also inductor's fused kernels),
+the AdamW step (train), and framework overhead (the rest of the wall time: Python,
+dispatch, autograd engine, profiler). The profiler slows small ops, so the shares
+are of the profiled step, not of the timed one.
+
 FLOP convention (stated in the printout): the profiler's dense MACs per image of
 one forward pass (``profiling.workloads.profile_forward``: every Linear, Conv and
 matmul, including the W_D / W_N of the Reconstruction Module at each of the T
@@ -23,6 +40,7 @@ forward FLOP.
 Usage::
 
     python bench/mfu.py                                  # CPU, float32
+    python bench/mfu.py --quick --modes eager            # a short run (about a minute per case)
     python bench/mfu.py --device cuda --dtype bf16       # GPU, bf16 autocast
 
 Timings are printed, never asserted: the machine is shared and noisy, so only
@@ -37,10 +55,15 @@ import resource
 import subprocess
 import sys
 import time
-from dataclasses import asdict, dataclass
+from collections import defaultdict
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_map
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -48,6 +71,14 @@ from profiling.workloads import profile_forward  # noqa: E402
 from sdit.config import get_preset  # noqa: E402
 from sdit.models import build_model  # noqa: E402
 from sdit.models.wkv import wkv_backend  # noqa: E402
+
+try:  # the LIF kernel of issue 18 (absent on older trees, which the bench can still measure)
+    from sdit.models.cpu_kernels import extension_status as lif_status  # noqa: E402
+except ImportError:  # pragma: no cover
+
+    def lif_status() -> str:
+        return "spikingjelly's LIF, tensor ops (no sdit.models.cpu_kernels)"
+
 
 PRESETS = ("sdit-small", "dit-small", "sdit-mnist")
 WORKLOADS = ("train", "sample")
@@ -63,6 +94,20 @@ BATCH = {
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 MODES = ("eager", "compiled")
 FLOP_FACTOR = {"train": 3, "sample": 1}  # forward + backward (2x forward); one forward
+CATEGORIES = ("GEMM", "WKV", "LIF", "LayerNorm", "elementwise", "AdamW", "overhead")
+
+_aten = torch.ops.aten
+GEMM_OPS = {
+    _aten.mm.default, _aten.addmm.default, _aten.bmm.default, _aten.baddbmm.default,
+    _aten.convolution.default, _aten.convolution_backward.default,
+}  # fmt: skip
+# Profiler op names counted as GEMM time (composite wrappers included: their self time is the GEMM's dispatch).
+_GEMM_NAMES = {
+    "aten::mm", "aten::addmm", "aten::bmm", "aten::baddbmm", "aten::matmul", "aten::linear",
+    "aten::convolution", "aten::_convolution", "aten::conv2d", "aten::mkldnn_convolution",
+    "aten::convolution_backward", "aten::_slow_conv2d_forward", "aten::_slow_conv2d_backward",
+}  # fmt: skip
+_NORM_NAMES = {"aten::layer_norm", "aten::native_layer_norm", "aten::native_layer_norm_backward"}
 
 
 def forward_macs(preset: str) -> int:
@@ -72,7 +117,7 @@ def forward_macs(preset: str) -> int:
 
 @dataclass(frozen=True)
 class CaseResult:
-    """One (preset, workload) measurement."""
+    """One (preset, workload, mode) measurement."""
 
     preset: str
     workload: str
@@ -82,6 +127,11 @@ class CaseResult:
     seconds_per_iter: float
     images_per_s: float
     peak_mem_bytes: int
+    gemm_calls: int = 0
+    gemm_flop: float = 0.0  # FLOP of one step's GEMMs, from their shapes (2 per MAC)
+    gemm_seconds: float = 0.0  # the replayed GEMMs of one step, back to back
+    profiled_seconds: float = 0.0  # wall time of the profiled step
+    breakdown: dict[str, float] = field(default_factory=dict)  # seconds per category of the profiled step
 
 
 def _sync(device: torch.device) -> None:
@@ -108,8 +158,133 @@ def peak_matmul_flop_per_s(device: torch.device, dtype: torch.dtype, size: int, 
     return 2.0 * size**3 / best
 
 
+# ---- shape-true GEMM limit ---------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class _TensorSpec:
+    shape: tuple[int, ...]
+    stride: tuple[int, ...]
+    dtype: torch.dtype
+
+
+def _gemm_flop(func: Any, args: tuple, out: Any) -> float:
+    """FLOP (2 per MAC) of one recorded GEMM call, from its argument and output shapes."""
+    if func in (_aten.mm.default, _aten.bmm.default):
+        a, b = args[0], args[1]
+    elif func in (_aten.addmm.default, _aten.baddbmm.default):
+        a, b = args[1], args[2]
+    elif func is _aten.convolution.default:
+        return 2.0 * out.numel() * args[1][0].numel()  # out x (C_in/groups x kh x kw)
+    else:  # convolution_backward(grad_out, input, weight, ..., output_mask): grad_input and grad_weight
+        grad_out, weight, mask = args[0], args[2], args[-1]
+        per_pass = 2.0 * grad_out.numel() * weight[0].numel()
+        return per_pass * (int(mask[0]) + int(mask[1]))
+    batch = a.shape[0] if a.dim() == 3 else 1
+    return 2.0 * batch * a.shape[-2] * a.shape[-1] * b.shape[-1]
+
+
+def _spec(x: Any) -> Any:
+    return _TensorSpec(tuple(x.shape), tuple(x.stride()), x.dtype) if isinstance(x, torch.Tensor) else x
+
+
+class _GemmRecorder(TorchDispatchMode):
+    """Records every GEMM aten call of the code it wraps (forward and autograd backward alike)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls: list[tuple[Any, tuple, dict]] = []
+        self.flop = 0.0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        out = func(*args, **kwargs)
+        if func in GEMM_OPS:
+            self.calls.append((func, tree_map(_spec, args), tree_map(_spec, kwargs)))
+            self.flop += _gemm_flop(func, args, out)
+        return out
+
+
+def _materialise(calls: list[tuple[Any, tuple, dict]], device: torch.device) -> list[tuple[Any, tuple, dict]]:
+    """Random tensors for the recorded specs; one tensor per distinct (shape, stride, dtype)."""
+    cache: dict[_TensorSpec, torch.Tensor] = {}
+
+    def make(x: Any) -> Any:
+        if not isinstance(x, _TensorSpec):
+            return x
+        if x not in cache:
+            extent = 1 + sum((n - 1) * s for n, s in zip(x.shape, x.stride) if n > 0)
+            base = torch.randn(max(extent, 1), device=device).to(x.dtype)
+            cache[x] = base.as_strided(x.shape, x.stride)
+        return cache[x]
+
+    return [(func, tree_map(make, args), tree_map(make, kwargs)) for func, args, kwargs in calls]
+
+
+def gemm_only_seconds(calls: list[tuple[Any, tuple, dict]], device: torch.device, min_s: float) -> float:
+    """Best time of the recorded GEMM calls replayed back to back (one step's worth)."""
+    replay = _materialise(calls, device)
+
+    def once() -> None:
+        for func, args, kwargs in replay:
+            func(*args, **kwargs)
+
+    once()
+    _sync(device)
+    best, start_all, rounds = float("inf"), time.perf_counter(), 0
+    while rounds < 3 or time.perf_counter() - start_all < min_s:
+        start = time.perf_counter()
+        once()
+        _sync(device)
+        best = min(best, time.perf_counter() - start)
+        rounds += 1
+    return best
+
+
+# ---- where a step's time goes ---------------------------------------------------------------------------
+def _category(event: Any) -> str:
+    """Category of an event's self time: an enclosing WKV / LIF / optimizer op wins over the op's own name."""
+    node = event
+    while node is not None:
+        name = node.name
+        if name.startswith("sdit::wkv"):
+            return "WKV"
+        if name.startswith("sj_lif::") or name.startswith("sdit::lif"):
+            return "LIF"
+        if name.startswith("Optimizer."):
+            return "AdamW"
+        node = node.cpu_parent
+    name = event.name
+    if name in _GEMM_NAMES:
+        return "GEMM"
+    if name in _NORM_NAMES:
+        return "LayerNorm"
+    if name.startswith("aten::") or name.startswith("cpp_fused") or "Compiled" in name:
+        return "elementwise"
+    return "overhead"
+
+
+def time_breakdown(step: Callable[[], None], device: torch.device) -> tuple[float, dict[str, float]]:
+    """Wall time of one profiled step and its seconds per category (see the module docstring)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        start = time.perf_counter()
+        step()
+        _sync(device)
+        wall = time.perf_counter() - start
+    seconds: dict[str, float] = defaultdict(float)
+    for event in prof.events():
+        if event.device_type != torch.autograd.DeviceType.CPU:
+            continue
+        seconds[_category(event)] += event.self_cpu_time_total / 1e6
+    counted = sum(v for k, v in seconds.items() if k != "overhead")
+    seconds["overhead"] = max(wall - counted, 0.0)
+    return wall, {k: seconds.get(k, 0.0) for k in CATEGORIES}
+
+
+# ---- one case --------------------------------------------------------------------------------------------
 def run_case(
-    preset: str, workload: str, mode: str, batch: int, device: torch.device, dtype: torch.dtype, min_s: float
+    preset: str, workload: str, mode: str, batch: int, device: torch.device, dtype: torch.dtype, min_s: float,
+    gemm: bool = True,
 ) -> CaseResult:
     """Time one workload; runs in a fresh process (see :func:`main`)."""
     from sdit.diffusion import Diffusion
@@ -122,24 +297,32 @@ def run_case(
     x0 = torch.randn(batch, cfg.in_channels, cfg.image_size, cfg.image_size, device=device)
     t = torch.randint(0, diffusion.num_steps, (batch,), device=device)
     autocast = torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32)
+    opt = None
     if workload == "train":
         model.train()
         opt = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=0.0)
 
-        def step() -> None:
-            opt.zero_grad(set_to_none=True)
-            with autocast:
-                loss = diffusion.loss(net, x0)
-            loss.backward()
-            opt.step()
+        def make_step(m: torch.nn.Module) -> Callable[[], None]:
+            def step() -> None:
+                opt.zero_grad(set_to_none=True)
+                with autocast:
+                    loss = diffusion.loss(m, x0)
+                loss.backward()
+                opt.step()
+
+            return step
 
     else:
         model.eval()
 
-        def step() -> None:
-            with torch.no_grad(), autocast:
-                net(x0, t)
+        def make_step(m: torch.nn.Module) -> Callable[[], None]:
+            def step() -> None:
+                with torch.no_grad(), autocast:
+                    m(x0, t)
 
+            return step
+
+    step = make_step(net)
     rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
@@ -157,6 +340,19 @@ def run_case(
         peak_mem = torch.cuda.max_memory_allocated(device) - mem0
     else:
         peak_mem = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - rss0
+    extra: dict[str, Any] = {}
+    if gemm:
+        profiled, breakdown = time_breakdown(step, device)
+        recorder = _GemmRecorder()
+        with recorder:
+            make_step(model)()  # the eager model: the same GEMMs at the workload's own shapes
+        extra = {
+            "gemm_calls": len(recorder.calls),
+            "gemm_flop": recorder.flop,
+            "gemm_seconds": gemm_only_seconds(recorder.calls, device, min_s=min(min_s, 2.0)),
+            "profiled_seconds": profiled,
+            "breakdown": breakdown,
+        }
     return CaseResult(
         preset=preset,
         workload=workload,
@@ -166,6 +362,7 @@ def run_case(
         seconds_per_iter=seconds,
         images_per_s=batch / seconds,
         peak_mem_bytes=peak_mem,
+        **extra,
     )
 
 
@@ -178,8 +375,44 @@ def _run_in_subprocess(
     ]  # fmt: skip
     if args.threads:
         cmd += ["--threads", str(args.threads)]
+    if args.no_gemm:
+        cmd += ["--no-gemm"]
     out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
     return CaseResult(**json.loads(out.strip().splitlines()[-1]))
+
+
+def _print_tables(results: list[CaseResult], macs: dict[str, int], peak: float) -> None:
+    header = (
+        f"{'preset':<10} {'work':<6} {'mode':<8} {'batch':>5} {'s/iter':>7} {'img/s':>7} {'GFLOP/s':>7} "
+        f"{'MFU %':>5} {'GEMM s':>7} {'step/GEMM':>9} {'GEMM %pk':>8} {'MiB':>6}"
+    )
+    print(header)
+    print("-" * len(header))
+    for r in results:
+        achieved = 2.0 * FLOP_FACTOR[r.workload] * macs[r.preset] * r.images_per_s  # FLOP/s
+        gemm = "-" if not r.gemm_seconds else f"{r.gemm_seconds:.4f}"
+        ratio = "-" if not r.gemm_seconds else f"{r.seconds_per_iter / r.gemm_seconds:.2f}x"
+        gemm_peak = "-" if not r.gemm_seconds else f"{100 * r.gemm_flop / r.gemm_seconds / peak:.1f}"
+        print(
+            f"{r.preset:<10} {r.workload:<6} {r.mode:<8} {r.batch:>5} {r.seconds_per_iter:>7.3f} "
+            f"{r.images_per_s:>7.1f} {achieved / 1e9:>7.1f} {100 * achieved / peak:>5.1f} {gemm:>7} {ratio:>9} "
+            f"{gemm_peak:>8} {r.peak_mem_bytes / 2**20:>6.0f}"
+        )
+    if not any(r.breakdown for r in results):
+        return
+    print()
+    print("Where a profiled step's wall time goes (% of that step; ms = its wall time under the profiler):")
+    labels = {"LayerNorm": "LayerNrm", "elementwise": "elemwise"}
+    columns = " ".join(f"{labels.get(c, c):>8}" for c in CATEGORIES)
+    header = f"{'preset':<10} {'work':<6} {'mode':<8} {'ms':>8} {columns}"
+    print(header)
+    print("-" * len(header))
+    for r in results:
+        if not r.breakdown:
+            continue
+        wall = r.profiled_seconds
+        shares = " ".join(f"{100 * r.breakdown.get(c, 0.0) / wall:>7.1f}%" for c in CATEGORIES)
+        print(f"{r.preset:<10} {r.workload:<6} {r.mode:<8} {1e3 * wall:>8.0f} {shares}")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -191,56 +424,54 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--modes", nargs="+", choices=MODES, default=list(MODES))
     parser.add_argument("--batch-scale", type=float, default=1.0, help="multiply every default batch")
     parser.add_argument("--min-seconds", type=float, default=3.0, help="timed window per case")
+    parser.add_argument("--quick", action="store_true", help="1 s timed windows, 1 s peak (a short, noisier run)")
+    parser.add_argument("--no-gemm", action="store_true", help="skip the GEMM-only limit and the breakdown")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     parser.add_argument("--case", nargs=4, metavar=("PRESET", "WORKLOAD", "MODE", "BATCH"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.quick:
+        args.min_seconds = min(args.min_seconds, 1.0)
     if args.threads:
         torch.set_num_threads(args.threads)
     device, dtype = torch.device(args.device), DTYPES[args.dtype]
 
     if args.case:  # child process: one case, one JSON line
         preset, workload, mode, batch = args.case
-        result = run_case(preset, workload, mode, int(batch), device, dtype, args.min_seconds)
+        result = run_case(preset, workload, mode, int(batch), device, dtype, args.min_seconds, gemm=not args.no_gemm)
         print(json.dumps(asdict(result)))
         return
 
     sizes = (4096, 8192) if device.type == "cuda" else (1024, 2048)
-    peak = max(peak_matmul_flop_per_s(device, dtype, size) for size in sizes)
+    peak_s = 1.0 if args.quick else 2.0
+    peak = max(peak_matmul_flop_per_s(device, dtype, size, peak_s) for size in sizes)
     print(f"device {device} ({torch.get_num_threads()} threads), dtype {args.dtype}, torch {torch.__version__}")
     print(f"WKV kernel: {wkv_backend(device)}")
-    print(
-        f"peak matmul: {peak / 1e9:.1f} GFLOP/s (square torch.mm of sides {sizes}, warm, best of repeats; "
-        "re-measured after the cases, the larger value is used for MFU)"
-    )
-    print(
-        "FLOPs: the profiler's dense MACs per image (Linear/Conv/matmul incl. W_D/W_N x T steps, DiT "
-        "attention matmuls; element-wise ops not counted), FLOP = 2 MAC, train = 3x forward; "
-        "sample = one no_grad forward (one denoising step)"
-    )
-    mem_note = "cuda max_memory_allocated" if device.type == "cuda" else "ru_maxrss growth"
-    header = (f"{'preset':<11} {'workload':<8} {'mode':<8} {'batch':>5} {'s/iter':>8} {'images/s':>9} "
-              f"{'GFLOP/s':>8} {'MFU %':>6} {'peak MiB':>9}")
-    print(header)
-    print("-" * len(header))
+    print(f"LIF and token-shift kernels (CPU): {lif_status()}")
+    print(f"peak matmul: {peak / 1e9:.1f} GFLOP/s (square torch.mm of sides {sizes}, warm, best of repeats;")
+    print("  re-measured after the cases, the larger value is used for MFU)")
+    print("FLOPs: the profiler's dense MACs per image (Linear/Conv/matmul incl. W_D/W_N x T steps, DiT")
+    print("  attention matmuls; element-wise ops not counted), FLOP = 2 MAC, train = 3x forward;")
+    print("  sample = one no_grad forward (one denoising step)")
+    if not args.no_gemm:
+        print("GEMM s: one step's own GEMMs (forward and backward, recorded shapes) replayed alone, s/step;")
+        print("  step/GEMM = s/iter / GEMM s (1.00x = nothing but GEMMs); GEMM %pk = those GEMMs' own FLOP/s")
+        print("  as % of the peak (the best MFU these shapes allow)")
     results = []
     for preset in args.presets:
         for workload in args.workloads:
             batch = max(1, round(BATCH.get((preset, workload), 16) * args.batch_scale))
             for mode in args.modes:
                 results.append(_run_in_subprocess(args, preset, workload, mode, batch))
-    peak_after = max(peak_matmul_flop_per_s(device, dtype, size) for size in sizes)
+    peak_after = max(peak_matmul_flop_per_s(device, dtype, size, peak_s) for size in sizes)
     peak = max(peak, peak_after)
     macs = {preset: forward_macs(preset) for preset in args.presets}  # once per preset, after the timing
-    for r in results:
-        achieved = 2.0 * FLOP_FACTOR[r.workload] * macs[r.preset] * r.images_per_s  # FLOP/s
-        print(
-            f"{r.preset:<11} {r.workload:<8} {r.mode:<8} {r.batch:>5} {r.seconds_per_iter:>8.3f} "
-            f"{r.images_per_s:>9.1f} {achieved / 1e9:>8.1f} {100 * achieved / peak:>6.1f} "
-            f"{r.peak_mem_bytes / 2**20:>9.0f}"
-        )
+    print()
+    _print_tables(results, macs, peak)
+    print()
     print(f"peak matmul after the cases: {peak_after / 1e9:.1f} GFLOP/s; MFU uses {peak / 1e9:.1f}")
-    print(f"peak MiB: {mem_note} over the warm-up and timed iterations of that case "
-          "(compiled: includes the compiler's own memory on CPU)")
+    mem_note = "cuda max_memory_allocated" if device.type == "cuda" else "ru_maxrss growth"
+    print(f"MiB: {mem_note} over the warm-up and timed iterations of that case")
+    print("  (compiled: includes the compiler's own memory on CPU)")
 
 
 if __name__ == "__main__":

@@ -24,21 +24,9 @@ from torch import Tensor, nn
 from sdit.config import SDiTConfig
 from sdit.models.authors_init import init_authors
 from sdit.models.embed import LabelEmbedder, TimestepEmbedder, check_image, unpatchify
+from sdit.models.fused import shift_mixes, token_shift
+from sdit.models.lif import LIFNode
 from sdit.models.wkv import WKV
-
-
-def token_shift(x: Tensor) -> Tensor:
-    """x_{n-1} along the token axis, zero at n = 0: (B', M, D) -> (B', M, D)."""
-    return nn.functional.pad(x, (0, 0, 1, -1))
-
-
-def _mix(shifted: Tensor, delta: Tensor, mu: Tensor) -> Tensor:
-    """RWKV token-shift interpolation mu * x + (1 - mu) * x_{n-1}, as x_{n-1} + mu * (x - x_{n-1}).
-
-    ``delta = x - x_{n-1}`` is shared by the k, v, r mixes of a layer: one fused
-    multiply-add each instead of three passes.
-    """
-    return torch.addcmul(shifted, delta, mu)
 
 
 class _ReluSquare(torch.autograd.Function):
@@ -80,8 +68,11 @@ def sigmoid_gate(r: Tensor, x: Tensor) -> Tensor:
 
 
 def make_lif(config: SDiTConfig) -> neuron.LIFNode:
-    """A multi-step LIF layer: tau 2, threshold 1, hard reset to 0, its own ATan surrogate."""
-    return neuron.LIFNode(
+    """A multi-step LIF layer: tau 2, threshold 1, hard reset to 0, its own ATan surrogate.
+
+    A :class:`sdit.models.lif.LIFNode`: spikingjelly's LIFNode with a one-pass CPU kernel (same spikes).
+    """
+    return LIFNode(
         tau=config.tau,
         v_threshold=config.v_threshold,
         v_reset=0.0,
@@ -157,11 +148,11 @@ class TimeMixing(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         if self.spike_driven:
             return self._forward_spikes(x)
-        shifted = token_shift(x)  # (B', M, D)
-        delta = x - shifted  # (B', M, D)
-        k = self.key(_mix(shifted, delta, self.mu_k))  # (B', M, D)
-        v = self.value(_mix(shifted, delta, self.mu_v))  # (B', M, D)
-        r = self.receptance(_mix(shifted, delta, self.mu_r))  # (B', M, D)
+        # RWKV token-shift mixes mu * x_n + (1 - mu) * x_{n-1}, sharing x_n - x_{n-1} (sdit.models.fused).
+        mix_k, mix_v, mix_r = shift_mixes(x, (self.mu_k, self.mu_v, self.mu_r))  # (B', M, D) each
+        k = self.key(mix_k)  # (B', M, D)
+        v = self.value(mix_v)  # (B', M, D)
+        r = self.receptance(mix_r)  # (B', M, D)
         return self.output(sigmoid_gate(r, self.wkv(self.time_decay, self.time_first, k, v)))  # Eq. 2
 
     def _forward_spikes(self, s: Tensor) -> Tensor:
@@ -201,10 +192,9 @@ class ChannelMixing(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         if self.spike_driven:
             return self._forward_spikes(x)
-        shifted = token_shift(x)  # (B', M, D)
-        delta = x - shifted  # (B', M, D)
-        k = relu_square(self.key(_mix(shifted, delta, self.mu_k)))  # (B', M, 4D)
-        r = self.receptance(_mix(shifted, delta, self.mu_r))  # (B', M, D)
+        mix_k, mix_r = shift_mixes(x, (self.mu_k, self.mu_r))  # (B', M, D) each
+        k = relu_square(self.key(mix_k))  # (B', M, 4D)
+        r = self.receptance(mix_r)  # (B', M, D)
         return sigmoid_gate(r, self.value(k))  # Eq. 3, (B', M, D)
 
     def _forward_spikes(self, s: Tensor) -> Tensor:

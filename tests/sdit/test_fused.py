@@ -1,0 +1,165 @@
+"""The fused paths of issue 18 (LIF kernel, token-shift mixes) give spikingjelly's / the plain form's results."""
+
+from __future__ import annotations
+
+import contextlib
+
+import pytest
+import torch
+from spikingjelly.activation_based import functional, neuron, surrogate
+from torch.utils._python_dispatch import TorchDispatchMode
+
+from sdit.models import build_model, cpu_kernels, fused
+from sdit.models.fused import shift_mixes, token_shift
+from sdit.models.lif import LIFNode
+
+
+def _plain_mixes(x, mus):
+    shifted = token_shift(x)
+    delta = x - shifted
+    return [torch.addcmul(shifted, delta, mu) for mu in mus]
+
+
+def _mus(dim: int, count: int, dtype=torch.float32):
+    g = torch.Generator().manual_seed(5)
+    return [torch.rand(dim, generator=g, dtype=dtype) for _ in range(count)]
+
+
+@pytest.mark.parametrize("kernels", ["1", "0"], ids=["C kernel", "tensor ops"])
+def test_shift_mixes_without_grad_are_bit_identical(kernels: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(cpu_kernels.ENV_VAR, kernels)
+    x = torch.randn(3, 11, 40, generator=torch.Generator().manual_seed(0))
+    mus = _mus(40, 3)
+    with torch.no_grad():
+        fast = shift_mixes(x, tuple(mus))
+    for got, expected in zip(fast, _plain_mixes(x, mus)):
+        assert torch.equal(got, expected)
+
+
+def test_shift_mixes_gradient_matches_autograd() -> None:
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(2, 7, 5, generator=g, dtype=torch.float64)
+    mus = _mus(5, 3, torch.float64)
+    grads = [torch.randn(2, 7, 5, generator=g, dtype=torch.float64) for _ in mus]
+
+    def run(fn):
+        leaves = [x.clone().requires_grad_()] + [m.clone().requires_grad_() for m in mus]
+        outs = fn(leaves[0], tuple(leaves[1:]))
+        sum((o * gr).sum() for o, gr in zip(outs, grads)).backward()
+        return [o.detach() for o in outs], [leaf.grad for leaf in leaves]
+
+    fast_out, fast_grads = run(shift_mixes)
+    plain_out, plain_grads = run(lambda a, m: _plain_mixes(a, m))
+    for a, b in zip(fast_out, plain_out):
+        assert torch.equal(a, b)
+    for a, b in zip(fast_grads, plain_grads):
+        assert torch.allclose(a, b, rtol=1e-12, atol=1e-14)
+    leaves = (x.clone().requires_grad_(), *(m.clone().requires_grad_() for m in mus[:2]))
+    assert torch.autograd.gradcheck(lambda a, *m: shift_mixes(a, m), leaves)
+
+
+def test_shift_mixes_take_the_plain_form_while_counted(monkeypatch: pytest.MonkeyPatch) -> None:
+    calls = []
+    monkeypatch.setattr(fused, "_mixes_out", lambda *a: calls.append(a) or [])
+    monkeypatch.setattr(fused, "counting", lambda: True)
+    x = torch.randn(2, 4, 3)
+    with torch.no_grad():
+        out = shift_mixes(x, tuple(_mus(3, 2)))
+    assert calls == [] and len(out) == 2
+
+
+def _lifs():
+    def make(cls):
+        return cls(tau=2.0, v_threshold=1.0, v_reset=0.0, surrogate_function=surrogate.ATan(), step_mode="m")
+
+    return make(neuron.LIFNode), make(LIFNode)
+
+
+def test_lif_kernel_is_built_and_named_like_spikingjellys() -> None:
+    assert cpu_kernels.available(), cpu_kernels.extension_status()
+    assert cpu_kernels.extension_status().startswith("C kernels")
+    assert type(LIFNode()).__name__ == "LIFNode" and isinstance(LIFNode(), neuron.LIFNode)
+
+
+@pytest.mark.parametrize("carry", [False, True])
+def test_lif_kernel_matches_spikingjelly_in_value_and_gradient(carry: bool) -> None:
+    g = torch.Generator().manual_seed(3)
+    x = torch.randn(4, 3, 9, 16, generator=g) * 1.5 + 0.6  # (T, B, M, D), about 20 % spikes
+    grad = torch.randn(4, 3, 9, 16, generator=g)
+    results = []
+    for module in _lifs():
+        xs = [x.clone().requires_grad_(), (x * 0.7).clone().requires_grad_()]
+        out = module(xs[0])
+        if carry:  # a second call from the carried membrane: gradients flow through the state
+            out = out + module(xs[1])
+        (out * grad).sum().backward()
+        results.append((out.detach(), module.v.detach().clone(), [xx.grad for xx in xs]))
+        functional.reset_net(module)
+    (ref_out, ref_v, ref_grads), (out, v, grads) = results
+    assert ref_out.sum() > 0
+    assert torch.equal(out, ref_out) and torch.equal(v, ref_v)
+    for got, expected in zip(grads, ref_grads):
+        if expected is None:
+            assert got is None
+        else:
+            assert torch.allclose(got, expected, rtol=1e-5, atol=1e-6)
+
+
+def test_lif_kernel_without_grad_and_fallback(monkeypatch: pytest.MonkeyPatch) -> None:
+    x = torch.randn(4, 2, 5, 7, generator=torch.Generator().manual_seed(4)) + 0.5
+    ref, fast = _lifs()
+    with torch.no_grad():
+        expected, got = ref(x), fast(x)
+    assert torch.equal(got, expected) and torch.equal(fast.v, ref.v)
+    functional.reset_net(fast)
+    monkeypatch.setenv(cpu_kernels.ENV_VAR, "0")
+    assert not cpu_kernels.available() and cpu_kernels.extension_status().startswith("disabled")
+    with torch.no_grad():
+        assert torch.equal(fast(x), expected)  # spikingjelly's own code
+    functional.reset_net(fast)
+    functional.reset_net(ref)
+    with torch.no_grad():
+        assert torch.equal(fast(x.double()), ref(x.double()))  # float64: spikingjelly's code
+
+
+class _Watch(TorchDispatchMode):
+    """A do-nothing dispatch mode: under it the models take the plain (counted) path."""
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        return func(*args, **(kwargs or {}))
+
+
+@pytest.mark.parametrize("name", ["sdit-tiny", "sdit-tiny-norecon", "dit-tiny"])
+def test_fused_model_path_matches_the_counted_path(name: str) -> None:
+    torch.manual_seed(0)
+    model = build_model(name)
+    with torch.no_grad():
+        for module in model.modules():
+            if isinstance(module, torch.nn.Linear):
+                module.weight.mul_(8.0 if name.startswith("sdit") else 1.0)  # make the LIF layers fire
+                if name.startswith("dit"):
+                    module.weight.add_(0.05 * torch.randn_like(module.weight))  # past adaLN-Zero's zeros
+    g = torch.Generator().manual_seed(2)
+    x = torch.randn(2, 1, 28, 28, generator=g)
+    t = torch.randint(0, 1000, (2,), generator=g)
+
+    def run(watched: bool):
+        model.zero_grad(set_to_none=True)
+        with _Watch() if watched else contextlib.nullcontext():
+            out = model(x, t)
+            out.square().mean().backward()
+        with torch.no_grad(), _Watch() if watched else contextlib.nullcontext():
+            sampled = model(x, t)
+        return out.detach(), sampled, [p.grad.clone() for p in model.parameters() if p.grad is not None]
+
+    (fast, fast_sample, fast_grads), (plain, plain_sample, plain_grads) = run(False), run(True)
+    if name.startswith("sdit"):  # the same float operations: bit-identical, so no spike flips
+        assert torch.equal(fast, plain) and torch.equal(fast_sample, plain_sample)
+        rtol = 1e-5
+    else:  # fused attention and multiply-adds round differently
+        assert torch.allclose(fast, plain, rtol=1e-4, atol=1e-6)
+        assert torch.allclose(fast_sample, plain_sample, rtol=1e-4, atol=1e-6)
+        rtol = 1e-3
+    assert len(fast_grads) == len(plain_grads)
+    for a, b in zip(fast_grads, plain_grads):
+        assert torch.allclose(a, b, rtol=rtol, atol=1e-6 * float(b.abs().max()) + 1e-9)
