@@ -1,11 +1,13 @@
 """Small C kernels for the CPU (``cpu_kernels.c``): the LIF neuron and token-shift mixes, loaded with ctypes.
 
-The C file needs no torch headers: it is compiled with the system C compiler
-(``cc``, about a second) into torch's extension cache (``TORCH_EXTENSIONS_DIR``,
-default ``~/.cache/torch_extensions``) on first use, named by a hash of source and
-flags, written atomically (a temporary file renamed into place), and loaded with
-``ctypes``. A failed build is remembered (:func:`extension_status`, one line) and the
-callers fall back to tensor code; nothing is raised at import. ``SDIT_CPU_KERNELS=0``
+The C file needs no torch headers: ``python -m sdit.build_ext`` (run by
+``scripts/setup.sh``) compiles it with the system C compiler (``cc``, about a second) into
+the environment (``<sys.prefix>/share/sdit/torch_extensions``, beside the WKV kernel). When
+it is not there, the first use compiles it into ``TORCH_EXTENSIONS_DIR`` (default
+``~/.cache/torch_extensions``). Either way it is named by a hash of source and flags,
+written atomically (a temporary file renamed into place), and loaded with ``ctypes``.
+A failed build is remembered (:func:`extension_status`, one line) and the callers
+fall back to tensor code; nothing is raised at import. ``SDIT_CPU_KERNELS=0``
 disables the kernels (checked on every call). Callers wrap the functions in
 ``torch.library`` custom ops (``sdit.models.lif``, ``sdit.models.fused``).
 """
@@ -17,6 +19,7 @@ import hashlib
 import os
 import shutil
 import subprocess
+import sys
 import tempfile
 import threading
 from dataclasses import dataclass, field
@@ -60,9 +63,25 @@ def _cache_dir() -> Path:
     return Path(root)
 
 
-def _build(name: str) -> Path:
-    """Compile ``cpu_kernels.c`` into the cache (atomically: a temporary file renamed into place)."""
-    target = _cache_dir() / f"{name}.so"
+def _prebuilt_dir() -> Path:
+    """Where ``python -m sdit.build_ext`` puts the library: inside the environment, as the WKV kernel."""
+    return Path(sys.prefix) / "share" / "sdit" / "torch_extensions"
+
+
+def library_name() -> str:
+    """The library's file stem: a hash of the C source and the compiler flags."""
+    return _library_name()
+
+
+def _build(name: str, root: Path | None = None) -> Path:
+    """Compile ``cpu_kernels.c`` into ``root`` (default: the environment's prebuilt copy if there, else
+    the cache), atomically: a temporary file renamed into place."""
+    if root is None:
+        prebuilt = _prebuilt_dir() / f"{name}.so"
+        if prebuilt.exists():
+            return prebuilt
+        root = _cache_dir()
+    target = root / f"{name}.so"
     if target.exists():
         return target
     compiler = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")
@@ -80,6 +99,15 @@ def _build(name: str) -> Path:
         if os.path.exists(tmp):
             os.unlink(tmp)
     return target
+
+
+def build_into(root: Path) -> Path:
+    """Compile the kernels into ``root`` (setup time) and return the library's path; no-op if there.
+
+    Raises:
+        RuntimeError: no C compiler, or the compiler failed (its stderr in the message).
+    """
+    return _build(_library_name(), root)
 
 
 def load() -> ctypes.CDLL | None:

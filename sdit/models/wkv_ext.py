@@ -35,6 +35,7 @@ the output are saved for the backward pass, which recomputes the per-token state
 import hashlib
 import os
 import shutil
+import subprocess
 import sys
 import tempfile
 import threading
@@ -326,7 +327,7 @@ def main(argv: list[str] | None = None) -> int:
     name = _extension_name()
     if _library(root, name).exists():
         print(f"WKV kernel already built: {_library(root, name)}")
-        return 0
+        return _build_cpu_kernels(root)
     print(BUILD_NOTICE.format(where=root), file=sys.stderr, flush=True)
     try:
         path = build(root, name)
@@ -336,4 +337,18 @@ def main(argv: list[str] | None = None) -> int:
               f"sdit will use the slower tensor-op loop", file=sys.stderr)
         return 1
     print(f"WKV kernel built: {path} ({module.isa()})")
+    return _build_cpu_kernels(root)
+
+
+def _build_cpu_kernels(root: Path) -> int:
+    """Build the small C kernels (LIF, token-shift mixes) beside the WKV kernel; 1 with one line if they fail."""
+    from sdit.models import cpu_kernels
+
+    try:
+        path = cpu_kernels.build_into(root)
+    except (OSError, RuntimeError, subprocess.SubprocessError) as exc:
+        print(f"error: building the C kernels failed ({_one_line(f'{type(exc).__name__}: {exc}')}); "
+              f"sdit will use spikingjelly's LIF and tensor ops", file=sys.stderr)
+        return 1
+    print(f"C kernels (LIF, token-shift mixes): {path}")
     return 0

@@ -163,3 +163,21 @@ def test_fused_model_path_matches_the_counted_path(name: str) -> None:
     assert len(fast_grads) == len(plain_grads)
     for a, b in zip(fast_grads, plain_grads):
         assert torch.allclose(a, b, rtol=rtol, atol=1e-6 * float(b.abs().max()) + 1e-9)
+
+
+def test_cpu_kernels_prebuilt_copy_is_used_before_the_cache(tmp_path, monkeypatch):
+    """``python -m sdit.build_ext`` builds the C kernels into the environment; loading finds them there
+    and never writes to the run-time cache."""
+    import shutil
+
+    from sdit.models import cpu_kernels
+
+    if shutil.which("cc") is None and shutil.which("gcc") is None:
+        pytest.skip("no C compiler")
+    prebuilt, cache = tmp_path / "prebuilt", tmp_path / "cache"
+    path = cpu_kernels.build_into(prebuilt)
+    assert path == prebuilt / f"{cpu_kernels.library_name()}.so" and path.is_file()
+    monkeypatch.setattr(cpu_kernels, "_prebuilt_dir", lambda: prebuilt)
+    monkeypatch.setenv("TORCH_EXTENSIONS_DIR", str(cache))
+    assert cpu_kernels._build(cpu_kernels.library_name()) == path
+    assert not cache.exists()
