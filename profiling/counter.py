@@ -32,6 +32,7 @@ import contextlib
 import functools
 import importlib
 import logging
+import sys
 import weakref
 from collections import defaultdict
 from collections.abc import Callable, Iterator
@@ -347,7 +348,10 @@ class LayerCounter:
         action, paused = self._frames.pop()
         if action == _RECORD:
             recording = self._recorders.pop()
-            self._cache[recording.key] = _NOT_REUSED if recording.tainted else recording
+            # A call that raised (torch runs always_call hooks while handling the exception) recorded
+            # only part of its ops: never reuse it.
+            failed = sys.exc_info()[0] is not None
+            self._cache[recording.key] = _NOT_REUSED if recording.tainted or failed else recording
             self._signatures[id(module)] += 1
         elif action == _REPLAY:
             self._replaying = 0

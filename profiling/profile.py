@@ -11,6 +11,7 @@ from dataclasses import asdict
 from typing import Any
 
 from profiling.records import (
+    COLUMNS,
     CONVENTIONS,
     NO_UPSTREAM,
     SUMMED,
@@ -90,14 +91,15 @@ def build_profile(
         per_values: dict[str, dict[str, Number]] = {}
         t = meta.get("t")
         for name, rec in layers.items():
-            macs_paper, acs_paper, dense_spiking = _paper_split(rec, name in in_spiking_block, rates)
-            full = {**rec, "macs_paper": macs_paper, "acs_paper": acs_paper, "dense_macs_spiking": dense_spiking}
             if name not in kinds:
                 order.append(name)
                 kinds[name] = rec["kind"]
                 values[name] = []
-            per_image = ({c: full[c] for c in SUMMED} if batch_size == 1  # x / 1 is x, for ints and floats
-                         else {c: _per_image(full[c], batch_size) for c in SUMMED})
+            full = {c: rec[c] for c in COLUMNS}  # then the paper columns: the order of SUMMED
+            full["macs_paper"], full["acs_paper"], full["dense_macs_spiking"] = _paper_split(
+                rec, name in in_spiking_block, rates)
+            per_image = (full if batch_size == 1  # x / 1 is x, for ints and floats
+                         else {c: _per_image(v, batch_size) for c, v in full.items()})
             values[name].append(per_image)
             per_values[name] = per_image
             per_layer[name] = LayerStepRecord(

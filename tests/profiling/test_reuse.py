@@ -78,3 +78,41 @@ def test_value_dependent_calls_and_new_shapes_are_counted_op_by_op() -> None:
     wider = profile_module(model, (x, torch.ones(3, 4)), name="m")  # a new shape: recorded anew
     assert wider.to_dict() == profile_module(model, (x, torch.ones(3, 4)), name="m", reuse=False).to_dict()
     assert wider.layer("inner.lin").dense_macs == (2 + 3) * 4 * 4 / 2
+
+
+
+class _Fragile(nn.Module):
+    """Raises half-way while ``fail`` is set (state no input signature sees)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lin = nn.Linear(4, 4)
+        self.fail = True
+
+    def forward(self, x: Tensor) -> Tensor:
+        y = self.lin(x) * 2
+        if self.fail:
+            self.fail = False
+            raise ValueError("half-way")
+        return y + 1
+
+
+class _Retries(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.inner = _Fragile()
+
+    def forward(self, x: Tensor) -> Tensor:
+        try:
+            return self.inner(x)
+        except ValueError:
+            return self.inner(x)
+
+
+def test_a_call_that_raised_is_not_reused() -> None:
+    x = torch.ones(2, 4)
+    model = _Retries()
+    reused = profile_module(model, (x,), name="m")
+    model.inner.fail = True
+    assert reused.to_dict() == profile_module(model, (x,), name="m", reuse=False).to_dict()
+    assert reused.layer("inner").adds == 4  # per image: the + 1 of the second call, counted
