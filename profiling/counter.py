@@ -367,8 +367,8 @@ class LayerCounter:
         steps = out.shape[0] if multi else 1
         per_step = torch.count_nonzero(out.reshape(steps, -1), dim=1)  # (steps,) on device
         tally = self._tally(name)
-        tally.add({"spikes": per_step.sum(), "neuron_updates": out.numel()})
-        tally.spikes_per_step.append(per_step)
+        tally.add({"neuron_updates": out.numel()})
+        tally.spikes_per_step.append(per_step)  # the spikes column is their sum, taken in finish()
         tally.steps += steps
         self._mark_spikes(out)
         self._last_neuron = name
@@ -481,7 +481,10 @@ class LayerCounter:
                 record: dict[str, Any] = {"kind": tally.kind, **zero, **tally.totals}
                 for column, values in tally.pending.items():
                     record[column] = record.get(column, 0) + sum(map(resolved, values))
-                record["spikes_per_step"] = _sum_by_step([resolved(v) for v in tally.spikes_per_step])
+                per_call = [resolved(v) for v in tally.spikes_per_step]
+                if per_call:
+                    record["spikes"] += sum(sum(c) for c in per_call)
+                record["spikes_per_step"] = _sum_by_step(per_call)
                 record["steps"] = tally.steps
                 record["upstream"] = dict(tally.upstream)
                 out_layers[name] = record
