@@ -10,6 +10,11 @@
     .venv/bin/python bench/profile_overhead.py [--preset sdit-mnist] [--batch-size 4] [--repeats 5]
     .venv/bin/python bench/profile_overhead.py --skip-forward --sampling-presets sdit-small dit-small \\
         --sampling-batches 1 16 --steps 50 --sampling-repeats 3
+    nice -n 10 .venv/bin/python bench/profile_overhead.py --skip-forward --threads 1   # as measured for #12
+
+Why a DiT run costs little more than plain sampling: the counter reuses the recorded counts of
+neuron-free modules called again with the same input signature (``LayerCounter(reuse=True)``),
+so a DiT is counted op by op at its first step only; an SDiT's spiking blocks stay op by op.
 
 CPU timings on a shared machine are noisy: compare ratios from one run, not across runs. Each ratio is
 given twice: by wall-clock time and by this process's CPU time (all its threads), which other processes
