@@ -392,8 +392,16 @@ class LayerCounter:
             recording.add(name, counts, dense)
 
     def _replay(self, recording: _Recording) -> None:
-        for name, (counts, dense) in recording.layers.items():
-            self._add(name, counts, dense)
+        last, recorders = self._last_neuron, self._recorders
+        for name, (counts, dense) in recording.layers.items():  # ints only: a recording with tensors is tainted
+            tally = self._tally(name)
+            totals = tally.totals
+            for column, value in counts.items():
+                totals[column] = totals.get(column, 0) + value
+            if dense:
+                tally.upstream[last] += dense
+            for outer in recorders:
+                outer.add(name, counts, dense)
         for (op, name), times in recording.unsupported.items():
             self._note_unsupported(op, name, times)
 

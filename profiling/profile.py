@@ -106,8 +106,9 @@ def build_profile(
                 step=index, t=t, layer=name,
                 **per_image,
                 firing_rate=rates.get(name),
-                spikes_per_step=[_per_image(v, batch_size) for v in rec["spikes_per_step"]],
-                upstream={(NO_UPSTREAM if u is None else u): _per_image(d, batch_size)
+                spikes_per_step=(list(rec["spikes_per_step"]) if batch_size == 1
+                                 else [_per_image(v, batch_size) for v in rec["spikes_per_step"]]),
+                upstream={(NO_UPSTREAM if u is None else u): (d if batch_size == 1 else _per_image(d, batch_size))
                           for u, d in rec["upstream"].items()},
             )
             spiking_steps[name] = spiking_steps.get(name, 0) + rec["steps"]
