@@ -10,8 +10,15 @@
     .venv/bin/python bench/profile_overhead.py [--preset sdit-mnist] [--batch-size 4] [--repeats 5]
     .venv/bin/python bench/profile_overhead.py --skip-forward --sampling-presets sdit-small dit-small \\
         --sampling-batches 1 16 --steps 50 --sampling-repeats 3
+    nice -n 10 .venv/bin/python bench/profile_overhead.py --skip-forward --threads 1   # as measured for #12
 
-CPU timings on a shared machine are noisy: compare ratios from one run, not across runs.
+Why a DiT run costs little more than plain sampling: the counter reuses the recorded counts of
+neuron-free modules called again with the same input signature (``LayerCounter(reuse=True)``),
+so a DiT is counted op by op at its first step only; an SDiT's spiking blocks stay op by op.
+
+CPU timings on a shared machine are noisy: compare ratios from one run, not across runs. Each ratio is
+given twice: by wall-clock time and by this process's CPU time (all its threads), which other processes
+on a loaded machine disturb much less; ``--threads`` pins torch's intra-op threads.
 """
 
 from __future__ import annotations
@@ -31,22 +38,29 @@ from sdit.diffusion import Diffusion, sample
 from sdit.models import build_model
 
 
-def _time(fn: Callable[[], object]) -> float:
-    start = time.perf_counter()
+def _time(fn: Callable[[], object]) -> tuple[float, float]:
+    """(wall seconds, CPU seconds of this process) of one call."""
+    wall, cpu = time.perf_counter(), time.process_time()
     fn()
-    return time.perf_counter() - start
+    return time.perf_counter() - wall, time.process_time() - cpu
 
 
-def _interleaved(methods: dict[str, Callable[[], object]], repeats: int) -> dict[str, float]:
-    """Median seconds per method: one warm-up call each, then ``repeats`` interleaved rounds."""
-    times: dict[str, list[float]] = {name: [] for name in methods}
+def _interleaved_both(methods: dict[str, Callable[[], object]], repeats: int) -> dict[str, tuple[float, float]]:
+    """Median (wall, CPU) seconds per method: one warm-up call each, then ``repeats`` interleaved rounds."""
+    times: dict[str, list[tuple[float, float]]] = {name: [] for name in methods}
     with torch.no_grad():
         for fn in methods.values():
             fn()
         for _ in range(repeats):
             for name, fn in methods.items():
                 times[name].append(_time(fn))
-    return {name: statistics.median(values) for name, values in times.items()}
+    return {name: (statistics.median(w for w, _ in values), statistics.median(c for _, c in values))
+            for name, values in times.items()}
+
+
+def _interleaved(methods: dict[str, Callable[[], object]], repeats: int) -> dict[str, float]:
+    """Median wall seconds per method (see :func:`_interleaved_both`)."""
+    return {name: wall for name, (wall, _) in _interleaved_both(methods, repeats).items()}
 
 
 def forward_overhead(preset: str, batch_size: int, repeats: int) -> None:
@@ -91,15 +105,16 @@ def _sampling_case(model: torch.nn.Module, preset: str, batch: int, steps: int, 
     def profiled() -> None:
         profile_workload(model, work, name=preset)
 
-    med = _interleaved({"plain": plain, "profiled": profiled}, repeats)
-    print(f"{preset}, {batch}, {med['plain']:.3f}, {med['profiled']:.3f}, {med['profiled'] / med['plain']:.2f}x",
-          flush=True)
+    med = _interleaved_both({"plain": plain, "profiled": profiled}, repeats)
+    (plain_wall, plain_cpu), (prof_wall, prof_cpu) = med["plain"], med["profiled"]
+    print(f"{preset}, {batch}, {plain_wall:.3f}, {prof_wall:.3f}, {prof_wall / plain_wall:.2f}x, "
+          f"{plain_cpu:.3f}, {prof_cpu:.3f}, {prof_cpu / plain_cpu:.2f}x", flush=True)
 
 
 def sampling_overhead(presets: list[str], batches: list[int], steps: int, repeats: int) -> None:
     print(f"# sampling: DDIM {steps} steps, eta 0, {torch.get_num_threads()} threads, median of {repeats}; "
           "ratio = profiled run / plain run of the same workload")
-    print("preset, batch, plain s, profiled s, ratio")
+    print("preset, batch, plain wall s, profiled wall s, wall ratio, plain CPU s, profiled CPU s, CPU ratio")
     for preset in presets:
         torch.manual_seed(0)
         model = build_model(preset).eval()
@@ -118,7 +133,10 @@ def main() -> None:
     parser.add_argument("--sampling-batches", nargs="*", type=int, default=[1, 16])
     parser.add_argument("--steps", type=int, default=50, help="DDIM steps of the sampling runs.")
     parser.add_argument("--sampling-repeats", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's).")
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     if not args.skip_forward:
         forward_overhead(args.preset, args.batch_size, args.repeats)
     if args.sampling_presets:

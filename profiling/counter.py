@@ -13,11 +13,26 @@ Spikes are recognised by provenance, never by looking at values: the output of
 a neuron is a spike tensor, and so is anything a data-movement op
 (:data:`profiling.rules.SPIKE_PRESERVING`) makes from spike tensors only. Data-dependent
 counts stay on the device until :meth:`LayerCounter.finish`, which synchronises once.
+
+Reuse (``reuse=True``, the default): a module with no neuron below it, called with no spike
+input, costs the same ops every time it is called with the same input signature (shapes,
+dtypes, strides, devices, plain argument values, train/grad/autocast state). Its first call is
+counted op by op and recorded; later calls with that signature add the recorded counts and run
+with the dispatch mode paused, so a DiT's sampling run is counted op by op only at its first
+step. A recording is never reused if anything in it depended on values: a spike tensor met by
+a rule, a value read into Python (``.item()``, ``bool(t)``: aten ``_local_scalar_dense``) or an
+op whose output shape depends on data (``nonzero``, boolean indexing, ...). What the guard cannot
+see is a value read through ``.tolist()`` / ``.numpy()`` or Python state that changes between
+calls; for such a module pass ``reuse=False`` (counts op by op everywhere).
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
+import importlib
+import logging
+import sys
 import weakref
 from collections import defaultdict
 from collections.abc import Callable, Iterator
@@ -40,6 +55,37 @@ __all__ = ["COLUMNS", "NEURON_COLUMNS", "LayerCounter", "UnknownNeuronError", "U
 KNOWN_NEURONS: tuple[type[nn.Module], ...] = (sj_neuron.LIFNode, sj_neuron.IFNode, sj_neuron.ParametricLIFNode)
 
 
+# spikingjelly registers its neuron kernels as torch ``triton_op``s when a neuron first runs; without
+# Triton, torch then logs "Triton not available" (a warning, once per kernel) in the user's session.
+_NEURON_KERNELS = ("spikingjelly._ops.lif", "spikingjelly._ops.if_", "spikingjelly._ops.plif")
+
+
+@functools.cache
+def _load_neuron_kernels_quietly() -> None:
+    """Import spikingjelly's neuron kernels once with torch's Triton-discovery log silenced."""
+    log = logging.getLogger("torch._library.triton")
+    level = log.level
+    log.setLevel(logging.ERROR)
+    try:
+        for module in _NEURON_KERNELS:
+            try:
+                importlib.import_module(module)
+            except ImportError:  # another spikingjelly layout: its neurons load their kernels themselves
+                continue
+    finally:
+        log.setLevel(level)
+
+
+def _is_spikingjelly_neuron(module: nn.Module) -> bool:
+    """A spikingjelly neuron, or a subclass of one: some class of its MRO lives in spikingjelly's
+    ``neuron`` package (``BaseNode``, ``SimpleBaseNode``, the PSN, DSR, ILC, non-spiking ... families)."""
+    return any(c.__module__ == _SJ_NEURON_PACKAGE or c.__module__.startswith(_SJ_NEURON_PACKAGE + ".")
+               for c in type(module).__mro__)
+
+
+_SJ_NEURON_PACKAGE = sj_neuron.__name__  # spikingjelly.activation_based.neuron
+
+
 class UnsupportedOpError(RuntimeError):
     """Strict mode met an op that no rule covers."""
 
@@ -60,20 +106,66 @@ def wkv_counts(k: Tensor) -> Counts:
 
 @dataclass
 class LayerTally:
-    """Running counts of one layer (over one diffusion step or a whole forward)."""
+    """Running counts of one layer (over one diffusion step or a whole forward).
+
+    Integer counts are summed as they come (``totals``); data-dependent counts are 0-dim device
+    tensors kept in ``pending`` until :meth:`LayerCounter.finish` reads them all at once.
+    """
 
     kind: str
-    counts: dict[str, list[Any]] = field(default_factory=lambda: defaultdict(list))
+    totals: dict[str, int] = field(default_factory=dict)
+    pending: dict[str, list[Tensor]] = field(default_factory=dict)
     spikes_per_step: list[Any] = field(default_factory=list)  # neuron layers: per spiking step
     steps: int = 0  # neuron layers: spiking steps run
     upstream: dict[str | None, int] = field(default_factory=lambda: defaultdict(int))  # dense MACs by upstream neuron
 
     def add(self, counts: Counts) -> None:
+        totals = self.totals
         for column, value in counts.items():
-            self.counts[column].append(value)
+            if isinstance(value, Tensor):
+                self.pending.setdefault(column, []).append(value)
+            else:
+                totals[column] = totals.get(column, 0) + value
 
+
+@dataclass
+class _Recording:
+    """What one call of a reusable module counted: per layer its summed counts and dense MACs."""
+
+    key: Any
+    layers: dict[str, list[Any]] = field(default_factory=dict)  # layer -> [counts, dense MACs], first-use order
+    unsupported: dict[tuple[str, str], int] = field(default_factory=dict)  # (op, layer) -> times
+    tainted: bool = False  # something depended on values: never reuse
+
+    def add(self, name: str, counts: Counts, dense: int) -> None:
+        entry = self.layers.get(name)
+        if entry is None:
+            entry = self.layers[name] = [{}, 0]
+        totals = entry[0]
+        for column, value in counts.items():
+            if isinstance(value, Tensor):
+                self.tainted = True
+                return
+            totals[column] = totals.get(column, 0) + value
+        entry[1] += dense
+
+
+# Ops whose result feeds values into Python or whose output shape depends on data: a module that
+# runs one of them is counted op by op at every call (see the module docstring).
+VALUE_DEPENDENT: frozenset[str] = frozenset({
+    "_local_scalar_dense", "item", "is_nonzero", "equal", "allclose", "nonzero", "nonzero_static", "argwhere",
+    "masked_select", "masked_scatter", "unique", "_unique", "_unique2", "unique_consecutive", "unique_dim",
+    "unique_dim_consecutive", "repeat_interleave", "bincount", "histc", "multinomial",
+})
+_NOT_REUSED = object()  # cache value of a signature whose recording was tainted
 
 class _DispatchCounter(TorchDispatchMode):
+    @classmethod
+    def _should_skip_dynamo(cls) -> bool:
+        # Counting runs eagerly; without this, torch wraps __torch_dispatch__ in a Dynamo-disable
+        # shim that costs about 8 us on every aten op.
+        return False
+
     def __init__(self, owner: LayerCounter) -> None:
         super().__init__()
         self.owner = owner
@@ -100,22 +192,26 @@ class LayerCounter:
         model: The model whose modules name the layers.
         strict: Raise :class:`UnsupportedOpError` on the first op no rule covers.
         neuron_types: Extra neuron classes to count like LIF (spikes, updates).
+        reuse: Reuse the recorded counts of neuron-free modules called again with the same
+            input signature (see the module docstring); ``False`` counts every call op by op.
 
     Raises:
         UnknownNeuronError: at construction, for a spikingjelly neuron of an unknown type.
     """
 
     def __init__(
-        self, model: nn.Module, strict: bool = False, neuron_types: tuple[type[nn.Module], ...] = ()
+        self, model: nn.Module, strict: bool = False, neuron_types: tuple[type[nn.Module], ...] = (),
+        reuse: bool = True,
     ) -> None:
         self.model = model
         self.strict = strict
+        self.reuse = reuse
         self.neuron_types = KNOWN_NEURONS + tuple(neuron_types)
         modules = list(model.named_modules())
         self.names: dict[int, str] = {id(m): (name or ROOT) for name, m in modules}
         self.kinds: dict[str, str] = {(name or ROOT): type(m).__name__ for name, m in modules}
         for name, module in modules:
-            if isinstance(module, sj_neuron.BaseNode) and not isinstance(module, self.neuron_types):
+            if _is_spikingjelly_neuron(module) and not isinstance(module, self.neuron_types):
                 raise UnknownNeuronError(
                     f"{name}: neuron type {type(module).__name__} has no cost model; "
                     f"known: {', '.join(t.__name__ for t in self.neuron_types)} (pass neuron_types= to add one)"
@@ -124,8 +220,26 @@ class LayerCounter:
         self.in_spiking_block = _spiking_block_members(modules, self.neuron_types)
         self.blocks = spiking_blocks(model, self.neuron_types, modules)
         self.has_neurons = any(isinstance(m, self.neuron_types) for _, m in modules)
+        if self.has_neurons:
+            _load_neuron_kernels_quietly()
+        # What the hooks do per module, decided once: count whole (neurons, WKV), maybe reuse, or just name.
+        self._action: dict[int, int] = {}
+        for _, m in modules:
+            if isinstance(m, self.neuron_types):
+                self._action[id(m)] = _NEURON
+            elif isinstance(m, WKV):
+                self._action[id(m)] = _WKV
+            elif reuse and not any(isinstance(sub, self.neuron_types) for sub in m.modules()):
+                self._action[id(m)] = _REUSABLE
+            else:
+                self._action[id(m)] = _NAME
         self._stack: list[str] = []
-        self._paused: list[contextlib.AbstractContextManager[Any] | None] = []
+        # Per running named module: (what its pre-hook did, a paused dispatch mode to resume or None).
+        self._frames: list[tuple[int, contextlib.AbstractContextManager[Any] | None]] = []
+        self._recorders: list[_Recording] = []  # recordings of the reusable modules now running
+        self._cache: dict[Any, Any] = {}  # (module id, input signature) -> _Recording or _NOT_REUSED
+        self._signatures: dict[int, int] = defaultdict(int)  # module id -> signatures cached
+        self._replaying = 0  # > 0 inside a module whose counts were reused: its children do nothing
         # Spike tensors by id, each with a weak reference whose callback drops the entry when the
         # tensor dies (so an id reused by a new tensor never reads as spikes).
         self._spikes: dict[int, weakref.ref] = {}
@@ -141,14 +255,14 @@ class LayerCounter:
     # ---- context -----------------------------------------------------------------
     def __enter__(self) -> LayerCounter:
         for module in self.model.modules():
-            self._handles.append(module.register_forward_pre_hook(self._pre_hook))
-            self._handles.append(module.register_forward_hook(self._post_hook, always_call=True))
+            self._handles.append(module.register_forward_pre_hook(self._pre_hook, with_kwargs=True))
+            self._handles.append(module.register_forward_hook(self._post_hook, with_kwargs=True, always_call=True))
         self._mode.__enter__()
         return self
 
     def __exit__(self, *exc: Any) -> None:
-        while self._paused:  # a forward that raised inside a paused module
-            paused = self._paused.pop()
+        while self._frames:  # a forward that raised inside a paused module
+            _, paused = self._frames.pop()
             if paused is not None:
                 paused.__exit__(None, None, None)
         self._mode.__exit__(*exc)
@@ -156,6 +270,8 @@ class LayerCounter:
             handle.remove()
         self._handles.clear()
         self._stack.clear()
+        self._recorders.clear()
+        self._replaying = 0
 
     @contextlib.contextmanager
     def step(self, **meta: Any) -> Iterator[None]:
@@ -177,33 +293,73 @@ class LayerCounter:
         self._current = None
 
     # ---- hooks -------------------------------------------------------------------
-    def _module_rule(self, module: nn.Module) -> bool:
-        return isinstance(module, self.neuron_types) or isinstance(module, WKV)
+    def _pause(self) -> contextlib.AbstractContextManager[Any] | None:
+        """Pause the dispatch mode (if it is the innermost one); returns what to resume."""
+        if _get_current_dispatch_mode() is not self._mode:
+            return None
+        paused = _pop_mode_temporarily()
+        paused.__enter__()
+        return paused
 
-    def _pre_hook(self, module: nn.Module, args: Any) -> None:
-        name = self.names.get(id(module))
-        if name is None:
+    def _pre_hook(self, module: nn.Module, args: Any, kwargs: Any) -> None:
+        if self._replaying:
+            self._replaying += 1
             return
+        action = self._action.get(id(module))
+        if action is None:
+            return
+        name = self.names[id(module)]
         self._stack.append(name)
-        if self._module_rule(module):
-            paused = _pop_mode_temporarily() if _get_current_dispatch_mode() is self._mode else None
-            if paused is not None:
-                paused.__enter__()
-            self._paused.append(paused)
-            if isinstance(module, WKV):
-                self._tally(name).add(wkv_counts(args[2]))
+        if action == _NAME:
+            self._frames.append((_NAME, None))
+        elif action == _REUSABLE:
+            self._enter_reusable(module, args, kwargs)
+        else:  # neurons and WKV: counted whole, their own ops paused
+            self._frames.append((action, self._pause()))
+            if action == _WKV:
+                self._add(name, wkv_counts(args[2]))
 
-    def _post_hook(self, module: nn.Module, args: Any, out: Any) -> None:
-        name = self.names.get(id(module))
-        if name is None:
+    def _enter_reusable(self, module: nn.Module, args: Any, kwargs: Any) -> None:
+        signature = _signature(args, kwargs, self._spike_test)
+        if signature is None:  # spikes or something we cannot key on: count op by op
+            self._frames.append((_NAME, None))
             return
-        if self._module_rule(module) and self._paused:
-            if isinstance(module, self.neuron_types) and isinstance(out, Tensor):
-                self._count_neuron(name, module, out)  # while paused: its own ops go uncounted
-            paused = self._paused.pop()
-            if paused is not None:
-                paused.__exit__(None, None, None)
-        if self._stack and self._stack[-1] == name:
+        key = (id(module), signature, module.training, torch.is_grad_enabled(), torch.is_autocast_enabled())
+        recording = self._cache.get(key)
+        if recording is None:
+            if self._signatures[id(module)] >= _MAX_SIGNATURES:
+                self._frames.append((_NAME, None))
+                return
+            self._recorders.append(_Recording(key))
+            self._frames.append((_RECORD, None))
+        elif recording is _NOT_REUSED:
+            self._frames.append((_NAME, None))
+        else:
+            self._replay(recording)
+            self._replaying = 1
+            self._frames.append((_REPLAY, self._pause()))
+
+    def _post_hook(self, module: nn.Module, args: Any, kwargs: Any, out: Any) -> None:
+        if self._replaying > 1:
+            self._replaying -= 1
+            return
+        if id(module) not in self._action or not self._frames:
+            return
+        action, paused = self._frames.pop()
+        if action == _RECORD:
+            recording = self._recorders.pop()
+            # A call that raised (torch runs always_call hooks while handling the exception) recorded
+            # only part of its ops: never reuse it.
+            failed = sys.exc_info()[0] is not None
+            self._cache[recording.key] = _NOT_REUSED if recording.tainted or failed else recording
+            self._signatures[id(module)] += 1
+        elif action == _REPLAY:
+            self._replaying = 0
+        elif action == _NEURON and isinstance(out, Tensor):
+            self._count_neuron(self._stack[-1], module, out)  # while paused: its own ops go uncounted
+        if paused is not None:
+            paused.__exit__(None, None, None)
+        if self._stack:
             self._stack.pop()
 
     def _count_neuron(self, name: str, module: nn.Module, out: Tensor) -> None:
@@ -211,8 +367,8 @@ class LayerCounter:
         steps = out.shape[0] if multi else 1
         per_step = torch.count_nonzero(out.reshape(steps, -1), dim=1)  # (steps,) on device
         tally = self._tally(name)
-        tally.add({"spikes": per_step.sum(), "neuron_updates": out.numel()})
-        tally.spikes_per_step.append(per_step)
+        tally.add({"neuron_updates": out.numel()})
+        tally.spikes_per_step.append(per_step)  # the spikes column is their sum, taken in finish()
         tally.steps += steps
         self._mark_spikes(out)
         self._last_neuron = name
@@ -221,9 +377,40 @@ class LayerCounter:
     def _tally(self, name: str) -> LayerTally:
         if self._current is None:
             self.begin_step()
-        if name not in self._current:
-            self._current[name] = LayerTally(kind=self.kinds.get(name, "?"))
-        return self._current[name]
+        tally = self._current.get(name)
+        if tally is None:
+            tally = self._current[name] = LayerTally(kind=self.kinds.get(name, "?"))
+        return tally
+
+    def _add(self, name: str, counts: Counts, dense: int = 0) -> None:
+        """Add one op's (or one reused call's) counts to layer ``name``; ``dense`` MACs go upstream."""
+        tally = self._tally(name)
+        tally.add(counts)
+        if dense:
+            tally.upstream[self._last_neuron] += dense
+        for recording in self._recorders:
+            recording.add(name, counts, dense)
+
+    def _replay(self, recording: _Recording) -> None:
+        last, recorders = self._last_neuron, self._recorders
+        for name, (counts, dense) in recording.layers.items():  # ints only: a recording with tensors is tainted
+            tally = self._tally(name)
+            totals = tally.totals
+            for column, value in counts.items():
+                totals[column] = totals.get(column, 0) + value
+            if dense:
+                tally.upstream[last] += dense
+            for outer in recorders:
+                outer.add(name, counts, dense)
+        for (op, name), times in recording.unsupported.items():
+            self._note_unsupported(op, name, times)
+
+    def _note_unsupported(self, op: str, name: str, times: int = 1) -> None:
+        count, layers = self._unsupported.get(op, (0, {}))
+        layers[name] = None
+        self._unsupported[op] = (count + times, layers)
+        for recording in self._recorders:
+            recording.unsupported[(op, name)] = recording.unsupported.get((op, name), 0) + times
 
     def _is_spike(self, x: Any) -> bool:
         ref = self._spikes.get(id(x))
@@ -241,6 +428,8 @@ class LayerCounter:
         base = op_base_name(func)
         if base in SPIKE_PRESERVING:
             return _PRESERVING, None
+        if base in VALUE_DEPENDENT:
+            return _VALUE_DEPENDENT, None
         if base in FREE_OPS:
             return _FREE, None
         return _UNSUPPORTED, None
@@ -252,11 +441,8 @@ class LayerCounter:
         what, rule = plan
         if what == _RULE:
             counts = rule(args, kwargs, out, self._spike_test)
-            tally = self._tally(self._stack[-1] if self._stack else OUTSIDE)
-            tally.add(counts)
-            dense = counts.get("dense_macs")
-            if dense:
-                tally.upstream[self._last_neuron] += int(dense)
+            dense = counts.get("dense_macs", 0)
+            self._add(self._stack[-1] if self._stack else OUTSIDE, counts, int(dense) if dense else 0)
             return
         if what == _PRESERVING:
             if self.has_neurons and self._spikes:
@@ -264,16 +450,20 @@ class LayerCounter:
                 if inputs and all(self._is_spike(a) for a in inputs):
                     for o in _tensors(out):
                         self._mark_spikes(o)
+                    for recording in self._recorders:  # spikes made inside: not a function of shapes
+                        recording.tainted = True
             return
         if what == _FREE:
             return
+        if what == _VALUE_DEPENDENT:
+            for recording in self._recorders:
+                recording.tainted = True
+            if op_base_name(func) in FREE_OPS:
+                return
         name = self._stack[-1] if self._stack else OUTSIDE
-        op = str(func)
         if self.strict:
-            raise UnsupportedOpError(f"no counting rule for {op} (in layer {name}); strict mode")
-        count, layers = self._unsupported.get(op, (0, {}))
-        layers[name] = None
-        self._unsupported[op] = (count + 1, layers)
+            raise UnsupportedOpError(f"no counting rule for {func} (in layer {name}); strict mode")
+        self._note_unsupported(str(func), name)
 
     # ---- results -----------------------------------------------------------------
     def finish(self) -> tuple[list[tuple[dict[str, Any], dict[str, dict[str, Any]]]], list[UnsupportedOp]]:
@@ -287,19 +477,22 @@ class LayerCounter:
         pending: list[Tensor] = []
         for _, layers in self._steps:
             for tally in layers.values():
-                for values in tally.counts.values():
-                    pending.extend(v for v in values if isinstance(v, Tensor))
+                for values in tally.pending.values():
+                    pending.extend(values)
                 pending.extend(tally.spikes_per_step)
         resolved = _resolve(pending)
+        zero = dict.fromkeys(COLUMNS, 0)
         steps = []
         for meta, layers in self._steps:
             out_layers = {}
             for name, tally in layers.items():
-                record: dict[str, Any] = {"kind": tally.kind, **dict.fromkeys(COLUMNS, 0)}
-                for column, values in tally.counts.items():
-                    record[column] = sum(map(resolved, values))
-                per_step = [resolved(v) for v in tally.spikes_per_step]
-                record["spikes_per_step"] = _sum_by_step(per_step)
+                record: dict[str, Any] = {"kind": tally.kind, **zero, **tally.totals}
+                for column, values in tally.pending.items():
+                    record[column] = record.get(column, 0) + sum(map(resolved, values))
+                per_call = [resolved(v) for v in tally.spikes_per_step]
+                if per_call:
+                    record["spikes"] += sum(sum(c) for c in per_call)
+                record["spikes_per_step"] = _sum_by_step(per_call)
                 record["steps"] = tally.steps
                 record["upstream"] = dict(tally.upstream)
                 out_layers[name] = record
@@ -308,7 +501,35 @@ class LayerCounter:
         return steps, unsupported
 
 
-_RULE, _PRESERVING, _FREE, _UNSUPPORTED = range(4)
+_RULE, _PRESERVING, _FREE, _UNSUPPORTED, _VALUE_DEPENDENT = range(5)
+# What a module's hooks do: name it, count it whole (neuron / WKV), or maybe reuse its counts.
+_NAME, _NEURON, _WKV, _REUSABLE, _RECORD, _REPLAY = range(6)
+_MAX_SIGNATURES = 8  # distinct input signatures cached per module; past that, counted op by op
+
+
+def _signature(args: Any, kwargs: Any, spike: Callable[[Any], bool]) -> tuple[Any, ...] | None:
+    """A hashable key of a module call's inputs: tensors by shape, dtype, stride and device, plain
+    values by type and value; ``None`` if an input is spikes or cannot be keyed."""
+    parts: list[Any] = []
+    for value in (*args, *(kwargs.items() if kwargs else ())):
+        part = _key_of(value, spike, 0)
+        if part is None:
+            return None
+        parts.append(part)
+    return tuple(parts)
+
+
+def _key_of(value: Any, spike: Callable[[Any], bool], depth: int) -> Any:
+    if isinstance(value, Tensor):
+        if spike(value) or value.layout is not torch.strided:
+            return None
+        return (value.shape, value.dtype, value.device, value.stride(), value.requires_grad)
+    if value is None or isinstance(value, bool | int | float | str):
+        return (type(value), value)
+    if isinstance(value, tuple | list) and depth < 2:
+        parts = [_key_of(v, spike, depth + 1) for v in value]
+        return None if any(p is None for p in parts) else (type(value), tuple(parts))
+    return None
 
 
 def _never(x: Any) -> bool:
@@ -330,18 +551,26 @@ def _tensors(*trees: Any) -> list[Tensor]:
 
 
 def _resolve(pending: list[Tensor]) -> Callable[[Any], Any]:
-    """Move all pending device tensors to host in one go; return a lookup."""
+    """Move all pending device tensors to host in one go per device; return a lookup.
+
+    0-dim counts are stacked and per-step vectors concatenated, so a long sampling run costs two
+    small ops and one copy per device, not an op per count.
+    """
     values: dict[int, Any] = {}
-    by_device: dict[torch.device, list[Tensor]] = defaultdict(list)
+    groups: dict[tuple[torch.device, bool], list[Tensor]] = defaultdict(list)
     for t in pending:
-        by_device[t.device].append(t)
-    for tensors in by_device.values():
-        flat = torch.cat([t.reshape(-1).to(torch.int64) for t in tensors]).tolist() if tensors else []
+        groups[(t.device, t.dim() == 0)].append(t)
+    for (_, scalar), tensors in groups.items():
+        as_int = [t if t.dtype == torch.int64 else t.to(torch.int64) for t in tensors]
+        if scalar:
+            for t, v in zip(tensors, torch.stack(as_int).tolist(), strict=True):
+                values[id(t)] = v
+            continue
+        flat = torch.cat([t.reshape(-1) for t in as_int]).tolist()
         offset = 0
         for t in tensors:
             n = t.numel()
-            chunk = flat[offset : offset + n]
-            values[id(t)] = chunk[0] if t.dim() == 0 else chunk
+            values[id(t)] = flat[offset : offset + n]
             offset += n
 
     def lookup(v: Any) -> Any:

@@ -6,10 +6,12 @@ re-exported here for code written before that module existed.
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict
 from typing import Any
 
 from profiling.records import (
+    COLUMNS,
     CONVENTIONS,
     NO_UPSTREAM,
     SUMMED,
@@ -20,7 +22,6 @@ from profiling.records import (
     StepRecord,
     UnsupportedOp,
     Workload,
-    exact_sum,
     workload_label,
 )
 
@@ -34,6 +35,12 @@ def _per_image(value: int | float, batch: int) -> Number:
     if isinstance(value, int) and value % batch == 0:
         return value // batch
     return value / batch
+
+
+def _sum(values: list[Number]) -> Number:
+    """:func:`profiling.records.exact_sum`, fast: a plain sum stays an int only if every value is one."""
+    total = sum(values)
+    return total if isinstance(total, int) else math.fsum(values)
 
 
 def _add_by_step(total: list[Number], step: list[Number]) -> list[Number]:
@@ -74,34 +81,44 @@ def build_profile(
     blocks = blocks or {}
     order: list[str] = []
     kinds: dict[str, str] = {}
-    raw_steps: list[tuple[int, int | None, dict[str, LayerStepRecord]]] = []
+    # per model call: index, t, per layer its record and its SUMMED columns per image
+    raw_steps: list[tuple[int, int | None, dict[str, LayerStepRecord], dict[str, dict[str, Number]]]] = []
     spiking_steps: dict[str, int] = {}  # spiking steps run per layer, over all model calls
+    values: dict[str, list[dict[str, Number]]] = {}  # layer -> per model call, its SUMMED columns per image
     for index, (meta, layers) in enumerate(steps):
         rates = {n: r["spikes"] / r["neuron_updates"] for n, r in layers.items() if r["neuron_updates"]}
         per_layer: dict[str, LayerStepRecord] = {}
+        per_values: dict[str, dict[str, Number]] = {}
         t = meta.get("t")
         for name, rec in layers.items():
-            macs_paper, acs_paper, dense_spiking = _paper_split(rec, name in in_spiking_block, rates)
-            full = {**rec, "macs_paper": macs_paper, "acs_paper": acs_paper, "dense_macs_spiking": dense_spiking}
             if name not in kinds:
                 order.append(name)
                 kinds[name] = rec["kind"]
+                values[name] = []
+            full = {c: rec[c] for c in COLUMNS}  # then the paper columns: the order of SUMMED
+            full["macs_paper"], full["acs_paper"], full["dense_macs_spiking"] = _paper_split(
+                rec, name in in_spiking_block, rates)
+            per_image = (full if batch_size == 1  # x / 1 is x, for ints and floats
+                         else {c: _per_image(v, batch_size) for c, v in full.items()})
+            values[name].append(per_image)
+            per_values[name] = per_image
             per_layer[name] = LayerStepRecord(
                 step=index, t=t, layer=name,
-                **{c: _per_image(full[c], batch_size) for c in SUMMED},
+                **per_image,
                 firing_rate=rates.get(name),
-                spikes_per_step=[_per_image(v, batch_size) for v in rec["spikes_per_step"]],
-                upstream={(NO_UPSTREAM if u is None else u): _per_image(d, batch_size)
+                spikes_per_step=(list(rec["spikes_per_step"]) if batch_size == 1
+                                 else [_per_image(v, batch_size) for v in rec["spikes_per_step"]]),
+                upstream={(NO_UPSTREAM if u is None else u): (d if batch_size == 1 else _per_image(d, batch_size))
                           for u, d in rec["upstream"].items()},
             )
             spiking_steps[name] = spiking_steps.get(name, 0) + rec["steps"]
-        raw_steps.append((index, t, per_layer))
+        raw_steps.append((index, t, per_layer, per_values))
 
     layers_out: list[LayerRecord] = []
     kept: set[str] = set()
     for name in order:
-        records = [layers[name] for _, _, layers in raw_steps if name in layers]
-        sums = {c: exact_sum([getattr(r, c) for r in records]) for c in SUMMED}
+        records = [layers[name] for _, _, layers, _ in raw_steps if name in layers]
+        sums = {c: _sum([v[c] for v in values[name]]) for c in SUMMED}
         if not any(sums.values()):
             continue  # containers whose ops are all in children
         kept.add(name)
@@ -124,13 +141,19 @@ def build_profile(
         ))
     layer_steps: list[LayerStepRecord] = []
     step_records: list[StepRecord] = []
-    for index, t, layers in raw_steps:
-        kept_here = [layers[name] for name in order if name in kept and name in layers]
-        layer_steps.extend(kept_here)
-        step_records.append(StepRecord(
-            index=index, t=t, totals={c: exact_sum([getattr(r, c) for r in kept_here]) for c in SUMMED},
-        ))
-    per_image = {c: exact_sum([getattr(r, c) for r in layer_steps]) for c in SUMMED}
+    kept_order = [name for name in order if name in kept]
+    kept_values: list[dict[str, Number]] = []
+    for index, t, layers, per_values in raw_steps:
+        names = [name for name in kept_order if name in layers]
+        layer_steps.extend(layers[name] for name in names)
+        here = [per_values[name] for name in names]
+        kept_values.extend(here)
+        step_records.append(StepRecord(index=index, t=t, totals={c: _sum([v[c] for v in here]) for c in SUMMED}))
+    per_image = {}
+    for c in SUMMED:
+        totals = [s.totals[c] for s in step_records]
+        # an int step total means every value in it was an int: their sum is exact in any grouping
+        per_image[c] = sum(totals) if all(type(v) is int for v in totals) else math.fsum(v[c] for v in kept_values)
     return Profile(
         model=model,
         kind=kind,

@@ -1,4 +1,5 @@
-"""Profiling a :class:`~profiling.records.Workload`: one forward at a timestep, or a whole sampling run.
+"""Profiling a :class:`~profiling.records.Workload` (one forward at a timestep, or a whole sampling run),
+and one forward of any module on an example input (:func:`profile_module`).
 
 A profiled sampling run follows exactly the trajectory of :func:`sdit.diffusion.sample` with the
 same seed (one generator draws the initial noise and then every step's noise), so a profile and a
@@ -7,6 +8,11 @@ measurement of one workload see the same inputs.
 
 from __future__ import annotations
 
+import contextlib
+import gc
+from collections.abc import Iterator
+from typing import Any
+
 import torch
 from torch import Tensor, nn
 
@@ -14,6 +20,25 @@ from profiling.counter import LayerCounter
 from profiling.profile import build_profile
 from profiling.records import Profile, Workload
 from sdit.diffusion import Diffusion, sampler_steps
+
+
+@contextlib.contextmanager
+def _frozen_heap() -> Iterator[None]:
+    """Move the objects alive now (torch, the model) out of the garbage collector's view while counting.
+
+    Counting allocates many small containers, which now and then triggers a full collection that
+    scans the whole heap (~0.2 s with torch loaded, as long as a DiT-small sampling run). Frozen
+    objects are skipped by collections; new garbage is still collected. Left alone if the caller
+    froze objects itself.
+    """
+    if gc.get_freeze_count():
+        yield
+        return
+    gc.freeze()
+    try:
+        yield
+    finally:
+        gc.unfreeze()
 
 
 def _time_steps(model: nn.Module) -> int:
@@ -50,6 +75,7 @@ def profile_forward(
     strict: bool = False,
     images: Tensor | None = None,
     device: torch.device | str = "cpu",
+    reuse: bool = True,
 ) -> Profile:
     """Count one forward of ``model`` at diffusion timestep ``timestep``.
 
@@ -57,15 +83,17 @@ def profile_forward(
         name: Preset name or checkpoint path, recorded in the profile.
         images: (B, C, H, W) inputs x_t; by default N(0, I) noise from ``seed``
             (what the sampler feeds the model at its first step).
+        reuse: See :class:`~profiling.counter.LayerCounter`.
     """
     x = images if images is not None else _noise(model, batch_size, seed, device)
     workload = Workload.forward(timestep, batch_size=x.shape[0], seed=seed)
     t = torch.full((x.shape[0],), timestep, dtype=torch.long, device=x.device)
     model.eval()
-    with LayerCounter(model, strict=strict) as counter:
-        with counter.step(index=0, t=timestep):
-            model(x, t)
-    return _build(counter, model, name, workload)
+    with _frozen_heap():
+        with LayerCounter(model, strict=strict, reuse=reuse) as counter:
+            with counter.step(index=0, t=timestep):
+                model(x, t)
+        return _build(counter, model, name, workload)
 
 
 @torch.no_grad()
@@ -80,11 +108,12 @@ def profile_sampling(
     eta: float = 0.0,
     strict: bool = False,
     device: torch.device | str = "cpu",
+    reuse: bool = True,
 ) -> Profile:
     """Count a whole DDIM (``sample_steps`` steps, noise scale ``eta``) or DDPM (all steps) sampling run."""
     workload = (Workload.ddim(sample_steps, eta=eta, batch_size=batch_size, seed=seed) if method == "ddim"
                 else Workload("ddpm" if method == "ddpm" else method, batch_size=batch_size, seed=seed))
-    return profile_workload(model, workload, name=name, strict=strict, device=device)
+    return profile_workload(model, workload, name=name, strict=strict, device=device, reuse=reuse)
 
 
 @torch.no_grad()
@@ -95,23 +124,91 @@ def profile_workload(
     name: str,
     strict: bool = False,
     device: torch.device | str = "cpu",
+    reuse: bool = True,
 ) -> Profile:
-    """Count ``workload`` on ``model``: every model call is one step of the profile."""
+    """Count ``workload`` on ``model``: every model call is one step of the profile.
+
+    With ``reuse`` (the default) a neuron-free model (DiT) is counted op by op at its first call
+    only and its counts reused at every later step (see :class:`~profiling.counter.LayerCounter`).
+    """
     if not workload.is_sampling:
         return profile_forward(model, name=name, batch_size=workload.batch_size, timestep=int(workload.timestep),
-                               seed=workload.seed, strict=strict, device=device)
+                               seed=workload.seed, strict=strict, device=device, reuse=reuse)
     diffusion = Diffusion()
     generator = torch.Generator(device=device).manual_seed(workload.seed)
     x = torch.randn(_shape(model, workload.batch_size), generator=generator, device=device)  # as sample() does
     model.eval()
-    with LayerCounter(model, strict=strict) as counter:
-        # A step window spans one model call and the sampler update that follows it,
-        # which is attributed to the pseudo-layer "(outside model)".
-        def counted(x_t: Tensor, t: Tensor) -> Tensor:
-            counter.begin_step(t=int(t[0]))
-            return model(x_t, t)
+    with _frozen_heap():
+        with LayerCounter(model, strict=strict, reuse=reuse) as counter:
+            # A step window spans one model call and the sampler update that follows it,
+            # which is attributed to the pseudo-layer "(outside model)".
+            def counted(x_t: Tensor, t: Tensor) -> Tensor:
+                counter.begin_step(t=int(t[0]))
+                return model(x_t, t)
 
-        for _ in sampler_steps(counted, diffusion, x, workload.kind, int(workload.steps), generator,
-                               eta=workload.eta):
-            counter.end_step()
-    return _build(counter, model, name, workload)
+            for _ in sampler_steps(counted, diffusion, x, workload.kind, int(workload.steps), generator,
+                                   eta=workload.eta):
+                counter.end_step()
+        return _build(counter, model, name, workload)
+
+
+def _batch_of(model: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> int:
+    """Images in a module's example input: the first axis of its first tensor, the second (B of (T, B, ...))
+    when the model's spikingjelly modules run multi-step."""
+    first = next((v for v in (*args, *kwargs.values()) if isinstance(v, Tensor)), None)
+    if first is None or first.dim() == 0:
+        raise TypeError("cannot tell the batch size: the example input holds no batched tensor (pass batch_size=)")
+    multi = any(getattr(m, "step_mode", None) == "m" for m in model.modules())
+    return int(first.shape[1] if multi and first.dim() >= 2 else first.shape[0])
+
+
+@torch.no_grad()
+def profile_module(
+    model: nn.Module,
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any] | None = None,
+    *,
+    name: str,
+    strict: bool = False,
+    neuron_types: tuple[type[nn.Module], ...] = (),
+    reset: bool = True,
+    reuse: bool = True,
+    batch_size: int | None = None,
+) -> Profile:
+    """Count one forward ``model(*args, **kwargs)`` of any module, per image.
+
+    The model runs in eval mode (each module's mode is restored afterwards) and without gradients;
+    with ``reset`` its spikingjelly neuron states are reset before and after. The profile's kind is
+    ``snn`` (the model has spiking neurons) or ``ann``; ``time_steps`` is the most spiking steps any
+    neuron layer ran (T of a multi-step neuron's (T, B, ...) input, or the calls of a single-step one);
+    its workload is one forward of ``batch_size`` images (the timestep of :class:`Workload` does not apply).
+
+    Args:
+        batch_size: Images in the input; by default :func:`_batch_of` (first axis, or the second
+            for multi-step spikingjelly models).
+    """
+    from spikingjelly.activation_based import functional
+
+    kwargs = kwargs or {}
+    batch = batch_size if batch_size is not None else _batch_of(model, args, kwargs)
+    modes = [(m, m.training) for m in model.modules()]
+    model.eval()
+    if reset:
+        functional.reset_net(model)
+    try:
+        with _frozen_heap(), LayerCounter(model, strict=strict, neuron_types=neuron_types, reuse=reuse) as counter:
+            with counter.step(index=0):
+                model(*args, **kwargs)
+    finally:
+        for module, training in modes:
+            module.training = training
+        if reset:
+            functional.reset_net(model)
+    steps, unsupported = counter.finish()
+    time_steps = max((rec["steps"] for _, layers in steps for rec in layers.values() if rec["neuron_updates"]),
+                     default=0)
+    return build_profile(
+        steps, unsupported, model=name, kind="snn" if counter.has_neurons else "ann",
+        workload=Workload.forward(batch_size=batch), batch_size=batch, time_steps=time_steps,
+        in_spiking_block=counter.in_spiking_block, blocks=counter.blocks,
+    )

@@ -1,0 +1,162 @@
+"""The public Python API: profile any PyTorch model (or a preset / checkpoint), then estimate its energy.
+
+::
+
+    import sdit                                   # or: from profiling import profile, estimate
+    p = sdit.profile(model, x)                    # any nn.Module and an example input: one forward
+    p = sdit.profile("sdit-small", workload=Workload.ddim(50))   # a preset or a checkpoint path
+    p.layers_frame()                              # per layer, per image (pandas)
+    e = sdit.estimate(p, costs="45nm-fp32", convention="spikformer")
+    e.total_j, e.per_image, e.layers
+
+Spiking neurons are recognised as spikingjelly modules (``LIFNode``, ``IFNode``, ``ParametricLIFNode``;
+other neuron classes with ``neuron_types=``; an unknown spikingjelly neuron raises
+:class:`~profiling.counter.UnknownNeuronError`). Both spikingjelly step modes are counted: multi-step
+(``step_mode="m"``, the neuron reads (T, B, ...) and T is its first axis) and single-step (the model
+calls each neuron once per time step). Ops no rule covers are listed in ``Profile.unsupported_ops``.
+
+This module imports torch on first use of :func:`profile` only; :func:`estimate` stays torch-free.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+from profiling.energy import DEFAULT_COSTS, EnergyCosts, Estimate, load_costs, with_memory
+from profiling.energy import estimate as _estimate
+from profiling.records import Profile, Workload
+
+if TYPE_CHECKING:
+    from torch import nn
+
+__all__ = ["estimate", "profile"]
+
+
+def profile(
+    target: Any,
+    example: Any = None,
+    /,
+    *,
+    workload: Workload | None = None,
+    name: str | None = None,
+    strict: bool = False,
+    neuron_types: tuple[type, ...] = (),
+    reset: bool = True,
+    reuse: bool = True,
+    batch_size: int | None = None,
+    device: str | None = None,
+) -> Profile:
+    """Count MACs, ACs, spikes and the other op columns per layer of a model, per image.
+
+    Two ways in:
+
+    - ``profile(model, x)``: any ``nn.Module`` and an example input, counted over one forward
+      ``model(x)``. ``x`` is a tensor, a tuple of positional inputs, or a dict of keyword inputs;
+      its first axis is the batch (for multi-step spikingjelly models, whose input is (T, B, ...),
+      the second). Counts are per image: totals divided by the batch size.
+    - ``profile(target, workload=...)``: ``target`` a preset name (untrained weights), a checkpoint
+      path, or one of this project's models (SDiT / DiT); ``workload`` one forward at a timestep
+      (default ``Workload.forward()``: t = 500 on N(0, I) noise) or a whole DDIM / DDPM sampling run.
+
+    Args:
+        target: A module, a preset name or a checkpoint path.
+        example: The example input of an arbitrary module (leave out for presets and checkpoints).
+        workload: What a preset, checkpoint or project model runs; not with ``example``.
+        name: Recorded as ``Profile.model`` (default: the preset / path, or the module's class name).
+        strict: Raise on the first op no counting rule covers instead of listing it.
+        neuron_types: Extra neuron classes to count like LIF (spikes and membrane updates).
+        reset: Reset spikingjelly neuron states before and after the forward of an arbitrary
+            module (``functional.reset_net``), so the counts are of a fresh sample.
+        reuse: Reuse the counts of neuron-free modules called again with the same input shapes
+            (fast; see :mod:`profiling.counter`); ``False`` counts every call op by op.
+        batch_size: Images in an example input (default: its first axis; the second, B of (T, B, ...),
+            when the model's spikingjelly modules run multi-step).
+        device: Where a preset or checkpoint is loaded (default ``cpu``); a module stays where it is.
+
+    Returns:
+        The :class:`~profiling.records.Profile`: ``per_image`` totals, ``layers`` in execution order,
+        ``steps`` and ``layer_steps`` per model call, and the DataFrame accessors ``layers_frame()``
+        (alias ``to_dataframe()``), ``steps_frame()``, ``layer_steps_frame()`` and ``energy_frame(costs)``.
+
+    Raises:
+        TypeError: ``target`` is not a module, preset or path; or an example is missing / not usable.
+        ValueError: ``workload`` together with ``example``.
+        profiling.counter.UnknownNeuronError: a spikingjelly neuron without a cost model.
+        sdit.targets.TargetError, sdit.checkpoint.CheckpointError: a target that cannot be loaded.
+    """
+    import torch
+    from torch import nn
+
+    from profiling.workloads import profile_module, profile_workload
+
+    if isinstance(target, str):
+        if example is not None:
+            raise TypeError("a preset or checkpoint runs its own inputs: pass workload=..., not an example input")
+        from sdit.targets import load_target
+
+        loaded = load_target(target, device=device or "cpu")
+        return profile_workload(loaded.model, workload or Workload.forward(), name=name or target, strict=strict,
+                                device=device or "cpu", reuse=reuse)
+    if not isinstance(target, nn.Module):
+        raise TypeError(f"profile() takes an nn.Module, a preset name or a checkpoint path, "
+                        f"got {type(target).__name__}")
+    if example is None:
+        if not _is_project_model(target):
+            raise TypeError(f"{type(target).__name__} is not an sdit model: pass an example input, "
+                            "profile(model, x)")
+        where = device or str(next(target.parameters()).device)
+        return profile_workload(target, workload or Workload.forward(), name=name or type(target).__name__,
+                                strict=strict, device=where, reuse=reuse)
+    if workload is not None:
+        raise ValueError("an example input is one forward of the module; a workload is for presets, "
+                         "checkpoints and sdit models (leave one of them out)")
+    args, kwargs = _as_call(example, torch)
+    return profile_module(target, args, kwargs, name=name or type(target).__name__, strict=strict,
+                          neuron_types=tuple(neuron_types), reset=reset, reuse=reuse, batch_size=batch_size)
+
+
+def estimate(
+    profile: Profile,
+    costs: str | EnergyCosts = DEFAULT_COSTS,
+    convention: str = "strict",
+    *,
+    memory: str | None = None,
+) -> Estimate:
+    """Energy per image, per layer and per model call of ``profile`` (joules) under a cost preset and a convention.
+
+    Args:
+        profile: From :func:`profile` (or ``Profile.from_json``).
+        costs: A preset name of :data:`profiling.energy.COST_PRESETS` (e.g. ``45nm-fp32``, ``loihi``),
+            a TOML file of constants, or an :class:`~profiling.energy.EnergyCosts`.
+        convention: A counting convention of :data:`profiling.conventions.COUNTING_CONVENTIONS`:
+            ``strict``, ``paper``, ``block`` or ``spikformer``.
+        memory: A memory-term preset of :data:`profiling.energy.MEMORY_PRESETS` (off by default).
+
+    Returns:
+        The :class:`~profiling.energy.Estimate` (``total_j``, ``per_image``, ``per_step``, ``layers``,
+        ``counts``, ``undefined``, ``sweep(rates)``; :func:`profiling.energy.break_even_rate` against a baseline).
+
+    Raises:
+        profiling.energy.CostsError: unknown preset, bad file, or a term added to an all-in figure.
+        profiling.conventions.ConventionError: unknown convention.
+    """
+    constants = costs if isinstance(costs, EnergyCosts) else load_costs(costs)
+    return _estimate(profile, with_memory(constants, memory), convention)
+
+
+def _is_project_model(model: nn.Module) -> bool:
+    config = getattr(model, "config", None)
+    return getattr(config, "kind", None) in ("sdit", "dit") and hasattr(config, "image_size")
+
+
+def _as_call(example: Any, torch: Any) -> tuple[tuple[Any, ...], dict[str, Any]]:
+    """The positional and keyword inputs of ``model(...)`` from an example input."""
+    if isinstance(example, torch.Tensor):
+        return (example,), {}
+    if isinstance(example, tuple | list):
+        return tuple(example), {}
+    if isinstance(example, Mapping):
+        return (), dict(example)
+    raise TypeError(f"the example input must be a tensor, a tuple of inputs or a dict of keyword inputs, "
+                    f"got {type(example).__name__}")

@@ -1,0 +1,272 @@
+"""The public API, as a notebook user meets it: models written here (not from sdit.models), profiled with
+``sdit.profile(model, x)``; exact ACs, MACs and spikes against closed forms computed from the spikes."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from dataclasses import fields
+from pathlib import Path
+
+import pytest
+import torch
+from spikingjelly.activation_based import neuron
+from torch import Tensor, nn
+
+import sdit
+from profiling.counter import UnknownNeuronError
+from profiling.energy import COST_PRESETS, PJ
+from profiling.records import SUMMED, LayerRecord, LayerStepRecord, Profile, Workload
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _capture(model: nn.Module) -> dict[str, list[Tensor]]:
+    """Outputs of every spiking neuron of ``model``, by module name, in call order."""
+    seen: dict[str, list[Tensor]] = {}
+    for name, m in model.named_modules():
+        if isinstance(m, neuron.BaseNode):
+            m.register_forward_hook(lambda _m, _a, out, name=name: seen.setdefault(name, []).append(out.detach()))
+    return seen
+
+
+def _nnz(spikes: list[Tensor]) -> int:
+    return sum(int(torch.count_nonzero(s)) for s in spikes)
+
+
+# ---- a Spikformer-style block, multi-step: input (T, B, N, D) ---------------------------------------
+
+
+class SpikingSelfAttention(nn.Module):
+    """Spikformer's spiking self-attention (Zhou et al. 2023) in spikingjelly multi-step mode:
+    LIF -> q, k, v Linear -> LIF -> (q k^T) v, no softmax -> LIF -> proj Linear."""
+
+    def __init__(self, dim: int = 8, heads: int = 2) -> None:
+        super().__init__()
+        self.heads = heads
+        self.in_lif = neuron.LIFNode(step_mode="m")
+        self.q, self.k, self.v = (nn.Linear(dim, dim, bias=False) for _ in range(3))
+        self.q_lif, self.k_lif, self.v_lif = (neuron.LIFNode(step_mode="m") for _ in range(3))
+        self.attn_lif = neuron.LIFNode(step_mode="m", v_threshold=0.5)
+        self.proj = nn.Linear(dim, dim)
+
+    def _heads(self, x: Tensor) -> Tensor:
+        t, b, n, d = x.shape
+        return x.view(t, b, n, self.heads, d // self.heads).transpose(2, 3)  # (T, B, H, N, D/H)
+
+    def forward(self, x: Tensor) -> Tensor:  # (T, B, N, D)
+        s = self.in_lif(x)
+        q = self._heads(self.q_lif(self.q(s)))
+        k = self._heads(self.k_lif(self.k(s)))
+        v = self._heads(self.v_lif(self.v(s)))
+        attn = q @ k.transpose(-2, -1)  # (T, B, H, N, N): spike x spike
+        out = (attn @ v) * 0.125  # (T, B, H, N, D/H)
+        t, b, h, n, dh = out.shape
+        out = out.transpose(2, 3).reshape(t, b, n, h * dh)  # (T, B, N, D)
+        return self.proj(self.attn_lif(out))
+
+
+def test_spikformer_block_counts_equal_closed_form() -> None:
+    torch.manual_seed(0)
+    T, B, N, D, H = 3, 2, 5, 8, 2
+    model = SpikingSelfAttention(D, H)
+    for lin in (model.q, model.k, model.v):
+        nn.init.uniform_(lin.weight, 0.0, 1.0)  # positive weights so the inner neurons fire
+    spikes = _capture(model)
+    x = 3 * torch.rand(T, B, N, D)
+    profile = sdit.profile(model, x)
+
+    assert profile.batch_size == B and profile.time_steps == T and profile.kind == "snn"
+    s = spikes["in_lif"][0]
+    q, k, v = (model._heads(spikes[n][0]) for n in ("q_lif", "k_lif", "v_lif"))
+    assert int(torch.count_nonzero(q)) and int(torch.count_nonzero(k)) and int(torch.count_nonzero(v))
+    coincidences = int(((q != 0).double() @ (k != 0).double().transpose(-2, -1)).sum())
+    expected_acs = {  # whole batch: nnz(spike input) x fan-out
+        "q": _nnz([s]) * D, "k": _nnz([s]) * D, "v": _nnz([s]) * D,
+        "(model)": coincidences + _nnz(spikes["v_lif"]) * N,  # q k^T, then (q k^T) v: nnz(v) x N rows
+        "proj": _nnz(spikes["attn_lif"]) * D,
+    }
+    for name, acs in expected_acs.items():
+        assert profile.layer(name).acs == acs / B, name
+    assert profile.per_image["macs"] == 0  # every synaptic op reads spikes
+    dense = {"q": T * B * N * D * D, "proj": T * B * N * D * D, "(model)": 2 * T * B * H * N * N * (D // H)}
+    for name, macs in dense.items():
+        assert profile.layer(name).dense_macs == macs // B, name
+    for name in ("in_lif", "q_lif", "k_lif", "v_lif", "attn_lif"):
+        layer = profile.layer(name)
+        assert layer.spikes == _nnz(spikes[name]) / B and layer.neuron_updates == T * N * D
+        assert layer.neurons == N * D and len(layer.spikes_per_step) == T
+        assert layer.firing_rate == layer.spikes / layer.neuron_updates
+    assert profile.layer("proj").adds == T * N * D  # the bias
+    assert profile.layer("(model)").muls == T * N * D  # the 0.125 scale
+
+
+# ---- a spiking CNN, single-step neurons called T times --------------------------------------------------
+
+
+class SpikingCNN(nn.Module):
+    """Conv (real input, the encoder) -> BN -> LIF -> Conv -> BN -> IF -> Linear, T single-step time steps."""
+
+    def __init__(self, time_steps: int = 3, size: int = 6) -> None:
+        super().__init__()
+        self.time_steps = time_steps
+        self.conv1 = nn.Conv2d(1, 4, 3, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(4)
+        self.lif1 = neuron.LIFNode()
+        self.conv2 = nn.Conv2d(4, 6, 3, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(6)
+        self.lif2 = neuron.IFNode(v_threshold=0.5)
+        self.fc = nn.Linear(6 * size * size, 10)
+
+    def forward(self, x: Tensor) -> Tensor:  # (B, 1, S, S)
+        out = torch.zeros(x.shape[0], 10)
+        for _ in range(self.time_steps):
+            s1 = self.lif1(self.bn1(self.conv1(x)))  # (B, 4, S, S) spikes
+            s2 = self.lif2(self.bn2(self.conv2(s1)))  # (B, 6, S, S) spikes
+            out = out + self.fc(s2.flatten(1))
+        return out / self.time_steps
+
+
+def _conv3x3_acs(spikes: Tensor, out_channels: int) -> int:
+    """ACs of a 3x3, stride-1, padding-1 conv reading ``spikes`` (B, C, H, W): a spike at row i, column j
+    reaches out_channels x (3 - borders at i) x (3 - borders at j) outputs."""
+    _, _, h, w = spikes.shape
+    rows = torch.tensor([3 - (i == 0) - (i == h - 1) for i in range(h)])
+    cols = torch.tensor([3 - (j == 0) - (j == w - 1) for j in range(w)])
+    reach = rows[:, None] * cols[None, :]  # (H, W)
+    return int(((spikes != 0).long() * reach).sum()) * out_channels
+
+
+def test_spiking_cnn_counts_equal_closed_form() -> None:
+    torch.manual_seed(1)
+    T, B, S = 3, 4, 6
+    model = SpikingCNN(T, S)
+    with torch.no_grad():
+        model.bn1.running_var.fill_(0.25)  # eval-mode BN that amplifies: the LIF fires
+    spikes = _capture(model)
+    profile = sdit.profile(model, torch.randn(B, 1, S, S))
+
+    assert profile.batch_size == B and profile.time_steps == T
+    conv1 = profile.layer("conv1")
+    assert conv1.macs == conv1.dense_macs == T * 4 * S * S * 1 * 9 and conv1.acs == 0  # per image
+    assert profile.layer("bn1").norm == T * 4 * S * S
+    lif1, lif2 = profile.layer("lif1"), profile.layer("lif2")
+    assert lif1.spikes == _nnz(spikes["lif1"]) / B and lif1.neurons == 4 * S * S
+    assert lif1.neuron_updates == T * 4 * S * S
+    assert lif1.spikes_per_step == [_nnz([s]) / B for s in spikes["lif1"]]  # one entry per time step
+    assert 0 < _nnz(spikes["lif1"]) and 0 < _nnz(spikes["lif2"])
+    conv2 = profile.layer("conv2")
+    assert conv2.acs == sum(_conv3x3_acs(s, 6) for s in spikes["lif1"]) / B and conv2.macs == 0
+    assert conv2.dense_macs == T * 6 * S * S * 4 * 9
+    fc = profile.layer("fc")
+    assert fc.acs == _nnz(spikes["lif2"]) * 10 / B and fc.macs == 0 and fc.adds == T * 10
+    assert lif2.kind == "IFNode" and lif2.neuron_updates == T * 6 * S * S
+    assert profile.per_image["macs"] == conv1.macs
+    assert profile.per_image["acs"] == conv2.acs + fc.acs
+
+
+def test_spiking_cnn_counts_do_not_depend_on_reuse() -> None:
+    torch.manual_seed(1)
+    model = SpikingCNN()
+    x = torch.randn(2, 1, 6, 6)
+    assert sdit.profile(model, x).to_dict() == sdit.profile(model, x, reuse=False).to_dict()
+
+
+# ---- a plain ANN ---------------------------------------------------------------------------------------------
+
+
+def test_plain_ann_macs_equal_closed_form_and_frames_have_documented_columns() -> None:
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 8, 3, stride=2), nn.ReLU(), nn.Flatten(), nn.Linear(8 * 7 * 7, 16),
+                          nn.GELU(), nn.Linear(16, 4))
+    profile = sdit.profile(model, torch.randn(5, 3, 16, 16))
+    expected = {"0": 7 * 7 * 8 * 3 * 9, "3": 8 * 7 * 7 * 16, "5": 16 * 4}
+    assert {r.name: r.macs for r in profile.layers if r.macs} == expected
+    assert profile.per_image["macs"] == sum(expected.values()) and profile.per_image["acs"] == 0
+    assert profile.kind == "ann" and profile.time_steps == 0 and not profile.is_spiking
+    assert profile.layer("1").other == 8 * 7 * 7 and profile.layer("4").exp == 16  # ReLU, GELU
+    assert profile.workload == Workload.forward(batch_size=5) and profile.unsupported_ops == []
+
+    layers = profile.layers_frame()
+    assert layers.index.name == "name" and list(layers.columns) == [f.name for f in fields(LayerRecord)][1:]
+    assert layers.loc["3", "macs"] == expected["3"]
+    assert list(profile.steps_frame().columns) == ["t", *SUMMED]
+    long = [f.name for f in fields(LayerStepRecord) if f.name != "upstream"]
+    assert list(profile.layer_steps_frame().columns) == long
+
+    costs = COST_PRESETS["45nm-fp32"]
+    energy = sdit.estimate(profile, costs="45nm-fp32", convention="strict")
+    assert energy.convention == "strict" and energy.per_image["mac_j"] == costs.e_mac_pj * sum(expected.values()) * PJ
+    assert energy.per_image["ac_j"] == 0.0
+    frame = profile.energy_frame(costs)
+    assert frame.loc["3", "mac_j"] == costs.e_mac_pj * expected["3"] * PJ
+
+
+# ---- the rest of the contract --------------------------------------------------------------------------------
+
+
+def test_unknown_neuron_types_raise_and_can_be_declared() -> None:
+    # SimpleLIFNode is no BaseNode: every spikingjelly neuron family is recognised, not only BaseNode's
+    model = nn.Sequential(nn.Linear(4, 4), neuron.SimpleLIFNode(2.0, False), nn.Linear(4, 2))
+    with pytest.raises(UnknownNeuronError, match="SimpleLIFNode"):
+        sdit.profile(model, torch.ones(2, 4))
+    profile = sdit.profile(model, 3 * torch.ones(2, 4), neuron_types=(neuron.SimpleLIFNode,))
+    assert profile.layer("1").neuron_updates == 4 and profile.layer("2").dense_macs == 8
+    spikes = profile.layer("1").spikes
+    assert spikes > 0 and profile.layer("2").acs == spikes * 2 and profile.layer("2").macs == 0
+
+
+class _Sorter(nn.Module):
+    def forward(self, x: Tensor) -> Tensor:
+        return torch.sort(x, dim=-1).values * 2
+
+
+def test_ops_without_a_rule_are_listed() -> None:
+    profile = sdit.profile(nn.Sequential(nn.Linear(4, 4), _Sorter()), torch.ones(3, 4))
+    listed = {u["op"]: u for u in profile.unsupported_ops}
+    assert "aten.sort.default" in listed and listed["aten.sort.default"]["layers"] == ["1"]
+    assert profile.layer("1").muls == 4
+
+
+def test_presets_and_project_models_take_a_workload() -> None:
+    from profiling.workloads import profile_forward
+    from sdit.models import build_model
+
+    assert sdit.profile("dit-tiny").to_dict() == profile_forward(build_model("dit-tiny"), name="dit-tiny").to_dict()
+    run = sdit.profile(build_model("sdit-tiny"), workload=Workload.ddim(2, batch_size=2), name="tiny")
+    assert run.num_model_calls == 2 and run.model == "tiny" and run.workload.batch_size == 2
+
+
+def test_bad_calls_say_what_to_do() -> None:
+    with pytest.raises(TypeError, match="example input"):
+        sdit.profile(nn.Linear(2, 2))
+    with pytest.raises(ValueError, match="workload"):
+        sdit.profile(nn.Linear(2, 2), torch.ones(1, 2), workload=Workload.forward())
+    with pytest.raises(TypeError, match="nn.Module"):
+        sdit.profile(42)
+    with pytest.raises(TypeError, match="workload="):
+        sdit.profile("dit-tiny", torch.ones(1))
+
+
+def test_profiling_exports_the_api_and_keeps_its_submodule_imports() -> None:
+    from profiling import estimate, profile
+    from profiling.profile import build_profile
+
+    assert profile is sdit.profile and estimate is sdit.estimate and callable(build_profile)
+    assert isinstance(sdit.profile(nn.Linear(2, 3), torch.ones(1, 2)), Profile)
+
+
+def test_library_use_prints_nothing_and_import_sdit_stays_light() -> None:
+    code = (
+        "import sys, torch; import sdit; assert 'profiling.counter' not in sys.modules; "
+        "from spikingjelly.activation_based import neuron; "
+        "m = torch.nn.Sequential(torch.nn.Linear(4, 4), neuron.LIFNode(), torch.nn.Linear(4, 2)); "
+        "p = sdit.profile(m, torch.randn(2, 4)); e = sdit.estimate(p, 'loihi', 'spikformer'); "
+        "print(p.layer('2').dense_macs)"
+    )
+    done = subprocess.run([sys.executable, "-W", "error", "-c", code], cwd=ROOT, env={"PYTHONPATH": str(ROOT),
+                          "SDIT_WKV_EXT": "0"}, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and done.stderr == "" and done.stdout == "8\n", done.stderr
+    light = subprocess.run([sys.executable, "-W", "error", "-c", "import sys, sdit; print('torch' in sys.modules)"],
+                           cwd=ROOT, env={"PYTHONPATH": str(ROOT)}, capture_output=True, text=True, timeout=60)
+    assert light.stdout == "False\n" and light.stderr == ""
