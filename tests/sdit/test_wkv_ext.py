@@ -316,7 +316,11 @@ def test_build_command_reports_an_existing_library(ext, tmp_path, capsys) -> Non
     (tmp_path / name).mkdir()
     shutil.copy2(wkv_ext.extension_path(), tmp_path / name / f"{name}.so")
     assert wkv_ext.main(["--dir", str(tmp_path)]) == 0
-    assert capsys.readouterr().out == f"WKV kernel already built: {tmp_path / name / (name + '.so')}\n"
+    from sdit.models import cpu_kernels
+
+    out = capsys.readouterr().out.splitlines()
+    assert out[0] == f"WKV kernel already built: {tmp_path / name / (name + '.so')}"
+    assert out[1] == f"C kernels (LIF, token-shift mixes): {tmp_path / (cpu_kernels.library_name() + '.so')}"
 
 
 def test_build_command_failure_is_one_line(monkeypatch, tmp_path, capsys) -> None:
