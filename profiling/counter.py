@@ -29,9 +29,6 @@ calls; for such a module pass ``reuse=False`` (counts op by op everywhere).
 from __future__ import annotations
 
 import contextlib
-import functools
-import importlib
-import logging
 import sys
 import weakref
 from collections import defaultdict
@@ -46,6 +43,7 @@ from torch.utils._python_dispatch import TorchDispatchMode, _get_current_dispatc
 
 from profiling.records import COLUMNS, NEURON_COLUMNS, UnsupportedOp
 from profiling.rules import FREE_OPS, RULES, SPIKE_PRESERVING, Counts, op_base_name
+from sdit.models.lif import load_neuron_kernels_quietly
 from sdit.models.wkv import WKV
 
 ROOT = "(model)"
@@ -53,27 +51,6 @@ OUTSIDE = "(outside model)"  # e.g. the sampler's update between model calls
 __all__ = ["COLUMNS", "NEURON_COLUMNS", "LayerCounter", "UnknownNeuronError", "UnsupportedOp", "UnsupportedOpError"]
 # Neuron classes whose cost model we know: one membrane update per neuron per step.
 KNOWN_NEURONS: tuple[type[nn.Module], ...] = (sj_neuron.LIFNode, sj_neuron.IFNode, sj_neuron.ParametricLIFNode)
-
-
-# spikingjelly registers its neuron kernels as torch ``triton_op``s when a neuron first runs; without
-# Triton, torch then logs "Triton not available" (a warning, once per kernel) in the user's session.
-_NEURON_KERNELS = ("spikingjelly._ops.lif", "spikingjelly._ops.if_", "spikingjelly._ops.plif")
-
-
-@functools.cache
-def _load_neuron_kernels_quietly() -> None:
-    """Import spikingjelly's neuron kernels once with torch's Triton-discovery log silenced."""
-    log = logging.getLogger("torch._library.triton")
-    level = log.level
-    log.setLevel(logging.ERROR)
-    try:
-        for module in _NEURON_KERNELS:
-            try:
-                importlib.import_module(module)
-            except ImportError:  # another spikingjelly layout: its neurons load their kernels themselves
-                continue
-    finally:
-        log.setLevel(level)
 
 
 def _is_spikingjelly_neuron(module: nn.Module) -> bool:
@@ -221,7 +198,7 @@ class LayerCounter:
         self.blocks = spiking_blocks(model, self.neuron_types, modules)
         self.has_neurons = any(isinstance(m, self.neuron_types) for _, m in modules)
         if self.has_neurons:
-            _load_neuron_kernels_quietly()
+            load_neuron_kernels_quietly()
         # What the hooks do per module, decided once: count whole (neurons, WKV), maybe reuse, or just name.
         self._action: dict[int, int] = {}
         for _, m in modules:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import torch
 from torch import Tensor, nn
-from torch.fx._symbolic_trace import is_fx_tracing
+from torch.fx._symbolic_trace import is_fx_symbolic_tracing
 from torch.utils._python_dispatch import _get_current_dispatch_mode
 
 from sdit.models import cpu_kernels
@@ -27,7 +27,7 @@ def counting() -> bool:
     """
     if torch.compiler.is_compiling():
         return False
-    return _get_current_dispatch_mode() is not None or torch.jit.is_tracing() or is_fx_tracing()
+    return _get_current_dispatch_mode() is not None or torch.jit.is_tracing() or is_fx_symbolic_tracing()
 
 
 def token_shift(x: Tensor) -> Tensor:

@@ -18,6 +18,10 @@ of ~9 whole-tensor passes per time step, inside the custom ops
 
 from __future__ import annotations
 
+import functools
+import importlib
+import logging
+
 import torch
 from spikingjelly.activation_based import neuron, surrogate
 from torch import Tensor
@@ -116,8 +120,34 @@ class _LIFWithAlpha(torch.autograd.Function):
         return grad_x, (grad_v0 if ctx.needs_input_grad[1] else None), None, None, None, None, None
 
 
+# spikingjelly registers its neuron kernels as torch ``triton_op``s when a neuron first runs; without
+# Triton, torch then logs "Triton not available" (a warning, once per kernel) in the user's session.
+_NEURON_KERNELS = ("spikingjelly._ops.lif", "spikingjelly._ops.if_", "spikingjelly._ops.plif")
+
+
+@functools.cache
+def load_neuron_kernels_quietly() -> None:
+    """Import spikingjelly's neuron kernels once with torch's Triton-discovery log silenced
+    (called when a model's neuron is built and when the profiler starts)."""
+    log = logging.getLogger("torch._library.triton")
+    level = log.level
+    log.setLevel(logging.ERROR)
+    try:
+        for module in _NEURON_KERNELS:
+            try:
+                importlib.import_module(module)
+            except ImportError:  # another spikingjelly layout: its neurons load their kernels themselves
+                continue
+    finally:
+        log.setLevel(level)
+
+
 class LIFNode(neuron.LIFNode):
     """spikingjelly's ``LIFNode`` (same class name, same counting) with the one-pass CPU kernel in multi-step mode."""
+
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        load_neuron_kernels_quietly()
+        super().__init__(*args, **kwargs)
 
     def _fast(self, x_seq: Tensor) -> bool:
         sf = self.surrogate_function

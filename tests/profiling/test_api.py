@@ -270,3 +270,16 @@ def test_library_use_prints_nothing_and_import_sdit_stays_light() -> None:
     light = subprocess.run([sys.executable, "-W", "error", "-c", "import sys, sdit; print('torch' in sys.modules)"],
                            cwd=ROOT, env={"PYTHONPATH": str(ROOT)}, capture_output=True, text=True, timeout=60)
     assert light.stdout == "False\n" and light.stderr == ""
+
+
+def test_our_models_print_nothing_plain_or_profiled() -> None:
+    """A plain forward of our models (their fused paths ask whether anything counts) and a profiled one
+    log and warn nothing: torch's ``is_fx_tracing`` logs a warning, so the check must not use it."""
+    code = (
+        "import torch, sdit; from sdit.models import build_model; from sdit.config import get_preset; "
+        "m = build_model(get_preset('sdit-tiny')).eval(); x = torch.randn(2, 1, 28, 28); t = torch.tensor([3, 7]); "
+        "m(x, t); p = sdit.profile(m, (x, t)); m(x, t); print(p.per_image['macs'] > 0)"
+    )
+    done = subprocess.run([sys.executable, "-W", "error", "-c", code], cwd=ROOT, env={"PYTHONPATH": str(ROOT),
+                          "SDIT_WKV_EXT": "0"}, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and done.stderr == "" and done.stdout == "True\n", done.stderr
