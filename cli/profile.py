@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import textwrap
 from pathlib import Path
 
 import typer
@@ -36,7 +37,9 @@ def print_summary(profile: Profile, estimate: EnergyEstimate, top: int, console:
     study = profile_study(profile, estimate.costs)
     console.out(terminal.totals_text(study, console.width), end="", highlight=False)
     terms = "; ".join(f"{term}: {text}" for term, text in study.presets[0].terms.items())
-    console.out(f"terms of {study.headline_preset}: {terms}\n", end="", highlight=False)
+    text = textwrap.fill(f"terms of {study.headline_preset}: {terms}", width=max(console.width, 40),
+                         subsequent_indent="  ", break_on_hyphens=False)
+    console.out(text + "\n", end="", highlight=False)
     console.out(terminal.layer_tables(study, profile.model, "strict", top, console.width), end="", highlight=False)
     if profile.unsupported_ops:
         ops = ", ".join(f"{u['op']} x{u['count']}" for u in profile.unsupported_ops)
