@@ -43,7 +43,7 @@ from torch.utils._python_dispatch import TorchDispatchMode, _get_current_dispatc
 
 from profiling.records import COLUMNS, NEURON_COLUMNS, UnsupportedOp
 from profiling.rules import FREE_OPS, RULES, SPIKE_PRESERVING, Counts, op_base_name
-from sdit.models.lif import load_neuron_kernels_quietly
+from sdit.models.lif import LIFNode, load_neuron_kernels_quietly
 from sdit.models.wkv import WKV
 
 ROOT = "(model)"
@@ -51,6 +51,21 @@ OUTSIDE = "(outside model)"  # e.g. the sampler's update between model calls
 __all__ = ["COLUMNS", "NEURON_COLUMNS", "LayerCounter", "UnknownNeuronError", "UnsupportedOp", "UnsupportedOpError"]
 # Neuron classes whose cost model we know: one membrane update per neuron per step.
 KNOWN_NEURONS: tuple[type[nn.Module], ...] = (sj_neuron.LIFNode, sj_neuron.IFNode, sj_neuron.ParametricLIFNode)
+# Exactly these classes (not subclasses, which may change the output) fire a Heaviside of the membrane.
+_BINARY_NEURONS = frozenset({*KNOWN_NEURONS, LIFNode})
+
+
+_EXACT_SUM = {torch.float32: 2**24, torch.float64: 2**53}  # integers a float sum of 0/1 values holds exactly
+
+
+def _binary_spikes(module: nn.Module, flat: Tensor) -> bool:
+    """True when ``flat`` (steps, n) holds only 0 and 1, known from the neuron and not from the values:
+    a LIF, IF or PLIF whose surrogate spikes (a Heaviside forward), and rows short enough that a sum in
+    the tensor's float type is an exact integer."""
+    bound = _EXACT_SUM.get(flat.dtype)
+    surrogate = getattr(module, "surrogate_function", None)
+    return (bound is not None and flat.shape[1] < bound and type(module) in _BINARY_NEURONS
+            and getattr(surrogate, "spiking", False) is True)
 
 
 def _is_spikingjelly_neuron(module: nn.Module) -> bool:
@@ -342,7 +357,11 @@ class LayerCounter:
     def _count_neuron(self, name: str, module: nn.Module, out: Tensor) -> None:
         multi = getattr(module, "step_mode", "s") == "m"
         steps = out.shape[0] if multi else 1
-        per_step = torch.count_nonzero(out.reshape(steps, -1), dim=1)  # (steps,) on device
+        flat = out.reshape(steps, -1)  # (steps, B x neurons)
+        if _binary_spikes(module, flat):
+            per_step = flat.sum(dim=1)  # (steps,) 0/1 spikes: the float sum is the exact count, ~20x faster
+        else:
+            per_step = torch.count_nonzero(flat, dim=1)  # (steps,) on device
         tally = self._tally(name)
         tally.add({"neuron_updates": out.numel()})
         tally.spikes_per_step.append(per_step)  # the spikes column is their sum, taken in finish()

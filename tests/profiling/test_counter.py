@@ -367,3 +367,24 @@ def test_fused_attention_is_counted_where_fvcore_is_blind() -> None:
     # fvcore has no handle for SDPA: it reports 0 and lists the op as unsupported.
     assert analysis.total() == 0
     assert any("scaled_dot_product_attention" in op for op in analysis.unsupported_ops())
+
+
+def test_spike_count_by_sum_only_for_neurons_known_to_fire_zero_or_one() -> None:
+    """The fast path (a float sum) counts exactly what count_nonzero counts on 0/1 spikes; a neuron whose
+    surrogate does not spike (real-valued output) is still counted by count_nonzero."""
+    from profiling.counter import _binary_spikes
+    from sdit.models.lif import LIFNode as OurLIF
+
+    torch.manual_seed(0)
+    for node in (neuron.LIFNode(step_mode="m"), OurLIF(step_mode="m"), neuron.IFNode(step_mode="m")):
+        x = torch.randn(4, 3, 37) * 2
+        net = nn.Sequential(node)
+        with LayerCounter(net) as counter:
+            with counter.step(index=0):
+                out = net(x)
+        ((_, layers),) = counter.finish()[0]
+        assert _binary_spikes(node, out.reshape(4, -1))
+        assert layers["0"]["spikes_per_step"] == torch.count_nonzero(out.reshape(4, -1), dim=1).tolist()
+    real = neuron.LIFNode(step_mode="m", surrogate_function=surrogate.ATan(spiking=False))
+    assert not _binary_spikes(real, torch.zeros(4, 8))
+    assert not _binary_spikes(neuron.LIFNode(), torch.zeros(4, 8, dtype=torch.float16))
