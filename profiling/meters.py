@@ -40,6 +40,7 @@ __all__ = [
     "NvmlMeter",
     "PowerMeter",
     "WindowError",
+    "WindowedMeter",
     "make_meter",
 ]
 
@@ -271,7 +272,46 @@ class _CounterStart:
     trace: _Poller | None = None  # power read beside the counter, for the trace only
 
 
-class NvmlMeter(PowerMeter):
+class WindowedMeter(PowerMeter):
+    """The named-window bookkeeping the hardware meters share (NVML here, RAPL in :mod:`profiling.rapl`).
+
+    ``_open`` maps each open window's name to what :meth:`_start` returned; :meth:`_finish`
+    reads it into a :class:`Measurement` and :meth:`_discard` drops it unread.
+    """
+
+    _open: dict[str, Any]
+
+    @abstractmethod
+    def _start(self) -> Any:
+        """Synchronise and start one window's reading."""
+
+    @abstractmethod
+    def _finish(self, name: str, handle: Any) -> Measurement:
+        """Synchronise and read the window that ``handle`` started."""
+
+    @abstractmethod
+    def _discard(self, handle: Any) -> None:
+        """Stop what ``handle`` runs (a poller) without reading it."""
+
+    def begin_window(self, name: str) -> None:
+        if name in self._open:
+            raise WindowError(f"window {name!r} is already open")
+        self._open[name] = self._start()
+
+    def end_window(self, name: str) -> Measurement:
+        return self._finish(name, self._pop_window(name))
+
+    def cancel_window(self, name: str) -> None:
+        self._discard(self._pop_window(name))
+
+    def _pop_window(self, name: str) -> Any:
+        try:
+            return self._open.pop(name)
+        except KeyError:
+            raise WindowError(f"window {name!r} was never begun (open: {sorted(self._open)})") from None
+
+
+class NvmlMeter(WindowedMeter):
     """Energy of one NVIDIA GPU through NVML.
 
     Uses ``nvmlDeviceGetTotalEnergyConsumption`` (millijoules since the driver
@@ -406,26 +446,6 @@ class NvmlMeter(PowerMeter):
         self._idle_power_w = idle.mean_power_w
         return idle.mean_power_w
 
-    def begin_window(self, name: str) -> None:
-        if name in self._open:
-            raise WindowError(f"window {name!r} is already open")
-        self._open[name] = self._start()
-
-    def end_window(self, name: str) -> Measurement:
-        try:
-            start = self._open.pop(name)
-        except KeyError:
-            raise WindowError(f"window {name!r} was never begun (open: {sorted(self._open)})") from None
-        return self._finish(name, start)
-
-    def cancel_window(self, name: str) -> None:
-        try:
-            start = self._open.pop(name)
-        except KeyError:
-            raise WindowError(f"window {name!r} was never begun (open: {sorted(self._open)})") from None
-        poller = start if isinstance(start, _Poller) else start.trace
-        if poller is not None:
-            poller.stop()
 
     def close(self) -> None:
         if self._closed:
@@ -447,6 +467,11 @@ class NvmlMeter(PowerMeter):
             interval = self._trace_interval_s if trace else None
             return _CounterStart(t, energy_mj, None if interval is None else self._start_poller(interval))
         return self._start_poller(self._poll_interval_s)
+
+    def _discard(self, handle: _CounterStart | _Poller) -> None:
+        poller = handle if isinstance(handle, _Poller) else handle.trace
+        if poller is not None:
+            poller.stop()
 
     def _start_poller(self, interval_s: float) -> _Poller:
         poller = _Poller(self._read_power_w, self._clock, interval_s)

@@ -38,7 +38,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from profiling.meters import Measurement, MeterError, MeterUnavailable, PowerMeter, WindowError
+from profiling.meters import Measurement, MeterError, MeterUnavailable, WindowedMeter
 
 __all__ = ["DEFAULT_ROOT", "RaplMeter", "RaplZone", "find_package_zones"]
 
@@ -158,7 +158,7 @@ class _Window:
                 return
 
 
-class RaplMeter(PowerMeter):
+class RaplMeter(WindowedMeter):
     """Energy of the CPU packages through the Linux powercap RAPL counters.
 
     Args:
@@ -229,24 +229,6 @@ class RaplMeter(PowerMeter):
         self._idle_power_w = idle.mean_power_w
         return idle.mean_power_w
 
-    def begin_window(self, name: str) -> None:
-        if name in self._open:
-            raise WindowError(f"window {name!r} is already open")
-        self._open[name] = self._start()
-
-    def end_window(self, name: str) -> Measurement:
-        try:
-            window = self._open.pop(name)
-        except KeyError:
-            raise WindowError(f"window {name!r} was never begun (open: {sorted(self._open)})") from None
-        return self._finish(name, window)
-
-    def cancel_window(self, name: str) -> None:
-        try:
-            window = self._open.pop(name)
-        except KeyError:
-            raise WindowError(f"window {name!r} was never begun (open: {sorted(self._open)})") from None
-        window.stop()
 
     def close(self) -> None:
         for name in list(self._open):
@@ -266,6 +248,9 @@ class RaplMeter(PowerMeter):
         window = _Window(self, t, self._read_all())
         window.start()
         return window
+
+    def _discard(self, window: _Window) -> None:
+        window.stop()
 
     def _finish(self, name: str, window: _Window) -> Measurement:
         try:
