@@ -52,7 +52,8 @@ def _disabled() -> bool:
     return os.environ.get(ENV_VAR, "").strip() == "0"
 
 
-def _library_name() -> str:
+def library_name() -> str:
+    """The library's file stem: a hash of the C source and the compiler flags."""
     digest = hashlib.sha256(_SOURCE.read_bytes())
     digest.update(" ".join(_CFLAGS).encode())
     return f"sdit_cpu_kernels_{digest.hexdigest()[:12]}"
@@ -66,11 +67,6 @@ def _cache_dir() -> Path:
 def _prebuilt_dir() -> Path:
     """Where ``python -m sdit.build_ext`` puts the library: inside the environment, as the WKV kernel."""
     return Path(sys.prefix) / "share" / "sdit" / "torch_extensions"
-
-
-def library_name() -> str:
-    """The library's file stem: a hash of the C source and the compiler flags."""
-    return _library_name()
 
 
 def _build(name: str, root: Path | None = None) -> Path:
@@ -107,7 +103,7 @@ def build_into(root: Path) -> Path:
     Raises:
         RuntimeError: no C compiler, or the compiler failed (its stderr in the message).
     """
-    return _build(_library_name(), root)
+    return _build(library_name(), root)
 
 
 def load() -> ctypes.CDLL | None:
@@ -116,7 +112,7 @@ def load() -> ctypes.CDLL | None:
         if _state.lib is not None or _state.error is not None:
             return _state.lib
         try:
-            name = _library_name()
+            name = library_name()
             lib = ctypes.CDLL(str(_build(name)))
             f32, i64, ptr = ctypes.c_float, ctypes.c_int64, ctypes.c_void_p
             lib.sdit_lif_forward.argtypes = [ptr, ptr, ptr, ptr, ptr, i64, i64, f32, f32, f32, f32, ctypes.c_int]

@@ -256,6 +256,12 @@ def test_profiling_exports_the_api_and_keeps_its_submodule_imports() -> None:
     assert isinstance(sdit.profile(nn.Linear(2, 3), torch.ones(1, 2)), Profile)
 
 
+def _run_warnings_as_errors(code: str, timeout: int = 120, **env: str) -> subprocess.CompletedProcess[str]:
+    """``python -W error -c code`` in a fresh interpreter on this checkout, output captured."""
+    return subprocess.run([sys.executable, "-W", "error", "-c", code], cwd=ROOT, env={"PYTHONPATH": str(ROOT), **env},
+                          capture_output=True, text=True, timeout=timeout)
+
+
 def test_library_use_prints_nothing_and_import_sdit_stays_light() -> None:
     code = (
         "import sys, torch; import sdit; assert 'profiling.counter' not in sys.modules; "
@@ -264,11 +270,9 @@ def test_library_use_prints_nothing_and_import_sdit_stays_light() -> None:
         "p = sdit.profile(m, torch.randn(2, 4)); e = sdit.estimate(p, 'loihi', 'spikformer'); "
         "print(p.layer('2').dense_macs)"
     )
-    done = subprocess.run([sys.executable, "-W", "error", "-c", code], cwd=ROOT, env={"PYTHONPATH": str(ROOT),
-                          "SDIT_WKV_EXT": "0"}, capture_output=True, text=True, timeout=120)
+    done = _run_warnings_as_errors(code, SDIT_WKV_EXT="0")
     assert done.returncode == 0 and done.stderr == "" and done.stdout == "8\n", done.stderr
-    light = subprocess.run([sys.executable, "-W", "error", "-c", "import sys, sdit; print('torch' in sys.modules)"],
-                           cwd=ROOT, env={"PYTHONPATH": str(ROOT)}, capture_output=True, text=True, timeout=60)
+    light = _run_warnings_as_errors("import sys, sdit; print('torch' in sys.modules)", timeout=60)
     assert light.stdout == "False\n" and light.stderr == ""
 
 
@@ -280,6 +284,5 @@ def test_our_models_print_nothing_plain_or_profiled() -> None:
         "m = build_model(get_preset('sdit-tiny')).eval(); x = torch.randn(2, 1, 28, 28); t = torch.tensor([3, 7]); "
         "m(x, t); p = sdit.profile(m, (x, t)); m(x, t); print(p.per_image['macs'] > 0)"
     )
-    done = subprocess.run([sys.executable, "-W", "error", "-c", code], cwd=ROOT, env={"PYTHONPATH": str(ROOT),
-                          "SDIT_WKV_EXT": "0"}, capture_output=True, text=True, timeout=120)
+    done = _run_warnings_as_errors(code, SDIT_WKV_EXT="0")
     assert done.returncode == 0 and done.stderr == "" and done.stdout == "True\n", done.stderr
