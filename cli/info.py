@@ -14,6 +14,7 @@ from sdit.artifacts import is_stdout, write_json
 from sdit.authors import is_authors_layout, to_authors_state_dict
 from sdit.config import PRESET_NOTES, UnknownPresetError, config_to_dict, get_preset
 from sdit.models import build_model, count_params
+from sdit.models.cpu_kernels import extension_status as cpu_kernels_status
 from sdit.models.wkv import wkv_backend
 
 
@@ -36,6 +37,7 @@ def preset_info(name: str) -> dict[str, object]:
         ]
     if config.kind == "sdit":
         facts["wkv_kernel_cpu"] = wkv_backend("cpu")  # builds the C++ kernel on first use
+        facts["cpu_kernels"] = cpu_kernels_status()  # LIF and token-shift C kernels, or why the fallback runs
     return facts
 
 
@@ -64,6 +66,7 @@ def info(
     table.add_row("trainable params", f"{facts['trainable_params']:,}")
     if "wkv_kernel_cpu" in facts:
         table.add_row("WKV kernel (CPU)", str(facts["wkv_kernel_cpu"]))
+        table.add_row("C kernels (CPU)", str(facts["cpu_kernels"]))
     for key, value in facts["config"].items():  # type: ignore[union-attr]
         table.add_row(key, str(value))
     console = Console()

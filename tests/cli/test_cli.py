@@ -20,12 +20,13 @@ def test_info_json_sdit_mnist() -> None:
     assert facts["params"] == facts["trainable_params"] == 11_657_486
     assert abs(facts["trainable_params"] / 11.67e6 - 1) < 0.005
     assert facts["wkv_kernel_cpu"].startswith("C++ kernel: compiled (sdit_wkv_cpu_")
+    assert facts["cpu_kernels"].startswith("C kernels (sdit_cpu_kernels_")  # not the silent fallback
 
 
 def test_info_json_dit_mnist() -> None:
     facts = json.loads(runner.invoke(app, ["info", "dit-mnist", "--json"]).stdout)
     assert facts["trainable_params"] == 13_845_508
-    assert "wkv_kernel_cpu" not in facts  # DiT has no WKV
+    assert "wkv_kernel_cpu" not in facts and "cpu_kernels" not in facts  # DiT has no WKV, no LIF
     assert abs(facts["trainable_params"] / 13.86e6 - 1) < 0.005
 
 
