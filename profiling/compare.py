@@ -230,8 +230,9 @@ def _notes(conventions: Sequence[str]) -> dict[str, str]:
     for name in conventions:
         notes[f"convention:{name}"] = COUNTING_CONVENTIONS[name].summary
     notes["baseline"] = "an ANN baseline costs the same under every convention (no spikes); its strict total is used"
-    notes["measured"] = ("whole-GPU energy of the same workload, repeated to fill the window, idle draw included; "
-                         "above-idle figures subtract idle power x window time")
+    notes["measured"] = ("energy the meter reads (NVML: the whole GPU; RAPL: the CPU packages, no DRAM) over the "
+                         "same workload, repeated to fill the window, idle draw included; above-idle figures "
+                         "subtract idle power x window time")
     return notes
 
 

@@ -269,7 +269,9 @@ def power_trace(trace: pd.DataFrame, measured: pd.DataFrame, models: list[str]) 
                       annotation={"text": _e(f"{', '.join(m for _, m in who)}: window closes ({end:.2f} s)"),
                                   "textangle": -90, "xanchor": "left"})
     methods = ", ".join(dict.fromkeys(str(m) for m in trace["method"])) or "none"
-    fig = _layout(fig, f"Measured GPU power in each measured window (NVML, method: {methods}); "
-                  "dashed: idle baseline", "time since the window opened (s)", "power (W, whole GPU)")
+    scopes = [info.loc[m, "scope"] for m in dict.fromkeys(trace["model"]) if "scope" in info.columns]
+    scope = "; ".join(dict.fromkeys(str(s) for s in scopes if isinstance(s, str))) or "whole GPU, NVML"
+    fig = _layout(fig, f"Measured power in each measured window ({scope}, method: {methods}); "
+                  "dashed: idle baseline", "time since the window opened (s)", f"power (W, {scope})")
     fig.update_yaxes(rangemode="tozero")
     return fig

@@ -120,7 +120,7 @@ def headline_cards(study: Study) -> list[Card]:
     if measured:
         cards.append(Card("measured energy per image", ", ".join(
             f"{m.label}: {_uj(m.measured['energy_j_per_image'] * 1e6)}" for m in measured),
-            "whole GPU, NVML, idle draw included; above idle: " + ", ".join(
+            f"{tables.scopes_text(study)}, idle draw included; above idle: " + ", ".join(
                 f"{m.label} {_uj(m.measured['energy_above_idle_j_per_image'] * 1e6)}" for m in measured)
             + f" ({', '.join(dict.fromkeys(str(m.measured.get('method')) for m in measured))}); "
               "see the measured section"))
@@ -266,16 +266,21 @@ def build_page(study: Study, run: RunInfo) -> Page:
                                                 "those that are off: what `sdit energy` prints.", "energy_terms")]))
 
     measured = tables.measured_table(study)
+    scopes = tables.scopes_text(study) or "no meter read"
     meas_blocks: list[Any] = [Table(
-        measured, f"Measured whole-GPU energy per image over {study.workload_label} (NVML; idle draw included, "
-                  f"and above idle: less idle power x window time) beside the estimate ({conv} convention, {preset}); "
-                  "where nothing was measured, the reason.", "measured")]
+        measured, f"Measured energy per image over {study.workload_label} ({scopes}"
+                  "; idle draw included, and above idle: less idle power x window time) beside the estimate "
+                  f"({conv} convention, {preset}); where nothing was measured, the reason.", "measured")]
     trace = tables.power_trace_table(study)
     if len(trace):
-        methods = "; ".join(f"{m}: {tables.METHOD_TEXT.get(m, m)}" for m in dict.fromkeys(trace["method"]))
+        meters = {m.label: tables.meter_scope(m.measured) for m in study.models if m.measured}
+        pairs = dict.fromkeys((method, meters[model]) for model, method in zip(trace["model"], trace["method"]))
+        methods = "; ".join(f"{method} ({meter}): {tables.method_text(method, meter)}"
+                            for method, (_, meter) in pairs)
+        scope = "; ".join(dict.fromkeys(f"{scope}, {meter}" for _, (scope, meter) in pairs))
         meas_blocks.append(Chart(
             figures.power_trace(trace, measured, labels),
-            f"Power (W, whole GPU) against time since each model's measured window opened (s); dotted marks: the "
+            f"Power (W, {scope}) against time since each model's measured window opened (s); dotted marks: the "
             f"window's opening and closing; dashed: the idle baseline read before the workload. {methods}.",
             "power_trace", trace, "fig-power"))
     for m in study.models:

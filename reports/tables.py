@@ -147,9 +147,27 @@ def energy_table(study: Study) -> pd.DataFrame:
     return frame
 
 
+def meter_scope(measured: dict[str, Any] | None) -> tuple[str, str]:
+    """(what a measurement covers, the meter's name) for one model's ``measured`` record.
+
+    ``("whole GPU", "NVML")`` for an NVIDIA GPU, ``("CPU packages", "RAPL")`` for Linux powercap RAPL
+    (no DRAM, no GPU), decided from the meter's recorded description.
+    """
+    meter = str((measured or {}).get("meter") or "")
+    if meter.startswith("RAPL"):
+        return "CPU packages", "RAPL"
+    return "whole GPU", "NVML"  # NvmlMeter, and records written before the meter was recorded
+
+
+def scopes_text(study: Study) -> str:
+    """The scope of every measurement in ``study``, e.g. ``"whole GPU, NVML"``; ``""`` if none was measured."""
+    return "; ".join(dict.fromkeys(", ".join(meter_scope(m.measured)) for m in study.models if m.measured))
+
+
 def measured_table(study: Study) -> pd.DataFrame:
     """One row per model: the estimate (headline preset and convention) beside the energy measured per image
-    where a meter read (whole GPU, and above idle), the method, window and idle power; else the reason."""
+    where a meter read (its scope: the whole GPU for NVML, the CPU packages for RAPL; and above idle), the
+    method, window and idle power; else the reason."""
     rows = []
     preset, conv = study.headline_preset, study.headline_convention
     for m in study.models:
@@ -164,6 +182,7 @@ def measured_table(study: Study) -> pd.DataFrame:
             "above_idle_uJ_per_image": above,
             "above_idle_to_estimated": _ratio(above, estimated),
             "method": got.get("method", meas.get("method")), "device": got.get("device"),
+            "scope": ", ".join(meter_scope(got)) if got else None,
             "idle_power_W": got.get("idle_power_w", meas.get("idle_power_w")),
             "mean_power_W": meas.get("mean_power_w"), "window_s": got.get("window_s", meas.get("time_s")),
             "repeats": got.get("repeats", meas.get("repeats")),
@@ -178,6 +197,15 @@ METHOD_TEXT = {
                "beside it, for display only",
     "polling": "energy = the trapezoid integral of the power trace (NVML power polled; no energy counter)",
 }
+RAPL_METHOD_TEXT = ("energy = the sum of the RAPL package counters' differences over the window (wraps "
+                    "unwound); the trace is the mean power between consecutive counter reads")
+
+
+def method_text(method: str, meter: str = "NVML") -> str:
+    """What ``method`` means for ``meter`` (``"NVML"`` or ``"RAPL"``), one line for captions."""
+    if meter == "RAPL" and method == "counter":
+        return RAPL_METHOD_TEXT
+    return METHOD_TEXT.get(method, method)
 
 
 def power_trace_table(study: Study) -> pd.DataFrame:

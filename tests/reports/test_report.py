@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import copy
 import dataclasses
 import io
 import json
@@ -12,8 +13,8 @@ import pytest
 from profiling.compare import Comparison
 from reports import tables
 from reports.html import render_page, write_page
-from reports.page import RunInfo, build_page
-from reports.study import Study, study_from_profiles
+from reports.page import RunInfo, build_page, headline_cards
+from reports.study import Study, study_from_comparison, study_from_profiles
 from tests.reports.browser import visit
 from tests.reports.conftest import tiny_models
 
@@ -204,7 +205,7 @@ def test_measured_comparison_shows_the_power_trace_with_window_marks(measured_co
     assert [s.x0 for s in fig.layout.shapes] == [0.0, 1.0]  # both windows close at 1 s: one mark names both
     assert [a.text for a in fig.layout.annotations] == ["window opens",
                                                         "sdit-tiny, dit-tiny: window closes (1.00 s)"]
-    assert "method: counter" in fig.layout.title.text and fig.layout.yaxis.title.text == "power (W, whole GPU)"
+    assert "method: counter" in fig.layout.title.text and fig.layout.yaxis.title.text == "power (W, whole GPU, NVML)"
     assert "total-energy counter" in chart.caption
     measured = tables.measured_table(measured_study).set_index("model")
     assert measured.loc["sdit-tiny", "above_idle_uJ_per_image"] == pytest.approx((300.0 - 50.0) / 4 * 1e6)
@@ -217,6 +218,25 @@ def test_measured_comparison_shows_the_power_trace_with_window_marks(measured_co
     })
     assert seen.blocked_requests == [] and seen.console_errors == [] and seen.page_errors == []
     assert seen.results == {"traces": 4, "marks": 2}
+
+
+def test_a_rapl_measurement_is_labelled_cpu_packages_never_whole_gpu(measured_comparison: Comparison,
+                                                                     run_info: RunInfo) -> None:
+    data = copy.deepcopy(measured_comparison.to_dict())  # to_dict shares its records with the fixture
+    for target in data["targets"]:
+        target["measured"]["meter"] = "RAPL package energy counter (package-0): CPU packages only, no DRAM or GPU"
+    study = study_from_comparison(Comparison.from_dict(data))
+    page = build_page(study, run_info)
+    chart = _chart(page, "fig-power")
+    assert chart.figure.layout.yaxis.title.text == "power (W, CPU packages, RAPL)"
+    assert "RAPL package counters" in chart.caption and "NVML" not in chart.caption
+    assert set(tables.measured_table(study)["scope"]) == {"CPU packages, RAPL"}
+    section = render_page(page).split('<section id="measured">')[1].split("</section>")[0]
+    assert "CPU packages, RAPL" in section and "whole GPU" not in section and "whole-GPU" not in section
+    card = next(c for c in headline_cards(study) if c.title == "measured energy per image")
+    assert card.detail.startswith("CPU packages, RAPL, idle draw included")
+    # the NVML study keeps its GPU scope
+    assert set(tables.measured_table(study_from_comparison(measured_comparison))["scope"]) == {"whole GPU, NVML"}
 
 
 def test_without_a_meter_the_one_line_reason_stays(tiny_study: Study, run_info: RunInfo) -> None:
