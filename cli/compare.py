@@ -126,7 +126,7 @@ def compare_cmd(
         ["paper", *(c for c in DEFAULT_CONVENTIONS if c != "paper")], "--convention",
         help=f"Conventions to compare (repeat; the first is the headline): {', '.join(CONVENTION_TEXT)}."),
     samples: int = typer.Option(16, "--samples", min=0, help="Images in each model's sample grid (0: none)."),
-    measure: bool = typer.Option(False, "--measure", help="Also measure GPU energy of sampling (NVML)."),
+    measure: bool = typer.Option(False, "--measure", help="Also measure the energy of sampling (see --meter)."),
     device: str = typer.Option("cuda:0", "--device", help="GPU the models run on for --measure (counting and "
                                "the sample grids run on the CPU)."),
     meter: str = typer.Option("auto", "--meter", help="Meter for --measure: auto (NVML on a GPU, RAPL on the "
