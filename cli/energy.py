@@ -73,7 +73,8 @@ def energy_cmd(
     eta: float = typer.Option(0.0, "--eta", help="DDIM noise scale of a sampling run: 0 deterministic, 1 DDPM-like."),
     seed: int = typer.Option(0, "--seed", help="Seed of the input noise."),
     baseline: str | None = typer.Option(None, "--baseline", help="Preset or checkpoint to break even with."),
-    measure: bool = typer.Option(False, "--measure", help="Also measure the energy of the same workload (see --meter)."),
+    measure: bool = typer.Option(False, "--measure",
+                                 help="Also measure the energy of the same workload (see --meter)."),
     device: str = typer.Option("cuda:0", "--device", help="GPU the model runs on for --measure (counting runs "
                                "on the CPU)."),
     meter: str = typer.Option("auto", "--meter", help="Meter for --measure: auto (NVML on a GPU, RAPL on the "
@@ -89,7 +90,7 @@ def energy_cmd(
     quiet: bool = quiet_option(),
     progress: bool | None = progress_option("counting and measuring a sampling run"),
 ) -> None:
-    """Estimate energy per image from op counts; with --measure, measure the same workload too (NVML on a GPU, RAPL on a CPU).
+    """Estimate energy per image from op counts; with --measure, measure the same workload too (NVML or RAPL).
 
     Example: sdit energy sdit-small --baseline dit-small --sample-steps 20 --measure --json energy.json
     """
