@@ -14,16 +14,23 @@ a neuron is a spike tensor, and so is anything a data-movement op
 (:data:`profiling.rules.SPIKE_PRESERVING`) makes from spike tensors only. Data-dependent
 counts stay on the device until :meth:`LayerCounter.finish`, which synchronises once.
 
-Reuse (``reuse=True``, the default): a module with no neuron below it, called with no spike
-input, costs the same ops every time it is called with the same input signature (shapes,
-dtypes, strides, devices, plain argument values, train/grad/autocast state). Its first call is
-counted op by op and recorded; later calls with that signature add the recorded counts and run
-with the dispatch mode paused, so a DiT's sampling run is counted op by op only at its first
-step. A recording is never reused if anything in it depended on values: a spike tensor met by
-a rule, a value read into Python (``.item()``, ``bool(t)``: aten ``_local_scalar_dense``) or an
-op whose output shape depends on data (``nonzero``, boolean indexing, ...). What the guard cannot
-see is a value read through ``.tolist()`` / ``.numpy()`` or Python state that changes between
-calls; for such a module pass ``reuse=False`` (counts op by op everywhere).
+Reuse (``reuse=True``, the default): a module called with no spike input costs the same ops every
+time it is called with the same input signature (shapes, dtypes, strides, devices, plain argument
+values, train/grad/autocast state), except for what its neurons do. Its first call is counted op by
+op and recorded; later calls with that signature add the recorded counts and run with the dispatch
+mode paused, so a DiT's sampling run is counted op by op only at its first step. A module that holds
+neurons (a spiking block, an SDiT) is reused the same way while its neurons still run and are counted
+at every call (spikes per T step, neuron updates); the recording keeps, for each dense MAC, which
+neuron ran last before it (one inside the module, or "the last one before the call", resolved at each
+replay), so the ``upstream`` attribution is the one op-by-op counting gives. A recording is never
+reused if anything in it depended on values: a count a rule returned as a tensor (ACs of a spike
+input: the spike-driven SDiT stays op by op), a rule whose integer counts change when its spike inputs
+are taken for real values, a value read into Python (``.item()``, ``bool(t)``: aten
+``_local_scalar_dense``), an op whose output shape depends on data (``nonzero``, boolean indexing,
+...), or a spike tensor made during the call that is still alive when it returns (its output, or one
+kept in Python state: later ops would see spikes that a replay does not mark). What the guard cannot
+see is a value read through ``.tolist()`` / ``.numpy()`` or Python state that changes between calls;
+for such a module pass ``reuse=False`` (counts op by op everywhere).
 """
 
 from __future__ import annotations
@@ -120,26 +127,62 @@ class LayerTally:
                 totals[column] = totals.get(column, 0) + value
 
 
+class _Entry:
+    """Upstream key of the dense MACs counted before any neuron inside a recorded call has run: at a
+    replay, the counter's last neuron at the call."""
+
+    def __repr__(self) -> str:
+        return "<entry>"
+
+
+_ENTRY = _Entry()
+
+
 @dataclass
 class _Recording:
-    """What one call of a reusable module counted: per layer its summed counts and dense MACs."""
+    """What one call of a reusable module counted: per layer its summed counts and its dense MACs by
+    upstream neuron (a neuron inside the call, or :data:`_ENTRY`), layers (neurons too) in first-use order."""
 
     key: Any
-    layers: dict[str, list[Any]] = field(default_factory=dict)  # layer -> [counts, dense MACs], first-use order
+    layers: dict[str, list[Any]] = field(default_factory=dict)  # layer -> [counts, {upstream key: dense MACs}]
     unsupported: dict[tuple[str, str], int] = field(default_factory=dict)  # (op, layer) -> times
     tainted: bool = False  # something depended on values: never reuse
+    last: Any = _ENTRY  # upstream key now: _ENTRY until a neuron inside the call has run, then its name
+    spikes: list[weakref.ref] = field(default_factory=list)  # spike tensors made during the call
 
     def add(self, name: str, counts: Counts, dense: int) -> None:
+        """Add one op's counts to layer ``name``; its ``dense`` MACs go to the current upstream key."""
         entry = self.layers.get(name)
         if entry is None:
-            entry = self.layers[name] = [{}, 0]
+            entry = self.layers[name] = [{}, {}]
         totals = entry[0]
         for column, value in counts.items():
             if isinstance(value, Tensor):
                 self.tainted = True
                 return
             totals[column] = totals.get(column, 0) + value
-        entry[1] += dense
+        if dense:
+            ups = entry[1]
+            ups[self.last] = ups.get(self.last, 0) + dense
+
+    def add_recorded(self, name: str, counts: Counts, ups: dict[Any, int]) -> None:
+        """Add a nested recording's layer (its upstream keys relative to that call)."""
+        entry = self.layers.get(name)
+        if entry is None:
+            entry = self.layers[name] = [{}, {}]
+        totals = entry[0]
+        for column, value in counts.items():
+            totals[column] = totals.get(column, 0) + value
+        mine = entry[1]
+        for upstream, dense in ups.items():
+            key = self.last if upstream is _ENTRY else upstream
+            mine[key] = mine.get(key, 0) + dense
+
+    def neuron(self, name: str) -> None:
+        """A neuron layer ran (counted live at every call): keep its place in the layer order."""
+        if name not in self.layers:
+            self.layers[name] = [{}, {}]
+        self.last = name
 
 
 # Ops whose result feeds values into Python or whose output shape depends on data: a module that
@@ -221,7 +264,7 @@ class LayerCounter:
                 self._action[id(m)] = _NEURON
             elif isinstance(m, WKV):
                 self._action[id(m)] = _WKV
-            elif reuse and not any(isinstance(sub, self.neuron_types) for sub in m.modules()):
+            elif reuse:
                 self._action[id(m)] = _REUSABLE
             else:
                 self._action[id(m)] = _NAME
@@ -334,6 +377,8 @@ class LayerCounter:
     def _post_hook(self, module: nn.Module, args: Any, kwargs: Any, out: Any) -> None:
         if self._replaying > 1:
             self._replaying -= 1
+            if self._action.get(id(module)) == _NEURON and isinstance(out, Tensor):
+                self._count_neuron(self.names[id(module)], module, out)  # the replay paused the mode
             return
         if id(module) not in self._action or not self._frames:
             return
@@ -343,7 +388,11 @@ class LayerCounter:
             # A call that raised (torch runs always_call hooks while handling the exception) recorded
             # only part of its ops: never reuse it.
             failed = sys.exc_info()[0] is not None
-            self._cache[recording.key] = _NOT_REUSED if recording.tainted or failed else recording
+            # A spike tensor made inside and still alive (the output, Python state) would reach later ops
+            # as spikes, which a replay (mode paused) never marks.
+            escaped = any(ref() is not None for ref in recording.spikes)
+            recording.spikes = []
+            self._cache[recording.key] = _NOT_REUSED if recording.tainted or failed or escaped else recording
             self._signatures[id(module)] += 1
         elif action == _REPLAY:
             self._replaying = 0
@@ -368,6 +417,8 @@ class LayerCounter:
         tally.steps += steps
         self._mark_spikes(out)
         self._last_neuron = name
+        for recording in self._recorders:
+            recording.neuron(name)
 
     # ---- ops ---------------------------------------------------------------------
     def _tally(self, name: str) -> LayerTally:
@@ -388,16 +439,16 @@ class LayerCounter:
             recording.add(name, counts, dense)
 
     def _replay(self, recording: _Recording) -> None:
-        last, recorders = self._last_neuron, self._recorders
-        for name, (counts, dense) in recording.layers.items():  # ints only: a recording with tensors is tainted
-            tally = self._tally(name)
+        last, recorders, upstream_of = self._last_neuron, self._recorders, _ENTRY
+        for name, (counts, ups) in recording.layers.items():  # ints only: a recording with tensors is tainted
+            tally = self._tally(name)  # neuron layers too, in their op-by-op place; they count when they run
             totals = tally.totals
             for column, value in counts.items():
                 totals[column] = totals.get(column, 0) + value
-            if dense:
-                tally.upstream[last] += dense
+            for key, dense in ups.items():
+                tally.upstream[last if key is upstream_of else key] += dense
             for outer in recorders:
-                outer.add(name, counts, dense)
+                outer.add_recorded(name, counts, ups)
         for (op, name), times in recording.unsupported.items():
             self._note_unsupported(op, name, times)
 
@@ -415,7 +466,9 @@ class LayerCounter:
     def _mark_spikes(self, t: Tensor) -> None:
         key = id(t)
         spikes = self._spikes
-        spikes[key] = weakref.ref(t, lambda _ref, key=key: spikes.pop(key, None))
+        ref = spikes[key] = weakref.ref(t, lambda _ref, key=key: spikes.pop(key, None))
+        for recording in self._recorders:
+            recording.spikes.append(ref)
 
     def _plan_of(self, func: Any) -> tuple[int, Any]:
         rule = RULES.get(func)
@@ -430,6 +483,17 @@ class LayerCounter:
             return _FREE, None
         return _UNSUPPORTED, None
 
+    def _check_spike_independent(self, rule: Any, args: Any, kwargs: Any, out: Any, counts: Counts) -> None:
+        """Taint the running recordings if a rule's integer counts depend on which inputs are spikes
+        (rules put spike-dependent counts in tensors, which taint anyway; this does not rely on it)."""
+        if any(isinstance(v, Tensor) for v in counts.values()):
+            return  # data-dependent: _Recording.add taints
+        if not any(self._is_spike(a) for a in _tensors(args, kwargs)):
+            return
+        if rule(args, kwargs, out, _never) != counts:
+            for recording in self._recorders:
+                recording.tainted = True
+
     def _on_op(self, func: Any, args: Any, kwargs: Any, out: Any) -> None:
         plan = self._plan.get(func)
         if plan is None:
@@ -437,6 +501,8 @@ class LayerCounter:
         what, rule = plan
         if what == _RULE:
             counts = rule(args, kwargs, out, self._spike_test)
+            if self._recorders and self._spikes:
+                self._check_spike_independent(rule, args, kwargs, out, counts)
             dense = counts.get("dense_macs", 0)
             self._add(self._stack[-1] if self._stack else OUTSIDE, counts, int(dense) if dense else 0)
             return
@@ -445,9 +511,7 @@ class LayerCounter:
                 inputs = _tensors(args, kwargs)
                 if inputs and all(self._is_spike(a) for a in inputs):
                     for o in _tensors(out):
-                        self._mark_spikes(o)
-                    for recording in self._recorders:  # spikes made inside: not a function of shapes
-                        recording.tainted = True
+                        self._mark_spikes(o)  # recorded calls check that these die inside them
             return
         if what == _FREE:
             return
