@@ -38,7 +38,7 @@ from __future__ import annotations
 import contextlib
 import sys
 import weakref
-from collections import defaultdict
+from collections import OrderedDict, defaultdict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -227,8 +227,9 @@ class LayerCounter:
         model: The model whose modules name the layers.
         strict: Raise :class:`UnsupportedOpError` on the first op no rule covers.
         neuron_types: Extra neuron classes to count like LIF (spikes, updates).
-        reuse: Reuse the recorded counts of neuron-free modules called again with the same
-            input signature (see the module docstring); ``False`` counts every call op by op.
+        reuse: Reuse the recorded counts of modules called again with the same input signature,
+            spiking blocks too while their neurons count every call (see the module docstring);
+            ``False`` counts every call op by op.
 
     Raises:
         UnknownNeuronError: at construction, for a spikingjelly neuron of an unknown type.
@@ -275,6 +276,10 @@ class LayerCounter:
         self._cache: dict[Any, Any] = {}  # (module id, input signature) -> _Recording or _NOT_REUSED
         self._signatures: dict[int, int] = defaultdict(int)  # module id -> signatures cached
         self._replaying = 0  # > 0 inside a module whose counts were reused: its children do nothing
+        # Inside a replayed module its descendants' hooks would do nothing (but a neuron's): they are taken
+        # off for the call (torch then calls those modules without its hook machinery, ~20 us a call).
+        self._quiet: dict[int, list[nn.Module]] = {}  # module id -> descendants to silence in a replay
+        self._silenced: list[list[tuple[dict[str, Any], Any, Any]]] = []  # per running replay: (module, pre, post)
         # Spike tensors by id, each with a weak reference whose callback drops the entry when the
         # tensor dies (so an id reused by a new tensor never reads as spikes).
         self._spikes: dict[int, weakref.ref] = {}
@@ -300,6 +305,8 @@ class LayerCounter:
             _, paused = self._frames.pop()
             if paused is not None:
                 paused.__exit__(None, None, None)
+        while self._silenced:
+            _restore_hooks(self._silenced.pop())
         self._mode.__exit__(*exc)
         for handle in self._handles:
             handle.remove()
@@ -372,6 +379,7 @@ class LayerCounter:
         else:
             self._replay(recording)
             self._replaying = 1
+            self._silenced.append(self._silence(module))
             self._frames.append((_REPLAY, self._pause()))
 
     def _post_hook(self, module: nn.Module, args: Any, kwargs: Any, out: Any) -> None:
@@ -396,12 +404,29 @@ class LayerCounter:
             self._signatures[id(module)] += 1
         elif action == _REPLAY:
             self._replaying = 0
+            _restore_hooks(self._silenced.pop())
         elif action == _NEURON and isinstance(out, Tensor):
             self._count_neuron(self._stack[-1], module, out)  # while paused: its own ops go uncounted
         if paused is not None:
             paused.__exit__(None, None, None)
         if self._stack:
             self._stack.pop()
+
+    def _silence(self, module: nn.Module) -> list[tuple[dict[str, Any], Any, Any]]:
+        """Take the counter's hooks off ``module``'s descendants (not its neurons, which count in a replay)
+        that carry no other forward hook; returns what :func:`_restore_hooks` puts back."""
+        quiet = self._quiet.get(id(module))
+        if quiet is None:
+            quiet = self._quiet[id(module)] = [
+                m for m in module.modules() if m is not module and self._action.get(id(m)) != _NEURON]
+        saved = []
+        for m in quiet:
+            attrs = m.__dict__  # plain attributes: set directly, not through nn.Module.__setattr__
+            pre, post = attrs["_forward_pre_hooks"], attrs["_forward_hooks"]
+            if len(pre) == 1 and len(post) == 1:  # ours only (a user's hook keeps the module hooked)
+                saved.append((attrs, pre, post))
+                attrs["_forward_pre_hooks"], attrs["_forward_hooks"] = OrderedDict(), OrderedDict()
+        return saved
 
     def _count_neuron(self, name: str, module: nn.Module, out: Tensor) -> None:
         multi = getattr(module, "step_mode", "s") == "m"
@@ -590,6 +615,14 @@ def _key_of(value: Any, spike: Callable[[Any], bool], depth: int) -> Any:
         parts = [_key_of(v, spike, depth + 1) for v in value]
         return None if any(p is None for p in parts) else (type(value), tuple(parts))
     return None
+
+
+def _restore_hooks(saved: list[tuple[dict[str, Any], Any, Any]]) -> None:
+    """Put back the hooks :meth:`LayerCounter._silence` took off (and keep any registered meanwhile)."""
+    for attrs, pre, post in saved:
+        pre.update(attrs["_forward_pre_hooks"])
+        post.update(attrs["_forward_hooks"])
+        attrs["_forward_pre_hooks"], attrs["_forward_hooks"] = pre, post
 
 
 def _never(x: Any) -> bool:

@@ -238,3 +238,19 @@ def test_a_rule_whose_integer_counts_read_spikes_keeps_the_block_op_by_op(monkey
     _same(reused, counted)
     assert counted.layer("block").adds == 2 * 24 * 2 / 3  # x + spikes (24 elements) at both calls, doubled, / B
     assert ops_reused == ops_counted  # both calls op by op
+
+
+@pytest.mark.parametrize("preset", ["dit-tiny", "sdit-tiny"])
+def test_a_replay_keeps_user_hooks_and_puts_every_hook_back(preset: str) -> None:
+    torch.manual_seed(0)
+    model = build_model(preset)
+    inner = [m for m in model.modules() if isinstance(m, nn.Linear)][-1]  # replayed inside the model's replay
+    seen = []
+    handle = inner.register_forward_hook(lambda m, a, out: seen.append(out.shape))
+    try:
+        reused = profile_workload(model, Workload.ddim(3), name=preset)
+    finally:
+        handle.remove()
+    assert len(seen) == 3  # a user's hook runs at every call, replayed or not
+    _same(reused, profile_workload(model, Workload.ddim(3), name=preset, reuse=False))
+    assert all(not m._forward_pre_hooks and not m._forward_hooks for m in model.modules())  # the counter's are gone
