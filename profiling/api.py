@@ -68,8 +68,9 @@ def profile(
         neuron_types: Extra neuron classes to count like LIF (spikes and membrane updates).
         reset: Reset spikingjelly neuron states before and after the forward of an arbitrary
             module (``functional.reset_net``), so the counts are of a fresh sample.
-        reuse: Reuse the counts of neuron-free modules called again with the same input shapes
-            (fast; see :mod:`profiling.counter`); ``False`` counts every call op by op.
+        reuse: Reuse the counts of modules called again with the same input shapes, spiking blocks
+            too while their neurons count every call (fast, same counts; see :mod:`profiling.counter`);
+            ``False`` counts every call op by op.
         batch_size: Images in an example input (default: its first axis; the second, B of (T, B, ...),
             when the model's spikingjelly modules run multi-step).
         device: Where a preset or checkpoint is loaded (default ``cpu``); a module stays where it is.

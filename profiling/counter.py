@@ -14,16 +14,23 @@ a neuron is a spike tensor, and so is anything a data-movement op
 (:data:`profiling.rules.SPIKE_PRESERVING`) makes from spike tensors only. Data-dependent
 counts stay on the device until :meth:`LayerCounter.finish`, which synchronises once.
 
-Reuse (``reuse=True``, the default): a module with no neuron below it, called with no spike
-input, costs the same ops every time it is called with the same input signature (shapes,
-dtypes, strides, devices, plain argument values, train/grad/autocast state). Its first call is
-counted op by op and recorded; later calls with that signature add the recorded counts and run
-with the dispatch mode paused, so a DiT's sampling run is counted op by op only at its first
-step. A recording is never reused if anything in it depended on values: a spike tensor met by
-a rule, a value read into Python (``.item()``, ``bool(t)``: aten ``_local_scalar_dense``) or an
-op whose output shape depends on data (``nonzero``, boolean indexing, ...). What the guard cannot
-see is a value read through ``.tolist()`` / ``.numpy()`` or Python state that changes between
-calls; for such a module pass ``reuse=False`` (counts op by op everywhere).
+Reuse (``reuse=True``, the default): a module called with no spike input costs the same ops every
+time it is called with the same input signature (shapes, dtypes, strides, devices, plain argument
+values, train/grad/autocast state), except for what its neurons do. Its first call is counted op by
+op and recorded; later calls with that signature add the recorded counts and run with the dispatch
+mode paused, so a DiT's sampling run is counted op by op only at its first step. A module that holds
+neurons (a spiking block, an SDiT) is reused the same way while its neurons still run and are counted
+at every call (spikes per T step, neuron updates); the recording keeps, for each dense MAC, which
+neuron ran last before it (one inside the module, or "the last one before the call", resolved at each
+replay), so the ``upstream`` attribution is the one op-by-op counting gives. A recording is never
+reused if anything in it depended on values: a count a rule returned as a tensor (ACs of a spike
+input: the spike-driven SDiT stays op by op), a rule whose integer counts change when its spike inputs
+are taken for real values, a value read into Python (``.item()``, ``bool(t)``: aten
+``_local_scalar_dense``), an op whose output shape depends on data (``nonzero``, boolean indexing,
+...), or a spike tensor made during the call that is still alive when it returns (its output, or one
+kept in Python state: later ops would see spikes that a replay does not mark). What the guard cannot
+see is a value read through ``.tolist()`` / ``.numpy()`` or Python state that changes between calls;
+for such a module pass ``reuse=False`` (counts op by op everywhere).
 """
 
 from __future__ import annotations
@@ -31,7 +38,7 @@ from __future__ import annotations
 import contextlib
 import sys
 import weakref
-from collections import defaultdict
+from collections import OrderedDict, defaultdict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -120,26 +127,62 @@ class LayerTally:
                 totals[column] = totals.get(column, 0) + value
 
 
+class _Entry:
+    """Upstream key of the dense MACs counted before any neuron inside a recorded call has run: at a
+    replay, the counter's last neuron at the call."""
+
+    def __repr__(self) -> str:
+        return "<entry>"
+
+
+_ENTRY = _Entry()
+
+
 @dataclass
 class _Recording:
-    """What one call of a reusable module counted: per layer its summed counts and dense MACs."""
+    """What one call of a reusable module counted: per layer its summed counts and its dense MACs by
+    upstream neuron (a neuron inside the call, or :data:`_ENTRY`), layers (neurons too) in first-use order."""
 
     key: Any
-    layers: dict[str, list[Any]] = field(default_factory=dict)  # layer -> [counts, dense MACs], first-use order
+    layers: dict[str, list[Any]] = field(default_factory=dict)  # layer -> [counts, {upstream key: dense MACs}]
     unsupported: dict[tuple[str, str], int] = field(default_factory=dict)  # (op, layer) -> times
     tainted: bool = False  # something depended on values: never reuse
+    last: Any = _ENTRY  # upstream key now: _ENTRY until a neuron inside the call has run, then its name
+    spikes: list[weakref.ref] = field(default_factory=list)  # spike tensors made during the call
 
     def add(self, name: str, counts: Counts, dense: int) -> None:
+        """Add one op's counts to layer ``name``; its ``dense`` MACs go to the current upstream key."""
         entry = self.layers.get(name)
         if entry is None:
-            entry = self.layers[name] = [{}, 0]
+            entry = self.layers[name] = [{}, {}]
         totals = entry[0]
         for column, value in counts.items():
             if isinstance(value, Tensor):
                 self.tainted = True
                 return
             totals[column] = totals.get(column, 0) + value
-        entry[1] += dense
+        if dense:
+            ups = entry[1]
+            ups[self.last] = ups.get(self.last, 0) + dense
+
+    def add_recorded(self, name: str, counts: Counts, ups: dict[Any, int]) -> None:
+        """Add a nested recording's layer (its upstream keys relative to that call)."""
+        entry = self.layers.get(name)
+        if entry is None:
+            entry = self.layers[name] = [{}, {}]
+        totals = entry[0]
+        for column, value in counts.items():
+            totals[column] = totals.get(column, 0) + value
+        mine = entry[1]
+        for upstream, dense in ups.items():
+            key = self.last if upstream is _ENTRY else upstream
+            mine[key] = mine.get(key, 0) + dense
+
+    def neuron(self, name: str) -> None:
+        """A neuron layer ran (counted live at every call): keep its place in the layer order."""
+        if name not in self.layers:
+            self.layers[name] = [{}, {}]
+        self.last = name
 
 
 # Ops whose result feeds values into Python or whose output shape depends on data: a module that
@@ -184,8 +227,9 @@ class LayerCounter:
         model: The model whose modules name the layers.
         strict: Raise :class:`UnsupportedOpError` on the first op no rule covers.
         neuron_types: Extra neuron classes to count like LIF (spikes, updates).
-        reuse: Reuse the recorded counts of neuron-free modules called again with the same
-            input signature (see the module docstring); ``False`` counts every call op by op.
+        reuse: Reuse the recorded counts of modules called again with the same input signature,
+            spiking blocks too while their neurons count every call (see the module docstring);
+            ``False`` counts every call op by op.
 
     Raises:
         UnknownNeuronError: at construction, for a spikingjelly neuron of an unknown type.
@@ -221,7 +265,7 @@ class LayerCounter:
                 self._action[id(m)] = _NEURON
             elif isinstance(m, WKV):
                 self._action[id(m)] = _WKV
-            elif reuse and not any(isinstance(sub, self.neuron_types) for sub in m.modules()):
+            elif reuse:
                 self._action[id(m)] = _REUSABLE
             else:
                 self._action[id(m)] = _NAME
@@ -232,6 +276,10 @@ class LayerCounter:
         self._cache: dict[Any, Any] = {}  # (module id, input signature) -> _Recording or _NOT_REUSED
         self._signatures: dict[int, int] = defaultdict(int)  # module id -> signatures cached
         self._replaying = 0  # > 0 inside a module whose counts were reused: its children do nothing
+        # Inside a replayed module its descendants' hooks would do nothing (but a neuron's): they are taken
+        # off for the call (torch then calls those modules without its hook machinery, ~20 us a call).
+        self._quiet: dict[int, list[nn.Module]] = {}  # module id -> descendants to silence in a replay
+        self._silenced: list[list[tuple[dict[str, Any], Any, Any]]] = []  # per running replay: (module, pre, post)
         # Spike tensors by id, each with a weak reference whose callback drops the entry when the
         # tensor dies (so an id reused by a new tensor never reads as spikes).
         self._spikes: dict[int, weakref.ref] = {}
@@ -257,6 +305,8 @@ class LayerCounter:
             _, paused = self._frames.pop()
             if paused is not None:
                 paused.__exit__(None, None, None)
+        while self._silenced:
+            _restore_hooks(self._silenced.pop())
         self._mode.__exit__(*exc)
         for handle in self._handles:
             handle.remove()
@@ -329,11 +379,14 @@ class LayerCounter:
         else:
             self._replay(recording)
             self._replaying = 1
+            self._silenced.append(self._silence(module))
             self._frames.append((_REPLAY, self._pause()))
 
     def _post_hook(self, module: nn.Module, args: Any, kwargs: Any, out: Any) -> None:
         if self._replaying > 1:
             self._replaying -= 1
+            if self._action.get(id(module)) == _NEURON and isinstance(out, Tensor):
+                self._count_neuron(self.names[id(module)], module, out)  # the replay paused the mode
             return
         if id(module) not in self._action or not self._frames:
             return
@@ -343,16 +396,37 @@ class LayerCounter:
             # A call that raised (torch runs always_call hooks while handling the exception) recorded
             # only part of its ops: never reuse it.
             failed = sys.exc_info()[0] is not None
-            self._cache[recording.key] = _NOT_REUSED if recording.tainted or failed else recording
+            # A spike tensor made inside and still alive (the output, Python state) would reach later ops
+            # as spikes, which a replay (mode paused) never marks.
+            escaped = any(ref() is not None for ref in recording.spikes)
+            recording.spikes = []
+            self._cache[recording.key] = _NOT_REUSED if recording.tainted or failed or escaped else recording
             self._signatures[id(module)] += 1
         elif action == _REPLAY:
             self._replaying = 0
+            _restore_hooks(self._silenced.pop())
         elif action == _NEURON and isinstance(out, Tensor):
             self._count_neuron(self._stack[-1], module, out)  # while paused: its own ops go uncounted
         if paused is not None:
             paused.__exit__(None, None, None)
         if self._stack:
             self._stack.pop()
+
+    def _silence(self, module: nn.Module) -> list[tuple[dict[str, Any], Any, Any]]:
+        """Take the counter's hooks off ``module``'s descendants (not its neurons, which count in a replay)
+        that carry no other forward hook; returns what :func:`_restore_hooks` puts back."""
+        quiet = self._quiet.get(id(module))
+        if quiet is None:
+            quiet = self._quiet[id(module)] = [
+                m for m in module.modules() if m is not module and self._action.get(id(m)) != _NEURON]
+        saved = []
+        for m in quiet:
+            attrs = m.__dict__  # plain attributes: set directly, not through nn.Module.__setattr__
+            pre, post = attrs["_forward_pre_hooks"], attrs["_forward_hooks"]
+            if len(pre) == 1 and len(post) == 1:  # ours only (a user's hook keeps the module hooked)
+                saved.append((attrs, pre, post))
+                attrs["_forward_pre_hooks"], attrs["_forward_hooks"] = OrderedDict(), OrderedDict()
+        return saved
 
     def _count_neuron(self, name: str, module: nn.Module, out: Tensor) -> None:
         multi = getattr(module, "step_mode", "s") == "m"
@@ -368,6 +442,8 @@ class LayerCounter:
         tally.steps += steps
         self._mark_spikes(out)
         self._last_neuron = name
+        for recording in self._recorders:
+            recording.neuron(name)
 
     # ---- ops ---------------------------------------------------------------------
     def _tally(self, name: str) -> LayerTally:
@@ -388,16 +464,16 @@ class LayerCounter:
             recording.add(name, counts, dense)
 
     def _replay(self, recording: _Recording) -> None:
-        last, recorders = self._last_neuron, self._recorders
-        for name, (counts, dense) in recording.layers.items():  # ints only: a recording with tensors is tainted
-            tally = self._tally(name)
+        last, recorders, upstream_of = self._last_neuron, self._recorders, _ENTRY
+        for name, (counts, ups) in recording.layers.items():  # ints only: a recording with tensors is tainted
+            tally = self._tally(name)  # neuron layers too, in their op-by-op place; they count when they run
             totals = tally.totals
             for column, value in counts.items():
                 totals[column] = totals.get(column, 0) + value
-            if dense:
-                tally.upstream[last] += dense
+            for key, dense in ups.items():
+                tally.upstream[last if key is upstream_of else key] += dense
             for outer in recorders:
-                outer.add(name, counts, dense)
+                outer.add_recorded(name, counts, ups)
         for (op, name), times in recording.unsupported.items():
             self._note_unsupported(op, name, times)
 
@@ -415,7 +491,9 @@ class LayerCounter:
     def _mark_spikes(self, t: Tensor) -> None:
         key = id(t)
         spikes = self._spikes
-        spikes[key] = weakref.ref(t, lambda _ref, key=key: spikes.pop(key, None))
+        ref = spikes[key] = weakref.ref(t, lambda _ref, key=key: spikes.pop(key, None))
+        for recording in self._recorders:
+            recording.spikes.append(ref)
 
     def _plan_of(self, func: Any) -> tuple[int, Any]:
         rule = RULES.get(func)
@@ -430,6 +508,17 @@ class LayerCounter:
             return _FREE, None
         return _UNSUPPORTED, None
 
+    def _check_spike_independent(self, rule: Any, args: Any, kwargs: Any, out: Any, counts: Counts) -> None:
+        """Taint the running recordings if a rule's integer counts depend on which inputs are spikes
+        (rules put spike-dependent counts in tensors, which taint anyway; this does not rely on it)."""
+        if any(isinstance(v, Tensor) for v in counts.values()):
+            return  # data-dependent: _Recording.add taints
+        if not any(self._is_spike(a) for a in _tensors(args, kwargs)):
+            return
+        if rule(args, kwargs, out, _never) != counts:
+            for recording in self._recorders:
+                recording.tainted = True
+
     def _on_op(self, func: Any, args: Any, kwargs: Any, out: Any) -> None:
         plan = self._plan.get(func)
         if plan is None:
@@ -437,6 +526,8 @@ class LayerCounter:
         what, rule = plan
         if what == _RULE:
             counts = rule(args, kwargs, out, self._spike_test)
+            if self._recorders and self._spikes:
+                self._check_spike_independent(rule, args, kwargs, out, counts)
             dense = counts.get("dense_macs", 0)
             self._add(self._stack[-1] if self._stack else OUTSIDE, counts, int(dense) if dense else 0)
             return
@@ -445,9 +536,7 @@ class LayerCounter:
                 inputs = _tensors(args, kwargs)
                 if inputs and all(self._is_spike(a) for a in inputs):
                     for o in _tensors(out):
-                        self._mark_spikes(o)
-                    for recording in self._recorders:  # spikes made inside: not a function of shapes
-                        recording.tainted = True
+                        self._mark_spikes(o)  # recorded calls check that these die inside them
             return
         if what == _FREE:
             return
@@ -526,6 +615,14 @@ def _key_of(value: Any, spike: Callable[[Any], bool], depth: int) -> Any:
         parts = [_key_of(v, spike, depth + 1) for v in value]
         return None if any(p is None for p in parts) else (type(value), tuple(parts))
     return None
+
+
+def _restore_hooks(saved: list[tuple[dict[str, Any], Any, Any]]) -> None:
+    """Put back the hooks :meth:`LayerCounter._silence` took off (and keep any registered meanwhile)."""
+    for attrs, pre, post in saved:
+        pre.update(attrs["_forward_pre_hooks"])
+        post.update(attrs["_forward_hooks"])
+        attrs["_forward_pre_hooks"], attrs["_forward_hooks"] = pre, post
 
 
 def _never(x: Any) -> bool:

@@ -55,8 +55,8 @@ def _add_by_step(total: list[Number], step: list[Number]) -> list[Number]:
 def _paper_split(rec: dict[str, Any], in_block: bool, rates: dict[str, float]) -> tuple[Number, Number, Number]:
     """(macs_paper, acs_paper, dense_macs_spiking) of one layer in one model call (raw, whole batch)."""
     upstream = rec["upstream"]
-    spiking = {u: d for u, d in upstream.items() if u is not None}
     if in_block and upstream:
+        spiking = {u: d for u, d in upstream.items() if u is not None}
         return upstream.get(None, 0), sum(rates.get(u, 0.0) * d for u, d in spiking.items()), sum(spiking.values())
     return rec["macs"], rec["acs"], 0
 
@@ -81,51 +81,52 @@ def build_profile(
     blocks = blocks or {}
     order: list[str] = []
     kinds: dict[str, str] = {}
-    # per model call: index, t, per layer its record and its SUMMED columns per image
-    raw_steps: list[tuple[int, int | None, dict[str, LayerStepRecord], dict[str, dict[str, Number]]]] = []
+    # per model call: index, t, per layer its record and its SUMMED columns per image (a tuple in SUMMED order)
+    raw_steps: list[tuple[int, int | None, dict[str, LayerStepRecord], dict[str, tuple[Number, ...]]]] = []
     spiking_steps: dict[str, int] = {}  # spiking steps run per layer, over all model calls
-    values: dict[str, list[dict[str, Number]]] = {}  # layer -> per model call, its SUMMED columns per image
+    values: dict[str, list[tuple[Number, ...]]] = {}  # layer -> per model call, its SUMMED columns per image
     for index, (meta, layers) in enumerate(steps):
         rates = {n: r["spikes"] / r["neuron_updates"] for n, r in layers.items() if r["neuron_updates"]}
         per_layer: dict[str, LayerStepRecord] = {}
-        per_values: dict[str, dict[str, Number]] = {}
+        per_values: dict[str, tuple[Number, ...]] = {}
         t = meta.get("t")
         for name, rec in layers.items():
             if name not in kinds:
                 order.append(name)
                 kinds[name] = rec["kind"]
                 values[name] = []
-            full = {c: rec[c] for c in COLUMNS}  # then the paper columns: the order of SUMMED
-            full["macs_paper"], full["acs_paper"], full["dense_macs_spiking"] = _paper_split(
-                rec, name in in_spiking_block, rates)
+            # the counted columns, then the paper columns: the order of SUMMED
+            full = (*(rec[c] for c in COLUMNS), *_paper_split(rec, name in in_spiking_block, rates))
             per_image = (full if batch_size == 1  # x / 1 is x, for ints and floats
-                         else {c: _per_image(v, batch_size) for c, v in full.items()})
+                         else tuple([_per_image(v, batch_size) for v in full]))
             values[name].append(per_image)
             per_values[name] = per_image
-            per_layer[name] = LayerStepRecord(
+            fields = dict(zip(SUMMED, per_image, strict=True))
+            fields.update(
                 step=index, t=t, layer=name,
-                **per_image,
                 firing_rate=rates.get(name),
                 spikes_per_step=(list(rec["spikes_per_step"]) if batch_size == 1
                                  else [_per_image(v, batch_size) for v in rec["spikes_per_step"]]),
                 upstream={(NO_UPSTREAM if u is None else u): (d if batch_size == 1 else _per_image(d, batch_size))
                           for u, d in rec["upstream"].items()},
             )
+            per_layer[name] = LayerStepRecord.of(fields)
             spiking_steps[name] = spiking_steps.get(name, 0) + rec["steps"]
         raw_steps.append((index, t, per_layer, per_values))
 
     layers_out: list[LayerRecord] = []
     kept: set[str] = set()
     for name in order:
-        records = [layers[name] for _, _, layers, _ in raw_steps if name in layers]
-        sums = {c: _sum([v[c] for v in values[name]]) for c in SUMMED}
+        sums = {c: _sum(column) for c, column in zip(SUMMED, zip(*values[name], strict=True), strict=True)}
         if not any(sums.values()):
             continue  # containers whose ops are all in children
         kept.add(name)
+        records = [layers[name] for _, _, layers, _ in raw_steps if name in layers]
         spikes_per_step: list[Number] = []
         upstream: dict[str, Number] = {}
         for r in records:
-            spikes_per_step = _add_by_step(spikes_per_step, r.spikes_per_step)
+            if r.spikes_per_step or spikes_per_step:
+                spikes_per_step = _add_by_step(spikes_per_step, r.spikes_per_step)
             for u, d in r.upstream.items():
                 upstream[u] = upstream.get(u, 0) + d
         spiking_up = {u: d for u, d in upstream.items() if u != NO_UPSTREAM}
@@ -142,18 +143,21 @@ def build_profile(
     layer_steps: list[LayerStepRecord] = []
     step_records: list[StepRecord] = []
     kept_order = [name for name in order if name in kept]
-    kept_values: list[dict[str, Number]] = []
+    kept_values: list[tuple[Number, ...]] = []
+    zeros = dict.fromkeys(SUMMED, 0)
     for index, t, layers, per_values in raw_steps:
         names = [name for name in kept_order if name in layers]
         layer_steps.extend(layers[name] for name in names)
         here = [per_values[name] for name in names]
         kept_values.extend(here)
-        step_records.append(StepRecord(index=index, t=t, totals={c: _sum([v[c] for v in here]) for c in SUMMED}))
+        totals = ({c: _sum(column) for c, column in zip(SUMMED, zip(*here, strict=True), strict=True)} if here
+                  else dict(zeros))
+        step_records.append(StepRecord(index=index, t=t, totals=totals))
     per_image = {}
-    for c in SUMMED:
+    for i, c in enumerate(SUMMED):
         totals = [s.totals[c] for s in step_records]
         # an int step total means every value in it was an int: their sum is exact in any grouping
-        per_image[c] = sum(totals) if all(type(v) is int for v in totals) else math.fsum(v[c] for v in kept_values)
+        per_image[c] = sum(totals) if all(type(v) is int for v in totals) else math.fsum(v[i] for v in kept_values)
     return Profile(
         model=model,
         kind=kind,

@@ -251,6 +251,25 @@ class LayerStepRecord:
     dense_macs_spiking: Number = 0
     upstream: dict[str, Number] = field(default_factory=dict)
 
+    @classmethod
+    def of(cls, values: dict[str, Any]) -> LayerStepRecord:
+        """The record of ``values``, a dict holding every field exactly: what the generated frozen
+        ``__init__`` makes, without its ``object.__setattr__`` per field (~10 us a record; a profiled
+        DDIM-50 run of sdit-small builds 3,100).
+
+        Raises:
+            TypeError: ``values`` lacks a field or holds a name that is not one.
+        """
+        if values.keys() != _LAYER_STEP_FIELDS:
+            missing, extra = _LAYER_STEP_FIELDS - values.keys(), values.keys() - _LAYER_STEP_FIELDS
+            raise TypeError(f"LayerStepRecord.of: missing {sorted(missing)}, unknown {sorted(extra)}")
+        record = object.__new__(cls)
+        record.__dict__.update(values)
+        return record
+
+
+_LAYER_STEP_FIELDS = frozenset(f.name for f in fields(LayerStepRecord))
+
 
 @dataclass(frozen=True)
 class UnsupportedOp:

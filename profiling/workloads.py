@@ -128,8 +128,9 @@ def profile_workload(
 ) -> Profile:
     """Count ``workload`` on ``model``: every model call is one step of the profile.
 
-    With ``reuse`` (the default) a neuron-free model (DiT) is counted op by op at its first call
-    only and its counts reused at every later step (see :class:`~profiling.counter.LayerCounter`).
+    With ``reuse`` (the default) a DiT, and an SDiT whose blocks read no spikes, is counted op by op at
+    its first call only and its counts reused at every later step, the SDiT's neurons counted at every
+    step (see :class:`~profiling.counter.LayerCounter`); the spike-driven SDiT's blocks stay op by op.
     """
     if not workload.is_sampling:
         return profile_forward(model, name=name, batch_size=workload.batch_size, timestep=int(workload.timestep),

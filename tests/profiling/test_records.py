@@ -11,7 +11,7 @@ import pytest
 import torch
 from torch import nn
 
-from profiling.records import DIFFUSION_STEPS, SUMMED, Profile, Workload, WorkloadError
+from profiling.records import DIFFUSION_STEPS, SUMMED, LayerStepRecord, Profile, Workload, WorkloadError
 from profiling.workloads import profile_sampling
 from sdit.diffusion import Diffusion
 from sdit.models import build_model
@@ -124,3 +124,15 @@ def test_reading_a_profile_imports_no_torch(tmp_path: Path, firing_run: Profile)
     done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env={"PYTHONPATH": str(ROOT)},
                           capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_a_layer_step_record_of_a_full_dict_is_the_constructed_one() -> None:
+    values = {c: i for i, c in enumerate(SUMMED)}
+    values.update(step=2, t=760, layer="blocks.0", firing_rate=0.25, spikes_per_step=[1, 2], upstream={"(none)": 3})
+    built = LayerStepRecord(**values)
+    fast = LayerStepRecord.of(dict(values))
+    assert fast == built and fast.macs_paper == built.macs_paper == SUMMED.index("macs_paper")
+    with pytest.raises(TypeError, match="missing \\['upstream'\\], unknown \\['upstreams'\\]"):
+        LayerStepRecord.of({**{k: v for k, v in values.items() if k != "upstream"}, "upstreams": {}})
+    with pytest.raises(AttributeError):
+        fast.macs = 1  # still frozen
