@@ -88,7 +88,7 @@ class _ShiftMixes(torch.autograd.Function):
     def backward(ctx, *grads: Tensor | None) -> tuple[Tensor | None, ...]:
         saved, *mus = ctx.saved_tensors
         if ctx.kernel and all(g is not None for g in grads) and cpu_kernels.available():
-            return _mixes_backward_cpu(saved, mus, [g.contiguous() for g in grads])
+            return _mixes_backward_cpu(saved, mus, list(grads))
         delta = _delta(saved) if ctx.kernel else saved  # (B', M, D)
         pairs = [(g, mu) for g, mu in zip(grads, mus) if g is not None]
         grad_mus = [None if g is None else (g * delta).sum(dim=(0, 1)) for g in grads]  # (D,) each
@@ -106,15 +106,29 @@ class _ShiftMixes(torch.autograd.Function):
 
 def _mixes_backward_cpu(x: Tensor, mus: list[Tensor], grads: list[Tensor]) -> tuple[Tensor, ...]:
     """dL/dx (B', M, D) and dL/dmu_j (D,) each, from the C kernel."""
-    rows, tokens, dim = x.shape
-    mu = torch.stack(mus).contiguous()  # (J, D)
-    grad_x = torch.empty_like(x)  # (B', M, D)
-    grad_mus = x.new_empty(len(mus), dim)  # (J, D)
-    cpu_kernels.load().sdit_shift_mixes_backward(
-        cpu_kernels.ptr(x), cpu_kernels.ptr(mu), cpu_kernels.ptr_array(grads), cpu_kernels.ptr(grad_x),
-        cpu_kernels.ptr(grad_mus), rows, tokens, dim, len(mus), torch.get_num_threads(),
-    )
+    grad_x, grad_mus = shift_mixes_backward_cpu(x, torch.stack(mus), grads)  # (B', M, D), (J, D)
     return (grad_x, *grad_mus.unbind(0))
+
+
+@torch.library.custom_op("sdit::shift_mixes_backward", mutates_args=())
+def shift_mixes_backward_cpu(x: Tensor, mus: Tensor, grads: list[Tensor]) -> tuple[Tensor, Tensor]:
+    """The C kernel of the mixes' backward: x (B', M, D), mus (J, D), J gradients (B', M, D) ->
+    dL/dx (B', M, D), dL/dmus (J, D)."""
+    rows, tokens, dim = x.shape
+    x, mus = x.contiguous(), mus.contiguous()
+    grads = [g.contiguous() for g in grads]
+    grad_x = torch.empty_like(x)  # (B', M, D)
+    grad_mus = x.new_empty(mus.shape)  # (J, D)
+    cpu_kernels.load().sdit_shift_mixes_backward(
+        cpu_kernels.ptr(x), cpu_kernels.ptr(mus), cpu_kernels.ptr_array(grads), cpu_kernels.ptr(grad_x),
+        cpu_kernels.ptr(grad_mus), rows, tokens, dim, mus.shape[0], torch.get_num_threads(),
+    )
+    return grad_x, grad_mus
+
+
+@shift_mixes_backward_cpu.register_fake
+def _(x, mus, grads):
+    return torch.empty_like(x), x.new_empty(mus.shape)
 
 
 def shift_mixes(x: Tensor, mus: tuple[Tensor, ...]) -> tuple[Tensor, ...]:

@@ -58,23 +58,52 @@ class _ReluSquareKernel(torch.autograd.Function):
     def forward(ctx, x: Tensor) -> Tensor:
         x = x.contiguous()  # (..., 4D)
         ctx.save_for_backward(x)
-        return _relu_square_cpu(x, torch.empty_like(x))
+        return relu_square_cpu(x)
 
     @staticmethod
     def backward(ctx, grad: Tensor) -> Tensor:
         (x,) = ctx.saved_tensors
-        grad = grad.contiguous()
-        out = torch.empty_like(x)
-        cpu_kernels.load().sdit_relu_square_backward(
-            cpu_kernels.ptr(x), cpu_kernels.ptr(grad), cpu_kernels.ptr(out), x.numel(), torch.get_num_threads()
-        )
-        return out
+        return relu_square_backward_cpu(x, grad)
 
 
-def _relu_square_cpu(x: Tensor, out: Tensor) -> Tensor:
-    """relu(x)^2 of a contiguous float32 CPU tensor into ``out`` (``x`` itself for in place)."""
-    cpu_kernels.load().sdit_relu_square(cpu_kernels.ptr(x), cpu_kernels.ptr(out), x.numel(), torch.get_num_threads())
+def _threads() -> int:
+    return torch.get_num_threads()
+
+
+@torch.library.custom_op("sdit::relu_square", mutates_args=())
+def relu_square_cpu(x: Tensor) -> Tensor:
+    """relu(x)^2 of a float32 CPU tensor, the C kernel (no autograd)."""
+    x = x.contiguous()
+    out = torch.empty_like(x)
+    cpu_kernels.load().sdit_relu_square(cpu_kernels.ptr(x), cpu_kernels.ptr(out), x.numel(), _threads())
     return out
+
+
+@relu_square_cpu.register_fake
+def _(x):
+    return torch.empty_like(x)
+
+
+@torch.library.custom_op("sdit::relu_square_", mutates_args=("x",))
+def relu_square_cpu_(x: Tensor) -> None:
+    """relu(x)^2 in place on a contiguous float32 CPU tensor, the C kernel (no autograd)."""
+    cpu_kernels.load().sdit_relu_square(cpu_kernels.ptr(x), cpu_kernels.ptr(x), x.numel(), _threads())
+
+
+@torch.library.custom_op("sdit::relu_square_backward", mutates_args=())
+def relu_square_backward_cpu(x: Tensor, grad: Tensor) -> Tensor:
+    """(relu(x) grad) 2 of float32 CPU tensors of one shape, the C kernel."""
+    x, grad = x.contiguous(), grad.contiguous()
+    out = torch.empty_like(x)
+    cpu_kernels.load().sdit_relu_square_backward(
+        cpu_kernels.ptr(x), cpu_kernels.ptr(grad), cpu_kernels.ptr(out), x.numel(), _threads()
+    )
+    return out
+
+
+@relu_square_backward_cpu.register_fake
+def _(x, grad):
+    return torch.empty_like(x)
 
 
 def _tracked(x: Tensor) -> bool:
@@ -95,7 +124,8 @@ def relu_square(x: Tensor) -> Tensor:
     if _tracked(x):
         return _ReluSquareKernel.apply(x) if _relu_square_kernel_fits(x) else _ReluSquare.apply(x)
     if _relu_square_kernel_fits(x) and x.is_contiguous():
-        return _relu_square_cpu(x, x)
+        relu_square_cpu_(x)
+        return x
     return x.relu_().square_()
 
 
