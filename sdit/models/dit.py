@@ -8,7 +8,8 @@ table, no class conditioning, noise-only output. Attention is written out as two
 That explicit form is what the profiler counts. Outside its counting dispatch mode
 (:func:`sdit.models.fused.counting`) the blocks take a fused path with the same
 maths, up to float rounding: ``scaled_dot_product_attention`` for the attention,
-``addcmul`` for adaLN's modulation and the gated residuals.
+``addcmul`` for adaLN's modulation and the gated residuals, with hand-written
+backwards (:mod:`sdit.models.fused`).
 """
 
 from __future__ import annotations
@@ -20,21 +21,7 @@ from torch import Tensor, nn
 
 from sdit.config import DiTConfig
 from sdit.models.embed import TimestepEmbedder, check_image, sincos_pos_embed_2d, unpatchify
-from sdit.models.fused import counting
-
-
-def modulate(x: Tensor, shift: Tensor, scale: Tensor) -> Tensor:
-    """adaLN: x * (1 + scale) + shift, with (B, D) conditioning broadcast over tokens."""
-    if not counting():
-        return torch.addcmul(shift[:, None], x, 1 + scale[:, None])  # one pass over (B, L, D)
-    return x * (1 + scale[:, None]) + shift[:, None]
-
-
-def gated_residual(x: Tensor, gate: Tensor, out: Tensor) -> Tensor:
-    """x + gate * out, with a (B, D) gate broadcast over tokens: (B, L, D)."""
-    if not counting():
-        return torch.addcmul(x, gate[:, None], out)
-    return x + gate[:, None] * out
+from sdit.models.fused import counting, gated_residual, modulate, split_heads
 
 
 class Attention(nn.Module):
@@ -50,7 +37,7 @@ class Attention(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         batch, tokens, dim = x.shape
         qkv = self.qkv(x).view(batch, tokens, 3, self.num_heads, self.head_dim)  # (B, L, 3, H, d)
-        q, k, v = qkv.permute(2, 0, 3, 1, 4)  # (B, H, L, d) each
+        q, k, v = split_heads(qkv)  # (B, H, L, d) each
         if not counting():  # fused attention, the same softmax(q k^T / sqrt(d)) v
             out = nn.functional.scaled_dot_product_attention(q, k, v)  # (B, H, L, d)
             return self.proj(out.transpose(1, 2).reshape(batch, tokens, dim))  # (B, L, D)
@@ -134,7 +121,9 @@ class DiT(nn.Module):
         """Predict epsilon: (B, C, H, W) images, (B,) timesteps -> (B, C, H, W)."""
         cfg = self.config
         check_image(x, cfg.in_channels, cfg.image_size)
-        h = self.patch_embed(x).flatten(2).transpose(1, 2) + self.pos_embed  # (B, L, D)
+        # pos first: the sum takes its contiguous (B, L, D) layout, not the transposed conv output's, so the
+        # LayerNorms and multiply-adds of every block run on contiguous rows (the same sum, no extra copy).
+        h = self.pos_embed + self.patch_embed(x).flatten(2).transpose(1, 2)  # (B, L, D)
         c = self.time_embed(t)  # (B, D)
         for block in self.blocks:
             h = block(h, c)  # (B, L, D)

@@ -1,4 +1,4 @@
-"""Fused element-wise work between the GEMMs of an SDiT block (issue 18), with the same results.
+"""Fused element-wise work between the GEMMs of SDiT and DiT blocks (issue 18), with the same results.
 
 The profiler (``profiling.counter.LayerCounter``) counts aten ops through a
 ``TorchDispatchMode``; a fused path would count differently (other ops, other
@@ -6,7 +6,8 @@ shapes), so every function here takes its fused path only when nothing counts
 (:func:`counting`: no Python dispatch mode, no jit / fx trace as fvcore's counter
 uses) and otherwise runs the plain formulation the profiler was written against.
 Both give the same values: the fused forward runs the same floating-point
-operations on the same elements, only without the intermediate tensors.
+operations on the same elements, only without the intermediate tensors (DiT's
+multiply-adds excepted: one rounding instead of two, as ``addcmul`` does).
 """
 
 from __future__ import annotations
@@ -54,22 +55,41 @@ def _mixes_out(x: Tensor, delta: Tensor, mus: tuple[Tensor, ...]) -> list[Tensor
     return outs
 
 
+def _kernel_fits(x: Tensor, mus: tuple[Tensor, ...]) -> bool:
+    """The C kernels of the mixes take CPU float32 (B', M, D) tensors."""
+    cpu32 = (x, *mus)
+    return (all(t.device.type == "cpu" and t.dtype == torch.float32 for t in cpu32) and x.dim() == 3
+            and cpu_kernels.available())
+
+
 class _ShiftMixes(torch.autograd.Function):
     """Token-shift mixes m_j = x_{n-1} + mu_j (x_n - x_{n-1}) with a hand-written backward.
 
     dL/dx_n = H_n + (G - H)_{n+1} with G = sum_j g_j, H = sum_j mu_j g_j (the last token has no n + 1);
     dL/dmu_j = sum over rows of g_j * delta.
+
+    On CPU float32 both directions run the C kernels (``sdit_shift_mixes``: bit-identical mixes;
+    ``sdit_shift_mixes_backward``: one pass over x and the gradients instead of ~14 tensor passes, the
+    mu sums in double); elsewhere tensor ops.
     """
 
     @staticmethod
     def forward(ctx, x: Tensor, *mus: Tensor) -> tuple[Tensor, ...]:
+        ctx.kernel = _kernel_fits(x, mus)
+        if ctx.kernel:
+            x = x.contiguous()  # (B', M, D)
+            ctx.save_for_backward(x, *mus)
+            return tuple(shift_mixes_cpu(x, torch.stack(mus)).unbind(0))  # (B', M, D) each
         delta = _delta(x)  # (B', M, D)
         ctx.save_for_backward(delta, *mus)
         return tuple(_mixes_out(x, delta, mus))
 
     @staticmethod
     def backward(ctx, *grads: Tensor | None) -> tuple[Tensor | None, ...]:
-        delta, *mus = ctx.saved_tensors
+        saved, *mus = ctx.saved_tensors
+        if ctx.kernel and all(g is not None for g in grads) and cpu_kernels.available():
+            return _mixes_backward_cpu(saved, mus, list(grads))
+        delta = _delta(saved) if ctx.kernel else saved  # (B', M, D)
         pairs = [(g, mu) for g, mu in zip(grads, mus) if g is not None]
         grad_mus = [None if g is None else (g * delta).sum(dim=(0, 1)) for g in grads]  # (D,) each
         if not pairs:
@@ -82,6 +102,33 @@ class _ShiftMixes(torch.autograd.Function):
         g_sum.sub_(h)  # G - H
         h[:, :-1].add_(g_sum[:, 1:])  # dL/dx
         return (h, *grad_mus)
+
+
+def _mixes_backward_cpu(x: Tensor, mus: list[Tensor], grads: list[Tensor]) -> tuple[Tensor, ...]:
+    """dL/dx (B', M, D) and dL/dmu_j (D,) each, from the C kernel."""
+    grad_x, grad_mus = shift_mixes_backward_cpu(x, torch.stack(mus), grads)  # (B', M, D), (J, D)
+    return (grad_x, *grad_mus.unbind(0))
+
+
+@torch.library.custom_op("sdit::shift_mixes_backward", mutates_args=())
+def shift_mixes_backward_cpu(x: Tensor, mus: Tensor, grads: list[Tensor]) -> tuple[Tensor, Tensor]:
+    """The C kernel of the mixes' backward: x (B', M, D), mus (J, D), J gradients (B', M, D) ->
+    dL/dx (B', M, D), dL/dmus (J, D)."""
+    rows, tokens, dim = x.shape
+    x, mus = x.contiguous(), mus.contiguous()
+    grads = [g.contiguous() for g in grads]
+    grad_x = torch.empty_like(x)  # (B', M, D)
+    grad_mus = x.new_empty(mus.shape)  # (J, D)
+    cpu_kernels.load().sdit_shift_mixes_backward(
+        cpu_kernels.ptr(x), cpu_kernels.ptr(mus), cpu_kernels.ptr_array(grads), cpu_kernels.ptr(grad_x),
+        cpu_kernels.ptr(grad_mus), rows, tokens, dim, mus.shape[0], torch.get_num_threads(),
+    )
+    return grad_x, grad_mus
+
+
+@shift_mixes_backward_cpu.register_fake
+def _(x, mus, grads):
+    return torch.empty_like(x), x.new_empty(mus.shape)
 
 
 def shift_mixes(x: Tensor, mus: tuple[Tensor, ...]) -> tuple[Tensor, ...]:
@@ -118,3 +165,102 @@ def shift_mixes_cpu(x: Tensor, mus: Tensor) -> Tensor:
 @shift_mixes_cpu.register_fake
 def _(x, mus):
     return x.new_empty(mus.shape[0], *x.shape)
+
+
+# ---- DiT's adaLN modulation, gated residuals and attention heads -------------------------------------------
+class _Modulate(torch.autograd.Function):
+    """adaLN's x * (1 + scale) + shift with a hand-written backward.
+
+    Autograd's ``addcmul`` backward multiplies by its scalar ``value`` (1) and then by the other factor, so
+    each (B, L, D) gradient costs two passes; here dL/dx = g (1 + scale), dL/dshift = sum_L g,
+    dL/dscale = sum_L g x, one pass each.
+    """
+
+    @staticmethod
+    def forward(ctx, x: Tensor, shift: Tensor, scale: Tensor) -> Tensor:
+        gain = 1 + scale  # (B, D)
+        ctx.save_for_backward(x, gain)
+        return torch.addcmul(shift[:, None], x, gain[:, None])  # (B, L, D)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> tuple[Tensor | None, ...]:
+        x, gain = ctx.saved_tensors
+        need_x, need_shift, need_scale = ctx.needs_input_grad
+        grad_x = grad * gain[:, None] if need_x else None  # (B, L, D)
+        grad_shift = grad.sum(1) if need_shift else None  # (B, D)
+        grad_scale = torch.linalg.vecdot(grad, x, dim=1) if need_scale else None  # sum_L g * x, (B, D)
+        return grad_x, grad_shift, grad_scale
+
+
+class _GatedResidual(torch.autograd.Function):
+    """x + gate * out with a hand-written backward: dL/dx = g (no pass), dL/dgate = sum_L g out,
+    dL/dout = g gate (autograd's ``addcmul`` spends three (B, L, D) multiplies on the two)."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor, gate: Tensor, out: Tensor) -> Tensor:
+        ctx.save_for_backward(gate, out)
+        return torch.addcmul(x, gate[:, None], out)  # (B, L, D)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> tuple[Tensor | None, ...]:
+        gate, out = ctx.saved_tensors
+        need_x, need_gate, need_out = ctx.needs_input_grad
+        grad_gate = torch.linalg.vecdot(grad, out, dim=1) if need_gate else None  # (B, D)
+        grad_out = grad * gate[:, None] if need_out else None  # (B, L, D)
+        return grad if need_x else None, grad_gate, grad_out
+
+
+def _tracked(*tensors: Tensor) -> bool:
+    return torch.is_grad_enabled() and any(t.requires_grad for t in tensors)
+
+
+def modulate(x: Tensor, shift: Tensor, scale: Tensor) -> Tensor:
+    """adaLN: x * (1 + scale) + shift, with (B, D) conditioning broadcast over (B, L, D) tokens.
+
+    Counted: the plain form. Otherwise one ``addcmul`` (and under autograd :class:`_Modulate`'s backward).
+    """
+    if counting():
+        return x * (1 + scale[:, None]) + shift[:, None]
+    if _tracked(x, shift, scale) and not torch.compiler.is_compiling():
+        return _Modulate.apply(x, shift, scale)
+    return torch.addcmul(shift[:, None], x, 1 + scale[:, None])  # one pass over (B, L, D)
+
+
+def gated_residual(x: Tensor, gate: Tensor, out: Tensor) -> Tensor:
+    """x + gate * out, with a (B, D) gate broadcast over tokens: (B, L, D).
+
+    Counted: the plain form. Otherwise one ``addcmul`` (and under autograd :class:`_GatedResidual`'s backward).
+    """
+    if counting():
+        return x + gate[:, None] * out
+    if _tracked(x, gate, out) and not torch.compiler.is_compiling():
+        return _GatedResidual.apply(x, gate, out)
+    return torch.addcmul(x, gate[:, None], out)
+
+
+class _SplitHeads(torch.autograd.Function):
+    """q, k, v as (B, H, L, d) views of the (B, L, 3, H, d) qkv projection; the backward writes their
+    gradients straight into that layout (autograd's unbind-and-permute stacks them first, then copies)."""
+
+    @staticmethod
+    def forward(ctx, qkv: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        ctx.shape = qkv.shape
+        q, k, v = qkv.permute(2, 0, 3, 1, 4)  # (B, H, L, d) each
+        return q, k, v
+
+    @staticmethod
+    def backward(ctx, *grads: Tensor | None) -> Tensor:
+        present = [g for g in grads if g is not None]
+        grad = (present[0].new_empty if len(present) == 3 else present[0].new_zeros)(ctx.shape)  # (B, L, 3, H, d)
+        for j, g in enumerate(grads):
+            if g is not None:
+                grad[:, :, j].copy_(g.transpose(1, 2))  # (B, L, H, d)
+        return grad
+
+
+def split_heads(qkv: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """(B, L, 3, H, d) -> q, k, v, (B, H, L, d) each (views); :class:`_SplitHeads` under autograd."""
+    if _tracked(qkv) and not counting() and not torch.compiler.is_compiling():
+        return _SplitHeads.apply(qkv)
+    q, k, v = qkv.permute(2, 0, 3, 1, 4)  # (B, H, L, d) each
+    return q, k, v

@@ -22,9 +22,10 @@ from spikingjelly.activation_based import functional, neuron, surrogate
 from torch import Tensor, nn
 
 from sdit.config import SDiTConfig
+from sdit.models import cpu_kernels
 from sdit.models.authors_init import init_authors
 from sdit.models.embed import LabelEmbedder, TimestepEmbedder, check_image, unpatchify
-from sdit.models.fused import shift_mixes, token_shift
+from sdit.models.fused import counting, shift_mixes, token_shift
 from sdit.models.lif import LIFNode
 from sdit.models.wkv import WKV
 
@@ -49,14 +50,82 @@ class _ReluSquare(torch.autograd.Function):
         return torch.mul(r, grad).mul_(2.0)
 
 
+class _ReluSquareKernel(torch.autograd.Function):
+    """relu(x)^2 by the C kernels (CPU float32), saving x: one pass forward (relu and square together),
+    one pass backward ((relu(x) g) 2, recomputing relu(x)); the same values as :class:`_ReluSquare`."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor) -> Tensor:
+        x = x.contiguous()  # (..., 4D)
+        ctx.save_for_backward(x)
+        return relu_square_cpu(x)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> Tensor:
+        (x,) = ctx.saved_tensors
+        return relu_square_backward_cpu(x, grad)
+
+
+def _threads() -> int:
+    return torch.get_num_threads()
+
+
+@torch.library.custom_op("sdit::relu_square", mutates_args=())
+def relu_square_cpu(x: Tensor) -> Tensor:
+    """relu(x)^2 of a float32 CPU tensor, the C kernel (no autograd)."""
+    x = x.contiguous()
+    out = torch.empty_like(x)
+    cpu_kernels.load().sdit_relu_square(cpu_kernels.ptr(x), cpu_kernels.ptr(out), x.numel(), _threads())
+    return out
+
+
+@relu_square_cpu.register_fake
+def _(x):
+    return torch.empty_like(x)
+
+
+@torch.library.custom_op("sdit::relu_square_", mutates_args=("x",))
+def relu_square_cpu_(x: Tensor) -> None:
+    """relu(x)^2 in place on a contiguous float32 CPU tensor, the C kernel (no autograd)."""
+    cpu_kernels.load().sdit_relu_square(cpu_kernels.ptr(x), cpu_kernels.ptr(x), x.numel(), _threads())
+
+
+@torch.library.custom_op("sdit::relu_square_backward", mutates_args=())
+def relu_square_backward_cpu(x: Tensor, grad: Tensor) -> Tensor:
+    """(relu(x) grad) 2 of float32 CPU tensors of one shape, the C kernel."""
+    x, grad = x.contiguous(), grad.contiguous()
+    out = torch.empty_like(x)
+    cpu_kernels.load().sdit_relu_square_backward(
+        cpu_kernels.ptr(x), cpu_kernels.ptr(grad), cpu_kernels.ptr(out), x.numel(), _threads()
+    )
+    return out
+
+
+@relu_square_backward_cpu.register_fake
+def _(x, grad):
+    return torch.empty_like(x)
+
+
 def _tracked(x: Tensor) -> bool:
     return torch.is_grad_enabled() and x.requires_grad
 
 
+def _relu_square_kernel_fits(x: Tensor) -> bool:
+    return (x.device.type == "cpu" and x.dtype == torch.float32 and not counting()
+            and not torch.compiler.is_compiling() and cpu_kernels.available())
+
+
 def relu_square(x: Tensor) -> Tensor:
-    """relu(x)^2, the squared-ReLU of RWKV's channel mixing; in place on ``x`` without autograd."""
+    """relu(x)^2, the squared-ReLU of RWKV's channel mixing; in place on ``x`` without autograd.
+
+    Counted or compiled: tensor ops (:class:`_ReluSquare`, or ``relu_`` then ``square_``); otherwise on CPU
+    float32 the C kernels, one pass each way (:class:`_ReluSquareKernel`), the same values.
+    """
     if _tracked(x):
-        return _ReluSquare.apply(x)
+        return _ReluSquareKernel.apply(x) if _relu_square_kernel_fits(x) else _ReluSquare.apply(x)
+    if _relu_square_kernel_fits(x) and x.is_contiguous():
+        relu_square_cpu_(x)
+        return x
     return x.relu_().square_()
 
 

@@ -58,6 +58,33 @@ def test_shift_mixes_gradient_matches_autograd() -> None:
     assert torch.autograd.gradcheck(lambda a, *m: shift_mixes(a, m), leaves)
 
 
+@pytest.mark.parametrize("count", [3, 2])
+def test_shift_mixes_kernel_backward_matches_autograd_in_float32(count: int, monkeypatch) -> None:
+    assert cpu_kernels.available(), cpu_kernels.extension_status()
+    g = torch.Generator().manual_seed(8)
+    x = torch.randn(5, 13, 24, generator=g)
+    mus = _mus(24, count)
+    grads = [torch.randn(5, 13, 24, generator=g) for _ in mus]
+    called = []
+    real = fused._mixes_backward_cpu
+    monkeypatch.setattr(fused, "_mixes_backward_cpu", lambda *a: called.append(1) or real(*a))
+
+    def run(fn, dtype):
+        leaves = [x.to(dtype, copy=True).requires_grad_()] + [m.to(dtype, copy=True).requires_grad_() for m in mus]
+        outs = fn(leaves[0], tuple(leaves[1:]))
+        sum((o * gr.to(dtype)).sum() for o, gr in zip(outs, grads)).backward()
+        return [o.detach() for o in outs], [leaf.grad for leaf in leaves]
+
+    fast_out, fast_grads = run(shift_mixes, torch.float32)
+    assert called == [1]  # the C kernel's backward ran
+    plain_out, _ = run(_plain_mixes, torch.float32)
+    _, exact_grads = run(_plain_mixes, torch.float64)
+    for a, b in zip(fast_out, plain_out):
+        assert torch.equal(a, b)  # the forward kernel: bit-identical
+    for a, b in zip(fast_grads, exact_grads):
+        torch.testing.assert_close(a, b.float(), rtol=1e-5, atol=1e-5)
+
+
 def test_shift_mixes_take_the_plain_form_while_counted(monkeypatch: pytest.MonkeyPatch) -> None:
     calls = []
     monkeypatch.setattr(fused, "_mixes_out", lambda *a: calls.append(a) or [])
@@ -181,3 +208,87 @@ def test_cpu_kernels_prebuilt_copy_is_used_before_the_cache(tmp_path, monkeypatc
     monkeypatch.setenv("TORCH_EXTENSIONS_DIR", str(cache))
     assert cpu_kernels._build(cpu_kernels.library_name()) == path
     assert not cache.exists()
+
+
+def _dit_leaves(dtype=torch.float64):
+    g = torch.Generator().manual_seed(3)
+    x = torch.randn(3, 5, 8, generator=g, dtype=dtype)
+    a = torch.randn(3, 8, generator=g, dtype=dtype)
+    b = torch.randn(3, 8, generator=g, dtype=dtype)
+    return [t.requires_grad_() for t in (x, a, b)]
+
+
+@pytest.mark.parametrize(
+    ("fn", "plain"),
+    [
+        (fused.modulate, lambda x, shift, scale: x * (1 + scale[:, None]) + shift[:, None]),
+        (fused.gated_residual, lambda x, gate, out: x + gate[:, None] * out[:, :, :]),
+    ],
+    ids=["modulate", "gated_residual"],
+)
+def test_dit_multiply_adds_match_the_plain_form_in_value_and_gradient(fn, plain) -> None:
+    leaves = _dit_leaves()
+    if fn is fused.gated_residual:  # out is (B, L, D) like x
+        leaves[2] = torch.randn(3, 5, 8, dtype=torch.float64, generator=torch.Generator().manual_seed(4))
+        leaves[2].requires_grad_()
+    grad = torch.randn(3, 5, 8, dtype=torch.float64, generator=torch.Generator().manual_seed(6))
+    out = fn(*leaves)
+    assert out.grad_fn is not None and "Backward" in type(out.grad_fn).__name__  # the hand-written backward
+    fast = torch.autograd.grad(out, leaves, grad)
+    expected_out = plain(*leaves)
+    slow = torch.autograd.grad(expected_out, leaves, grad)
+    torch.testing.assert_close(out, expected_out, rtol=1e-12, atol=1e-14)
+    for a, b in zip(fast, slow, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-14)
+    assert torch.autograd.gradcheck(fn, tuple(t.detach().clone().requires_grad_() for t in leaves))
+    with torch.no_grad():  # without autograd: the one addcmul
+        assert torch.equal(fn(*leaves), out.detach())
+
+
+def test_split_heads_gradient_is_the_permute_one() -> None:
+    g = torch.Generator().manual_seed(7)
+    qkv = torch.randn(2, 5, 3, 4, 6, generator=g, dtype=torch.float64, requires_grad=True)  # (B, L, 3, H, d)
+    grads = [torch.randn(2, 4, 5, 6, generator=g, dtype=torch.float64) for _ in range(3)]
+    q, k, v = fused.split_heads(qkv)
+    pq, pk, pv = qkv.permute(2, 0, 3, 1, 4)
+    for a, b in zip((q, k, v), (pq, pk, pv), strict=True):
+        assert torch.equal(a, b)
+    (fast,) = torch.autograd.grad((q, k, v), qkv, grads)
+    (slow,) = torch.autograd.grad((pq, pk, pv), qkv, grads)
+    assert torch.equal(fast, slow)
+    q, k, _ = fused.split_heads(qkv)  # v unused: its slot of the gradient is zero
+    (partial,) = torch.autograd.grad((q * grads[0]).sum() + (k * grads[1]).sum(), qkv)
+    assert torch.equal(partial[:, :, 2], torch.zeros_like(partial[:, :, 2]))
+    assert torch.equal(partial[:, :, :2], slow[:, :, :2])
+
+
+def test_dit_stream_is_contiguous() -> None:
+    model = build_model("dit-tiny")
+    seen = []
+    model.blocks[0].register_forward_pre_hook(lambda module, args: seen.append(args[0].is_contiguous()))
+    with torch.no_grad():
+        model(torch.randn(2, 1, 28, 28), torch.tensor([1, 2]))
+    assert seen == [True]  # LayerNorm and the multiply-adds read whole rows, no layout copies
+
+
+def test_relu_square_kernel_is_bit_identical_to_the_tensor_ops() -> None:
+    from sdit.models.sdit import _ReluSquare, relu_square
+
+    g = torch.Generator().manual_seed(9)
+    x = torch.randn(6, 11, 40, generator=g)
+    x[0, 0, :4] = torch.tensor([0.0, -0.0, float("nan"), float("inf")])
+    grad = torch.randn(6, 11, 40, generator=g)
+    fast_x = x.clone().requires_grad_()
+    fast = relu_square(fast_x)
+    assert type(fast.grad_fn).__name__ == "_ReluSquareKernelBackward"
+    fast.backward(grad)
+    plain_x = x.clone().requires_grad_()
+    plain = _ReluSquare.apply(plain_x)
+    plain.backward(grad)
+    assert torch.equal(fast, plain) is False  # NaN != NaN; compare with NaNs equal
+    torch.testing.assert_close(fast, plain, rtol=0, atol=0, equal_nan=True)
+    torch.testing.assert_close(fast_x.grad, plain_x.grad, rtol=0, atol=0, equal_nan=True)
+    with torch.no_grad():  # in place on x
+        inplace = x.clone()
+        assert relu_square(inplace) is inplace
+        torch.testing.assert_close(inplace, plain.detach(), rtol=0, atol=0, equal_nan=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import gzip
 import json
 import os
@@ -26,8 +27,10 @@ from sdit.train import (
     TrainError,
     epoch_order,
     iter_metrics,
+    load_optimizer_state,
     load_run_config,
     lr_at,
+    make_optimizer,
     rates_from_totals,
     resume_config,
     train,
@@ -242,3 +245,48 @@ def test_torchrun_two_cpu_processes_stay_in_sync(tmp_path: Path, fashion_test) -
     reference = checkpoint.load_checkpoint(runs.with_name("single"))
     for name, tensor in reference.model_state.items():
         torch.testing.assert_close(ckpt.model_state[name], tensor, rtol=1e-3, atol=1e-4, msg=name)
+
+
+def _adamw_steps(opt: torch.optim.Optimizer, params: list[nn.Parameter], grads: list[list[torch.Tensor]]) -> None:
+    for step_grads in grads:
+        for p, g in zip(params, step_grads, strict=True):
+            p.grad = g.clone()
+        opt.step()
+
+
+def test_make_optimizer_is_the_recipes_adamw_fused_and_resumes_any_saved_state() -> None:
+    torch.manual_seed(0)
+    shapes = [(8, 5), (5,), (3, 4, 2)]
+    start = [torch.randn(s) for s in shapes]
+    grads = [[torch.randn(s) for s in shapes] for _ in range(6)]
+
+    def params() -> list[nn.Parameter]:
+        return [nn.Parameter(t.clone()) for t in start]
+
+    plain_p, fused_p = params(), params()
+    plain = torch.optim.AdamW(plain_p, lr=1e-2, weight_decay=0.1, foreach=False)
+    fused = make_optimizer(fused_p, lr=1e-2, weight_decay=0.1)
+    assert fused.param_groups[0]["fused"] is True
+    assert {k: v for k, v in fused.defaults.items() if k not in ("fused", "foreach")} == {
+        k: v for k, v in plain.defaults.items() if k not in ("fused", "foreach")}  # the same recipe
+    _adamw_steps(plain, plain_p, grads[:3])
+    _adamw_steps(fused, fused_p, grads[:3])
+    for a, b in zip(plain_p, fused_p, strict=True):  # the same update, up to float rounding
+        torch.testing.assert_close(b, a, rtol=1e-6, atol=1e-7)
+
+    # A plain (earlier) run's state resumes fused; a fused state resumes exactly where it left off.
+    from_plain_p = [nn.Parameter(p.detach().clone()) for p in plain_p]
+    from_plain = make_optimizer(from_plain_p, lr=1e-2, weight_decay=0.1)
+    load_optimizer_state(from_plain, copy.deepcopy(plain.state_dict()))  # as from a file: no shared tensors
+    assert from_plain.param_groups[0]["fused"] is True and from_plain.param_groups[0]["foreach"] is None
+    resumed_p = [nn.Parameter(p.detach().clone()) for p in fused_p]
+    resumed = make_optimizer(resumed_p, lr=1e-2, weight_decay=0.1)
+    load_optimizer_state(resumed, copy.deepcopy(fused.state_dict()))
+    _adamw_steps(plain, plain_p, grads[3:])
+    _adamw_steps(from_plain, from_plain_p, grads[3:])
+    _adamw_steps(fused, fused_p, grads[3:])
+    _adamw_steps(resumed, resumed_p, grads[3:])
+    for a, b, c, d in zip(plain_p, from_plain_p, fused_p, resumed_p, strict=True):
+        torch.testing.assert_close(b, a, rtol=1e-6, atol=1e-7)
+        assert torch.equal(d, c)
+    assert float(from_plain.state[from_plain_p[0]]["step"]) == 6.0
