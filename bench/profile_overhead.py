@@ -12,9 +12,21 @@
         --sampling-batches 1 16 --steps 50 --sampling-repeats 3
     nice -n 10 .venv/bin/python bench/profile_overhead.py --skip-forward --threads 1   # as measured for #12
 
-Why a DiT run costs little more than plain sampling: the counter reuses the recorded counts of
-neuron-free modules called again with the same input signature (``LayerCounter(reuse=True)``),
-so a DiT is counted op by op at its first step only; an SDiT's spiking blocks stay op by op.
+Why a sampling run costs little more than plain sampling: the counter reuses the recorded counts of
+modules called again with the same input signature (``LayerCounter(reuse=True)``), spiking blocks and
+the whole SDiT too, while their neurons still run and count their spikes at every call. So a DiT and an
+SDiT are counted op by op at their first step only, and a replayed module's descendants run without the
+counter's hooks; the spike-driven SDiT (its Linears read spikes: ACs are data) stays op by op.
+
+Measured for #12 (2026-12-01, this 2-core VM under load: two nice-19 training runs and another bench,
+load average 4-5, our process got about half a core; ``--threads 1``, median of 5, CPU-time ratio),
+before (6b5de07: only neuron-free modules reused) -> after:
+sdit-small b1 1.44x -> 1.26x, b16 1.15x -> 1.02x; dit-small b1 1.30x -> 1.34x (noise: its path did
+not change but for the hooks taken off), b16 1.04x -> 1.05x. One forward of sdit-mnist at batch 4
+(wall, same state): 1.11x -> 1.20x (a single forward is counted op by op either way; the SDiT and its
+blocks are now recorded for reuse, which a lone forward never uses). Two threads could not be measured
+in that state (oversubscribed: a plain sdit-small run took 30 s instead of 0.65 s); on the quiet
+machine before this change they gave sdit-small b1 1.66x CPU (/work/wt/notes/po-start.txt).
 
 CPU timings on a shared machine are noisy: compare ratios from one run, not across runs. Each ratio is
 given twice: by wall-clock time and by this process's CPU time (all its threads), which other processes
