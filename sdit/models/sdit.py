@@ -166,6 +166,13 @@ def spike_pair(s: Tensor) -> Tensor:
     return torch.cat([s, token_shift(s)], dim=-1)
 
 
+@torch.compiler.disable
+def _reset_neurons(net: nn.Module) -> None:
+    """``functional.reset_net`` outside any torch.compile graph: traced, its module cache (a WeakKeyDictionary
+    that the garbage collector changes at any time) became a Dynamo guard that failed to build now and then."""
+    functional.reset_net(net)
+
+
 class TokenShiftLinear(nn.Linear):
     """A bias-free Linear on RWKV's token-shift mix of spikes, the mix folded into the weight.
 
@@ -417,10 +424,10 @@ class SDiT(nn.Module):
         try:
             out = self._forward(x, t, y)
         except BaseException:
-            functional.reset_net(self)
+            _reset_neurons(self)
             raise
         if reset:
-            functional.reset_net(self)
+            _reset_neurons(self)
         return out
 
     def _condition(self, t: Tensor, y: Tensor | None) -> Tensor:
