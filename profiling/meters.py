@@ -273,13 +273,82 @@ class _CounterStart:
 
 
 class WindowedMeter(PowerMeter):
-    """The named-window bookkeeping the hardware meters share (NVML here, RAPL in :mod:`profiling.rapl`).
+    """What the hardware meters share (NVML here, RAPL in :mod:`profiling.rapl`): the named windows,
+    the idle reading, closing, and turning a window's time and energy into a :class:`Measurement`.
 
     ``_open`` maps each open window's name to what :meth:`_start` returned; :meth:`_finish`
-    reads it into a :class:`Measurement` and :meth:`_discard` drops it unread.
+    reads it into a :class:`Measurement` (through :meth:`_measurement`) and :meth:`_discard` drops
+    it unread. Subclasses set ``_open``, ``_closed``, ``_idle_power_w`` and ``_sleep`` in ``__init__``.
     """
 
     _open: dict[str, Any]
+    _closed: bool
+    _idle_power_w: float | None
+
+    @property
+    def available(self) -> bool:
+        return not self._closed
+
+    @property
+    def reason(self) -> str | None:
+        return "the meter was closed" if self._closed else None
+
+    @property
+    def idle_power_w(self) -> float | None:
+        return self._idle_power_w
+
+    def measure_idle_power_w(self, duration_s: float = 5.0) -> float:
+        """Measure idle power: synchronise and read, sleep ``duration_s`` with nothing queued, read again.
+
+        The reading is kept and reported in every later :class:`Measurement`.
+        """
+        if duration_s <= 0:
+            raise ValueError(f"idle duration must be > 0 s, got {duration_s}")
+        handle = self._start_idle()
+        try:
+            self._sleep(duration_s)
+        except BaseException:
+            self._discard(handle)
+            raise
+        idle = self._finish("idle", handle)
+        self._idle_power_w = idle.mean_power_w
+        return idle.mean_power_w
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        for name in list(self._open):
+            self.cancel_window(name)
+        self._closed = True
+        self._shutdown()
+
+    def _shutdown(self) -> None:
+        """Release the meter's library or device once, at :meth:`close` (nothing by default)."""
+
+    def _start_idle(self) -> Any:
+        """Start the idle window's reading (:meth:`_start` unless a meter reads idle differently)."""
+        return self._start()
+
+    def _measurement(self, name: str, method: MeterMethod, time_s: float, energy_j: float,
+                     window: tuple[float, float], power_samples: int = 0,
+                     samples: tuple[tuple[float, float], ...] = ()) -> Measurement:
+        """The :class:`Measurement` of one window, with the idle reading and the energy above it."""
+        if time_s <= 0:
+            raise MeterError(f"window {name!r} lasted {time_s} s by the meter's clock; no power to report")
+        idle_w = self._idle_power_w
+        return Measurement(
+            name=name,
+            method=method,
+            time_s=time_s,
+            energy_j=energy_j,
+            mean_power_w=energy_j / time_s,
+            idle_power_w=idle_w,
+            energy_above_idle_j=None if idle_w is None else energy_j - idle_w * time_s,
+            power_samples=power_samples,
+            samples=samples,
+            window_start_s=window[0],
+            window_end_s=window[1],
+        )
 
     @abstractmethod
     def _start(self) -> Any:
@@ -403,14 +472,6 @@ class NvmlMeter(WindowedMeter):
     # --- PowerMeter -------------------------------------------------------------------
 
     @property
-    def available(self) -> bool:
-        return not self._closed
-
-    @property
-    def reason(self) -> str | None:
-        return "the meter was closed" if self._closed else None
-
-    @property
     def method(self) -> MeterMethod:
         """``"counter"`` or ``"polling"``: how windows are measured."""
         return self._method
@@ -429,33 +490,13 @@ class NvmlMeter(WindowedMeter):
         )
         return f"NVML {how}, {self._gpu} ({self._gpu_name})"
 
-    @property
-    def idle_power_w(self) -> float | None:
-        return self._idle_power_w
+    # --- internals --------------------------------------------------------------------
 
-    def measure_idle_power_w(self, duration_s: float = 5.0) -> float:
-        """Measure idle power: synchronise, sleep ``duration_s`` with nothing queued, synchronise.
-
-        The reading is kept and reported in every later :class:`Measurement`.
-        """
-        if duration_s <= 0:
-            raise ValueError(f"idle duration must be > 0 s, got {duration_s}")
-        start = self._start(trace=False)
-        self._sleep(duration_s)
-        idle = self._finish("idle", start)
-        self._idle_power_w = idle.mean_power_w
-        return idle.mean_power_w
-
-
-    def close(self) -> None:
-        if self._closed:
-            return
-        for name in list(self._open):
-            self.cancel_window(name)
-        self._closed = True
+    def _shutdown(self) -> None:
         self._call("shut NVML down", self._nvml.nvmlShutdown)
 
-    # --- internals --------------------------------------------------------------------
+    def _start_idle(self) -> _CounterStart | _Poller:
+        return self._start(trace=False)  # the idle window carries no power trace
 
     def _start(self, trace: bool = True) -> _CounterStart | _Poller:
         if self._closed:
@@ -506,22 +547,7 @@ class NvmlMeter(WindowedMeter):
         if poller is not None and poller is not start:
             poller.sample()  # the trace's last point, at the window's end
         trace = () if poller is None else tuple((p.time_s, p.power_w) for p in poller.samples)
-        if time_s <= 0:
-            raise MeterError(f"window {name!r} lasted {time_s} s by the meter's clock; no power to report")
-        idle_w = self._idle_power_w
-        return Measurement(
-            name=name,
-            method=self._method,
-            time_s=time_s,
-            energy_j=energy_j,
-            mean_power_w=energy_j / time_s,
-            idle_power_w=idle_w,
-            energy_above_idle_j=None if idle_w is None else energy_j - idle_w * time_s,
-            power_samples=samples,
-            samples=trace,
-            window_start_s=window[0],
-            window_end_s=window[1],
-        )
+        return self._measurement(name, self._method, time_s, energy_j, window, power_samples=samples, samples=trace)
 
     def _find_by_uuid(self, gpu_uuid: str, count: int) -> Any:
         """The handle of the GPU whose UUID matches, with or without NVML's ``GPU-`` prefix."""

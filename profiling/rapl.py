@@ -199,41 +199,9 @@ class RaplMeter(WindowedMeter):
     # --- PowerMeter -------------------------------------------------------------------
 
     @property
-    def available(self) -> bool:
-        return not self._closed
-
-    @property
-    def reason(self) -> str | None:
-        return "the meter was closed" if self._closed else None
-
-    @property
     def description(self) -> str:
         names = ", ".join(z.name for z in self.zones)
         return f"RAPL package energy counter ({names}): CPU packages only, no DRAM or GPU"
-
-    @property
-    def idle_power_w(self) -> float | None:
-        return self._idle_power_w
-
-    def measure_idle_power_w(self, duration_s: float = 5.0) -> float:
-        """Measure idle power: read, sleep ``duration_s`` with nothing queued, read; kept for later windows."""
-        if duration_s <= 0:
-            raise ValueError(f"idle duration must be > 0 s, got {duration_s}")
-        window = self._start()
-        try:
-            self._sleep(duration_s)
-        except BaseException:
-            window.stop()
-            raise
-        idle = self._finish("idle", window)
-        self._idle_power_w = idle.mean_power_w
-        return idle.mean_power_w
-
-
-    def close(self) -> None:
-        for name in list(self._open):
-            self.cancel_window(name)
-        self._closed = True
 
     # --- internals --------------------------------------------------------------------
 
@@ -261,25 +229,10 @@ class RaplMeter(WindowedMeter):
             err = window.error
             raise err if isinstance(err, MeterError) else MeterError(f"RAPL reading failed in window {name!r}: {err}")
         window.advance()
-        time_s = window.trace[-1][0] - window.start_s
-        if time_s <= 0:
-            raise MeterError(f"window {name!r} lasted {time_s} s by the meter's clock; no power to report")
-        energy_j = window.energy_uj / 1e6
-        idle_w = self._idle_power_w
         trace = window.trace
         samples = tuple(  # mean power between consecutive counter readings, at the middle of each interval
             ((t0 + t1) / 2, (e1 - e0) / (t1 - t0))
             for (t0, e0), (t1, e1) in zip(trace, trace[1:], strict=False) if t1 > t0
         )
-        return Measurement(
-            name=name,
-            method="counter",
-            time_s=time_s,
-            energy_j=energy_j,
-            mean_power_w=energy_j / time_s,
-            idle_power_w=idle_w,
-            energy_above_idle_j=None if idle_w is None else energy_j - idle_w * time_s,
-            samples=samples,
-            window_start_s=window.start_s,
-            window_end_s=trace[-1][0],
-        )
+        return self._measurement(name, "counter", trace[-1][0] - window.start_s, window.energy_uj / 1e6,
+                                 (window.start_s, trace[-1][0]), samples=samples)
