@@ -103,20 +103,24 @@ def wkv_counts(k: Tensor) -> Counts:
     return {"exp": 4 * elements, "muls": 7 * elements, "adds": 10 * elements, "other": 2 * elements}
 
 
-@dataclass
 class LayerTally:
     """Running counts of one layer (over one diffusion step or a whole forward).
 
     Integer counts are summed as they come (``totals``); data-dependent counts are 0-dim device
-    tensors kept in ``pending`` until :meth:`LayerCounter.finish` reads them all at once.
+    tensors kept in ``pending`` until :meth:`LayerCounter.finish` reads them all at once. A plain
+    slotted class: a replayed DiT step makes one per layer (~45), a dataclass's default factories
+    cost about 3x as much.
     """
 
-    kind: str
-    totals: dict[str, int] = field(default_factory=dict)
-    pending: dict[str, list[Tensor]] = field(default_factory=dict)
-    spikes_per_step: list[Any] = field(default_factory=list)  # neuron layers: per spiking step
-    steps: int = 0  # neuron layers: spiking steps run
-    upstream: dict[str | None, int] = field(default_factory=lambda: defaultdict(int))  # dense MACs by upstream neuron
+    __slots__ = ("kind", "totals", "pending", "spikes_per_step", "steps", "upstream")
+
+    def __init__(self, kind: str, totals: dict[str, int] | None = None) -> None:
+        self.kind = kind
+        self.totals: dict[str, int] = {} if totals is None else totals
+        self.pending: dict[str, list[Tensor]] = {}
+        self.spikes_per_step: list[Any] = []  # neuron layers: per spiking step
+        self.steps = 0  # neuron layers: spiking steps run
+        self.upstream: dict[str | None, int] = defaultdict(int)  # dense MACs by upstream neuron
 
     def add(self, counts: Counts) -> None:
         totals = self.totals
@@ -278,7 +282,7 @@ class LayerCounter:
         self._replaying = 0  # > 0 inside a module whose counts were reused: its children do nothing
         # Inside a replayed module its descendants' hooks would do nothing (but a neuron's): they are taken
         # off for the call (torch then calls those modules without its hook machinery, ~20 us a call).
-        self._quiet: dict[int, list[nn.Module]] = {}  # module id -> descendants to silence in a replay
+        self._quiet: dict[int, list[dict[str, Any]]] = {}  # module id -> __dict__ of descendants to silence
         self._silenced: list[list[tuple[dict[str, Any], Any, Any]]] = []  # per running replay: (module, pre, post)
         # Spike tensors by id, each with a weak reference whose callback drops the entry when the
         # tensor dies (so an id reused by a new tensor never reads as spikes).
@@ -416,12 +420,11 @@ class LayerCounter:
         """Take the counter's hooks off ``module``'s descendants (not its neurons, which count in a replay)
         that carry no other forward hook; returns what :func:`_restore_hooks` puts back."""
         quiet = self._quiet.get(id(module))
-        if quiet is None:
+        if quiet is None:  # the descendants' attribute dicts: hooks are set there, not through nn.Module.__setattr__
             quiet = self._quiet[id(module)] = [
-                m for m in module.modules() if m is not module and self._action.get(id(m)) != _NEURON]
+                m.__dict__ for m in module.modules() if m is not module and self._action.get(id(m)) != _NEURON]
         saved = []
-        for m in quiet:
-            attrs = m.__dict__  # plain attributes: set directly, not through nn.Module.__setattr__
+        for attrs in quiet:
             pre, post = attrs["_forward_pre_hooks"], attrs["_forward_hooks"]
             if len(pre) == 1 and len(post) == 1:  # ours only (a user's hook keeps the module hooked)
                 saved.append((attrs, pre, post))
@@ -465,13 +468,21 @@ class LayerCounter:
 
     def _replay(self, recording: _Recording) -> None:
         last, recorders, upstream_of = self._last_neuron, self._recorders, _ENTRY
+        if self._current is None:
+            self.begin_step()
+        current, kinds = self._current, self.kinds
         for name, (counts, ups) in recording.layers.items():  # ints only: a recording with tensors is tainted
-            tally = self._tally(name)  # neuron layers too, in their op-by-op place; they count when they run
-            totals = tally.totals
-            for column, value in counts.items():
-                totals[column] = totals.get(column, 0) + value
-            for key, dense in ups.items():
-                tally.upstream[last if key is upstream_of else key] += dense
+            tally = current.get(name)  # neuron layers too, in their op-by-op place; they count when they run
+            if tally is None:  # the common case (a whole model call replayed): start from a copy
+                tally = current[name] = LayerTally(kinds.get(name, "?"), dict(counts))
+            else:
+                totals = tally.totals
+                for column, value in counts.items():
+                    totals[column] = totals.get(column, 0) + value
+            if ups:
+                upstream = tally.upstream
+                for key, dense in ups.items():
+                    upstream[last if key is upstream_of else key] += dense
             for outer in recorders:
                 outer.add_recorded(name, counts, ups)
         for (op, name), times in recording.unsupported.items():
@@ -620,8 +631,11 @@ def _key_of(value: Any, spike: Callable[[Any], bool], depth: int) -> Any:
 def _restore_hooks(saved: list[tuple[dict[str, Any], Any, Any]]) -> None:
     """Put back the hooks :meth:`LayerCounter._silence` took off (and keep any registered meanwhile)."""
     for attrs, pre, post in saved:
-        pre.update(attrs["_forward_pre_hooks"])
-        post.update(attrs["_forward_hooks"])
+        added_pre, added_post = attrs["_forward_pre_hooks"], attrs["_forward_hooks"]
+        if added_pre:
+            pre.update(added_pre)
+        if added_post:
+            post.update(added_post)
         attrs["_forward_pre_hooks"], attrs["_forward_hooks"] = pre, post
 
 
