@@ -27,6 +27,8 @@ from sdit.artifacts import read_jsonl, save_image_grid, write_bytes, write_json
 from sdit.checkpoint import load_checkpoint, load_model, load_training_state, training_state_path
 from sdit.data import DatasetError, ImageSet, load_dataset
 from sdit.diffusion import Diffusion, check_sampler, sample
+from sdit.quality.heldout import HELD_OUT_T
+from sdit.quality.heldout import held_out_eps_mse as eps_mse
 
 FLAGS = ("preset", "dataset", "batch_size", "steps", "lr", "warmup_steps", "ema_decay", "seed", "log_every",
          "sample_every", "ckpt_every", "keep")
@@ -50,9 +52,6 @@ def sampler_label(method: str, steps: int, eta: float, seed: int) -> str:
     return f"{what}, seed {seed}, EMA weights"
 
 
-HELD_OUT_T = (250, 500, 750, 900, 999)
-
-
 def load_test_split(dataset: str, data_dir: str | None) -> tuple[ImageSet | None, str]:
     """The test split from the run's data directory if it set one, else from the default place.
 
@@ -64,13 +63,9 @@ def load_test_split(dataset: str, data_dir: str | None) -> tuple[ImageSet | None
         return None, f"no test split: {err}"
 
 
-@torch.no_grad()
 def held_out_eps_mse(model: torch.nn.Module, test: ImageSet, num: int = 64) -> dict[str, float]:
-    """Epsilon-MSE on the first ``num`` test images at fixed timesteps (noise seed 0)."""
-    x0 = test.images[:num]  # (num, C, H, W)
-    noise = torch.randn(x0.shape, generator=torch.Generator().manual_seed(0))
-    diffusion = Diffusion()
-    return {str(t): diffusion.loss_at(model, x0, torch.full((x0.shape[0],), t), noise).item() for t in HELD_OUT_T}
+    """Epsilon-MSE on the first ``num`` test images at :data:`HELD_OUT_T` (noise seed 0)."""
+    return eps_mse(model, test.images[:num], HELD_OUT_T, seed=0)
 
 
 def main() -> None:
