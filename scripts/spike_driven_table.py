@@ -121,7 +121,8 @@ def markdown(result: dict[str, Any]) -> str:
         if ts:
             cells.append(" / ".join(f"{t['eps_mse'][str(s)]:.4g}" for s in ts))
         lines.append("| " + " | ".join(cells) + " |")
-    lines += ["", f"Workloads: fwd = {forward}; DDIM = {ddim}.",
+    lines += ["", "Targets: " + "; ".join(f"{n} = {result['targets'][n]['description']}" for n in names) + ".",
+              f"Workloads: fwd = {forward}; DDIM = {ddim}.",
               f"Energy: {result['costs']}, uJ per image over the whole workload; strict = op by op, "
               "paper = synaptic ops inside spiking blocks at fr x MACs as ACs (see `sdit energy --help`). "
               "fr = spikes / (neurons x T). AC share in blocks: strict ACs / (ACs + MACs) of the layers inside "
@@ -142,7 +143,8 @@ def build(targets: list[str], baseline: str, *, costs: str = "45nm-fp32", steps:
 
     names = [*targets, baseline]
     torch.manual_seed(seed)  # a preset target is an untrained model: the same one for the same seed
-    loaded = {name: load_target(name).model for name in names}  # each loaded once
+    targets_loaded = {name: load_target(name) for name in names}  # each loaded once
+    loaded = {name: t.model for name, t in targets_loaded.items()}
     workloads = {"forward": Workload.forward(500, batch_size=batch_size, seed=seed),
                  "ddim": Workload.ddim(steps, eta=eta, batch_size=batch_size, seed=seed)}
     per_workload: dict[str, dict[str, dict[str, Any]]] = {}
@@ -161,7 +163,7 @@ def build(targets: list[str], baseline: str, *, costs: str = "45nm-fp32", steps:
         "break_even_records": comparisons,
     }
     for name in names:
-        row = {"params": per_workload["forward"][name]["params"],
+        row = {"description": targets_loaded[name].description, "params": per_workload["forward"][name]["params"],
                "forward": per_workload["forward"][name], "ddim": per_workload["ddim"][name]}
         if eps_images is not None:
             row["eps_mse"] = held_out_eps_mse(loaded[name], eps_images, HELD_OUT_T, seed=0)

@@ -72,6 +72,7 @@ def test_markdown_rows_print_the_json_figures(written) -> None:
     assert f"| {sd['forward']['energy_uj']['strict']:,.3f} | {sd['forward']['energy_uj']['paper']:,.3f} |" in row
     assert " / ".join(f"{sd['eps_mse'][str(t)]:.4g}" for t in (250, 500, 750, 900, 999)) in row
     assert "| dit-tiny (baseline) |" in text and "uJ per image over the whole workload" in text
+    assert "sdit-tiny-sd = preset sdit-tiny-sd (untrained)" in text
 
 
 def test_refuses_to_overwrite_and_reports_a_bad_target(written, tmp_path: Path, capsys) -> None:
