@@ -136,3 +136,16 @@ def test_a_layer_step_record_of_a_full_dict_is_the_constructed_one() -> None:
         LayerStepRecord.of({**{k: v for k, v in values.items() if k != "upstream"}, "upstreams": {}})
     with pytest.raises(AttributeError):
         fast.macs = 1  # still frozen
+
+
+def test_build_profiles_fast_record_is_the_constructed_one() -> None:
+    from dataclasses import fields
+
+    from profiling.profile import _STEP_KEYS, _layer_step
+
+    assert sorted(_STEP_KEYS) == sorted(f.name for f in fields(LayerStepRecord))  # every field, once
+    values = tuple(range(len(SUMMED))) + (2, 760, "blocks.0", 0.25, [1, 2], {"(none)": 3})
+    fast = _layer_step(values)
+    assert fast == LayerStepRecord(**dict(zip(_STEP_KEYS, values, strict=True)))
+    assert (fast.step, fast.layer, fast.upstream, fast.macs_paper) == (2, "blocks.0", {"(none)": 3},
+                                                                     SUMMED.index("macs_paper"))
