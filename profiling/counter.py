@@ -468,7 +468,7 @@ class LayerCounter:
 
     def _replay(self, recording: _Recording) -> None:
         last, recorders, upstream_of = self._last_neuron, self._recorders, _ENTRY
-        if self._current is None:
+        if self._current is None and recording.layers:  # a call that counted nothing opens no step
             self.begin_step()
         current, kinds = self._current, self.kinds
         for name, (counts, ups) in recording.layers.items():  # ints only: a recording with tensors is tainted

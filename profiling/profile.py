@@ -101,6 +101,7 @@ def build_profile(
     per image; layer totals and step totals are exact sums of those records.
     """
     blocks = blocks or {}
+    steps = list(steps)  # walked twice
     order: list[str] = []
     kinds: dict[str, str] = {}
     spiking_steps: dict[str, int] = {}  # spiking steps run per layer, over all model calls

@@ -12,7 +12,8 @@ default):
 - the mean firing rate, and per LIF layer, of each workload;
 - the strict AC share of the synaptic ops inside spiking blocks (ACs / (ACs + MACs));
 - the held-out epsilon-MSE at t = 250 / 500 / 750 / 900 / 999 on the first ``--num`` images of
-  the Fashion-MNIST test split (noise seed 0, as the shipped provenance), unless ``--no-eps``;
+  the ``--dataset`` test split (Fashion-MNIST by default; noise seed 0, as the shipped provenance),
+  unless ``--no-eps``;
 - the break-even firing rate of each spiking target against the baseline, per convention and workload.
 
 Prints a Markdown table (units and conventions in its header) and, with ``--json``, writes every
@@ -83,8 +84,9 @@ def _break_even_text(entry: dict[str, Any] | None) -> str:
     if entry is None:
         return "-"
     rate = entry["firing_rate"]
-    if rate is None:
-        return "none"  # the energy does not depend on the rate (the JSON holds the reason)
+    if rate is None:  # the JSON holds the reason
+        reason = entry.get("reason") or ""
+        return "n/a (a cost term is undefined)" if "not defined" in reason else "none"
     if rate < 0:
         return f"{rate * 100:.2f} % (dearer even silent)"
     if rate > 1:
@@ -93,12 +95,12 @@ def _break_even_text(entry: dict[str, Any] | None) -> str:
 
 
 def markdown(result: dict[str, Any]) -> str:
-    """The table of :func:`build` as Markdown: one row per target, then the per-layer firing rates."""
+    """The table of :func:`build` as Markdown: one row per target, then what its columns mean."""
     names = list(result["targets"])
     forward, ddim = result["workloads"]["forward"], result["workloads"]["ddim"]
     ts = result["eps_mse_timesteps"]
     header = ["target", "params", "strict uJ fwd", "paper uJ fwd", "strict uJ DDIM", "paper uJ DDIM",
-              "mean fr fwd / DDIM", "fr per LIF layer (DDIM)", "AC share in blocks",
+              "mean fr fwd / DDIM", "fr range over LIF layers (DDIM)", "AC share in blocks",
               "break-even fr vs baseline, paper: fwd / DDIM", "break-even fr, strict: fwd / DDIM"]
     if ts:
         header.append("eps-MSE at t = " + " / ".join(str(t) for t in ts))
@@ -127,7 +129,8 @@ def markdown(result: dict[str, Any]) -> str:
               "paper = synaptic ops inside spiking blocks at fr x MACs as ACs (see `sdit energy --help`). "
               "fr = spikes / (neurons x T). AC share in blocks: strict ACs / (ACs + MACs) of the layers inside "
               "spiking blocks, one forward. Break-even fr: the firing rate at which the model would cost what "
-              "the baseline costs (none: its energy does not depend on the rate under that convention)."]
+              "the baseline costs (none: its energy does not depend on the rate under that convention; n/a: the "
+              "preset leaves a term it needs undefined)."]
     if ts:
         lines.append(f"eps-MSE: {result['eps_mse_note']}.")
     return "\n".join(lines)
@@ -147,10 +150,18 @@ def build(targets: list[str], baseline: str, *, costs: str = "45nm-fp32", steps:
     loaded = {name: t.model for name, t in targets_loaded.items()}
     workloads = {"forward": Workload.forward(500, batch_size=batch_size, seed=seed),
                  "ddim": Workload.ddim(steps, eta=eta, batch_size=batch_size, seed=seed)}
+    if eps_images is not None:
+        for name, model in loaded.items():
+            cfg = model.config
+            if (cfg.in_channels, cfg.image_size, cfg.image_size) != tuple(eps_images.shape[1:]):
+                raise ValueError(f"{name} takes {cfg.in_channels}x{cfg.image_size}x{cfg.image_size} images, the test "
+                                 f"split holds {'x'.join(map(str, eps_images.shape[1:]))} (pass --dataset or --no-eps)")
     per_workload: dict[str, dict[str, dict[str, Any]]] = {}
     comparisons: dict[str, Any] = {}
     for key, work in workloads.items():
         comparison = compare([(name, loaded[name]) for name in names], work, costs=[costs], conventions=CONVENTIONS)
+        if comparison.target(baseline).spiking:
+            raise ValueError(f"--baseline {baseline} is a spiking model; the break-even needs an ANN (a DiT)")
         per_workload[key] = summarise(comparison, costs, baseline)
         comparisons[key] = [b.to_dict() for b in comparison.break_even]
     result: dict[str, Any] = {
@@ -182,11 +193,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch-size", type=int, default=1)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--num", type=int, default=64, help="test images for the held-out eps-MSE")
-    parser.add_argument("--data-dir", default=None, help="Fashion-MNIST IDX files (default: the Debian package)")
+    parser.add_argument("--dataset", default="fashion-mnist", help="test split of the eps-MSE (the models' dataset)")
+    parser.add_argument("--data-dir", default=None, help="the dataset's files (default: its default place)")
     parser.add_argument("--no-eps", action="store_true", help="skip the held-out eps-MSE")
     parser.add_argument("--json", type=Path, default=None, help="write every figure here")
     parser.add_argument("--overwrite", action="store_true")
     args = parser.parse_args(argv)
+    names = [*args.targets, args.baseline]
+    if len(set(names)) != len(names):
+        parser.error("each target (and the baseline) once: " + ", ".join(sorted({n for n in names
+                                                                                 if names.count(n) > 1})))
+    if args.num < 1:
+        parser.error(f"--num must be at least 1, got {args.num}")
     try:
         Workload.ddim(args.steps, eta=args.eta, batch_size=args.batch_size, seed=args.seed)
         if args.json is not None:
@@ -198,17 +216,18 @@ def main(argv: list[str] | None = None) -> int:
         from sdit.data import DatasetError, load_dataset
 
         try:
-            test = load_dataset("fashion-mnist", "test", data_dir=args.data_dir)
+            test = load_dataset(args.dataset, "test", data_dir=args.data_dir)
         except DatasetError as err:
             print(f"error: {err} (or pass --no-eps)", file=sys.stderr)
             return 1
         images = test.images[: args.num]
-        note = (f"first {images.shape[0]} images of the Fashion-MNIST test split ({args.data_dir or 'default place'}), "
-                "noise seed 0, EMA weights where the target is a checkpoint")
+        where = args.data_dir or "default place"
+        note = (f"first {images.shape[0]} images of the {args.dataset} test split ({where}), "
+                "noise seed 0, the weights each target's description names")
     try:
         result = build(args.targets, args.baseline, costs=args.costs, steps=args.steps, eta=args.eta,
                        batch_size=args.batch_size, seed=args.seed, eps_images=images, eps_note=note)
-    except (ValueError, OSError) as err:  # a target that cannot be loaded, an unknown cost preset
+    except (ValueError, OSError) as err:  # a target that cannot be loaded, an unknown cost preset, a bad baseline
         print(f"error: {err}", file=sys.stderr)
         return 1
     print(markdown(result))

@@ -388,3 +388,23 @@ def test_spike_count_by_sum_only_for_neurons_known_to_fire_zero_or_one() -> None
     real = neuron.LIFNode(step_mode="m", surrogate_function=surrogate.ATan(spiking=False))
     assert not _binary_spikes(real, torch.zeros(4, 8))
     assert not _binary_spikes(neuron.LIFNode(), torch.zeros(4, 8, dtype=torch.float16))
+
+
+def test_a_replayed_call_that_counted_nothing_opens_no_step() -> None:
+    class Net(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.lin, self.idn = nn.Linear(4, 4, bias=False), nn.Identity()
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.idn(self.lin(x))
+
+    net, x = Net(), torch.randn(2, 4)
+    with torch.no_grad(), LayerCounter(net) as counter:
+        with counter.step(index=0):
+            net(x)
+        net.idn(x)  # outside any step window, twice: recorded once, replayed once, nothing counted
+        net.idn(x)
+    steps, _ = counter.finish()
+    assert [meta for meta, _ in steps] == [{"index": 0}]
+    assert steps[0][1]["lin"]["macs"] == 2 * 4 * 4

@@ -93,3 +93,19 @@ def test_break_even_text_names_rates_outside_zero_one() -> None:
     assert table._break_even_text({"firing_rate": None, "reason": "no rate"}) == "none"
     assert table._break_even_text(None) == "-"
     assert sys.modules.get("spike_driven_table") is None  # loaded from its file, not installed
+
+
+def test_refuses_a_spiking_baseline_repeated_targets_and_no_images(capsys) -> None:
+    assert table.main(["sdit-tiny", "--baseline", "sdit-tiny-sd", "--no-eps", "--steps", "1"]) == 1
+    assert capsys.readouterr().err.strip() == ("error: --baseline sdit-tiny-sd is a spiking model; "
+                                               "the break-even needs an ANN (a DiT)")
+    for args, message in ((["dit-tiny", "--baseline", "dit-tiny"], "each target (and the baseline) once: dit-tiny"),
+                          (["sdit-tiny", "--baseline", "dit-tiny", "--num", "0"], "--num must be at least 1, got 0")):
+        with pytest.raises(SystemExit) as exit_info:
+            table.main(args)
+        assert exit_info.value.code == 2 and message in capsys.readouterr().err
+
+
+def test_an_undefined_cost_term_is_not_called_rate_independent() -> None:
+    entry = {"firing_rate": None, "reason": "a term the totals need is not defined by loihi"}
+    assert table._break_even_text(entry) == "n/a (a cost term is undefined)"
