@@ -26,8 +26,8 @@ its matrix products. Compiled cases are compared with the same (eager) GEMM list
 Breakdown. One profiled step per case (``torch.profiler``, CPU self time per op)
 says where the step's wall time goes: GEMMs, WKV (``sdit::wkv_*`` ops), LIF
 (``sdit::lif_*`` kernel ops, or ``sj_lif::*`` of spikingjelly's own neuron code), LayerNorm, other element-wise ops
-(incl. copies, cat, reductions, sdit's other C kernels ``sdit::shift_mixes*``, ``sdit::relu_square*``;
-in compiled cases also inductor's fused kernels),
+(incl. copies, cat, reductions, sdit's other C kernels ``sdit::shift_mixes*``, ``sdit::relu_square*``,
+``sdit::bias_gelu*``; in compiled cases also inductor's fused kernels),
 the AdamW step (train), and framework overhead (the rest of the wall time: Python,
 dispatch, autograd engine, profiler). The profiler slows small ops, so the shares
 are of the profiled step, not of the timed one.

@@ -1,5 +1,5 @@
 """Small C kernels for the CPU (``cpu_kernels.c``): the LIF neuron, token-shift mixes and their backward,
-relu(x)^2 and its backward, loaded with ctypes.
+relu(x)^2 and its backward, DiT's bias + GELU(tanh) and its backward, loaded with ctypes.
 
 The C file needs no torch headers: ``python -m sdit.build_ext`` (run by
 ``scripts/setup.sh``) compiles it with the system C compiler (``cc``, about a second) into
@@ -129,6 +129,10 @@ def load() -> ctypes.CDLL | None:
             lib.sdit_relu_square.restype = None
             lib.sdit_relu_square_backward.argtypes = [ptr, ptr, ptr, i64, ctypes.c_int]
             lib.sdit_relu_square_backward.restype = None
+            lib.sdit_bias_gelu.argtypes = [ptr, ptr, ptr, i64, i64, ctypes.c_int]
+            lib.sdit_bias_gelu.restype = None
+            lib.sdit_bias_gelu_backward.argtypes = [ptr, ptr, ptr, ptr, ptr, i64, i64, ctypes.c_int]
+            lib.sdit_bias_gelu_backward.restype = ctypes.c_int
             _state.lib, _state.name = lib, name
         except (OSError, RuntimeError, subprocess.SubprocessError) as err:
             _state.error = f"{type(err).__name__}: {err}"

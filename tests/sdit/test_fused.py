@@ -292,3 +292,80 @@ def test_relu_square_kernel_is_bit_identical_to_the_tensor_ops() -> None:
         inplace = x.clone()
         assert relu_square(inplace) is inplace
         torch.testing.assert_close(inplace, plain.detach(), rtol=0, atol=0, equal_nan=True)
+
+
+def _op_names(fn) -> set[str]:
+    """Names of the ops ``fn()`` runs, from torch's profiler (which, unlike a dispatch mode, does not count)."""
+    from torch.profiler import profile
+
+    with profile() as prof:
+        fn()
+    return {event.name for event in prof.events()}
+
+
+def nn_gelu_tanh(x: torch.Tensor) -> torch.Tensor:
+    return torch.nn.functional.gelu(x, approximate="tanh")
+
+
+@pytest.mark.parametrize("cols", [64, 13], ids=["vector columns", "scalar tail"])
+def test_bias_gelu_kernel_matches_torch_gelu_tanh_in_value_and_gradient(cols: int) -> None:
+    g = torch.Generator().manual_seed(11)
+    y = torch.randn(4, 9, cols, generator=g) * 4  # (B, L, C): the tails of the tanh and the middle
+    y[0, 0, :6] = torch.tensor([0.0, -0.0, float("nan"), float("inf"), 100.0, -100.0])
+    bias = torch.randn(cols, generator=g)
+    bias[:6] = 0.0
+    grad = torch.randn(4, 9, cols, generator=g)
+    fast_y, fast_b = y.clone().requires_grad_(), bias.clone().requires_grad_()
+    fast = fused._BiasGelu.apply(fast_y, fast_b)
+    fast.backward(grad)
+    exact_y, exact_b = y.double().requires_grad_(), bias.double().requires_grad_()
+    exact = nn_gelu_tanh(exact_y + exact_b)
+    exact.backward(grad.double())
+    # within float rounding of the exact function: a few ulps where torch's float32 gelu loses more
+    torch.testing.assert_close(fast.double(), exact, rtol=4e-6, atol=1e-6, equal_nan=True)
+    torch.testing.assert_close(fast.detach(), nn_gelu_tanh(y + bias), rtol=1e-4, atol=1e-6, equal_nan=True)
+    finite = torch.isfinite(y)
+    torch.testing.assert_close(fast_y.grad[finite].double(), exact_y.grad[finite], rtol=4e-6, atol=1e-6)
+    finite_cols = finite.all(dim=(0, 1))
+    torch.testing.assert_close(fast_b.grad[finite_cols].double(), exact_b.grad[finite_cols], rtol=1e-5, atol=1e-5)
+    with torch.no_grad():  # without autograd: the same values, in place or not; no bias: GELU(y)
+        inplace = y.clone()
+        fused.bias_gelu_cpu_(inplace, bias)
+        torch.testing.assert_close(inplace, fast.detach(), rtol=0, atol=0, equal_nan=True)
+        torch.testing.assert_close(fused.bias_gelu_cpu(y, None), fused.bias_gelu_cpu(y, torch.zeros(cols)),
+                                   rtol=0, atol=0, equal_nan=True)
+
+
+def test_gelu_mlp_runs_the_kernel_only_when_nothing_counts(monkeypatch: pytest.MonkeyPatch) -> None:
+    torch.manual_seed(0)
+    mlp = build_model("dit-tiny").blocks[0].mlp  # Linear(32, 128) -> GELU(tanh) -> Linear(128, 32)
+    x = torch.randn(3, 16, 32)
+    grad = torch.randn(3, 16, 32)
+
+    def grads(fn):
+        mlp.zero_grad(set_to_none=True)
+        leaf = x.clone().requires_grad_()
+        out = fn(leaf)
+        out.backward(grad)
+        return out.detach(), [leaf.grad, *(p.grad for p in mlp.parameters())]
+
+    (fast, fast_grads), (plain, plain_grads) = grads(lambda v: fused.gelu_mlp(mlp, v)), grads(mlp)
+    torch.testing.assert_close(fast, plain, rtol=1e-5, atol=1e-6)
+    for a, b in zip(fast_grads, plain_grads, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
+    with torch.no_grad():
+        torch.testing.assert_close(fused.gelu_mlp(mlp, x), mlp(x), rtol=1e-5, atol=1e-6)
+    names = _op_names(lambda: fused.gelu_mlp(mlp, x.requires_grad_()).sum().backward())
+    assert {"sdit::bias_gelu", "sdit::bias_gelu_backward"} <= names and "aten::gelu" not in names
+    x.requires_grad_(False)
+    with torch.no_grad():
+        assert "sdit::bias_gelu_" in _op_names(lambda: fused.gelu_mlp(mlp, x))
+        with _Watch():  # counted: the plain Linear -> gelu -> Linear
+            counted = _op_names(lambda: fused.gelu_mlp(mlp, x))
+        handle = mlp[1].register_forward_hook(lambda module, args, out: None)  # hooked: the modules run
+        hooked = _op_names(lambda: fused.gelu_mlp(mlp, x))
+        handle.remove()
+        monkeypatch.setenv(cpu_kernels.ENV_VAR, "0")
+        off = _op_names(lambda: fused.gelu_mlp(mlp, x))
+    for names in (counted, hooked, off):
+        assert "aten::gelu" in names and not any(n.startswith("sdit::bias_gelu") for n in names)
