@@ -29,7 +29,7 @@ in that state (oversubscribed: a plain sdit-small run took 30 s instead of 0.65 
 machine before this change they gave sdit-small b1 1.66x CPU (/work/wt/notes/po-start.txt).
 
 Measured for #12 on the quiet VM (2026-12-01 evening, after the cheaper record assembly and replays;
-``--sampling-repeats 9``, wall, 2 threads): sdit-small b1 1.09x, b16 1.05x; dit-small b1 1.30-1.38x
+``--sampling-repeats 9``, wall, 2 threads, two runs): sdit-small b1 1.09-1.24x, b16 1.02-1.05x; dit-small b1 1.30-1.38x
 (1.51-1.57x before), b16 1.11x; one thread 1.11x, 1.00x, 1.38x, 1.00x; one sdit-mnist forward 1.11x.
 
 CPU timings on a shared machine are noisy: compare ratios from one run, not across runs. Each ratio is
