@@ -27,8 +27,7 @@ from sdit.artifacts import read_jsonl, save_image_grid, write_bytes, write_json
 from sdit.checkpoint import load_checkpoint, load_model, load_training_state, training_state_path
 from sdit.data import DatasetError, ImageSet, load_dataset
 from sdit.diffusion import Diffusion, check_sampler, sample
-from sdit.quality.heldout import HELD_OUT_T
-from sdit.quality.heldout import held_out_eps_mse as eps_mse
+from sdit.quality.heldout import held_out_eps_mse
 
 FLAGS = ("preset", "dataset", "batch_size", "steps", "lr", "warmup_steps", "ema_decay", "seed", "log_every",
          "sample_every", "ckpt_every", "keep")
@@ -61,11 +60,6 @@ def load_test_split(dataset: str, data_dir: str | None) -> tuple[ImageSet | None
         return load_dataset(dataset, "test", data_dir=data_dir), f"{dataset} test split ({data_dir or 'default place'})"
     except DatasetError as err:
         return None, f"no test split: {err}"
-
-
-def held_out_eps_mse(model: torch.nn.Module, test: ImageSet, num: int = 64) -> dict[str, float]:
-    """Epsilon-MSE on the first ``num`` test images at :data:`HELD_OUT_T` (noise seed 0)."""
-    return eps_mse(model, test.images[:num], HELD_OUT_T, seed=0)
 
 
 def main() -> None:
@@ -135,7 +129,7 @@ def main() -> None:
         "mean_firing_rate_ema_ddim50": (per["spikes"] / per["neuron_updates"]) if per["neuron_updates"] else None,
         "firing_rate_note": "spikes / (neurons x T); *_ema_ddim50: EMA weights over a DDIM 50-step run, batch 8",
         "firing_rate_workload": rate_workload.to_dict(),
-        "held_out_eps_mse": held_out_eps_mse(model, test) if test is not None else None,
+        "held_out_eps_mse": held_out_eps_mse(model, test.images[:64]) if test is not None else None,
         "held_out_eps_mse_note": (f"EMA weights; epsilon-MSE on the first {min(64, len(test.images))} images of the "
                                   f"{test_source}, noise seed 0, per timestep t" if test is not None else test_source),
         "git_revision": meta.git_revision,

@@ -141,6 +141,7 @@ def build(targets: list[str], baseline: str, *, costs: str = "45nm-fp32", steps:
     """Everything the table shows, as JSON-ready data. ``eps_images`` (N, C, H, W) or None skips eps-MSE."""
     import torch
 
+    from sdit.models.embed import check_image
     from sdit.quality.heldout import HELD_OUT_T, held_out_eps_mse
     from sdit.targets import load_target
 
@@ -150,12 +151,12 @@ def build(targets: list[str], baseline: str, *, costs: str = "45nm-fp32", steps:
     loaded = {name: t.model for name, t in targets_loaded.items()}
     workloads = {"forward": Workload.forward(500, batch_size=batch_size, seed=seed),
                  "ddim": Workload.ddim(steps, eta=eta, batch_size=batch_size, seed=seed)}
-    if eps_images is not None:
+    if eps_images is not None:  # before the studies, not after them
         for name, model in loaded.items():
-            cfg = model.config
-            if (cfg.in_channels, cfg.image_size, cfg.image_size) != tuple(eps_images.shape[1:]):
-                raise ValueError(f"{name} takes {cfg.in_channels}x{cfg.image_size}x{cfg.image_size} images, the test "
-                                 f"split holds {'x'.join(map(str, eps_images.shape[1:]))} (pass --dataset or --no-eps)")
+            try:
+                check_image(eps_images, model.config.in_channels, model.config.image_size)
+            except ValueError as err:
+                raise ValueError(f"{name}: the test split does not fit: {err} (pass --dataset or --no-eps)") from None
     per_workload: dict[str, dict[str, dict[str, Any]]] = {}
     comparisons: dict[str, Any] = {}
     for key, work in workloads.items():

@@ -109,3 +109,9 @@ def test_refuses_a_spiking_baseline_repeated_targets_and_no_images(capsys) -> No
 def test_an_undefined_cost_term_is_not_called_rate_independent() -> None:
     entry = {"firing_rate": None, "reason": "a term the totals need is not defined by loihi"}
     assert table._break_even_text(entry) == "n/a (a cost term is undefined)"
+
+
+def test_a_test_split_of_another_shape_is_refused_before_any_study() -> None:
+    with pytest.raises(ValueError, match=r"^sdit-tiny: the test split does not fit: expected images of shape "
+                                         r"\(B, 1, 28, 28\), got \(2, 3, 32, 32\) \(pass --dataset or --no-eps\)$"):
+        table.build(["sdit-tiny"], "dit-tiny", eps_images=torch.zeros(2, 3, 32, 32))
