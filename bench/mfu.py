@@ -71,6 +71,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from profiling.workloads import profile_forward  # noqa: E402
 from sdit.config import get_preset  # noqa: E402
+from sdit.heap import heap_status, retain_freed_memory  # noqa: E402
 from sdit.models import build_model  # noqa: E402
 from sdit.models.wkv import wkv_backend  # noqa: E402
 
@@ -439,6 +440,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     parser.add_argument("--case", nargs=4, metavar=("PRESET", "WORKLOAD", "MODE", "BATCH"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    retain_freed_memory()  # as the sdit command does (SDIT_HEAP_RETAIN=0: glibc's defaults)
     if args.quick:
         args.min_seconds = min(args.min_seconds, 1.0)
     if args.threads:
@@ -457,6 +459,7 @@ def main(argv: list[str] | None = None) -> None:
     print(f"device {device} ({torch.get_num_threads()} threads), dtype {args.dtype}, torch {torch.__version__}")
     print(f"WKV kernel: {wkv_backend(device)}")
     print(f"LIF and token-shift kernels (CPU): {lif_status()}")
+    print(f"heap: {heap_status()}")
     print(f"peak matmul: {peak / 1e9:.1f} GFLOP/s (square torch.mm of sides {sizes}, warm, best of repeats;")
     print("  re-measured after the cases, the larger value is used for MFU)")
     print("FLOPs: the profiler's dense MACs per image (Linear/Conv/matmul incl. W_D/W_N x T steps, DiT")

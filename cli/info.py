@@ -13,6 +13,7 @@ from cli.common import SditCommand, check_outputs_or_fail, fail, note
 from sdit.artifacts import is_stdout, write_json
 from sdit.authors import is_authors_layout, to_authors_state_dict
 from sdit.config import PRESET_NOTES, UnknownPresetError, config_to_dict, get_preset
+from sdit.heap import heap_status
 from sdit.models import build_model, count_params
 from sdit.models.cpu_kernels import extension_status as cpu_kernels_status
 from sdit.models.wkv import wkv_backend
@@ -38,6 +39,7 @@ def preset_info(name: str) -> dict[str, object]:
     if config.kind == "sdit":
         facts["wkv_kernel_cpu"] = wkv_backend("cpu")  # builds the C++ kernel on first use
         facts["cpu_kernels"] = cpu_kernels_status()  # LIF and token-shift C kernels, or why the fallback runs
+    facts["heap"] = heap_status()  # whether freed CPU memory stays in the process (sdit.heap)
     return facts
 
 
@@ -67,6 +69,7 @@ def info(
     if "wkv_kernel_cpu" in facts:
         table.add_row("WKV kernel (CPU)", str(facts["wkv_kernel_cpu"]))
         table.add_row("C kernels (CPU)", str(facts["cpu_kernels"]))
+    table.add_row("heap (CPU)", str(facts["heap"]))
     for key, value in facts["config"].items():  # type: ignore[union-attr]
         table.add_row(key, str(value))
     console = Console()

@@ -16,6 +16,7 @@ from cli import profile as profile_cli
 from cli import table3 as table3_cli
 from cli import train as train_cli
 from cli.common import SditGroup
+from sdit.heap import retain_freed_memory
 
 HELP = (
     "Spiking Diffusion Transformer: models, sampling, and per-layer energy profiling.\n\n"
@@ -79,6 +80,7 @@ def main() -> None:
     # spikingjelly registers Triton ops lazily; without Triton (any CPU machine) torch
     # logs a warning per registration that says nothing about the user's run.
     logging.getLogger("torch._library.triton").setLevel(logging.ERROR)
+    retain_freed_memory()  # before any work allocates: freed activations stay mapped for the next step
     app()
 
 
