@@ -22,6 +22,10 @@ model), replays exactly those calls (same shapes, strides and arguments, inputs
 filled with random numbers) back to back, and reports the GEMM-only time per step
 and the ratio step time / GEMM-only time: 1.0 would be a step that does nothing but
 its matrix products. Compiled cases are compared with the same (eager) GEMM list.
+Both times are medians (of the timed iterations, of the replay rounds; at least 5 of
+each): on a shared VM whose speed drifts from second to second, a median against a
+median is the fair ratio (a best-of-N replay against a mean step would charge the
+step for the machine's bad seconds).
 
 Breakdown. One profiled step per case (``torch.profiler``, CPU self time per op)
 says where the step's wall time goes: GEMMs, WKV (``sdit::wkv_*`` ops), LIF
@@ -29,8 +33,10 @@ says where the step's wall time goes: GEMMs, WKV (``sdit::wkv_*`` ops), LIF
 (incl. copies, cat, reductions, sdit's other C kernels ``sdit::shift_mixes*``, ``sdit::relu_square*``,
 ``sdit::bias_gelu*``; in compiled cases also inductor's fused kernels),
 the AdamW step (train), and framework overhead (the rest of the wall time: Python,
-dispatch, autograd engine, profiler). The profiler slows small ops, so the shares
-are of the profiled step, not of the timed one.
+dispatch, autograd engine, profiler). The profiler slows ops, and not evenly: on the
+2-core VM it stretched the C kernels several-fold (``sdit::relu_square_backward``
+2.7 ms per call in a plain step, 8-13 ms under the profiler), so the shares are of the
+profiled step, not of the timed one, and overstate the element-wise part.
 
 FLOP convention (stated in the printout): the profiler's dense MACs per image of
 one forward pass (``profiling.workloads.profile_forward``: every Linear, Conv and
@@ -54,6 +60,7 @@ from __future__ import annotations
 import argparse
 import json
 import resource
+import statistics
 import subprocess
 import sys
 import time
@@ -105,6 +112,7 @@ BATCH = {
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 MODES = ("eager", "compiled")
 FLOP_FACTOR = {"train": 3, "sample": 1}  # forward + backward (2x forward); one forward
+MIN_ROUNDS = 5  # timed iterations (and GEMM replays) at least, whatever the window: a median needs a few
 CATEGORIES = ("GEMM", "WKV", "LIF", "LayerNorm", "elementwise", "AdamW", "overhead")
 
 _aten = torch.ops.aten
@@ -135,12 +143,13 @@ class CaseResult:
     mode: str
     batch: int
     iters: int
-    seconds_per_iter: float
+    seconds_per_iter: float  # median of the timed iterations
     images_per_s: float
     peak_mem_bytes: int
+    seconds_mean: float = 0.0  # mean of the timed iterations
     gemm_calls: int = 0
     gemm_flop: float = 0.0  # FLOP of one step's GEMMs, from their shapes (2 per MAC)
-    gemm_seconds: float = 0.0  # the replayed GEMMs of one step, back to back
+    gemm_seconds: float = 0.0  # the replayed GEMMs of one step, back to back: median of the rounds
     profiled_seconds: float = 0.0  # wall time of the profiled step
     breakdown: dict[str, float] = field(default_factory=dict)  # seconds per category of the profiled step
 
@@ -231,7 +240,9 @@ def _materialise(calls: list[tuple[Any, tuple, dict]], device: torch.device) -> 
 
 
 def gemm_only_seconds(calls: list[tuple[Any, tuple, dict]], device: torch.device, min_s: float) -> float:
-    """Best time of the recorded GEMM calls replayed back to back (one step's worth)."""
+    """Median time of the recorded GEMM calls replayed back to back (one step's worth), over at least
+    :data:`MIN_ROUNDS` rounds: the same statistic as the step's s/iter, so their ratio compares like with like
+    on a machine whose speed drifts from second to second."""
     replay = _materialise(calls, device)
 
     def once() -> None:
@@ -240,14 +251,13 @@ def gemm_only_seconds(calls: list[tuple[Any, tuple, dict]], device: torch.device
 
     once()
     _sync(device)
-    best, start_all, rounds = float("inf"), time.perf_counter(), 0
-    while rounds < 3 or time.perf_counter() - start_all < min_s:
+    times, start_all = [], time.perf_counter()
+    while len(times) < MIN_ROUNDS or time.perf_counter() - start_all < min_s:
         start = time.perf_counter()
         once()
         _sync(device)
-        best = min(best, time.perf_counter() - start)
-        rounds += 1
-    return best
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
 
 
 # ---- where a step's time goes ---------------------------------------------------------------------------
@@ -341,12 +351,13 @@ def run_case(
     step()  # warm-up (allocator, AdamW state, kernel selection, compilation)
     step()
     _sync(device)
-    iters, start = 0, time.perf_counter()
-    while iters < 2 or time.perf_counter() - start < min_s:
+    times, start = [], time.perf_counter()
+    while len(times) < MIN_ROUNDS or time.perf_counter() - start < min_s:
+        t0 = time.perf_counter()
         step()
-        iters += 1
-    _sync(device)
-    seconds = (time.perf_counter() - start) / iters
+        _sync(device)
+        times.append(time.perf_counter() - t0)
+    iters, seconds = len(times), statistics.median(times)
     if device.type == "cuda":
         peak_mem = torch.cuda.max_memory_allocated(device) - mem0
     else:
@@ -371,6 +382,7 @@ def run_case(
         batch=batch,
         iters=iters,
         seconds_per_iter=seconds,
+        seconds_mean=statistics.fmean(times),
         images_per_s=batch / seconds,
         peak_mem_bytes=peak_mem,
         **extra,
@@ -465,8 +477,10 @@ def main(argv: list[str] | None = None) -> None:
     print("FLOPs: the profiler's dense MACs per image (Linear/Conv/matmul incl. W_D/W_N x T steps, DiT")
     print("  attention matmuls; element-wise ops not counted), FLOP = 2 MAC, train = 3x forward;")
     print("  sample = one no_grad forward (one denoising step)")
+    print(f"s/iter: median of the timed iterations (at least {MIN_ROUNDS}); img/s and MFU from it")
     if not args.no_gemm:
-        print("GEMM s: one step's own GEMMs (forward and backward, recorded shapes) replayed alone, s/step;")
+        print("GEMM s: one step's own GEMMs (forward and backward, recorded shapes) replayed alone, s/step,")
+        print(f"  median of at least {MIN_ROUNDS} rounds;")
         print("  step/GEMM = s/iter / GEMM s (1.00x = nothing but GEMMs); GEMM %pk = those GEMMs' own FLOP/s")
         print("  as % of the peak (the best MFU these shapes allow)")
     results = []
