@@ -25,6 +25,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from sdit.data import load_dataset  # noqa: E402
+from sdit.heap import retain_freed_memory  # noqa: E402
 from sdit.quality.features import extract_features, load_domain, load_inception  # noqa: E402
 
 
@@ -40,6 +41,7 @@ def ms_per_image(network: object, images: torch.Tensor, repeats: int) -> float:
 
 
 def main() -> None:
+    retain_freed_memory()  # as the sdit command does (sdit/heap.py; SDIT_HEAP_RETAIN=0: glibc's defaults)
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--num", type=int, default=100, help="Images per timed call.")
     parser.add_argument("--repeats", type=int, default=3)

@@ -30,6 +30,7 @@ from profiling.meters import PowerMeter, make_meter
 from profiling.workloads import profile_forward
 from sdit.artifacts import write_json
 from sdit.diffusion import Diffusion
+from sdit.heap import retain_freed_memory
 from sdit.models import build_model
 
 PRESETS = ("sdit-small", "dit-small", "sdit-mnist")
@@ -121,6 +122,7 @@ def estimated_j_per_image(preset: str, batch_size: int, num_steps: int) -> float
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    retain_freed_memory()  # as the sdit command does (sdit/heap.py; SDIT_HEAP_RETAIN=0: glibc's defaults)
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="cuda:0")
     parser.add_argument("--presets", nargs="+", default=list(PRESETS))

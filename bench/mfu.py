@@ -303,6 +303,28 @@ def time_breakdown(step: Callable[[], None], device: torch.device) -> tuple[floa
 
 
 # ---- one case --------------------------------------------------------------------------------------------
+def _timed_iterations(step: Callable[[], None], device: torch.device, min_s: float) -> list[float]:
+    """Seconds per iteration over a window of at least ``min_s`` and :data:`MIN_ROUNDS` iterations.
+
+    CPU: each iteration timed on its own (their median is the figure). CUDA: the window is
+    timed as a whole and split evenly (a sync per iteration would stall the launch queue that
+    lets one step's kernels overlap the next step's Python), so there the median is the mean.
+    """
+    if device.type == "cuda":
+        iters, start = 0, time.perf_counter()
+        while iters < MIN_ROUNDS or time.perf_counter() - start < min_s:
+            step()
+            iters += 1
+        _sync(device)
+        return [(time.perf_counter() - start) / iters] * iters
+    times, start = [], time.perf_counter()
+    while len(times) < MIN_ROUNDS or time.perf_counter() - start < min_s:
+        t0 = time.perf_counter()
+        step()
+        times.append(time.perf_counter() - t0)
+    return times
+
+
 def run_case(
     preset: str, workload: str, mode: str, batch: int, device: torch.device, dtype: torch.dtype, min_s: float,
     gemm: bool = True,
@@ -351,12 +373,7 @@ def run_case(
     step()  # warm-up (allocator, AdamW state, kernel selection, compilation)
     step()
     _sync(device)
-    times, start = [], time.perf_counter()
-    while len(times) < MIN_ROUNDS or time.perf_counter() - start < min_s:
-        t0 = time.perf_counter()
-        step()
-        _sync(device)
-        times.append(time.perf_counter() - t0)
+    times = _timed_iterations(step, device, min_s)
     iters, seconds = len(times), statistics.median(times)
     if device.type == "cuda":
         peak_mem = torch.cuda.max_memory_allocated(device) - mem0
@@ -421,6 +438,10 @@ def _print_tables(results: list[CaseResult], macs: dict[str, int], peak: float) 
             f"{r.images_per_s:>7.1f} {achieved / 1e9:>7.1f} {100 * achieved / peak:>5.1f} {gemm:>7} {ratio:>9} "
             f"{gemm_peak:>8} {r.peak_mem_bytes / 2**20:>6.0f}"
         )
+    drifted = [r for r in results if r.seconds_mean > 1.1 * r.seconds_per_iter]
+    if drifted:
+        print("mean s/iter more than 10 % above the median (a drifting machine): " + ", ".join(
+            f"{r.preset} {r.workload} {r.mode} {r.seconds_mean:.3f}" for r in drifted))
     if not any(r.breakdown for r in results):
         return
     print()
@@ -477,7 +498,7 @@ def main(argv: list[str] | None = None) -> None:
     print("FLOPs: the profiler's dense MACs per image (Linear/Conv/matmul incl. W_D/W_N x T steps, DiT")
     print("  attention matmuls; element-wise ops not counted), FLOP = 2 MAC, train = 3x forward;")
     print("  sample = one no_grad forward (one denoising step)")
-    print(f"s/iter: median of the timed iterations (at least {MIN_ROUNDS}); img/s and MFU from it")
+    print(f"s/iter: median of the timed iterations (at least {MIN_ROUNDS}; CUDA: the window's mean); img/s and MFU")
     if not args.no_gemm:
         print("GEMM s: one step's own GEMMs (forward and backward, recorded shapes) replayed alone, s/step,")
         print(f"  median of at least {MIN_ROUNDS} rounds;")

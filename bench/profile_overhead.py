@@ -51,7 +51,7 @@ from profiling.counter import LayerCounter
 from profiling.records import Workload
 from profiling.workloads import profile_workload
 from sdit.diffusion import Diffusion, sample
-from sdit.heap import retain_freed_memory
+from sdit.heap import heap_status, retain_freed_memory
 from sdit.models import build_model
 
 
@@ -153,6 +153,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's).")
     args = parser.parse_args()
     retain_freed_memory()  # as the sdit command does (SDIT_HEAP_RETAIN=0: glibc's defaults)
+    print(f"# heap: {heap_status()}")
     if args.threads:
         torch.set_num_threads(args.threads)
     if not args.skip_forward:

@@ -29,6 +29,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from sdit.heap import retain_freed_memory  # noqa: E402
 from sdit.models.wkv import CHUNK, wkv_backend, wkv_chunked, wkv_python  # noqa: E402
 from sdit.models.wkv_ext import wkv_cpu  # noqa: E402
 
@@ -47,6 +48,7 @@ def median_ms(fn: Callable[[], object], repeats: int, sync: Callable[[], None] =
 
 
 def main(argv: list[str] | None = None) -> None:
+    retain_freed_memory()  # as the sdit command does (sdit/heap.py; SDIT_HEAP_RETAIN=0: glibc's defaults)
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--shape", type=int, nargs=3, default=[256, 100, 128], metavar=("B", "N", "D"))
     parser.add_argument("--repeats", type=int, default=7)

@@ -27,6 +27,7 @@ from sdit.artifacts import read_jsonl, save_image_grid, write_bytes, write_json
 from sdit.checkpoint import load_checkpoint, load_model, load_training_state, training_state_path
 from sdit.data import DatasetError, ImageSet, load_dataset
 from sdit.diffusion import Diffusion, check_sampler, sample
+from sdit.heap import retain_freed_memory
 from sdit.quality.heldout import held_out_eps_mse
 
 FLAGS = ("preset", "dataset", "batch_size", "steps", "lr", "warmup_steps", "ema_decay", "seed", "log_every",
@@ -63,6 +64,7 @@ def load_test_split(dataset: str, data_dir: str | None) -> tuple[ImageSet | None
 
 
 def main() -> None:
+    retain_freed_memory()  # as the sdit command does (sdit/heap.py; SDIT_HEAP_RETAIN=0: glibc's defaults)
     logging.getLogger("torch._library.triton").setLevel(logging.ERROR)
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("run_dir", type=Path)

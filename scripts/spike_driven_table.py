@@ -32,6 +32,7 @@ from typing import Any
 from profiling.compare import Comparison, compare
 from profiling.records import Profile, Workload
 from sdit.artifacts import check_output, write_json
+from sdit.heap import retain_freed_memory
 
 CONVENTIONS = ("strict", "paper")
 
@@ -184,6 +185,7 @@ def build(targets: list[str], baseline: str, *, costs: str = "45nm-fp32", steps:
 
 
 def main(argv: list[str] | None = None) -> int:
+    retain_freed_memory()  # as the sdit command does (sdit/heap.py; SDIT_HEAP_RETAIN=0: glibc's defaults)
     logging.getLogger("torch._library.triton").setLevel(logging.ERROR)
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("targets", nargs="+", help="SDiT checkpoints, run directories or presets")

@@ -22,6 +22,7 @@ import torch
 from sdit.artifacts import OverwriteError, write_json
 from sdit.checkpoint import git_revision
 from sdit.data import DATASETS, FASHION_MNIST_DIR, DatasetError, load_dataset
+from sdit.heap import retain_freed_memory
 from sdit.quality.classifier import ClassifierConfig, TrainSettings, accuracy, save_classifier, train_classifier
 
 
@@ -30,6 +31,7 @@ def _file_digests(directory: Path) -> dict[str, str]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    retain_freed_memory()  # as the sdit command does (sdit/heap.py; SDIT_HEAP_RETAIN=0: glibc's defaults)
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--dataset", default="fashion-mnist", choices=DATASETS)
     parser.add_argument("--data-dir", type=Path, default=None, help="Folder of the standard files (default place "

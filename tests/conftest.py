@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import logging
+import os
 
 import pytest
 import torch
 
 from sdit.data import FASHION_MNIST_DIR, ImageSet, load_dataset
+from sdit.heap import retain_freed_memory
 
 logging.getLogger("torch._library.triton").setLevel(logging.ERROR)
+
+if os.environ.get("SDIT_TEST_HEAP_RETAINED") == "1":  # tests/sdit/test_heap.py: run a suite as the sdit command does
+    retain_freed_memory()
 
 
 @pytest.fixture(autouse=True)
