@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import signal
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +30,25 @@ from sdit.train import TrainConfig, TrainError, TrainInterrupted, load_run_confi
 
 MAX_STEPS = 10**9  # optimizer steps (and step intervals): more is a typo
 
+
+
+def _raise_interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+@contextmanager
+def _sigterm_as_interrupt() -> Iterator[None]:
+    """SIGTERM (``kill``, a scheduler's preemption, torchrun stopping its workers) stops a run as Ctrl-C does:
+    the one-line note of where it stopped and how to resume, exit 130. A background job (``cmd &``) ignores
+    SIGINT, so SIGTERM is the signal that reaches it."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, _raise_interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 def train_cmd(
     preset: str | None = typer.Option(
@@ -115,8 +138,9 @@ def train_cmd(
     except ValueError as err:  # TrainError and TrainConfig's own checks
         fail(str(err))
     try:
-        result = train(config, run_dir, resume=resume is not None, overwrite=overwrite,
-                       progress=progress_wanted(progress, quiet))
+        with _sigterm_as_interrupt():
+            result = train(config, run_dir, resume=resume is not None, overwrite=overwrite,
+                           progress=progress_wanted(progress, quiet))
     except UnknownPresetError as err:
         fail(str(err))
     except (DatasetError, CheckpointError) as err:

@@ -468,3 +468,37 @@ def test_train_out_is_checked_before_any_work(tmp_path: Path, where: str, needle
     out = where.replace("AFILE", str(afile)).replace("TMP", str(tmp_path))
     refused(["train", *TINY, "--steps", "2", "--data-dir", "/nonexistent", "--out", out], 2,
             needle.replace("AFILE", str(afile)), tmp_path)
+
+
+def test_sigterm_stops_a_run_like_ctrl_c_with_the_resume_note(tmp_path: Path, data_dir: Path) -> None:
+    # a real signal to a real process: `kill`, a scheduler's preemption, or torchrun stopping its workers
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    out = tmp_path / "r"
+    root = Path(__file__).resolve().parents[2]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "cli.main", "train", *TINY, "--data-dir", str(data_dir), "--steps", "100000",
+         "--out", str(out)],
+        cwd=root, env={**os.environ, "PYTHONPATH": str(root)}, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        text=True,
+    )  # fmt: skip
+    latest = out / "checkpoints" / "latest"
+    deadline = time.monotonic() + 120
+    while not latest.exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert latest.exists(), proc.stderr.read() if proc.poll() is not None else "no checkpoint in 120 s"
+    proc.send_signal(signal.SIGTERM)
+    _, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 130, stderr
+    lines = [line for line in stderr.strip().splitlines() if not line.startswith("note: ")]
+    assert len(lines) == 1 and "Traceback" not in stderr, stderr
+    assert lines[0].startswith("error: interrupted at step ")
+    assert lines[0].endswith(f"resume with: sdit train --resume {out}")
+    saved = int(latest.read_text().strip().removeprefix("step-"))  # the note names it; nothing after it is lost
+    assert f"the last checkpoint is step {saved} " in lines[0]
+    resumed = runner.invoke(app, ["train", "--resume", str(out), "--steps", str(saved + 2), "--no-progress"])
+    assert resumed.exit_code == 0, resumed.output
