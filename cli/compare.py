@@ -74,6 +74,39 @@ def _provenance(target: str) -> dict[str, Any] | None:
     return None
 
 
+EVALUATE_FORMAT = "sdit-evaluate/1"
+
+
+def _same_target(a: str, b: str) -> bool:
+    return a == b or (Path(a).exists() and Path(b).exists() and Path(a).resolve() == Path(b).resolve())
+
+
+def _evaluations(paths: list[Path], targets: dict[str, str]) -> dict[str, list[dict[str, Any]]]:
+    """``sdit evaluate --json`` files, each matched to the compared target it evaluated.
+
+    ``targets``: label -> description of each compared model. A file that cannot be read, is not an evaluate
+    result, names no compared target, or evaluated other weights than the compared ones (another step,
+    raw instead of EMA) stops the command with one line: quality beside the wrong model's energy would mislead.
+    """
+    found: dict[str, list[dict[str, Any]]] = {}
+    for path in paths:
+        try:
+            ev = json.loads(path.read_text())
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+            fail(f"--quality {path}: cannot read it as JSON ({type(err).__name__}: {err})", DATA_ERROR)
+        if not isinstance(ev, dict) or ev.get("format") != EVALUATE_FORMAT or "results" not in ev:
+            fail(f"--quality {path}: not an `sdit evaluate --json` result (format {EVALUATE_FORMAT})", DATA_ERROR)
+        label = next((t for t in targets if _same_target(str(ev.get("target")), t)), None)
+        if label is None:
+            fail(f"--quality {path}: it evaluated {ev.get('target')!r}, which is not among the compared targets "
+                 f"({', '.join(targets)})")
+        if ev.get("model") != targets[label]:
+            fail(f"--quality {path}: it evaluated {ev.get('model')!r}, but the compared {label} is "
+                 f"{targets[label]!r}")
+        found.setdefault(label, []).append(ev)
+    return found
+
+
 def _versions() -> dict[str, str]:
     out = {"python": platform.python_version()}
     for name in VERSIONED:
@@ -138,6 +171,9 @@ def compare_cmd(
     json_path: Path | None = typer.Option(
         None, "--json", help="Also write the comparison (the JSON of --out's comparison.json) to this file ('-': "
         "stdout, the tables then on stderr)."),
+    quality: list[Path] = typer.Option(
+        [], "--quality", help="An `sdit evaluate --json` file of one of the targets (repeat): its FID, KID and "
+        "precision / recall go in the report's quality section, beside each checkpoint's held-out eps-MSE."),
     quiet: bool = quiet_option(),
     progress: bool | None = progress_option("counting, sampling and measuring"),
 ) -> None:
@@ -147,13 +183,13 @@ def compare_cmd(
     """
     with command_output(quiet, progress):
         _compare(targets, batch_size, timestep, sample_steps, method, eta, seed, costs, conventions, samples, measure,
-                 device, meter, min_window_s, idle_s, out, overwrite, json_path, quiet)
+                 device, meter, min_window_s, idle_s, out, overwrite, json_path, quiet, quality)
 
 
 def _compare(targets: list[str] | None, batch_size: int, timestep: int, sample_steps: int, method: str, eta: float,
              seed: int, costs: list[str], conventions: list[str], samples: int, measure: bool, device: str,
              meter: str, min_window_s: float, idle_s: float, out: Path, overwrite: bool, json_path: Path | None,
-             quiet: bool) -> None:
+             quiet: bool, quality: list[Path] | None = None) -> None:
     check_number("--batch-size", batch_size, 1, MAX_IMAGES)
     check_number("--samples", samples, 0, MAX_IMAGES)
     check_number("--eta", eta, 0, 1)
@@ -188,6 +224,7 @@ def _compare(targets: list[str] | None, batch_size: int, timestep: int, sample_s
         fail(str(err))
 
     loaded = [load_target_or_fail(t, "its counts come from untrained weights") for t in targets]
+    evaluations = _evaluations(list(quality or []), {t.label: t.description for t in loaded})  # before any work
     try:
         comparison = compare(loaded, workload, costs=presets, conventions=conventions, measure=measure,
                              device=device, min_window_s=min_window_s, idle_s=idle_s, meter_kind=meter,
@@ -207,7 +244,8 @@ def _compare(targets: list[str] | None, batch_size: int, timestep: int, sample_s
                                   headline_preset=presets[0].name, headline_convention=conventions[0])
     run = RunInfo(command=shlex.join(["sdit", *sys.argv[1:]]) if Path(sys.argv[0]).name in ("sdit", "main.py")
                   else shlex.join(sys.argv), created=datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S UTC"),
-                  versions=_versions(), device=_device(), git_revision=git_revision(), seed=seed, samples=grids)
+                  versions=_versions(), device=_device(), git_revision=git_revision(), seed=seed, samples=grids,
+                  evaluations=evaluations)
     page = build_page(study, run)
     _print(study, Console(stderr=to_stdout, quiet=quiet and to_stdout))
     # Not write_json: it sorts keys, and the order of presets and conventions is data (first = headline).

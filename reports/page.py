@@ -28,6 +28,7 @@ class RunInfo:
         git_revision: The toolkit's revision, or a reason it is unknown.
         seed: Seed of the workload's noise.
         samples: Model label -> (PNG bytes, caption) of the sample grid made in this run.
+        evaluations: Model label -> the ``sdit evaluate --json`` results given for it (``--quality``).
     """
 
     command: str
@@ -37,6 +38,7 @@ class RunInfo:
     git_revision: str
     seed: int
     samples: dict[str, tuple[bytes, str]] = field(default_factory=dict)
+    evaluations: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
 
 
 def _uj(value: float | None) -> str:
@@ -177,6 +179,28 @@ def build_page(study: Study, run: RunInfo) -> Page:
         Table(tables.totals_table(study), f"Every count per image over {study.workload_label}, the mean firing rate "
                                           f"and the estimated energy under each convention ({preset}): what "
                                           "`sdit profile` prints for each model.", "totals")]))
+
+    quality = tables.quality_table(study, run.evaluations)
+    if len(quality):
+        quality_blocks: list[Any] = [Table(
+            tables.quality_summary_table(quality), "One row per model, one column per metric (eps_mse_tN: held-out "
+            "eps-MSE at timestep N; 'domain' / 'inception': the feature network of an `sdit evaluate` file): "
+            "the values of the table below, whose unit column says what each is; empty: not measured.",
+            "quality_summary"),
+            Table(
+            quality, "Sample quality beside the energy: the held-out eps-MSE each shipped checkpoint's provenance "
+                     "records, and the distances of each `sdit evaluate` file given with --quality (FID, KID with "
+                     "its standard error, precision / recall / density / coverage), each with its feature network, "
+                     "sample count, sampler and reference set; the unit column says what each number is. These "
+                     "were measured apart from this run's workload.", "quality")]
+    else:
+        quality_blocks = [Text("No quality figures: no target carries a held-out eps-MSE (presets and bare "
+                               "checkpoints) and no --quality file was given (`sdit evaluate TARGET --json FILE` "
+                               "makes one).", note=True)]
+    missing = [m.label for m in study.models if m.label not in set(quality["model"])]
+    if len(quality) and missing:
+        quality_blocks.append(Text(f"No quality figures for {', '.join(missing)}.", note=True))
+    sections.append(Section("quality", "Sample quality", quality_blocks))
 
     per_layer: list[Any] = [
         Chart(figures.role_bars(roles, energy_col, f"Estimated energy per image by role ({conv} convention, {preset})",

@@ -410,3 +410,47 @@ def unsupported_table(study: Study) -> pd.DataFrame:
             rows.append({"model": m.label, **{k: (", ".join(v) if isinstance(v, list) else v) for k, v in op.items()}})
     columns = ["model", *[k for k in rows[0] if k != "model"]] if rows else ["model", "op", "count", "layers"]
     return pd.DataFrame(rows, columns=columns)
+
+
+QUALITY_METRICS = ("fid", "kid", "kid_standard_error", "precision", "recall", "density", "coverage")
+
+
+def quality_table(study: Study, evaluations: dict[str, list[dict[str, Any]]]) -> pd.DataFrame:
+    """Sample quality beside the energy: one row per model, source and metric.
+
+    Sources: the held-out eps-MSE per timestep a shipped checkpoint's ``provenance.json`` records
+    (``scripts/ship_checkpoint.py``), and the distances of ``sdit evaluate --json`` files
+    (``evaluations``: model label -> its evaluate JSON objects), one row per feature network and metric,
+    with the sampler, the sample count and the reference set each was measured with.
+    """
+    rows: list[dict[str, Any]] = []
+    for m in study.models:
+        eps = (m.provenance or {}).get("held_out_eps_mse") or {}
+        for t, value in sorted(eps.items(), key=lambda kv: int(kv[0])):
+            rows.append({"model": m.label, "source": "provenance.json", "features": "-", "metric": f"eps_mse_t{t}",
+                         "value": float(value), "n": None, "sampler": "-", "reference": "-",
+                         "unit": "mean squared error of the predicted noise on held-out test images, at timestep "
+                                 f"{t}; lower is better"})
+        for ev in evaluations.get(m.label, []):
+            units = ev.get("units", {})
+            ref = ev.get("reference", {})
+            reference = f"{ref.get('dataset', '?')} {ref.get('split', '?')}, {ref.get('selection', '?')}"
+            for features, res in ev.get("results", {}).items():
+                for metric in QUALITY_METRICS:
+                    if metric in res:
+                        rows.append({"model": m.label, "source": "sdit evaluate", "features": features,
+                                     "metric": metric, "value": float(res[metric]), "n": int(ev["num_samples"]),
+                                     "sampler": ev.get("sampler", {}).get("description", "?"),
+                                     "reference": reference, "unit": units.get(metric, "")})
+    return pd.DataFrame(rows, columns=["model", "source", "features", "metric", "value", "n", "sampler",
+                                       "reference", "unit"])
+
+
+def quality_summary_table(quality: pd.DataFrame) -> pd.DataFrame:
+    """:func:`quality_table` with one row per model and one column per (feature network, metric)."""
+    if not len(quality):
+        return pd.DataFrame()
+    named = quality.assign(column=[m if f == "-" else f"{f} {m}" for f, m in zip(quality.features, quality.metric)])
+    wide = named.pivot_table(index="model", columns="column", values="value", aggfunc="first", sort=False)
+    order = list(dict.fromkeys(quality.model))
+    return wide.reindex(order).reset_index().rename_axis(columns=None)

@@ -51,3 +51,58 @@ def test_compare_bad_usage_is_one_line(tmp_path: Path) -> None:
         assert result.stderr.strip().startswith(start), (args, result.stderr)
         assert len(result.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "x").exists()
+
+
+def _evaluation(target: str, model: str, fid: float) -> dict:
+    """A minimal `sdit evaluate --json` result (the fields the report reads)."""
+    return {"format": "sdit-evaluate/1", "target": target, "model": model, "num_samples": 100,
+            "sampler": {"description": "ddim, 50 steps, eta 1"},
+            "reference": {"dataset": "fashion-mnist", "split": "test", "selection": "first 100 of 10000"},
+            "units": {"fid": "squared distance", "precision": "fraction"},
+            "results": {"domain": {"fid": fid, "precision": 0.5, "feature_seconds": 1.0}}}
+
+
+def test_compare_puts_quality_files_beside_the_energy(tmp_path: Path) -> None:
+    files = []
+    for name, fid in (("sdit-tiny", 12.5), ("dit-tiny", 7.25)):
+        files += ["--quality", str(tmp_path / f"{name}.json")]
+        (tmp_path / f"{name}.json").write_text(json.dumps(_evaluation(name, f"preset {name} (untrained)", fid)))
+    out = tmp_path / "cmp"
+    result = runner.invoke(app, [*ARGS, "--samples", "0", *files, "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    quality = pd.read_csv(out / "tables" / "quality.csv")
+    assert quality[["model", "features", "metric", "value", "n"]].values.tolist() == [
+        ["sdit-tiny", "domain", "fid", 12.5, 100], ["sdit-tiny", "domain", "precision", 0.5, 100],
+        ["dit-tiny", "domain", "fid", 7.25, 100], ["dit-tiny", "domain", "precision", 0.5, 100]]
+    assert quality.unit.tolist()[:2] == ["squared distance", "fraction"]  # each number says what it is
+    summary = pd.read_csv(out / "tables" / "quality_summary.csv").set_index("model")
+    assert summary.loc["dit-tiny", "domain fid"] == 7.25 and summary.loc["sdit-tiny", "domain fid"] == 12.5
+    assert 'id="quality"' in (out / "report.html").read_text()
+
+
+def test_compare_without_quality_says_so(tmp_path: Path) -> None:
+    out = tmp_path / "cmp"
+    assert runner.invoke(app, [*ARGS, "--samples", "0", "--out", str(out)]).exit_code == 0
+    assert "No quality figures: no target carries a held-out eps-MSE" in (out / "report.html").read_text()
+    assert not (out / "tables" / "quality.csv").exists()
+
+
+def test_compare_refuses_a_quality_file_of_another_model_in_one_line(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.json"
+    cases = {
+        json.dumps(_evaluation("dit-small", "preset dit-small (untrained)", 1.0)):
+            (2, "error: --quality {f}: it evaluated 'dit-small', which is not among the compared targets "
+                "(sdit-tiny, dit-tiny)"),
+        json.dumps(_evaluation("dit-tiny", "dit-tiny at step 9 (EMA weights)", 1.0)):
+            (2, "error: --quality {f}: it evaluated 'dit-tiny at step 9 (EMA weights)', but the compared dit-tiny "
+                "is 'preset dit-tiny (untrained)'"),
+        json.dumps({"format": "other"}): (2, "error: --quality {f}: not an `sdit evaluate --json` result"),
+        "{not json": (2, "error: --quality {f}: cannot read it as JSON (JSONDecodeError"),
+    }
+    for text, (code, start) in cases.items():
+        bad.write_text(text)
+        result = runner.invoke(app, [*ARGS, "--quality", str(bad), "--out", str(tmp_path / "x")])
+        assert result.exit_code == code, (text, result.output)
+        lines = [line for line in result.stderr.strip().splitlines() if not line.startswith("note: ")]
+        assert len(lines) == 1 and lines[0].startswith(start.format(f=bad)), result.stderr
+    assert not (tmp_path / "x").exists()  # refused before any work or output
