@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import platform
 import shlex
 import sys
@@ -39,8 +40,11 @@ from reports import terminal
 from reports.html import frame_csv, tables_of, write_page
 from reports.page import RunInfo, build_page
 from reports.study import CONVENTION_TEXT, study_from_comparison
+from reports.tables import QUALITY_METRICS
 from sdit.artifacts import is_stdout, write_bytes
 from sdit.checkpoint import git_revision
+from sdit.quality.evaluate import FORMAT as EVALUATE_FORMAT
+from sdit.targets import Target
 
 DEFAULT_TARGETS = ["checkpoints/sdit-small-fmnist", "checkpoints/dit-small-fmnist"]
 REPORT, COMPARISON = "report.html", "comparison.json"
@@ -74,36 +78,87 @@ def _provenance(target: str) -> dict[str, Any] | None:
     return None
 
 
-EVALUATE_FORMAT = "sdit-evaluate/1"
+def _same_path(a: str, b: str) -> bool:
+    try:
+        return Path(a).exists() and Path(b).exists() and Path(a).resolve() == Path(b).resolve()
+    except OSError:  # a name too long for the file system, a loop of links
+        return False
 
 
-def _same_target(a: str, b: str) -> bool:
-    return a == b or (Path(a).exists() and Path(b).exists() and Path(a).resolve() == Path(b).resolve())
+def _finite_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
 
 
-def _evaluations(paths: list[Path], targets: dict[str, str]) -> dict[str, list[dict[str, Any]]]:
-    """``sdit evaluate --json`` files, each matched to the compared target it evaluated.
+def _evaluation_problem(ev: Any) -> str | None:
+    """What makes ``ev`` unusable as an ``sdit evaluate --json`` result, or None."""
+    if not isinstance(ev, dict) or ev.get("format") != EVALUATE_FORMAT:
+        return f"not an `sdit evaluate --json` result (format {EVALUATE_FORMAT})"
+    results = ev.get("results")
+    if not isinstance(results, dict) or not results or not all(isinstance(r, dict) for r in results.values()):
+        return "its 'results' hold no feature network's metrics"
+    for features, res in results.items():
+        for metric in QUALITY_METRICS:
+            if metric in res and not _finite_number(res[metric]):
+                return f"results.{features}.{metric} is {res[metric]!r}, not a finite number"
+    n = ev.get("num_samples")
+    if not isinstance(n, int) or isinstance(n, bool) or n < 1:
+        return f"num_samples is {n!r}, not a positive integer"
+    if not isinstance(ev.get("sampler"), dict) or not isinstance(ev["sampler"].get("description"), str):
+        return "it names no sampler (sampler.description)"
+    for key in ("reference", "units"):
+        if not isinstance(ev.get(key, {}), dict):
+            return f"its {key!r} is not an object"
+    if ev.get("target") is None:
+        return (f"it evaluated a samples file ({ev.get('samples_file')}), not a checkpoint: nothing ties those "
+                "images to a compared model's weights")
+    return None
 
-    ``targets``: label -> description of each compared model. A file that cannot be read, is not an evaluate
-    result, names no compared target, or evaluated other weights than the compared ones (another step,
-    raw instead of EMA) stops the command with one line: quality beside the wrong model's energy would mislead.
+
+def _match(ev: dict[str, Any], loaded: list[Target]) -> tuple[Target | None, str]:
+    """The compared target ``ev`` evaluated, or None and why none is."""
+    names = ", ".join(t.label for t in loaded)
+    sha = ev.get("weights_sha256")
+    if sha:  # written by sdit evaluate since 2026-12-02: the weights file itself decides
+        hit = next((t for t in loaded if t.weights_sha256 == sha), None)
+        return hit, (f"it evaluated weights with sha256 {sha[:12]}... ({ev.get('model')}), which none of the "
+                     f"compared targets ({names}) has")
+    target = str(ev.get("target"))
+    hit = next((t for t in loaded if t.label == target or _same_path(target, t.label)), None)
+    if hit is None:
+        return None, f"it evaluated {ev.get('target')!r}, which is not among the compared targets ({names})"
+    if ev.get("model") != hit.description:
+        return None, f"it evaluated {ev.get('model')!r}, but the compared {hit.label} is {hit.description!r}"
+    return hit, ""
+
+
+def _evaluations(paths: list[Path], loaded: list[Target]) -> dict[str, list[dict[str, Any]]]:
+    """``sdit evaluate --json`` files, each matched to the compared target it evaluated (label -> files).
+
+    A file is matched by the sha256 of the weights it evaluated where it records one, else (older files) by
+    its target path and model description. A file that cannot be read, is not an evaluate result or holds a
+    malformed figure, that evaluated none of the compared weights, or a second file of one model and feature
+    network, stops the command with one line before any work: quality beside the wrong model's energy would
+    mislead.
     """
     found: dict[str, list[dict[str, Any]]] = {}
+    seen: dict[tuple[str, str], Path] = {}
     for path in paths:
         try:
-            ev = json.loads(path.read_text())
+            ev = json.loads(path.read_text(), parse_constant=lambda c: float("nan"))
         except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
             fail(f"--quality {path}: cannot read it as JSON ({type(err).__name__}: {err})", DATA_ERROR)
-        if not isinstance(ev, dict) or ev.get("format") != EVALUATE_FORMAT or "results" not in ev:
-            fail(f"--quality {path}: not an `sdit evaluate --json` result (format {EVALUATE_FORMAT})", DATA_ERROR)
-        label = next((t for t in targets if _same_target(str(ev.get("target")), t)), None)
-        if label is None:
-            fail(f"--quality {path}: it evaluated {ev.get('target')!r}, which is not among the compared targets "
-                 f"({', '.join(targets)})")
-        if ev.get("model") != targets[label]:
-            fail(f"--quality {path}: it evaluated {ev.get('model')!r}, but the compared {label} is "
-                 f"{targets[label]!r}")
-        found.setdefault(label, []).append(ev)
+        problem = _evaluation_problem(ev)
+        if problem is not None:
+            fail(f"--quality {path}: {problem}", DATA_ERROR)
+        hit, why = _match(ev, loaded)
+        if hit is None:
+            fail(f"--quality {path}: {why}")
+        for features in ev["results"]:
+            if (hit.label, features) in seen:
+                fail(f"--quality {path}: {seen[hit.label, features]} already gives {hit.label}'s {features} "
+                     "figures; give one file per model and feature network")
+            seen[hit.label, features] = path
+        found.setdefault(hit.label, []).append({**ev, "source_file": str(path)})
     return found
 
 
@@ -224,7 +279,7 @@ def _compare(targets: list[str] | None, batch_size: int, timestep: int, sample_s
         fail(str(err))
 
     loaded = [load_target_or_fail(t, "its counts come from untrained weights") for t in targets]
-    evaluations = _evaluations(list(quality or []), {t.label: t.description for t in loaded})  # before any work
+    evaluations = _evaluations(list(quality or []), loaded)  # before any work
     try:
         comparison = compare(loaded, workload, costs=presets, conventions=conventions, measure=measure,
                              device=device, min_window_s=min_window_s, idle_s=idle_s, meter_kind=meter,

@@ -228,7 +228,7 @@ def _evaluate(target: str | None, num: int | None, method: str, steps: int, eta:
             out, samples = evaluate(net, networks, reference, num, method=method, steps=steps, eta=eta, seed=seed,
                                     batch_size=batch_size, kid_subsets=kid_subsets, nearest_k=nearest_k,
                                     use_cache=not no_cache, device=device)
-            out = {"target": target, "model": loaded.description, **out}
+            out = {"target": target, "model": loaded.description, "weights_sha256": loaded.weights_sha256, **out}
             if save_samples is not None:
                 meta = {"source": loaded.description, **{k: str(v) for k, v in out["sampler"].items()}}
                 save_tensors({"samples": samples}, save_samples, metadata=meta, overwrite=overwrite)

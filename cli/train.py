@@ -26,13 +26,22 @@ from cli.common import (
 from sdit.checkpoint import CheckpointError
 from sdit.config import UnknownPresetError
 from sdit.data import DatasetError
-from sdit.train import TrainConfig, TrainError, TrainInterrupted, load_run_config, resume_config, train
+from sdit.train import (
+    TrainConfig,
+    TrainError,
+    TrainInterrupted,
+    last_checkpoint_note,
+    load_run_config,
+    resume_config,
+    train,
+)
 
 MAX_STEPS = 10**9  # optimizer steps (and step intervals): more is a typo
 
 
-
 def _raise_interrupt(signum: int, frame: object) -> None:
+    # one-shot: a second SIGTERM (slurm and torchrun both send one) must not cut short the first one's clean stop
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     raise KeyboardInterrupt
 
 
@@ -48,7 +57,9 @@ def _sigterm_as_interrupt() -> Iterator[None]:
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        if signal.getsignal(signal.SIGTERM) is _raise_interrupt:  # not fired; once fired, it stays ignored while
+            # the process reports the stop and exits. None: a handler not installed from Python; put back the default
+            signal.signal(signal.SIGTERM, signal.SIG_DFL if previous is None else previous)
 
 def train_cmd(
     preset: str | None = typer.Option(
@@ -149,9 +160,8 @@ def train_cmd(
         fail(str(err))
     except TrainInterrupted as err:
         fail(str(err), INTERRUPTED)
-    except KeyboardInterrupt:
-        fail("interrupted before the first step; nothing to resume, start again with the same command",
-             INTERRUPTED)
+    except KeyboardInterrupt:  # before the first step or after the last: say what the run directory holds
+        fail(f"interrupted outside the training steps; {last_checkpoint_note(run_dir)}", INTERRUPTED)
     if result.rank == 0:
         loss = f"{result.final_loss:.4f}" if result.final_loss is not None else "n/a"
         speed = f"{result.images_per_s:.1f}" if result.images_per_s is not None else "n/a"

@@ -415,35 +415,60 @@ def unsupported_table(study: Study) -> pd.DataFrame:
 QUALITY_METRICS = ("fid", "kid", "kid_standard_error", "precision", "recall", "density", "coverage")
 
 
+def _quality_row(model: str, source: str, features: str, metric: str, value: float, n: int | None, sampler: str,
+                 reference: str, unit: str) -> dict[str, Any]:
+    return {"model": model, "source": source, "features": features, "metric": metric, "value": value, "n": n,
+            "sampler": sampler, "reference": reference, "unit": unit}
+
+
+def _evaluation_rows(label: str, ev: dict[str, Any]) -> list[dict[str, Any]]:
+    from sdit.quality.evaluate import UNITS
+
+    units = {**UNITS, **(ev.get("units") or {})}
+    ref = ev.get("reference") or {}
+    reference = f"{ref.get('dataset', '?')} {ref.get('split', '?')}, {ref.get('selection', '?')}"
+    source = f"sdit evaluate ({ev.get('source_file', 'file')}, revision {str(ev.get('git_revision', '?'))[:10]})"
+    sampler = ev["sampler"]["description"]
+    rows = []
+    for features, res in ev["results"].items():
+        for metric in QUALITY_METRICS:
+            if metric not in res:
+                continue
+            n, unit = int(ev["num_samples"]), units.get(metric, "")
+            if metric.startswith("kid") and "kid_subsets" in res:
+                sizes = res.get("kid_subset_sizes", {})
+                fake, real = sizes.get("fake", "?"), sizes.get("real", "?")
+                unit += f" [{res['kid_subsets']} subsets of {fake} samples / {real} real images]"
+            if metric in ("precision", "recall", "density", "coverage"):
+                n = int(res.get("prdc_set_size", n))
+                unit += f" [k = {res.get('nearest_k', '?')} nearest neighbours, {n} images a side]"
+            rows.append(_quality_row(label, source, features, metric, float(res[metric]), n, sampler, reference, unit))
+    return rows
+
+
 def quality_table(study: Study, evaluations: dict[str, list[dict[str, Any]]]) -> pd.DataFrame:
     """Sample quality beside the energy: one row per model, source and metric.
 
     Sources: the held-out eps-MSE per timestep a shipped checkpoint's ``provenance.json`` records
-    (``scripts/ship_checkpoint.py``), and the distances of ``sdit evaluate --json`` files
-    (``evaluations``: model label -> its evaluate JSON objects), one row per feature network and metric,
-    with the sampler, the sample count and the reference set each was measured with.
+    (``scripts/ship_checkpoint.py``, with its note on weights, images and seed), and the distances of
+    ``sdit evaluate --json`` files (``evaluations``: model label -> its evaluate JSON objects), one row per
+    feature network and metric, with the sample count, sampler and reference set each was measured with.
     """
     rows: list[dict[str, Any]] = []
     for m in study.models:
-        eps = (m.provenance or {}).get("held_out_eps_mse") or {}
+        prov = m.provenance or {}
+        eps = prov.get("held_out_eps_mse") or {}
+        note = prov.get("held_out_eps_mse_note", "")
         for t, value in sorted(eps.items(), key=lambda kv: int(kv[0])):
-            rows.append({"model": m.label, "source": "provenance.json", "features": "-", "metric": f"eps_mse_t{t}",
-                         "value": float(value), "n": None, "sampler": "-", "reference": "-",
-                         "unit": "mean squared error of the predicted noise on held-out test images, at timestep "
-                                 f"{t}; lower is better"})
+            rows.append(_quality_row(
+                m.label, "provenance.json", "-", f"eps_mse_t{t}", float(value), None, "-", "-",
+                f"mean squared error of the predicted noise at timestep {t}; lower is better" + (f" ({note})" if note
+                                                                                                 else "")))
         for ev in evaluations.get(m.label, []):
-            units = ev.get("units", {})
-            ref = ev.get("reference", {})
-            reference = f"{ref.get('dataset', '?')} {ref.get('split', '?')}, {ref.get('selection', '?')}"
-            for features, res in ev.get("results", {}).items():
-                for metric in QUALITY_METRICS:
-                    if metric in res:
-                        rows.append({"model": m.label, "source": "sdit evaluate", "features": features,
-                                     "metric": metric, "value": float(res[metric]), "n": int(ev["num_samples"]),
-                                     "sampler": ev.get("sampler", {}).get("description", "?"),
-                                     "reference": reference, "unit": units.get(metric, "")})
-    return pd.DataFrame(rows, columns=["model", "source", "features", "metric", "value", "n", "sampler",
-                                       "reference", "unit"])
+            rows += _evaluation_rows(m.label, ev)
+    frame = pd.DataFrame(rows, columns=["model", "source", "features", "metric", "value", "n", "sampler",
+                                        "reference", "unit"])
+    return frame.astype({"n": pd.Int64Dtype()})
 
 
 def quality_summary_table(quality: pd.DataFrame) -> pd.DataFrame:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,6 +25,15 @@ class Target:
     source: str  # "preset" (untrained weights) or "checkpoint"
     model: nn.Module
     description: str  # e.g. "preset sdit-small (untrained)" or "dit-small at step 24000 (EMA weights)"
+    weights_sha256: str | None = None  # sha256 of the weights file a checkpoint came from; None for a preset
+
+
+def _file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def _looks_like_path(target: str) -> bool:
@@ -44,13 +54,15 @@ def load_target(target: str, device: torch.device | str = "cpu") -> Target:
         return Target(label=target, source="preset", model=model, description=f"preset {target} (untrained)")
     if Path(target).exists() or _looks_like_path(target):
         from sdit.authors import is_authors_file, load_authors_model
-        from sdit.checkpoint import load_model
+        from sdit.checkpoint import load_model, resolve_checkpoint
 
         if is_authors_file(target):  # a torch.save of the authors' code: {"model", "opt", "args"}
             model, description = load_authors_model(target, device=device)
-            return Target(label=target, source="checkpoint", model=model, description=description)
+            return Target(label=target, source="checkpoint", model=model, description=description,
+                          weights_sha256=_file_sha256(Path(target)))
 
         model, meta = load_model(target, device=device)
         return Target(label=target, source="checkpoint", model=model,
-                      description=f"{meta.preset} at step {meta.step} (EMA weights)")
+                      description=f"{meta.preset} at step {meta.step} (EMA weights)",
+                      weights_sha256=_file_sha256(resolve_checkpoint(target)))
     raise TargetError(f"{UnknownPresetError(target)} (the target is neither a preset nor an existing checkpoint path)")

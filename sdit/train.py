@@ -528,7 +528,7 @@ def _train(
             return
         raise NonFiniteError(
             f"training turned non-finite by step {done} ({what}); stopped without saving it; "
-            f"{_last_checkpoint_note(run_dir)}; lower --lr (now {config.lr:g}) or check the data"
+            f"{last_checkpoint_note(run_dir)}; lower --lr (now {config.lr:g}) or check the data"
         )
 
     shape = (config.batch_size, *images.shape[1:])
@@ -592,7 +592,7 @@ def _train(
                 ckpt_path = save(done)
             excluded_s += time.perf_counter() - side_start
     except KeyboardInterrupt:
-        raise TrainInterrupted(f"interrupted at step {done} of {total_steps}; {_last_checkpoint_note(run_dir)}") \
+        raise TrainInterrupted(f"interrupted at step {done} of {total_steps}; {last_checkpoint_note(run_dir)}") \
             from None
     finally:
         bar.close()
@@ -628,8 +628,8 @@ def _all_finite(*models: nn.Module) -> bool:
     return bool(torch.stack(flags).all()) if flags else True
 
 
-def _last_checkpoint_note(run_dir: Path) -> str:
-    """Where a stopped run can continue from: its ``latest`` checkpoint, or that there is none."""
+def last_checkpoint_note(run_dir: Path) -> str:
+    """Where a stopped run can continue from: its ``latest`` checkpoint, or that there is none (one clause)."""
     try:
         latest = checkpoint.resolve_checkpoint(run_dir)
     except checkpoint.CheckpointError:

@@ -59,7 +59,8 @@ def _evaluation(target: str, model: str, fid: float) -> dict:
             "sampler": {"description": "ddim, 50 steps, eta 1"},
             "reference": {"dataset": "fashion-mnist", "split": "test", "selection": "first 100 of 10000"},
             "units": {"fid": "squared distance", "precision": "fraction"},
-            "results": {"domain": {"fid": fid, "precision": 0.5, "feature_seconds": 1.0}}}
+            "results": {"domain": {"fid": fid, "precision": 0.5, "feature_seconds": 1.0, "nearest_k": 5,
+                                   "prdc_set_size": 80}}}
 
 
 def test_compare_puts_quality_files_beside_the_energy(tmp_path: Path) -> None:
@@ -72,9 +73,11 @@ def test_compare_puts_quality_files_beside_the_energy(tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
     quality = pd.read_csv(out / "tables" / "quality.csv")
     assert quality[["model", "features", "metric", "value", "n"]].values.tolist() == [
-        ["sdit-tiny", "domain", "fid", 12.5, 100], ["sdit-tiny", "domain", "precision", 0.5, 100],
-        ["dit-tiny", "domain", "fid", 7.25, 100], ["dit-tiny", "domain", "precision", 0.5, 100]]
-    assert quality.unit.tolist()[:2] == ["squared distance", "fraction"]  # each number says what it is
+        ["sdit-tiny", "domain", "fid", 12.5, 100], ["sdit-tiny", "domain", "precision", 0.5, 80],
+        ["dit-tiny", "domain", "fid", 7.25, 100], ["dit-tiny", "domain", "precision", 0.5, 80]]
+    # each number says what it is, and precision / recall with which neighbourhoods
+    assert quality.unit.tolist()[:2] == ["squared distance", "fraction [k = 5 nearest neighbours, 80 images a side]"]
+    assert quality.source[0] == f"sdit evaluate ({tmp_path / 'sdit-tiny.json'}, revision ?)"
     summary = pd.read_csv(out / "tables" / "quality_summary.csv").set_index("model")
     assert summary.loc["dit-tiny", "domain fid"] == 7.25 and summary.loc["sdit-tiny", "domain fid"] == 12.5
     assert 'id="quality"' in (out / "report.html").read_text()
@@ -97,6 +100,15 @@ def test_compare_refuses_a_quality_file_of_another_model_in_one_line(tmp_path: P
             (2, "error: --quality {f}: it evaluated 'dit-tiny at step 9 (EMA weights)', but the compared dit-tiny "
                 "is 'preset dit-tiny (untrained)'"),
         json.dumps({"format": "other"}): (2, "error: --quality {f}: not an `sdit evaluate --json` result"),
+        json.dumps(_evaluation("dit-tiny", "preset dit-tiny (untrained)", float("nan"))):
+            (2, "error: --quality {f}: results.domain.fid is nan, not a finite number"),
+        json.dumps({**_evaluation("dit-tiny", "preset dit-tiny (untrained)", 1.0), "num_samples": 0}):
+            (2, "error: --quality {f}: num_samples is 0, not a positive integer"),
+        json.dumps({**_evaluation("dit-tiny", "x", 1.0), "target": None, "samples_file": "s.pt"}):
+            (2, "error: --quality {f}: it evaluated a samples file (s.pt), not a checkpoint"),
+        json.dumps({**_evaluation("dit-tiny", "preset dit-tiny (untrained)", 1.0), "weights_sha256": "ab" * 32}):
+            (2, "error: --quality {f}: it evaluated weights with sha256 abababababab... (preset dit-tiny "
+                "(untrained)), which none of the compared targets (sdit-tiny, dit-tiny) has"),
         "{not json": (2, "error: --quality {f}: cannot read it as JSON (JSONDecodeError"),
     }
     for text, (code, start) in cases.items():
@@ -106,3 +118,26 @@ def test_compare_refuses_a_quality_file_of_another_model_in_one_line(tmp_path: P
         lines = [line for line in result.stderr.strip().splitlines() if not line.startswith("note: ")]
         assert len(lines) == 1 and lines[0].startswith(start.format(f=bad)), result.stderr
     assert not (tmp_path / "x").exists()  # refused before any work or output
+
+
+def test_compare_matches_a_quality_file_by_the_weights_it_evaluated(tmp_path: Path) -> None:
+    import hashlib
+
+    shipped = Path(__file__).resolve().parents[2] / "checkpoints" / "dit-small-fmnist"
+    sha = hashlib.sha256((shipped / "model.safetensors").read_bytes()).hexdigest()
+    # named differently from the compared target (the weights file, not its directory): the hash decides
+    ev = {**_evaluation(str(shipped / "model.safetensors"), "dit-small at step 24000 (EMA weights)", 3.5),
+          "weights_sha256": sha}
+    (tmp_path / "q.json").write_text(json.dumps(ev))
+    twice = ["--quality", str(tmp_path / "q.json")]
+    out = tmp_path / "cmp"
+    base = ["compare", "sdit-tiny", str(shipped), "--sample-steps", "0", "--samples", "0", "--out", str(out)]
+    result = runner.invoke(app, [*base, *twice])
+    assert result.exit_code == 0, result.output
+    quality = pd.read_csv(out / "tables" / "quality.csv")
+    assert quality.loc[quality.metric == "fid", ["model", "value"]].values.tolist() == [[str(shipped), 3.5]]
+    again = runner.invoke(app, [*base, "--overwrite", *twice, *twice])
+    assert again.exit_code == 2
+    assert again.stderr.strip().splitlines()[-1] == (
+        f"error: --quality {tmp_path / 'q.json'}: {tmp_path / 'q.json'} already gives {shipped}'s domain figures; "
+        "give one file per model and feature network")
