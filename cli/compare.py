@@ -295,7 +295,7 @@ def _compare(targets: list[str] | None, batch_size: int, timestep: int, sample_s
                                    f"({workload.label().rsplit(', batch', 1)[0]}, seed {seed}; "
                                    f"{target.description})")
     study = study_from_comparison(comparison, {t.label: t.description for t in loaded},
-                                  {t.label: _provenance(t.label) for t in loaded},
+                                  {t.label: _provenance(t.label) if t.source == "checkpoint" else None for t in loaded},
                                   headline_preset=presets[0].name, headline_convention=conventions[0])
     run = RunInfo(command=shlex.join(["sdit", *sys.argv[1:]]) if Path(sys.argv[0]).name in ("sdit", "main.py")
                   else shlex.join(sys.argv), created=datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S UTC"),
