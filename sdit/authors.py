@@ -292,7 +292,16 @@ def load_authors_model(path: Path | str, device: torch.device | str = "cpu") -> 
     Raises:
         AuthorsCheckpointError: see :func:`load_authors_checkpoint` and :func:`from_authors_state_dict`.
     """
-    ckpt = load_authors_checkpoint(path)
+    return authors_model(load_authors_checkpoint(path), device)
+
+
+def authors_model(ckpt: AuthorsCheckpoint, device: torch.device | str = "cpu") -> tuple[nn.Module, str]:
+    """The model a loaded authors' checkpoint describes, with its weights, in eval mode on ``device``, and a
+    one-line description.
+
+    Raises:
+        AuthorsCheckpointError: see :func:`from_authors_state_dict`.
+    """
     config = infer_config(ckpt.state, ckpt.path)
     model = build_model(config)
     model.load_state_dict(from_authors_state_dict(ckpt.state, model, ckpt.path), strict=True)

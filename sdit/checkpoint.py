@@ -467,9 +467,18 @@ def load_model(path: Path | str, device: torch.device | str = "cpu") -> tuple[nn
         CheckpointError: missing, corrupt, or weights that do not fit the config.
     """
     ckpt = load_checkpoint(path)
+    return model_from_checkpoint(ckpt, device), ckpt.meta
+
+
+def model_from_checkpoint(ckpt: Checkpoint, device: torch.device | str = "cpu") -> nn.Module:
+    """The model ``ckpt`` describes with its EMA weights, in eval mode on ``device``.
+
+    Raises:
+        CheckpointError: weights that do not fit the config.
+    """
     model = build_model(ckpt.meta.config)
     load_state_into(model, ckpt.ema_state, ckpt.path)
-    return model.to(device).eval(), ckpt.meta
+    return model.to(device).eval()
 
 
 def training_state_path(weights: Path | str) -> Path:

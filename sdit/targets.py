@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,14 +27,6 @@ class Target:
     weights_sha256: str | None = None  # sha256 of the weights file a checkpoint came from; None for a preset
 
 
-def _file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def _looks_like_path(target: str) -> bool:
     return "/" in target or target.endswith((".safetensors", ".pt", ".bin", ".ckpt"))
 
@@ -53,16 +44,17 @@ def load_target(target: str, device: torch.device | str = "cpu") -> Target:
         model = build_model(target).to(device)
         return Target(label=target, source="preset", model=model, description=f"preset {target} (untrained)")
     if Path(target).exists() or _looks_like_path(target):
-        from sdit.authors import is_authors_file, load_authors_model
-        from sdit.checkpoint import load_model, resolve_checkpoint
+        from sdit.authors import authors_model, is_authors_file, load_authors_checkpoint
+        from sdit.checkpoint import load_checkpoint, model_from_checkpoint
 
         if is_authors_file(target):  # a torch.save of the authors' code: {"model", "opt", "args"}
-            model, description = load_authors_model(target, device=device)
+            authors = load_authors_checkpoint(target)
+            model, description = authors_model(authors, device=device)
             return Target(label=target, source="checkpoint", model=model, description=description,
-                          weights_sha256=_file_sha256(Path(target)))
+                          weights_sha256=authors.sha256)
 
-        model, meta = load_model(target, device=device)
-        return Target(label=target, source="checkpoint", model=model,
-                      description=f"{meta.preset} at step {meta.step} (EMA weights)",
-                      weights_sha256=_file_sha256(resolve_checkpoint(target)))
+        ckpt = load_checkpoint(target)  # its sha256 is of the whole weights file, read once
+        return Target(label=target, source="checkpoint", model=model_from_checkpoint(ckpt, device),
+                      description=f"{ckpt.meta.preset} at step {ckpt.meta.step} (EMA weights)",
+                      weights_sha256=ckpt.sha256)
     raise TargetError(f"{UnknownPresetError(target)} (the target is neither a preset nor an existing checkpoint path)")
