@@ -240,9 +240,8 @@ def _materialise(calls: list[tuple[Any, tuple, dict]], device: torch.device) -> 
 
 
 def gemm_only_seconds(calls: list[tuple[Any, tuple, dict]], device: torch.device, min_s: float) -> float:
-    """Median time of the recorded GEMM calls replayed back to back (one step's worth), over at least
-    :data:`MIN_ROUNDS` rounds: the same statistic as the step's s/iter, so their ratio compares like with like
-    on a machine whose speed drifts from second to second."""
+    """Median time of the recorded GEMM calls replayed back to back (one step's worth), timed as the step is
+    (:func:`_timed_iterations`), so their ratio compares like with like on a machine whose speed drifts."""
     replay = _materialise(calls, device)
 
     def once() -> None:
@@ -251,13 +250,7 @@ def gemm_only_seconds(calls: list[tuple[Any, tuple, dict]], device: torch.device
 
     once()
     _sync(device)
-    times, start_all = [], time.perf_counter()
-    while len(times) < MIN_ROUNDS or time.perf_counter() - start_all < min_s:
-        start = time.perf_counter()
-        once()
-        _sync(device)
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+    return statistics.median(_timed_iterations(once, device, min_s))
 
 
 # ---- where a step's time goes ---------------------------------------------------------------------------
@@ -501,7 +494,7 @@ def main(argv: list[str] | None = None) -> None:
     print(f"s/iter: median of the timed iterations (at least {MIN_ROUNDS}; CUDA: the window's mean); img/s and MFU")
     if not args.no_gemm:
         print("GEMM s: one step's own GEMMs (forward and backward, recorded shapes) replayed alone, s/step,")
-        print(f"  median of at least {MIN_ROUNDS} rounds;")
+        print(f"  timed as s/iter (median of at least {MIN_ROUNDS} rounds; CUDA: the window's mean);")
         print("  step/GEMM = s/iter / GEMM s (1.00x = nothing but GEMMs); GEMM %pk = those GEMMs' own FLOP/s")
         print("  as % of the peak (the best MFU these shapes allow)")
     results = []
