@@ -61,6 +61,7 @@ def _sigterm_as_interrupt() -> Iterator[None]:
             # the process reports the stop and exits. None: a handler not installed from Python; put back the default
             signal.signal(signal.SIGTERM, signal.SIG_DFL if previous is None else previous)
 
+
 def train_cmd(
     preset: str | None = typer.Option(
         None, "--preset", help="Model preset, e.g. sdit-small or dit-small (required unless --resume)."

@@ -34,6 +34,7 @@ from __future__ import annotations
 import ctypes
 import os
 import threading
+from collections.abc import Mapping
 
 ENV_VAR = "SDIT_HEAP_RETAIN"  # "0" keeps glibc's defaults
 
@@ -56,7 +57,7 @@ _lock = threading.Lock()
 _status: str | None = None
 
 
-def _user_choice(env: os._Environ[str] | dict[str, str]) -> str | None:
+def _user_choice(env: Mapping[str, str]) -> str | None:
     """Why the user's environment should keep the allocator as it is, or None."""
     if env.get(ENV_VAR, "").strip() == "0":
         return f"glibc defaults ({ENV_VAR}=0)"
@@ -72,7 +73,7 @@ def _user_choice(env: os._Environ[str] | dict[str, str]) -> str | None:
     return None
 
 
-def _apply(env: os._Environ[str] | dict[str, str]) -> str:
+def _apply(env: Mapping[str, str]) -> str:
     reason = _user_choice(env)
     if reason is not None:
         return reason
