@@ -26,6 +26,7 @@ from cli.common import (
     echo,
     fail,
     load_target_or_fail,
+    note,
     progress_option,
     quiet_option,
     status,
@@ -41,13 +42,14 @@ from reports.html import frame_csv, tables_of, write_page
 from reports.page import RunInfo, build_page
 from reports.study import CONVENTION_TEXT, study_from_comparison
 from reports.tables import QUALITY_METRICS
-from sdit.artifacts import is_stdout, write_bytes
+from sdit.artifacts import is_stdout, remove_files, write_bytes
 from sdit.checkpoint import git_revision
 from sdit.quality.evaluate import FORMAT as EVALUATE_FORMAT
 from sdit.targets import Target
 
 DEFAULT_TARGETS = ["checkpoints/sdit-small-fmnist", "checkpoints/dit-small-fmnist"]
 REPORT, COMPARISON = "report.html", "comparison.json"
+EVALUATIONS = "evaluations"  # a shipped checkpoint directory's own `sdit evaluate --json` records
 VERSIONED = ("torch", "spikingjelly", "numpy", "pandas", "plotly", "sdit")
 
 
@@ -131,25 +133,54 @@ def _match(ev: dict[str, Any], loaded: list[Target]) -> tuple[Target | None, str
     return hit, ""
 
 
-def _evaluations(paths: list[Path], loaded: list[Target]) -> dict[str, list[dict[str, Any]]]:
-    """``sdit evaluate --json`` files, each matched to the compared target it evaluated (label -> files).
+def _read_evaluation(path: Path, flag: str, hint: str = "") -> dict[str, Any]:
+    try:
+        ev = json.loads(path.read_text(), parse_constant=lambda c: float("nan"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        fail(f"{flag} {path}: cannot read it as JSON ({type(err).__name__}: {err}){hint}", DATA_ERROR)
+    problem = _evaluation_problem(ev)
+    if problem is not None:
+        fail(f"{flag} {path}: {problem}{hint}", DATA_ERROR)
+    return ev
 
-    A file is matched by the sha256 of the weights it evaluated where it records one, else (older files) by
-    its target path and model description. A file that cannot be read, is not an evaluate result or holds a
-    malformed figure, that evaluated none of the compared weights, or a second file of one model and feature
-    network, stops the command with one line before any work: quality beside the wrong model's energy would
-    mislead.
+
+def _shipped_evaluation_files(target: Target) -> list[Path]:
+    """The ``evaluations/*.json`` of the shipped directory a checkpoint target was loaded from, if any."""
+    if target.source != "checkpoint":
+        return []
+    path = Path(target.label)
+    directory = path if path.is_dir() else path.parent
+    if not (directory / "provenance.json").is_file():  # a run directory or a loose file: nothing shipped
+        return []
+    return sorted((directory / EVALUATIONS).glob("*.json"))
+
+
+def _shipped_match(ev: dict[str, Any], target: Target) -> str:
+    """Why a shipped record does not describe ``target``'s weights, or ''."""
+    sha = ev.get("weights_sha256")
+    if sha:
+        return "" if sha == target.weights_sha256 else f"it evaluated other weights (sha256 {sha[:12]}...)"
+    # Records written before sdit evaluate stored the hash: the directory and the model description decide.
+    return "" if ev.get("model") == target.description else f"it evaluated {ev.get('model')!r}"
+
+
+def _evaluations(paths: list[Path], loaded: list[Target], shipped: bool = True) -> dict[str, list[dict[str, Any]]]:
+    """``sdit evaluate --json`` records, each matched to the compared target it evaluated (label -> records).
+
+    ``paths`` are the user's ``--quality`` files. A file is matched by the sha256 of the weights it evaluated
+    where it records one, else (older files) by its target path and model description. A file that cannot be
+    read, is not an evaluate result or holds a malformed figure, that evaluated none of the compared weights,
+    or a second file of one model and feature network, stops the command with one line before any work:
+    quality beside the wrong model's energy would mislead.
+
+    With ``shipped``, a shipped checkpoint directory's own records (``evaluations/*.json``) follow, each for
+    that directory's target only; one a ``--quality`` file already covers (same model and feature network),
+    or one that no longer describes the directory's weights, is left out with a status line that says so.
     """
     found: dict[str, list[dict[str, Any]]] = {}
     seen: dict[tuple[str, str], Path] = {}
     for path in paths:
-        try:
-            ev = json.loads(path.read_text(), parse_constant=lambda c: float("nan"))
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-            fail(f"--quality {path}: cannot read it as JSON ({type(err).__name__}: {err})", DATA_ERROR)
-        problem = _evaluation_problem(ev)
-        if problem is not None:
-            fail(f"--quality {path}: {problem}", DATA_ERROR)
+        ev = _read_evaluation(path, "--quality")
         hit, why = _match(ev, loaded)
         if hit is None:
             fail(f"--quality {path}: {why}")
@@ -159,6 +190,20 @@ def _evaluations(paths: list[Path], loaded: list[Target]) -> dict[str, list[dict
                      "figures; give one file per model and feature network")
             seen[hit.label, features] = path
         found.setdefault(hit.label, []).append({**ev, "source_file": str(path)})
+    for target in loaded if shipped else []:
+        for path in _shipped_evaluation_files(target):
+            ev = _read_evaluation(path, "shipped evaluation", "; --no-shipped-quality leaves it out")
+            why = _shipped_match(ev, target)
+            covered = [f for f in ev["results"] if (target.label, f) in seen]
+            if why:
+                note(f"note: left out the shipped evaluation {path}: {why}, not {target.label}'s "
+                       f"{target.description}")
+            elif covered:
+                note(f"note: left out the shipped evaluation {path}: {seen[target.label, covered[0]]} gives "
+                       f"{target.label}'s {covered[0]} figures")
+            else:
+                seen.update({(target.label, f): path for f in ev["results"]})
+                found.setdefault(target.label, []).append({**ev, "source_file": str(path)})
     return found
 
 
@@ -229,6 +274,9 @@ def compare_cmd(
     quality: list[Path] = typer.Option(
         [], "--quality", help="An `sdit evaluate --json` file of one of the targets (repeat): its FID, KID and "
         "precision / recall go in the report's quality section, beside each checkpoint's held-out eps-MSE."),
+    shipped_quality: bool = typer.Option(
+        True, "--shipped-quality/--no-shipped-quality", help="Include the evaluations a shipped checkpoint "
+        f"directory holds ({EVALUATIONS}/*.json; a --quality file of the same model and features replaces one)."),
     quiet: bool = quiet_option(),
     progress: bool | None = progress_option("counting, sampling and measuring"),
 ) -> None:
@@ -238,13 +286,13 @@ def compare_cmd(
     """
     with command_output(quiet, progress):
         _compare(targets, batch_size, timestep, sample_steps, method, eta, seed, costs, conventions, samples, measure,
-                 device, meter, min_window_s, idle_s, out, overwrite, json_path, quiet, quality)
+                 device, meter, min_window_s, idle_s, out, overwrite, json_path, quiet, quality, shipped_quality)
 
 
 def _compare(targets: list[str] | None, batch_size: int, timestep: int, sample_steps: int, method: str, eta: float,
              seed: int, costs: list[str], conventions: list[str], samples: int, measure: bool, device: str,
              meter: str, min_window_s: float, idle_s: float, out: Path, overwrite: bool, json_path: Path | None,
-             quiet: bool, quality: list[Path] | None = None) -> None:
+             quiet: bool, quality: list[Path] | None = None, shipped_quality: bool = True) -> None:
     check_number("--batch-size", batch_size, 1, MAX_IMAGES)
     check_number("--samples", samples, 0, MAX_IMAGES)
     check_number("--eta", eta, 0, 1)
@@ -279,7 +327,7 @@ def _compare(targets: list[str] | None, batch_size: int, timestep: int, sample_s
         fail(str(err))
 
     loaded = [load_target_or_fail(t, "its counts come from untrained weights") for t in targets]
-    evaluations = _evaluations(list(quality or []), loaded)  # before any work
+    evaluations = _evaluations(list(quality or []), loaded, shipped_quality)  # before any work
     try:
         comparison = compare(loaded, workload, costs=presets, conventions=conventions, measure=measure,
                              device=device, min_window_s=min_window_s, idle_s=idle_s, meter_kind=meter,
@@ -311,6 +359,11 @@ def _compare(targets: list[str] | None, batch_size: int, timestep: int, sample_s
     frames = tables_of(page)
     for name, frame in frames.items():  # checked up front: no earlier tables unless --overwrite
         write_bytes(out / "tables" / f"{name}.csv", frame_csv(frame).encode(), overwrite=True)
+    stale = sorted(set((out / "tables").glob("*.csv")) - {out / "tables" / f"{name}.csv" for name in frames})
+    remove_files(stale)  # an earlier report's tables this one has not (--overwrite): never beside the new report
+    if stale:
+        note(f"note: removed {len(stale)} table(s) of the earlier report that this one has not: "
+               f"{', '.join(p.name for p in stale)}")
     report = write_page(page, out / REPORT, overwrite=overwrite)
     also = f" (and {json_path})" if json_path is not None and not to_stdout else ""
     echo(f"wrote {out / COMPARISON}{also} and {len(frames)} CSV tables in {out / 'tables'}", err=to_stdout)

@@ -141,3 +141,40 @@ def test_compare_matches_a_quality_file_by_the_weights_it_evaluated(tmp_path: Pa
     assert again.stderr.strip().splitlines()[-1] == (
         f"error: --quality {tmp_path / 'q.json'}: {tmp_path / 'q.json'} already gives {shipped}'s domain figures; "
         "give one file per model and feature network")
+
+
+def test_compare_includes_the_evaluations_a_shipped_directory_holds(tmp_path: Path) -> None:
+    import shutil
+
+    shipped = Path(__file__).resolve().parents[2] / "checkpoints" / "dit-small-fmnist"
+    base = ["compare", "sdit-tiny", "--sample-steps", "0", "--samples", "0", "--out", str(tmp_path / "cmp")]
+    result = runner.invoke(app, [*base, str(shipped)])
+    assert result.exit_code == 0, result.output
+    quality = pd.read_csv(tmp_path / "cmp" / "tables" / "quality.csv")
+    fid = quality.loc[quality.metric == "fid"]
+    assert fid[["model", "features", "n"]].values.tolist() == [[str(shipped), "domain", 5000]]
+    assert fid.value.iloc[0] == pytest.approx(124.92787660210718, abs=1e-12)  # the N = 5,000 record, as written
+    assert fid.source.iloc[0].startswith(f"sdit evaluate ({shipped / 'evaluations'}")
+    # Left out on request, and when the record no longer describes the directory's weights.
+    result = runner.invoke(app, [*base, str(shipped), "--overwrite", "--no-shipped-quality"])
+    assert result.exit_code == 0, result.output
+    assert not (tmp_path / "cmp" / "tables" / "quality.csv").exists()  # the earlier report's: removed, and said
+    assert "note: removed 2 table(s) of the earlier report that this one has not: quality.csv, quality_summary.csv" \
+        in " ".join(result.stderr.split())
+    copy = tmp_path / "dit-small-copy"
+    shutil.copytree(shipped, copy)
+    record = next((copy / "evaluations").glob("*.json"))
+    record.write_text(record.read_text().replace("at step 24000", "at step 23000"))
+    result = runner.invoke(app, [*base, str(copy), "--overwrite"])
+    assert result.exit_code == 0, result.output
+    assert (f"left out the shipped evaluation {record}: it evaluated 'dit-small at step 23000 (EMA weights)', "
+            f"not {copy}'s dit-small at step 24000 (EMA weights)") in " ".join(result.stderr.split())
+    assert not (tmp_path / "cmp" / "tables" / "quality.csv").exists()
+    # A damaged record stops the command before any work, and says how to go on without it.
+    record.write_text("{not json")
+    result = runner.invoke(app, [*base, str(copy), "--out", str(tmp_path / "y")])
+    assert result.exit_code == 2
+    line = result.stderr.strip().splitlines()[-1]
+    assert line.startswith(f"error: shipped evaluation {record}: cannot read it as JSON (JSONDecodeError")
+    assert line.endswith("; --no-shipped-quality leaves it out")
+    assert not (tmp_path / "y").exists()
