@@ -158,7 +158,12 @@ def test_compare_includes_the_evaluations_a_shipped_directory_holds(tmp_path: Pa
     # Left out on request, and when the record no longer describes the directory's weights.
     result = runner.invoke(app, [*base, str(shipped), "--overwrite", "--no-shipped-quality"])
     assert result.exit_code == 0, result.output
-    assert not (tmp_path / "cmp" / "tables" / "quality.csv").exists()  # the earlier report's: removed, and said
+    quality = pd.read_csv(tmp_path / "cmp" / "tables" / "quality.csv")
+    assert set(quality.source) == {"provenance.json"}  # the held-out eps-MSE only
+    # An earlier report's tables that the new one has not are removed, and said.
+    result = runner.invoke(app, [*base, "dit-tiny", "--overwrite"])
+    assert result.exit_code == 0, result.output
+    assert not (tmp_path / "cmp" / "tables" / "quality.csv").exists()
     assert "note: removed 2 table(s) of the earlier report that this one has not: quality.csv, quality_summary.csv" \
         in " ".join(result.stderr.split())
     copy = tmp_path / "dit-small-copy"
@@ -169,7 +174,7 @@ def test_compare_includes_the_evaluations_a_shipped_directory_holds(tmp_path: Pa
     assert result.exit_code == 0, result.output
     assert (f"left out the shipped evaluation {record}: it evaluated 'dit-small at step 23000 (EMA weights)', "
             f"not {copy}'s dit-small at step 24000 (EMA weights)") in " ".join(result.stderr.split())
-    assert not (tmp_path / "cmp" / "tables" / "quality.csv").exists()
+    assert set(pd.read_csv(tmp_path / "cmp" / "tables" / "quality.csv").source) == {"provenance.json"}
     # A damaged record stops the command before any work, and says how to go on without it.
     record.write_text("{not json")
     result = runner.invoke(app, [*base, str(copy), "--out", str(tmp_path / "y")])

@@ -18,7 +18,7 @@ SHIPPED = sorted(p for p in (Path(__file__).resolve().parents[2] / "checkpoints"
 
 
 def test_something_is_shipped() -> None:
-    assert [p.name for p in SHIPPED] == ["dit-small-fmnist", "sdit-small-fmnist"]
+    assert [p.name for p in SHIPPED] == ["dit-small-fmnist", "sdit-small-fmnist", "sdit-small-norecon-fmnist"]
 
 
 @pytest.mark.parametrize("directory", SHIPPED, ids=lambda p: p.name)
