@@ -68,16 +68,22 @@ def _check_outputs(out: Path, overwrite: bool, json_path: Path | None = None) ->
         fail(f"--out: {tables_dir} holds the tables of an earlier report; pass --overwrite to replace them")
 
 
-def _provenance(target: str) -> dict[str, Any] | None:
-    """The shipped checkpoint's ``provenance.json`` (a directory target, or beside a weights file)."""
+def _shipped_directory(target: str) -> Path | None:
+    """The shipped checkpoint directory a checkpoint target came from, the one that holds ``provenance.json``
+    (a directory target, or the directory of a weights file in it); None for a run directory or a loose file."""
     path = Path(target)
-    for candidate in (path / "provenance.json", path.parent / "provenance.json"):
-        if candidate.is_file():
-            try:
-                return json.loads(candidate.read_text())
-            except (OSError, json.JSONDecodeError) as err:
-                return {"error": f"cannot read {candidate}: {err}"}
-    return None
+    return next((d for d in (path, path.parent) if (d / "provenance.json").is_file()), None)
+
+
+def _provenance(target: str) -> dict[str, Any] | None:
+    """The shipped checkpoint's ``provenance.json``, or None."""
+    directory = _shipped_directory(target)
+    if directory is None:
+        return None
+    try:
+        return json.loads((directory / "provenance.json").read_text())
+    except (OSError, json.JSONDecodeError) as err:
+        return {"error": f"cannot read {directory / 'provenance.json'}: {err}"}
 
 
 def _same_path(a: str, b: str) -> bool:
@@ -145,14 +151,10 @@ def _read_evaluation(path: Path, flag: str, hint: str = "") -> dict[str, Any]:
 
 
 def _shipped_evaluation_files(target: Target) -> list[Path]:
-    """The ``evaluations/*.json`` of the shipped directory a checkpoint target was loaded from, if any."""
-    if target.source != "checkpoint":
-        return []
-    path = Path(target.label)
-    directory = path if path.is_dir() else path.parent
-    if not (directory / "provenance.json").is_file():  # a run directory or a loose file: nothing shipped
-        return []
-    return sorted((directory / EVALUATIONS).glob("*.json"))
+    """The ``evaluations/*.json`` of the shipped directory a checkpoint target was loaded from (the one its
+    provenance comes from), if any."""
+    directory = _shipped_directory(target.label) if target.source == "checkpoint" else None
+    return sorted((directory / EVALUATIONS).glob("*.json")) if directory is not None else []
 
 
 def _shipped_match(ev: dict[str, Any], target: Target) -> str:
@@ -175,7 +177,7 @@ def _evaluations(paths: list[Path], loaded: list[Target], shipped: bool = True) 
 
     With ``shipped``, a shipped checkpoint directory's own records (``evaluations/*.json``) follow, each for
     that directory's target only; one a ``--quality`` file already covers (same model and feature network),
-    or one that no longer describes the directory's weights, is left out with a status line that says so.
+    or one that no longer describes the directory's weights, is left out with a note that says so.
     """
     found: dict[str, list[dict[str, Any]]] = {}
     seen: dict[tuple[str, str], Path] = {}
@@ -197,10 +199,10 @@ def _evaluations(paths: list[Path], loaded: list[Target], shipped: bool = True) 
             covered = [f for f in ev["results"] if (target.label, f) in seen]
             if why:
                 note(f"note: left out the shipped evaluation {path}: {why}, not {target.label}'s "
-                       f"{target.description}")
+                     f"{target.description}")
             elif covered:
                 note(f"note: left out the shipped evaluation {path}: {seen[target.label, covered[0]]} gives "
-                       f"{target.label}'s {covered[0]} figures")
+                     f"{target.label}'s {covered[0]} figures")
             else:
                 seen.update({(target.label, f): path for f in ev["results"]})
                 found.setdefault(target.label, []).append({**ev, "source_file": str(path)})
@@ -363,7 +365,7 @@ def _compare(targets: list[str] | None, batch_size: int, timestep: int, sample_s
     remove_files(stale)  # an earlier report's tables this one has not (--overwrite): never beside the new report
     if stale:
         note(f"note: removed {len(stale)} table(s) of the earlier report that this one has not: "
-               f"{', '.join(p.name for p in stale)}")
+             f"{', '.join(p.name for p in stale)}")
     report = write_page(page, out / REPORT, overwrite=overwrite)
     also = f" (and {json_path})" if json_path is not None and not to_stdout else ""
     echo(f"wrote {out / COMPARISON}{also} and {len(frames)} CSV tables in {out / 'tables'}", err=to_stdout)
