@@ -100,9 +100,12 @@ void sdit_shift_mixes(const float *x, const float *mus, float *out, int64_t rows
 /* 3. Backward of the token-shift mixes (sdit/models/fused.py, _ShiftMixes), one pass over x and the gradients:
  * with delta_m = x_m - x_{m-1} (x_{-1} = 0), G_m = sum_j g_j[m], H_m = sum_j mu_j g_j[m],
  *     dx_m = H_m + (G_{m+1} - H_{m+1})   (the last token: H_m),   dmu_j = sum over rows and tokens of g_j delta.
- * grads: `count` pointers to (B', M, D) gradients; dmus: (count, D). The dmu sums run in double, one partial per
- * thread over its rows, added in thread order afterwards (the same result on every run with the same threads).
+ * grads: `count` pointers to (B', M, D) gradients; dmus: (count, D). Per token, G and H go into a D-long buffer
+ * and every loop runs over d (contiguous, so it vectorises; AVX2 clone where the CPU has it); token m's dx is
+ * written once token m + 1's G - H is known. The dmu sums run in double, one partial per thread over its rows,
+ * added in thread order afterwards (the same result on every run with the same threads).
  */
+__attribute__((target_clones("avx2", "default")))
 void sdit_shift_mixes_backward(const float *x, const float *mus, const float *const *grads, float *dx, float *dmus,
                                int64_t rows, int64_t tokens, int64_t dim, int64_t count, int threads) {
     if (threads < 1) threads = 1;
@@ -114,29 +117,39 @@ void sdit_shift_mixes_backward(const float *x, const float *mus, const float *co
 #pragma omp single
         used = omp_get_num_threads();
         double *acc = partial + (int64_t)id * count * dim;
+        float *buf = (float *)malloc(3 * (size_t)dim * sizeof(float));
+        float *delta = buf, *h = buf + dim, *hprev = buf + 2 * dim;  /* hprev: H of token m - 1 */
 #pragma omp for schedule(static)
         for (int64_t r = 0; r < rows; ++r) {
             for (int64_t m = 0; m < tokens; ++m) {
                 int64_t at = (r * tokens + m) * dim;
                 const float *xm = x + at;
-                float *o = dx + at;
-                for (int64_t d = 0; d < dim; ++d) {
-                    float delta = m ? xm[d] - xm[d - dim] : xm[d];
-                    float h = 0.0f, hn = 0.0f, gn = 0.0f;
-                    for (int64_t j = 0; j < count; ++j) {
-                        float g = grads[j][at + d];
-                        h += mus[j * dim + d] * g;
-                        acc[j * dim + d] += (double)g * (double)delta;
-                        if (m + 1 < tokens) {
-                            float g1 = grads[j][at + dim + d];
-                            gn += g1;
-                            hn += mus[j * dim + d] * g1;
-                        }
-                    }
-                    o[d] = h + (gn - hn);
+                if (m) {
+                    for (int64_t d = 0; d < dim; ++d) delta[d] = xm[d] - xm[d - dim];
+                } else {
+                    for (int64_t d = 0; d < dim; ++d) delta[d] = xm[d];
                 }
+                float *gs = dx + at;  /* G_m, kept in dx_m's place until token m + 1 replaces it */
+                for (int64_t d = 0; d < dim; ++d) h[d] = 0.0f, gs[d] = 0.0f;
+                for (int64_t j = 0; j < count; ++j) {
+                    const float *g = grads[j] + at, *mu = mus + j * dim;
+                    double *a = acc + j * dim;
+                    for (int64_t d = 0; d < dim; ++d) {
+                        h[d] += mu[d] * g[d];
+                        gs[d] += g[d];
+                        a[d] += (double)g[d] * (double)delta[d];
+                    }
+                }
+                if (m) {  /* dx_{m-1} = H_{m-1} + (G_m - H_m) */
+                    float *o = dx + at - dim;
+                    for (int64_t d = 0; d < dim; ++d) o[d] = hprev[d] + (gs[d] - h[d]);
+                }
+                float *swap = hprev; hprev = h; h = swap;
             }
+            float *last = dx + (r * tokens + tokens - 1) * dim;  /* the last token: H */
+            for (int64_t d = 0; d < dim; ++d) last[d] = hprev[d];
         }
+        free(buf);
     }
     for (int64_t i = 0; i < count * dim; ++i) {
         double sum = 0.0;
