@@ -25,7 +25,11 @@ its matrix products. Compiled cases are compared with the same (eager) GEMM list
 Both times are medians (of the timed iterations, of the replay rounds; at least 5 of
 each): on a shared VM whose speed drifts from second to second, a median against a
 median is the fair ratio (a best-of-N replay against a mean step would charge the
-step for the machine's bad seconds).
+step for the machine's bad seconds). On CPU the ratio comes from a window of its own
+in which steps and replays alternate (step, replay, step, replay, ...): each step is
+divided by the replay right after it, and step/GEMM is the median of those ratios, so
+a machine that slows down for a few seconds slows both sides of every pair (timed in
+separate windows, the two drifted apart by 10-25 % between runs on the 2-core VM).
 
 Breakdown. One profiled step per case (``torch.profiler``, CPU self time per op)
 says where the step's wall time goes: GEMMs, WKV (``sdit::wkv_*`` ops), LIF
@@ -150,6 +154,9 @@ class CaseResult:
     gemm_calls: int = 0
     gemm_flop: float = 0.0  # FLOP of one step's GEMMs, from their shapes (2 per MAC)
     gemm_seconds: float = 0.0  # the replayed GEMMs of one step, back to back: median of the rounds
+    gemm_ratio: float = 0.0  # step / GEMM-only time: median of the interleaved pairs' ratios (CPU), else
+    #   seconds_per_iter / gemm_seconds
+    gemm_pairs: int = 0  # interleaved (step, replay) pairs behind gemm_ratio (0: separate windows)
     profiled_seconds: float = 0.0  # wall time of the profiled step
     breakdown: dict[str, float] = field(default_factory=dict)  # seconds per category of the profiled step
 
@@ -251,6 +258,33 @@ def gemm_only_seconds(calls: list[tuple[Any, tuple, dict]], device: torch.device
     once()
     _sync(device)
     return statistics.median(_timed_iterations(once, device, min_s))
+
+
+def paired_gemm_ratio(
+    step: Callable[[], None], calls: list[tuple[Any, tuple, dict]], device: torch.device, min_s: float
+) -> tuple[float, float, int]:
+    """(GEMM-only seconds, step / GEMM-only ratio, pairs) from a window where steps and replays alternate.
+
+    CPU only (see the module docstring): each pair is one step then one replay of its recorded GEMMs, timed
+    one after the other; the seconds are the median replay and the ratio the median of step_i / replay_i.
+    """
+    replay = _materialise(calls, device)
+
+    def once() -> None:
+        for func, args, kwargs in replay:
+            func(*args, **kwargs)
+
+    once()
+    ratios, replays, start = [], [], time.perf_counter()
+    while len(ratios) < MIN_ROUNDS or time.perf_counter() - start < min_s:
+        t0 = time.perf_counter()
+        step()
+        t1 = time.perf_counter()
+        once()
+        t2 = time.perf_counter()
+        ratios.append((t1 - t0) / (t2 - t1))
+        replays.append(t2 - t1)
+    return statistics.median(replays), statistics.median(ratios), len(ratios)
 
 
 # ---- where a step's time goes ---------------------------------------------------------------------------
@@ -378,10 +412,17 @@ def run_case(
         recorder = _GemmRecorder()
         with recorder:
             make_step(model)()  # the eager model: the same GEMMs at the workload's own shapes
+        if device.type == "cpu":
+            gemm_s, ratio, pairs = paired_gemm_ratio(step, recorder.calls, device, min_s=min_s)
+        else:
+            gemm_s, pairs = gemm_only_seconds(recorder.calls, device, min_s=min(min_s, 2.0)), 0
+            ratio = seconds / gemm_s
         extra = {
             "gemm_calls": len(recorder.calls),
             "gemm_flop": recorder.flop,
-            "gemm_seconds": gemm_only_seconds(recorder.calls, device, min_s=min(min_s, 2.0)),
+            "gemm_seconds": gemm_s,
+            "gemm_ratio": ratio,
+            "gemm_pairs": pairs,
             "profiled_seconds": profiled,
             "breakdown": breakdown,
         }
@@ -424,7 +465,7 @@ def _print_tables(results: list[CaseResult], macs: dict[str, int], peak: float) 
     for r in results:
         achieved = 2.0 * FLOP_FACTOR[r.workload] * macs[r.preset] * r.images_per_s  # FLOP/s
         gemm = "-" if not r.gemm_seconds else f"{r.gemm_seconds:.4f}"
-        ratio = "-" if not r.gemm_seconds else f"{r.seconds_per_iter / r.gemm_seconds:.2f}x"
+        ratio = "-" if not r.gemm_seconds else f"{r.gemm_ratio or r.seconds_per_iter / r.gemm_seconds:.2f}x"
         gemm_peak = "-" if not r.gemm_seconds else f"{100 * r.gemm_flop / r.gemm_seconds / peak:.1f}"
         print(
             f"{r.preset:<10} {r.workload:<6} {r.mode:<8} {r.batch:>5} {r.seconds_per_iter:>7.3f} "
@@ -493,10 +534,14 @@ def main(argv: list[str] | None = None) -> None:
     print("  sample = one no_grad forward (one denoising step)")
     print(f"s/iter: median of the timed iterations (at least {MIN_ROUNDS}; CUDA: the window's mean); img/s and MFU")
     if not args.no_gemm:
-        print("GEMM s: one step's own GEMMs (forward and backward, recorded shapes) replayed alone, s/step,")
-        print(f"  timed as s/iter (median of at least {MIN_ROUNDS} rounds; CUDA: the window's mean);")
-        print("  step/GEMM = s/iter / GEMM s (1.00x = nothing but GEMMs); GEMM %pk = those GEMMs' own FLOP/s")
-        print("  as % of the peak (the best MFU these shapes allow)")
+        print("GEMM s: one step's own GEMMs (forward and backward, recorded shapes) replayed alone, s/step")
+        if device.type == "cpu":
+            print("  (median of a window of its own where steps and replays alternate, at least "
+                  f"{MIN_ROUNDS} pairs);")
+            print("  step/GEMM = median over those pairs of step / replay (1.00x = nothing but GEMMs);")
+        else:
+            print("  (the window's mean); step/GEMM = s/iter / GEMM s (1.00x = nothing but GEMMs);")
+        print("  GEMM %pk = those GEMMs' own FLOP/s as % of the peak (the best MFU these shapes allow)")
     results = []
     for preset in args.presets:
         for workload in args.workloads:
