@@ -376,3 +376,42 @@ int sdit_bias_gelu_backward(const float *y, const float *bias, const float *g, f
     }
     return 0;
 }
+
+/* 6. DiT's adaLN on a LayerNorm without affine parameters (sdit/models/fused.py, norm_modulate), sampling only:
+ * per token row x (D,) of image b, mean and variance over D (in double), then
+ *     out = shift_b + ((x - mean) * rstd) * (1 + scale_b),   rstd = 1 / sqrt(var + eps),
+ * one pass where torch spends two (layer_norm, then addcmul). x, out: (B, L, D); shift, scale: (B, D) contiguous.
+ */
+/* sum over d of x_d (squared: of (x_d - center)^2), in double with 8 independent partial sums (a vector's
+ * worth, so the adds do not wait on each other), added pairwise at the end. */
+static inline double row_sum(const float *x, int64_t dim, double center, int squared) {
+    double part[8] = {0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0};
+    int64_t d = 0;
+    for (; d + 8 <= dim; d += 8) {
+        for (int k = 0; k < 8; ++k) {
+            double c = (double)x[d + k] - center;
+            part[k] += squared ? c * c : c;
+        }
+    }
+    for (; d < dim; ++d) {
+        double c = (double)x[d] - center;
+        part[d & 7] += squared ? c * c : c;
+    }
+    return ((part[0] + part[4]) + (part[1] + part[5])) + ((part[2] + part[6]) + (part[3] + part[7])) +
+           (squared ? 0.0 : (double)dim * center);
+}
+
+__attribute__((target_clones("avx2", "default")))
+void sdit_norm_modulate(const float *x, const float *shift, const float *scale, float *out, int64_t batch,
+                        int64_t tokens, int64_t dim, float eps, int threads) {
+    int64_t rows = batch * tokens;
+#pragma omp parallel for num_threads(threads) schedule(static)
+    for (int64_t r = 0; r < rows; ++r) {
+        const float *xr = x + r * dim, *sh = shift + (r / tokens) * dim, *sc = scale + (r / tokens) * dim;
+        float *o = out + r * dim;
+        double mean = row_sum(xr, dim, 0.0, 0) / (double)dim;
+        double var = row_sum(xr, dim, mean, 1) / (double)dim;
+        float m = (float)mean, rstd = (float)(1.0 / sqrt(var + (double)eps));
+        for (int64_t d = 0; d < dim; ++d) o[d] = sh[d] + ((xr[d] - m) * rstd) * (1.0f + sc[d]);
+    }
+}

@@ -133,6 +133,8 @@ def load() -> ctypes.CDLL | None:
             lib.sdit_bias_gelu.restype = None
             lib.sdit_bias_gelu_backward.argtypes = [ptr, ptr, ptr, ptr, ptr, i64, i64, ctypes.c_int]
             lib.sdit_bias_gelu_backward.restype = ctypes.c_int
+            lib.sdit_norm_modulate.argtypes = [ptr, ptr, ptr, ptr, i64, i64, i64, f32, ctypes.c_int]
+            lib.sdit_norm_modulate.restype = None
             _state.lib, _state.name = lib, name
         except (OSError, RuntimeError, subprocess.SubprocessError) as err:
             _state.error = f"{type(err).__name__}: {err}"

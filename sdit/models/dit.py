@@ -22,7 +22,7 @@ from torch import Tensor, nn
 
 from sdit.config import DiTConfig
 from sdit.models.embed import TimestepEmbedder, check_image, sincos_pos_embed_2d, unpatchify
-from sdit.models.fused import counting, gated_residual, gelu_mlp, modulate, split_heads
+from sdit.models.fused import counting, gated_residual, gelu_mlp, norm_modulate, split_heads
 
 
 class Attention(nn.Module):
@@ -64,8 +64,8 @@ class DiTBlock(nn.Module):
 
     def forward(self, x: Tensor, c: Tensor) -> Tensor:
         shift1, scale1, gate1, shift2, scale2, gate2 = self.adaln(c).chunk(6, dim=-1)  # (B, D) each
-        x = gated_residual(x, gate1, self.attn(modulate(self.norm1(x), shift1, scale1)))  # (B, L, D)
-        return gated_residual(x, gate2, gelu_mlp(self.mlp, modulate(self.norm2(x), shift2, scale2)))  # (B, L, D)
+        x = gated_residual(x, gate1, self.attn(norm_modulate(self.norm1, x, shift1, scale1)))  # (B, L, D)
+        return gated_residual(x, gate2, gelu_mlp(self.mlp, norm_modulate(self.norm2, x, shift2, scale2)))  # (B, L, D)
 
 
 class FinalLayer(nn.Module):
@@ -79,7 +79,7 @@ class FinalLayer(nn.Module):
 
     def forward(self, x: Tensor, c: Tensor) -> Tensor:
         shift, scale = self.adaln(c).chunk(2, dim=-1)  # (B, D) each
-        return self.linear(modulate(self.norm(x), shift, scale))  # (B, L, p*p*C)
+        return self.linear(norm_modulate(self.norm, x, shift, scale))  # (B, L, p*p*C)
 
 
 class DiT(nn.Module):

@@ -226,6 +226,46 @@ def modulate(x: Tensor, shift: Tensor, scale: Tensor) -> Tensor:
     return torch.addcmul(shift[:, None], x, 1 + scale[:, None])  # one pass over (B, L, D)
 
 
+@torch.library.custom_op("sdit::norm_modulate", mutates_args=())
+def norm_modulate_cpu(x: Tensor, shift: Tensor, scale: Tensor, eps: float) -> Tensor:
+    """LayerNorm (no affine) then adaLN of float32 CPU tensors, the C kernel (no autograd): x (B, L, D)
+    contiguous, shift and scale (B, D) -> (B, L, D)."""
+    batch, tokens, dim = x.shape
+    shift, scale = shift.contiguous(), scale.contiguous()
+    out = torch.empty_like(x)  # (B, L, D)
+    cpu_kernels.load().sdit_norm_modulate(
+        cpu_kernels.ptr(x), cpu_kernels.ptr(shift), cpu_kernels.ptr(scale), cpu_kernels.ptr(out), batch, tokens,
+        dim, eps, torch.get_num_threads(),
+    )
+    return out
+
+
+@norm_modulate_cpu.register_fake
+def _(x, shift, scale, eps):
+    return torch.empty_like(x)
+
+
+def _norm_kernel_fits(norm: nn.Module, x: Tensor, shift: Tensor, scale: Tensor) -> bool:
+    """The LayerNorm + adaLN kernel runs when sampling on CPU float32 (nothing tracked, counted, compiled or
+    hooking the norm) with a LayerNorm over D without affine parameters."""
+    return (isinstance(norm, nn.LayerNorm) and norm.weight is None and norm.bias is None and x.dim() == 3
+            and tuple(norm.normalized_shape) == (x.shape[-1],) and x.is_contiguous()
+            and all(t.device.type == "cpu" and t.dtype == torch.float32 for t in (x, shift, scale))
+            and not _tracked(x, shift, scale) and not torch.is_autocast_enabled("cpu") and not counting()
+            and not torch.compiler.is_compiling() and not _hooked(norm) and cpu_kernels.available())
+
+
+def norm_modulate(norm: nn.Module, x: Tensor, shift: Tensor, scale: Tensor) -> Tensor:
+    """adaLN on a LayerNorm, ``modulate(norm(x), shift, scale)``: (B, L, D), (B, D), (B, D) -> (B, L, D).
+
+    Sampling on CPU float32 with an affine-free LayerNorm (DiT's), one C pass (:func:`norm_modulate_cpu`, mean and
+    variance in double: within float rounding of torch's two passes); otherwise exactly the two calls.
+    """
+    if _norm_kernel_fits(norm, x, shift, scale):
+        return norm_modulate_cpu(x, shift, scale, float(norm.eps))
+    return modulate(norm(x), shift, scale)
+
+
 def gated_residual(x: Tensor, gate: Tensor, out: Tensor) -> Tensor:
     """x + gate * out, with a (B, D) gate broadcast over tokens: (B, L, D).
 

@@ -369,3 +369,34 @@ def test_gelu_mlp_runs_the_kernel_only_when_nothing_counts(monkeypatch: pytest.M
         off = _op_names(lambda: fused.gelu_mlp(mlp, x))
     for names in (counted, hooked, off):
         assert "aten::gelu" in names and not any(n.startswith("sdit::bias_gelu") for n in names)
+
+
+def test_norm_modulate_runs_the_kernel_only_when_sampling(monkeypatch: pytest.MonkeyPatch) -> None:
+    block = build_model("dit-tiny").blocks[0]  # norm1: LayerNorm(32), no affine, eps 1e-6
+    g = torch.Generator().manual_seed(9)
+    x = 3.0 + 2.0 * torch.randn(3, 16, 32, generator=g)  # rows far from zero mean and unit variance
+    shift, scale = torch.randn(3, 32, generator=g), torch.randn(3, 32, generator=g)
+    expected = fused.modulate(block.norm1(x), shift, scale)
+    with torch.no_grad():
+        fast = fused.norm_modulate(block.norm1, x, shift, scale)
+        assert "sdit::norm_modulate" in _op_names(lambda: fused.norm_modulate(block.norm1, x, shift, scale))
+        cond = torch.randn(3, 6 * 32, generator=g)  # adaLN's chunks are strided (B, D) views
+        a, b = cond[:, :32], cond[:, 32:64]
+        torch.testing.assert_close(fused.norm_modulate(block.norm1, x, a, b), fused.modulate(block.norm1(x), a, b),
+                                   rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(fast, expected, rtol=1e-5, atol=1e-5)
+    leaf = x.clone().requires_grad_()  # under autograd: LayerNorm and modulate, their gradients
+    tracked = _op_names(lambda: fused.norm_modulate(block.norm1, leaf, shift, scale).sum().backward())
+    torch.testing.assert_close(leaf.grad, torch.autograd.grad(fused.modulate(block.norm1(leaf), shift, scale).sum(),
+                                                              leaf)[0])
+    with torch.no_grad():
+        with _Watch():  # counted
+            counted = _op_names(lambda: fused.norm_modulate(block.norm1, x, shift, scale))
+        handle = block.norm1.register_forward_hook(lambda module, args, out: None)  # hooked: the module runs
+        hooked = _op_names(lambda: fused.norm_modulate(block.norm1, x, shift, scale))
+        handle.remove()
+        strided = _op_names(lambda: fused.norm_modulate(block.norm1, x.transpose(0, 1), shift[:1], scale[:1]))
+        monkeypatch.setenv(cpu_kernels.ENV_VAR, "0")
+        off = _op_names(lambda: fused.norm_modulate(block.norm1, x, shift, scale))
+    for names in (tracked, counted, hooked, strided, off):
+        assert "aten::native_layer_norm" in names and "sdit::norm_modulate" not in names
