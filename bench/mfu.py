@@ -35,7 +35,7 @@ Breakdown. One profiled step per case (``torch.profiler``, CPU self time per op)
 says where the step's wall time goes: GEMMs, WKV (``sdit::wkv_*`` ops), LIF
 (``sdit::lif_*`` kernel ops, or ``sj_lif::*`` of spikingjelly's own neuron code), LayerNorm, other element-wise ops
 (incl. copies, cat, reductions, sdit's other C kernels ``sdit::shift_mixes*``, ``sdit::relu_square*``,
-``sdit::bias_gelu*``; in compiled cases also inductor's fused kernels),
+``sdit::bias_gelu*``, ``sdit::norm_modulate``; in compiled cases also inductor's fused kernels),
 the AdamW step (train), and framework overhead (the rest of the wall time: Python,
 dispatch, autograd engine, profiler). The profiler slows ops, and not evenly: on the
 2-core VM it stretched the C kernels several-fold (``sdit::relu_square_backward``
