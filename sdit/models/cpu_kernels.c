@@ -103,13 +103,15 @@ void sdit_shift_mixes(const float *x, const float *mus, float *out, int64_t rows
  * grads: `count` pointers to (B', M, D) gradients; dmus: (count, D). Per token, G and H go into a D-long buffer
  * and every loop runs over d (contiguous, so it vectorises; AVX2 clone where the CPU has it); token m's dx is
  * written once token m + 1's G - H is known. The dmu sums run in double, one partial per thread over its rows,
- * added in thread order afterwards (the same result on every run with the same threads).
+ * added in thread order afterwards (the same result on every run with the same threads). Returns 0, or -1
+ * when the partial sums cannot be allocated (nothing written).
  */
 __attribute__((target_clones("avx2", "default")))
-void sdit_shift_mixes_backward(const float *x, const float *mus, const float *const *grads, float *dx, float *dmus,
-                               int64_t rows, int64_t tokens, int64_t dim, int64_t count, int threads) {
+int sdit_shift_mixes_backward(const float *x, const float *mus, const float *const *grads, float *dx, float *dmus,
+                              int64_t rows, int64_t tokens, int64_t dim, int64_t count, int threads) {
     if (threads < 1) threads = 1;
     double *partial = (double *)calloc((size_t)threads * (size_t)(count * dim), sizeof(double));
+    if (!partial) return -1;
     int used = 1;
 #pragma omp parallel num_threads(threads)
     {
@@ -117,7 +119,7 @@ void sdit_shift_mixes_backward(const float *x, const float *mus, const float *co
 #pragma omp single
         used = omp_get_num_threads();
         double *acc = partial + (int64_t)id * count * dim;
-        float *buf = (float *)malloc(3 * (size_t)dim * sizeof(float));
+        float buf[3 * dim];  /* on the thread's stack: 13.5 KiB at D = 1152 */
         float *delta = buf, *h = buf + dim, *hprev = buf + 2 * dim;  /* hprev: H of token m - 1 */
 #pragma omp for schedule(static)
         for (int64_t r = 0; r < rows; ++r) {
@@ -149,7 +151,6 @@ void sdit_shift_mixes_backward(const float *x, const float *mus, const float *co
             float *last = dx + (r * tokens + tokens - 1) * dim;  /* the last token: H */
             for (int64_t d = 0; d < dim; ++d) last[d] = hprev[d];
         }
-        free(buf);
     }
     for (int64_t i = 0; i < count * dim; ++i) {
         double sum = 0.0;
@@ -157,6 +158,7 @@ void sdit_shift_mixes_backward(const float *x, const float *mus, const float *co
         dmus[i] = (float)sum;
     }
     free(partial);
+    return 0;
 }
 
 /* 4. relu(x)^2 of RWKV's channel mixing (sdit/models/sdit.py, _ReluSquare): out = r * r with r = relu(x) (NaN
@@ -377,11 +379,6 @@ int sdit_bias_gelu_backward(const float *y, const float *bias, const float *g, f
     return 0;
 }
 
-/* 6. DiT's adaLN on a LayerNorm without affine parameters (sdit/models/fused.py, norm_modulate), sampling only:
- * per token row x (D,) of image b, mean and variance over D (in double), then
- *     out = shift_b + ((x - mean) * rstd) * (1 + scale_b),   rstd = 1 / sqrt(var + eps),
- * one pass where torch spends two (layer_norm, then addcmul). x, out: (B, L, D); shift, scale: (B, D) contiguous.
- */
 /* sum over d of x_d (squared: of (x_d - center)^2), in double with 8 independent partial sums (a vector's
  * worth, so the adds do not wait on each other), added pairwise at the end. */
 static inline double row_sum(const float *x, int64_t dim, double center, int squared) {
@@ -401,6 +398,11 @@ static inline double row_sum(const float *x, int64_t dim, double center, int squ
            (squared ? 0.0 : (double)dim * center);
 }
 
+/* 6. DiT's adaLN on a LayerNorm without affine parameters (sdit/models/fused.py, norm_modulate), sampling only:
+ * per token row x (D,) of image b, mean and variance over D (in double), then
+ *     out = shift_b + ((x - mean) * rstd) * (1 + scale_b),   rstd = 1 / sqrt(var + eps),
+ * one pass where torch spends two (layer_norm, then addcmul). x, out: (B, L, D); shift, scale: (B, D) contiguous.
+ */
 __attribute__((target_clones("avx2", "default")))
 void sdit_norm_modulate(const float *x, const float *shift, const float *scale, float *out, int64_t batch,
                         int64_t tokens, int64_t dim, float eps, int threads) {

@@ -124,7 +124,7 @@ def load() -> ctypes.CDLL | None:
             lib.sdit_shift_mixes.restype = None
             lib.sdit_shift_mixes_backward.argtypes = [ptr, ptr, ctypes.POINTER(ptr), ptr, ptr, i64, i64, i64, i64,
                                                       ctypes.c_int]
-            lib.sdit_shift_mixes_backward.restype = None
+            lib.sdit_shift_mixes_backward.restype = ctypes.c_int
             lib.sdit_relu_square.argtypes = [ptr, ptr, i64, ctypes.c_int]
             lib.sdit_relu_square.restype = None
             lib.sdit_relu_square_backward.argtypes = [ptr, ptr, ptr, i64, ctypes.c_int]

@@ -119,10 +119,12 @@ def shift_mixes_backward_cpu(x: Tensor, mus: Tensor, grads: list[Tensor]) -> tup
     grads = [g.contiguous() for g in grads]
     grad_x = torch.empty_like(x)  # (B', M, D)
     grad_mus = x.new_empty(mus.shape)  # (J, D)
-    cpu_kernels.load().sdit_shift_mixes_backward(
+    status = cpu_kernels.load().sdit_shift_mixes_backward(
         cpu_kernels.ptr(x), cpu_kernels.ptr(mus), cpu_kernels.ptr_array(grads), cpu_kernels.ptr(grad_x),
         cpu_kernels.ptr(grad_mus), rows, tokens, dim, mus.shape[0], torch.get_num_threads(),
     )
+    if status != 0:
+        raise MemoryError("sdit_shift_mixes_backward: cannot allocate the mu gradients' partial sums")
     return grad_x, grad_mus
 
 
