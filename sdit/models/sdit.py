@@ -25,7 +25,7 @@ from sdit.config import SDiTConfig
 from sdit.models import cpu_kernels
 from sdit.models.authors_init import init_authors
 from sdit.models.embed import LabelEmbedder, TimestepEmbedder, check_image, unpatchify
-from sdit.models.fused import counting, shift_mixes, token_shift
+from sdit.models.fused import _hooked, counting, shift_mixes, token_shift
 from sdit.models.lif import LIFNode
 from sdit.models.wkv import WKV
 
@@ -189,6 +189,23 @@ class TokenShiftLinear(nn.Linear):
         return nn.functional.linear(pair, folded)  # (B', M, out)
 
 
+def shift_linears(s: Tensor, layers: tuple[TokenShiftLinear, ...], mus: tuple[Tensor, ...]) -> list[Tensor]:
+    """The TokenShiftLinears of one branch on spikes s (B', M, D), one output (B', M, out) per layer.
+
+    The counted form is Eq. SD-3's right-hand side: binary [s_n; s_{n-1}] against the folded weight,
+    so the profiler sees fan-in 2D and an input of spikes. While training (autograd on) with nothing
+    counting or hooking the layers, the left-hand side instead: the real mixes mu * s_n + (1 - mu) * s_{n-1}
+    (``shift_mixes``) against the (out, D) weight, half the multiply-adds, the same function and the same
+    gradients up to float rounding. Without autograd (sampling, evaluation, profiling) the counted
+    form always runs, so a profiled run and a plain one see bit-identical spikes.
+    """
+    if torch.is_grad_enabled() and not counting() and not _hooked(*layers):
+        mixes = shift_mixes(s, mus)  # (B', M, D) each, real
+        return [nn.functional.linear(mix, layer.weight) for layer, mix in zip(layers, mixes)]
+    pair = spike_pair(s)  # (B', M, 2D) spikes
+    return [layer(pair, mu) for layer, mu in zip(layers, mus)]
+
+
 def _mixing_linear(dim: int, out: int, spike_driven: bool) -> nn.Linear:
     return TokenShiftLinear(dim, out, bias=False) if spike_driven else nn.Linear(dim, out, bias=False)
 
@@ -232,10 +249,8 @@ class TimeMixing(nn.Module):
         return self.output(sigmoid_gate(r, self.wkv(self.time_decay, self.time_first, k, v)))  # Eq. 2
 
     def _forward_spikes(self, s: Tensor) -> Tensor:
-        pair = spike_pair(s)  # (T*B, M, 2D) spikes
-        k = self.key(pair, self.mu_k)  # Eq. SD-3, (T*B, M, D)
-        v = self.value(pair, self.mu_v)  # (T*B, M, D)
-        r = self.receptance(pair, self.mu_r)  # (T*B, M, D)
+        layers = (self.key, self.value, self.receptance)
+        k, v, r = shift_linears(s, layers, (self.mu_k, self.mu_v, self.mu_r))  # Eq. SD-3, (T*B, M, D) each
         g = sigmoid_gate(r, self.wkv(self.time_decay, self.time_first, k, v))  # (T*B, M, D), real
         return self.output(run_lif(self.out_lif, self.out_norm(g), self.time_steps))  # Eq. SD-4
 
@@ -274,9 +289,9 @@ class ChannelMixing(nn.Module):
         return sigmoid_gate(r, self.value(k))  # Eq. 3, (B', M, D)
 
     def _forward_spikes(self, s: Tensor) -> Tensor:
-        pair = spike_pair(s)  # (T*B, M, 2D) spikes
-        k = run_lif(self.hidden_lif, self.hidden_norm(self.key(pair, self.mu_k)), self.time_steps)  # (T*B, M, 4D)
-        r = self.receptance(pair, self.mu_r)  # (T*B, M, D)
+        # Eq. SD-3: k (T*B, M, 4D), r (T*B, M, D)
+        k, r = shift_linears(s, (self.key, self.receptance), (self.mu_k, self.mu_r))
+        k = run_lif(self.hidden_lif, self.hidden_norm(k), self.time_steps)  # (T*B, M, 4D) spikes
         return sigmoid_gate(r, self.value(k))  # Eq. SD-5, (T*B, M, D)
 
 

@@ -7,6 +7,7 @@ import torch
 from spikingjelly.activation_based import neuron
 from torch import nn
 
+import sdit.models.sdit as sdit_module
 from sdit.config import PRESETS, SDiTConfig, get_preset
 from sdit.models import build_model, count_params
 from sdit.models.sdit import TokenShiftLinear, spike_pair, token_shift
@@ -117,3 +118,45 @@ def test_every_parameter_gets_a_gradient() -> None:
     model(x, t).square().mean().backward()
     missing = [n for n, p in model.named_parameters() if p.grad is None or not torch.any(p.grad != 0)]
     assert missing == []  # every new LIF passes gradient through its surrogate; no unused parameter (DDP)
+
+
+def _pair_form_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Force Eq. SD-3's counted form (binary pairs) wherever the mix form would run."""
+    monkeypatch.setattr(sdit_module, "_hooked", lambda *modules: True)
+
+
+def test_training_form_equals_the_counted_form_in_value_and_gradient(monkeypatch: pytest.MonkeyPatch) -> None:
+    # float64, so that the two forms' rounding (1e-16) cannot move a membrane across a threshold
+    torch.manual_seed(0)
+    model = _firing(build_model("sdit-tiny-sd")).double().train()
+    x, t = torch.randn(3, 1, 28, 28, dtype=torch.float64), torch.tensor([1, 500, 999])
+    pairs = []
+    real_pair = sdit_module.spike_pair
+    monkeypatch.setattr(sdit_module, "spike_pair", lambda s: pairs.append(s.shape) or real_pair(s))
+
+    def value_and_grads() -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        model.zero_grad(set_to_none=True)
+        out = model(x, t)
+        out.square().mean().backward()
+        return out.detach(), {n: p.grad.clone() for n, p in model.named_parameters()}
+
+    mix_out, mix_grads = value_and_grads()
+    assert pairs == []  # autograd on, nothing hooked: the mix form (fan-in D) ran
+    _pair_form_only(monkeypatch)
+    pair_out, pair_grads = value_and_grads()
+    assert len(pairs) == 3 * 2  # one pair per branch of each of the three blocks
+    torch.testing.assert_close(mix_out, pair_out, rtol=1e-12, atol=1e-12)
+    assert mix_grads.keys() == pair_grads.keys()
+    for name in mix_grads:
+        torch.testing.assert_close(mix_grads[name], pair_grads[name], rtol=1e-9, atol=1e-12, msg=name)
+
+
+def test_without_autograd_the_counted_form_runs(monkeypatch: pytest.MonkeyPatch) -> None:
+    # sampling, evaluation and profiling see the same binary pairs, so their spikes are bit-identical
+    model = build_model("sdit-tiny-sd").eval()
+    pairs = []
+    real_pair = sdit_module.spike_pair
+    monkeypatch.setattr(sdit_module, "spike_pair", lambda s: pairs.append(s.shape) or real_pair(s))
+    with torch.no_grad():
+        model(torch.randn(2, 1, 28, 28), torch.tensor([0, 999]))
+    assert len(pairs) == 3 * 2
