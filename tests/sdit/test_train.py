@@ -72,7 +72,7 @@ def _assert_same(a: object, b: object, where: str) -> None:
         assert a == b, where
 
 
-@pytest.mark.parametrize("preset", ["sdit-tiny", "dit-tiny"])
+@pytest.mark.parametrize("preset", ["sdit-tiny", "dit-tiny", "sdit-tiny-sd"])
 def test_n_steps_then_resume_n_equals_2n_straight(tmp_path: Path, preset: str, fashion_test) -> None:
     # 20 images in batches of 4: 5 batches per epoch, so the 6 steps cross an epoch boundary;
     # the warm-up (4 steps) spans the resume point; samples and checkpoints happen on the way.
