@@ -513,6 +513,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     parser.add_argument("--case", nargs=4, metavar=("PRESET", "WORKLOAD", "MODE", "BATCH"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    spike_driven = [p for p in args.presets if getattr(get_preset(p), "spike_driven", False)]
+    if spike_driven and "train" in args.workloads:
+        # its recorder and FLOP count see the counted pair form of Eq. SD-3 (fan-in 2D), its timed step the
+        # training form (fan-in D): the ratios would compare different GEMMs
+        parser.error(f"train of spike-driven presets ({', '.join(spike_driven)}) is not comparable here; "
+                     "use --workloads sample, or bench/sd_train_forms.py")
     retain_freed_memory()  # as the sdit command does (SDIT_HEAP_RETAIN=0: glibc's defaults)
     if args.quick:
         args.min_seconds = min(args.min_seconds, 1.0)

@@ -5,17 +5,24 @@
 
 Parking copies what ``sdit train`` needs to resume exactly, and nothing else: the run marker, run.json,
 metrics.jsonl and the latest checkpoint (weights, metadata, training state: about 13 MB for
-sdit-small-sd), and writes DEST/PARKED.json (step, time, source). DEST must be new or a park
-(it holds PARKED.json); a park's older checkpoint is replaced. The writing run may keep going: the
-checkpoint copied is the one ``latest`` names, whose files are complete before ``latest`` moves.
+sdit-small-sd), checks that the copied training state belongs to the copied weights, and writes
+DEST/PARKED.json (step, source, the parking tree's git revision). The writing run may keep going:
+the three files are read from the checkpoint ``latest`` names, again if the run pruned it meanwhile.
 
-Restoring copies a park into a run directory that does not exist yet (never over a run); then the
-run's own ``sdit train`` command, with ``--out`` at that directory, resumes it.
+DEST must be new, or an earlier park of the same run (same marker, not a later step) holding
+nothing but a park's files; ``--replace`` lifts the same-run and later-step checks only. The new
+files, then ``latest``, then PARKED.json are written (each atomically) before the older checkpoint
+is deleted, so an interrupted park still names a whole checkpoint.
+
+Restoring checks the park, then copies it into a run directory that does not exist yet (never
+over a run); the run's own ``sdit train`` command, with ``--out`` at that directory, resumes it.
+A park is not a run directory to train in: restore it first.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import shutil
 import sys
 import time
@@ -24,11 +31,25 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from sdit.artifacts import write_bytes, write_json  # noqa: E402
-from sdit.checkpoint import CHECKPOINT_DIR, LATEST, resolve_checkpoint, training_state_path  # noqa: E402
+from sdit.checkpoint import (  # noqa: E402
+    CHECKPOINT_DIR,
+    LATEST,
+    CheckpointError,
+    git_revision,
+    load_checkpoint,
+    load_training_state,
+    resolve_checkpoint,
+    training_state_path,
+)
 from sdit.rundir import MARKER  # noqa: E402
 
 PARKED = "PARKED.json"
 RUN_FILES = (MARKER, "run.json", "metrics.jsonl")
+PARK_ENTRIES = {*RUN_FILES, PARKED, CHECKPOINT_DIR}
+
+
+class ParkError(Exception):
+    """A refusal or a failure, said in one line."""
 
 
 def checkpoint_files(weights: Path) -> list[Path]:
@@ -36,39 +57,85 @@ def checkpoint_files(weights: Path) -> list[Path]:
     return [weights, weights.with_suffix(".json"), training_state_path(weights)]
 
 
-def park(run: Path, dest: Path) -> Path:
-    """Copy ``run``'s resume point into ``dest`` (new, or an earlier park of it); return the weights copied."""
-    if dest.exists() and any(dest.iterdir()) and not (dest / PARKED).is_file():
-        raise SystemExit(f"park_run.py: {dest} exists and is not a park (no {PARKED}); choose a new directory")
-    weights = resolve_checkpoint(run)  # the file ``latest`` names, complete
-    files = checkpoint_files(weights)
-    missing = [p for p in files + [run / name for name in RUN_FILES] if not p.is_file()]
-    if missing:
-        raise SystemExit(f"park_run.py: {run} lacks {', '.join(map(str, missing))}")
-    (dest / CHECKPOINT_DIR).mkdir(parents=True, exist_ok=True)
+def _step(weights: Path) -> int:
+    return int(weights.name.split(".")[0].split("-")[-1])
+
+
+def _read_latest(run: Path) -> tuple[Path, dict[str, bytes]]:
+    """The latest checkpoint's three files and the run's files, in memory (twice if the run pruned it meanwhile)."""
+    for attempt in range(2):
+        weights = resolve_checkpoint(run)
+        try:
+            blobs = {p.name: p.read_bytes() for p in checkpoint_files(weights)}
+            runs = {name: (run / name).read_bytes() for name in RUN_FILES}
+        except FileNotFoundError as err:
+            if attempt == 0:
+                continue
+            raise ParkError(f"{run}: {err.filename} is missing") from None
+        return weights, blobs | runs
+    raise AssertionError("unreachable")
+
+
+def _check_dest(dest: Path, marker: bytes, step: int, replace: bool) -> None:
+    """Refuse a DEST that is not new and not an earlier park of this run."""
+    if dest.is_symlink() or (dest.exists() and not dest.is_dir()):
+        raise ParkError(f"{dest} is not a directory")
+    if not dest.exists() or not any(dest.iterdir()):
+        return
+    if not (dest / PARKED).is_file():
+        raise ParkError(f"{dest} exists and is not a park (no {PARKED}); choose a new directory")
+    entries = {p.name for p in dest.iterdir()}
+    if entries - PARK_ENTRIES:
+        raise ParkError(f"{dest} holds more than a park ({', '.join(sorted(entries - PARK_ENTRIES))}); refusing")
+    links = [p for p in dest.rglob("*") if p.is_symlink()]
+    if links or (dest / CHECKPOINT_DIR).is_symlink():
+        raise ParkError(f"{dest} holds symbolic links ({links[0] if links else dest / CHECKPOINT_DIR}); refusing")
+    if replace:
+        return
+    if (dest / MARKER).is_file() and (dest / MARKER).read_bytes() != marker:
+        raise ParkError(f"{dest} parks another run (its {MARKER} differs); pass --replace to replace it")
+    parked_step = json.loads((dest / PARKED).read_text()).get("step", -1)
+    if parked_step > step:
+        raise ParkError(f"{dest} parks step {parked_step}, later than {step}; pass --replace to replace it")
+
+
+def park(run: Path, dest: Path, replace: bool = False) -> Path:
+    """Copy ``run``'s resume point into ``dest``; return the weights file copied."""
+    weights, blobs = _read_latest(run)
+    step = _step(weights)
+    _check_dest(dest, blobs[MARKER], step, replace)
+    ckpt_dir = dest / CHECKPOINT_DIR
+    ckpt_dir.mkdir(parents=True, exist_ok=True)
+    names = [p.name for p in checkpoint_files(weights)]
+    for name in names:
+        write_bytes(ckpt_dir / name, blobs[name], overwrite=True)
+    copied = ckpt_dir / weights.name
+    load_training_state(training_state_path(copied), expected_sha256=load_checkpoint(copied).sha256)
     for name in RUN_FILES:
-        write_bytes(dest / name, (run / name).read_bytes(), overwrite=True)
-    for path in files:
-        write_bytes(dest / CHECKPOINT_DIR / path.name, path.read_bytes(), overwrite=True)
-    keep = {p.name for p in files} | {LATEST}
-    for old in (dest / CHECKPOINT_DIR).iterdir():
-        if old.name not in keep:
+        write_bytes(dest / name, blobs[name], overwrite=True)
+    write_bytes(ckpt_dir / LATEST, (weights.name.split(".")[0] + "\n").encode(), overwrite=True)  # as training does
+    write_json(dest / PARKED, {"step": step, "source": str(run), "checkpoint": weights.name,
+                               "parked_unix_s": round(time.time(), 2), "git_revision": git_revision()},
+               overwrite=True)
+    for old in ckpt_dir.iterdir():  # only now: the older checkpoint
+        if old.name not in {*names, LATEST}:
             old.unlink()
-    write_bytes(dest / CHECKPOINT_DIR / LATEST, (weights.stem + "\n").encode(), overwrite=True)  # as training writes it
-    step = int(weights.stem.split("-")[-1])
-    write_json(dest / PARKED, {"step": step, "source": str(run), "parked_unix_s": round(time.time(), 2),
-                               "checkpoint": weights.name}, overwrite=True)
     return weights
 
 
 def restore(parked: Path, run: Path) -> int:
-    """Copy a park into a new run directory; return its step."""
+    """Check a park and copy it into a new run directory; return its step."""
     if not (parked / PARKED).is_file():
-        raise SystemExit(f"park_run.py: {parked} is not a park (no {PARKED})")
-    if run.exists():
-        raise SystemExit(f"park_run.py: {run} exists; restore into a new directory (a run is never overwritten)")
-    shutil.copytree(parked, run, ignore=shutil.ignore_patterns(PARKED))
-    return int(resolve_checkpoint(run).stem.split("-")[-1])
+        raise ParkError(f"{parked} is not a park (no {PARKED})")
+    if run.exists() or run.is_symlink():
+        raise ParkError(f"{run} exists; restore into a new directory (a run is never overwritten)")
+    weights = resolve_checkpoint(parked)
+    load_training_state(training_state_path(weights), expected_sha256=load_checkpoint(weights).sha256)
+    missing = [name for name in RUN_FILES if not (parked / name).is_file()]
+    if missing:
+        raise ParkError(f"{parked} lacks {', '.join(missing)}")
+    shutil.copytree(parked, run, ignore=shutil.ignore_patterns(PARKED))  # refuses a directory made meanwhile
+    return _step(weights)
 
 
 def main() -> None:
@@ -76,13 +143,17 @@ def main() -> None:
     parser.add_argument("source", type=Path, help="the run directory (or, with --restore, the park)")
     parser.add_argument("dest", type=Path, help="the park (or, with --restore, the new run directory)")
     parser.add_argument("--restore", action="store_true", help="copy a park back into a new run directory")
+    parser.add_argument("--replace", action="store_true", help="park over another run's park or a later step")
     args = parser.parse_args()
-    if args.restore:
-        step = restore(args.source, args.dest)
-        print(f"restored step {step} into {args.dest}; rerun its sdit train command with --out {args.dest}")
-    else:
-        weights = park(args.source, args.dest)
-        print(f"parked {weights.name} of {args.source} in {args.dest}")
+    try:
+        if args.restore:
+            step = restore(args.source, args.dest)
+            print(f"restored step {step} into {args.dest}; rerun its sdit train command with --out {args.dest}")
+        else:
+            weights = park(args.source, args.dest, replace=args.replace)
+            print(f"parked {weights.name} of {args.source} in {args.dest}")
+    except (ParkError, CheckpointError, OSError, ValueError) as err:
+        raise SystemExit(f"park_run.py: {err}") from None
 
 
 if __name__ == "__main__":

@@ -189,17 +189,30 @@ class TokenShiftLinear(nn.Linear):
         return nn.functional.linear(pair, folded)  # (B', M, out)
 
 
+def _mix_form_fits(layers: tuple[nn.Module, ...]) -> bool:
+    """Training, nothing counting, the layers plain TokenShiftLinears that no forward or backward hook watches."""
+    from torch.nn.modules import module as module_state
+
+    return (torch.is_grad_enabled() and not counting() and all(type(m) is TokenShiftLinear for m in layers)
+            and not _hooked(*layers) and not module_state._global_backward_hooks
+            and not module_state._global_backward_pre_hooks
+            and not any(m._backward_hooks or m._backward_pre_hooks for m in layers))
+
+
 def shift_linears(s: Tensor, layers: tuple[TokenShiftLinear, ...], mus: tuple[Tensor, ...]) -> list[Tensor]:
     """The TokenShiftLinears of one branch on spikes s (B', M, D), one output (B', M, out) per layer.
 
-    The counted form is Eq. SD-3's right-hand side: binary [s_n; s_{n-1}] against the folded weight,
-    so the profiler sees fan-in 2D and an input of spikes. While training (autograd on) with nothing
-    counting or hooking the layers, the left-hand side instead: the real mixes mu * s_n + (1 - mu) * s_{n-1}
-    (``shift_mixes``) against the (out, D) weight, half the multiply-adds, the same function and the same
-    gradients up to float rounding. Without autograd (sampling, evaluation, profiling) the counted
-    form always runs, so a profiled run and a plain one see bit-identical spikes.
+    The counted form is Eq. SD-3's right-hand side: binary [s_n; s_{n-1}] against the folded
+    weight, so the profiler sees fan-in 2D and an input of spikes. While training (autograd on)
+    with nothing counting (dispatch mode, jit / fx trace) or hooking the layers, the left-hand
+    side instead: the real mixes mu * s_n + (1 - mu) * s_{n-1} (``shift_mixes``) against the
+    (out, D) weight, half the multiply-adds, the same function and gradients up to float rounding
+    (float32 may flip a spike near threshold). Without autograd (``sample()``, evaluation, every
+    ``profile_*`` function) the counted form always runs, so a profiled run and a plain one see
+    bit-identical spikes. The mix form saves its D-wide mixes for the weight gradients (about
+    3 x D floats per token more activation memory per block than the one 2D pair).
     """
-    if torch.is_grad_enabled() and not counting() and not _hooked(*layers):
+    if _mix_form_fits(layers):
         mixes = shift_mixes(s, mus)  # (B', M, D) each, real
         return [nn.functional.linear(mix, layer.weight) for layer, mix in zip(layers, mixes)]
     pair = spike_pair(s)  # (B', M, 2D) spikes

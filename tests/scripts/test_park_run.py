@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -58,21 +59,59 @@ def test_a_restored_park_resumes_to_the_straight_runs_weights(tmp_path: Path, fa
     assert checkpoint.load_checkpoint(restored).sha256 == checkpoint.load_checkpoint(tmp_path / "straight").sha256
 
 
-@pytest.mark.parametrize("case", ["park over a non-park", "restore over a run", "restore a non-park"])
-def test_refuses_to_overwrite(tmp_path: Path, case: str) -> None:
+@pytest.fixture(scope="module")
+def two_runs(tmp_path_factory: pytest.TempPathFactory, fashion_test) -> tuple[Path, Path]:
+    """Two 2-step dit-tiny runs (different markers), checkpoints at steps 1 and 2."""
+    data = ImageSet(fashion_test.images[:8], fashion_test.labels[:8])
+    config = TrainConfig(preset="dit-tiny", steps=2, batch_size=4, log_every=1, sample_every=0, ckpt_every=1)
+    root = tmp_path_factory.mktemp("runs")
+    for name in ("a", "b"):
+        train(config, root / name, data=data, progress=False)
+    return root / "a", root / "b"
+
+
+@pytest.mark.parametrize("case", ["park over a non-park", "restore over a run", "restore a non-park",
+                                  "park a run without a checkpoint", "park over another run's park",
+                                  "park an earlier step", "park over a park holding more"])
+def test_refuses_in_one_line_and_keeps_every_file(tmp_path: Path, case: str, two_runs: tuple[Path, Path]) -> None:
+    run_a, run_b = two_runs
     other = tmp_path / "other"
     other.mkdir()
     (other / "precious.txt").write_text("keep me")
+    before = None
     if case == "park over a non-park":
-        done = _script(tmp_path / "no-run", other)
+        done = _script(run_a, other)
     elif case == "restore over a run":
         park = tmp_path / "park"
-        park.mkdir()
-        (park / "PARKED.json").write_text("{}")
+        assert _script(run_a, park).returncode == 0
         done = _script("--restore", park, other)
-    else:
+    elif case == "restore a non-park":
         done = _script("--restore", other, tmp_path / "new")
+        assert not (tmp_path / "new").exists()
+    elif case == "park a run without a checkpoint":
+        (tmp_path / "empty-run").mkdir()
+        done = _script(tmp_path / "empty-run", tmp_path / "park")
+        assert not (tmp_path / "park").exists()
+    else:
+        park = tmp_path / "park"
+        assert _script(run_a, park).returncode == 0
+        if case == "park an earlier step":
+            early = tmp_path / "early"
+            shutil.copytree(run_a, early)
+            (early / "checkpoints" / "latest").write_text("step-00000001\n")
+            source = early
+        elif case == "park over another run's park":
+            source = run_b
+        else:
+            (park / "samples").mkdir()
+            source = run_a
+        before = {p: p.read_bytes() for p in park.rglob("*") if p.is_file()}
+        done = _script(source, park)
+        if case != "park over a park holding more":
+            assert _script(source, tmp_path / "park", "--replace").returncode == 0  # said, and possible
+            before = None
     assert done.returncode != 0
-    assert done.stderr.strip().count("\n") == 0 and done.stderr.startswith("park_run.py: ")  # one line
-    assert (other / "precious.txt").read_text() == "keep me" and sorted(p.name for p in other.iterdir()) == [
-        "precious.txt"]
+    assert done.stderr.strip().count("\n") == 0 and done.stderr.startswith("park_run.py: "), done.stderr
+    assert (other / "precious.txt").read_text() == "keep me" and [p.name for p in other.iterdir()] == ["precious.txt"]
+    if before is not None:
+        assert {p: p.read_bytes() for p in (tmp_path / "park").rglob("*") if p.is_file()} == before

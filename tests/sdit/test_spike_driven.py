@@ -160,3 +160,64 @@ def test_without_autograd_the_counted_form_runs(monkeypatch: pytest.MonkeyPatch)
     with torch.no_grad():
         model(torch.randn(2, 1, 28, 28), torch.tensor([0, 999]))
     assert len(pairs) == 3 * 2
+
+
+@pytest.mark.parametrize("kernels", [True, False])
+def test_shift_linears_float32_forms_agree_in_value_and_gradient(monkeypatch: pytest.MonkeyPatch,
+                                                                 kernels: bool) -> None:
+    # the float32 path training takes (the C kernels of the mixes, forward and backward, when built)
+    # against the counted pair form, on fixed spikes: no threshold in between, so nothing can flip
+    from sdit.models import cpu_kernels
+
+    if kernels and not cpu_kernels.available():
+        pytest.skip("C kernels not built")
+    if not kernels:
+        monkeypatch.setattr(cpu_kernels, "available", lambda: False)
+    torch.manual_seed(0)
+    d, hidden = 16, 48
+    s = (torch.rand(6, 10, d) < 0.3).float()  # (B', M, D) spikes
+    layers = (TokenShiftLinear(d, hidden, bias=False), TokenShiftLinear(d, d, bias=False))
+    mus = tuple(nn.Parameter(torch.rand(d)) for _ in layers)
+    weights = (torch.randn(6, 10, hidden), torch.randn(6, 10, d))
+
+    def run(pair_form: bool) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        for p in (*mus, *(m.weight for m in layers)):
+            p.grad = None
+        x = s.clone().requires_grad_(True)
+        if pair_form:
+            monkeypatch.setattr(sdit_module, "_hooked", lambda *modules: True)
+        outs = sdit_module.shift_linears(x, layers, mus)
+        monkeypatch.setattr(sdit_module, "_hooked", real_hooked)
+        sum((o * w).sum() for o, w in zip(outs, weights)).backward()
+        return [o.detach() for o in outs], [x.grad, *(mu.grad for mu in mus), *(m.weight.grad for m in layers)]
+
+    real_hooked = sdit_module._hooked
+    pairs = []
+    real_pair = sdit_module.spike_pair
+    monkeypatch.setattr(sdit_module, "spike_pair", lambda t: pairs.append(t.shape) or real_pair(t))
+    mix_out, mix_grads = run(pair_form=False)
+    assert pairs == []
+    pair_out, pair_grads = run(pair_form=True)
+    assert pairs == [(6, 10, d)]
+    for a, b in zip(mix_out, pair_out, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+    for a, b in zip(mix_grads, pair_grads, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4)
+
+
+def test_a_hooked_or_subclassed_layer_takes_the_counted_form() -> None:
+    s = (torch.rand(2, 5, 8) < 0.5).float()
+    plain = (TokenShiftLinear(8, 8, bias=False),)
+    mu = (torch.rand(8),)
+    assert sdit_module._mix_form_fits(plain)
+    handle = plain[0].register_full_backward_hook(lambda *args: None)
+    assert not sdit_module._mix_form_fits(plain)  # a backward hook must see the layer's own call
+    handle.remove()
+
+    class Wrapped(TokenShiftLinear):
+        pass
+
+    assert not sdit_module._mix_form_fits((Wrapped(8, 8, bias=False),))
+    with torch.no_grad():
+        assert not sdit_module._mix_form_fits(plain)
+        assert sdit_module.shift_linears(s, plain, mu)[0].shape == (2, 5, 8)

@@ -107,11 +107,12 @@ def test_n_steps_then_resume_n_equals_2n_straight(tmp_path: Path, preset: str, f
                                               for n in ("attn", "ffn")}
 
 
-def test_compiled_training_matches_eager(tmp_path: Path, fashion_test) -> None:
+@pytest.mark.parametrize("preset", ["sdit-tiny", "sdit-tiny-sd"])
+def test_compiled_training_matches_eager(tmp_path: Path, preset: str, fashion_test) -> None:
     # torch.compile fuses element-wise ops, so the last bits may differ; the run, its
-    # firing-rate hooks and its metrics must not.
+    # firing-rate hooks and its metrics must not (sdit-tiny-sd: the mix form of Eq. SD-3 compiled).
     data = ImageSet(fashion_test.images[:8], fashion_test.labels[:8])
-    config = TrainConfig(preset="sdit-tiny", steps=2, batch_size=4, lr=1e-3, warmup_steps=0, log_every=1,
+    config = TrainConfig(preset=preset, steps=2, batch_size=4, lr=1e-3, warmup_steps=0, log_every=1,
                          sample_every=0, ckpt_every=0, sample_num=2, sample_steps=2)
     eager = train(config, tmp_path / "eager", data=data, progress=False)
     compiled = train(replace(config, compile=True), tmp_path / "compiled", data=data, progress=False)
