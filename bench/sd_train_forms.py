@@ -51,7 +51,8 @@ def main() -> None:
     hooked = sdit_module._hooked
 
     def step(mix_form: bool) -> float:
-        sdit_module._hooked = hooked if mix_form else (lambda *modules: True)  # True forces the pair form
+        # True forces the pair form
+        sdit_module._hooked = hooked if mix_form else (lambda *modules, backward=False: True)
         try:
             start = time.perf_counter()
             optimizer.zero_grad(set_to_none=True)

@@ -35,6 +35,7 @@ from sdit.checkpoint import (  # noqa: E402
     CHECKPOINT_DIR,
     LATEST,
     CheckpointError,
+    _step_of,
     git_revision,
     load_checkpoint,
     load_training_state,
@@ -55,10 +56,6 @@ class ParkError(Exception):
 def checkpoint_files(weights: Path) -> list[Path]:
     """The three files of one checkpoint: weights, metadata, training state."""
     return [weights, weights.with_suffix(".json"), training_state_path(weights)]
-
-
-def _step(weights: Path) -> int:
-    return int(weights.name.split(".")[0].split("-")[-1])
 
 
 def _read_latest(run: Path) -> tuple[Path, dict[str, bytes]]:
@@ -102,7 +99,7 @@ def _check_dest(dest: Path, marker: bytes, step: int, replace: bool) -> None:
 def park(run: Path, dest: Path, replace: bool = False) -> Path:
     """Copy ``run``'s resume point into ``dest``; return the weights file copied."""
     weights, blobs = _read_latest(run)
-    step = _step(weights)
+    step = _step_of(weights)
     _check_dest(dest, blobs[MARKER], step, replace)
     ckpt_dir = dest / CHECKPOINT_DIR
     ckpt_dir.mkdir(parents=True, exist_ok=True)
@@ -135,7 +132,7 @@ def restore(parked: Path, run: Path) -> int:
     if missing:
         raise ParkError(f"{parked} lacks {', '.join(missing)}")
     shutil.copytree(parked, run, ignore=shutil.ignore_patterns(PARKED))  # refuses a directory made meanwhile
-    return _step(weights)
+    return _step_of(weights)
 
 
 def main() -> None:

@@ -380,13 +380,17 @@ class _BiasGelu(torch.autograd.Function):
         return grad_y if need_y else None, grad_bias if need_bias and bias is not None else None
 
 
-def _hooked(*modules: nn.Module) -> bool:
-    """True when a forward hook would see the modules' calls (theirs, or a global one)."""
+def _hooked(*modules: nn.Module, backward: bool = False) -> bool:
+    """True when a forward hook (with ``backward``, also a backward hook) would see the modules' calls
+    (theirs, or a global one)."""
     from torch.nn.modules import module as module_state
 
     if module_state._global_forward_hooks or module_state._global_forward_pre_hooks:
         return True
-    return any(m._forward_hooks or m._forward_pre_hooks for m in modules)
+    if backward and (module_state._global_backward_hooks or module_state._global_backward_pre_hooks):
+        return True
+    return any(m._forward_hooks or m._forward_pre_hooks or (backward and (m._backward_hooks or m._backward_pre_hooks))
+               for m in modules)
 
 
 def _gelu_kernel_fits(x: Tensor, fc1: nn.Linear, act: nn.Module) -> bool:

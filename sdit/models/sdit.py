@@ -191,12 +191,8 @@ class TokenShiftLinear(nn.Linear):
 
 def _mix_form_fits(layers: tuple[nn.Module, ...]) -> bool:
     """Training, nothing counting, the layers plain TokenShiftLinears that no forward or backward hook watches."""
-    from torch.nn.modules import module as module_state
-
     return (torch.is_grad_enabled() and not counting() and all(type(m) is TokenShiftLinear for m in layers)
-            and not _hooked(*layers) and not module_state._global_backward_hooks
-            and not module_state._global_backward_pre_hooks
-            and not any(m._backward_hooks or m._backward_pre_hooks for m in layers))
+            and not _hooked(*layers, backward=True))
 
 
 def shift_linears(s: Tensor, layers: tuple[TokenShiftLinear, ...], mus: tuple[Tensor, ...]) -> list[Tensor]:

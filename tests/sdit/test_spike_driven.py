@@ -122,7 +122,15 @@ def test_every_parameter_gets_a_gradient() -> None:
 
 def _pair_form_only(monkeypatch: pytest.MonkeyPatch) -> None:
     """Force Eq. SD-3's counted form (binary pairs) wherever the mix form would run."""
-    monkeypatch.setattr(sdit_module, "_hooked", lambda *modules: True)
+    monkeypatch.setattr(sdit_module, "_hooked", lambda *modules, backward=False: True)
+
+
+def _count_pairs(monkeypatch: pytest.MonkeyPatch) -> list[torch.Size]:
+    """The shapes of the spikes each counted-form call (``spike_pair``) reads, appended as they come."""
+    pairs: list[torch.Size] = []
+    real_pair = sdit_module.spike_pair
+    monkeypatch.setattr(sdit_module, "spike_pair", lambda s: pairs.append(s.shape) or real_pair(s))
+    return pairs
 
 
 def test_training_form_equals_the_counted_form_in_value_and_gradient(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -130,9 +138,7 @@ def test_training_form_equals_the_counted_form_in_value_and_gradient(monkeypatch
     torch.manual_seed(0)
     model = _firing(build_model("sdit-tiny-sd")).double().train()
     x, t = torch.randn(3, 1, 28, 28, dtype=torch.float64), torch.tensor([1, 500, 999])
-    pairs = []
-    real_pair = sdit_module.spike_pair
-    monkeypatch.setattr(sdit_module, "spike_pair", lambda s: pairs.append(s.shape) or real_pair(s))
+    pairs = _count_pairs(monkeypatch)
 
     def value_and_grads() -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         model.zero_grad(set_to_none=True)
@@ -154,9 +160,7 @@ def test_training_form_equals_the_counted_form_in_value_and_gradient(monkeypatch
 def test_without_autograd_the_counted_form_runs(monkeypatch: pytest.MonkeyPatch) -> None:
     # sampling, evaluation and profiling see the same binary pairs, so their spikes are bit-identical
     model = build_model("sdit-tiny-sd").eval()
-    pairs = []
-    real_pair = sdit_module.spike_pair
-    monkeypatch.setattr(sdit_module, "spike_pair", lambda s: pairs.append(s.shape) or real_pair(s))
+    pairs = _count_pairs(monkeypatch)
     with torch.no_grad():
         model(torch.randn(2, 1, 28, 28), torch.tensor([0, 999]))
     assert len(pairs) == 3 * 2
@@ -185,16 +189,12 @@ def test_shift_linears_float32_forms_agree_in_value_and_gradient(monkeypatch: py
             p.grad = None
         x = s.clone().requires_grad_(True)
         if pair_form:
-            monkeypatch.setattr(sdit_module, "_hooked", lambda *modules: True)
+            _pair_form_only(monkeypatch)
         outs = sdit_module.shift_linears(x, layers, mus)
-        monkeypatch.setattr(sdit_module, "_hooked", real_hooked)
         sum((o * w).sum() for o, w in zip(outs, weights)).backward()
         return [o.detach() for o in outs], [x.grad, *(mu.grad for mu in mus), *(m.weight.grad for m in layers)]
 
-    real_hooked = sdit_module._hooked
-    pairs = []
-    real_pair = sdit_module.spike_pair
-    monkeypatch.setattr(sdit_module, "spike_pair", lambda t: pairs.append(t.shape) or real_pair(t))
+    pairs = _count_pairs(monkeypatch)
     mix_out, mix_grads = run(pair_form=False)
     assert pairs == []
     pair_out, pair_grads = run(pair_form=True)
