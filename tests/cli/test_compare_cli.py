@@ -183,3 +183,26 @@ def test_compare_includes_the_evaluations_a_shipped_directory_holds(tmp_path: Pa
     assert line.startswith(f"error: shipped evaluation {record}: cannot read it as JSON (JSONDecodeError")
     assert line.endswith("; --no-shipped-quality leaves it out")
     assert not (tmp_path / "y").exists()
+
+
+def test_compare_takes_a_spike_driven_sdit_beside_sdit_and_dit(tmp_path: Path) -> None:
+    out = tmp_path / "three"
+    result = runner.invoke(app, ["compare", "sdit-tiny-sd", "sdit-tiny", "dit-tiny", "--sample-steps", "2",
+                                 "--samples", "0", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    data = json.loads((out / "comparison.json").read_text())
+    assert [t["name"] for t in data["targets"]] == ["sdit-tiny-sd", "sdit-tiny", "dit-tiny"]
+    comp = pd.read_csv(out / "tables" / "comparison.csv").set_index("model")
+    layers = pd.read_csv(out / "tables" / "layers.csv")
+    sd = layers[layers.model == "sdit-tiny-sd"]
+    # Its synaptic layers in blocks read spikes: strict ACs, which the per-layer table adds up to.
+    assert comp.loc["sdit-tiny-sd", "acs_per_image_strict"] == sd.acs_strict.sum() > 0
+    assert comp.loc["sdit-tiny", "acs_per_image_strict"] == 0  # the paper's block: MACs only, op by op
+    assert comp.loc["sdit-tiny-sd", "macs_per_image_strict"] == sd.macs_strict.sum()
+    assert comp.loc["sdit-tiny-sd", "macs_per_image_strict"] * 20 < comp.loc["sdit-tiny", "macs_per_image_strict"]
+    # Strict energy depends on its firing rate, so it has a strict break-even against the DiT; sdit-tiny has none.
+    be = pd.read_csv(out / "tables" / "break_even.csv")
+    strict = be[(be.convention == "strict") & (be.preset == "45nm-fp32")].set_index("model")
+    assert 0 < strict.loc["sdit-tiny-sd", "break_even_firing_rate_pct"] < 100
+    assert pd.isna(strict.loc["sdit-tiny", "break_even_firing_rate_pct"]) and strict.loc["sdit-tiny", "reason"]
+    assert "sdit-tiny-sd" in (out / "report.html").read_text()
