@@ -145,7 +145,7 @@ def main() -> None:
     try:
         if args.restore:
             step = restore(args.source, args.dest)
-            print(f"restored step {step} into {args.dest}; rerun its sdit train command with --out {args.dest}")
+            print(f"restored step {step} into {args.dest}; resume it with: sdit train --resume {args.dest}")
         else:
             weights = park(args.source, args.dest, replace=args.replace)
             print(f"parked {weights.name} of {args.source} in {args.dest}")

@@ -51,7 +51,7 @@ def test_a_restored_park_resumes_to_the_straight_runs_weights(tmp_path: Path, fa
     restored = tmp_path / "elsewhere" / "run"
     done = _script("--restore", park, restored)
     assert done.returncode == 0, done.stderr
-    assert "restored step 5" in done.stdout
+    assert done.stdout.strip() == f"restored step 5 into {restored}; resume it with: sdit train --resume {restored}"
     resumed = train(resume_config(load_run_config(restored), steps=6), restored, resume=True, data=data,
                     progress=False)
     assert (resumed.start_step, resumed.step) == (5, 6)
