@@ -35,6 +35,26 @@ def _layout(fig: go.Figure, title: str, x_title: str, y_title: str, **extra: Any
     return fig
 
 
+def _legend_rows(names: list[str], width_px: float = 1060.0, char_px: float = 6.2, entry_px: float = 40.0) -> int:
+    """Rows a horizontal Plotly legend takes on the report's plot width: entries (swatch, gap and text, about
+    ``entry_px + char_px`` per character at the page's 12 px font) fill a row left to right and wrap."""
+    rows, used = 1, 0.0
+    for name in names:
+        w = entry_px + char_px * len(name)
+        if used and used + w > width_px:
+            rows, used = rows + 1, 0.0
+        used += w
+    return rows
+
+
+def _legend_on_top(fig: go.Figure) -> dict[str, Any]:
+    """A horizontal legend above the plot with a top margin that holds all its rows under the title (a fixed
+    margin let the second row of a three-model report cover the title)."""
+    rows = _legend_rows([html.unescape(t.name or "") for t in fig.data if t.showlegend is not False])
+    return {"legend": {"orientation": "h", "y": 1.02, "yanchor": "bottom"},
+            "margin": {"l": 70, "r": 20, "t": 68 + 22 * rows}}
+
+
 def _f(value: Any) -> float | None:
     """A plottable number, or ``None`` (a gap) for a missing or undefined value."""
     if value is None or pd.isna(value):
@@ -71,8 +91,7 @@ def role_bars(roles: pd.DataFrame, value: str, title: str, y_title: str, models:
                              y=[_f(sel[value].get(r)) if r in sel.index else 0.0 for r in present],
                              marker_color=_colour(i)))
     return _headroom(_layout(fig, title, "role", y_title, barmode="group", height=460,
-                             legend={"orientation": "h", "y": 1.02, "yanchor": "bottom"},
-                             margin={"l": 70, "r": 20, "t": 90}))
+                             **_legend_on_top(fig)))
 
 
 def layer_bars(layers: pd.DataFrame, value: str, title: str, y_title: str, models: list[str],
@@ -86,8 +105,7 @@ def layer_bars(layers: pd.DataFrame, value: str, title: str, y_title: str, model
         fig.add_trace(go.Bar(name=_e(model), x=[[_e(r) for r in sel["role"]], [_e(n) for n in sel["layer"]]],
                              y=[_f(v) for v in sel[value]], marker_color=_colour(i),
                              hovertemplate="%{x}<br>%{y:.4g}<extra>" + _e(model) + "</extra>"))
-    fig = _layout(fig, title, "role / layer", y_title, barmode="group", height=900,
-                  legend={"orientation": "h", "y": 1.02, "yanchor": "bottom"}, margin={"l": 70, "r": 20, "t": 90})
+    fig = _layout(fig, title, "role / layer", y_title, barmode="group", height=900, **_legend_on_top(fig))
     return _headroom(fig, log)
 
 
@@ -107,7 +125,7 @@ def ops_bars(layers: pd.DataFrame, convention: str, models: list[str]) -> go.Fig
                                  marker_pattern_shape="" if j == 0 else "/"))
     fig = _layout(fig, f"MACs and ACs per layer per image ({convention} convention)", "role / layer",
                   "operations per image (log scale)", barmode="group", height=900,
-                  legend={"orientation": "h", "y": 1.02, "yanchor": "bottom"}, margin={"l": 70, "r": 20, "t": 90})
+                  **_legend_on_top(fig))
     return _headroom(fig, log=True)
 
 

@@ -253,3 +253,19 @@ def test_break_even_labels_of_nearby_points_take_different_sides() -> None:
     # paper alone; block and spikformer 0.3 points apart on the same baseline (the screenshot's overlap)
     assert _label_positions([10.2, 58.8, 59.1], [2881.7] * 3) == ["top center", "top left", "bottom right"]
     assert _label_positions([10.0, 20.0], [1.0, 2.0]) == ["top center", "top center"]  # other baselines
+
+
+@pytest.mark.parametrize(("models", "rows"), [
+    (["checkpoints/sdit-small-fmnist", "checkpoints/dit-small-fmnist"], 1),  # one row in the default report
+    (["checkpoints/sdit-small-sd-fmnist", "checkpoints/sdit-small-fmnist", "checkpoints/dit-small-fmnist"], 2)])
+def test_ops_legend_rows_fit_under_the_title(models: list[str], rows: int) -> None:
+    """Three shipped models give six MAC/AC legend entries in two rows (as the browser draws them at the report's
+    width): the top margin grows by a row instead of the second row covering the chart's title (issue 17)."""
+    from reports.figures import ops_bars
+
+    layers = pd.DataFrame([{"model": m, "role": "head", "layer": "final_linear", "order": 0,
+                            "macs_strict": 10, "acs_strict": 5} for m in models])
+    fig = ops_bars(layers, "strict", models)
+    assert len(fig.data) == 2 * len(models)
+    assert fig.layout.margin.t == 68 + 22 * rows
+    assert fig.layout.legend.yanchor == "bottom" and fig.layout.legend.y > 1
