@@ -18,7 +18,23 @@ SHIPPED = sorted(p for p in (Path(__file__).resolve().parents[2] / "checkpoints"
 
 
 def test_something_is_shipped() -> None:
-    assert [p.name for p in SHIPPED] == ["dit-small-fmnist", "sdit-small-fmnist", "sdit-small-norecon-fmnist"]
+    assert [p.name for p in SHIPPED] == ["dit-small-fmnist", "sdit-small-fmnist", "sdit-small-norecon-fmnist",
+                                         "sdit-small-sd-fmnist"]
+
+
+@pytest.mark.parametrize("directory", [p for p in SHIPPED if p.name.endswith("-sd-fmnist")], ids=lambda p: p.name)
+def test_shipped_spike_driven_sdit_accumulates_inside_its_blocks(directory: Path) -> None:
+    """Issue 17: on the trained model, strict ACs are at least 90 % of the synaptic ops inside blocks."""
+    from profiling.records import Workload
+    from profiling.workloads import profile_workload
+
+    model, meta = load_model(directory)
+    assert meta.preset == "sdit-small-sd"
+    profile = profile_workload(model, Workload.forward(500, batch_size=1, seed=0), name=directory.name)
+    inside = [r for r in profile.layers if r.block is not None]
+    acs, macs = sum(r.acs for r in inside), sum(r.macs for r in inside)
+    assert acs / (acs + macs) >= 0.9
+    assert macs == 0, [r.name for r in inside if r.macs]  # every synaptic layer of a block reads spikes
 
 
 @pytest.mark.parametrize("directory", SHIPPED, ids=lambda p: p.name)
