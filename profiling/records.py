@@ -331,6 +331,13 @@ class Profile:
         updates = self.per_image.get("neuron_updates", 0)
         return self.per_image["spikes"] / updates if updates else None
 
+    @property
+    def in_block_ac_share(self) -> float | None:
+        """Strict ACs / (ACs + MACs) over the layers inside spiking blocks; None without blocks or synaptic ops."""
+        inside = [r for r in self.layers if r.block is not None]
+        acs, macs = sum(r.acs for r in inside), sum(r.macs for r in inside)
+        return acs / (acs + macs) if acs + macs else None
+
     def layer(self, name: str) -> LayerRecord:
         for record in self.layers:
             if record.name == name:

@@ -37,13 +37,6 @@ from sdit.heap import retain_freed_memory
 CONVENTIONS = ("strict", "paper")
 
 
-def in_block_ac_share(profile: Profile) -> float | None:
-    """Strict ACs / (ACs + MACs) over the layers inside spiking blocks; None without blocks or synaptic ops."""
-    layers = [r for r in profile.layers if r.block is not None]
-    acs, macs = sum(r.acs for r in layers), sum(r.macs for r in layers)
-    return acs / (acs + macs) if acs + macs else None
-
-
 def layer_rates(profile: Profile) -> dict[str, float]:
     """Firing rate per spiking layer, in execution order."""
     return {r.name: r.firing_rate for r in profile.layers if r.firing_rate is not None}
@@ -58,7 +51,7 @@ def summarise(comparison: Comparison, costs: str, baseline: str) -> dict[str, di
             "energy_uj": {c: _uj(target.estimate(costs, c).total_j) for c in CONVENTIONS},
             "mean_firing_rate": target.profile.mean_firing_rate,
             "firing_rates": layer_rates(target.profile),
-            "in_block_ac_share": in_block_ac_share(target.profile),
+            "in_block_ac_share": target.profile.in_block_ac_share,
             "break_even": {},
         }
         if target.spiking and target.name != baseline:
