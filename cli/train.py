@@ -77,6 +77,10 @@ def train_cmd(
     weight_decay: float | None = typer.Option(
         None, "--weight-decay", min=0, help="AdamW weight decay (the authors' code: 0.01). [0]"
     ),
+    rate_penalty: float | None = typer.Option(
+        None, "--rate-penalty", help="Add LAMBDA x the mean firing rate of the LIF layers to the loss (sparser "
+        "spikes, lower energy, some quality). [0]", metavar="LAMBDA",
+    ),
     init_from: str | None = typer.Option(
         None, "--init-from", help="Start from these weights: a checkpoint of ours or an authors' .pt (e.g. to "
         "continue training their model with --preset sdit-mnist-authors)."
@@ -107,12 +111,14 @@ def train_cmd(
         "preset": preset, "dataset": dataset, "data_dir": str(data_dir) if data_dir else None,
         "batch_size": batch_size, "steps": steps, "epochs": epochs, "lr": lr, "warmup_steps": warmup_steps,
         "ema_decay": ema_decay, "weight_decay": weight_decay, "init_from": init_from, "seed": seed,
+        "rate_penalty": rate_penalty,
         "log_every": log_every, "sample_every": sample_every,
         "ckpt_every": ckpt_every, "keep": keep, "device": device, "compile": compile_,
     }
     given = {k: v for k, v in given.items() if v is not None}
     check_number("--lr", lr, 0, 1, low_open=True)
     check_number("--ema-decay", ema_decay, 0, 1, high_open=True)
+    check_number("--rate-penalty", rate_penalty, 0, 1e6)
     check_seed("--seed", seed)
     check_number("--batch-size", batch_size, 1, MAX_IMAGES)
     for option, value in (("--steps", steps), ("--warmup-steps", warmup_steps), ("--log-every", log_every),

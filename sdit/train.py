@@ -93,6 +93,9 @@ class TrainConfig:
         compile: Run the training forward and backward through ``torch.compile``
             (same model and loss; float rounding may differ from eager in the last bits).
             Sample grids and the EMA model stay eager.
+        rate_penalty: Weight lambda of the firing-rate penalty: the loss becomes eps-MSE + lambda x the pooled
+            mean firing rate of the LIF layers over the step's forward (spikes / neuron-steps, differentiable
+            through the surrogate gradient). 0 turns it off. It trades sample quality for sparser spikes.
         init_from: Start from these weights instead of a fresh initialisation: a checkpoint of ours
             (its EMA weights) or an authors' ``.pt`` (their raw weights; their optimiser state is not
             carried over). Its config must equal the preset's.
@@ -122,6 +125,7 @@ class TrainConfig:
     sample_steps: int = 50
     device: str | None = None
     compile: bool = False
+    rate_penalty: float = 0.0
     init_from: str | None = None
 
     def __post_init__(self) -> None:
@@ -135,13 +139,15 @@ class TrainConfig:
             value = getattr(self, name)
             if value is not None and value < 0:
                 raise ValueError(f"{name} must be >= 0, got {value}")
-        for name in ("lr", "weight_decay", "grad_clip", "ema_decay"):
+        for name in ("lr", "weight_decay", "grad_clip", "ema_decay", "rate_penalty"):
             if not math.isfinite(getattr(self, name)):
                 raise ValueError(f"{name} must be a finite number, got {getattr(self, name)}")
         if self.lr <= 0 or self.grad_clip <= 0:
             raise ValueError("lr and grad_clip must be positive")
         if self.weight_decay < 0:
             raise ValueError(f"weight_decay must be >= 0, got {self.weight_decay}")
+        if self.rate_penalty < 0:
+            raise ValueError(f"rate_penalty must be >= 0, got {self.rate_penalty}")
         if not 0.0 <= self.ema_decay < 1.0:
             raise ValueError(f"ema_decay must be in [0, 1), got {self.ema_decay}")
         if not 0 <= self.seed <= SEED_MAX:
@@ -307,21 +313,38 @@ class FiringRateMeter:
     hooks update in place: nothing synchronises until :meth:`totals` is read, and
     under ``torch.compile`` the hooks trace into the graph without a Python value
     that changes per call (which would recompile every step).
+
+    With ``differentiable=True`` it also keeps, for the forward in progress, each layer's spike sum with its
+    graph, so that :meth:`pooled_rate` can enter the loss (the firing-rate penalty).
     """
 
-    def __init__(self, model: nn.Module) -> None:
+    def __init__(self, model: nn.Module, differentiable: bool = False) -> None:
         neurons = [(name, m) for name, m in model.named_modules() if isinstance(m, neuron.BaseNode)]
         self.names = [name for name, _ in neurons]
+        self.differentiable = differentiable
         device = next(model.parameters(), torch.empty(0)).device
         self._counts = torch.zeros(2, len(neurons), dtype=torch.float64, device=device)  # (2, K): spikes, steps
+        self._live: list[tuple[Tensor, int]] = []  # (spike sum with its graph, neuron-steps) of this forward
         self._handles = [m.register_forward_hook(self._hook(i)) for i, (_, m) in enumerate(neurons)]
 
     def _hook(self, index: int) -> Callable[..., None]:
         def count(module: nn.Module, inputs: Any, output: Tensor) -> None:
             self._counts[0, index] += output.detach().sum(dtype=torch.float64)  # output (T, B, ...) of 0/1
             self._counts[1, index] += output.numel()
+            if self.differentiable:
+                self._live.append((output.float().sum(), output.numel()))
 
         return count
+
+    def pooled_rate(self) -> Tensor:
+        """Spikes / neuron-steps over every LIF layer of the forwards since the last call, with the graph
+        (the surrogate gradient flows through it); clears them. 0 for a model without LIF layers."""
+        if not self._live:
+            return torch.zeros(())
+        spikes = torch.stack([s for s, _ in self._live]).sum()
+        rate = spikes / sum(n for _, n in self._live)
+        self._live = []
+        return rate
 
     def totals(self, device: torch.device) -> Tensor:
         """(2, K): spikes and neuron-steps per layer since the last reset."""
@@ -449,7 +472,7 @@ def _train(
     if num_classes_of(model) and labels is None:
         raise TrainError(f"{config.preset} is class-conditional; the training data has no labels")
     ema = EMA(model, config.ema_decay)  # before the meter's hooks
-    meter = FiringRateMeter(model)
+    meter = FiringRateMeter(model, differentiable=config.rate_penalty > 0)
     trainable = [p for p in model.parameters() if p.requires_grad]
     optimizer = make_optimizer(trainable, lr=config.lr, weight_decay=config.weight_decay)
     diffusion = Diffusion()
@@ -534,7 +557,7 @@ def _train(
     shape = (config.batch_size, *images.shape[1:])
     lo, hi = ctx.rank * per_rank, (ctx.rank + 1) * per_rank  # this rank's slice of the global batch
     order_epoch, order = -1, torch.empty(0, dtype=torch.long)
-    loss_sum = torch.zeros((), dtype=torch.float64, device=device)
+    loss_sum = torch.zeros((), dtype=torch.float64, device=device)  # the diffusion loss, without the penalty
     interval_steps, interval_start, excluded_s = 0, time.perf_counter(), 0.0
     last_loss = last_rate = last_speed = None
     trained_s, trained_images = 0.0, 0
@@ -556,8 +579,11 @@ def _train(
                 group["lr"] = lr_at(config, step)
             loss = training_loss(eps_model, diffusion, x0, t[lo:hi].to(device), noise[lo:hi].to(device), y,
                                  learn_sigma=getattr(model_config, "learn_sigma", False))
+            objective = loss
+            if config.rate_penalty > 0:
+                objective = loss + config.rate_penalty * meter.pooled_rate()  # the logged firing rates are its rates
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            objective.backward()
             torch.nn.utils.clip_grad_norm_(trainable, config.grad_clip)
             optimizer.step()
             ema.update(model)

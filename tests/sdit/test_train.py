@@ -291,3 +291,33 @@ def test_make_optimizer_is_the_recipes_adamw_fused_and_resumes_any_saved_state()
         torch.testing.assert_close(b, a, rtol=1e-6, atol=1e-7)
         assert torch.equal(d, c)
     assert float(from_plain.state[from_plain_p[0]]["step"]) == 6.0
+
+
+def test_pooled_rate_carries_the_surrogate_gradient() -> None:
+    lif = neuron.LIFNode(tau=2.0, v_threshold=1.0, v_reset=0.0, surrogate_function=surrogate.ATan(), step_mode="m")
+    meter = FiringRateMeter(nn.Sequential(lif), differentiable=True)
+    x = torch.tensor([1.5, 0.5]).expand(4, 3, 2).clone().requires_grad_(True)  # (T, B, neurons)
+    lif(x)
+    lif.reset()
+    rate = meter.pooled_rate()
+    assert rate.item() == 0.25  # the same pooled rate the counts give
+    rate.backward()
+    assert x.grad is not None and bool((x.grad > 0).all())  # more input, more spikes: the penalty pushes it down
+    assert meter.pooled_rate().item() == 0.0  # cleared once read
+
+
+def test_rate_penalty_lowers_the_firing_rate(tmp_path: Path, fashion_test) -> None:
+    """Same seed and data: a large penalty drives the pooled firing rate below the unpenalised run's."""
+    data = ImageSet(fashion_test.images[:32], fashion_test.labels[:32])
+    rates = {}
+    for penalty in (0.0, 100.0):
+        config = TrainConfig(preset="sdit-tiny-sd", steps=8, batch_size=8, lr=1e-2, warmup_steps=0, log_every=2,
+                             sample_every=0, ckpt_every=0, rate_penalty=penalty)
+        run = tmp_path / f"run-{penalty}"
+        train(config, run, data=data, progress=False)
+        rates[penalty] = list(iter_metrics(run))[-1]["mean_firing_rate"]
+    assert rates[100.0] < 0.6 * rates[0.0], rates
+    with pytest.raises(TrainError, match="rate_penalty"):
+        resume_config(config, rate_penalty=1.0)
+    with pytest.raises(ValueError, match="rate_penalty must be >= 0"):
+        TrainConfig(preset="sdit-tiny", steps=1, rate_penalty=-1.0)
