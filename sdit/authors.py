@@ -188,10 +188,15 @@ def infer_config(state: dict[str, Any], source: Path | str = "checkpoint") -> SD
     layout = dict(AUTHORS_LAYOUT, in_channels=channels, num_classes=rows - 1,
                   learn_sigma=out_features == 2 * channels * patch * patch)
     try:
-        return SDiTConfig(image_size=grid * patch, patch_size=patch, hidden_size=dim,
-                          depth_in=count("in_blocks"), depth_out=count("out_blocks"), **layout)
+        config = SDiTConfig(image_size=grid * patch, patch_size=patch, hidden_size=dim,
+                            depth_in=count("in_blocks"), depth_out=count("out_blocks"), **layout)
     except ValueError as err:
         raise AuthorsCheckpointError(f"{source}: the shapes describe no valid model: {err}") from None
+    try:  # the model's size, bounded from the config without allocating, before anything builds it
+        checkpoint.expected_tensors(config)
+    except checkpoint.CheckpointError as err:
+        raise AuthorsCheckpointError(f"{source}: {err}") from None
+    return config
 
 
 def preset_of(config: SDiTConfig) -> str | None:
@@ -239,18 +244,66 @@ def _plain(value: Any) -> Any:
     return repr(value)
 
 
+def _check_archive(path: Path, blob: bytes) -> None:
+    """A zip-format ``torch.save`` file stores its records uncompressed: refuse compressed or oversized ones
+    (a small file that would inflate), before ``torch.load`` reads any."""
+    if not blob.startswith(b"PK\x03\x04"):
+        return  # the legacy format reads its storages straight from the file: bounded by its length
+    try:
+        with zipfile.ZipFile(path) as archive:
+            entries = archive.infolist()
+    except (zipfile.BadZipFile, OSError, ValueError) as err:
+        raise AuthorsCheckpointError(f"{path}: not a readable torch.save file: {checkpoint._one_line(err)}") from None
+    for entry in entries:
+        if entry.compress_type != zipfile.ZIP_STORED or entry.file_size > len(blob):
+            raise AuthorsCheckpointError(f"{path}: record {entry.filename!r} is compressed or larger than the "
+                                         "file; torch.save writes neither")
+
+
+def _check_tensors(path: Path, state: dict[str, Any], file_bytes: int) -> None:
+    """Every entry a dense, finite floating-point tensor whose storages together fit in the file.
+
+    A tensor whose elements outnumber its storage (a stride-0 expansion) claims a model far larger than
+    the file: refused here, before its shapes size anything.
+    """
+    storages: dict[int, int] = {}
+    for key, tensor in state.items():
+        if not isinstance(tensor, Tensor):
+            raise AuthorsCheckpointError(f"{path}: key {key!r} is a {type(tensor).__name__}, not a tensor")
+        if not tensor.dtype.is_floating_point:
+            raise AuthorsCheckpointError(f"{path}: key {key!r} is {str(tensor.dtype).removeprefix('torch.')}; "
+                                         "the authors' weights are floating point")
+        storage = tensor.untyped_storage()
+        needed = (tensor.storage_offset() + tensor.numel()) * tensor.element_size()
+        if tensor.numel() and (not tensor.is_contiguous() or storage.nbytes() < needed):
+            raise AuthorsCheckpointError(f"{path}: key {key!r} of shape {tuple(tensor.shape)} is not a dense "
+                                         "tensor (its elements outnumber its storage)")
+        storages[storage.data_ptr()] = max(storages.get(storage.data_ptr(), 0), storage.nbytes())
+    if sum(storages.values()) > file_bytes:
+        raise AuthorsCheckpointError(f"{path}: its tensors claim {sum(storages.values()):,} bytes, more than "
+                                     f"the file's {file_bytes:,}")
+    bad = next((k for k, t in state.items() if not bool(torch.isfinite(t).all())), None)
+    if bad is not None:
+        raise AuthorsCheckpointError(f"{path}: key {bad!r} holds NaN or infinite values")
+
+
 def load_authors_checkpoint(path: Path | str) -> AuthorsCheckpoint:
     """Read an authors' ``.pt`` with ``torch.load(weights_only=True)``, allowing ``argparse.Namespace`` only.
 
+    The file is read whole, its records checked before ``torch.load`` (uncompressed, none larger than the
+    file) and its tensors after (dense, floating point, finite, storages within the file's length), so no
+    later step sizes anything from a claim the file cannot back.
+
     Raises:
         AuthorsCheckpointError: unreadable, refused (a pickled object beyond tensors, plain containers and
-            the Namespace: nothing in it runs), or not a dict holding ``model``.
+            the Namespace: nothing in it runs), not a dict holding ``model``, or tensors as above.
     """
     path = Path(path)
     try:
         blob = path.read_bytes()
     except OSError as err:
         raise AuthorsCheckpointError(f"cannot read {path}: {err.strerror or err}") from None
+    _check_archive(path, blob)
     try:
         with torch.serialization.safe_globals([argparse.Namespace]):
             obj = torch.load(path, map_location="cpu", weights_only=True)
@@ -270,6 +323,7 @@ def load_authors_checkpoint(path: Path | str) -> AuthorsCheckpoint:
     state = dict(obj["model"])
     if state and all(k.startswith("module.") for k in state):  # saved from a DDP wrapper
         state = {k[len("module."):]: v for k, v in state.items()}
+    _check_tensors(path, state, len(blob))
     args = obj.get("args")
     plain_args = {k: _plain(v) for k, v in vars(args).items()} if isinstance(args, argparse.Namespace) else {}
     return AuthorsCheckpoint(path=path, state=state, args=plain_args, has_optimizer="opt" in obj,

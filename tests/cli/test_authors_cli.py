@@ -92,6 +92,14 @@ def test_convert_then_profile_our_file(tmp_path: Path, authors_pt: Path) -> None
     out = tmp_path / "p.json"
     assert runner.invoke(app, ["profile", str(dst), "--json", str(out)]).exit_code == 0
     assert json.loads(out.read_text())["per_image"]["macs"] == 1_946_560
+    weights = load_file(DATA / "tiny.safetensors")
+    weights["in_blocks.0.att.key.weight"] = torch.full_like(weights["in_blocks.0.att.key.weight"], float("nan"))
+    bad = tmp_path / "nan.pt"
+    torch.save({"model": weights, "opt": {}, "args": argparse.Namespace()}, bad)
+    before = dst.read_bytes()
+    refused = runner.invoke(app, ["convert", str(bad), str(dst), "--overwrite"])
+    assert refused.exit_code == 2 and "NaN or infinite" in refused.stderr
+    assert dst.read_bytes() == before  # the good file is untouched
 
 
 def test_table3_formats(tmp_path: Path) -> None:

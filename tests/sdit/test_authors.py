@@ -237,3 +237,59 @@ def test_file_detection_zip_legacy_and_safetensors(tmp_path, tiny_weights) -> No
     assert is_authors_file(zipped) and is_authors_file(legacy) and not is_authors_file(ours)
     model, _ = load_authors_model(legacy)
     assert infer_config(to_authors_state_dict(model)) == model.config
+
+
+def test_a_stride_zero_expansion_is_refused_before_anything_is_sized(tmp_path, tiny_weights) -> None:
+    """A small file whose tensors are expansions claiming hidden size 65,536 allocates nothing."""
+    weights = dict(tiny_weights)
+    weights["pos_embed"] = torch.zeros(1, 1, 1).expand(1, 17, 65_536)  # (1, N, D), one stored element
+    path = _write_authors_file(tmp_path / "huge-D.pt", weights)
+    assert path.stat().st_size < 1_000_000
+    with pytest.raises(AuthorsCheckpointError, match="'pos_embed' of shape \\(1, 17, 65536\\) is not a dense"):
+        load_authors_checkpoint(path)
+
+
+def test_a_claimed_size_past_the_bound_is_refused_from_the_config(tiny_weights) -> None:
+    """Shapes alone (no tensor of that size exists) that describe a model past the parameter bound."""
+    state = {k: torch.zeros(1).expand(*v.shape) for k, v in tiny_weights.items()}
+    state["pos_embed"] = torch.zeros(1).expand(1, 17, 65_536)
+    with pytest.raises(AuthorsCheckpointError, match="more than the 2,000,000,000 a checkpoint may hold"):
+        infer_config(state, "huge.pt")
+
+
+@pytest.mark.parametrize(("value", "message"), [
+    (torch.zeros(32, 32, dtype=torch.int32), "is int32; the authors' weights are floating point"),
+    (torch.zeros(32, 32, dtype=torch.bool), "is bool"),
+    (torch.zeros(32, 32, dtype=torch.complex64), "is complex64"),
+    (torch.full((32, 32), float("nan")), "holds NaN or infinite values"),
+    (torch.full((32, 32), float("inf")), "holds NaN or infinite values"),
+])
+def test_non_float_or_non_finite_weights_are_refused(tmp_path, tiny_weights, value, message) -> None:
+    weights = dict(tiny_weights)
+    weights["in_blocks.0.att.key.weight"] = value
+    with pytest.raises(AuthorsCheckpointError, match=message):
+        load_authors_checkpoint(_write_authors_file(tmp_path / "bad.pt", weights))
+
+
+def test_a_compressed_record_is_refused_before_loading(tmp_path, tiny_weights) -> None:
+    import zipfile
+
+    plain = _write_authors_file(tmp_path / "plain.pt", tiny_weights)
+    packed = tmp_path / "packed.pt"
+    with zipfile.ZipFile(plain) as src, zipfile.ZipFile(packed, "w", zipfile.ZIP_DEFLATED) as dst:
+        for entry in src.infolist():
+            dst.writestr(entry.filename, src.read(entry))
+    with pytest.raises(AuthorsCheckpointError, match="is compressed or larger than the file"):
+        load_authors_checkpoint(packed)
+
+
+def test_convert_refuses_bad_weights_before_touching_the_destination(tmp_path, tiny_weights) -> None:
+    src = _write_authors_file(tmp_path / "good.pt", tiny_weights)
+    dst = convert_authors_checkpoint(src, tmp_path / "tiny.safetensors")
+    before = dst.read_bytes()
+    weights = dict(tiny_weights)
+    weights["in_blocks.0.att.key.weight"] = torch.full((32, 32), float("nan"))
+    bad = _write_authors_file(tmp_path / "nan.pt", weights)
+    with pytest.raises(AuthorsCheckpointError, match="NaN"):
+        convert_authors_checkpoint(bad, dst, overwrite=True)
+    assert dst.read_bytes() == before
