@@ -31,7 +31,7 @@ replay of each pair is timed, so that it runs on its own tensors in cache as a r
 window would): each step is divided by the replay right after it, and step/GEMM is the
 median of those ratios, so
 a machine that slows down for a few seconds slows both sides of every pair (timed in
-separate windows, the two drifted apart by 10-25 % between runs on the 2-core VM).
+separate windows, the two drift apart from run to run; docs/speed.md).
 
 Breakdown. One profiled step per case (``torch.profiler``, CPU self time per op)
 says where the step's wall time goes: GEMMs, WKV (``sdit::wkv_*`` ops), LIF
@@ -39,9 +39,8 @@ says where the step's wall time goes: GEMMs, WKV (``sdit::wkv_*`` ops), LIF
 (incl. copies, cat, reductions, sdit's other C kernels ``sdit::shift_mixes*``, ``sdit::relu_square*``,
 ``sdit::bias_gelu*``, ``sdit::norm_modulate``; in compiled cases also inductor's fused kernels),
 the AdamW step (train), and framework overhead (the rest of the wall time: Python,
-dispatch, autograd engine, profiler). The profiler slows ops, and not evenly: on the
-2-core VM it stretched the C kernels several-fold (``sdit::relu_square_backward``
-2.7 ms per call in a plain step, 8-13 ms under the profiler), so the shares are of the
+dispatch, autograd engine, profiler). The profiler slows ops, and not evenly: it
+stretches the small C kernels several-fold (docs/speed.md), so the shares are of the
 profiled step, not of the timed one, and overstate the element-wise part.
 
 FLOP convention (stated in the printout): the profiler's dense MACs per image of
@@ -88,7 +87,7 @@ from sdit.heap import heap_status, retain_freed_memory  # noqa: E402
 from sdit.models import build_model  # noqa: E402
 from sdit.models.wkv import wkv_backend  # noqa: E402
 
-try:  # the optimizer sdit train builds (fused AdamW, issue 18); older trees: torch's default AdamW
+try:  # the optimizer sdit train builds (fused AdamW); revisions without it: torch's default AdamW
     from sdit.train import make_optimizer  # noqa: E402
 except ImportError:  # pragma: no cover
 
@@ -96,7 +95,7 @@ except ImportError:  # pragma: no cover
         return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
 
 
-try:  # the LIF kernel of issue 18 (absent on older trees, which the bench can still measure)
+try:  # the C LIF kernel (absent from older revisions, which the bench can still time)
     from sdit.models.cpu_kernels import extension_status as lif_status  # noqa: E402
 except ImportError:  # pragma: no cover
 

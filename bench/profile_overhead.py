@@ -7,10 +7,12 @@
    batch size asked (default sdit-small and dit-small at batch 1 and 16, DDIM 50; target: at most
    1.5x everywhere).
 
+Usage::
+
     .venv/bin/python bench/profile_overhead.py [--preset sdit-mnist] [--batch-size 4] [--repeats 5]
     .venv/bin/python bench/profile_overhead.py --skip-forward --sampling-presets sdit-small dit-small \\
-        --sampling-batches 1 16 --steps 50 --sampling-repeats 3
-    nice -n 10 .venv/bin/python bench/profile_overhead.py --skip-forward --threads 1   # as measured for #12
+        --sampling-batches 1 16 --steps 50 --sampling-repeats 9
+    .venv/bin/python bench/profile_overhead.py --skip-forward --threads 1   # one intra-op thread
 
 Why a sampling run costs little more than plain sampling: the counter reuses the recorded counts of
 modules called again with the same input signature (``LayerCounter(reuse=True)``), spiking blocks and
@@ -18,23 +20,10 @@ the whole SDiT too, while their neurons still run and count their spikes at ever
 SDiT are counted op by op at their first step only, and a replayed module's descendants run without the
 counter's hooks; the spike-driven SDiT (its Linears read spikes: ACs are data) stays op by op.
 
-Measured for #12 (2026-12-01, this 2-core VM under load: two nice-19 training runs and another bench,
-load average 4-5, our process got about half a core; ``--threads 1``, median of 5, CPU-time ratio),
-before (6b5de07: only neuron-free modules reused) -> after:
-sdit-small b1 1.44x -> 1.26x, b16 1.15x -> 1.02x; dit-small b1 1.30x -> 1.34x (noise: its path did
-not change but for the hooks taken off), b16 1.04x -> 1.05x. One forward of sdit-mnist at batch 4
-(wall, same state): 1.11x -> 1.20x (a single forward is counted op by op either way; the SDiT and its
-blocks are now recorded for reuse, which a lone forward never uses). Two threads could not be measured
-in that state (oversubscribed: a plain sdit-small run took 30 s instead of 0.65 s); on the quiet
-machine before this change they gave sdit-small b1 1.66x CPU (/work/wt/notes/po-start.txt).
-
-Measured for #12 on the quiet VM (2026-12-01 evening, after the cheaper record assembly and replays;
-``--sampling-repeats 9``, wall, 2 threads, two runs): sdit-small b1 1.09-1.24x, b16 1.02-1.05x; dit-small b1 1.30-1.38x
-(1.51-1.57x before), b16 1.11x; one thread 1.11x, 1.00x, 1.38x, 1.00x; one sdit-mnist forward 1.11x.
-
 CPU timings on a shared machine are noisy: compare ratios from one run, not across runs. Each ratio is
 given twice: by wall-clock time and by this process's CPU time (all its threads), which other processes
-on a loaded machine disturb much less; ``--threads`` pins torch's intra-op threads.
+on a loaded machine disturb much less; ``--threads`` pins torch's intra-op threads. Measured ratios,
+with their dates and machines, are in docs/profiler-overhead.md.
 """
 
 from __future__ import annotations

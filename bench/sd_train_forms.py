@@ -8,8 +8,7 @@ same model and batch and prints each form's median step time and their ratio.
 
     OMP_NUM_THREADS=2 .venv/bin/python bench/sd_train_forms.py [--preset sdit-small-sd] [--batch-size 64]
 
-Measured 2026-12-02 on the 2-core AVX-512 VM, eager, batch 64, training paused: mix form 0.938 s,
-pair form 1.420 s per step (1.51x; an earlier run of the same pairing: 1.087 / 1.641 s).
+Measured step times, with date and machine, are in docs/speed.md.
 """
 
 from __future__ import annotations

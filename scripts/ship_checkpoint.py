@@ -76,8 +76,11 @@ def main() -> None:
     parser.add_argument("--eta", type=float, default=0.0, help="DDIM noise scale of samples.png, in [0, 1]")
     parser.add_argument("--overwrite", action="store_true")
     parser.add_argument("--environment", required=True,
-                        help="how the run ran (threads, CPU sharing, resumes, --compile), for provenance.json")
-    parser.add_argument("--stopped", default=None, help="why and when the run stopped, if before its --steps")
+                        help="the machine and settings of the run (CPU, threads, other load, resumes with their "
+                             "revisions, --compile), for provenance.json: facts, not a narrative")
+    parser.add_argument("--stopped", default=None,
+                        help="what stopped the run and when, if before its --steps (e.g. 'stopped by hand "
+                             "(SIGTERM) at 09:37 UTC on 2026-12-03 after the step-21500 checkpoint')")
     args = parser.parse_args()
     try:
         check_sampler(args.method, args.eta)

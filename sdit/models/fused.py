@@ -1,4 +1,4 @@
-"""Fused element-wise work between the GEMMs of SDiT and DiT blocks (issue 18), with the same results.
+"""Fused element-wise work between the GEMMs of SDiT and DiT blocks, with the same results.
 
 The profiler (``profiling.counter.LayerCounter``) counts aten ops through a
 ``TorchDispatchMode``; a fused path would count differently (other ops, other

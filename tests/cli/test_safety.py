@@ -1,4 +1,4 @@
-"""Nothing lost, nothing trusted (issue 11): each of the eight defects reproduced, then the same in general.
+"""Nothing lost, nothing trusted: one concrete case of each safety rule, then each rule over every option.
 
 Every refusal is asserted as exit code, the one line on stderr, and the files on disk byte for byte (hashes
 before and after).
@@ -109,10 +109,10 @@ def hostile_checkpoint(path: Path, config: dict, tensors: dict | None = None) ->
     return path
 
 
-# --- the eight defects ------------------------------------------------------------------------------------
+# --- one concrete case per rule ---------------------------------------------------------------------------
 
-def test_defect1_overwrite_never_deletes_a_directory_sdit_did_not_make(tmp_path: Path, data_dir: Path) -> None:
-    repo_like = tmp_path / "repo"  # what `sdit train --out . --overwrite` met at the repository root
+def test_overwrite_never_deletes_a_directory_sdit_did_not_make(tmp_path: Path, data_dir: Path) -> None:
+    repo_like = tmp_path / "repo"  # `sdit train --out . --overwrite` at a repository's root
     (repo_like / "checkpoints" / "sdit-small-fmnist").mkdir(parents=True)
     (repo_like / "checkpoints" / "sdit-small-fmnist" / "model.safetensors").write_bytes(b"shipped weights")
     (repo_like / "samples").mkdir()
@@ -124,7 +124,7 @@ def test_defect1_overwrite_never_deletes_a_directory_sdit_did_not_make(tmp_path:
                     "or run.json); --overwrite only replaces sdit's own runs")
 
 
-def test_defect2_a_locked_run_directory_refuses_a_second_train(run_dir: Path, data_dir: Path, tmp_path: Path) -> None:
+def test_a_locked_run_directory_refuses_a_second_train(run_dir: Path, data_dir: Path, tmp_path: Path) -> None:
     copy = tmp_path / "run"
     shutil.copytree(run_dir, copy)
     holder = subprocess.Popen(
@@ -144,7 +144,7 @@ def test_defect2_a_locked_run_directory_refuses_a_second_train(run_dir: Path, da
     assert [r["step"] for r in iter_metrics(copy)] == [2, 4, 6]  # one run's records, in order
 
 
-def test_defect3_a_tiny_hostile_checkpoint_allocates_nothing(tmp_path: Path) -> None:
+def test_a_tiny_hostile_checkpoint_allocates_nothing(tmp_path: Path) -> None:
     huge = {**json.loads(json.dumps(checkpoint.config_to_dict(get_preset("dit-tiny")))), "hidden_size": 16384,
             "depth": 256, "num_heads": 16}
     path = hostile_checkpoint(tmp_path / "huge.safetensors", huge)
@@ -158,7 +158,7 @@ def test_defect3_a_tiny_hostile_checkpoint_allocates_nothing(tmp_path: Path) -> 
     assert time.perf_counter() - started < 30
 
 
-def test_defect4_two_outputs_on_one_path(tmp_path: Path) -> None:
+def test_two_outputs_on_one_path_are_refused(tmp_path: Path) -> None:
     same = tmp_path / "same"
     same.write_text("old")
     refused(["profile", "dit-tiny", "--json", str(same), "--csv", str(same), "--overwrite"], 2,
@@ -171,7 +171,7 @@ def test_defect4_two_outputs_on_one_path(tmp_path: Path) -> None:
             "is the same output as --out", tmp_path)
 
 
-def test_defect5_writes_go_through_links_and_dash_is_stdout(tmp_path: Path) -> None:
+def test_writes_go_through_links_and_dash_is_stdout(tmp_path: Path) -> None:
     real = tmp_path / "real.json"
     real.write_text("{}")
     link = tmp_path / "link.json"
@@ -185,7 +185,7 @@ def test_defect5_writes_go_through_links_and_dash_is_stdout(tmp_path: Path) -> N
     assert "MACs (strict)" in piped.stderr
 
 
-def test_defect5_dev_stdout_is_written_to_not_replaced(tmp_path: Path) -> None:
+def test_dev_stdout_is_written_to_not_replaced(tmp_path: Path) -> None:
     out = tmp_path / "stdout.txt"
     with open(out, "wb") as fh:
         done = subprocess.run([sys.executable, "-c", "from cli.main import main; main()", "energy", "dit-tiny",
@@ -197,7 +197,7 @@ def test_defect5_dev_stdout_is_written_to_not_replaced(tmp_path: Path) -> None:
     assert "estimated energy per image" in text and '"break_even": null' in text  # table, then the JSON
 
 
-def test_defect6_non_finite_and_absurd_numbers_are_refused_up_front(tmp_path: Path, data_dir: Path) -> None:
+def test_non_finite_and_absurd_numbers_are_refused_up_front(tmp_path: Path, data_dir: Path) -> None:
     for value in ("inf", "nan", "-inf"):
         refused(["train", *TINY, "--data-dir", str(data_dir), "--steps", "2", "--out", str(tmp_path / "r"),
                  "--lr", value], 2, f"--lr must be a finite number, got {float(value)}", tmp_path)
@@ -206,7 +206,7 @@ def test_defect6_non_finite_and_absurd_numbers_are_refused_up_front(tmp_path: Pa
     assert not (tmp_path / "r").exists()
 
 
-def test_defect6_a_run_that_turns_non_finite_stops_and_keeps_its_last_finite_checkpoint(
+def test_a_run_that_turns_non_finite_stops_and_keeps_its_last_finite_checkpoint(
         tmp_path: Path, data_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     calls = {"n": 0}
     loss_at = Diffusion.loss_at
@@ -229,14 +229,14 @@ def test_defect6_a_run_that_turns_non_finite_stops_and_keeps_its_last_finite_che
     checkpoint.load_model(out)  # finite, loadable
 
 
-def test_defect6_nan_weights_are_refused_on_load(tmp_path: Path) -> None:
+def test_nan_weights_are_refused_on_load(tmp_path: Path) -> None:
     path = write_checkpoint(tmp_path / "nan.safetensors", fill=float("nan"))
     for args in (["sample", str(path), "--out", str(tmp_path / "g.png")], ["profile", str(path)],
                  ["energy", str(path)]):
         refused(args, 2, "holds non-finite weights (NaN or inf) in", tmp_path)
 
 
-def test_defect7_output_paths_are_checked_before_any_work(tmp_path: Path) -> None:
+def test_output_paths_are_checked_before_any_work(tmp_path: Path) -> None:
     afile = tmp_path / "afile"
     afile.write_text("x")
     cases = [
@@ -253,7 +253,7 @@ def test_defect7_output_paths_are_checked_before_any_work(tmp_path: Path) -> Non
     assert not (tmp_path / "ok.json").exists() and not (tmp_path / "g.png").exists()  # no partial set
 
 
-def test_defect8_metadata_is_checked_and_the_label_derived(tmp_path: Path, run_dir: Path) -> None:
+def test_metadata_is_checked_and_the_label_derived(tmp_path: Path, run_dir: Path) -> None:
     bad_type = {**checkpoint.config_to_dict(get_preset("dit-tiny")), "hidden_size": "32"}
     refused(["sample", str(hostile_checkpoint(tmp_path / "t.safetensors", bad_type)), "--out", str(tmp_path / "g")],
             2, "invalid model config: config hidden_size must be an integer, got str '32'", tmp_path)
@@ -272,7 +272,7 @@ def test_defect8_metadata_is_checked_and_the_label_derived(tmp_path: Path, run_d
     refused(["train", "--resume", str(broken), "--steps", "6"], 2, "lacks 'data.images_sha256'", broken)
 
 
-# --- the same in general ----------------------------------------------------------------------------------
+# --- each rule over every option --------------------------------------------------------------------------
 
 OUTPUT_OPTIONS = [
     (["sample", "dit-tiny", "-n", "1", "--sample-steps", "1"], "--out"),

@@ -24,7 +24,7 @@ def _macs_by_layer(profile: Profile) -> dict[str, int]:
 
 
 def sdit_closed_form(name: str) -> dict[str, int]:
-    """Per-image MACs of every synaptic layer of an SDiT preset, derived from ARCHITECTURE.md §1."""
+    """Per-image MACs of every synaptic layer of an SDiT preset, derived from the block equations (docs/design.md)."""
     cfg = get_preset(name)
     d, n, t, p, c = cfg.hidden_size, cfg.num_tokens, cfg.time_steps, cfg.patch_size, cfg.in_channels
     m = 2 * n if cfg.reconstruction else n  # tokens inside a block

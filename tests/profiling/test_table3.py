@@ -43,7 +43,7 @@ def test_authors_strict_macs_equal_the_closed_form_and_no_acs(mnist, tiny) -> No
         assert row.counts["dense_one_t"] == row.counts["linconv_one_t"] == outside + blocks
         assert row.counts["dense_all_t"] == outside + 4 * blocks
         assert row.counts["flops_dense_one_t"] == 2 * (outside + blocks)
-    assert authors_macs("sdit-mnist-authors") == (3_218_496, 4_041_570_048)  # 4.045 G: AUTHORS-SDIT.md §8, 4.05 G
+    assert authors_macs("sdit-mnist-authors") == (3_218_496, 4_041_570_048)  # 4.045 G (docs/authors-layout.md)
 
 
 def test_stream_sdit_counts_its_blocks_t_times(tiny) -> None:

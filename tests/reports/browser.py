@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-# ENVIRONMENT.md: the flags under which Debian's chromium runs headless on these machines.
+# The flags under which Debian's chromium runs headless offline (docs/environment.md).
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                   "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 

@@ -260,7 +260,7 @@ def test_break_even_labels_of_nearby_points_take_different_sides() -> None:
     (["checkpoints/sdit-small-sd-fmnist", "checkpoints/sdit-small-fmnist", "checkpoints/dit-small-fmnist"], 2)])
 def test_ops_legend_rows_fit_under_the_title(models: list[str], rows: int) -> None:
     """Three shipped models give six MAC/AC legend entries in two rows (as the browser draws them at the report's
-    width): the top margin grows by a row instead of the second row covering the chart's title (issue 17)."""
+    width): the top margin grows by a row instead of the second row covering the chart's title."""
     from reports.figures import ops_bars
 
     layers = pd.DataFrame([{"model": m, "role": "head", "layer": "final_linear", "order": 0,

@@ -1,4 +1,4 @@
-"""The fast paths agree with the slow references in value and gradient (issue 5)."""
+"""The fast paths agree with the slow references in value and gradient."""
 
 from __future__ import annotations
 

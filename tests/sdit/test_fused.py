@@ -1,4 +1,4 @@
-"""The fused paths of issue 18 (LIF kernel, token-shift mixes) give spikingjelly's / the plain form's results."""
+"""The fused paths (LIF kernel, token-shift mixes) give spikingjelly's / the plain form's results."""
 
 from __future__ import annotations
 
