@@ -2,7 +2,7 @@
 
 The authors' ``train.py`` saves ``torch.save({"model": state_dict, "opt": optimizer_state, "args":
 argparse.Namespace})``. Its model is our SDiT with the authors' layout (``sdit-*-authors`` presets,
-AUTHORS-SDIT.md); only the names differ, and the RWKV mixing vectors are stored as (1, 1, D) where
+docs/authors-layout.md); only the names differ, and the RWKV mixing vectors are stored as (1, 1, D) where
 ours are (D,). :func:`key_map` pairs our keys with theirs, in their state-dict order.
 
 Reading never executes code: ``torch.load(weights_only=True)`` with only ``argparse.Namespace``

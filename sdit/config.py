@@ -1,7 +1,7 @@
 """Typed, frozen model configs and the named presets.
 
 Every preset is a value in :data:`PRESETS`; nothing branches on preset names.
-Shapes follow ARCHITECTURE.md §1: images are ``image_size x image_size`` with
+Shapes follow docs/design.md §1: images are ``image_size x image_size`` with
 ``in_channels`` channels, cut into ``L = (image_size / patch_size) ** 2``
 patches; SDiT prepends one time token, so ``N = L + 1``.
 """
@@ -15,7 +15,7 @@ from typing import Any, Literal, get_type_hints
 
 @dataclass(frozen=True)
 class SDiTConfig:
-    """The Spiking Diffusion Transformer (paper §III, ARCHITECTURE.md §1).
+    """The Spiking Diffusion Transformer (paper §III, docs/design.md §1).
 
     Attributes:
         image_size: Side of the square input image in pixels.
@@ -46,7 +46,7 @@ class SDiTConfig:
         norm_affine: LayerNorms with a learned scale and shift (False in the authors' code).
         norm_eps: LayerNorm epsilon (authors: 1e-6; PyTorch default 1e-5).
         recon_bias: Biases on W_D and W_N of the Reconstruction Module (authors' code: yes; Eq. 11-12: no).
-        init: Initialisation: ``"sdit"`` (ours) or ``"authors"`` (AUTHORS-SDIT.md §4: zero position
+        init: Initialisation: ``"sdit"`` (ours) or ``"authors"`` (docs/authors-layout.md §4: zero position
             table, all-ones reconstruction tokens, the authors' RWKV ramps and layer ids, Xavier Linears,
             zero final layer). Only training from scratch depends on it.
         spike_driven: Spike-driven blocks (docs/spike-driven.md): a LIF neuron at the head of
@@ -126,7 +126,7 @@ class SDiTConfig:
 
 @dataclass(frozen=True)
 class DiTConfig:
-    """The DiT ANN baseline (Peebles & Xie; ARCHITECTURE.md §3).
+    """The DiT ANN baseline (Peebles & Xie; docs/design.md §3).
 
     Attributes:
         image_size: Side of the square input image in pixels.
@@ -170,7 +170,7 @@ def _check_patching(image_size: int, patch_size: int) -> None:
         raise ValueError(f"patch_size {patch_size} does not divide image_size {image_size}")
 
 
-# The authors' code (foolLain/SDiT, AUTHORS-SDIT.md): what differs from our reading of the paper, as choices.
+# The authors' code (foolLain/SDiT, docs/authors-layout.md): what differs from our reading of the paper, as choices.
 AUTHORS_LAYOUT: dict[str, Any] = dict(
     in_channels=3, num_classes=10, class_dropout=0.1, learn_sigma=True, time_encoding="branch",
     norm_affine=False, norm_eps=1e-6, recon_bias=True, init="authors",
@@ -240,7 +240,7 @@ PRESET_NOTES: dict[str, str] = {
     "sdit-tiny-sd": "Test preset: sdit-tiny with spike-driven blocks (docs/spike-driven.md).",
     "dit-tiny": "Test preset: p = 7, D = 32, 2 blocks, 2 heads.",
     "sdit-mnist-authors": (
-        "SDiT as the authors' code (foolLain/SDiT) builds it for MNIST / Fashion-MNIST (AUTHORS-SDIT.md): "
+        "SDiT as the authors' code (foolLain/SDiT) builds it for MNIST / Fashion-MNIST (docs/authors-layout.md): "
         "depth 4 = 2 / 1 / 2 blocks, D = 384, p = 2, 3 input channels (grey repeated), class-conditional "
         "(t_emb + label embedding as one prepended token, 10 classes + a null row, label dropout 0.1), learned "
         "zero-initialised position table, N + 1 reconstruction tokens per block initialised to ones, W_D / W_N "

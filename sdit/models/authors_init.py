@@ -1,4 +1,4 @@
-"""The initialisation of the authors' SDiT code (AUTHORS-SDIT.md §4), for ``SDiTConfig(init="authors")``.
+"""The initialisation of the authors' SDiT code (docs/authors-layout.md §4), for ``SDiTConfig(init="authors")``.
 
 Only training from scratch depends on it: a loaded checkpoint replaces every tensor. Walks the modules
 of an :class:`sdit.models.sdit.SDiT` by attribute; imports nothing from it.
@@ -21,7 +21,7 @@ def authors_layer_ids(depth_in: int, depth_mid: int, depth_out: int) -> tuple[li
 
 
 def rwkv_ramps(dim: int, layer_id: int, num_layers: int) -> dict[str, Tensor]:
-    """The RWKV-4 ramps of the authors' code, in float32 (AUTHORS-SDIT.md §4).
+    """The RWKV-4 ramps of the authors' code, in float32 (docs/authors-layout.md §4).
 
     With r01 = l / (n - 1), r10 = 1 - l / n and x_c = c / D for channel c:
     time_decay = -5 + 8 (c / (D - 1))^(0.7 + 1.3 r01); time_first = ln 0.3 + 0.5 (((c + 1) mod 3) - 1);

@@ -1,4 +1,4 @@
-"""DiT, the ANN baseline (Peebles & Xie 2023; ARCHITECTURE.md §3).
+"""DiT, the ANN baseline (Peebles & Xie 2023; docs/design.md §3).
 
 adaLN-Zero blocks over (B, L, D) patch tokens, a frozen 2-D sin-cos position
 table, no class conditioning, noise-only output. Attention is written out as two

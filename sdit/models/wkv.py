@@ -1,7 +1,7 @@
 """The RWKV-4 WKV operator over (batch, tokens, channels).
 
 The paper's Eq. (1) has a typo (the denominator repeats ``v_i``); we use RWKV-4's
-formula, per channel c and token t (ARCHITECTURE.md §1):
+formula, per channel c and token t (docs/design.md §1):
 
     wkv_t = (sum_{i<t} e^{-(t-1-i) w + k_i} v_i + e^{u + k_t} v_t)
           / (sum_{i<t} e^{-(t-1-i) w + k_i}     + e^{u + k_t})
@@ -24,8 +24,8 @@ Implementations of one formula:
   stay in cache (whole-tensor passes over (B, N, D) measured slower on CPU), with
   the four exponentials of a token in one ``exp`` call. Without autograd it keeps
   no per-token states.
-- :func:`wkv_reference` is the plain sequential loop under autograd (the first
-  implementation); slow, kept as the reference the fast path is tested against.
+- :func:`wkv_reference` is the plain sequential loop under autograd; slow, the
+  reference the fast path is tested against.
 - :func:`wkv_direct` transcribes the formula literally (O(N^2) memory, unstable
   for large ``k``); the float64 ground truth of the tests.
 
@@ -34,8 +34,8 @@ running maximum exponent ``p`` (A = a e^p, B = b e^p), so no ``exp`` sees a
 positive argument and large ``k`` cannot overflow. Every exponent argument is also
 clamped from below at ``-60``: a weight under e^-60 ~ 1e-26 next to a weight of 1
 is invisible in float32 and float64 sums alike, and the clamp keeps results out
-of the subnormal range, where CPU ``exp`` and multiplies run ~100x slower (the
-first SDiT spent most of a training step there).
+of the subnormal range, where CPU ``exp`` and multiplies run ~100x slower (an
+unclamped SDiT step can spend most of its time there).
 """
 
 from __future__ import annotations
@@ -243,7 +243,7 @@ def wkv_chunked(time_decay: Tensor, time_first: Tensor, k: Tensor, v: Tensor, ch
     state term (an (L, L+1) weight matrix): two levels of the same formula, no sequential
     scan. Stability as in the recurrence: every sum is taken in log space, weights
     e^{x - max x} with the maximum over the terms of that sum (Eq. 1 of the paper,
-    corrected as in ARCHITECTURE.md §1), so no ``exp`` sees a positive argument and large
+    corrected as in docs/design.md §1), so no ``exp`` sees a positive argument and large
     ``k`` cannot overflow; exponent arguments are clamped at -60 as in the loop (module
     docstring), and masked (future) terms are multiplied by zero after the ``exp``.
     Autograd differentiates it; ``torch.compile`` can fuse it (no data-dependent shapes,
