@@ -4,8 +4,12 @@ A reference set is the first ``num`` images of a dataset split (:func:`sdit.data
 Fashion-MNIST from the Debian package, MNIST and CIFAR-10 from files the user gives). Its
 features are cached in ``$SDIT_CACHE`` (default ``~/.cache/sdit``) under ``reference/``, one
 safetensors file per (feature network sha256, images sha256): a changed weights file or a
-different image set never reuses stale features. Every write goes through :mod:`sdit.artifacts`.
-The whole feature array is kept (not just mean and covariance): KID and precision / recall need it.
+different image set never reuses stale features. Each file also records the sha256 of the features it
+holds and the full hashes it was computed from; a file whose features no longer match (a torn or edited
+file) is recomputed and replaced, never used. The cache is an optimisation: a cache that cannot be read
+or written is reported in the returned record and the features are computed anyway. Every write goes
+through :mod:`sdit.artifacts`. The whole feature array is kept (not just mean and covariance): KID and
+precision / recall need it.
 """
 
 from __future__ import annotations
@@ -18,8 +22,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from safetensors import SafetensorError
-from safetensors.torch import load_file
+from safetensors import SafetensorError, safe_open
 from torch import Tensor
 
 from sdit import artifacts
@@ -87,14 +90,26 @@ def cache_path(network: FeatureNetwork, reference: ReferenceSet) -> Path:
     return cache_dir() / "reference" / name
 
 
-def _read_cache(path: Path, network: FeatureNetwork, reference: ReferenceSet) -> np.ndarray | None:
+def _features_sha256(features: np.ndarray) -> str:
+    return hashlib.sha256(np.ascontiguousarray(features, dtype=np.float32).tobytes()).hexdigest()
+
+
+def _read_cache(path: Path, network: FeatureNetwork, reference: ReferenceSet) -> tuple[np.ndarray | None, str]:
+    """The cached features, or None and why they cannot be used."""
     try:
-        features = load_file(str(path))["features"].numpy()
-    except (OSError, SafetensorError, KeyError):
-        return None
-    if features.shape != (len(reference.images), network.dim):
-        return None
-    return features
+        with safe_open(str(path), framework="np") as f:
+            meta = f.metadata() or {}
+            features = f.get_tensor("features")
+    except (OSError, SafetensorError, KeyError, ValueError) as err:
+        return None, f"unreadable ({type(err).__name__})"
+    expected = {"feature_sha256": network.sha256, "images_sha256": reference.sha256}
+    if any(meta.get(k) != v for k, v in expected.items()):
+        return None, "computed from other weights or images"
+    if features.shape != (len(reference.images), network.dim) or features.dtype != np.float32:
+        return None, f"of shape {features.shape}, not ({len(reference.images)}, {network.dim})"
+    if meta.get("features_sha256") != _features_sha256(features):
+        return None, "features do not match their recorded sha256"
+    return features, ""
 
 
 def reference_features(network: FeatureNetwork, reference: ReferenceSet,
@@ -102,18 +117,35 @@ def reference_features(network: FeatureNetwork, reference: ReferenceSet,
     """Features (N, d) of the reference images, from the cache when there, else computed and cached.
 
     Returns:
-        The features and a record: cache file, whether it was a hit, seconds spent computing.
+        The features and a record: cache file, whether it was a hit, seconds spent computing, and
+        ``cache_warning`` where a cached file was rejected (and replaced) or the cache could not be
+        written: the features are right either way.
     """
-    path = cache_path(network, reference)
-    if use_cache and path.is_file():
-        cached = _read_cache(path, network, reference)
-        if cached is not None:
-            return cached, {"cache": str(path), "cache_hit": True}
+    record: dict[str, object] = {"cache": None, "cache_hit": False}
+    path = None
+    if use_cache:
+        try:
+            path = cache_path(network, reference)
+            record["cache"] = str(path)
+            exists = path.is_file()
+        except OSError as err:  # $SDIT_CACHE names something that cannot hold a cache
+            exists, record["cache_warning"] = False, f"cache not usable: {err.strerror or err}"
+            path = None
+        if exists:
+            cached, why = _read_cache(path, network, reference)
+            if cached is not None:
+                return cached, {**record, "cache_hit": True}
+            record["cache_warning"] = f"cached features rejected ({why}); recomputed"
     start = time.perf_counter()
-    features = extract_features(network, reference.images)
-    seconds = time.perf_counter() - start
-    if use_cache:  # an unreadable cache file is ours to replace
+    features = np.ascontiguousarray(extract_features(network, reference.images), dtype=np.float32)
+    record["seconds"] = time.perf_counter() - start
+    if path is not None:  # a rejected cache file is ours to replace
         meta = {"feature_sha256": network.sha256, "images_sha256": reference.sha256, "dataset": reference.dataset,
-                "split": reference.split, "num_images": str(len(reference.images))}
-        artifacts.save_tensors({"features": torch.from_numpy(features)}, path, metadata=meta, overwrite=True)
-    return features, {"cache": str(path) if use_cache else None, "cache_hit": False, "seconds": seconds}
+                "split": reference.split, "num_images": str(len(reference.images)),
+                "features_sha256": _features_sha256(features)}
+        try:
+            artifacts.save_tensors({"features": torch.from_numpy(features)}, path, metadata=meta, overwrite=True)
+        except (OSError, ValueError) as err:  # full, read-only or odd cache: the features stand without it
+            why = getattr(err, "strerror", None) or str(err).splitlines()[0]
+            record["cache_warning"] = f"features not cached ({why})"
+    return features, record
