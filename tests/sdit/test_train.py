@@ -311,8 +311,8 @@ def test_rate_penalty_lowers_the_firing_rate(tmp_path: Path, fashion_test) -> No
     data = ImageSet(fashion_test.images[:32], fashion_test.labels[:32])
     rates = {}
     for penalty in (0.0, 100.0):
-        config = TrainConfig(preset="sdit-tiny-sd", steps=8, batch_size=8, lr=1e-2, warmup_steps=0, log_every=2,
-                             sample_every=0, ckpt_every=0, rate_penalty=penalty)
+        config = TrainConfig(preset="sdit-tiny-sd", steps=6, batch_size=4, lr=2e-2, warmup_steps=0, log_every=2,
+                             sample_every=0, ckpt_every=0, sample_num=1, sample_steps=1, rate_penalty=penalty)
         run = tmp_path / f"run-{penalty}"
         train(config, run, data=data, progress=False)
         rates[penalty] = list(iter_metrics(run))[-1]["mean_firing_rate"]
