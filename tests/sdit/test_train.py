@@ -21,20 +21,10 @@ from torch import nn
 from sdit import checkpoint
 from sdit.data import ImageSet
 from sdit.ema import EMA
-from sdit.train import (
-    FiringRateMeter,
-    TrainConfig,
-    TrainError,
-    epoch_order,
-    iter_metrics,
-    load_optimizer_state,
-    load_run_config,
-    lr_at,
-    make_optimizer,
-    rates_from_totals,
-    resume_config,
-    train,
-)
+from sdit.firing_rate import FiringRateMeter, rates_from_totals
+from sdit.run_files import iter_metrics
+from sdit.train import epoch_order, load_optimizer_state, lr_at, make_optimizer, train
+from sdit.train_config import TrainConfig, TrainError, load_run_config, resume_config
 
 REPO = Path(__file__).resolve().parents[2]
 
