@@ -26,15 +26,9 @@ from cli.common import (
 from sdit.checkpoint import CheckpointError
 from sdit.config import UnknownPresetError
 from sdit.data import DatasetError
-from sdit.train import (
-    TrainConfig,
-    TrainError,
-    TrainInterrupted,
-    last_checkpoint_note,
-    load_run_config,
-    resume_config,
-    train,
-)
+from sdit.run_files import last_checkpoint_note
+from sdit.train import TrainInterrupted, train
+from sdit.train_config import TrainConfig, TrainError, load_run_config, resume_config
 
 MAX_STEPS = 10**9  # optimizer steps (and step intervals): more is a typo
 

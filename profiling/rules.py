@@ -239,6 +239,14 @@ SPIKE_PRESERVING: frozenset[str] = frozenset({
     "roll", "index_select", "index", "gather", "narrow", "flatten", "unflatten", "_reshape_alias",
 })
 
+# Ops whose result feeds values into Python or whose output shape depends on data: a module that
+# runs one of them is counted op by op at every call (see :mod:`profiling.replay`).
+VALUE_DEPENDENT: frozenset[str] = frozenset({
+    "_local_scalar_dense", "item", "is_nonzero", "equal", "allclose", "nonzero", "nonzero_static", "argwhere",
+    "masked_select", "masked_scatter", "unique", "_unique", "_unique2", "unique_consecutive", "unique_dim",
+    "unique_dim_consecutive", "repeat_interleave", "bincount", "histc", "multinomial",
+})
+
 
 def op_base_name(func: Any) -> str:
     """``aten.add.Tensor`` -> ``add``."""

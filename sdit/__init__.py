@@ -1,23 +1,17 @@
 """sdit: the Spiking Diffusion Transformer, its DiT baseline, and DDPM/DDIM diffusion.
 
-``sdit.profile(model, x)`` and ``sdit.estimate(profile, ...)`` are the profiler's public API
-(:mod:`profiling.api`), loaded on first use so that ``import sdit`` stays cheap.
+The profiler's public API is :func:`profiling.profile` and :func:`profiling.estimate` (the package
+above this one); ``sdit.profile`` and ``sdit.estimate`` say so.
 """
 
 from typing import Any as _Any
 
 __version__ = "0.1.0"
-__all__ = ["__version__", "estimate", "profile"]
-_API = ("estimate", "profile")
+__all__ = ["__version__"]
+_MOVED = {"profile": "profiling.profile", "estimate": "profiling.estimate"}
 
 
 def __getattr__(name: str) -> _Any:
-    if name in _API:
-        from profiling import api
-
-        return getattr(api, name)
+    if name in _MOVED:
+        raise AttributeError(f"sdit.{name} is {_MOVED[name]}: use `from profiling import {name}`")
     raise AttributeError(f"module 'sdit' has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return sorted({*globals(), *_API})

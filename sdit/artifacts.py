@@ -1,4 +1,8 @@
-"""The one layer that writes files: atomic writes that never clobber unasked."""
+"""The one layer that writes files: atomic writes that never clobber unasked.
+
+Text and bytes need no torch: torch, numpy, PIL and safetensors are imported by the functions that
+write tensors and images, so a reader of saved results (the report) does not load them.
+"""
 
 from __future__ import annotations
 
@@ -12,13 +16,11 @@ import sys
 import tempfile
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO
 
-import numpy as np
-import torch
-from PIL import Image
-from safetensors.torch import save as safetensors_save
-from torch import Tensor
+if TYPE_CHECKING:
+    import numpy as np
+    from torch import Tensor
 
 STDOUT = "-"  # an output path of "-" means standard output, where a command allows it
 NAME_MAX = 255  # bytes in one path component (Linux, most file systems)
@@ -267,6 +269,8 @@ def atomic_write(path: Path | str, write: Callable[[BinaryIO], None], overwrite:
 
 def image_grid(images: Tensor, nrow: int | None = None, pad: int = 2) -> np.ndarray:
     """(B, C, H, W) images in [-1, 1] -> one (rows*H', cols*W', C) uint8 grid."""
+    import torch
+
     batch, channels, height, width = images.shape
     nrow = nrow or math.ceil(math.sqrt(batch))
     rows = math.ceil(batch / nrow)
@@ -281,6 +285,8 @@ def image_grid(images: Tensor, nrow: int | None = None, pad: int = 2) -> np.ndar
 
 def save_image_grid(images: Tensor, path: Path | str, overwrite: bool = False) -> Path:
     """Save (B, C, H, W) images in [-1, 1] as a PNG grid, atomically."""
+    from PIL import Image
+
     grid = image_grid(images)
     picture = Image.fromarray(grid[..., 0] if grid.shape[-1] == 1 else grid)
     return atomic_write(path, lambda fh: picture.save(fh, format="PNG"), overwrite=overwrite)
@@ -342,6 +348,8 @@ def save_tensors(
     tensors: dict[str, Tensor], path: Path | str, metadata: dict[str, str] | None = None, overwrite: bool = False
 ) -> Path:
     """Save named tensors as one safetensors file (contiguous CPU copies), atomically."""
+    from safetensors.torch import save as safetensors_save
+
     data = safetensors_save({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, metadata=metadata)
     return write_bytes(path, data, overwrite=overwrite)
 
@@ -349,6 +357,8 @@ def save_tensors(
 def save_torch(obj: Any, path: Path | str, overwrite: bool = False) -> Path:
     """``torch.save`` ``obj`` atomically. Keep ``obj`` to tensors and plain containers so that
     ``torch.load(weights_only=True)`` can read it back."""
+    import torch
+
     buffer = io.BytesIO()
     torch.save(obj, buffer)
     return write_bytes(path, buffer.getvalue(), overwrite=overwrite)

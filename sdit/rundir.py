@@ -6,8 +6,8 @@ exclusive ``flock`` for as long as the run lasts: a second ``sdit train`` on the
 without ``--overwrite``, is refused while the first runs. The kernel drops the lock when the process ends,
 however it ends, so a killed run leaves nothing to clean up.
 
-Runs written before the marker existed are still sdit's: a directory whose ``run.json`` is an sdit run
-record (``train`` and ``model`` objects) is recognised, resumed and overwritten like a marked one.
+A directory without the marker is not a run of this version: resuming or overwriting it is refused with
+one line saying so (:func:`check_run_dir`).
 
 ``--overwrite`` deletes only the entries sdit writes (:func:`clear_run`): ``run.json``, ``metrics.jsonl``,
 ``summary.json``, ``samples/step-*.png``, ``checkpoints/step-*.{safetensors,json,train.pt}``,
@@ -43,16 +43,6 @@ class RunDirError(ValueError):
     """A run directory that may not be used as asked (one-line message)."""
 
 
-def is_legacy_run(run_dir: Path | str) -> bool:
-    """A run written before the marker: ``run.json`` holds an sdit run record."""
-    path = Path(run_dir) / RUN_FILE
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
-        return False
-    return isinstance(data, dict) and isinstance(data.get("train"), dict) and isinstance(data.get("model"), dict)
-
-
 def has_marker(run_dir: Path | str) -> bool:
     """The directory carries sdit's marker with the right format tag."""
     try:
@@ -63,8 +53,15 @@ def has_marker(run_dir: Path | str) -> bool:
 
 
 def is_sdit_run(run_dir: Path | str) -> bool:
-    """A directory sdit made for a run: marked, or an unmarked run of an earlier version."""
-    return Path(run_dir).is_dir() and (has_marker(run_dir) or is_legacy_run(run_dir))
+    """A directory sdit made for a run: it carries the marker."""
+    return Path(run_dir).is_dir() and has_marker(run_dir)
+
+
+def _unmarked(run_dir: Path) -> str:
+    """The one line for a run directory with a ``run.json`` but no marker (a run of an earlier sdit)."""
+    return (f"run directory {run_dir} has no {MARKER} marker (a run of an earlier sdit is neither resumed nor "
+            f"overwritten); start a new run in another directory, with --init-from {run_dir} to begin from its "
+            "weights")
 
 
 def _own_entries_only(run_dir: Path) -> bool:
@@ -82,7 +79,8 @@ def check_run_dir(run_dir: Path | str, resume: bool, overwrite: bool) -> None:
     run_dir = Path(run_dir)
     if resume:
         if not is_sdit_run(run_dir):
-            raise RunDirError(f"no training run to resume at {run_dir} (missing {RUN_FILE})")
+            raise RunDirError(_unmarked(run_dir) if (run_dir / RUN_FILE).is_file()
+                              else f"no training run to resume at {run_dir} (missing {RUN_FILE})")
         return
     if not os.path.lexists(run_dir):
         try:
@@ -95,7 +93,9 @@ def check_run_dir(run_dir: Path | str, resume: bool, overwrite: bool) -> None:
     if _own_entries_only(run_dir):
         return
     if not is_sdit_run(run_dir):
-        what = "is not empty and is not an sdit run directory (no .sdit-run marker or run.json)"
+        if overwrite and (run_dir / RUN_FILE).is_file():
+            raise RunDirError(f"--out: {_unmarked(run_dir)}")
+        what = f"is not empty and is not an sdit run directory (no {MARKER} marker)"
         if overwrite:
             raise RunDirError(f"--out: {run_dir} {what}; --overwrite only replaces sdit's own runs")
         raise RunDirError(f"--out: {run_dir} {what}; choose a new or empty directory")

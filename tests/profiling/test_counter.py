@@ -372,7 +372,7 @@ def test_fused_attention_is_counted_where_fvcore_is_blind() -> None:
 def test_spike_count_by_sum_only_for_neurons_known_to_fire_zero_or_one() -> None:
     """The fast path (a float sum) counts exactly what count_nonzero counts on 0/1 spikes; a neuron whose
     surrogate does not spike (real-valued output) is still counted by count_nonzero."""
-    from profiling.counter import _binary_spikes
+    from profiling.module_rules import binary_spikes
     from sdit.models.lif import LIFNode as OurLIF
 
     torch.manual_seed(0)
@@ -383,11 +383,11 @@ def test_spike_count_by_sum_only_for_neurons_known_to_fire_zero_or_one() -> None
             with counter.step(index=0):
                 out = net(x)
         ((_, layers),) = counter.finish()[0]
-        assert _binary_spikes(node, out.reshape(4, -1))
+        assert binary_spikes(node, out.reshape(4, -1))
         assert layers["0"]["spikes_per_step"] == torch.count_nonzero(out.reshape(4, -1), dim=1).tolist()
     real = neuron.LIFNode(step_mode="m", surrogate_function=surrogate.ATan(spiking=False))
-    assert not _binary_spikes(real, torch.zeros(4, 8))
-    assert not _binary_spikes(neuron.LIFNode(), torch.zeros(4, 8, dtype=torch.float16))
+    assert not binary_spikes(real, torch.zeros(4, 8))
+    assert not binary_spikes(neuron.LIFNode(), torch.zeros(4, 8, dtype=torch.float16))
 
 
 def test_a_replayed_call_that_counted_nothing_opens_no_step() -> None:

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from profiling.meters import MeterError, MeterUnavailable, NullMeter, WindowError, make_meter
-from profiling.rapl import RaplMeter, find_package_zones
+from profiling.meters.rapl import RaplMeter, find_package_zones
 
 MAX = 262_143_328_850  # a real package's max_energy_range_uj
 

@@ -133,3 +133,21 @@ def test_dash_and_dev_stdout_write_to_the_descriptor(tmp_path: Path) -> None:
                        env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])})
     assert out.read_text() == 'before\n{\n  "a": 1\n}\n{\n  "b": 2\n}\n'
     assert not out.is_symlink() and Path("/dev/stdout").is_symlink()
+
+
+def test_text_and_bytes_need_no_torch(tmp_path: Path) -> None:
+    """Writing JSON and bytes loads neither torch nor numpy; writing tensors still works (and loads them)."""
+    script = ("import sys; from sdit import artifacts; "
+              f"artifacts.write_json({str(tmp_path / 'a.json')!r}, {{'a': 1}}); "
+              f"artifacts.write_bytes({str(tmp_path / 'b.bin')!r}, b'x'); "
+              "print(sorted(m for m in ('torch', 'numpy', 'PIL', 'safetensors') if m in sys.modules))")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True,
+                          env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])})
+    assert done.stdout.strip() == "[]"
+    assert json.loads((tmp_path / "a.json").read_text()) == {"a": 1}
+
+    import torch
+    from safetensors.torch import load_file
+
+    artifacts.save_tensors({"x": torch.arange(3)}, tmp_path / "x.safetensors")
+    assert load_file(tmp_path / "x.safetensors")["x"].tolist() == [0, 1, 2]

@@ -9,7 +9,7 @@ import torch
 
 from sdit.models import build_model
 from sdit.models import wkv as wkv_module
-from sdit.models.sdit import relu_square
+from sdit.models.layers import relu_square
 from sdit.models.wkv import WKVFunction, wkv, wkv_backend, wkv_chunked, wkv_direct, wkv_python, wkv_reference
 from sdit.models.wkv_ext import wkv_cpu
 

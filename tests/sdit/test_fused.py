@@ -272,7 +272,7 @@ def test_dit_stream_is_contiguous() -> None:
 
 
 def test_relu_square_kernel_is_bit_identical_to_the_tensor_ops() -> None:
-    from sdit.models.sdit import _ReluSquare, relu_square
+    from sdit.models.layers import _ReluSquare, relu_square
 
     g = torch.Generator().manual_seed(9)
     x = torch.randn(6, 11, 40, generator=g)

@@ -7,10 +7,11 @@ import torch
 from spikingjelly.activation_based import neuron
 from torch import nn
 
-import sdit.models.sdit as sdit_module
+import sdit.models.spike_driven as spike_driven
 from sdit.config import PRESETS, SDiTConfig, get_preset
 from sdit.models import build_model, count_params
-from sdit.models.sdit import TokenShiftLinear, spike_pair, token_shift
+from sdit.models.fused import token_shift
+from sdit.models.spike_driven import TokenShiftLinear, spike_pair
 
 SD_PRESETS = ["sdit-tiny-sd", "sdit-small-sd", "sdit-mnist-sd"]
 
@@ -122,14 +123,14 @@ def test_every_parameter_gets_a_gradient() -> None:
 
 def _pair_form_only(monkeypatch: pytest.MonkeyPatch) -> None:
     """Force Eq. SD-3's counted form (binary pairs) wherever the mix form would run."""
-    monkeypatch.setattr(sdit_module, "_hooked", lambda *modules, backward=False: True)
+    monkeypatch.setattr(spike_driven, "_hooked", lambda *modules, backward=False: True)
 
 
 def _count_pairs(monkeypatch: pytest.MonkeyPatch) -> list[torch.Size]:
     """The shapes of the spikes each counted-form call (``spike_pair``) reads, appended as they come."""
     pairs: list[torch.Size] = []
-    real_pair = sdit_module.spike_pair
-    monkeypatch.setattr(sdit_module, "spike_pair", lambda s: pairs.append(s.shape) or real_pair(s))
+    real_pair = spike_driven.spike_pair
+    monkeypatch.setattr(spike_driven, "spike_pair", lambda s: pairs.append(s.shape) or real_pair(s))
     return pairs
 
 
@@ -190,7 +191,7 @@ def test_shift_linears_float32_forms_agree_in_value_and_gradient(monkeypatch: py
         x = s.clone().requires_grad_(True)
         if pair_form:
             _pair_form_only(monkeypatch)
-        outs = sdit_module.shift_linears(x, layers, mus)
+        outs = spike_driven.shift_linears(x, layers, mus)
         sum((o * w).sum() for o, w in zip(outs, weights)).backward()
         return [o.detach() for o in outs], [x.grad, *(mu.grad for mu in mus), *(m.weight.grad for m in layers)]
 
@@ -209,15 +210,15 @@ def test_a_hooked_or_subclassed_layer_takes_the_counted_form() -> None:
     s = (torch.rand(2, 5, 8) < 0.5).float()
     plain = (TokenShiftLinear(8, 8, bias=False),)
     mu = (torch.rand(8),)
-    assert sdit_module._mix_form_fits(plain)
+    assert spike_driven._mix_form_fits(plain)
     handle = plain[0].register_full_backward_hook(lambda *args: None)
-    assert not sdit_module._mix_form_fits(plain)  # a backward hook must see the layer's own call
+    assert not spike_driven._mix_form_fits(plain)  # a backward hook must see the layer's own call
     handle.remove()
 
     class Wrapped(TokenShiftLinear):
         pass
 
-    assert not sdit_module._mix_form_fits((Wrapped(8, 8, bias=False),))
+    assert not spike_driven._mix_form_fits((Wrapped(8, 8, bias=False),))
     with torch.no_grad():
-        assert not sdit_module._mix_form_fits(plain)
-        assert sdit_module.shift_linears(s, plain, mu)[0].shape == (2, 5, 8)
+        assert not spike_driven._mix_form_fits(plain)
+        assert spike_driven.shift_linears(s, plain, mu)[0].shape == (2, 5, 8)

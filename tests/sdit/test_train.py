@@ -18,23 +18,13 @@ import torch
 from spikingjelly.activation_based import neuron, surrogate
 from torch import nn
 
-from sdit import checkpoint
+from sdit import checkpoint, rundir
 from sdit.data import ImageSet
 from sdit.ema import EMA
-from sdit.train import (
-    FiringRateMeter,
-    TrainConfig,
-    TrainError,
-    epoch_order,
-    iter_metrics,
-    load_optimizer_state,
-    load_run_config,
-    lr_at,
-    make_optimizer,
-    rates_from_totals,
-    resume_config,
-    train,
-)
+from sdit.firing_rate import FiringRateMeter, rates_from_totals
+from sdit.run_files import iter_metrics
+from sdit.train import epoch_order, load_optimizer_state, lr_at, make_optimizer, train
+from sdit.train_config import TrainConfig, TrainError, load_run_config, resume_config
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -321,3 +311,22 @@ def test_rate_penalty_lowers_the_firing_rate(tmp_path: Path, fashion_test) -> No
         resume_config(config, rate_penalty=1.0)
     with pytest.raises(ValueError, match="rate_penalty must be >= 0"):
         TrainConfig(preset="sdit-tiny", steps=1, rate_penalty=-1.0)
+
+
+def test_a_run_directory_without_marker_is_refused_in_one_line(tmp_path: Path, fashion_test) -> None:
+    """A run of an earlier sdit (run.json, no .sdit-run marker) is neither resumed nor overwritten."""
+    config = TrainConfig(preset="dit-tiny", steps=2, batch_size=4, log_every=1, sample_every=0, ckpt_every=0)
+    data = ImageSet(fashion_test.images[:8], fashion_test.labels[:8])
+    run = tmp_path / "run"
+    train(config, run, data=data, progress=False)
+    (run / rundir.MARKER).unlink()
+    line = (f"run directory {run} has no .sdit-run marker (a run of an earlier sdit is neither resumed nor "
+            f"overwritten); start a new run in another directory, with --init-from {run} to begin from its weights")
+    with pytest.raises(TrainError) as info:
+        train(resume_config(config, steps=4), run, resume=True, data=data, progress=False)
+    assert str(info.value) == line
+    with pytest.raises(TrainError) as info:
+        train(config, run, overwrite=True, data=data, progress=False)
+    assert str(info.value) == f"--out: {line}"
+    assert sorted(p.name for p in run.iterdir()) == [".sdit-run.lock", "checkpoints", "metrics.jsonl", "run.json",
+                                                     "samples", "summary.json"]

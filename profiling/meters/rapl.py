@@ -1,4 +1,4 @@
-"""CPU package energy through Linux powercap RAPL, behind the :class:`~profiling.meters.PowerMeter` interface.
+"""CPU package energy through Linux powercap RAPL, behind the :class:`~profiling.meters.base.PowerMeter` interface.
 
 Linux exposes Intel's (and, under the same ``intel-rapl`` name, AMD's) Running Average
 Power Limit energy counters in sysfs::
@@ -18,11 +18,11 @@ Wrap-around. A counter that reads less than before has wrapped once:
 period (hundreds of kJ: tens of minutes at full load) would lose whole wraps, so a
 thread reads the counters every ``poll_interval_s`` during a window and adds the
 deltas up; those readings also give the window's power trace
-(:attr:`~profiling.meters.Measurement.samples`: the mean power between two consecutive
+(:attr:`~profiling.meters.base.Measurement.samples`: the mean power between two consecutive
 readings, at the middle of that interval; the energy itself is the counters' alone).
 
 Permissions. Since Linux 5.10 ``energy_uj`` is readable by root only (the PLATYPUS
-side channel); an unreadable counter is :class:`~profiling.meters.MeterUnavailable`
+side channel); an unreadable counter is :class:`~profiling.meters.base.MeterUnavailable`
 with one line saying which file and why.
 
 The sysfs root is injectable (``root=``), as are the clock, the sleep and the device
@@ -38,7 +38,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from profiling.meters import Measurement, MeterError, MeterUnavailable, WindowedMeter
+from profiling.meters.base import Measurement, MeterError, MeterUnavailable, WindowedMeter
 
 __all__ = ["DEFAULT_ROOT", "RaplMeter", "RaplZone", "find_package_zones"]
 

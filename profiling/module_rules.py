@@ -1,0 +1,135 @@
+"""Module rules: modules counted whole, module type -> counts, as small pure functions.
+
+The counter (:mod:`profiling.counter`) counts most modules op by op. The modules of
+:data:`MODULE_RULES` are counted whole instead, with the dispatch mode paused inside them, by a rule
+``(module, args, out) -> counts`` called when the module returns:
+
+- spiking neurons: one membrane update per neuron per step (their spikes, counted per step on the
+  device by :func:`spikes_per_step`, go to the ``spikes`` column when the counter finishes);
+- the WKV operator: a closed form over its input shape, whatever implementation runs.
+
+A spikingjelly neuron whose type has no rule here (nor in the counter's ``neuron_types``) has no
+cost model: the counter refuses the model (:func:`is_spikingjelly_neuron` finds them).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from spikingjelly.activation_based import neuron as sj_neuron
+from torch import Tensor, nn
+
+from profiling.rules import Counts
+from sdit.models.lif import LIFNode
+from sdit.models.wkv import WKV
+
+ModuleRule = Callable[[nn.Module, tuple[Any, ...], Any], Counts]
+Named = list[tuple[str, nn.Module]]
+
+# Neuron classes whose cost model we know: one membrane update per neuron per step.
+KNOWN_NEURONS: tuple[type[nn.Module], ...] = (sj_neuron.LIFNode, sj_neuron.IFNode, sj_neuron.ParametricLIFNode)
+# Exactly these classes (not subclasses, which may change the output) fire a Heaviside of the membrane.
+_BINARY_NEURONS = frozenset({*KNOWN_NEURONS, LIFNode})
+_EXACT_SUM = {torch.float32: 2**24, torch.float64: 2**53}  # integers a float sum of 0/1 values holds exactly
+_SJ_NEURON_PACKAGE = sj_neuron.__name__  # spikingjelly.activation_based.neuron
+
+
+def wkv_counts(k: Tensor) -> Counts:
+    """Cost of the stable WKV recurrence per (batch, token, channel) element.
+
+    Per element: 4 exponentials (two for the output, two for the state update),
+    7 multiplications/divisions, 10 additions/subtractions, 2 maxima.
+    """
+    elements = k.numel()
+    return {"exp": 4 * elements, "muls": 7 * elements, "adds": 10 * elements, "other": 2 * elements}
+
+
+def wkv_rule(module: nn.Module, args: tuple[Any, ...], out: Any) -> Counts:
+    """``WKV(time_decay, time_first, k, v)``: :func:`wkv_counts` of ``k``."""
+    return wkv_counts(args[2])
+
+
+def neuron_rule(module: nn.Module, args: tuple[Any, ...], out: Tensor) -> Counts:
+    """A spiking neuron: one membrane update per output element (neurons x steps x batch)."""
+    return {"neuron_updates": out.numel()}
+
+
+MODULE_RULES: dict[type[nn.Module], ModuleRule] = {WKV: wkv_rule, **dict.fromkeys(KNOWN_NEURONS, neuron_rule)}
+
+
+def module_rule(module: nn.Module) -> ModuleRule | None:
+    """The rule of ``module``'s class or its nearest ancestor class in :data:`MODULE_RULES`, or ``None``."""
+    for cls in type(module).__mro__:
+        rule = MODULE_RULES.get(cls)
+        if rule is not None:
+            return rule
+    return None
+
+
+def spikes_per_step(module: nn.Module, out: Tensor) -> Tensor:
+    """A neuron's spikes per spiking step, a (steps,) tensor on ``out``'s device (no synchronisation)."""
+    steps = out.shape[0] if getattr(module, "step_mode", "s") == "m" else 1
+    flat = out.reshape(steps, -1)  # (steps, B x neurons)
+    if binary_spikes(module, flat):
+        return flat.sum(dim=1)  # (steps,) 0/1 spikes: the float sum is the exact count, ~20x faster
+    return torch.count_nonzero(flat, dim=1)  # (steps,)
+
+
+def binary_spikes(module: nn.Module, flat: Tensor) -> bool:
+    """True when ``flat`` (steps, n) holds only 0 and 1, known from the neuron and not from the values:
+    a LIF, IF or PLIF whose surrogate spikes (a Heaviside forward), and rows short enough that a sum in
+    the tensor's float type is an exact integer."""
+    bound = _EXACT_SUM.get(flat.dtype)
+    surrogate = getattr(module, "surrogate_function", None)
+    return (bound is not None and flat.shape[1] < bound and type(module) in _BINARY_NEURONS
+            and getattr(surrogate, "spiking", False) is True)
+
+
+def is_spikingjelly_neuron(module: nn.Module) -> bool:
+    """A spikingjelly neuron, or a subclass of one: some class of its MRO lives in spikingjelly's
+    ``neuron`` package (``BaseNode``, ``SimpleBaseNode``, the PSN, DSR, ILC, non-spiking ... families)."""
+    return any(c.__module__ == _SJ_NEURON_PACKAGE or c.__module__.startswith(_SJ_NEURON_PACKAGE + ".")
+               for c in type(module).__mro__)
+
+
+def _neuron_holders(modules: Named, neuron_types: tuple[type[nn.Module], ...]) -> set[str]:
+    """Names (below the root) of the modules that hold a neuron: every neuron and each of its ancestors."""
+    holders: set[str] = set()
+    for name, m in modules:
+        if name and isinstance(m, neuron_types):
+            parts = name.split(".")
+            holders.update(".".join(parts[:i]) for i in range(1, len(parts) + 1))
+    return holders
+
+
+def spiking_blocks(model: nn.Module, neuron_types: tuple[type[nn.Module], ...],
+                   modules: Named | None = None) -> dict[str, str]:
+    """Module name -> the spiking block holding it: its outermost ancestor-or-self below the root
+    that holds a neuron and is not a ModuleList / ModuleDict (those only group blocks)."""
+    named = list(model.named_modules()) if modules is None else modules
+    by_name = dict(named)
+    holders = {n for n in _neuron_holders(named, neuron_types)
+               if not isinstance(by_name[n], nn.ModuleList | nn.ModuleDict)}
+    out = {}
+    for name in by_name:
+        parts = name.split(".") if name else []
+        for i in range(1, len(parts) + 1):
+            prefix = ".".join(parts[:i])
+            if prefix in holders:
+                out[name] = prefix
+                break
+    return out
+
+
+def spiking_block_members(modules: Named, neuron_types: tuple[type[nn.Module], ...]) -> set[str]:
+    """Names of modules inside a spiking block: some ancestor below the root holds a neuron."""
+    holders = _neuron_holders(modules, neuron_types)
+    members = set()
+    for name, m in modules:
+        parts = name.split(".") if name else []
+        ancestors = {".".join(parts[:i]) for i in range(1, len(parts))}
+        if ancestors & holders or (name in holders and not isinstance(m, neuron_types)):
+            members.add(name)
+    return members
