@@ -23,7 +23,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import sdit.models.sdit as sdit_module  # noqa: E402
+import sdit.models.spike_driven as sdit_module  # noqa: E402
 from sdit.config import get_preset  # noqa: E402
 from sdit.diffusion import Diffusion  # noqa: E402
 from sdit.heap import heap_status, retain_freed_memory  # noqa: E402

@@ -27,7 +27,7 @@ from sdit.checkpoint import CheckpointMeta
 from sdit.config import get_preset
 from sdit.diffusion import Diffusion
 from sdit.models import build_model
-from sdit.train import iter_metrics
+from sdit.run_files import iter_metrics
 from tests.sdit.test_train import write_idx_dataset
 
 REPO = Path(__file__).resolve().parents[2]
@@ -120,8 +120,8 @@ def test_overwrite_never_deletes_a_directory_sdit_did_not_make(tmp_path: Path, d
     (repo_like / "README.md").write_text("readme")
     line = refused(["train", *TINY, "--data-dir", str(data_dir), "--steps", "2", "--out", str(repo_like),
                     "--overwrite"], 2, "is not an sdit run directory", repo_like)
-    assert line == (f"error: --out: {repo_like} is not empty and is not an sdit run directory (no .sdit-run marker "
-                    "or run.json); --overwrite only replaces sdit's own runs")
+    assert line == (f"error: --out: {repo_like} is not empty and is not an sdit run directory (no .sdit-run marker); "
+                    "--overwrite only replaces sdit's own runs")
 
 
 def test_a_locked_run_directory_refuses_a_second_train(run_dir: Path, data_dir: Path, tmp_path: Path) -> None:
@@ -407,22 +407,18 @@ def test_ctrl_c_says_where_it_stopped_and_how_to_resume(tmp_path: Path, data_dir
     assert [r["step"] for r in iter_metrics(out)] == [2, 4, 6]
 
 
-def test_a_run_of_the_previous_version_without_marker_resumes_and_overwrites(run_dir: Path, tmp_path: Path,
-                                                                             data_dir: Path) -> None:
-    legacy = tmp_path / "legacy"
-    shutil.copytree(run_dir, legacy)
-    (legacy / rundir.MARKER).unlink()
-    (legacy / rundir.LOCK).unlink()
-    assert rundir.is_sdit_run(legacy) and not rundir.has_marker(legacy)
-    assert runner.invoke(app, ["train", "--resume", str(legacy), "--steps", "6", "--no-progress"]).exit_code == 0
-    assert checkpoint.load_model(legacy)[1].step == 6 and rundir.has_marker(legacy)
-    older = tmp_path / "older"
-    shutil.copytree(run_dir, older)
-    (older / rundir.MARKER).unlink()
-    result = runner.invoke(app, ["train", *TINY, "--data-dir", str(data_dir), "--steps", "2", "--out", str(older),
-                                 "--overwrite"])
-    assert result.exit_code == 0, result.output
-    assert [p.name for p in checkpoint.list_checkpoints(older)] == ["step-00000002.safetensors"]
+def test_a_run_without_its_marker_is_neither_resumed_nor_overwritten(run_dir: Path, tmp_path: Path,
+                                                                     data_dir: Path) -> None:
+    unmarked = tmp_path / "unmarked"
+    shutil.copytree(run_dir, unmarked)
+    (unmarked / rundir.MARKER).unlink()
+    (unmarked / rundir.LOCK).unlink()
+    before = tree_hashes(unmarked)
+    for args in (["train", "--resume", str(unmarked), "--steps", "6", "--no-progress"],
+                 ["train", *TINY, "--data-dir", str(data_dir), "--steps", "2", "--out", str(unmarked), "--overwrite"]):
+        result = runner.invoke(app, args)
+        assert result.exit_code == 2 and "no .sdit-run marker" in result.stderr, result.output
+    assert tree_hashes(unmarked) == before
 
 
 def test_nothing_outside_an_sdit_directory_is_ever_deleted(tmp_path: Path, run_dir: Path, data_dir: Path) -> None:
@@ -440,7 +436,7 @@ def test_nothing_outside_an_sdit_directory_is_ever_deleted(tmp_path: Path, run_d
     for overwrite in ([], ["--overwrite"]):
         line = one_line(runner.invoke(app, ["train", *TINY, "--data-dir", str(data_dir), "--steps", "2", "--out",
                                             str(foreign), *overwrite]), 2)
-        assert "is not an sdit run directory" in line
+        assert "no .sdit-run marker" in line  # a run.json alone makes no run of ours
     with pytest.raises(rundir.RunDirError):
         rundir.clear_run(foreign)
     # An sdit run whose samples/ and checkpoints/ are links to the user's folder: the links go, the folder stays.

@@ -16,7 +16,7 @@ from typer.testing import CliRunner
 from cli.main import app
 from sdit import checkpoint
 from sdit.diffusion import Diffusion, sample
-from sdit.train import iter_metrics
+from sdit.run_files import iter_metrics
 from tests.sdit.test_train import write_idx_dataset
 
 runner = CliRunner()
