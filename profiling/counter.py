@@ -137,7 +137,7 @@ class LayerCounter:
         # tensor dies (so an id reused by a new tensor never reads as spikes).
         self._spikes: dict[int, weakref.ref] = {}
         self._spike_test = self._is_spike if self.has_neurons else _never
-        self._plan: dict[Any, tuple[int, Any]] = {}  # aten op -> (what to do, rule), decided once per op
+        self._plan: dict[Any, tuple[int, Any, tuple[int | str, ...]]] = {}  # aten op -> (what, rule, written args)
         self._last_neuron: str | None = None
         self._steps: list[Step] = []
         self._current: dict[str, LayerTally] | None = None
@@ -310,7 +310,7 @@ class LayerCounter:
         plan = self._plan.get(func)
         if plan is None:
             plan = self._plan[func] = _plan_of(func)
-        what, rule = plan
+        what, rule, writes = plan
         if what == _RULE:
             counts = rule(args, kwargs, out, self._spike_test)
             if self._reuse.recorders and self._spikes:
@@ -329,6 +329,18 @@ class LayerCounter:
                 self._unsupported_op(func)
         elif what == _UNSUPPORTED:
             self._unsupported_op(func)
+        if writes and self._spikes:  # after the rule, which saw the inputs as they were at the call
+            self._unmark_written(writes, args, kwargs, what)
+
+    def _unmark_written(self, writes: tuple[int | str, ...], args: Any, kwargs: Any, what: int) -> None:
+        """An op that writes into a spike tensor in place (``mul_``, ``add_``, ``copy_``, an ``out=``) leaves
+        real values under the same tensor object: it is no longer spikes. A spike-preserving in-place op
+        (``transpose_``) re-marks its output below when its inputs are all spikes."""
+        for where in writes:
+            t = kwargs.get(where) if isinstance(where, str) else (args[where] if where < len(args) else None)
+            if isinstance(t, Tensor) and self._is_spike(t) and what != _PRESERVING:
+                self._spikes.pop(id(t), None)
+                self._reuse.taint()  # a replayed call would not repeat the unmarking
 
     def _unsupported_op(self, func: Any) -> None:
         name = self._stack[-1] if self._stack else OUTSIDE
@@ -359,18 +371,31 @@ class LayerCounter:
         return resolve_steps(self._steps), unsupported
 
 
-def _plan_of(func: Any) -> tuple[int, Any]:
+def _written_arguments(func: Any) -> tuple[int | str, ...]:
+    """Positions (and keyword names) of the arguments ``func`` writes into, from its schema."""
+    schema = getattr(func, "_schema", None)
+    if schema is None:
+        return ()
+    out: list[int | str] = []
+    for i, arg in enumerate(schema.arguments):
+        if arg.alias_info is not None and arg.alias_info.is_write:
+            out.append(arg.name if arg.kwarg_only else i)
+    return tuple(out)
+
+
+def _plan_of(func: Any) -> tuple[int, Any, tuple[int | str, ...]]:
+    writes = _written_arguments(func)
     rule = RULES.get(func)
     if rule is not None:
-        return _RULE, rule
+        return _RULE, rule, writes
     base = op_base_name(func)
     if base in SPIKE_PRESERVING:
-        return _PRESERVING, None
+        return _PRESERVING, None, writes
     if base in VALUE_DEPENDENT:
-        return _VALUE_DEPENDENT, None
+        return _VALUE_DEPENDENT, None, writes
     if base in FREE_OPS:
-        return _FREE, None
-    return _UNSUPPORTED, None
+        return _FREE, None, writes
+    return _UNSUPPORTED, None, writes
 
 
 def _never(x: Any) -> bool:

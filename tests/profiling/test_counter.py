@@ -408,3 +408,29 @@ def test_a_replayed_call_that_counted_nothing_opens_no_step() -> None:
     steps, _ = counter.finish()
     assert [meta for meta, _ in steps] == [{"index": 0}]
     assert steps[0][1]["lin"]["macs"] == 2 * 4 * 4
+
+
+class _InPlaceAfterSpikes(nn.Module):
+    """LIF spikes, changed in place (or out of place) into real values, into a Linear."""
+
+    def __init__(self, in_place: bool) -> None:
+        super().__init__()
+        self.lif = neuron.LIFNode(tau=2.0, surrogate_function=surrogate.ATan(), step_mode="m")
+        self.fc = nn.Linear(6, 5)
+        self.in_place = in_place
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        s = self.lif(x)  # (T, B, 6) of 0/1
+        s = s.mul_(0.37).add_(0.2) if self.in_place else s.mul(0.37).add(0.2)  # real values either way
+        return self.fc(s)
+
+
+@pytest.mark.parametrize("in_place", [False, True])
+def test_spikes_changed_in_place_are_real_values(in_place: bool) -> None:
+    torch.manual_seed(0)
+    net = _InPlaceAfterSpikes(in_place)
+    with LayerCounter(net) as counter, counter.step(index=0):
+        net(torch.randn(4, 3, 6) + 1.0)
+    ((_, layers),) = counter.finish()[0]
+    assert layers["lif"]["spikes"] > 0
+    assert layers["fc"]["acs"] == 0 and layers["fc"]["macs"] == 4 * 3 * 6 * 5
