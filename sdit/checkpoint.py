@@ -262,8 +262,11 @@ def resolve_checkpoint(path: Path | str) -> Path:
     """The weights file named by ``path``: a ``.safetensors`` file, a run dir, its ``checkpoints`` dir,
     or a shipped directory holding ``model.safetensors`` (and no ``checkpoints/`` of its own).
 
+    Without a ``latest`` pointer (a run stopped right after writing its first checkpoint), the newest
+    complete checkpoint of the run is taken.
+
     Raises:
-        CheckpointError: nothing there, no ``latest`` pointer, or a dangling one.
+        CheckpointError: nothing there, no pointer and no complete checkpoint, or a dangling pointer.
     """
     path = Path(path)
     if path.is_file():
@@ -279,6 +282,10 @@ def resolve_checkpoint(path: Path | str) -> Path:
     directory = path if (path / LATEST).is_file() else path / CHECKPOINT_DIR
     pointer = directory / LATEST
     if not pointer.is_file():
+        # A run stopped between its first checkpoint's files and the pointer: the newest complete one.
+        complete = list_checkpoints(path.parent if path.name == CHECKPOINT_DIR else path)
+        if complete:
+            return complete[-1]
         raise CheckpointError(f"no checkpoint in {path} (expected {CHECKPOINT_DIR}/{LATEST} naming one)")
     with open(pointer, "rb") as fh:
         stem = fh.read(256).decode("utf-8", "replace").strip()

@@ -94,6 +94,20 @@ def test_a_shipped_directory_resolves_to_its_model_file(tmp_path: Path) -> None:
     assert checkpoint.resolve_checkpoint(tmp_path / "run") == path
 
 
+def test_a_first_checkpoint_without_its_latest_pointer_is_found(tmp_path: Path) -> None:
+    """A run killed after its first checkpoint's three files but before ``latest``: resume finds it."""
+    path, _, ema = _save(tmp_path, 1)
+    (tmp_path / "checkpoints" / "latest").unlink()
+    (tmp_path / "checkpoints" / "step-00000002.safetensors").write_bytes(b"incomplete: no .json, no .train.pt")
+    for target in (tmp_path, tmp_path / "checkpoints"):
+        assert checkpoint.resolve_checkpoint(target) == path
+    model, meta = checkpoint.load_model(tmp_path)
+    assert meta.step == 1 and all(torch.equal(t, ema[k]) for k, t in model.state_dict().items())
+    (tmp_path / "checkpoints" / "step-00000001.train.pt").unlink()  # no complete checkpoint left
+    with pytest.raises(CheckpointError, match="no checkpoint in"):
+        checkpoint.resolve_checkpoint(tmp_path)
+
+
 def test_missing_and_corrupt_checkpoints_raise_one_line_errors(tmp_path: Path) -> None:
     cases = {}
     with pytest.raises(CheckpointError) as err:
