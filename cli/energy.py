@@ -31,7 +31,7 @@ from cli.common import (
     status,
 )
 from cli.profile import workload_from_options
-from profiling.compare import MEASURE_FAILED, SWEEP_RATES, Comparison, TargetResult, compare
+from profiling.compare import MEASURE_FAILED, Comparison, TargetResult, compare
 from profiling.conventions import COUNTING_CONVENTIONS, DEFAULT_CONVENTIONS
 from profiling.counter import UnknownNeuronError, UnsupportedOpError
 from profiling.energy import (
@@ -39,8 +39,6 @@ from profiling.energy import (
     DEFAULT_MEMORY,
     MEMORY_PRESETS,
     CostsError,
-    estimate_energy,
-    firing_rate_sweep,
     load_costs,
     with_memory,
     with_overrides,
@@ -51,7 +49,7 @@ from reports import terminal
 from reports.study import study_from_comparison
 from sdit.artifacts import is_stdout, write_json
 
-__all__ = ["SWEEP_RATES", "energy_cmd", "register"]
+__all__ = ["energy_cmd", "register"]
 
 
 def energy_cmd(
@@ -152,11 +150,15 @@ def _energy(target: str, costs_spec: str, e_mac_pj: float | None, e_ac_pj: float
 
 
 def summary(study: Comparison) -> dict[str, Any]:
-    """The JSON ``sdit energy`` writes: the first target's figures under the first convention's
-    preset (the keys this command always wrote), plus the whole comparison under ``comparison``."""
+    """The JSON ``sdit energy`` writes: the first target's figures under the first preset and the first
+    convention (``estimated``; ``firing_rate_sweep`` under the paper convention where it was estimated), every
+    convention's totals, the break-even rates, and the whole comparison under ``comparison``."""
     main = study.targets[0]
     costs = study.costs[0]
-    legacy = estimate_energy(main.profile, costs)
+    first = next(iter(study.conventions))
+    headline = main.estimate(costs.name, first)
+    paper_sweep = next((e.sweep for e in main.estimates if e.costs == costs.name and e.convention == "paper"),
+                       None)
     be = None
     if len(study.targets) > 1:
         rows = [b for b in study.break_even if b.model == main.name and b.costs == costs.name]
@@ -173,11 +175,12 @@ def summary(study: Comparison) -> dict[str, Any]:
         "workload_label": study.workload.label(),
         "batch_size": study.workload.batch_size,
         "costs": costs.to_dict(),
-        "estimated": {**legacy.per_image, "total_j": legacy.total_j},
-        "estimated_per_step": legacy.per_step,
-        "estimated_layers": legacy.layers,
+        "convention": first,
+        "estimated": headline.per_image,
+        "estimated_per_step": headline.per_step,
+        "estimated_layers": headline.layers,
         "by_convention": {e.convention: e.estimate.per_image for e in main.estimates if e.costs == costs.name},
-        "firing_rate_sweep": firing_rate_sweep(main.profile, costs, SWEEP_RATES),
+        "firing_rate_sweep": paper_sweep,
         "break_even": be,
         "conventions": {"unit": "joules per image over the workload", **main.profile.conventions},
         "measured": main.measured,

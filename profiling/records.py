@@ -406,18 +406,6 @@ class Profile:
         rows = [{c: getattr(r, c) for c in columns} for r in self.layer_steps]
         return pd.DataFrame(rows, columns=columns)
 
-    def energy_frame(self, costs: Any, convention: str = "strict") -> Any:
-        """One row per layer: joules per image under ``costs`` (:class:`profiling.energy.EnergyCosts`)
-        and the named ``convention``; see :func:`profiling.energy.estimate`."""
-        import pandas as pd
-
-        from profiling.energy import estimate
-
-        result = estimate(self, costs, convention)
-        frame = pd.DataFrame.from_dict(result.layers, orient="index")
-        frame.index.name = "name"
-        return frame
-
 
 def workload_label(workload: Workload | dict[str, Any]) -> str:
     """A workload in words; also takes the dicts of profiles saved before :class:`Workload`."""
