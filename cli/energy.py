@@ -45,6 +45,7 @@ from profiling.energy import (
 )
 from profiling.meters import METER_KINDS
 from profiling.records import WorkloadError
+from profiling.study import energy_summary
 from reports import terminal
 from reports.study import study_from_comparison
 from sdit.artifacts import is_stdout, write_json
@@ -139,7 +140,7 @@ def _energy(target: str, costs_spec: str, e_mac_pj: float | None, e_ac_pj: float
     except (UnsupportedOpError, UnknownNeuronError) as err:
         fail(str(err), DATA_ERROR)
     failed = any((t.measured_reason or "").startswith(MEASURE_FAILED) for t in study.targets)
-    result = summary(study)
+    result = energy_summary(study)
 
     _print(study, result, Console(stderr=is_stdout(json_path), quiet=quiet and is_stdout(json_path)))
     if json_path is not None:
@@ -147,48 +148,6 @@ def _energy(target: str, costs_spec: str, e_mac_pj: float | None, e_ac_pj: float
         echo(f"wrote {json_path}", err=is_stdout(json_path))
     if failed:  # the meter broke mid-measurement: not the user's input
         raise typer.Exit(INTERNAL_ERROR)
-
-
-def summary(study: Comparison) -> dict[str, Any]:
-    """The JSON ``sdit energy`` writes: the first target's figures under the first preset and the first
-    convention (``estimated``; ``firing_rate_sweep`` under the paper convention where it was estimated), every
-    convention's totals, the break-even rates, and the whole comparison under ``comparison``."""
-    main = study.targets[0]
-    costs = study.costs[0]
-    first = next(iter(study.conventions))
-    headline = main.estimate(costs.name, first)
-    paper_sweep = next((e.sweep for e in main.estimates if e.costs == costs.name and e.convention == "paper"),
-                       None)
-    be = None
-    if len(study.targets) > 1:
-        rows = [b for b in study.break_even if b.model == main.name and b.costs == costs.name]
-        paper = next((b for b in rows if b.convention == "paper"), rows[0] if rows else None)
-        base = study.targets[1]
-        base_j = base.estimate(costs.name, next(iter(study.conventions))).total_j
-        be = {"baseline": base.name, "baseline_j": base_j,
-              "firing_rate": None if paper is None else paper.firing_rate,
-              "convention": None if paper is None else paper.convention,
-              "by_convention": {b.convention: b.firing_rate for b in rows}}
-    return {
-        "target": main.name,
-        "workload": study.workload.to_dict(),
-        "workload_label": study.workload.label(),
-        "batch_size": study.workload.batch_size,
-        "costs": costs.to_dict(),
-        "convention": first,
-        "estimated": headline.per_image,
-        "estimated_per_step": headline.per_step,
-        "estimated_layers": headline.layers,
-        "by_convention": {e.convention: e.estimate.per_image for e in main.estimates if e.costs == costs.name},
-        "firing_rate_sweep": paper_sweep,
-        "break_even": be,
-        "conventions": {"unit": "joules per image over the workload", **main.profile.conventions},
-        "measured": main.measured,
-        "measured_reason": main.measured_reason,
-        "baseline_measured": study.targets[1].measured if len(study.targets) > 1 else None,
-        "baseline_measured_reason": study.targets[1].measured_reason if len(study.targets) > 1 else None,
-        "comparison": study.to_dict(),
-    }
 
 
 def _uj(value: float | None, undefined: str) -> str:

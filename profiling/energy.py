@@ -20,7 +20,7 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
-from profiling.conventions import get_convention, split_steps
+from profiling.conventions import split_steps
 from profiling.records import Profile
 
 PJ = 1e-12  # joules per picojoule
@@ -244,6 +244,8 @@ def with_overrides(costs: EnergyCosts, **values: float | None) -> EnergyCosts:
     return EnergyCosts(**merged)
 
 
+# Firing rates of every firing-rate sweep: fine where break-even rates of trained models lie, then to 1.
+SWEEP_RATES = (0.0, 0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.5, 1.0)
 # Columns of an estimate under one convention.
 TERM_COLUMNS = ("mac_j", "ac_j", "compute_j", "neuron_j", "memory_j", "total_j")
 
@@ -276,6 +278,7 @@ class Estimate:
         layers: Layer -> column -> joules per image over the workload.
         counts: Per image over the workload: ``macs`` and ``acs`` as the convention charges them,
             ``convertible`` (dense MACs charged at a firing rate), ``neuron_updates``, ``bytes``.
+        layer_counts: Layer -> ``macs`` and ``acs`` as the convention charges them, per image over the workload.
         undefined: Term -> ``not defined by <preset>`` for each term the preset leaves undefined.
         included: Terms that ``total_j`` adds.
     """
@@ -288,6 +291,7 @@ class Estimate:
     counts: dict[str, float]
     undefined: dict[str, str]
     included: list[str]
+    layer_counts: dict[str, dict[str, float]]
 
     @property
     def total_j(self) -> float | None:
@@ -313,13 +317,21 @@ class Estimate:
         return [{"firing_rate": fr, "energy_j": self.energy_at_rate_j(fr)} for fr in rates]
 
     def to_dict(self) -> dict[str, Any]:
-        return {"convention": self.convention, "costs": self.costs.to_dict(), "per_image": self.per_image,
+        """JSON-ready; the preset by name only (a study stores each preset once)."""
+        return {"convention": self.convention, "costs": self.costs.name, "per_image": self.per_image,
                 "per_step": self.per_step, "layers": self.layers, "counts": self.counts,
-                "undefined": self.undefined, "included": self.included}
+                "undefined": self.undefined, "included": self.included, "layer_counts": self.layer_counts}
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> Estimate:
-        return cls(**{**data, "costs": EnergyCosts.from_dict(data["costs"])})
+    def from_dict(cls, data: dict[str, Any], costs: dict[str, EnergyCosts]) -> Estimate:
+        """The inverse of :meth:`to_dict`, the preset looked up by name in ``costs``.
+
+        Raises:
+            KeyError: the estimate's preset is not in ``costs``.
+        """
+        if data["costs"] not in costs:
+            raise KeyError(f"an estimate under preset {data['costs']!r}, which the study does not list")
+        return cls(**{**data, "costs": costs[data["costs"]]})
 
 
 def _terms_j(costs: EnergyCosts, macs: float, acs: float, updates: float, nbytes: float,
@@ -346,7 +358,6 @@ def estimate(profile: Profile, costs: EnergyCosts, convention: str = "strict") -
     Raises:
         profiling.conventions.ConventionError: unknown convention.
     """
-    get_convention(convention)
     steps = split_steps(profile, convention)
     included = [t for t, (attr, _) in TERMS.items() if getattr(costs, attr) is not None]
     undefined = {t: costs.undefined(t) for t, (attr, _) in TERMS.items()
@@ -367,18 +378,20 @@ def estimate(profile: Profile, costs: EnergyCosts, convention: str = "strict") -
             rows.append((macs, acs, updates, nbytes))
         sums = [math.fsum(col) for col in zip(*rows, strict=True)] if rows else [0.0] * 4
         per_step.append(_terms_j(costs, *sums, included))
-    layers = {}
+    layers, charged = {}, {}
     totals = [[], [], [], [], [], []]
     for name, acc in layer_counts.items():
         sums = [math.fsum(col) for col in acc]
         for i, col in enumerate(acc):
             totals[i].extend(col)
         layers[name] = _terms_j(costs, sums[0], sums[1], sums[3], sums[4], included)
+        charged[name] = {"macs": sums[0], "acs": sums[1]}
     macs, acs, conv, updates, nbytes, converted = (math.fsum(col) for col in totals)
     counts = {"macs": macs, "acs": acs, "convertible": conv, "acs_converted": converted,
               "neuron_updates": updates, "bytes": nbytes}
     return Estimate(convention=convention, costs=costs, per_image=_terms_j(costs, macs, acs, updates, nbytes, included),
-                    per_step=per_step, layers=layers, counts=counts, undefined=undefined, included=included)
+                    per_step=per_step, layers=layers, counts=counts, undefined=undefined, included=included,
+                    layer_counts=charged)
 
 
 def energy_frame(profile: Profile, costs: EnergyCosts, convention: str = "strict") -> Any:

@@ -1,4 +1,4 @@
-"""The spike-driven comparison of issue #17: SDiT models beside a DiT baseline, per image, one table.
+"""The spike-driven comparison: SDiT models beside a DiT baseline, per image, one table.
 
     .venv/bin/python scripts/spike_driven_table.py checkpoints/sdit-small-fmnist \\
         checkpoints/sdit-small-sd-fmnist --baseline checkpoints/dit-small-fmnist --json out/sd-table.json

@@ -16,7 +16,7 @@ from torch import Tensor, nn
 import sdit
 from profiling.counter import UnknownNeuronError
 from profiling.energy import COST_PRESETS, PJ, energy_frame
-from profiling.records import SUMMED, LayerRecord, LayerStepRecord, Profile, Workload
+from profiling.records import COLUMNS, LayerRecord, LayerStepRecord, Profile, Workload
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -190,7 +190,7 @@ def test_plain_ann_macs_equal_closed_form_and_frames_have_documented_columns() -
     layers = profile.layers_frame()
     assert layers.index.name == "name" and list(layers.columns) == [f.name for f in fields(LayerRecord)][1:]
     assert layers.loc["3", "macs"] == expected["3"]
-    assert list(profile.steps_frame().columns) == ["t", *SUMMED]
+    assert list(profile.steps_frame().columns) == ["t", *COLUMNS]
     long = [f.name for f in fields(LayerStepRecord) if f.name != "upstream"]
     assert list(profile.layer_steps_frame().columns) == long
 

@@ -1,4 +1,4 @@
-"""scripts/spike_driven_table.py: the #17 comparison table, from the study library's own numbers."""
+"""scripts/spike_driven_table.py: the spike-driven comparison table, from the study library's own numbers."""
 
 from __future__ import annotations
 
