@@ -100,71 +100,61 @@ def compare_cmd(
     Example: sdit compare checkpoints/sdit-small-fmnist checkpoints/dit-small-fmnist --sample-steps 20 --out out/cmp
     """
     with command_output(quiet, progress):
-        _compare(targets, batch_size, timestep, sample_steps, method, eta, seed, costs, conventions, samples, measure,
-                 device, meter, min_window_s, idle_s, out, overwrite, json_path, quiet, quality, shipped_quality)
+        check_number("--batch-size", batch_size, 1, MAX_IMAGES)
+        check_number("--samples", samples, 0, MAX_IMAGES)
+        check_number("--eta", eta, 0, 1)
+        check_number("--min-window-s", min_window_s, 0, 3600)
+        check_number("--idle-s", idle_s, 0, 3600)
+        if meter not in METER_KINDS:
+            fail(f"--meter {meter!r}: valid meters are {', '.join(METER_KINDS)}")
+        check_seed("--seed", seed)
+        _check_outputs(out, overwrite, json_path)
+        to_stdout = is_stdout(json_path)  # the JSON alone on stdout; the tables and lines go to stderr
+        targets = list(targets or DEFAULT_TARGETS)
+        if len(targets) < 2:
+            fail("compare needs two or more targets (presets or checkpoints)")
+        if len(set(targets)) != len(targets):
+            fail("each target may be named once")
+        conventions = list(dict.fromkeys(conventions or ["paper"]))
+        for name in conventions:
+            if name not in COUNTING_CONVENTIONS:
+                fail(f"--convention {name!r}: valid conventions are {', '.join(COUNTING_CONVENTIONS)}")
+        try:
+            if sample_steps == 0:
+                workload = Workload.forward(timestep, batch_size=batch_size, seed=seed)
+            elif method == "ddim":
+                workload = Workload.ddim(sample_steps, eta=eta, batch_size=batch_size, seed=seed)
+            else:
+                workload = Workload(method, eta=eta, batch_size=batch_size, seed=seed)
+        except WorkloadError as err:
+            fail(f"workload: {err}")
+        try:
+            presets = [load_costs(spec) for spec in dict.fromkeys(costs or [DEFAULT_COSTS])]
+        except CostsError as err:
+            fail(str(err))
 
-
-def _compare(targets: list[str] | None, batch_size: int, timestep: int, sample_steps: int, method: str, eta: float,
-             seed: int, costs: list[str], conventions: list[str], samples: int, measure: bool, device: str,
-             meter: str, min_window_s: float, idle_s: float, out: Path, overwrite: bool, json_path: Path | None,
-             quiet: bool, quality: list[Path] | None = None, shipped_quality: bool = True) -> None:
-    check_number("--batch-size", batch_size, 1, MAX_IMAGES)
-    check_number("--samples", samples, 0, MAX_IMAGES)
-    check_number("--eta", eta, 0, 1)
-    check_number("--min-window-s", min_window_s, 0, 3600)
-    check_number("--idle-s", idle_s, 0, 3600)
-    if meter not in METER_KINDS:
-        fail(f"--meter {meter!r}: valid meters are {', '.join(METER_KINDS)}")
-    check_seed("--seed", seed)
-    _check_outputs(out, overwrite, json_path)
-    to_stdout = is_stdout(json_path)  # the JSON alone on stdout; the tables and lines go to stderr
-    targets = list(targets or DEFAULT_TARGETS)
-    if len(targets) < 2:
-        fail("compare needs two or more targets (presets or checkpoints)")
-    if len(set(targets)) != len(targets):
-        fail("each target may be named once")
-    conventions = list(dict.fromkeys(conventions or ["paper"]))
-    for name in conventions:
-        if name not in COUNTING_CONVENTIONS:
-            fail(f"--convention {name!r}: valid conventions are {', '.join(COUNTING_CONVENTIONS)}")
-    try:
-        if sample_steps == 0:
-            workload = Workload.forward(timestep, batch_size=batch_size, seed=seed)
-        elif method == "ddim":
-            workload = Workload.ddim(sample_steps, eta=eta, batch_size=batch_size, seed=seed)
-        else:
-            workload = Workload(method, eta=eta, batch_size=batch_size, seed=seed)
-    except WorkloadError as err:
-        fail(f"workload: {err}")
-    try:
-        presets = [load_costs(spec) for spec in dict.fromkeys(costs or [DEFAULT_COSTS])]
-    except CostsError as err:
-        fail(str(err))
-
-    loaded = [load_target_or_fail(t, "its counts come from untrained weights") for t in targets]
-    command = (shlex.join(["sdit", *sys.argv[1:]]) if Path(sys.argv[0]).name in ("sdit", "main.py")
-               else shlex.join(sys.argv))
-    try:
-        finished = run_study(loaded, workload, costs=presets, conventions=conventions, command=command,
-                             created=datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S UTC"), samples=samples,
-                             quality=list(quality or []), shipped_quality=shipped_quality, measure=measure,
-                             device=device, min_window_s=min_window_s, idle_s=idle_s, meter_kind=meter,
-                             progress=status, note=note)
-    except StudyInputError as err:
-        fail(str(err), DATA_ERROR)
-    except (UnsupportedOpError, UnknownNeuronError) as err:
-        fail(str(err), DATA_ERROR)
-    study = study_view(finished)
-    page = build_page(study, finished.run)
-    console = Console(stderr=to_stdout, quiet=quiet and to_stdout)
-    console.out(terminal.sensitivity_text(study, console.width), end="", highlight=False)
-    written = write_report(out, page, finished.comparison, json_path, overwrite)
-    if written.stale:
-        note(f"note: removed {len(written.stale)} table(s) of the earlier report that this one has not: "
-             f"{', '.join(p.name for p in written.stale)}")
-    also = f" (and {json_path})" if json_path is not None and not to_stdout else ""
-    echo(f"wrote {out / COMPARISON}{also} and {written.tables} CSV tables in {out / 'tables'}", err=to_stdout)
-    echo(f"report: {written.report}", err=to_stdout)
+        loaded = [load_target_or_fail(t, "its counts come from untrained weights") for t in targets]
+        command = (shlex.join(["sdit", *sys.argv[1:]]) if Path(sys.argv[0]).name in ("sdit", "main.py")
+                   else shlex.join(sys.argv))
+        try:
+            finished = run_study(loaded, workload, costs=presets, conventions=conventions, command=command,
+                                 created=datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S UTC"), samples=samples,
+                                 quality=quality, shipped_quality=shipped_quality, measure=measure,
+                                 device=device, min_window_s=min_window_s, idle_s=idle_s, meter_kind=meter,
+                                 progress=status, note=note)
+        except (StudyInputError, UnsupportedOpError, UnknownNeuronError) as err:
+            fail(str(err), DATA_ERROR)
+        study = study_view(finished)
+        page = build_page(study, finished.run)
+        console = Console(stderr=to_stdout, quiet=quiet and to_stdout)
+        console.out(terminal.sensitivity_text(study, console.width), end="", highlight=False)
+        written = write_report(out, page, finished.comparison, json_path, overwrite)
+        if written.stale:
+            note(f"note: removed {len(written.stale)} table(s) of the earlier report that this one has not: "
+                 f"{', '.join(p.name for p in written.stale)}")
+        also = f" (and {json_path})" if json_path is not None and not to_stdout else ""
+        echo(f"wrote {out / COMPARISON}{also} and {written.tables} CSV tables in {out / 'tables'}", err=to_stdout)
+        echo(f"report: {written.report}", err=to_stdout)
 
 
 def register(app: typer.Typer) -> None:
