@@ -24,7 +24,7 @@ from typing import Any
 
 import torch
 
-from profiling.energy import COST_PRESETS, estimate_energy
+from profiling.energy import COST_PRESETS, estimate
 from profiling.measure import SamplingEnergy, measure_sampling
 from profiling.meters import PowerMeter, make_meter
 from profiling.workloads import profile_forward
@@ -118,7 +118,7 @@ def estimated_j_per_image(preset: str, batch_size: int, num_steps: int) -> float
     untrained weights spikes are ~0) and multiplies by the number of steps.
     """
     profile = profile_forward(build_model(preset), name=preset, batch_size=1, timestep=500)
-    return num_steps * estimate_energy(profile, COST_PRESETS["45nm-fp32"]).total_j
+    return num_steps * estimate(profile, COST_PRESETS["45nm-fp32"]).total_j
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -8,7 +8,6 @@ measured; the output names that workload.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import typer
 from rich.console import Console
@@ -31,7 +30,7 @@ from cli.common import (
     status,
 )
 from cli.profile import workload_from_options
-from profiling.compare import MEASURE_FAILED, SWEEP_RATES, Comparison, TargetResult, compare
+from profiling.compare import MEASURE_FAILED, compare
 from profiling.conventions import COUNTING_CONVENTIONS, DEFAULT_CONVENTIONS
 from profiling.counter import UnknownNeuronError, UnsupportedOpError
 from profiling.energy import (
@@ -39,19 +38,18 @@ from profiling.energy import (
     DEFAULT_MEMORY,
     MEMORY_PRESETS,
     CostsError,
-    estimate_energy,
-    firing_rate_sweep,
     load_costs,
     with_memory,
     with_overrides,
 )
 from profiling.meters import METER_KINDS
 from profiling.records import WorkloadError
+from profiling.study import energy_summary
 from reports import terminal
 from reports.study import study_from_comparison
 from sdit.artifacts import is_stdout, write_json
 
-__all__ = ["SWEEP_RATES", "energy_cmd", "register"]
+__all__ = ["energy_cmd", "register"]
 
 
 def energy_cmd(
@@ -95,136 +93,56 @@ def energy_cmd(
     Example: sdit energy sdit-small --baseline dit-small --sample-steps 20 --measure --json energy.json
     """
     with command_output(quiet, progress):
-        _energy(target, costs_spec, e_mac_pj, e_ac_pj, e_mem_pj, e_neuron_pj, memory, conventions, batch_size,
-                timestep, sample_steps, method, eta, seed, baseline, measure, device, meter, measure_steps,
-                min_window_s, idle_s, json_path, overwrite, quiet)
+        for option, value in (("--e-mac-pj", e_mac_pj), ("--e-ac-pj", e_ac_pj), ("--e-mem-pj-per-byte", e_mem_pj),
+                              ("--e-neuron-pj", e_neuron_pj)):
+            check_number(option, value, 0, 1e9)
+        check_number("--min-window-s", min_window_s, 0, 3600)
+        check_number("--idle-s", idle_s, 0, 3600)
+        if meter not in METER_KINDS:
+            fail(f"--meter {meter!r}: valid meters are {', '.join(METER_KINDS)}")
+        check_number("--batch-size", batch_size, 1, MAX_IMAGES)
+        check_seed("--seed", seed)
+        check_outputs_or_fail({"--json": json_path}, overwrite, stdout_ok=("--json",))
+        try:
+            costs = with_overrides(load_costs(costs_spec), e_mac_pj=e_mac_pj, e_ac_pj=e_ac_pj,
+                                   e_mem_pj_per_byte=e_mem_pj, e_neuron_update_pj=e_neuron_pj)
+            costs = with_memory(costs, DEFAULT_MEMORY if memory == "default" else memory)
+        except CostsError as err:
+            fail(str(err))
+        unknown = [c for c in conventions if c not in COUNTING_CONVENTIONS]
+        if unknown:
+            fail(f"unknown convention {unknown[0]!r}; known: {', '.join(COUNTING_CONVENTIONS)}")
+        if measure_steps is not None and sample_steps and sample_steps != measure_steps:
+            fail(f"--measure-steps {measure_steps} and --sample-steps {sample_steps} differ; the estimate and "
+                 "the measurement are of one workload: pass --sample-steps only")
+        sample_steps = deprecated_alias("--sample-steps", sample_steps, 0, "--measure-steps", measure_steps)
+        try:
+            workload = workload_from_options(method, timestep, sample_steps, eta, batch_size, seed)
+        except WorkloadError as err:
+            fail(str(err))
+        loaded = load_target_or_fail(target, "spikes and ACs are near zero")
+        base = load_target_or_fail(baseline, "its counts come from untrained weights") if baseline else None
+        try:
+            study = compare([loaded] if base is None else [loaded, base], workload, costs=[costs],
+                            conventions=list(dict.fromkeys(conventions)), measure=measure, device=device,
+                            min_window_s=min_window_s, idle_s=idle_s, meter_kind=meter, progress=status)
+        except (UnsupportedOpError, UnknownNeuronError) as err:
+            fail(str(err), DATA_ERROR)
+        failed = any((t.measured_reason or "").startswith(MEASURE_FAILED) for t in study.targets)
+        result = energy_summary(study)
 
-
-def _energy(target: str, costs_spec: str, e_mac_pj: float | None, e_ac_pj: float | None, e_mem_pj: float | None,
-            e_neuron_pj: float | None, memory: str | None, conventions: list[str], batch_size: int, timestep: int,
-            sample_steps: int, method: str, eta: float, seed: int, baseline: str | None, measure: bool, device: str,
-            meter: str, measure_steps: int | None, min_window_s: float, idle_s: float, json_path: Path | None,
-            overwrite: bool, quiet: bool) -> None:
-    for option, value in (("--e-mac-pj", e_mac_pj), ("--e-ac-pj", e_ac_pj), ("--e-mem-pj-per-byte", e_mem_pj),
-                          ("--e-neuron-pj", e_neuron_pj)):
-        check_number(option, value, 0, 1e9)
-    check_number("--min-window-s", min_window_s, 0, 3600)
-    check_number("--idle-s", idle_s, 0, 3600)
-    if meter not in METER_KINDS:
-        fail(f"--meter {meter!r}: valid meters are {', '.join(METER_KINDS)}")
-    check_number("--batch-size", batch_size, 1, MAX_IMAGES)
-    check_seed("--seed", seed)
-    check_outputs_or_fail({"--json": json_path}, overwrite, stdout_ok=("--json",))
-    try:
-        costs = with_overrides(load_costs(costs_spec), e_mac_pj=e_mac_pj, e_ac_pj=e_ac_pj,
-                               e_mem_pj_per_byte=e_mem_pj, e_neuron_update_pj=e_neuron_pj)
-        costs = with_memory(costs, DEFAULT_MEMORY if memory == "default" else memory)
-    except CostsError as err:
-        fail(str(err))
-    unknown = [c for c in conventions if c not in COUNTING_CONVENTIONS]
-    if unknown:
-        fail(f"unknown convention {unknown[0]!r}; known: {', '.join(COUNTING_CONVENTIONS)}")
-    if measure_steps is not None and sample_steps and sample_steps != measure_steps:
-        fail(f"--measure-steps {measure_steps} and --sample-steps {sample_steps} differ; the estimate and "
-             "the measurement are of one workload: pass --sample-steps only")
-    sample_steps = deprecated_alias("--sample-steps", sample_steps, 0, "--measure-steps", measure_steps)
-    try:
-        workload = workload_from_options(method, timestep, sample_steps, eta, batch_size, seed)
-    except WorkloadError as err:
-        fail(str(err))
-    loaded = load_target_or_fail(target, "spikes and ACs are near zero")
-    base = load_target_or_fail(baseline, "its counts come from untrained weights") if baseline else None
-    try:
-        study = compare([loaded] if base is None else [loaded, base], workload, costs=[costs],
-                        conventions=list(dict.fromkeys(conventions)), measure=measure, device=device,
-                        min_window_s=min_window_s, idle_s=idle_s, meter_kind=meter, progress=status)
-    except (UnsupportedOpError, UnknownNeuronError) as err:
-        fail(str(err), DATA_ERROR)
-    failed = any((t.measured_reason or "").startswith(MEASURE_FAILED) for t in study.targets)
-    result = summary(study)
-
-    _print(study, result, Console(stderr=is_stdout(json_path), quiet=quiet and is_stdout(json_path)))
-    if json_path is not None:
-        write_json(json_path, result, overwrite=overwrite)
-        echo(f"wrote {json_path}", err=is_stdout(json_path))
-    if failed:  # the meter broke mid-measurement: not the user's input
-        raise typer.Exit(INTERNAL_ERROR)
-
-
-def summary(study: Comparison) -> dict[str, Any]:
-    """The JSON ``sdit energy`` writes: the first target's figures under the first convention's
-    preset (the keys this command always wrote), plus the whole comparison under ``comparison``."""
-    main = study.targets[0]
-    costs = study.costs[0]
-    legacy = estimate_energy(main.profile, costs)
-    be = None
-    if len(study.targets) > 1:
-        rows = [b for b in study.break_even if b.model == main.name and b.costs == costs.name]
-        paper = next((b for b in rows if b.convention == "paper"), rows[0] if rows else None)
-        base = study.targets[1]
-        base_j = base.estimate(costs.name, next(iter(study.conventions))).total_j
-        be = {"baseline": base.name, "baseline_j": base_j,
-              "firing_rate": None if paper is None else paper.firing_rate,
-              "convention": None if paper is None else paper.convention,
-              "by_convention": {b.convention: b.firing_rate for b in rows}}
-    return {
-        "target": main.name,
-        "workload": study.workload.to_dict(),
-        "workload_label": study.workload.label(),
-        "batch_size": study.workload.batch_size,
-        "costs": costs.to_dict(),
-        "estimated": {**legacy.per_image, "total_j": legacy.total_j},
-        "estimated_per_step": legacy.per_step,
-        "estimated_layers": legacy.layers,
-        "by_convention": {e.convention: e.estimate.per_image for e in main.estimates if e.costs == costs.name},
-        "firing_rate_sweep": firing_rate_sweep(main.profile, costs, SWEEP_RATES),
-        "break_even": be,
-        "conventions": {"unit": "joules per image over the workload", **main.profile.conventions},
-        "measured": main.measured,
-        "measured_reason": main.measured_reason,
-        "baseline_measured": study.targets[1].measured if len(study.targets) > 1 else None,
-        "baseline_measured_reason": study.targets[1].measured_reason if len(study.targets) > 1 else None,
-        "comparison": study.to_dict(),
-    }
-
-
-def _uj(value: float | None, undefined: str) -> str:
-    return undefined if value is None else f"{value * 1e6:,.3f}"
-
-
-def _print(study: Comparison, result: dict[str, Any], console: Console) -> None:
-    costs = study.costs[0]
-    what = study.workload.label()
-    for t in study.targets:
-        _print_target(t, costs, study, console)
-    terms = "; ".join(f"{term}: {text}" for term, text in costs.terms().items())
-    console.print(f"terms of {costs.name}: {terms}", soft_wrap=True)
-    console.print(f"constants: {costs.source} [{costs.evidence}, {costs.scope}, {costs.process or 'node not stated'}]",
-                  soft_wrap=True)
-    main = study.targets[0]
-    for b in (b for b in study.break_even if b.model == main.name):
-        text = b.reason if b.firing_rate is None else f"{b.firing_rate:.2%}"
-        console.print(f"break-even firing rate vs {b.baseline} ({_uj(b.baseline_j, 'undefined')} uJ/image), "
-                      f"{b.convention} convention, {b.costs}, {what}: {text}", soft_wrap=True)
-    missing = [t for t in study.targets if t.measured is None]
-    if missing and len(missing) == len(study.targets) and len({t.measured_reason for t in missing}) == 1:
-        console.print(f"measured energy unavailable: {main.measured_reason}", soft_wrap=True)
-    else:  # the target and its baseline are measured alike; say which one failed
-        for t in missing:
-            console.print(f"measured energy of {t.name} unavailable: {t.measured_reason}", soft_wrap=True)
-    for t in (t for t in study.targets if t.measured is not None):
-        m = t.measured
-        console.print(f"measured {t.name}: {m['energy_j_per_image']:.6g} J/image ({what}; above idle "
-                      f"{m['energy_above_idle_j_per_image']:.6g} J/image; {m['method']}, window {m['window_s']:.2f} s, "
-                      f"{m['repeats']} repeats, idle {m['idle_power_w']:.1f} W, {m['device']}; "
-                      f"{m.get('meter', 'NVML')})",
-                      soft_wrap=True)
-
-
-def _print_target(t: TargetResult, costs: Any, study: Comparison, console: Console) -> None:
-    """The target's energy by term under each convention: the table of reports.tables.energy_terms_table."""
-    view = study_from_comparison(study, headline_preset=costs.name)
-    console.out(terminal.energy_terms_text(view, t.name, costs.name, console.width), end="", highlight=False)
+        console = Console(stderr=is_stdout(json_path), quiet=quiet and is_stdout(json_path))
+        view = study_from_comparison(study)
+        for model in view.models:
+            console.out(terminal.energy_terms_text(view, model.label, view.headline_preset, console.width), end="",
+                        highlight=False)
+        for line in terminal.energy_lines(study):
+            console.print(line, soft_wrap=True)
+        if json_path is not None:
+            write_json(json_path, result, overwrite=overwrite)
+            echo(f"wrote {json_path}", err=is_stdout(json_path))
+        if failed:  # the meter broke mid-measurement: not the user's input
+            raise typer.Exit(INTERNAL_ERROR)
 
 
 def register(app: typer.Typer) -> None:

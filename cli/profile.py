@@ -23,18 +23,19 @@ from cli.common import (
     progress_option,
     quiet_option,
 )
+from profiling.compare import Comparison, compare_profiles
 from profiling.counter import UnknownNeuronError, UnsupportedOpError
-from profiling.energy import DEFAULT_COSTS, CostsError, EnergyEstimate, estimate_energy, load_costs
+from profiling.energy import DEFAULT_COSTS, CostsError, load_costs
 from profiling.records import Profile, Workload, WorkloadError
 from profiling.workloads import profile_workload
 from reports import terminal
-from reports.study import profile_study
+from reports.study import study_from_comparison
 from sdit.artifacts import is_stdout, write_bytes, write_json
 
 
-def print_summary(profile: Profile, estimate: EnergyEstimate, top: int, console: Console) -> None:
+def print_summary(profile: Profile, study_of_profile: Comparison, top: int, console: Console) -> None:
     """Totals per image, the spiking layers, then the ``top`` layers by energy: the tables of reports.tables."""
-    study = profile_study(profile, estimate.costs)
+    study = study_from_comparison(study_of_profile, {profile.model: profile.model}, headline_convention="strict")
     console.out(terminal.totals_text(study, console.width), end="", highlight=False)
     terms = "; ".join(f"{term}: {text}" for term, text in study.presets[0].terms.items())
     text = textwrap.fill(f"terms of {study.headline_preset}: {terms}", width=max(console.width, 40),
@@ -114,15 +115,22 @@ def _profile(target: str, batch_size: int, timestep: int, sample_steps: int, met
         profile = profile_workload(loaded.model.to(device), workload, name=target, strict=strict, device=device)
     except (UnsupportedOpError, UnknownNeuronError) as err:
         fail(str(err), DATA_ERROR)
-    estimate = estimate_energy(profile, costs)
-    print_summary(profile, estimate, top, console)
+    study = compare_profiles([profile], [costs], ("strict", "paper"))
+    (target,) = study.targets
+    strict, paper = target.estimate(costs.name, "strict"), target.estimate(costs.name, "paper")
+    print_summary(profile, study, top, console)
     if json_path is not None:
-        write_json(json_path, {**profile.to_dict(), "energy": estimate.to_dict()}, overwrite=overwrite)
+        energy = {"strict": strict.to_dict(), "paper": paper.to_dict()}
+        write_json(json_path, {**profile.to_dict(), "energy": energy}, overwrite=overwrite)
         echo(f"wrote {json_path}", err=to_stdout)
     if csv_path is not None:
         frame = profile.to_dataframe()
-        for column in ("compute_j", "compute_paper_j", "memory_j", "neuron_j"):
-            frame[f"energy_{column}"] = [estimate.layers[name][column] for name in frame.index]
+        for key in ("macs", "acs"):
+            frame[f"{key}_paper"] = [paper.layer_counts[name][key] for name in frame.index]
+        columns = {"compute_j": (strict, "compute_j"), "compute_paper_j": (paper, "compute_j"),
+                   "memory_j": (strict, "memory_j"), "neuron_j": (strict, "neuron_j")}
+        for column, (result, key) in columns.items():
+            frame[f"energy_{column}"] = [result.layers[name][key] for name in frame.index]
         write_bytes(csv_path, frame.to_csv().encode(), overwrite=overwrite)
         echo(f"wrote {csv_path}", err=to_stdout)
 

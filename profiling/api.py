@@ -78,7 +78,8 @@ def profile(
     Returns:
         The :class:`~profiling.records.Profile`: ``per_image`` totals, ``layers`` in execution order,
         ``steps`` and ``layer_steps`` per model call, and the DataFrame accessors ``layers_frame()``
-        (alias ``to_dataframe()``), ``steps_frame()``, ``layer_steps_frame()`` and ``energy_frame(costs)``.
+        (alias ``to_dataframe()``), ``steps_frame()`` and ``layer_steps_frame()``;
+        :func:`profiling.energy.energy_frame` gives its energy per layer.
 
     Raises:
         TypeError: ``target`` is not a module, preset or path; or an example is missing / not usable.

@@ -10,20 +10,21 @@ torch; only :func:`compare` itself needs the engine.
 ``Comparison.to_dict()`` schema (JSON-ready; :meth:`Comparison.from_dict` inverts it exactly)::
 
     {
-      "schema": "sdit.comparison/1",
+      "schema": "sdit.comparison/2",
       "workload": {kind, timestep, steps, eta, batch_size, seed},       # Workload.to_dict()
-      "costs": [EnergyCosts.to_dict(), ...],          # presets estimated, in order
+      "costs": [EnergyCosts.to_dict(), ...],          # presets estimated, in order; each stored once here
       "conventions": {name: summary, ...},            # counting conventions estimated, in order
       "sweep_rates": [float, ...],                    # firing rates of every sweep
       "targets": [{
           "name": str,                                # preset name or checkpoint path, as given
-          "source": str,                              # "preset", "checkpoint", "model" (passed in)
+          "source": str,                              # "preset", "checkpoint", "model" (passed in), "profile"
           "kind": "sdit" | "dit",
           "spiking": bool,                            # has spiking layers (else an ANN baseline)
           "params": {"trainable": int, "total": int},
           "profile": Profile.to_dict(),               # per layer, per step, per layer x step
           "estimates": [{"costs": preset name, "convention": name,
-                         "estimate": Estimate.to_dict(),      # joules per image, per layer, per step
+                         "estimate": Estimate.to_dict(),      # joules per image, per layer, per step;
+                                                              # its preset by name
                          "sweep": [{"firing_rate", "energy_j"}, ...]}, ...],
           "measured": null | {                        # measured (GPU: NVML, CPU: RAPL), same workload
               "device", "meter" (one line: what was read), "method" ("counter" | "polling"), "images", "repeats",
@@ -51,13 +52,21 @@ from dataclasses import dataclass
 from typing import Any
 
 from profiling.conventions import COUNTING_CONVENTIONS, DEFAULT_CONVENTIONS, get_convention
-from profiling.energy import DEFAULT_COSTS, EnergyCosts, Estimate, break_even_rate, estimate, load_costs
-from profiling.records import CONVENTIONS, Profile, Workload
+from profiling.energy import (
+    DEFAULT_COSTS,
+    SWEEP_RATES,
+    EnergyCosts,
+    Estimate,
+    break_even_rate,
+    estimate,
+    load_costs,
+)
+from profiling.records import Profile, Workload
 
-SCHEMA = "sdit.comparison/1"
+SCHEMA = "sdit.comparison/2"
+OLDER_READER = "sdit 0.1.0 (comparisons of schema sdit.comparison/1)"
 NOT_REQUESTED = "not requested (pass --measure)"
 MEASURE_FAILED = "measurement failed: "  # prefix of measured_reason when the meter failed mid-window
-SWEEP_RATES = [0.0, 0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.5, 1.0]
 
 
 @dataclass(frozen=True)
@@ -74,20 +83,21 @@ class TargetEstimate:
                 "sweep": self.sweep}
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> TargetEstimate:
+    def from_dict(cls, data: dict[str, Any], costs: dict[str, EnergyCosts]) -> TargetEstimate:
         return cls(costs=data["costs"], convention=data["convention"],
-                   estimate=Estimate.from_dict(data["estimate"]), sweep=data["sweep"])
+                   estimate=Estimate.from_dict(data["estimate"], costs), sweep=data["sweep"])
 
 
 @dataclass(frozen=True)
 class TargetResult:
-    """Everything the study found about one target."""
+    """Everything the study found about one target (``params`` values ``None``: not known, a study of
+    profiles alone)."""
 
     name: str
     source: str
     kind: str
     spiking: bool
-    params: dict[str, int]
+    params: dict[str, int | None]
     profile: Profile
     estimates: list[TargetEstimate]
     measured: dict[str, Any] | None
@@ -107,10 +117,10 @@ class TargetResult:
                 "measured_reason": self.measured_reason}
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> TargetResult:
+    def from_dict(cls, data: dict[str, Any], costs: dict[str, EnergyCosts]) -> TargetResult:
         return cls(name=data["name"], source=data["source"], kind=data["kind"], spiking=data["spiking"],
                    params=dict(data["params"]), profile=Profile.from_dict(data["profile"]),
-                   estimates=[TargetEstimate.from_dict(e) for e in data["estimates"]],
+                   estimates=[TargetEstimate.from_dict(e, costs) for e in data["estimates"]],
                    measured=data["measured"], measured_reason=data["measured_reason"])
 
 
@@ -170,14 +180,18 @@ class Comparison:
         """The inverse of :meth:`to_dict`.
 
         Raises:
-            ValueError: not a comparison of this schema.
+            ValueError: not a comparison of this schema (an older one names the sdit that reads it).
         """
-        if data.get("schema") != SCHEMA:
-            raise ValueError(f"not an sdit comparison (schema {data.get('schema')!r}, expected {SCHEMA!r})")
-        return cls(workload=Workload.from_dict(data["workload"]),
-                   costs=[EnergyCosts.from_dict(c) for c in data["costs"]],
+        schema = data.get("schema")
+        if schema == "sdit.comparison/1":
+            raise ValueError(f"a comparison of schema {schema!r}, not {SCHEMA!r}: it is read by {OLDER_READER}")
+        if schema != SCHEMA:
+            raise ValueError(f"not an sdit comparison (schema {schema!r}, expected {SCHEMA!r})")
+        costs = [EnergyCosts.from_dict(c) for c in data["costs"]]
+        by_name = {c.name: c for c in costs}
+        return cls(workload=Workload.from_dict(data["workload"]), costs=costs,
                    conventions=dict(data["conventions"]), sweep_rates=list(data["sweep_rates"]),
-                   targets=[TargetResult.from_dict(t) for t in data["targets"]],
+                   targets=[TargetResult.from_dict(t, by_name) for t in data["targets"]],
                    break_even=[BreakEven.from_dict(b) for b in data["break_even"]], notes=dict(data["notes"]))
 
 
@@ -225,15 +239,49 @@ def _params(model: Any) -> dict[str, int]:
     return {"trainable": sum(p.numel() for p in params if p.requires_grad), "total": sum(p.numel() for p in params)}
 
 
-def _notes(conventions: Sequence[str]) -> dict[str, str]:
-    notes = {"unit": "joules per image over the whole workload (energy); counts per image", **CONVENTIONS}
-    for name in conventions:
-        notes[f"convention:{name}"] = COUNTING_CONVENTIONS[name].summary
+def _notes() -> dict[str, str]:
+    notes = {"unit": "joules per image over the whole workload (energy); counts per image",
+             "conventions": "what each counting convention charges: see 'conventions'; each target's profile "
+                            "says what its count columns mean"}
     notes["baseline"] = "an ANN baseline costs the same under every convention (no spikes); its strict total is used"
     notes["measured"] = ("energy the meter reads (NVML: the whole GPU; RAPL: the CPU packages, no DRAM) over the "
                          "same workload, repeated to fill the window, idle draw included; above-idle figures "
                          "subtract idle power x window time")
     return notes
+
+
+def _comparison(workload: Workload, costs: list[EnergyCosts], conventions: Sequence[str],
+                sweep_rates: Sequence[float], targets: list[TargetResult]) -> Comparison:
+    return Comparison(
+        workload=workload, costs=costs, conventions={n: COUNTING_CONVENTIONS[n].summary for n in conventions},
+        sweep_rates=list(sweep_rates), targets=targets, break_even=break_evens(targets, costs, list(conventions)),
+        notes=_notes())
+
+
+def compare_profiles(
+    profiles: Sequence[Profile],
+    costs: Sequence[EnergyCosts],
+    conventions: Sequence[str] = DEFAULT_CONVENTIONS,
+    sweep_rates: Sequence[float] = SWEEP_RATES,
+) -> Comparison:
+    """The study of profiles already made (of one workload; parameters unknown, nothing measured). Pure.
+
+    Raises:
+        ValueError: no profile, or profiles of different workloads.
+        profiling.conventions.ConventionError: an unknown convention.
+    """
+    if not profiles:
+        raise ValueError("a study needs at least one profile")
+    workloads = {p.workload for p in profiles}
+    if len(workloads) != 1:
+        raise ValueError("the models were profiled on different workloads: "
+                         + "; ".join(sorted(w.label() for w in workloads)))
+    cost_list = list(costs)
+    targets = [TargetResult(name=p.model, source="profile", kind=p.kind, spiking=p.is_spiking,
+                            params={"trainable": None, "total": None}, profile=p,
+                            estimates=estimate_target(p, cost_list, conventions, sweep_rates),
+                            measured=None, measured_reason=NOT_REQUESTED) for p in profiles]
+    return _comparison(profiles[0].workload, cost_list, conventions, sweep_rates, targets)
 
 
 Loaded = tuple[str, Any]  # (name, nn.Module), for models the caller already has
@@ -250,7 +298,7 @@ def compare(
     min_window_s: float = 1.0,
     idle_s: float = 5.0,
     strict: bool = False,
-    sweep_rates: Sequence[float] = tuple(SWEEP_RATES),
+    sweep_rates: Sequence[float] = SWEEP_RATES,
     meter_factory: Callable[[str], Any] | None = None,
     meter_kind: str = "auto",
     progress: Callable[[str], None] | None = None,
@@ -286,7 +334,7 @@ def compare(
 
     if len(targets) < 1:
         raise ValueError("compare needs at least one target")
-    for name in conventions:
+    for name in conventions:  # before any work
         get_convention(name)
     cost_list = [c if isinstance(c, EnergyCosts) else load_costs(c) for c in costs]
     say = progress or (lambda _line: None)
@@ -327,11 +375,7 @@ def compare(
     finally:
         if meter is not None:
             meter.close()
-    return Comparison(
-        workload=workload, costs=cost_list,
-        conventions={n: COUNTING_CONVENTIONS[n].summary for n in conventions}, sweep_rates=list(sweep_rates),
-        targets=results, break_even=break_evens(results, cost_list, list(conventions)), notes=_notes(conventions),
-    )
+    return _comparison(workload, cost_list, conventions, sweep_rates, results)
 
 
 def _measure(model: Any, workload: Workload, meter: Any, device: str, min_window_s: float,

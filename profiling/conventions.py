@@ -12,10 +12,10 @@ of them is the strict count. Registered conventions (:data:`COUNTING_CONVENTIONS
 
 - ``strict``: op by op, what the computation does: synaptic ops with a real-valued input
   are MACs, those with a spike input ACs (nnz x fan-out, exact).
-- ``paper``: what most SNN papers report (the toolkit's long-standing paper columns): every
-  synaptic op inside a spiking block costs fr x dense MACs as ACs, fr the firing rate of the
-  nearest upstream spiking layer in execution order; ops that no spiking layer precedes
-  (in SDiT, the first block's time mixing) and ops outside blocks keep their strict counts.
+- ``paper``: what most SNN papers report: every spike-fed synaptic op (:func:`spike_fed`: inside
+  a spiking block, downstream of a spiking layer) costs fr x dense MACs as ACs, fr the firing
+  rate of the nearest upstream spiking layer in execution order; ops that no spiking layer
+  precedes (in SDiT, the first block's time mixing) and ops outside blocks keep their strict counts.
 - ``block``: every synaptic op inside a spiking block costs fr_block x dense MACs as ACs,
   fr_block that block's own firing rate in the same model call (its spikes over its neuron
   updates), whether or not a spiking layer precedes the op; ops outside blocks are strict.
@@ -110,14 +110,37 @@ def strict_rule(records: list[LayerStepRecord], ctx: StepContext) -> dict[str, O
     return {r.layer: _strict(r) for r in records if r.dense_macs}
 
 
+def spike_fed(record: LayerStepRecord, blocks: dict[str, str]) -> dict[str, Number]:
+    """The dense MACs of ``record`` that are spike-fed: inside a spiking block and downstream of a spiking
+    layer, by that upstream layer (empty outside blocks). The one definition of which synaptic ops the
+    paper convention (and Table III's firing-rate reading) charges at a firing rate."""
+    if record.layer not in blocks:
+        return {}
+    return {u: d for u, d in record.upstream.items() if u != NO_UPSTREAM and d}
+
+
+def spike_fed_macs(profile: Profile) -> dict[str, Number]:
+    """Layer -> its spike-fed dense MACs (:func:`spike_fed`) per image, summed over model calls."""
+    blocks = context_of(profile).blocks
+    out: dict[str, Number] = {}
+    for r in profile.layer_steps:
+        out[r.layer] = out.get(r.layer, 0) + sum(spike_fed(r, blocks).values())
+    return out
+
+
 def paper_rule(records: list[LayerStepRecord], ctx: StepContext) -> dict[str, OpSplit]:
-    """The ``macs_paper`` / ``acs_paper`` columns the profile computed per call."""
+    """Spike-fed ops (:func:`spike_fed`) cost fr(upstream spiking layer) x dense MACs as ACs, the real-valued
+    rest of such a layer its MACs; every other layer its strict counts."""
+    rates = {r.layer: r.firing_rate for r in records if r.firing_rate is not None}
     out = {}
     for r in records:
         if not r.dense_macs:
             continue
-        if r.dense_macs_spiking:
-            out[r.layer] = OpSplit(macs=r.macs_paper, acs=r.acs_paper, convertible=r.dense_macs_spiking)
+        fed = spike_fed(r, ctx.blocks)
+        if fed:
+            out[r.layer] = OpSplit(macs=r.upstream.get(NO_UPSTREAM, 0),
+                                   acs=sum(rates.get(u, 0.0) * d for u, d in fed.items()),
+                                   convertible=sum(fed.values()))
         else:
             out[r.layer] = _strict(r)
     return out
@@ -205,11 +228,11 @@ def split_steps(profile: Profile, convention: str) -> list[dict[str, OpSplit]]:
 
     Raises:
         ConventionError: unknown convention.
-        ValueError: a profile without per-step layer records (saved before they existed).
+        ValueError: a profile with layers but without per-step layer records.
     """
     rule = get_convention(convention).rule
     if profile.layers and not profile.layer_steps:
-        raise ValueError("this profile has no per-step layer records (saved by an older sdit); profile it again")
+        raise ValueError("this profile has layers but no per-step layer records; profile the model again")
     ctx = context_of(profile)
     by_step: dict[int, list[LayerStepRecord]] = {}
     for r in profile.layer_steps:

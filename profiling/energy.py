@@ -20,8 +20,8 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
-from profiling.conventions import get_convention, split_steps
-from profiling.records import LayerRecord, Profile
+from profiling.conventions import split_steps
+from profiling.records import Profile
 
 PJ = 1e-12  # joules per picojoule
 HOROWITZ_2014 = (
@@ -118,8 +118,8 @@ class EnergyCosts:
 
 
 _NEUROMORPHIC_CHECK = (
-    "searched stored public copies: the paper (title, venue, year, authors) is there, but the excerpts "
-    "available did not show the table, so the figures are as cited in the sdit issue, not re-read by us"
+    "the paper's title, venue, year and authors were checked; its table of figures was not re-read, "
+    "so the figures are as the citation gives them"
 )
 
 COST_PRESETS: dict[str, EnergyCosts] = {
@@ -139,7 +139,7 @@ COST_PRESETS: dict[str, EnergyCosts] = {
         "energies from pre-silicon simulation, 14 nm, nominal 0.75 V); no MAC figure (Loihi has no MAC unit)",
         e_neuron_update_pj=81.0, evidence="pre-silicon simulation", process="14 nm FinFET",
         checked=_NEUROMORPHIC_CHECK + "; the IEEE Micro 38(1) 2018 article's title, authors and 14 nm process "
-                "were confirmed in a stored copy of its first page"),
+                "were confirmed on its first page"),
     "truenorth": EnergyCosts(
         "truenorth", None, 26.0,
         "P. A. Merolla et al., 'A million spiking-neuron integrated circuit with a scalable communication "
@@ -147,7 +147,7 @@ COST_PRESETS: dict[str, EnergyCosts] = {
         "chip (28 nm), an all-in figure (neuron updates, memory and routing included)",
         scope="all-in", evidence="measured on silicon", process="28 nm",
         checked=_NEUROMORPHIC_CHECK + "; the Science 345(6197) 2014 supplementary materials (DOI "
-                "10.1126/science.1254642) were confirmed in a stored copy"),
+                "10.1126/science.1254642) were checked"),
     "spinnaker2": EnergyCosts(
         "spinnaker2", None, 450.0,
         "S. Hoppner et al., 'Dynamic Power Management for Neuromorphic Many-Core Systems', IEEE TCAS-I "
@@ -155,7 +155,7 @@ COST_PRESETS: dict[str, EnergyCosts] = {
         "(28 nm SpiNNaker 2 prototype, per processing element)",
         e_neuron_update_pj=2190.0, evidence="measured on silicon", process="28 nm SLP",
         checked=_NEUROMORPHIC_CHECK + "; the abstract (28 nm test chip, DVFS, measured benchmarks, 50 % less "
-                "energy per neuron and synapse computation) was read in stored copies"),
+                "energy per neuron and synapse computation) was read"),
 }
 DEFAULT_COSTS = "45nm-fp32"
 
@@ -244,7 +244,8 @@ def with_overrides(costs: EnergyCosts, **values: float | None) -> EnergyCosts:
     return EnergyCosts(**merged)
 
 
-ENERGY_COLUMNS = ("mac_j", "ac_j", "compute_j", "mac_paper_j", "ac_paper_j", "compute_paper_j", "memory_j", "neuron_j")
+# Firing rates of every firing-rate sweep: fine where break-even rates of trained models lie, then to 1.
+SWEEP_RATES = (0.0, 0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.5, 1.0)
 # Columns of an estimate under one convention.
 TERM_COLUMNS = ("mac_j", "ac_j", "compute_j", "neuron_j", "memory_j", "total_j")
 
@@ -255,65 +256,6 @@ def _term_j(pj: float | None, count: float) -> float | None:
 
 def _add(*values: float | None) -> float | None:
     return None if any(v is None for v in values) else sum(v for v in values if v is not None)
-
-
-def layer_energy_j(record: LayerRecord | dict[str, Any], costs: EnergyCosts) -> dict[str, float | None]:
-    """Strict and paper energy columns of one layer (or of a totals dict with the same count keys), joules.
-
-    ``memory_j`` and ``neuron_j`` are ``None`` where their constant is not set, and so is
-    every term whose constant the preset does not define.
-    """
-    get = (lambda k: record[k]) if isinstance(record, dict) else (lambda k: getattr(record, k))
-    mac_j, ac_j = _term_j(costs.e_mac_pj, get("macs")), _term_j(costs.e_ac_pj, get("acs"))
-    mac_paper_j, ac_paper_j = _term_j(costs.e_mac_pj, get("macs_paper")), _term_j(costs.e_ac_pj, get("acs_paper"))
-    return {
-        "mac_j": mac_j, "ac_j": ac_j, "compute_j": _add(mac_j, ac_j),
-        "mac_paper_j": mac_paper_j, "ac_paper_j": ac_paper_j, "compute_paper_j": _add(mac_paper_j, ac_paper_j),
-        "memory_j": _term_j(costs.e_mem_pj_per_byte, get("bytes")),
-        "neuron_j": _term_j(costs.e_neuron_update_pj, get("neuron_updates")),
-    }
-
-
-@dataclass(frozen=True)
-class EnergyEstimate:
-    """Estimated energy of a profiled workload in the strict and paper columns, joules.
-
-    Attributes:
-        costs: The constants used, with their source.
-        per_image: Column -> joules per image over the whole workload.
-        per_step: Column -> joules per image for each model call (diffusion step).
-        layers: Layer name -> column -> joules per image.
-        total_j: compute (strict) plus the optional memory and neuron terms that are set;
-            ``None`` when the preset does not define the MAC or AC constant.
-    """
-
-    costs: EnergyCosts
-    per_image: dict[str, float | None]
-    per_step: list[dict[str, float | None]]
-    layers: dict[str, dict[str, float | None]]
-    total_j: float | None
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"costs": self.costs.to_dict(), "per_image": self.per_image, "per_step": self.per_step,
-                "layers": self.layers, "total_j": self.total_j}
-
-
-def _sum_columns(rows: list[dict[str, float | None]], columns: tuple[str, ...]) -> dict[str, float | None]:
-    out: dict[str, float | None] = {}
-    for column in columns:
-        values = [r[column] for r in rows]
-        out[column] = None if any(v is None for v in values) else math.fsum(v for v in values if v is not None)
-    return out
-
-
-def estimate_energy(profile: Profile, costs: EnergyCosts) -> EnergyEstimate:
-    """Per-layer, per-image and per-step energy of ``profile`` under ``costs``, strict and paper columns."""
-    layers = {r.name: layer_energy_j(r, costs) for r in profile.layers}
-    per_image = _sum_columns(list(layers.values()), ENERGY_COLUMNS) if layers else dict.fromkeys(ENERGY_COLUMNS, 0.0)
-    per_step = [layer_energy_j(s.totals, costs) for s in profile.steps]
-    total = None if per_image["compute_j"] is None else (
-        per_image["compute_j"] + (per_image["memory_j"] or 0.0) + (per_image["neuron_j"] or 0.0))
-    return EnergyEstimate(costs=costs, per_image=per_image, per_step=per_step, layers=layers, total_j=total)
 
 
 # ---- under a named convention --------------------------------------------------------------------
@@ -336,6 +278,7 @@ class Estimate:
         layers: Layer -> column -> joules per image over the workload.
         counts: Per image over the workload: ``macs`` and ``acs`` as the convention charges them,
             ``convertible`` (dense MACs charged at a firing rate), ``neuron_updates``, ``bytes``.
+        layer_counts: Layer -> ``macs`` and ``acs`` as the convention charges them, per image over the workload.
         undefined: Term -> ``not defined by <preset>`` for each term the preset leaves undefined.
         included: Terms that ``total_j`` adds.
     """
@@ -348,6 +291,7 @@ class Estimate:
     counts: dict[str, float]
     undefined: dict[str, str]
     included: list[str]
+    layer_counts: dict[str, dict[str, float]]
 
     @property
     def total_j(self) -> float | None:
@@ -373,13 +317,21 @@ class Estimate:
         return [{"firing_rate": fr, "energy_j": self.energy_at_rate_j(fr)} for fr in rates]
 
     def to_dict(self) -> dict[str, Any]:
-        return {"convention": self.convention, "costs": self.costs.to_dict(), "per_image": self.per_image,
+        """JSON-ready; the preset by name only (a study stores each preset once)."""
+        return {"convention": self.convention, "costs": self.costs.name, "per_image": self.per_image,
                 "per_step": self.per_step, "layers": self.layers, "counts": self.counts,
-                "undefined": self.undefined, "included": self.included}
+                "undefined": self.undefined, "included": self.included, "layer_counts": self.layer_counts}
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> Estimate:
-        return cls(**{**data, "costs": EnergyCosts.from_dict(data["costs"])})
+    def from_dict(cls, data: dict[str, Any], costs: dict[str, EnergyCosts]) -> Estimate:
+        """The inverse of :meth:`to_dict`, the preset looked up by name in ``costs``.
+
+        Raises:
+            KeyError: the estimate's preset is not in ``costs``.
+        """
+        if data["costs"] not in costs:
+            raise KeyError(f"an estimate under preset {data['costs']!r}, which the study does not list")
+        return cls(**{**data, "costs": costs[data["costs"]]})
 
 
 def _terms_j(costs: EnergyCosts, macs: float, acs: float, updates: float, nbytes: float,
@@ -406,7 +358,6 @@ def estimate(profile: Profile, costs: EnergyCosts, convention: str = "strict") -
     Raises:
         profiling.conventions.ConventionError: unknown convention.
     """
-    get_convention(convention)
     steps = split_steps(profile, convention)
     included = [t for t, (attr, _) in TERMS.items() if getattr(costs, attr) is not None]
     undefined = {t: costs.undefined(t) for t, (attr, _) in TERMS.items()
@@ -427,18 +378,30 @@ def estimate(profile: Profile, costs: EnergyCosts, convention: str = "strict") -
             rows.append((macs, acs, updates, nbytes))
         sums = [math.fsum(col) for col in zip(*rows, strict=True)] if rows else [0.0] * 4
         per_step.append(_terms_j(costs, *sums, included))
-    layers = {}
+    layers, charged = {}, {}
     totals = [[], [], [], [], [], []]
     for name, acc in layer_counts.items():
         sums = [math.fsum(col) for col in acc]
         for i, col in enumerate(acc):
             totals[i].extend(col)
         layers[name] = _terms_j(costs, sums[0], sums[1], sums[3], sums[4], included)
+        charged[name] = {"macs": sums[0], "acs": sums[1]}
     macs, acs, conv, updates, nbytes, converted = (math.fsum(col) for col in totals)
     counts = {"macs": macs, "acs": acs, "convertible": conv, "acs_converted": converted,
               "neuron_updates": updates, "bytes": nbytes}
     return Estimate(convention=convention, costs=costs, per_image=_terms_j(costs, macs, acs, updates, nbytes, included),
-                    per_step=per_step, layers=layers, counts=counts, undefined=undefined, included=included)
+                    per_step=per_step, layers=layers, counts=counts, undefined=undefined, included=included,
+                    layer_counts=charged)
+
+
+def energy_frame(profile: Profile, costs: EnergyCosts, convention: str = "strict") -> Any:
+    """One row per layer (index ``name``): the columns of :func:`estimate`, joules per image, as a pandas
+    DataFrame (pandas imported on use)."""
+    import pandas as pd
+
+    frame = pd.DataFrame.from_dict(estimate(profile, costs, convention).layers, orient="index")
+    frame.index.name = "name"
+    return frame
 
 
 def break_even_rate(model: Estimate, baseline_j: float | None) -> float | None:
@@ -454,38 +417,3 @@ def break_even_rate(model: Estimate, baseline_j: float | None) -> float | None:
     if at_zero is None or at_one is None or at_one == at_zero:
         return None
     return (baseline_j - at_zero) / (at_one - at_zero)
-
-
-# ---- the paper convention, as before (kept for callers of the first API) ----------------------------
-
-
-def paper_energy_at_rate_j(profile: Profile, costs: EnergyCosts, firing_rate: float) -> float:
-    """Compute energy per image under the paper convention if every spiking layer fired at ``firing_rate``.
-
-    Layers the convention turns into ACs cost ``e_ac * fr * dense MACs``; all others keep
-    their counts. Linear in ``firing_rate``.
-    """
-    joules = 0.0
-    for r in profile.layers:
-        acs = firing_rate * r.dense_macs_spiking if r.dense_macs_spiking else r.acs_paper
-        joules += ((costs.e_mac_pj or 0.0) * r.macs_paper + (costs.e_ac_pj or 0.0) * acs) * PJ
-    return joules
-
-
-def firing_rate_sweep(profile: Profile, costs: EnergyCosts, rates: list[float]) -> list[dict[str, float]]:
-    """``[{"firing_rate": fr, "energy_j": E(fr)}]`` under the paper convention."""
-    return [{"firing_rate": fr, "energy_j": paper_energy_at_rate_j(profile, costs, fr)} for fr in rates]
-
-
-def break_even_firing_rate(profile: Profile, costs: EnergyCosts, baseline_j: float) -> float | None:
-    """Firing rate at which ``profile`` (paper convention) costs ``baseline_j`` per image.
-
-    Returns ``None`` when the cost does not depend on the firing rate (no layer is
-    converted). A value above 1 means the model costs less than the baseline at any
-    rate a neuron can fire; below 0 means it costs more even when silent.
-    """
-    at_zero = paper_energy_at_rate_j(profile, costs, 0.0)
-    slope = paper_energy_at_rate_j(profile, costs, 1.0) - at_zero
-    if slope == 0:
-        return None
-    return (baseline_j - at_zero) / slope

@@ -1,7 +1,6 @@
 """Assembling a :class:`~profiling.records.Profile` from the counter's raw per-step tallies.
 
-Pure Python (no torch): the record types live in :mod:`profiling.records` and are
-re-exported here for code written before that module existed.
+Pure Python (no torch); the record types live in :mod:`profiling.records`.
 """
 
 from __future__ import annotations
@@ -15,7 +14,6 @@ from profiling.records import (
     COLUMNS,
     CONVENTIONS,
     NO_UPSTREAM,
-    SUMMED,
     LayerRecord,
     LayerStepRecord,
     Number,
@@ -23,13 +21,9 @@ from profiling.records import (
     StepRecord,
     UnsupportedOp,
     Workload,
-    workload_label,
 )
 
-__all__ = [
-    "CONVENTIONS", "SUMMED", "LayerRecord", "LayerStepRecord", "Profile", "StepRecord", "build_profile",
-    "workload_label",
-]
+__all__ = ["build_profile"]
 
 
 def _per_image(value: int | float, batch: int) -> Number:
@@ -53,18 +47,9 @@ def _add_by_step(total: list[Number], step: list[Number]) -> list[Number]:
     return [a + b for a, b in zip(total, step, strict=True)]
 
 
-def _paper_split(rec: dict[str, Any], in_block: bool, rates: dict[str, float]) -> tuple[Number, Number, Number]:
-    """(macs_paper, acs_paper, dense_macs_spiking) of one layer in one model call (raw, whole batch)."""
-    upstream = rec["upstream"]
-    if in_block and upstream:
-        spiking = {u: d for u, d in upstream.items() if u is not None}
-        return upstream.get(None, 0), sum(rates.get(u, 0.0) * d for u, d in spiking.items()), sum(spiking.values())
-    return rec["macs"], rec["acs"], 0
-
-
 _counted = operator.itemgetter(*COLUMNS)  # a raw record's counted columns, in COLUMNS order
-# The fields of a LayerStepRecord in the order build_profile lays out their values: SUMMED, then these.
-_STEP_KEYS = (*SUMMED, "step", "t", "layer", "firing_rate", "spikes_per_step", "upstream")
+# The fields of a LayerStepRecord in the order build_profile lays out their values: COLUMNS, then these.
+_STEP_KEYS = (*COLUMNS, "step", "t", "layer", "firing_rate", "spikes_per_step", "upstream")
 
 
 def _layer_step(values: tuple[Any, ...]) -> LayerStepRecord:
@@ -105,8 +90,8 @@ def build_profile(
     order: list[str] = []
     kinds: dict[str, str] = {}
     spiking_steps: dict[str, int] = {}  # spiking steps run per layer, over all model calls
-    values: dict[str, list[tuple[Number, ...]]] = {}  # layer -> per model call, its SUMMED columns per image
-    # per model call: per layer its SUMMED columns per image (a tuple in SUMMED order), and the call's rates
+    values: dict[str, list[tuple[Number, ...]]] = {}  # layer -> per model call, its COLUMNS per image
+    # per model call: per layer its COLUMNS per image (a tuple in COLUMNS order), and the call's rates
     per_call: list[tuple[dict[str, tuple[Number, ...]], dict[str, float]]] = []
     for _meta, layers in steps:
         rates = {n: r["spikes"] / r["neuron_updates"] for n, r in layers.items() if r["neuron_updates"]}
@@ -117,8 +102,7 @@ def build_profile(
                 kinds[name] = rec["kind"]
                 values[name] = []
                 spiking_steps[name] = 0
-            # the counted columns, then the paper columns: the order of SUMMED
-            full = _counted(rec) + _paper_split(rec, name in in_spiking_block, rates)
+            full = _counted(rec)
             per_image = (full if batch_size == 1  # x / 1 is x, for ints and floats
                          else tuple([_per_image(v, batch_size) for v in full]))
             values[name].append(per_image)
@@ -128,7 +112,7 @@ def build_profile(
 
     sums_of: dict[str, dict[str, Number]] = {}
     for name in order:
-        sums = {c: _sum(column) for c, column in zip(SUMMED, zip(*values[name], strict=True), strict=True)}
+        sums = {c: _sum(column) for c, column in zip(COLUMNS, zip(*values[name], strict=True), strict=True)}
         if any(sums.values()):  # containers whose ops are all in children are left out
             sums_of[name] = sums
     kept_order = [name for name in order if name in sums_of]
@@ -139,7 +123,7 @@ def build_profile(
     kept_values: list[tuple[Number, ...]] = []
     spikes_of: dict[str, list[Number]] = {name: [] for name in kept_order}
     upstream_of: dict[str, dict[str, Number]] = {name: {} for name in kept_order}
-    zeros = dict.fromkeys(SUMMED, 0)
+    zeros = dict.fromkeys(COLUMNS, 0)
     for index, ((meta, layers), (here, rates)) in enumerate(zip(steps, per_call, strict=True)):
         t = meta.get("t")
         names = [name for name in kept_order if name in here]
@@ -156,7 +140,7 @@ def build_profile(
                 total[u] = total.get(u, 0) + d
         rows = [here[name] for name in names]
         kept_values.extend(rows)
-        totals = ({c: _sum(column) for c, column in zip(SUMMED, zip(*rows, strict=True), strict=True)} if rows
+        totals = ({c: _sum(column) for c, column in zip(COLUMNS, zip(*rows, strict=True), strict=True)} if rows
                   else dict(zeros))
         step_records.append(StepRecord(index=index, t=t, totals=totals))
 
@@ -175,7 +159,7 @@ def build_profile(
             block=blocks.get(name),
         ))
     per_image = {}
-    for i, c in enumerate(SUMMED):
+    for i, c in enumerate(COLUMNS):
         totals = [s.totals[c] for s in step_records]
         # an int step total means every value in it was an int: their sum is exact in any grouping
         per_image[c] = sum(totals) if all(type(v) is int for v in totals) else math.fsum(v[i] for v in kept_values)

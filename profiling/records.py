@@ -1,9 +1,8 @@
 """Records of a profile, torch-free: the workload, per-layer, per-step and per-layer-per-step counts.
 
-This is the ground floor of :mod:`profiling`: reading a saved profile (or comparison) and
-computing energy from it needs only this module, :mod:`profiling.conventions` and
-:mod:`profiling.energy`, none of which imports torch. The counting engine
-(:mod:`profiling.counter`, :mod:`profiling.workloads`) builds these records.
+This is the ground floor of :mod:`profiling`: pure data, importing no other module of the package
+and no torch. The counting engine (:mod:`profiling.counter`, :mod:`profiling.workloads`) builds these
+records; :mod:`profiling.conventions` and :mod:`profiling.energy` read them.
 
 Everything in a :class:`Profile` is per image: counts summed over the batch and divided
 by the batch size. A profile of a sampling run keeps three views of the same counts:
@@ -12,8 +11,10 @@ by the batch size. A profile of a sampling run keeps three views of the same cou
 - ``layers``: one :class:`LayerRecord` per layer, the sum of its ``layer_steps`` over steps;
 - ``steps``: one :class:`StepRecord` per diffusion step, the sum of its ``layer_steps`` over layers.
 
-Integer columns sum exactly; float columns (paper-convention ACs) are summed with
-:func:`math.fsum`, so a layer's total is the correctly rounded sum of its steps.
+Integer columns sum exactly; float columns (counts per image of a batch that does not divide them)
+are summed with :func:`math.fsum`, so a layer's total is the correctly rounded sum of its steps. The
+records hold counts only: how a counting convention charges them is computed from them by
+:mod:`profiling.conventions`, never stored beside them.
 """
 
 from __future__ import annotations
@@ -28,9 +29,11 @@ Number = int | float
 # Columns the counting rules fill per op (profiling.rules) and the neuron rule fills per neuron layer.
 OP_COLUMNS = ("macs", "acs", "dense_macs", "norm", "softmax", "exp", "adds", "muls", "other", "bytes")
 NEURON_COLUMNS = ("spikes", "neuron_updates")
+# The counted columns, summed over layers and steps.
 COLUMNS = OP_COLUMNS + NEURON_COLUMNS
-# Columns summed over layers and steps: the counted ones plus the paper convention's.
-SUMMED = COLUMNS + ("macs_paper", "acs_paper", "dense_macs_spiking")
+# Schema of Profile.to_dict(); what reads an older one is named in the error.
+PROFILE_SCHEMA = "sdit.profile/2"
+OLDER_PROFILE_READER = "sdit 0.1.0 (profiles with paper-convention columns, schema sdit.profile/1 or none)"
 
 # Key of ``upstream`` for dense MACs that no spiking layer precedes (JSON keys are strings).
 NO_UPSTREAM = "(none)"
@@ -45,18 +48,11 @@ CONVENTIONS: dict[str, str] = {
     "ac": "one accumulate of a synaptic op driven by spikes: nnz(spike input) x fan-out, exact; "
           "a spike x spike product counts its coincidences",
     "dense_macs": "the MACs every synaptic op would cost dense, whatever its inputs (what fvcore/thop count)",
-    "dense_macs_spiking": "dense MACs of the synaptic ops the paper convention turns into ACs "
-                          "(inside a spiking block, downstream of a spiking layer)",
     "bytes": "operand bytes of synaptic ops (inputs, weights, outputs), each moved once, at storage dtype",
     "spike_detection": "by provenance: a neuron's output and data-movement views of it are spikes; "
                        "values are never inspected",
     "firing_rate": "spikes / (neurons x T): mean spikes per neuron per spiking step",
     "neuron_updates": "one membrane update (charge, fire, reset) per neuron per spiking step",
-    "strict": "macs and acs columns: what the computation does, op by op",
-    "paper": "macs_paper and acs_paper: the convention most SNN papers use; every synaptic op inside a "
-             "spiking block costs fr x (its dense MACs over T steps) ACs, fr the firing rate of the nearest "
-             "upstream spiking layer in execution order; ops before any spiking layer and outside blocks "
-             "keep their strict counts",
     "upstream": "dense MACs of a layer's synaptic ops by the spiking layer that last fired before them in "
                 "execution order ('(none)': no spiking layer ran before them in that model call)",
     "block": "the spiking block a layer belongs to: its outermost ancestor below the model (not a "
@@ -204,9 +200,6 @@ class LayerRecord:
     firing_rate: float | None = None
     spikes_per_step: list[Number] = field(default_factory=list)  # per spiking step T, summed over diffusion steps
     bytes: Number = 0
-    macs_paper: Number = 0
-    acs_paper: Number = 0
-    dense_macs_spiking: Number = 0
     upstream_neuron: str | None = None
     block: str | None = None
 
@@ -246,9 +239,6 @@ class LayerStepRecord:
     firing_rate: float | None = None
     spikes_per_step: list[Number] = field(default_factory=list)  # per spiking step T
     bytes: Number = 0
-    macs_paper: Number = 0
-    acs_paper: Number = 0
-    dense_macs_spiking: Number = 0
     upstream: dict[str, Number] = field(default_factory=dict)
 
     @classmethod
@@ -350,25 +340,31 @@ class Profile:
 
     # ---- serialisation ---------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
-        data = asdict(self)
+        data = {"schema": PROFILE_SCHEMA, **asdict(self)}
         data["workload"] = self.workload.to_dict()
         return data
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Profile:
-        """The inverse of :meth:`to_dict`; also reads profiles saved before per-step layers existed."""
-        required = {f.name for f in fields(cls)} - {"layer_steps"}
+        """The inverse of :meth:`to_dict`.
+
+        Raises:
+            ValueError: a profile of another schema (an older one names the sdit that reads it), or one
+                that lacks keys.
+        """
+        schema = data.get("schema")
+        if schema != PROFILE_SCHEMA:
+            raise ValueError(f"a profile of schema {schema!r}, not {PROFILE_SCHEMA!r}: it is read by "
+                             f"{OLDER_PROFILE_READER}; profile the model again")
+        required = {f.name for f in fields(cls)}
         missing = required - set(data)
         if missing:
             raise ValueError(f"profile JSON lacks keys: {', '.join(sorted(missing))}")
         values = {k: data[k] for k in required}
-        work = data["workload"]
-        known = {f.name for f in fields(Workload)}
-        values["workload"] = (Workload.from_dict(work) if set(work) <= known and "batch_size" in work
-                              else Workload.from_legacy(work, batch_size=data["batch_size"]))
+        values["workload"] = Workload.from_dict(data["workload"])
         values["layers"] = [LayerRecord(**r) for r in data["layers"]]
         values["steps"] = [StepRecord(**s) for s in data["steps"]]
-        values["layer_steps"] = [LayerStepRecord(**r) for r in data.get("layer_steps", [])]
+        values["layer_steps"] = [LayerStepRecord(**r) for r in data["layer_steps"]]
         return cls(**values)
 
     def to_json(self, indent: int | None = 2) -> str:
@@ -396,7 +392,7 @@ class Profile:
         import pandas as pd
 
         rows = [{"step": s.index, "t": s.t, **s.totals} for s in self.steps]
-        return pd.DataFrame(rows, columns=["step", "t", *SUMMED]).set_index("step")
+        return pd.DataFrame(rows, columns=["step", "t", *COLUMNS]).set_index("step")
 
     def layer_steps_frame(self) -> Any:
         """Long format: one row per (diffusion step, layer), per image; ``upstream`` left out."""
@@ -405,18 +401,6 @@ class Profile:
         columns = [f.name for f in fields(LayerStepRecord) if f.name != "upstream"]
         rows = [{c: getattr(r, c) for c in columns} for r in self.layer_steps]
         return pd.DataFrame(rows, columns=columns)
-
-    def energy_frame(self, costs: Any, convention: str = "strict") -> Any:
-        """One row per layer: joules per image under ``costs`` (:class:`profiling.energy.EnergyCosts`)
-        and the named ``convention``; see :func:`profiling.energy.estimate`."""
-        import pandas as pd
-
-        from profiling.energy import estimate
-
-        result = estimate(self, costs, convention)
-        frame = pd.DataFrame.from_dict(result.layers, orient="index")
-        frame.index.name = "name"
-        return frame
 
 
 def workload_label(workload: Workload | dict[str, Any]) -> str:

@@ -9,9 +9,10 @@ saying how it counted. :func:`table3` profiles one forward of each compared mode
   authors' ``"branch"`` layout they run once (the profile is "one T", and "all T" is T times it).
 * dense (every matmul and conv) or Linear/Conv only (without DiT's attention matmuls q k^T and A v).
 * MACs, or FLOPs = 2 x MACs.
-* firing-rate weighted: ops downstream of a spiking layer inside a spiking block (the profiler's paper
-  convention, ``dense_macs_spiking``) count fr x their MACs, the rest in full; the table gives the firing
-  rate fr each model would need to reach the paper's figure (a fitted rate, not a reproduction).
+* firing-rate weighted: the spike-fed ops (:func:`profiling.conventions.spike_fed`: downstream of a
+  spiking layer inside a spiking block, what the paper convention charges at a rate) count fr x their
+  MACs, the rest in full; the table gives the firing rate fr each model would need to reach the paper's
+  figure (a fitted rate, not a reproduction).
 
 A figure is *reproduced* by a convention when the count rounds to the figure as printed (3.48 G: within
 0.005 G). Pure data out (:class:`Table3`, JSON-ready); rendering lives in :mod:`reports.table3`.
@@ -21,13 +22,13 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from torch import nn
+from profiling.conventions import spike_fed_macs
+from profiling.records import Profile
 
-from profiling.counter import KNOWN_NEURONS
-from profiling.profile import Profile
-from profiling.workloads import profile_forward
+if TYPE_CHECKING:
+    from torch import nn
 
 SYNAPTIC_MODULES = ("Linear", "Conv2d", "Conv1d", "NonDynamicallyQuantizableLinear")
 
@@ -56,6 +57,12 @@ class PaperFigure:
 PAPER_TABLE3 = (
     PaperFigure("DiT", "13.86 M", 13.86e6, 0.005e6, "3.48 G", 3.48e9, 0.005e9, ("dit",)),
     PaperFigure("SDiT", "11.67 M", 11.67e6, 0.005e6, "1.32 G", 1.32e9, 0.005e9, ("sdit", "sdit_authors")),
+)
+# What the paper leaves open about its figures (the report prints it under its Table III rows).
+PAPER_TABLE3_NOTE = (
+    "the paper prints " + " and ".join(f"{f.params_printed} / {f.macs_printed} ({f.model})" for f in PAPER_TABLE3)
+    + " for its MNIST models without saying what a MAC counts; DiT's 3.48 G equals twice its Linear/Conv MACs "
+    "(a FLOP count or a batch of two); the paper gives no workload, ACs or energy"
 )
 DEFAULT_MODELS = {"dit": "dit-mnist", "sdit": "sdit-mnist", "sdit_authors": "sdit-mnist-authors"}
 
@@ -184,6 +191,8 @@ class Table3:
 
 def spiking_block_prefixes(model: nn.Module) -> list[str]:
     """Names of the modules that hold a spiking neuron as a direct child (SDiT's blocks)."""
+    from profiling.counter import KNOWN_NEURONS
+
     return [name for name, module in model.named_modules()
             if name and any(isinstance(c, KNOWN_NEURONS) for c in module.children())]
 
@@ -198,6 +207,7 @@ def count_conventions(profile: Profile, model: nn.Module) -> dict[str, int]:
     prefixes = tuple(p + "." for p in spiking_block_prefixes(model))
     totals = dict.fromkeys(("dense_all", "dense_one", "lin_all", "lin_one", "spk_all", "spk_one",
                             "non_all", "non_one"), 0)
+    fed = spike_fed_macs(profile)
     for layer in profile.layers:
         dense = int(layer.dense_macs)
         if not dense:
@@ -205,7 +215,7 @@ def count_conventions(profile: Profile, model: nn.Module) -> dict[str, int]:
         in_block = layer.name.startswith(prefixes)
         # per-layer MACs as counted once per T step, and over all T steps
         one, every = (dense // runs, dense * steps // runs) if in_block else (dense, dense)
-        spk = int(layer.dense_macs_spiking)
+        spk = int(fed[layer.name])
         spk_one, spk_all = (spk // runs, spk * steps // runs) if in_block else (spk, spk)
         totals["dense_all"] += every
         totals["dense_one"] += one
@@ -232,6 +242,8 @@ def _needed_rate(target: float, nonspiking: int, spiking: int) -> float | None:
 
 def model_counts(role: str, name: str, model: nn.Module, paper_macs: float, timestep: int = 500) -> ModelCounts:
     """Profile one forward of ``model`` (batch 1) and count it under every convention."""
+    from profiling.workloads import profile_forward  # the engine (torch) only when counting
+
     profile = profile_forward(model, name=name, timestep=timestep)
     counts = count_conventions(profile, model)
     split = {k: counts.pop(k) for k in [k for k in counts if k.startswith("_")]}

@@ -8,37 +8,13 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass, field
 from typing import Any
 
+from profiling.study import RunInfo
+from profiling.table3 import PAPER_TABLE3, PAPER_TABLE3_NOTE
 from reports import figures, tables
 from reports.html import Card, Cards, Chart, Image, KeyValues, Page, Section, Table, Text
 from reports.study import ModelStudy, Study
-
-
-@dataclass(frozen=True)
-class RunInfo:
-    """Provenance of the run that made the report, and what it produced beside the counts.
-
-    Attributes:
-        command: The command line, as run.
-        created: Date and time (the only part of the page that changes between identical runs).
-        versions: Package -> version.
-        device: What ran the counts (and the measurement).
-        git_revision: The toolkit's revision, or a reason it is unknown.
-        seed: Seed of the workload's noise.
-        samples: Model label -> (PNG bytes, caption) of the sample grid made in this run.
-        evaluations: Model label -> the ``sdit evaluate --json`` results given for it (``--quality``).
-    """
-
-    command: str
-    created: str
-    versions: dict[str, str]
-    device: str
-    git_revision: str
-    seed: int
-    samples: dict[str, tuple[bytes, str]] = field(default_factory=dict)
-    evaluations: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
 
 
 def _uj(value: float | None) -> str:
@@ -147,42 +123,33 @@ def _provenance_items(m: ModelStudy) -> list[tuple[str, str]]:
     return items
 
 
-def build_page(study: Study, run: RunInfo) -> Page:
-    """The whole report of ``study``.
-
-    Raises:
-        ValueError: a study of fewer than two models (the report compares).
-    """
-    if len(study.models) < 2:
-        raise ValueError("the report compares two or more models")
-    labels = _model_labels(study)
-    preset, conv = study.headline_preset, study.headline_convention
-    convs = list(study.conventions)
-    spiking = [m for m in study.models if m.spiking]
-    ann = [m for m in study.models if not m.spiking]
-    comp = tables.comparison_table(study)
-    layers = tables.layers_table(study)
-    roles = tables.roles_table(study)
-    energy_col = f"energy_uJ_{conv}_{preset}"
-    n_refs = len(tables.PAPER_TABLE_III)
-    sections = [Section("headline", "Headline", [
+def _headline(study: Study) -> Section:
+    return Section("headline", "Headline", [
         Cards(headline_cards(study)),
         Text(f"Workload: {study.workload_label}, the same for every model; energies are estimated from exact op "
-             f"counts per image with the {preset} cost preset unless a figure says otherwise.", note=True)])]
+             f"counts per image with the {study.headline_preset} cost preset unless a figure says otherwise.",
+             note=True)])
 
-    sections.append(Section("table", "Parameters, operations and energy (Table III style)", [
+
+def _table(study: Study) -> Section:
+    preset = study.headline_preset
+    comp = tables.comparison_table(study)
+    n_refs = len(PAPER_TABLE3)
+    return Section("table", "Parameters, operations and energy (Table III style)", [
         Table(comp, f"Per image over {study.workload_label}. Energy columns: estimated compute energy in uJ per "
                     f"image under {preset}, one row per convention; ratios divide the spiking model's value by the "
                     f"baseline's. The last {n_refs} columns are the paper's Table III as printed: "
-                    f"{tables.PAPER_TABLE_III_NOTE}.", "comparison",
+                    f"{PAPER_TABLE3_NOTE}.", "comparison",
               highlight_rows=tuple(range(len(comp) - n_refs, len(comp))), transpose=True),
         Table(tables.totals_table(study), f"Every count per image over {study.workload_label}, the mean firing rate "
                                           f"and the estimated energy under each convention ({preset}): what "
-                                          "`sdit profile` prints for each model.", "totals")]))
+                                          "`sdit profile` prints for each model.", "totals")])
 
+
+def _quality(study: Study, run: RunInfo) -> Section:
     quality = tables.quality_table(study, run.evaluations)
     if len(quality):
-        quality_blocks: list[Any] = [Table(
+        blocks: list[Any] = [Table(
             tables.quality_summary_table(quality), "One row per model, one column per metric (eps_mse_tN: held-out "
             "eps-MSE at timestep N; 'domain' / 'inception': the feature network of an `sdit evaluate` file): "
             "the values of the table below, whose unit column says what each is; empty: not measured.",
@@ -194,15 +161,22 @@ def build_page(study: Study, run: RunInfo) -> Page:
                      "sample count, sampler and reference set; the unit column says what each number is. These "
                      "were measured apart from this run's workload.", "quality")]
     else:
-        quality_blocks = [Text("No quality figures: no target carries a held-out eps-MSE (presets and bare "
-                               "checkpoints) and no --quality file was given (`sdit evaluate TARGET --json FILE` "
-                               "makes one).", note=True)]
+        blocks = [Text("No quality figures: no target carries a held-out eps-MSE (presets and bare "
+                       "checkpoints) and no --quality file was given (`sdit evaluate TARGET --json FILE` "
+                       "makes one).", note=True)]
     missing = [m.label for m in study.models if m.label not in set(quality["model"])]
     if len(quality) and missing:
-        quality_blocks.append(Text(f"No quality figures for {', '.join(missing)}.", note=True))
-    sections.append(Section("quality", "Sample quality", quality_blocks))
+        blocks.append(Text(f"No quality figures for {', '.join(missing)}.", note=True))
+    return Section("quality", "Sample quality", blocks)
 
-    per_layer: list[Any] = [
+
+def _layers(study: Study) -> Section:
+    labels = _model_labels(study)
+    preset, conv = study.headline_preset, study.headline_convention
+    layers = tables.layers_table(study)
+    roles = tables.roles_table(study)
+    energy_col = f"energy_uJ_{conv}_{preset}"
+    blocks: list[Any] = [
         Chart(figures.role_bars(roles, energy_col, f"Estimated energy per image by role ({conv} convention, {preset})",
                                 "uJ per image", labels),
               f"uJ per image summed by role, {conv} convention, {preset}; SDiT and DiT line up by role.",
@@ -212,86 +186,102 @@ def build_page(study: Study, run: RunInfo) -> Page:
               f"uJ per image per layer, {conv} convention, {preset}; layers without energy left out.",
               "layers", layers, "fig-layers"),
     ]
-    for i, c in enumerate(c for c in convs if f"macs_{c}" in layers.columns):
-        per_layer.append(Chart(figures.ops_bars(layers, c, labels),
-                               f"MACs and ACs per image per layer, {c} convention (counts, log scale).", "layers",
-                               layers, f"fig-ops-{i}"))
-    sections.append(Section("layers", "Per layer, grouped by role", per_layer))
+    for i, c in enumerate(c for c in study.conventions if f"macs_{c}" in layers.columns):
+        blocks.append(Chart(figures.ops_bars(layers, c, labels),
+                            f"MACs and ACs per image per layer, {c} convention (counts, log scale).", "layers",
+                            layers, f"fig-ops-{i}"))
+    return Section("layers", "Per layer, grouped by role", blocks)
 
-    rate_blocks: list[Any] = []
+
+def _firing(study: Study) -> Section:
+    spiking = [m for m in study.models if m.spiking]
+    blocks: list[Any] = []
     spiking_steps = tables.spiking_steps_table(study)
     diffusion_steps = tables.diffusion_steps_table(study)
     for i, m in enumerate(spiking):
-        rate_blocks.append(Chart(
+        blocks.append(Chart(
             figures.firing_heatmap(spiking_steps, m.label, "spiking_step", "spiking step t (0..T-1)",
                                    f"{m.label}: firing rate per LIF layer and spiking step (over the workload)"),
             "Firing rate (%) = spikes / (neurons x 1 step), per spiking step, over every diffusion step; "
             "x marks a layer-step with no spike (dead) or every neuron firing (saturated).",
             "firing_rate_spiking_steps", spiking_steps, f"fig-fr-T-{i}"))
         if len(diffusion_steps[diffusion_steps.model == m.label]):
-            rate_blocks.append(Chart(
+            blocks.append(Chart(
                 figures.firing_heatmap(diffusion_steps, m.label, "diffusion_step", "diffusion step (sampling order)",
                                        f"{m.label}: firing rate per LIF layer and diffusion step"),
                 "Firing rate (%) = spikes / (neurons x T) per diffusion step; x marks dead or saturated layer-steps.",
                 "firing_rate_diffusion_steps", diffusion_steps, f"fig-fr-step-{i}"))
         else:
-            rate_blocks.append(Text(f"{m.label}: firing rate per diffusion step is not recorded by this comparison "
-                                    "(the profile keeps per-step totals only).", note=True))
+            blocks.append(Text(f"{m.label}: firing rate per diffusion step is not recorded by this comparison "
+                               "(the profile keeps per-step totals only).", note=True))
     if not spiking:
-        rate_blocks.append(Text("No spiking model in this comparison: no firing rates.", note=True))
-    sections.append(Section("firing", "Firing rates", rate_blocks))
+        blocks.append(Text("No spiking model in this comparison: no firing rates.", note=True))
+    return Section("firing", "Firing rates", blocks)
 
+
+def _steps(study: Study) -> Section:
     steps = tables.step_energy_table(study)
-    sections.append(Section("steps", "Energy per diffusion step", [
-        Chart(figures.step_energy_lines(steps, labels, convs, preset),
-              f"uJ per image per diffusion step, {preset}; one line per model and convention.", "energy_per_step",
-              steps, "fig-steps")]))
+    return Section("steps", "Energy per diffusion step", [
+        Chart(figures.step_energy_lines(steps, _model_labels(study), list(study.conventions), study.headline_preset),
+              f"uJ per image per diffusion step, {study.headline_preset}; one line per model and convention.",
+              "energy_per_step", steps, "fig-steps")])
 
+
+def _sweep(study: Study) -> Section:
+    preset, conv = study.headline_preset, study.headline_convention
+    spiking = [m for m in study.models if m.spiking]
+    ann = [m for m in study.models if not m.spiking]
+    if not spiking:
+        return Section("sweep", "Energy against firing rate",
+                       [Text("No spiking model in this comparison: no firing-rate sweep.", note=True)])
     sweep = tables.sweep_table(study)
     breaks = tables.break_even_table(study)
-    breaks_h = breaks[breaks.preset == preset]
     models_tab = tables.models_table(study).set_index("model")
-    sweep_blocks: list[Any] = []
-    if spiking:
-        sweep_blocks.append(Chart(
-            figures.sweep_lines(sweep, [(b.label, study.energy_j(b.label, preset, conv) * 1e6) for b in ann
-                                        if study.energy_j(b.label, preset, conv) is not None],
-                                breaks_h, [(m.label, float(models_tab.loc[m.label, "mean_firing_rate_pct"]))
-                                           for m in spiking], preset),
-            f"uJ per image if every LIF layer fired at the rate on the x axis ({preset}); each line names its "
-            "convention; diamonds are break-even points with the baselines; dotted lines are the measured mean "
-            "firing rates.", "firing_rate_sweep", sweep, "fig-sweep"))
-        sweep_blocks.append(Table(breaks, "Break-even firing rate (%) of each spiking model against each baseline, "
-                                          "per preset and convention.", "break_even"))
-    else:
-        sweep_blocks.append(Text("No spiking model in this comparison: no firing-rate sweep.", note=True))
-    sections.append(Section("sweep", "Energy against firing rate", sweep_blocks))
+    baselines = [(b.label, study.energy_j(b.label, preset, conv) * 1e6) for b in ann
+                 if study.energy_j(b.label, preset, conv) is not None]
+    rates = [(m.label, float(models_tab.loc[m.label, "mean_firing_rate_pct"])) for m in spiking]
+    return Section("sweep", "Energy against firing rate", [
+        Chart(figures.sweep_lines(sweep, baselines, breaks[breaks.preset == preset], rates, preset),
+              f"uJ per image if every LIF layer fired at the rate on the x axis ({preset}); each line names its "
+              "convention; diamonds are break-even points with the baselines; dotted lines are the measured mean "
+              "firing rates.", "firing_rate_sweep", sweep, "fig-sweep"),
+        Table(breaks, "Break-even firing rate (%) of each spiking model against each baseline, "
+                      "per preset and convention.", "break_even")])
 
+
+def _sensitivity(study: Study) -> Section:
     sens = tables.sensitivity_table(study)
-    sections.append(Section("sensitivity", "Convention sensitivity", [
+    preset = study.headline_preset
+    return Section("sensitivity", "Convention sensitivity", [
         Text("; ".join(f"{name}: {text}" for name, text in study.conventions.items()), note=True),
         Table(sens, f"The verdict under each convention ({preset}), uJ per image.", "sensitivity"),
         Chart(figures.sensitivity_bars(sens, preset), f"Energy ratio model / baseline per convention ({preset}).",
-              "sensitivity", sens, "fig-sensitivity")]))
+              "sensitivity", sens, "fig-sensitivity")])
 
-    presets_tab = tables.presets_table(study)
+
+def _presets(study: Study) -> Section:
+    conv = study.headline_convention
     preset_energy = tables.preset_energy_table(study)
-    sections.append(Section("presets", "Cost presets", [
-        Table(presets_tab, "Each preset's terms with units, its scope (per-op terms that add up, or an all-in "
-                           "figure to which nothing may be added), evidence grade, process node, citation and what "
-                           "we checked; a term a preset does not define is stated as such, never 0.", "presets"),
-        Chart(figures.preset_bars(preset_energy, labels, conv),
+    return Section("presets", "Cost presets", [
+        Table(tables.presets_table(study), "Each preset's terms with units, its scope (per-op terms that add up, or "
+                                           "an all-in figure to which nothing may be added), evidence grade, process "
+                                           "node, citation and what we checked; a term a preset does not define "
+                                           "is stated as such, never 0.", "presets"),
+        Chart(figures.preset_bars(preset_energy, _model_labels(study), conv),
               f"uJ per image under each preset, {conv} convention; a missing bar is energy the preset cannot give "
               "(it defines no MAC energy and the model has MACs: see the 'undefined' column of the data).",
               "preset_energy", preset_energy, "fig-presets"),
         Table(tables.energy_terms_table(study), "Estimated energy per image by term (MAC, AC, neuron update, memory) "
                                                 "and in total, uJ, for every model, preset and convention; the note "
                                                 "names the terms a preset leaves undefined (never counted as 0) and "
-                                                "those that are off: what `sdit energy` prints.", "energy_terms")]))
+                                                "those that are off: what `sdit energy` prints.", "energy_terms")])
 
+
+def _measured(study: Study) -> Section:
+    preset, conv = study.headline_preset, study.headline_convention
     measured = tables.measured_table(study)
     scopes = tables.scopes_text(study) or "no meter read"
-    meas_blocks: list[Any] = [Table(
+    blocks: list[Any] = [Table(
         measured, f"Measured energy per image over {study.workload_label} ({scopes}"
                   "; idle draw included, and above idle: less idle power x window time) beside the estimate "
                   f"({conv} convention, {preset}); where nothing was measured, the reason.", "measured")]
@@ -302,32 +292,36 @@ def build_page(study: Study, run: RunInfo) -> Page:
         methods = "; ".join(f"{method} ({meter}): {tables.method_text(method, meter)}"
                             for method, (_, meter) in pairs)
         scope = "; ".join(dict.fromkeys(f"{scope}, {meter}" for _, (scope, meter) in pairs))
-        meas_blocks.append(Chart(
-            figures.power_trace(trace, measured, labels),
+        blocks.append(Chart(
+            figures.power_trace(trace, measured, _model_labels(study)),
             f"Power (W, {scope}) against time since each model's measured window opened (s); dotted marks: the "
             f"window's opening and closing; dashed: the idle baseline read before the workload. {methods}.",
             "power_trace", trace, "fig-power"))
     for m in study.models:
         if not m.measured:
-            meas_blocks.append(Text(f"{m.label}: not measured: {m.measured_reason or 'no reason recorded'}"))
+            blocks.append(Text(f"{m.label}: not measured: {m.measured_reason or 'no reason recorded'}"))
         elif not len(trace[trace.model == m.label]):
-            meas_blocks.append(Text(f"{m.label}: no power trace: the meter ({m.measured.get('method')}) read no "
-                                    "power inside the window (an energy counter read at its two ends only).",
-                                    note=True))
-    sections.append(Section("measured", "Measured against estimated", meas_blocks))
+            blocks.append(Text(f"{m.label}: no power trace: the meter ({m.measured.get('method')}) read no "
+                               "power inside the window (an energy counter read at its two ends only).", note=True))
+    return Section("measured", "Measured against estimated", blocks)
 
-    sample_blocks: list[Any] = [Image(png, f"samples of {label}", caption) for label, (png, caption)
-                                in run.samples.items()]
-    if not sample_blocks:
-        sample_blocks.append(Text("No samples were drawn in this run.", note=True))
-    sections.append(Section("samples", "Samples from this run", sample_blocks))
 
+def _samples(run: RunInfo) -> Section:
+    blocks: list[Any] = [Image(png, f"samples of {label}", caption) for label, (png, caption) in run.samples.items()]
+    if not blocks:
+        blocks.append(Text("No samples were drawn in this run.", note=True))
+    return Section("samples", "Samples from this run", blocks)
+
+
+def _uncounted(study: Study) -> Section:
     unsupported = tables.unsupported_table(study)
-    sections.append(Section("uncounted", "Uncounted ops", [
+    return Section("uncounted", "Uncounted ops", [
         Table(unsupported, "Ops no counting rule covered, per model.", "uncounted") if len(unsupported) else
         Text(f"Empty: every op of the {len(study.models)} models was covered by a counting rule "
-             "(nothing was left uncounted).")]))
+             "(nothing was left uncounted).")])
 
+
+def _conventions(study: Study, run: RunInfo) -> Section:
     first = study.models[0].profile
     conventions = [("workload and sampler", f"{study.workload_label} (the same for every model, samples included)"),
                    *((f"T ({m.label})", str(m.profile.time_steps)) for m in study.models),
@@ -338,12 +332,23 @@ def build_page(study: Study, run: RunInfo) -> Page:
                   *((f"version {k}", v) for k, v in sorted(run.versions.items()))]
     for m in study.models:
         provenance += _provenance_items(m)
-    sections.append(Section("conventions", "Conventions and provenance", [KeyValues(conventions),
-                                                                          KeyValues(provenance)]))
+    return Section("conventions", "Conventions and provenance", [KeyValues(conventions), KeyValues(provenance)])
 
+
+def build_page(study: Study, run: RunInfo) -> Page:
+    """The whole report of ``study``: one section per function above, in reading order.
+
+    Raises:
+        ValueError: a study of fewer than two models (the report compares).
+    """
+    if len(study.models) < 2:
+        raise ValueError("the report compares two or more models")
+    sections = [_headline(study), _table(study), _quality(study, run), _layers(study), _firing(study),
+                _steps(study), _sweep(study), _sensitivity(study), _presets(study), _measured(study), _samples(run),
+                _uncounted(study), _conventions(study, run)]
     return Page(
-        title="SDiT energy report: " + " vs ".join(labels),
-        subtitle=f"{study.workload_label}; headline: {conv} convention, {preset}",
+        title="SDiT energy report: " + " vs ".join(_model_labels(study)),
+        subtitle=f"{study.workload_label}; headline: {study.headline_convention} convention, {study.headline_preset}",
         sections=sections,
         data={"comparison": study.source or study.to_dict()},
         created=f"created {run.created}",

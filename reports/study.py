@@ -1,10 +1,11 @@
-"""What the report reads: a :class:`Study`, plain records taken from a comparison.
+"""What the report reads: a :class:`Study`, plain records regrouped from a finished comparison.
 
-The report never computes an energy: every number it shows is read from the study's
-records, which :func:`study_from_profiles` fills from the library's results (profiles and
-:mod:`profiling.energy`). Keeping the report's input in this one small shape is the
-adapter between the study library and the presentation: when the library's comparison
-type changes, only the function that builds a :class:`Study` changes.
+The report never computes an energy: every number it shows is read from a
+:class:`profiling.compare.Comparison` (:func:`study_from_comparison`, or :func:`study_view` of a
+:class:`profiling.study.FinishedStudy`), regrouped here into long-format rows, none recomputed.
+Keeping the report's input in this one small shape is the adapter between the study floor and
+the presentation: when the comparison type changes, only the functions that build a
+:class:`Study` change.
 
 Units: energies in joules per image over the whole workload, firing rates as fractions.
 """
@@ -14,14 +15,10 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from profiling.conventions import COUNTING_CONVENTIONS, DEFAULT_CONVENTIONS
-from profiling.energy import COST_PRESETS, EnergyCosts, break_even_rate, estimate
+from profiling.compare import Comparison
+from profiling.energy import EnergyCosts
 from profiling.records import Profile, Workload, workload_label
-
-SWEEP_RATES = tuple(i / 20 for i in range(21))  # 0 %, 5 %, ..., 100 %
-
-# What each named convention charges (profiling.conventions), in one line each.
-CONVENTION_TEXT = {name: c.summary for name, c in COUNTING_CONVENTIONS.items()}
+from profiling.study import FinishedStudy
 
 
 @dataclass(frozen=True)
@@ -32,12 +29,14 @@ class ModelStudy:
         label: The target as the user named it (preset or checkpoint path).
         kind: ``sdit`` or ``dit``.
         description: e.g. ``sdit-small at step 21500 (EMA weights)``.
-        params_trainable: Parameters with ``requires_grad`` (``None``: not known, a study of a profile alone).
+        params_trainable: Parameters with ``requires_grad`` (``None``: not known, a study of profiles alone).
         params_total: Every parameter (frozen ones included, e.g. DiT's sin-cos position embedding).
         profile: Counts of the study's workload.
         provenance: The checkpoint's own ``provenance.json`` where one is shipped.
         measured: Measured energy (``energy_j_per_image``, ``measurement`` with power trace...) or ``None``.
         measured_reason: Why there is no measurement, in one line, when ``measured`` is ``None``.
+        counts: Convention -> ``per_image`` (``macs``, ``acs``) and ``layers`` (layer -> ``macs``, ``acs``) as
+            that convention charges them (read from the study's estimates).
     """
 
     label: str
@@ -49,10 +48,19 @@ class ModelStudy:
     provenance: dict[str, Any] | None = None
     measured: dict[str, Any] | None = None
     measured_reason: str | None = None
+    counts: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     @property
     def spiking(self) -> bool:
-        return self.profile.time_steps > 0
+        return self.profile.is_spiking
+
+    def count(self, convention: str, key: str, layer: str | None = None) -> float | None:
+        """``macs`` or ``acs`` per image (of ``layer``, else of the model) as ``convention`` charges them;
+        ``None`` when the study did not estimate that convention."""
+        if convention not in self.counts:
+            return None
+        counts = self.counts[convention]
+        return counts["per_image"][key] if layer is None else counts["layers"][layer][key]
 
 
 @dataclass(frozen=True)
@@ -133,78 +141,25 @@ def _energy_row(key: dict[str, str], est: Any) -> dict[str, Any]:
             "undefined_terms": dict(est.undefined)}
 
 
+def _counts(est: Any) -> dict[str, Any]:
+    """A :attr:`ModelStudy.counts` entry of one estimate."""
+    return {"per_image": {"macs": est.counts["macs"], "acs": est.counts["acs"]}, "layers": dict(est.layer_counts)}
+
+
 def preset_info(costs: EnergyCosts) -> PresetInfo:
     """A :class:`PresetInfo` of a cost preset (or of a user's TOML constants)."""
     return PresetInfo(name=costs.name, terms=costs.terms(), scope=costs.scope, evidence=costs.evidence,
                       node=costs.process or "not stated", citation=costs.source, checked=costs.checked)
 
 
-def study_from_profiles(
-    models: list[ModelStudy],
-    presets: list[EnergyCosts] | None = None,
-    conventions: tuple[str, ...] = DEFAULT_CONVENTIONS,
-    headline_preset: str | None = None,
-    headline_convention: str = "paper",
-) -> Study:
-    """Fill a :class:`Study` from profiles of one workload with :func:`profiling.energy.estimate`.
-
-    Raises:
-        ValueError: no model, profiles of different workloads, or a headline
-            preset / convention that is not among those given.
-    """
-    if not models:
-        raise ValueError("a study needs at least one model")
-    workloads = {m.profile.workload for m in models}
-    if len(workloads) != 1:
-        raise ValueError("the models were profiled on different workloads: "
-                         + "; ".join(sorted(workload_label(w) for w in workloads)))
-    presets = presets or list(COST_PRESETS.values())
-    headline_preset = headline_preset or presets[0].name
-    if headline_preset not in {c.name for c in presets} or headline_convention not in conventions:
-        raise ValueError("the headline preset and convention must be among those compared")
-    energy, layers, steps, sweep, breaks, layer_steps = [], [], [], [], [], []
-    estimates = {}
-    for m in models:
-        for costs in presets:
-            for conv in conventions:
-                est = estimate(m.profile, costs, conv)
-                estimates[(m.label, costs.name, conv)] = est
-                key = {"model": m.label, "preset": costs.name, "convention": conv}
-                energy.append(_energy_row(key, est))
-                layers += [{**key, "layer": name, "energy_j": e["total_j"]} for name, e in est.layers.items()]
-                steps += [{**key, "step": s.index, "t": s.t, "energy_j": e["total_j"]}
-                          for s, e in zip(m.profile.steps, est.per_step, strict=True)]
-                if m.spiking and est.counts["convertible"]:
-                    sweep += [{**key, **row} for row in est.sweep(list(SWEEP_RATES))]
-        layer_steps += [{"model": m.label, "layer": r.layer, "step": r.step, "t": r.t, "spikes": r.spikes,
-                         "neuron_updates": r.neuron_updates, "firing_rate": r.firing_rate}
-                        for r in m.profile.layer_steps if r.neuron_updates]
-    for s in (m for m in models if m.spiking):
-        for b in (m for m in models if not m.spiking):
-            for costs in presets:
-                for conv in conventions:
-                    base_j = estimates[(b.label, costs.name, conv)].total_j
-                    breaks.append({"model": s.label, "baseline": b.label, "preset": costs.name, "convention": conv,
-                                   "baseline_j": base_j,
-                                   "firing_rate": break_even_rate(estimates[(s.label, costs.name, conv)], base_j)})
-    return Study(
-        models=models, workload=models[0].profile.workload, presets=[preset_info(c) for c in presets],
-        conventions={c: CONVENTION_TEXT[c] for c in conventions}, headline_preset=headline_preset,
-        headline_convention=headline_convention, energy_rows=energy, layer_energy_rows=layers,
-        step_energy_rows=steps, sweep_rows=sweep, break_even_rows=breaks, layer_step_rows=layer_steps,
-    )
-
-
-def profile_study(profile: Profile, costs: EnergyCosts, conventions: tuple[str, ...] = ("strict", "paper"),
-                  headline_convention: str = "strict") -> Study:
-    """A study of one profile under one preset (what ``sdit profile`` prints); parameters are not known."""
-    model = ModelStudy(label=profile.model, kind=profile.kind, description=profile.model, params_trainable=None,
-                       params_total=None, profile=profile)
-    return study_from_profiles([model], [costs], conventions, costs.name, headline_convention)
+def study_view(finished: FinishedStudy) -> Study:
+    """The report's view of a finished study: its comparison with descriptions, provenance and headline."""
+    return study_from_comparison(finished.comparison, finished.descriptions, finished.provenance,
+                                 finished.headline_preset, finished.headline_convention)
 
 
 def study_from_comparison(
-    comparison: Any,
+    comparison: Comparison,
     descriptions: dict[str, str] | None = None,
     provenance: dict[str, dict[str, Any] | None] | None = None,
     headline_preset: str | None = None,
@@ -232,10 +187,12 @@ def study_from_comparison(
         raise ValueError("the headline preset and convention must be among those compared")
     models, energy, layers, steps, sweep, layer_steps = [], [], [], [], [], []
     for t in comparison.targets:
+        first = comparison.costs[0].name
         models.append(ModelStudy(
             label=t.name, kind=t.kind, description=descriptions.get(t.name, t.source),
             params_trainable=t.params["trainable"], params_total=t.params["total"], profile=t.profile,
-            provenance=provenance.get(t.name), measured=t.measured, measured_reason=t.measured_reason))
+            provenance=provenance.get(t.name), measured=t.measured, measured_reason=t.measured_reason,
+            counts={te.convention: _counts(te.estimate) for te in t.estimates if te.costs == first}))
         for te in t.estimates:
             est = te.estimate
             key = {"model": t.name, "preset": te.costs, "convention": te.convention}

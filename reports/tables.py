@@ -13,6 +13,9 @@ from typing import Any
 
 import pandas as pd
 
+from profiling.conventions import COUNTING_CONVENTIONS
+from profiling.study import QUALITY_METRICS
+from profiling.table3 import PAPER_TABLE3, PAPER_TABLE3_NOTE
 from reports.study import ModelStudy, Study
 
 UJ = 1e6  # microjoules per joule
@@ -21,14 +24,6 @@ UJ = 1e6  # microjoules per joule
 ROLES = ("embedding", "time mixing / attention", "channel mixing / MLP", "neurons (LIF)", "reconstruction",
          "residuals, skips, modulation", "head", "outside the model")
 
-# The paper's Table III ("Number of parameters and MAC operations"), as printed.
-PAPER_TABLE_III = (
-    {"model": "paper Table III: DiT", "backbone": "Transformer", "params": 13.86e6, "macs": 3.48e9},
-    {"model": "paper Table III: SDiT", "backbone": "RWKV", "params": 11.67e6, "macs": 1.32e9},
-)
-PAPER_TABLE_III_NOTE = ("the paper prints 13.86 M / 3.48 G (DiT) and 11.67 M / 1.32 G (SDiT) for its MNIST models "
-                        "without saying what a MAC counts; DiT's 3.48 G equals twice its Linear/Conv MACs "
-                        "(a FLOP count or a batch of two); the paper gives no workload, ACs or energy")
 
 
 def role_of(name: str, kind: str) -> str:
@@ -73,7 +68,7 @@ def models_table(study: Study) -> pd.DataFrame:
             "params_trainable": m.params_trainable, "params_total": m.params_total,
             "time_steps_T": m.profile.time_steps,
             "macs_per_image_strict": per["macs"], "acs_per_image_strict": per["acs"],
-            "macs_per_image_paper": per["macs_paper"], "acs_per_image_paper": per["acs_paper"],
+            "macs_per_image_paper": m.count("paper", "macs"), "acs_per_image_paper": m.count("paper", "acs"),
             "dense_macs_per_image": per["dense_macs"], "spikes_per_image": per["spikes"],
             "mean_firing_rate_pct": _pct(_mean_firing_rate(m)),
         })
@@ -86,8 +81,8 @@ def models_table(study: Study) -> pd.DataFrame:
 TOTALS = (
     ("MACs (strict)", "macs", "multiply-accumulates with real-valued inputs"),
     ("ACs (strict)", "acs", "accumulates driven by spikes, nnz x fan-out"),
-    ("MACs (paper conv.)", "macs_paper", "synaptic ops outside spiking blocks"),
-    ("ACs (paper conv.)", "acs_paper", "fr x dense MACs inside spiking blocks"),
+    ("MACs (paper conv.)", ("paper", "macs"), "synaptic ops not fed by spikes"),
+    ("ACs (paper conv.)", ("paper", "acs"), "fr x dense MACs of spike-fed ops"),
     ("dense MACs", "dense_macs", "all synaptic ops counted dense (fvcore/thop view)"),
     ("spikes", "spikes", "neuron outputs equal to 1, all T steps"),
     ("neuron updates", "neuron_updates", "membrane updates, neurons x T"),
@@ -98,15 +93,22 @@ TOTALS = (
 )
 
 
+def _total(m: ModelStudy, key: str | tuple[str, ...]) -> float | None:
+    """A :data:`TOTALS` quantity of ``m``: a count column, the sum of several, or (convention, macs / acs)."""
+    if isinstance(key, tuple) and key[0] in COUNTING_CONVENTIONS:
+        return m.count(*key)
+    keys = key if isinstance(key, tuple) else (key,)
+    return sum(m.profile.per_image[k] for k in keys)
+
+
 def totals_table(study: Study) -> pd.DataFrame:
     """Every count per image, the mean firing rate and the energy under each convention (headline preset):
     one row per quantity, its unit, then one column per model."""
     labels = [m.label for m in study.models]
     rows = []
     for quantity, key, unit in TOTALS:
-        keys = key if isinstance(key, tuple) else (key,)
         rows.append({"quantity": quantity, "unit": f"per image: {unit}",
-                     **{m.label: sum(m.profile.per_image[k] for k in keys) for m in study.models}})
+                     **{m.label: _total(m, key) for m in study.models}})
     rows.append({"quantity": "mean firing rate", "unit": "% = 100 x spikes / (neurons x T)",
                  **{m.label: _pct(_mean_firing_rate(m)) for m in study.models}})
     preset = next(p for p in study.presets if p.name == study.headline_preset)
@@ -156,7 +158,7 @@ def meter_scope(measured: dict[str, Any] | None) -> tuple[str, str]:
     meter = str((measured or {}).get("meter") or "")
     if meter.startswith("RAPL"):
         return "CPU packages", "RAPL"
-    return "whole GPU", "NVML"  # NvmlMeter, and records written before the meter was recorded
+    return "whole GPU", "NVML"  # NvmlMeter, and a record that names no meter
 
 
 def scopes_text(study: Study) -> str:
@@ -257,12 +259,12 @@ def comparison_table(study: Study) -> pd.DataFrame:
                 if key not in ("model", "kind"):
                     ratio[key] = _ratio(value, by_model[b.label][key])
             rows.append(ratio)
-    for ref in PAPER_TABLE_III:
-        rows.append({"model": ref["model"], "kind": "reference", "params_trainable": ref["params"],
-                     "macs_per_image_strict": ref["macs"]})
+    for ref in PAPER_TABLE3:
+        rows.append({"model": f"paper Table III: {ref.model}", "kind": "reference", "params_trainable": ref.params,
+                     "macs_per_image_strict": ref.macs})
     frame = pd.DataFrame(rows, columns=list(rows[0].keys()))
     frame = frame.astype(object).where(frame.notna(), None)
-    frame.attrs["note"] = PAPER_TABLE_III_NOTE
+    frame.attrs["note"] = PAPER_TABLE3_NOTE
     return frame
 
 
@@ -275,7 +277,8 @@ def layers_table(study: Study) -> pd.DataFrame:
         for order, rec in enumerate(m.profile.layers):
             row = {"model": m.label, "order": order, "role": role_of(rec.name, rec.kind), "layer": rec.name,
                    "module": rec.kind, "macs_strict": rec.macs, "acs_strict": rec.acs,
-                   "macs_paper": rec.macs_paper, "acs_paper": rec.acs_paper, "dense_macs": rec.dense_macs,
+                   "macs_paper": m.count("paper", "macs", rec.name), "acs_paper": m.count("paper", "acs", rec.name),
+                   "dense_macs": rec.dense_macs,
                    "spikes": rec.spikes, "neurons": rec.neurons, "firing_rate_pct": _pct(rec.firing_rate)}
             for conv in study.conventions:
                 j = energy.get((m.label, rec.name, conv))
@@ -412,7 +415,6 @@ def unsupported_table(study: Study) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=columns)
 
 
-QUALITY_METRICS = ("fid", "kid", "kid_standard_error", "precision", "recall", "density", "coverage")
 
 
 def _quality_row(model: str, source: str, features: str, metric: str, value: float, n: int | None, sampler: str,

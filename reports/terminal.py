@@ -23,6 +23,7 @@ from rich import box
 from rich.console import Console
 from rich.table import Table
 
+from profiling.compare import Comparison
 from reports import tables
 from reports.study import Study
 
@@ -218,3 +219,34 @@ def sensitivity_text(study: Study, width: int | None = None) -> str:
                           title=f"{model} (model) vs {baseline} (baseline): estimated energy per image, "
                                 f"{study.workload_label}, {study.headline_preset}", width=width))
     return "\n".join(out)
+
+
+def _uj_or(value: float | None, undefined: str) -> str:
+    return undefined if value is None else f"{value * 1e6:,.3f}"
+
+
+def energy_lines(comparison: Comparison) -> list[str]:
+    """What ``sdit energy`` prints under its tables: the first preset's terms and source, the first
+    target's break-even rates, and what was measured (or why nothing was), one line each."""
+    costs = comparison.costs[0]
+    what = comparison.workload.label()
+    terms = "; ".join(f"{term}: {text}" for term, text in costs.terms().items())
+    lines = [f"terms of {costs.name}: {terms}",
+             f"constants: {costs.source} [{costs.evidence}, {costs.scope}, {costs.process or 'node not stated'}]"]
+    main = comparison.targets[0]
+    for b in (b for b in comparison.break_even if b.model == main.name):
+        text = b.reason if b.firing_rate is None else f"{b.firing_rate:.2%}"
+        lines.append(f"break-even firing rate vs {b.baseline} ({_uj_or(b.baseline_j, 'undefined')} uJ/image), "
+                     f"{b.convention} convention, {b.costs}, {what}: {text}")
+    missing = [t for t in comparison.targets if t.measured is None]
+    if missing and len(missing) == len(comparison.targets) and len({t.measured_reason for t in missing}) == 1:
+        lines.append(f"measured energy unavailable: {main.measured_reason}")
+    else:  # the target and its baseline are measured alike; say which one failed
+        lines += [f"measured energy of {t.name} unavailable: {t.measured_reason}" for t in missing]
+    for t in (t for t in comparison.targets if t.measured is not None):
+        m = t.measured
+        lines.append(f"measured {t.name}: {m['energy_j_per_image']:.6g} J/image ({what}; above idle "
+                     f"{m['energy_above_idle_j_per_image']:.6g} J/image; {m['method']}, window {m['window_s']:.2f} s, "
+                     f"{m['repeats']} repeats, idle {m['idle_power_w']:.1f} W, {m['device']}; "
+                     f"{m.get('meter', 'NVML')})")
+    return lines

@@ -87,6 +87,17 @@ def test_round_trip_is_exact_through_json(study: Comparison) -> None:
     assert again.to_dict() == study.to_dict()
     with pytest.raises(ValueError, match="not an sdit comparison"):
         Comparison.from_dict({"schema": "other"})
+    older = "schema 'sdit.comparison/1', not 'sdit.comparison/2': it is read by sdit 0.1.0"
+    with pytest.raises(ValueError, match=older):
+        Comparison.from_dict({**study.to_dict(), "schema": "sdit.comparison/1"})
+
+
+def test_each_cost_preset_is_stored_once(study: Comparison) -> None:
+    text = json.dumps(study.to_dict())
+    for costs in study.costs:
+        assert text.count(json.dumps(costs.source)) == 1
+    for target in study.to_dict()["targets"]:
+        assert all(isinstance(e["estimate"]["costs"], str) for e in target["estimates"])
 
 
 def test_the_measurement_keeps_its_power_trace_through_json(study: Comparison) -> None:
@@ -104,7 +115,7 @@ def test_reading_a_comparison_and_estimating_from_it_imports_no_torch(study: Com
     path.write_text(json.dumps(study.to_dict()))
     code = (
         "import json, sys; from pathlib import Path; from profiling.compare import Comparison; "
-        "from profiling.energy import COST_PRESETS, estimate; "
+        "from profiling.energy import COST_PRESETS, estimate; import profiling.study, profiling.table3; "
         f"c = Comparison.from_dict(json.loads(Path({str(path)!r}).read_text())); "
         "e = estimate(c.target('dit').profile, COST_PRESETS['45nm-int8'], 'block'); "
         "assert abs(e.total_j - 4 * 499712 * 0.23e-12) < 1e-18, e.total_j; "

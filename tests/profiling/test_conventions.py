@@ -9,7 +9,13 @@ import torch
 from spikingjelly.activation_based import functional, neuron
 from torch import nn
 
-from profiling.conventions import COUNTING_CONVENTIONS, ConventionError, get_convention, split_steps
+from profiling.conventions import (
+    COUNTING_CONVENTIONS,
+    ConventionError,
+    get_convention,
+    spike_fed_macs,
+    split_steps,
+)
 from profiling.counter import LayerCounter
 from profiling.energy import (
     COST_PRESETS,
@@ -121,6 +127,33 @@ def test_paper_charges_each_op_at_its_nearest_upstream_spiking_layer(tiny: Profi
         assert splits["blocks.1.fc1"].acs == pytest.approx(_rate(rows["blocks.0.lif2"]) * T * D * D, rel=1e-12)
         assert splits["blocks.1.fc2"].acs == pytest.approx(_rate(rows["blocks.1.lif1"]) * T * D * D, rel=1e-12)
         assert splits["head"].macs == D * D_OUT and splits["enc"].macs == D_IN * D  # outside blocks: strict
+
+
+def test_spike_fed_ops_are_the_ones_the_paper_charges_at_a_rate(tiny: Profile) -> None:
+    fed = spike_fed_macs(tiny)
+    assert {k: v for k, v in fed.items() if v} == {k: 2 * DENSE[k] for k in ("blocks.0.fc2", "blocks.1.fc1",
+                                                                           "blocks.1.fc2")}
+    total = sum(s.convertible for step in split_steps(tiny, "paper") for n, s in step.items() if fed[n])
+    assert total == sum(fed.values())
+
+
+def test_paper_convention_of_a_firing_sdit() -> None:
+    model = build_model("sdit-tiny")
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, nn.Linear):
+                m.weight.mul_(8.0)
+    profile = profile_forward(model, name="m", batch_size=2, seed=1)
+    (paper,) = split_steps(profile, "paper")
+    key = profile.layer("in_blocks.0.channel_mixing.key")
+    upstream = profile.layer("in_blocks.0.attn_lif")
+    assert key.upstream_neuron == "in_blocks.0.attn_lif"
+    assert paper[key.name].macs == 0
+    assert paper[key.name].acs == pytest.approx(upstream.firing_rate * key.dense_macs)
+    # the first block's TimeMixing runs before any spiking layer: MACs in both conventions
+    first = profile.layer("in_blocks.0.time_mixing.key")
+    assert paper[first.name].macs == first.macs and paper[first.name].acs == 0
+    assert sum(s.macs + s.acs for s in paper.values()) < profile.per_image["macs"]
 
 
 def test_block_charges_every_op_in_a_block_at_the_block_rate(tiny: Profile) -> None:

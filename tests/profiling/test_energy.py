@@ -12,10 +12,9 @@ from profiling.energy import (
     COST_PRESETS,
     CostsError,
     EnergyCosts,
-    break_even_firing_rate,
-    estimate_energy,
+    break_even_rate,
+    estimate,
     load_costs,
-    paper_energy_at_rate_j,
     with_overrides,
 )
 from profiling.workloads import profile_forward, profile_sampling
@@ -48,56 +47,61 @@ def test_presets_cite_horowitz_2014() -> None:
 
 
 def test_fp32_energy_of_dit_tiny_is_hand_computed(dit_tiny) -> None:
-    estimate = estimate_energy(dit_tiny, FP32)
+    result = estimate(dit_tiny, FP32)
     # 499,712 MACs x 4.6 pJ, no ACs in an ANN
-    assert estimate.per_image["mac_j"] == pytest.approx(499_712 * 4.6e-12, rel=1e-12)
-    assert estimate.per_image["ac_j"] == 0
-    assert estimate.total_j == pytest.approx(2.2986752e-6, rel=1e-12)
-    assert estimate.per_image["memory_j"] is None and estimate.per_image["neuron_j"] is None
+    assert result.per_image["mac_j"] == pytest.approx(499_712 * 4.6e-12, rel=1e-12)
+    assert result.per_image["ac_j"] == 0
+    assert result.total_j == pytest.approx(2.2986752e-6, rel=1e-12)
+    assert result.per_image["memory_j"] is None and result.per_image["neuron_j"] is None
 
 
 def test_layers_sum_to_total(firing_sdit) -> None:
-    estimate = estimate_energy(firing_sdit, FP32)
-    for column in ("mac_j", "ac_j", "compute_j", "mac_paper_j", "ac_paper_j", "compute_paper_j"):
-        assert sum(row[column] for row in estimate.layers.values()) == pytest.approx(estimate.per_image[column])
+    for convention in ("strict", "paper"):
+        result = estimate(firing_sdit, FP32, convention)
+        for column in ("mac_j", "ac_j", "compute_j"):
+            assert sum(row[column] for row in result.layers.values()) == pytest.approx(result.per_image[column])
 
 
 def test_changing_preset_scales_the_right_columns(firing_sdit) -> None:
-    e32, e16 = estimate_energy(firing_sdit, FP32), estimate_energy(firing_sdit, FP16)
+    e32, e16 = estimate(firing_sdit, FP32), estimate(firing_sdit, FP16)
     assert e16.per_image["mac_j"] == pytest.approx(e32.per_image["mac_j"] * 1.5 / 4.6)
-    assert e16.per_image["ac_paper_j"] == pytest.approx(e32.per_image["ac_paper_j"] * 0.4 / 0.9)
-    assert e32.per_image["ac_paper_j"] > 0
+    p32, p16 = estimate(firing_sdit, FP32, "paper"), estimate(firing_sdit, FP16, "paper")
+    assert p16.per_image["ac_j"] == pytest.approx(p32.per_image["ac_j"] * 0.4 / 0.9)
+    assert p32.per_image["ac_j"] > 0
 
 
 def test_optional_terms_stay_in_their_columns(dit_tiny) -> None:
     costs = with_overrides(FP32, e_mem_pj_per_byte=2.0, e_neuron_update_pj=0.5)
-    estimate = estimate_energy(dit_tiny, costs)
-    assert estimate.per_image["memory_j"] == pytest.approx(2.0e-12 * dit_tiny.per_image["bytes"])
-    assert estimate.per_image["neuron_j"] == 0  # an ANN updates no neurons
-    assert estimate.per_image["compute_j"] == estimate_energy(dit_tiny, FP32).per_image["compute_j"]
-    assert estimate.total_j == pytest.approx(estimate.per_image["compute_j"] + estimate.per_image["memory_j"])
+    result = estimate(dit_tiny, costs)
+    assert result.per_image["memory_j"] == pytest.approx(2.0e-12 * dit_tiny.per_image["bytes"])
+    assert result.per_image["neuron_j"] == 0  # an ANN updates no neurons
+    assert result.per_image["compute_j"] == estimate(dit_tiny, FP32).per_image["compute_j"]
+    assert result.total_j == pytest.approx(result.per_image["compute_j"] + result.per_image["memory_j"])
     assert "overridden by the user" in costs.source
 
 
 def test_per_step_energy_of_a_sampling_run() -> None:
     run = profile_sampling(build_model("dit-tiny"), name="dit-tiny", sample_steps=3)
-    estimate = estimate_energy(run, FP32)
-    assert len(estimate.per_step) == 3
-    assert sum(s["mac_j"] for s in estimate.per_step) == pytest.approx(estimate.per_image["mac_j"])
+    result = estimate(run, FP32)
+    assert len(result.per_step) == 3
+    assert sum(s["mac_j"] for s in result.per_step) == pytest.approx(result.per_image["mac_j"])
 
 
 def test_firing_rate_sweep_and_break_even(firing_sdit) -> None:
-    at_measured = paper_energy_at_rate_j(firing_sdit, FP32, 0.0)
-    silent = sum(r.macs_paper for r in firing_sdit.layers) * 4.6e-12
+    paper = estimate(firing_sdit, FP32, "paper")
+    at_measured = paper.energy_at_rate_j(0.0)
+    silent = paper.counts["macs"] * 4.6e-12
     assert at_measured == pytest.approx(silent)  # silent neurons: only the non-converted MACs
-    full = paper_energy_at_rate_j(firing_sdit, FP32, 1.0)
-    assert full - at_measured == pytest.approx(0.9e-12 * firing_sdit.per_image["dense_macs_spiking"])
+    full = paper.energy_at_rate_j(1.0)
+    assert full - at_measured == pytest.approx(0.9e-12 * paper.counts["convertible"])
     target = (at_measured + full) / 2
-    assert break_even_firing_rate(firing_sdit, FP32, target) == pytest.approx(0.5)
+    assert break_even_rate(paper, target) == pytest.approx(0.5)
+    assert paper.sweep([0.0, 1.0]) == [{"firing_rate": 0.0, "energy_j": at_measured},
+                                       {"firing_rate": 1.0, "energy_j": full}]
 
 
 def test_break_even_is_none_for_an_ann(dit_tiny) -> None:
-    assert break_even_firing_rate(dit_tiny, FP32, 1e-6) is None
+    assert break_even_rate(estimate(dit_tiny, FP32, "paper"), 1e-6) is None
 
 
 def test_costs_from_toml(tmp_path: Path) -> None:

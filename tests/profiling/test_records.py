@@ -11,7 +11,16 @@ import pytest
 import torch
 from torch import nn
 
-from profiling.records import DIFFUSION_STEPS, SUMMED, LayerStepRecord, Profile, Workload, WorkloadError
+from profiling.conventions import split_steps
+from profiling.records import (
+    COLUMNS,
+    DIFFUSION_STEPS,
+    OLDER_PROFILE_READER,
+    LayerStepRecord,
+    Profile,
+    Workload,
+    WorkloadError,
+)
 from profiling.workloads import profile_sampling
 from sdit.diffusion import Diffusion
 from sdit.models import build_model
@@ -66,11 +75,12 @@ def test_per_step_layer_records_sum_to_the_totals_exactly(firing_run: Profile) -
     assert firing_run.workload == Workload.ddim(3, eta=1.0, batch_size=3, seed=2)
     assert [s.index for s in firing_run.steps] == [0, 1, 2]
     assert len(firing_run.layer_steps) == 3 * len(firing_run.layers)
-    assert firing_run.per_image["spikes"] > 0 and firing_run.per_image["acs_paper"] > 0
+    paper = split_steps(firing_run, "paper")
+    assert firing_run.per_image["spikes"] > 0 and sum(sum(s.acs for s in step.values()) for step in paper) > 0
     for layer in firing_run.layers:
         rows = [r for r in firing_run.layer_steps if r.layer == layer.name]
         assert [r.step for r in rows] == [0, 1, 2]
-        for column in SUMMED:
+        for column in COLUMNS:
             values = [getattr(r, column) for r in rows]
             total = sum(values) if all(isinstance(v, int) for v in values) else math.fsum(values)
             assert total == getattr(layer, column), (layer.name, column)
@@ -79,11 +89,9 @@ def test_per_step_layer_records_sum_to_the_totals_exactly(firing_run: Profile) -
     for step in firing_run.steps:
         rows = firing_run.steps_of(step.index)
         assert step.totals["macs"] == sum(r.macs for r in rows)
-        assert step.totals["acs_paper"] == math.fsum(r.acs_paper for r in rows)
-    for column in ("macs", "acs", "spikes", "neuron_updates", "dense_macs", "macs_paper", "dense_macs_spiking"):
+        assert step.totals["dense_macs"] == sum(r.dense_macs for r in rows)
+    for column in ("macs", "acs", "spikes", "neuron_updates", "dense_macs", "bytes"):
         assert sum(s.totals[column] for s in firing_run.steps) == firing_run.per_image[column]
-    assert math.fsum(s.totals["acs_paper"] for s in firing_run.steps) == pytest.approx(
-        firing_run.per_image["acs_paper"], rel=1e-15)
 
 
 def test_per_step_firing_rates_and_frames(firing_run: Profile) -> None:
@@ -104,20 +112,23 @@ def test_profile_round_trips_with_layer_steps(firing_run: Profile) -> None:
     assert Profile.from_json(firing_run.to_json()) == firing_run
 
 
-def test_a_profile_saved_before_workload_types_still_reads(firing_run: Profile) -> None:
+def test_an_older_profile_is_one_line_naming_what_reads_it(firing_run: Profile) -> None:
     data = firing_run.to_dict()
-    data["workload"] = {"kind": "ddim", "steps": 3}
-    del data["layer_steps"]
-    old = Profile.from_dict(data)
-    assert old.workload == Workload.ddim(3, batch_size=3) and old.layer_steps == []
+    assert data["schema"] == "sdit.profile/2" and "macs_paper" not in data["layers"][0]
+    for schema in (None, "sdit.profile/1"):
+        old = {k: v for k, v in data.items() if k != "schema"} | ({} if schema is None else {"schema": schema})
+        with pytest.raises(ValueError, match=f"a profile of schema {schema!r}, not 'sdit.profile/2'") as err:
+            Profile.from_dict(old)
+        assert OLDER_PROFILE_READER in str(err.value) and "\n" not in str(err.value)
 
 
 def test_reading_a_profile_imports_no_torch(tmp_path: Path, firing_run: Profile) -> None:
     path = tmp_path / "p.json"
     path.write_text(firing_run.to_json())
     code = (
-        "import sys; from pathlib import Path; from profiling.records import Profile; import profiling.profile; "
+        "import sys; from pathlib import Path; from profiling.records import Profile; "
         f"p = Profile.from_json(Path({str(path)!r}).read_text()); assert p.layer_steps; "
+        "import profiling.profile; "
         "bad = sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'spikingjelly', 'sdit')); "
         "print(bad); sys.exit(1 if bad else 0)"
     )
@@ -126,12 +137,21 @@ def test_reading_a_profile_imports_no_torch(tmp_path: Path, firing_run: Profile)
     assert done.returncode == 0, done.stdout + done.stderr
 
 
+def test_the_records_import_no_other_module_of_the_package() -> None:
+    import ast
+
+    tree = ast.parse((ROOT / "profiling" / "records.py").read_text())
+    imported = {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+    imported |= {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module}
+    assert imported == {"__future__", "json", "math", "dataclasses", "typing", "pandas"}  # pandas: on use
+
+
 def test_a_layer_step_record_of_a_full_dict_is_the_constructed_one() -> None:
-    values = {c: i for i, c in enumerate(SUMMED)}
+    values = {c: i for i, c in enumerate(COLUMNS)}
     values.update(step=2, t=760, layer="blocks.0", firing_rate=0.25, spikes_per_step=[1, 2], upstream={"(none)": 3})
     built = LayerStepRecord(**values)
     fast = LayerStepRecord.of(dict(values))
-    assert fast == built and fast.macs_paper == built.macs_paper == SUMMED.index("macs_paper")
+    assert fast == built and fast.bytes == built.bytes == COLUMNS.index("bytes")
     with pytest.raises(TypeError, match="missing \\['upstream'\\], unknown \\['upstreams'\\]"):
         LayerStepRecord.of({**{k: v for k, v in values.items() if k != "upstream"}, "upstreams": {}})
     with pytest.raises(AttributeError):
@@ -144,8 +164,7 @@ def test_build_profiles_fast_record_is_the_constructed_one() -> None:
     from profiling.profile import _STEP_KEYS, _layer_step
 
     assert sorted(_STEP_KEYS) == sorted(f.name for f in fields(LayerStepRecord))  # every field, once
-    values = tuple(range(len(SUMMED))) + (2, 760, "blocks.0", 0.25, [1, 2], {"(none)": 3})
+    values = tuple(range(len(COLUMNS))) + (2, 760, "blocks.0", 0.25, [1, 2], {"(none)": 3})
     fast = _layer_step(values)
     assert fast == LayerStepRecord(**dict(zip(_STEP_KEYS, values, strict=True)))
-    assert (fast.step, fast.layer, fast.upstream, fast.macs_paper) == (2, "blocks.0", {"(none)": 3},
-                                                                     SUMMED.index("macs_paper"))
+    assert (fast.step, fast.layer, fast.upstream, fast.bytes) == (2, "blocks.0", {"(none)": 3}, COLUMNS.index("bytes"))

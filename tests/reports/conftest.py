@@ -8,27 +8,18 @@ from torch import nn
 from profiling.compare import Comparison, compare
 from profiling.energy import COST_PRESETS
 from profiling.meters import NvmlMeter
-from profiling.records import Workload
+from profiling.records import Profile, Workload
+from profiling.study import RunInfo
 from profiling.workloads import profile_workload
-from reports.page import RunInfo
-from reports.study import ModelStudy, Study, study_from_comparison
+from reports.study import Study, study_from_comparison
 from sdit.targets import load_target
 from tests.profiling.fake_nvml import FakeClock, FakeGpu, FakeNvml
 
 TINY = ("sdit-tiny", "dit-tiny")
 
 
-def tiny_models(steps: int = 2) -> list[ModelStudy]:
-    out = []
-    for name in TINY:
-        target = load_target(name)
-        params = list(target.model.parameters())
-        profile = profile_workload(target.model, Workload.ddim(steps), name=name)
-        out.append(ModelStudy(label=name, kind=target.model.config.kind, description=target.description,
-                              params_trainable=sum(p.numel() for p in params if p.requires_grad),
-                              params_total=sum(p.numel() for p in params), profile=profile,
-                              measured_reason="no GPU in the test"))
-    return out
+def tiny_profiles(steps: int = 2) -> list[Profile]:
+    return [profile_workload(load_target(name).model, Workload.ddim(steps), name=name) for name in TINY]
 
 
 @pytest.fixture(scope="session")

@@ -10,13 +10,15 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from profiling.compare import Comparison
+from profiling.compare import Comparison, compare_profiles
+from profiling.energy import COST_PRESETS
+from profiling.study import RunInfo
 from reports import tables
 from reports.html import render_page, write_page
-from reports.page import RunInfo, build_page, headline_cards
-from reports.study import Study, study_from_comparison, study_from_profiles
+from reports.page import build_page, headline_cards
+from reports.study import Study, study_from_comparison
 from tests.reports.browser import visit
-from tests.reports.conftest import tiny_models
+from tests.reports.conftest import tiny_profiles
 
 EVIL = "<script>alert(1)</script>"
 ARTIFACTS = Path(__file__).resolve().parents[2] / "out" / "test-artifacts"
@@ -116,15 +118,15 @@ def test_page_is_deterministic_apart_from_the_date(tiny_study: Study, run_info: 
 
 def _evil_study() -> Study:
     """The tiny study with a model label and a layer name that are a script tag."""
-    models = tiny_models()
-    sdit = models[0]
+    profiles = tiny_profiles()
+    sdit = profiles[0]
     layers = [dataclasses.replace(r, name=EVIL) if r.name == "in_blocks.0.time_mixing.key" else r
-              for r in sdit.profile.layers]
+              for r in sdit.layers]
     layer_steps = [dataclasses.replace(r, layer=EVIL) if r.layer == "in_blocks.0.time_mixing.key" else r
-                   for r in sdit.profile.layer_steps]
-    profile = dataclasses.replace(sdit.profile, layers=layers, layer_steps=layer_steps, model=EVIL)
-    models[0] = dataclasses.replace(sdit, label=EVIL, profile=profile, description=EVIL)
-    return study_from_profiles(models)
+                   for r in sdit.layer_steps]
+    profiles[0] = dataclasses.replace(sdit, layers=layers, layer_steps=layer_steps, model=EVIL)
+    comparison = compare_profiles(profiles, list(COST_PRESETS.values()), ("paper", "strict", "block", "spikformer"))
+    return study_from_comparison(comparison, {EVIL: EVIL})
 
 
 def test_script_in_labels_is_text_and_never_runs(tmp_path: Path, run_info: RunInfo) -> None:

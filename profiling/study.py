@@ -1,0 +1,376 @@
+"""The study floor: a finished comparison of two or more targets, with what the report shows beside it.
+
+:func:`run_study` is what ``sdit compare`` runs: it matches the ``sdit evaluate --json`` records to the
+compared targets (before any work: quality beside the wrong model's energy would mislead), runs
+:func:`profiling.compare.compare`, draws each model's sample grid with the counted sampler and records
+how the run was made (:class:`RunInfo`). The result, a :class:`FinishedStudy`, is what
+:mod:`reports` presents; nothing there estimates or matches anything.
+
+Bad input (an evaluation file that cannot be read, is malformed or evaluated none of the compared
+weights) raises :class:`StudyInputError` with a one-line message.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import platform
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from importlib import metadata
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from profiling.compare import Comparison, compare
+from profiling.energy import EnergyCosts
+from profiling.records import Workload
+
+if TYPE_CHECKING:
+    from sdit.targets import Target
+
+EVALUATIONS = "evaluations"  # a shipped checkpoint directory's own `sdit evaluate --json` records
+QUALITY_METRICS = ("fid", "kid", "kid_standard_error", "precision", "recall", "density", "coverage")
+VERSIONED = ("torch", "spikingjelly", "numpy", "pandas", "plotly", "sdit")
+
+
+class StudyInputError(ValueError):
+    """An input of the study that cannot be used (one line: which file, and why)."""
+
+
+@dataclass(frozen=True)
+class RunInfo:
+    """Provenance of the run that made the study, and what it produced beside the counts.
+
+    Attributes:
+        command: The command line, as run.
+        created: Date and time (the only part of the page that changes between identical runs).
+        versions: Package -> version.
+        device: What ran the counts (and the measurement).
+        git_revision: The toolkit's revision, or a reason it is unknown.
+        seed: Seed of the workload's noise.
+        samples: Model label -> (PNG bytes, caption) of the sample grid made in this run.
+        evaluations: Model label -> the ``sdit evaluate --json`` results matched to it.
+    """
+
+    command: str
+    created: str
+    versions: dict[str, str]
+    device: str
+    git_revision: str
+    seed: int
+    samples: dict[str, tuple[bytes, str]] = field(default_factory=dict)
+    evaluations: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class FinishedStudy:
+    """A comparison with what the report shows beside it.
+
+    Attributes:
+        comparison: The numbers (:class:`profiling.compare.Comparison`).
+        run: How the run was made, its sample grids and matched evaluations.
+        descriptions: Target label -> what it is (e.g. ``sdit-small at step 21500 (EMA weights)``).
+        provenance: Target label -> its shipped ``provenance.json`` (``None``: none shipped).
+        headline_preset: The preset the report leads with.
+        headline_convention: The convention the report leads with.
+    """
+
+    comparison: Comparison
+    run: RunInfo
+    descriptions: dict[str, str]
+    provenance: dict[str, dict[str, Any] | None]
+    headline_preset: str
+    headline_convention: str
+
+
+# ---- provenance ------------------------------------------------------------------------------------
+
+
+def shipped_directory(target: str) -> Path | None:
+    """The shipped checkpoint directory a checkpoint target came from, the one that holds ``provenance.json``
+    (a directory target, or the directory of a weights file in it); None for a run directory or a loose file."""
+    path = Path(target)
+    return next((d for d in (path, path.parent) if (d / "provenance.json").is_file()), None)
+
+
+def provenance_of(target: str) -> dict[str, Any] | None:
+    """The shipped checkpoint's ``provenance.json``, None where none is shipped, or ``{"error": why}``."""
+    directory = shipped_directory(target)
+    if directory is None:
+        return None
+    try:
+        return json.loads((directory / "provenance.json").read_text())
+    except (OSError, json.JSONDecodeError) as err:
+        return {"error": f"cannot read {directory / 'provenance.json'}: {err}"}
+
+
+def versions() -> dict[str, str]:
+    """Python's version and that of each package in :data:`VERSIONED`."""
+    out = {"python": platform.python_version()}
+    for name in VERSIONED:
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            out[name] = "not installed"
+    return out
+
+
+def counting_device() -> str:
+    """What runs the counts, in words."""
+    import torch
+
+    return f"CPU ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads) for counting"
+
+
+# ---- evaluation records ----------------------------------------------------------------------------
+
+
+def _same_path(a: str, b: str) -> bool:
+    try:
+        return Path(a).exists() and Path(b).exists() and Path(a).resolve() == Path(b).resolve()
+    except OSError:  # a name too long for the file system, a loop of links
+        return False
+
+
+def _finite_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def evaluation_problem(ev: Any) -> str | None:
+    """What makes ``ev`` unusable as an ``sdit evaluate --json`` result, or None."""
+    from sdit.quality.evaluate import FORMAT
+
+    if not isinstance(ev, dict) or ev.get("format") != FORMAT:
+        return f"not an `sdit evaluate --json` result (format {FORMAT})"
+    results = ev.get("results")
+    if not isinstance(results, dict) or not results or not all(isinstance(r, dict) for r in results.values()):
+        return "its 'results' hold no feature network's metrics"
+    for features, res in results.items():
+        for metric in QUALITY_METRICS:
+            if metric in res and not _finite_number(res[metric]):
+                return f"results.{features}.{metric} is {res[metric]!r}, not a finite number"
+    n = ev.get("num_samples")
+    if not isinstance(n, int) or isinstance(n, bool) or n < 1:
+        return f"num_samples is {n!r}, not a positive integer"
+    if not isinstance(ev.get("sampler"), dict) or not isinstance(ev["sampler"].get("description"), str):
+        return "it names no sampler (sampler.description)"
+    for key in ("reference", "units"):
+        if not isinstance(ev.get(key, {}), dict):
+            return f"its {key!r} is not an object"
+    if ev.get("target") is None:
+        return (f"it evaluated a samples file ({ev.get('samples_file')}), not a checkpoint: nothing ties those "
+                "images to a compared model's weights")
+    return None
+
+
+def _match(ev: dict[str, Any], loaded: Sequence[Target]) -> tuple[Target | None, str]:
+    """The compared target ``ev`` evaluated, or None and why none is."""
+    names = ", ".join(t.label for t in loaded)
+    sha = ev.get("weights_sha256")
+    if sha:  # the weights file itself decides
+        hit = next((t for t in loaded if t.weights_sha256 == sha), None)
+        return hit, (f"it evaluated weights with sha256 {sha[:12]}... ({ev.get('model')}), which none of the "
+                     f"compared targets ({names}) has")
+    target = str(ev.get("target"))
+    hit = next((t for t in loaded if t.label == target or _same_path(target, t.label)), None)
+    if hit is None:
+        return None, f"it evaluated {ev.get('target')!r}, which is not among the compared targets ({names})"
+    if ev.get("model") != hit.description:
+        return None, f"it evaluated {ev.get('model')!r}, but the compared {hit.label} is {hit.description!r}"
+    return hit, ""
+
+
+def _read_evaluation(path: Path, flag: str, hint: str = "") -> dict[str, Any]:
+    try:
+        ev = json.loads(path.read_text(), parse_constant=lambda c: float("nan"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise StudyInputError(f"{flag} {path}: cannot read it as JSON ({type(err).__name__}: {err}){hint}") from None
+    problem = evaluation_problem(ev)
+    if problem is not None:
+        raise StudyInputError(f"{flag} {path}: {problem}{hint}")
+    return ev
+
+
+def _shipped_evaluation_files(target: Target) -> list[Path]:
+    """The ``evaluations/*.json`` of the shipped directory a checkpoint target was loaded from (the one its
+    provenance comes from), if any."""
+    directory = shipped_directory(target.label) if target.source == "checkpoint" else None
+    return sorted((directory / EVALUATIONS).glob("*.json")) if directory is not None else []
+
+
+def _shipped_match(ev: dict[str, Any], target: Target) -> str:
+    """Why a shipped record does not describe ``target``'s weights, or ''."""
+    sha = ev.get("weights_sha256")
+    if sha:
+        return "" if sha == target.weights_sha256 else f"it evaluated other weights (sha256 {sha[:12]}...)"
+    # A record without the hash: the directory and the model description decide.
+    return "" if ev.get("model") == target.description else f"it evaluated {ev.get('model')!r}"
+
+
+def match_evaluations(paths: Sequence[Path], loaded: Sequence[Target], shipped: bool = True,
+                      note: Callable[[str], None] | None = None) -> dict[str, list[dict[str, Any]]]:
+    """``sdit evaluate --json`` records, each matched to the compared target it evaluated (label -> records).
+
+    ``paths`` are the user's ``--quality`` files. A file is matched by the sha256 of the weights it evaluated
+    where it records one, else by its target path and model description. With ``shipped``, a shipped
+    checkpoint directory's own records (``evaluations/*.json``) follow, each for that directory's target
+    only; one a ``--quality`` file already covers (same model and feature network), or one that no longer
+    describes the directory's weights, is left out with a ``note`` that says so.
+
+    Raises:
+        StudyInputError: a file that cannot be read, is not an evaluate result or holds a malformed figure,
+            that evaluated none of the compared weights, or a second file of one model and feature network.
+    """
+    say = note or (lambda _line: None)
+    found: dict[str, list[dict[str, Any]]] = {}
+    seen: dict[tuple[str, str], Path] = {}
+    for path in paths:
+        ev = _read_evaluation(path, "--quality")
+        hit, why = _match(ev, loaded)
+        if hit is None:
+            raise StudyInputError(f"--quality {path}: {why}")
+        for features in ev["results"]:
+            if (hit.label, features) in seen:
+                raise StudyInputError(f"--quality {path}: {seen[hit.label, features]} already gives {hit.label}'s "
+                                      f"{features} figures; give one file per model and feature network")
+            seen[hit.label, features] = path
+        found.setdefault(hit.label, []).append({**ev, "source_file": str(path)})
+    for target in loaded if shipped else []:
+        for path in _shipped_evaluation_files(target):
+            ev = _read_evaluation(path, "shipped evaluation", "; --no-shipped-quality leaves it out")
+            why = _shipped_match(ev, target)
+            covered = [f for f in ev["results"] if (target.label, f) in seen]
+            if why:
+                say(f"note: left out the shipped evaluation {path}: {why}, not {target.label}'s "
+                    f"{target.description}")
+            elif covered:
+                say(f"note: left out the shipped evaluation {path}: {seen[target.label, covered[0]]} gives "
+                    f"{target.label}'s {covered[0]} figures")
+            else:
+                seen.update({(target.label, f): path for f in ev["results"]})
+                found.setdefault(target.label, []).append({**ev, "source_file": str(path)})
+    return found
+
+
+# ---- sample grids and the study --------------------------------------------------------------------
+
+
+def sample_grid(model: Any, num: int, workload: Workload) -> bytes:
+    """A PNG grid of ``num`` images sampled with the workload's sampler, steps, eta and seed."""
+    import io
+
+    from PIL import Image as PILImage
+
+    from sdit.artifacts import image_grid
+    from sdit.diffusion import Diffusion, sample
+
+    cfg = model.config
+    images = sample(model, Diffusion(), (num, cfg.in_channels, cfg.image_size, cfg.image_size),
+                    method=workload.kind, num_steps=int(workload.steps), seed=workload.seed,
+                    eta=workload.eta)  # (num, C, H, W)
+    grid = image_grid(images)
+    buffer = io.BytesIO()
+    PILImage.fromarray(grid[..., 0] if grid.shape[-1] == 1 else grid).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def run_study(
+    targets: Sequence[Target],
+    workload: Workload,
+    *,
+    costs: Sequence[EnergyCosts],
+    conventions: Sequence[str],
+    command: str,
+    created: str,
+    samples: int = 0,
+    quality: Sequence[Path] = (),
+    shipped_quality: bool = True,
+    measure: bool = False,
+    device: str = "cuda:0",
+    min_window_s: float = 1.0,
+    idle_s: float = 5.0,
+    meter_kind: str = "auto",
+    progress: Callable[[str], None] | None = None,
+    note: Callable[[str], None] | None = None,
+) -> FinishedStudy:
+    """Compare ``targets`` over ``workload`` and gather what the report shows beside the numbers.
+
+    Args:
+        targets: The loaded targets (:class:`sdit.targets.Target`), two or more.
+        workload: The one workload profiled, estimated, measured and sampled.
+        costs: Cost presets; the first is the headline.
+        conventions: Counting conventions; the first is the headline.
+        command: The command line as run; ``created``: its date and time.
+        samples: Images in each model's sample grid (0 or a single forward: none).
+        quality: ``sdit evaluate --json`` files of the targets (matched before any work).
+        shipped_quality: Also take the evaluations a shipped checkpoint directory holds.
+        measure, device, min_window_s, idle_s, meter_kind: As :func:`profiling.compare.compare`.
+        progress: Called with a line before each long step; ``note``: with each note on the inputs.
+
+    Raises:
+        StudyInputError: an evaluation record that cannot be used.
+        profiling.counter.UnsupportedOpError, profiling.counter.UnknownNeuronError: as ``compare``.
+    """
+    from sdit.checkpoint import git_revision
+
+    say = progress or (lambda _line: None)
+    evaluations = match_evaluations(list(quality), targets, shipped_quality, note)  # before any work
+    comparison = compare(list(targets), workload, costs=list(costs), conventions=list(conventions),
+                         measure=measure, device=device, min_window_s=min_window_s, idle_s=idle_s,
+                         meter_kind=meter_kind, progress=say)
+    grids: dict[str, tuple[bytes, str]] = {}
+    if samples and workload.is_sampling:
+        for target in targets:
+            say(f"sampling {samples} images from {target.label}: {workload.label()}")
+            grids[target.label] = (sample_grid(target.model, samples, workload),
+                                   f"{target.label}: {samples} samples drawn in this run with the counted sampler "
+                                   f"({workload.label().rsplit(', batch', 1)[0]}, seed {workload.seed}; "
+                                   f"{target.description})")
+    run = RunInfo(command=command, created=created, versions=versions(), device=counting_device(),
+                  git_revision=git_revision(), seed=workload.seed, samples=grids, evaluations=evaluations)
+    return FinishedStudy(
+        comparison=comparison, run=run, descriptions={t.label: t.description for t in targets},
+        provenance={t.label: provenance_of(t.label) if t.source == "checkpoint" else None for t in targets},
+        headline_preset=comparison.costs[0].name, headline_convention=next(iter(comparison.conventions)))
+
+
+def energy_summary(study: Comparison) -> dict[str, Any]:
+    """The JSON ``sdit energy`` writes: the first target's figures under the first preset and the first
+    convention (``estimated``; ``firing_rate_sweep`` under the paper convention where it was estimated), every
+    convention's totals, the break-even rates, and the whole comparison under ``comparison``."""
+    main = study.targets[0]
+    costs = study.costs[0]
+    first = next(iter(study.conventions))
+    headline = main.estimate(costs.name, first)
+    paper_sweep = next((e.sweep for e in main.estimates if e.costs == costs.name and e.convention == "paper"),
+                       None)
+    be = None
+    if len(study.targets) > 1:
+        rows = [b for b in study.break_even if b.model == main.name and b.costs == costs.name]
+        paper = next((b for b in rows if b.convention == "paper"), rows[0] if rows else None)
+        base = study.targets[1]
+        base_j = base.estimate(costs.name, next(iter(study.conventions))).total_j
+        be = {"baseline": base.name, "baseline_j": base_j,
+              "firing_rate": None if paper is None else paper.firing_rate,
+              "convention": None if paper is None else paper.convention,
+              "by_convention": {b.convention: b.firing_rate for b in rows}}
+    return {
+        "target": main.name,
+        "workload": study.workload.to_dict(),
+        "workload_label": study.workload.label(),
+        "batch_size": study.workload.batch_size,
+        "costs": costs.to_dict(),
+        "convention": first,
+        "estimated": headline.per_image,
+        "estimated_per_step": headline.per_step,
+        "estimated_layers": headline.layers,
+        "by_convention": {e.convention: e.estimate.per_image for e in main.estimates if e.costs == costs.name},
+        "firing_rate_sweep": paper_sweep,
+        "break_even": be,
+        "conventions": {"unit": "joules per image over the workload", **main.profile.conventions},
+        "measured": main.measured,
+        "measured_reason": main.measured_reason,
+        "baseline_measured": study.targets[1].measured if len(study.targets) > 1 else None,
+        "baseline_measured_reason": study.targets[1].measured_reason if len(study.targets) > 1 else None,
+        "comparison": study.to_dict(),
+    }
