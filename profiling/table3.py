@@ -191,7 +191,7 @@ class Table3:
 
 def spiking_block_prefixes(model: nn.Module) -> list[str]:
     """Names of the modules that hold a spiking neuron as a direct child (SDiT's blocks)."""
-    from profiling.counter import KNOWN_NEURONS
+    from profiling.module_rules import KNOWN_NEURONS
 
     return [name for name, module in model.named_modules()
             if name and any(isinstance(c, KNOWN_NEURONS) for c in module.children())]

@@ -81,13 +81,13 @@ def test_energy_undefined_term_prints_as_undefined() -> None:
 
 
 def test_energy_measure_on_the_cpu_measures_target_and_baseline_by_rapl(tmp_path: Path, monkeypatch) -> None:
-    import profiling.rapl
+    import profiling.meters.rapl
 
     zone = tmp_path / "powercap" / "intel-rapl:0"
     zone.mkdir(parents=True)
     for name, text in (("name", "package-0"), ("energy_uj", "1000"), ("max_energy_range_uj", "262143328850")):
         (zone / name).write_text(text + "\n")  # a counter that stands still: 0 J in every window
-    monkeypatch.setattr(profiling.rapl, "DEFAULT_ROOT", tmp_path / "powercap")
+    monkeypatch.setattr(profiling.meters.rapl, "DEFAULT_ROOT", tmp_path / "powercap")
     out = tmp_path / "e.json"
     result = runner.invoke(app, ["energy", "sdit-tiny", "--baseline", "dit-tiny", "--measure", "--device", "cpu",
                                  "--meter", "cpu", "--idle-s", "0.01", "--min-window-s", "0", "--json", str(out)])
@@ -103,9 +103,9 @@ def test_energy_measure_on_the_cpu_measures_target_and_baseline_by_rapl(tmp_path
 
 
 def test_energy_measure_says_why_for_target_and_baseline_once(tmp_path: Path, monkeypatch) -> None:
-    import profiling.rapl
+    import profiling.meters.rapl
 
-    monkeypatch.setattr(profiling.rapl, "DEFAULT_ROOT", tmp_path / "absent")
+    monkeypatch.setattr(profiling.meters.rapl, "DEFAULT_ROOT", tmp_path / "absent")
     out = tmp_path / "e.json"
     result = runner.invoke(app, ["energy", "sdit-tiny", "--baseline", "dit-tiny", "--measure", "--device", "cpu",
                                  "--json", str(out)])

@@ -1,5 +1,5 @@
 """The public API, as a notebook user meets it: models written here (not from sdit.models), profiled with
-``sdit.profile(model, x)``; exact ACs, MACs and spikes against closed forms computed from the spikes."""
+``profiling.profile(model, x)``; exact ACs, MACs and spikes against closed forms computed from the spikes."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ import torch
 from spikingjelly.activation_based import neuron
 from torch import Tensor, nn
 
+import profiling
 import sdit
 from profiling.counter import UnknownNeuronError
 from profiling.energy import COST_PRESETS, PJ, energy_frame
@@ -74,7 +75,7 @@ def test_spikformer_block_counts_equal_closed_form() -> None:
         nn.init.uniform_(lin.weight, 0.0, 1.0)  # positive weights so the inner neurons fire
     spikes = _capture(model)
     x = 3 * torch.rand(T, B, N, D)
-    profile = sdit.profile(model, x)
+    profile = profiling.profile(model, x)
 
     assert profile.batch_size == B and profile.time_steps == T and profile.kind == "snn"
     s = spikes["in_lif"][0]
@@ -144,7 +145,7 @@ def test_spiking_cnn_counts_equal_closed_form() -> None:
     with torch.no_grad():
         model.bn1.running_var.fill_(0.25)  # eval-mode BN that amplifies: the LIF fires
     spikes = _capture(model)
-    profile = sdit.profile(model, torch.randn(B, 1, S, S))
+    profile = profiling.profile(model, torch.randn(B, 1, S, S))
 
     assert profile.batch_size == B and profile.time_steps == T
     conv1 = profile.layer("conv1")
@@ -169,7 +170,7 @@ def test_spiking_cnn_counts_do_not_depend_on_reuse() -> None:
     torch.manual_seed(1)
     model = SpikingCNN()
     x = torch.randn(2, 1, 6, 6)
-    assert sdit.profile(model, x).to_dict() == sdit.profile(model, x, reuse=False).to_dict()
+    assert profiling.profile(model, x).to_dict() == profiling.profile(model, x, reuse=False).to_dict()
 
 
 # ---- a plain ANN ---------------------------------------------------------------------------------------------
@@ -179,7 +180,7 @@ def test_plain_ann_macs_equal_closed_form_and_frames_have_documented_columns() -
     torch.manual_seed(0)
     model = nn.Sequential(nn.Conv2d(3, 8, 3, stride=2), nn.ReLU(), nn.Flatten(), nn.Linear(8 * 7 * 7, 16),
                           nn.GELU(), nn.Linear(16, 4))
-    profile = sdit.profile(model, torch.randn(5, 3, 16, 16))
+    profile = profiling.profile(model, torch.randn(5, 3, 16, 16))
     expected = {"0": 7 * 7 * 8 * 3 * 9, "3": 8 * 7 * 7 * 16, "5": 16 * 4}
     assert {r.name: r.macs for r in profile.layers if r.macs} == expected
     assert profile.per_image["macs"] == sum(expected.values()) and profile.per_image["acs"] == 0
@@ -195,7 +196,7 @@ def test_plain_ann_macs_equal_closed_form_and_frames_have_documented_columns() -
     assert list(profile.layer_steps_frame().columns) == long
 
     costs = COST_PRESETS["45nm-fp32"]
-    energy = sdit.estimate(profile, costs="45nm-fp32", convention="strict")
+    energy = profiling.estimate(profile, costs="45nm-fp32", convention="strict")
     assert energy.convention == "strict" and energy.per_image["mac_j"] == costs.e_mac_pj * sum(expected.values()) * PJ
     assert energy.per_image["ac_j"] == 0.0
     frame = energy_frame(profile, costs)
@@ -209,8 +210,8 @@ def test_unknown_neuron_types_raise_and_can_be_declared() -> None:
     # SimpleLIFNode is no BaseNode: every spikingjelly neuron family is recognised, not only BaseNode's
     model = nn.Sequential(nn.Linear(4, 4), neuron.SimpleLIFNode(2.0, False), nn.Linear(4, 2))
     with pytest.raises(UnknownNeuronError, match="SimpleLIFNode"):
-        sdit.profile(model, torch.ones(2, 4))
-    profile = sdit.profile(model, 3 * torch.ones(2, 4), neuron_types=(neuron.SimpleLIFNode,))
+        profiling.profile(model, torch.ones(2, 4))
+    profile = profiling.profile(model, 3 * torch.ones(2, 4), neuron_types=(neuron.SimpleLIFNode,))
     assert profile.layer("1").neuron_updates == 4 and profile.layer("2").dense_macs == 8
     spikes = profile.layer("1").spikes
     assert spikes > 0 and profile.layer("2").acs == spikes * 2 and profile.layer("2").macs == 0
@@ -222,7 +223,7 @@ class _Sorter(nn.Module):
 
 
 def test_ops_without_a_rule_are_listed() -> None:
-    profile = sdit.profile(nn.Sequential(nn.Linear(4, 4), _Sorter()), torch.ones(3, 4))
+    profile = profiling.profile(nn.Sequential(nn.Linear(4, 4), _Sorter()), torch.ones(3, 4))
     listed = {u["op"]: u for u in profile.unsupported_ops}
     assert "aten.sort.default" in listed and listed["aten.sort.default"]["layers"] == ["1"]
     assert profile.layer("1").muls == 4
@@ -232,28 +233,30 @@ def test_presets_and_project_models_take_a_workload() -> None:
     from profiling.workloads import profile_forward
     from sdit.models import build_model
 
-    assert sdit.profile("dit-tiny").to_dict() == profile_forward(build_model("dit-tiny"), name="dit-tiny").to_dict()
-    run = sdit.profile(build_model("sdit-tiny"), workload=Workload.ddim(2, batch_size=2), name="tiny")
+    assert profiling.profile("dit-tiny").to_dict() == profile_forward(build_model("dit-tiny"), name="dit-tiny").to_dict()
+    run = profiling.profile(build_model("sdit-tiny"), workload=Workload.ddim(2, batch_size=2), name="tiny")
     assert run.num_model_calls == 2 and run.model == "tiny" and run.workload.batch_size == 2
 
 
 def test_bad_calls_say_what_to_do() -> None:
     with pytest.raises(TypeError, match="example input"):
-        sdit.profile(nn.Linear(2, 2))
+        profiling.profile(nn.Linear(2, 2))
     with pytest.raises(ValueError, match="workload"):
-        sdit.profile(nn.Linear(2, 2), torch.ones(1, 2), workload=Workload.forward())
+        profiling.profile(nn.Linear(2, 2), torch.ones(1, 2), workload=Workload.forward())
     with pytest.raises(TypeError, match="nn.Module"):
-        sdit.profile(42)
+        profiling.profile(42)
     with pytest.raises(TypeError, match="workload="):
-        sdit.profile("dit-tiny", torch.ones(1))
+        profiling.profile("dit-tiny", torch.ones(1))
 
 
 def test_profiling_exports_the_api_and_keeps_its_submodule_imports() -> None:
     from profiling import estimate, profile
     from profiling.profile import build_profile
 
-    assert profile is sdit.profile and estimate is sdit.estimate and callable(build_profile)
-    assert isinstance(sdit.profile(nn.Linear(2, 3), torch.ones(1, 2)), Profile)
+    assert profile is profiling.profile and estimate is profiling.estimate and callable(build_profile)
+    with pytest.raises(AttributeError, match="profiling.profile"):
+        sdit.profile  # noqa: B018  (sdit is the model floor; the profiler lives above it)
+    assert isinstance(profiling.profile(nn.Linear(2, 3), torch.ones(1, 2)), Profile)
 
 
 def _run_warnings_as_errors(code: str, timeout: int = 120, **env: str) -> subprocess.CompletedProcess[str]:
@@ -264,10 +267,10 @@ def _run_warnings_as_errors(code: str, timeout: int = 120, **env: str) -> subpro
 
 def test_library_use_prints_nothing_and_import_sdit_stays_light() -> None:
     code = (
-        "import sys, torch; import sdit; assert 'profiling.counter' not in sys.modules; "
+        "import sys, torch; import profiling; assert 'profiling.counter' not in sys.modules; "
         "from spikingjelly.activation_based import neuron; "
         "m = torch.nn.Sequential(torch.nn.Linear(4, 4), neuron.LIFNode(), torch.nn.Linear(4, 2)); "
-        "p = sdit.profile(m, torch.randn(2, 4)); e = sdit.estimate(p, 'loihi', 'spikformer'); "
+        "p = profiling.profile(m, torch.randn(2, 4)); e = profiling.estimate(p, 'loihi', 'spikformer'); "
         "print(p.layer('2').dense_macs)"
     )
     done = _run_warnings_as_errors(code, SDIT_WKV_EXT="0")
@@ -280,9 +283,9 @@ def test_our_models_print_nothing_plain_or_profiled() -> None:
     """A plain forward of our models (their fused paths ask whether anything counts) and a profiled one
     log and warn nothing: torch's ``is_fx_tracing`` logs a warning, so the check must not use it."""
     code = (
-        "import torch, sdit; from sdit.models import build_model; from sdit.config import get_preset; "
+        "import torch, profiling; from sdit.models import build_model; from sdit.config import get_preset; "
         "m = build_model(get_preset('sdit-tiny')).eval(); x = torch.randn(2, 1, 28, 28); t = torch.tensor([3, 7]); "
-        "m(x, t); p = sdit.profile(m, (x, t)); m(x, t); print(p.per_image['macs'] > 0)"
+        "m(x, t); p = profiling.profile(m, (x, t)); m(x, t); print(p.per_image['macs'] > 0)"
     )
     done = _run_warnings_as_errors(code, SDIT_WKV_EXT="0")
     assert done.returncode == 0 and done.stderr == "" and done.stdout == "True\n", done.stderr

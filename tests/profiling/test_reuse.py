@@ -17,7 +17,7 @@ from profiling.records import Profile, Workload
 from profiling.workloads import profile_module, profile_workload
 from sdit.config import SDiTConfig
 from sdit.models import build_model
-from sdit.models.sdit import make_lif, run_lif
+from sdit.models.layers import make_lif, run_lif
 
 
 def _same(a: Profile, b: Profile) -> None:
