@@ -21,7 +21,6 @@ from cli.common import (
     SditCommand,
     check_number,
     check_outputs_or_fail,
-    check_seed,
     command_output,
     echo,
     fail,
@@ -31,12 +30,22 @@ from cli.common import (
     quiet_option,
     status,
 )
+from cli.options import (
+    batch_size_option,
+    device_from_option,
+    device_option,
+    eta_option,
+    method_option,
+    sample_steps_option,
+    seed_option,
+    timestep_option,
+    workload_from_options,
+)
 from profiling.compare import compare
 from profiling.conventions import DEFAULT_CONVENTIONS
 from profiling.counter import UnknownNeuronError, UnsupportedOpError
 from profiling.energy import COST_PRESETS, DEFAULT_COSTS, CostsError, load_costs
 from profiling.meters import METER_KINDS
-from profiling.records import Workload, WorkloadError
 from reports import terminal
 from reports.html import frame_csv, tables_of, write_page
 from reports.page import RunInfo, build_page
@@ -46,6 +55,7 @@ from sdit.artifacts import is_stdout, remove_files, write_bytes
 from sdit.checkpoint import git_revision
 from sdit.quality.evaluate import FORMAT as EVALUATE_FORMAT
 from sdit.targets import Target
+from sdit.workload import Workload
 
 DEFAULT_TARGETS = ["checkpoints/sdit-small-fmnist", "checkpoints/dit-small-fmnist"]
 REPORT, COMPARISON = "report.html", "comparison.json"
@@ -228,16 +238,14 @@ def _device() -> str:
 def _samples(model: Any, num: int, workload: Workload) -> bytes:
     """A PNG grid of ``num`` images sampled with the workload's sampler, steps, eta and seed."""
     import io
+    from dataclasses import replace
 
     from PIL import Image as PILImage
 
     from sdit.artifacts import image_grid
-    from sdit.diffusion import Diffusion, sample
+    from sdit.diffusion import sample
 
-    cfg = model.config
-    images = sample(model, Diffusion(), (num, cfg.in_channels, cfg.image_size, cfg.image_size),
-                    method=workload.kind, num_steps=int(workload.steps), seed=workload.seed,
-                    eta=workload.eta)  # (num, C, H, W)
+    images = sample(model, replace(workload, batch_size=num))  # (num, C, H, W)
     grid = image_grid(images)
     buffer = io.BytesIO()
     PILImage.fromarray(grid[..., 0] if grid.shape[-1] == 1 else grid).save(buffer, format="PNG")
@@ -247,14 +255,12 @@ def _samples(model: Any, num: int, workload: Workload) -> bytes:
 def compare_cmd(
     targets: list[str] | None = typer.Argument(
         None, help="Two or more presets or checkpoints (default: the shipped sdit-small and dit-small)."),
-    batch_size: int = typer.Option(1, "--batch-size", min=1, help="Images per model call while counting."),
-    timestep: int = typer.Option(500, "--timestep", min=0, max=999,
-                                 help="Diffusion timestep of a single forward (with --sample-steps 0)."),
-    sample_steps: int = typer.Option(20, "--sample-steps", min=0, max=1000,
-                                     help="DDIM steps of the sampling run counted; 0 counts one forward."),
-    method: str = typer.Option("ddim", "--method", help="Sampler: ddim or ddpm (1000 steps)."),
-    eta: float = typer.Option(1.0, "--eta", help="DDIM noise scale in [0, 1] (the shipped SDiT samples well with 1)."),
-    seed: int = typer.Option(0, "--seed", help="Seed of the input noise."),
+    method: str = method_option(),
+    sample_steps: int | None = sample_steps_option(),
+    eta: float | None = eta_option(),
+    timestep: int | None = timestep_option(),
+    seed: int = seed_option(),
+    batch_size: int = batch_size_option(),
     costs: list[str] = typer.Option(
         list(COST_PRESETS), "--costs", help="Cost presets or TOML files (repeat); the first is the headline."),
     conventions: list[str] = typer.Option(
@@ -262,8 +268,8 @@ def compare_cmd(
         help=f"Conventions to compare (repeat; the first is the headline): {', '.join(CONVENTION_TEXT)}."),
     samples: int = typer.Option(16, "--samples", min=0, help="Images in each model's sample grid (0: none)."),
     measure: bool = typer.Option(False, "--measure", help="Also measure the energy of sampling (see --meter)."),
-    device: str = typer.Option("cuda:0", "--device", help="GPU the models run on for --measure (counting and "
-                               "the sample grids run on the CPU)."),
+    device: str | None = device_option("the models run on for --measure (counting and the sample grids run on "
+                                       "the CPU)"),
     meter: str = typer.Option("auto", "--meter", help="Meter for --measure: auto (NVML on a GPU, RAPL on the "
                               "CPU), nvml, or cpu (RAPL: CPU packages only)."),
     min_window_s: float = typer.Option(1.0, "--min-window-s", min=0.0, help="Shortest measured window."),
@@ -291,18 +297,18 @@ def compare_cmd(
                  device, meter, min_window_s, idle_s, out, overwrite, json_path, quiet, quality, shipped_quality)
 
 
-def _compare(targets: list[str] | None, batch_size: int, timestep: int, sample_steps: int, method: str, eta: float,
-             seed: int, costs: list[str], conventions: list[str], samples: int, measure: bool, device: str,
-             meter: str, min_window_s: float, idle_s: float, out: Path, overwrite: bool, json_path: Path | None,
-             quiet: bool, quality: list[Path] | None = None, shipped_quality: bool = True) -> None:
-    check_number("--batch-size", batch_size, 1, MAX_IMAGES)
+def _compare(targets: list[str] | None, batch_size: int, timestep: int | None, sample_steps: int | None, method: str,
+             eta: float | None, seed: int, costs: list[str], conventions: list[str], samples: int, measure: bool,
+             device: str | None, meter: str, min_window_s: float, idle_s: float, out: Path, overwrite: bool,
+             json_path: Path | None, quiet: bool, quality: list[Path] | None = None,
+             shipped_quality: bool = True) -> None:
+    workload = workload_from_options(method, sample_steps, eta, timestep, batch_size, seed)
+    device = device_from_option(device)
     check_number("--samples", samples, 0, MAX_IMAGES)
-    check_number("--eta", eta, 0, 1)
     check_number("--min-window-s", min_window_s, 0, 3600)
     check_number("--idle-s", idle_s, 0, 3600)
     if meter not in METER_KINDS:
         fail(f"--meter {meter!r}: valid meters are {', '.join(METER_KINDS)}")
-    check_seed("--seed", seed)
     _check_outputs(out, overwrite, json_path)
     to_stdout = is_stdout(json_path)  # the JSON alone on stdout; the tables and lines go to stderr
     targets = list(targets or DEFAULT_TARGETS)
@@ -314,15 +320,6 @@ def _compare(targets: list[str] | None, batch_size: int, timestep: int, sample_s
     for name in conventions:
         if name not in CONVENTION_TEXT:
             fail(f"--convention {name!r}: valid conventions are {', '.join(CONVENTION_TEXT)}")
-    try:
-        if sample_steps == 0:
-            workload = Workload.forward(timestep, batch_size=batch_size, seed=seed)
-        elif method == "ddim":
-            workload = Workload.ddim(sample_steps, eta=eta, batch_size=batch_size, seed=seed)
-        else:
-            workload = Workload(method, eta=eta, batch_size=batch_size, seed=seed)
-    except WorkloadError as err:
-        fail(f"workload: {err}")
     try:
         presets = [load_costs(spec) for spec in dict.fromkeys(costs or [DEFAULT_COSTS])]
     except CostsError as err:
@@ -342,7 +339,7 @@ def _compare(targets: list[str] | None, batch_size: int, timestep: int, sample_s
             status(f"sampling {samples} images from {target.label}: {workload.label()}")
             grids[target.label] = (_samples(target.model, samples, workload),
                                    f"{target.label}: {samples} samples drawn in this run with the counted sampler "
-                                   f"({workload.label().rsplit(', batch', 1)[0]}, seed {seed}; "
+                                   f"({workload.sampler()}, seed {seed}; "
                                    f"{target.description})")
     study = study_from_comparison(comparison, {t.label: t.description for t in loaded},
                                   {t.label: _provenance(t.label) if t.source == "checkpoint" else None for t in loaded},

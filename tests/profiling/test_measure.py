@@ -9,10 +9,11 @@ import pytest
 import torch
 from torch import Tensor, nn
 
-from profiling.measure import measure_repeated, measure_sampling, measure_train_step
+from profiling.measure import measure_repeated, measure_train_step, measure_workload
 from profiling.meters import MeterError, MeterUnavailable, NullMeter, NvmlMeter
 from sdit.diffusion import Diffusion
 from sdit.models import build_model
+from sdit.workload import Workload
 from tests.profiling.fake_nvml import FakeClock, FakeGpu, FakeNvml
 
 
@@ -96,17 +97,17 @@ class ClockedModel(nn.Module):
         return self.inner(x, t)
 
 
-def test_sampling_joules_per_image_and_step(meter: NvmlMeter, gpu: FakeGpu) -> None:
+def test_sampling_joules_per_image_and_model_call(meter: NvmlMeter, gpu: FakeGpu) -> None:
     model = ClockedModel(gpu, forward_s=0.0625, power_w=300.0)  # 4 DDIM steps: 0.25 s a run
-    result = measure_sampling(model, Diffusion(), batch_size=2, num_steps=4, meter=meter, idle_s=2.0)
+    result = measure_workload(model, Workload.ddim(4, batch_size=2), meter, idle_s=2.0)
 
     m = result.measurement
     assert (m.idle_power_w, m.repeats, m.time_s, m.energy_j, m.mean_power_w) == (50.0, 4, 1.0, 300.0, 300.0)
     assert result.images == 8
     assert result.energy_j_per_image == 37.5  # 300 J / 8 images
-    assert result.energy_j_per_step == 18.75  # 300 J / 16 batch steps
+    assert result.energy_j_per_model_call == 18.75  # 300 J / 16 batch steps
     assert result.energy_above_idle_j_per_image == 31.25  # (300 - 50 W x 1 s) / 8
-    assert result.energy_above_idle_j_per_step == 15.625
+    assert result.energy_above_idle_j_per_model_call == 15.625
     assert result.time_s_per_image == 0.125
     assert model.training  # mode restored
     d = json.loads(json.dumps(result.to_dict()))
@@ -135,11 +136,11 @@ def test_idle_reading_is_reused(meter: NvmlMeter, gpu: FakeGpu) -> None:
     meter.measure_idle_power_w(1.0)
     gpu.idle_power_w = 80.0  # a second idle reading would see this
     model = ClockedModel(gpu, forward_s=0.5, power_w=100.0)
-    result = measure_sampling(model, Diffusion(), batch_size=1, num_steps=2, meter=meter)
+    result = measure_workload(model, Workload.ddim(2), meter)
     assert result.measurement.idle_power_w == 50.0
 
 
 def test_null_meter_raises_its_reason() -> None:
     model = build_model("sdit-tiny")
     with pytest.raises(MeterUnavailable, match="no NVIDIA GPU visible"):
-        measure_sampling(model, Diffusion(), 1, 2, NullMeter("no NVIDIA GPU visible to NVML"))
+        measure_workload(model, Workload.ddim(2), NullMeter("no NVIDIA GPU visible to NVML"))
