@@ -11,7 +11,8 @@ from torch import Tensor, nn
 
 from profiling.measure import measure_repeated, measure_train_step, measure_workload
 from profiling.meters import MeterError, MeterUnavailable, NullMeter, NvmlMeter
-from sdit.diffusion import Diffusion
+from profiling.workloads import profile_workload
+from sdit.diffusion import Diffusion, sample
 from sdit.models import build_model
 from sdit.workload import Workload
 from tests.profiling.fake_nvml import FakeClock, FakeGpu, FakeNvml
@@ -144,3 +145,28 @@ def test_null_meter_raises_its_reason() -> None:
     model = build_model("sdit-tiny")
     with pytest.raises(MeterUnavailable, match="no NVIDIA GPU visible"):
         measure_workload(model, Workload.ddim(2), NullMeter("no NVIDIA GPU visible to NVML"))
+
+
+@pytest.mark.parametrize("work", [Workload.respaced(3, batch_size=2, seed=5), Workload.forward(40, batch_size=2,
+                                                                                              seed=5)])
+def test_the_meter_runs_what_sample_draws_and_the_counter_counts(meter: NvmlMeter, gpu: FakeGpu,
+                                                                  work: Workload) -> None:
+    model = build_model("sdit-tiny-authors").eval()  # class-conditional, learned sigma: labels and 2C outputs
+    calls: list[list[Tensor]] = []
+    model.register_forward_pre_hook(lambda _m, args: calls.append([a.detach().clone() for a in args]))
+    model.register_forward_hook(lambda *_: gpu.run(0.5, 100.0))  # each call costs fake GPU time
+    runs = {}
+    if work.is_sampling:
+        sample(model, work)
+        runs["sample"], calls[:] = calls[:], []
+    profile_workload(model, work, name="authors")
+    runs["profile"], calls[:] = calls[:], []
+    result = measure_workload(model, work, meter, min_window_s=0.0, idle_s=1.0, warmup=0)
+    assert result.repeats == 1
+    runs["measure"] = calls
+    first = runs["profile"]
+    assert len(first) == work.model_calls and [len(args) for args in first] == [3] * work.model_calls  # x, t, y
+    for name, seen in runs.items():
+        assert len(seen) == len(first), name
+        for args, expected in zip(seen, first, strict=True):
+            assert all(torch.equal(a, b) for a, b in zip(args, expected, strict=True)), name
