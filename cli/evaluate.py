@@ -93,16 +93,18 @@ def _load_samples(path: Path, num: int | None) -> tuple[torch.Tensor, dict[str, 
         fail(f"--samples {path}: not a samples file (a safetensors file with a 'samples' tensor): {err}", DATA_ERROR)
     if samples.ndim != 4:
         fail(f"--samples {path}: expected (N, C, H, W) samples, got shape {tuple(samples.shape)}", DATA_ERROR)
+    drawn = len(samples)  # a file that records no batch size was drawn in one batch
     if num is not None:
         if num > len(samples):
             fail(f"--num {num} exceeds the {len(samples)} samples in {path}")
         samples = samples[:num]
     if "method" not in meta:
-        sampler = {"method": "unknown", "description": "unknown sampler (not recorded in the file)"}
+        sampler = {"method": "unknown", "steps": None, "eta": None, "seed": None, "batch_size": None,
+                   "description": "unknown sampler (not recorded in the file)"}
         return samples.float(), sampler, meta.get("source", "unknown model")
     try:
         workload = Workload(meta["method"], steps=int(meta["steps"]), eta=float(meta.get("eta", "0")),
-                            seed=int(meta["seed"]), batch_size=int(meta.get("batch_size", len(samples))))
+                            seed=int(meta["seed"]), batch_size=int(meta.get("batch_size", drawn)))
     except (KeyError, ValueError) as err:  # WorkloadError is a ValueError
         fail(f"--samples {path}: unreadable sampler metadata {meta} ({err})", DATA_ERROR)
     return samples.float(), sampler_record(workload), meta.get("source", "unknown model")
