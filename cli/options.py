@@ -72,9 +72,9 @@ def seed_option(also: str = "") -> Any:
                         f"sampler{also}).")
 
 
-def batch_size_option(default: int = 1, help: str = "Images per model call.") -> Any:
+def batch_size_option(default: int = 1, text: str = "Images per model call.") -> Any:
     """``--batch-size``: images per model call (1 unless a command draws many images, as ``evaluate`` does)."""
-    return typer.Option(default, "--batch-size", help=help)
+    return typer.Option(default, "--batch-size", help=text)
 
 
 def device_option(what: str = "the model runs on") -> Any:
