@@ -25,13 +25,13 @@ from typing import Any
 import torch
 
 from profiling.energy import COST_PRESETS, estimate
-from profiling.measure import SamplingEnergy, measure_sampling
+from profiling.measure import WorkloadEnergy, measure_workload
 from profiling.meters import PowerMeter, make_meter
 from profiling.workloads import profile_forward
 from sdit.artifacts import write_json
-from sdit.diffusion import Diffusion
 from sdit.heap import retain_freed_memory
 from sdit.models import build_model
+from sdit.workload import Workload
 
 PRESETS = ("sdit-small", "dit-small", "sdit-mnist")
 
@@ -44,7 +44,7 @@ class BenchRow:
     """One preset: the measurement and, where a cost model is wired in, its estimate."""
 
     preset: str
-    measured: SamplingEnergy
+    measured: WorkloadEnergy
     estimated_j_per_image: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
@@ -73,14 +73,12 @@ def run_bench(
             estimated column "n/a".
     """
     meter.measure_idle_power_w(idle_s)
-    diffusion = Diffusion()
     rows = []
     for preset in presets:
         torch.manual_seed(0)
         model = build_model(preset).to(device)
-        measured = measure_sampling(
-            model, diffusion, batch_size, num_steps, meter, min_window_s=min_window_s, idle_s=idle_s
-        )
+        measured = measure_workload(model, Workload.ddim(num_steps, batch_size=batch_size), meter,
+                                    min_window_s=min_window_s, idle_s=idle_s)
         estimated = (
             None if estimate_j_per_image is None else estimate_j_per_image(preset, batch_size, num_steps)
         )
@@ -102,7 +100,7 @@ def format_table(rows: Sequence[BenchRow]) -> str:
         r, m = row.measured, row.measured.measurement
         est = row.estimated_j_per_image
         lines.append(
-            f"{row.preset:<12} {r.batch_size:>5} {r.num_steps:>5} {m.repeats:>7} {m.time_s:>8.2f} "
+            f"{row.preset:<12} {r.workload.batch_size:>5} {r.workload.model_calls:>5} {m.repeats:>7} {m.time_s:>8.2f} "
             f"{m.mean_power_w:>7.1f} {m.idle_power_w:>7.1f} {r.energy_j_per_image:>10.4g} "
             f"{r.energy_above_idle_j_per_image:>16.4g} "
             f"{'n/a' if est is None else format(est, '.4g'):>10} "

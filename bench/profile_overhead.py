@@ -37,11 +37,11 @@ from collections.abc import Callable
 import torch
 
 from profiling.counter import LayerCounter
-from profiling.records import Workload
 from profiling.workloads import profile_workload
-from sdit.diffusion import Diffusion, sample
+from sdit.diffusion import sample
 from sdit.heap import heap_status, retain_freed_memory
 from sdit.models import build_model
+from sdit.workload import Workload
 
 
 def _time(fn: Callable[[], object]) -> tuple[float, float]:
@@ -101,12 +101,10 @@ def forward_overhead(preset: str, batch_size: int, repeats: int) -> None:
 
 
 def _sampling_case(model: torch.nn.Module, preset: str, batch: int, steps: int, repeats: int) -> None:
-    cfg = model.config
     work = Workload.ddim(steps, batch_size=batch)
-    shape = (batch, cfg.in_channels, cfg.image_size, cfg.image_size)
 
     def plain() -> None:
-        sample(model, Diffusion(), shape, method="ddim", num_steps=steps, seed=work.seed)
+        sample(model, work)
 
     def profiled() -> None:
         profile_workload(model, work, name=preset)

@@ -187,17 +187,6 @@ def command_output(quiet: bool = False, progress: bool | None = None) -> Iterato
         _QUIET.reset(quiet_token)
 
 
-def deprecated_alias(new: str, new_value: Any, new_default: Any, old: str, old_value: Any) -> Any:
-    """The value of option ``new``, taken from its deprecated alias ``old`` when that was given (with a
-    note on stderr); exit 2 when both were given with different values."""
-    if old_value is None:
-        return new_value
-    if new_value != new_default and new_value != old_value:
-        fail(f"{old} (a deprecated name of {new}) {old_value} and {new} {new_value} differ: pass {new} only")
-    note(f"note: {old} is deprecated; use {new}")
-    return old_value
-
-
 def check_device(option: str, value: str) -> str:
     """``value`` as a torch device string (``cpu``, ``cuda``, ``cuda:1``, ...); exit 2 for a name torch
     does not know or a CUDA device this machine does not have."""

@@ -20,7 +20,6 @@ from cli.common import (
     SditCommand,
     check_number,
     check_outputs_or_fail,
-    check_seed,
     command_output,
     echo,
     fail,
@@ -30,11 +29,21 @@ from cli.common import (
     quiet_option,
     status,
 )
+from cli.options import (
+    batch_size_option,
+    device_from_option,
+    device_option,
+    eta_option,
+    method_option,
+    sample_steps_option,
+    seed_option,
+    timestep_option,
+    workload_from_options,
+)
 from profiling.conventions import COUNTING_CONVENTIONS, DEFAULT_CONVENTIONS
 from profiling.counter import UnknownNeuronError, UnsupportedOpError
 from profiling.energy import COST_PRESETS, DEFAULT_COSTS, CostsError, load_costs
 from profiling.meters import METER_KINDS
-from profiling.records import Workload, WorkloadError
 from profiling.study import EVALUATIONS, StudyInputError, run_study
 from reports import terminal
 from reports.page import build_page
@@ -60,14 +69,12 @@ def _check_outputs(out: Path, overwrite: bool, json_path: Path | None = None) ->
 def compare_cmd(
     targets: list[str] | None = typer.Argument(
         None, help="Two or more presets or checkpoints (default: the shipped sdit-small and dit-small)."),
-    batch_size: int = typer.Option(1, "--batch-size", min=1, help="Images per model call while counting."),
-    timestep: int = typer.Option(500, "--timestep", min=0, max=999,
-                                 help="Diffusion timestep of a single forward (with --sample-steps 0)."),
-    sample_steps: int = typer.Option(20, "--sample-steps", min=0, max=1000,
-                                     help="DDIM steps of the sampling run counted; 0 counts one forward."),
-    method: str = typer.Option("ddim", "--method", help="Sampler: ddim or ddpm (1000 steps)."),
-    eta: float = typer.Option(1.0, "--eta", help="DDIM noise scale in [0, 1] (the shipped SDiT samples well with 1)."),
-    seed: int = typer.Option(0, "--seed", help="Seed of the input noise."),
+    method: str = method_option(),
+    sample_steps: int | None = sample_steps_option(),
+    eta: float | None = eta_option(),
+    timestep: int | None = timestep_option(),
+    seed: int = seed_option(),
+    batch_size: int = batch_size_option(),
     costs: list[str] = typer.Option(
         list(COST_PRESETS), "--costs", help="Cost presets or TOML files (repeat); the first is the headline."),
     conventions: list[str] = typer.Option(
@@ -75,8 +82,8 @@ def compare_cmd(
         help=f"Conventions to compare (repeat; the first is the headline): {', '.join(COUNTING_CONVENTIONS)}."),
     samples: int = typer.Option(16, "--samples", min=0, help="Images in each model's sample grid (0: none)."),
     measure: bool = typer.Option(False, "--measure", help="Also measure the energy of sampling (see --meter)."),
-    device: str = typer.Option("cuda:0", "--device", help="GPU the models run on for --measure (counting and "
-                               "the sample grids run on the CPU)."),
+    device: str | None = device_option("the models run on for --measure (counting and the sample grids run on "
+                                       "the CPU)"),
     meter: str = typer.Option("auto", "--meter", help="Meter for --measure: auto (NVML on a GPU, RAPL on the "
                               "CPU), nvml, or cpu (RAPL: CPU packages only)."),
     min_window_s: float = typer.Option(1.0, "--min-window-s", min=0.0, help="Shortest measured window."),
@@ -100,14 +107,13 @@ def compare_cmd(
     Example: sdit compare checkpoints/sdit-small-fmnist checkpoints/dit-small-fmnist --sample-steps 20 --out out/cmp
     """
     with command_output(quiet, progress):
-        check_number("--batch-size", batch_size, 1, MAX_IMAGES)
+        workload = workload_from_options(method, sample_steps, eta, timestep, batch_size, seed)
+        device = device_from_option(device)
         check_number("--samples", samples, 0, MAX_IMAGES)
-        check_number("--eta", eta, 0, 1)
         check_number("--min-window-s", min_window_s, 0, 3600)
         check_number("--idle-s", idle_s, 0, 3600)
         if meter not in METER_KINDS:
             fail(f"--meter {meter!r}: valid meters are {', '.join(METER_KINDS)}")
-        check_seed("--seed", seed)
         _check_outputs(out, overwrite, json_path)
         to_stdout = is_stdout(json_path)  # the JSON alone on stdout; the tables and lines go to stderr
         targets = list(targets or DEFAULT_TARGETS)
@@ -119,15 +125,6 @@ def compare_cmd(
         for name in conventions:
             if name not in COUNTING_CONVENTIONS:
                 fail(f"--convention {name!r}: valid conventions are {', '.join(COUNTING_CONVENTIONS)}")
-        try:
-            if sample_steps == 0:
-                workload = Workload.forward(timestep, batch_size=batch_size, seed=seed)
-            elif method == "ddim":
-                workload = Workload.ddim(sample_steps, eta=eta, batch_size=batch_size, seed=seed)
-            else:
-                workload = Workload(method, eta=eta, batch_size=batch_size, seed=seed)
-        except WorkloadError as err:
-            fail(f"workload: {err}")
         try:
             presets = [load_costs(spec) for spec in dict.fromkeys(costs or [DEFAULT_COSTS])]
         except CostsError as err:

@@ -15,13 +15,10 @@ from rich.console import Console
 from cli.common import (
     DATA_ERROR,
     INTERNAL_ERROR,
-    MAX_IMAGES,
     SditCommand,
     check_number,
     check_outputs_or_fail,
-    check_seed,
     command_output,
-    deprecated_alias,
     echo,
     fail,
     load_target_or_fail,
@@ -29,7 +26,17 @@ from cli.common import (
     quiet_option,
     status,
 )
-from cli.profile import workload_from_options
+from cli.options import (
+    batch_size_option,
+    device_from_option,
+    device_option,
+    eta_option,
+    method_option,
+    sample_steps_option,
+    seed_option,
+    timestep_option,
+    workload_from_options,
+)
 from profiling.compare import MEASURE_FAILED, compare
 from profiling.conventions import COUNTING_CONVENTIONS, DEFAULT_CONVENTIONS
 from profiling.counter import UnknownNeuronError, UnsupportedOpError
@@ -43,7 +50,6 @@ from profiling.energy import (
     with_overrides,
 )
 from profiling.meters import METER_KINDS
-from profiling.records import WorkloadError
 from profiling.study import energy_summary
 from reports import terminal
 from reports.study import study_from_comparison
@@ -63,22 +69,18 @@ def energy_cmd(
                                       f"({', '.join(MEMORY_PRESETS)}; 'default' = {DEFAULT_MEMORY}); off unless set."),
     conventions: list[str] = typer.Option(list(DEFAULT_CONVENTIONS), "--convention",
                                           help=f"Counting convention(s): {', '.join(COUNTING_CONVENTIONS)}."),
-    batch_size: int = typer.Option(1, "--batch-size", min=1, help="Images per model call."),
-    timestep: int = typer.Option(500, "--timestep", min=0, max=999, help="Diffusion timestep of a single forward."),
-    sample_steps: int = typer.Option(0, "--sample-steps", min=0, max=1000,
-                                     help="Estimate (and measure) a whole DDIM run of this many steps instead."),
-    method: str = typer.Option("ddim", "--method", help="Sampler of a sampling run: ddim or ddpm (1000 steps)."),
-    eta: float = typer.Option(0.0, "--eta", help="DDIM noise scale of a sampling run: 0 deterministic, 1 DDPM-like."),
-    seed: int = typer.Option(0, "--seed", help="Seed of the input noise."),
+    method: str = method_option(),
+    sample_steps: int | None = sample_steps_option(),
+    eta: float | None = eta_option(),
+    timestep: int | None = timestep_option(),
+    seed: int = seed_option(),
+    batch_size: int = batch_size_option(),
     baseline: str | None = typer.Option(None, "--baseline", help="Preset or checkpoint to break even with."),
     measure: bool = typer.Option(False, "--measure",
                                  help="Also measure the energy of the same workload (see --meter)."),
-    device: str = typer.Option("cuda:0", "--device", help="GPU the model runs on for --measure (counting runs "
-                               "on the CPU)."),
+    device: str | None = device_option("the model runs on for --measure (counting runs on the CPU)"),
     meter: str = typer.Option("auto", "--meter", help="Meter for --measure: auto (NVML on a GPU, RAPL on the "
                               "CPU), nvml, or cpu (RAPL: CPU packages only)."),
-    measure_steps: int | None = typer.Option(None, "--measure-steps", min=1, max=1000, hidden=True,
-                                             help="Deprecated name of --sample-steps."),
     min_window_s: float = typer.Option(1.0, "--min-window-s", min=0.0, help="Shortest measured window."),
     idle_s: float = typer.Option(5.0, "--idle-s", min=0.0, help="Seconds of idle-power measurement."),
     json_path: Path | None = typer.Option(
@@ -100,8 +102,6 @@ def energy_cmd(
         check_number("--idle-s", idle_s, 0, 3600)
         if meter not in METER_KINDS:
             fail(f"--meter {meter!r}: valid meters are {', '.join(METER_KINDS)}")
-        check_number("--batch-size", batch_size, 1, MAX_IMAGES)
-        check_seed("--seed", seed)
         check_outputs_or_fail({"--json": json_path}, overwrite, stdout_ok=("--json",))
         try:
             costs = with_overrides(load_costs(costs_spec), e_mac_pj=e_mac_pj, e_ac_pj=e_ac_pj,
@@ -112,14 +112,8 @@ def energy_cmd(
         unknown = [c for c in conventions if c not in COUNTING_CONVENTIONS]
         if unknown:
             fail(f"unknown convention {unknown[0]!r}; known: {', '.join(COUNTING_CONVENTIONS)}")
-        if measure_steps is not None and sample_steps and sample_steps != measure_steps:
-            fail(f"--measure-steps {measure_steps} and --sample-steps {sample_steps} differ; the estimate and "
-                 "the measurement are of one workload: pass --sample-steps only")
-        sample_steps = deprecated_alias("--sample-steps", sample_steps, 0, "--measure-steps", measure_steps)
-        try:
-            workload = workload_from_options(method, timestep, sample_steps, eta, batch_size, seed)
-        except WorkloadError as err:
-            fail(str(err))
+        workload = workload_from_options(method, sample_steps, eta, timestep, batch_size, seed)
+        device = device_from_option(device)
         loaded = load_target_or_fail(target, "spikes and ACs are near zero")
         base = load_target_or_fail(baseline, "its counts come from untrained weights") if baseline else None
         try:

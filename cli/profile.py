@@ -10,12 +10,8 @@ from rich.console import Console
 
 from cli.common import (
     DATA_ERROR,
-    MAX_IMAGES,
     SditCommand,
-    check_device,
-    check_number,
     check_outputs_or_fail,
-    check_seed,
     command_output,
     echo,
     fail,
@@ -23,10 +19,21 @@ from cli.common import (
     progress_option,
     quiet_option,
 )
+from cli.options import (
+    batch_size_option,
+    device_from_option,
+    device_option,
+    eta_option,
+    method_option,
+    sample_steps_option,
+    seed_option,
+    timestep_option,
+    workload_from_options,
+)
 from profiling.compare import Comparison, compare_profiles
 from profiling.counter import UnknownNeuronError, UnsupportedOpError
 from profiling.energy import DEFAULT_COSTS, CostsError, load_costs
-from profiling.records import Profile, Workload, WorkloadError
+from profiling.records import Profile
 from profiling.workloads import profile_workload
 from reports import terminal
 from reports.study import study_from_comparison
@@ -47,42 +54,27 @@ def print_summary(profile: Profile, study_of_profile: Comparison, top: int, cons
         console.print(f"[yellow]uncounted ops (no rule): {ops}[/yellow]")
 
 
-def workload_from_options(method: str, timestep: int, sample_steps: int, eta: float, batch_size: int,
-                          seed: int) -> Workload:
-    """The workload the profile / energy options name: a forward at ``timestep`` unless ``sample_steps``
-    is set or ``method`` is ddpm (then a sampling run; DDIM's default length is 50 steps)."""
-    if method == "ddpm":
-        if sample_steps not in (0, 1000):
-            raise WorkloadError(f"--method ddpm runs all 1000 steps; drop --sample-steps {sample_steps}")
-        return Workload("ddpm", eta=eta, batch_size=batch_size, seed=seed)
-    if sample_steps:
-        return Workload.ddim(sample_steps, eta=eta, batch_size=batch_size, seed=seed)
-    if eta:
-        raise WorkloadError("--eta applies to a sampling run; pass --sample-steps N (or --method ddpm)")
-    return Workload.forward(timestep, batch_size=batch_size, seed=seed)
-
-
 def profile_cmd(
     target: str = typer.Argument(..., help="Preset name or checkpoint (file, run directory or shipped directory)."),
-    batch_size: int = typer.Option(1, "--batch-size", min=1, help="Images per model call."),
-    timestep: int = typer.Option(500, "--timestep", min=0, max=999, help="Diffusion timestep of a single forward."),
-    sample_steps: int = typer.Option(
-        0, "--sample-steps", min=0, max=1000, help="Profile a whole DDIM run of this many steps instead."
-    ),
-    method: str = typer.Option("ddim", "--method", help="Sampler for --sample-steps: ddim or ddpm (1000 steps)."),
-    eta: float = typer.Option(0.0, "--eta", help="DDIM noise scale of a sampling run: 0 deterministic, 1 DDPM-like."),
-    seed: int = typer.Option(0, "--seed", help="Seed of the input noise."),
+    method: str = method_option(),
+    sample_steps: int | None = sample_steps_option(),
+    eta: float | None = eta_option(),
+    timestep: int | None = timestep_option(),
+    seed: int = seed_option(),
+    batch_size: int = batch_size_option(),
     json_path: Path | None = typer.Option(None, "--json", help="Write the whole profile as JSON ('-': stdout)."),
     csv_path: Path | None = typer.Option(None, "--csv", help="Write the per-layer table as CSV ('-': stdout)."),
     strict: bool = typer.Option(False, "--strict", help="Fail on any op no counting rule covers."),
     costs_spec: str = typer.Option(DEFAULT_COSTS, "--costs", help="Energy constants: a preset or a TOML file."),
     top: int = typer.Option(20, "--top", min=1, help="Layers to show in the summary."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace --json / --csv files that exist."),
-    device: str = typer.Option("cpu", "--device", help="torch device the counted model runs on (cpu, cuda)."),
+    device: str | None = device_option("the counted model runs on"),
     quiet: bool = quiet_option(),
     progress: bool | None = progress_option("a sampling run's steps"),
 ) -> None:
     """Count MACs, ACs and spikes per layer and per image.
+
+    Counts a DDIM 50-step run (eta 1) unless told otherwise; --method forward counts one model call.
 
     Example: sdit profile sdit-small --sample-steps 20 --json profile.json --csv layers.csv
     """
@@ -91,24 +83,17 @@ def profile_cmd(
                  costs_spec, top, overwrite, device, quiet)
 
 
-def _profile(target: str, batch_size: int, timestep: int, sample_steps: int, method: str, eta: float, seed: int,
-             json_path: Path | None, csv_path: Path | None, strict: bool, costs_spec: str, top: int,
-             overwrite: bool, device: str, quiet: bool) -> None:
-    if method not in ("ddim", "ddpm"):
-        fail(f"--method must be ddim or ddpm, got {method!r}")
-    check_number("--batch-size", batch_size, 1, MAX_IMAGES)
-    check_seed("--seed", seed)
+def _profile(target: str, batch_size: int, timestep: int | None, sample_steps: int | None, method: str,
+             eta: float | None, seed: int, json_path: Path | None, csv_path: Path | None, strict: bool,
+             costs_spec: str, top: int, overwrite: bool, device: str | None, quiet: bool) -> None:
+    workload = workload_from_options(method, sample_steps, eta, timestep, batch_size, seed)
     check_outputs_or_fail({"--json": json_path, "--csv": csv_path}, overwrite, stdout_ok=("--json", "--csv"))
     to_stdout = is_stdout(json_path) or is_stdout(csv_path)  # the summary and notes go to stderr then
     try:
         costs = load_costs(costs_spec)
     except CostsError as err:
         fail(str(err))
-    try:
-        workload = workload_from_options(method, timestep, sample_steps, eta, batch_size, seed)
-    except WorkloadError as err:
-        fail(str(err))
-    device = check_device("--device", device)
+    device = device_from_option(device)
     loaded = load_target_or_fail(target, "spikes and ACs are near zero")
     console = Console(stderr=to_stdout, quiet=quiet and to_stdout)  # --quiet: nothing on stderr
     try:

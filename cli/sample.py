@@ -11,23 +11,27 @@ from cli.common import (
     DATA_ERROR,
     MAX_IMAGES,
     SditCommand,
-    check_device,
     check_number,
     check_outputs_or_fail,
-    check_seed,
     command_output,
-    deprecated_alias,
     echo,
     fail,
     load_target_or_fail,
     progress_option,
     quiet_option,
 )
+from cli.options import (
+    device_from_option,
+    device_option,
+    eta_option,
+    method_option,
+    sample_steps_option,
+    seed_option,
+    workload_from_options,
+)
 from sdit.artifacts import is_stdout, save_image_grid, save_tensors
-from sdit.diffusion import Diffusion, check_sampler, num_classes_of, sample, uniform_labels
-from sdit.iddpm import DEFAULT_STEPS as RESPACED_STEPS
-
-DDIM_STEPS = 50
+from sdit.diffusion import num_classes_of, sample, uniform_labels
+from sdit.quality.evaluate import sampler_description, sampler_record
 
 
 def parse_labels(text: str, num: int, num_classes: int) -> torch.Tensor:
@@ -51,26 +55,15 @@ def sample_cmd(
         "or preset name (untrained weights, for smoke runs)."
     ),
     out: Path = typer.Option(..., "--out", help="PNG grid to write ('-' for standard output)."),
-    num: int = typer.Option(16, "--num", "-n", min=1, help="Number of images."),
-    method: str = typer.Option(
-        "ddim", "--method", help="ddim, ddpm, or ddpm-respaced (the authors' sampler: ancestral DDPM over "
-        "--sample-steps respaced steps with the model's learned variance)."
-    ),
-    sample_steps: int | None = typer.Option(
-        None, "--sample-steps", min=1, max=1000,
-        help=f"DDIM steps (default {DDIM_STEPS}) or respaced DDPM steps (default {RESPACED_STEPS}); DDPM runs all 1000."
-    ),
-    steps_old: int | None = typer.Option(None, "--steps", min=1, max=1000, hidden=True,
-                                         help="Deprecated name of --sample-steps."),
+    num: int = typer.Option(16, "--num", "-n", min=1, help="Number of images (one batch)."),
+    method: str = method_option(forward=False),
+    sample_steps: int | None = sample_steps_option(),
+    eta: float | None = eta_option(),
+    seed: int = seed_option(),
     labels_text: str | None = typer.Option(
         None, "--labels", help="Classes for a class-conditional model, comma-separated, cycled over the images "
         "(default: uniform over the classes, from --seed)."
     ),
-    eta: float = typer.Option(
-        0.0, "--eta", help="DDIM noise scale in [0, 1]: 0 deterministic, 1 DDPM's variance at the chosen steps "
-        "(stochastic sampling is markedly cleaner for SDiT)."
-    ),
-    seed: int = typer.Option(0, "--seed", help="Seed of the initial noise (and of DDPM / eta > 0 noise)."),
     tensor: Path | None = typer.Option(
         None, "--tensor", help="Also save the samples (N, C, H, W) in [-1, 1] as safetensors."
     ),
@@ -78,7 +71,7 @@ def sample_cmd(
     compile_: bool = typer.Option(
         False, "--compile", help="Run the model through torch.compile (faster for many images; compiles first)."
     ),
-    device: str = typer.Option("cpu", "--device", help="torch device the model samples on (cpu, cuda, cuda:1)."),
+    device: str | None = device_option("the model samples on"),
     quiet: bool = quiet_option(),
     progress: bool | None = progress_option("the denoising steps"),
 ) -> None:
@@ -87,27 +80,19 @@ def sample_cmd(
     Example: sdit sample checkpoints/sdit-small-fmnist --out grid.png --num 16 --sample-steps 50 --eta 1
     """
     with command_output(quiet, progress):
-        _sample(target, out, num, method, deprecated_alias("--sample-steps", sample_steps, None, "--steps", steps_old),
-                labels_text, eta, seed, tensor, overwrite, compile_, device)
+        _sample(target, out, num, method, sample_steps, labels_text, eta, seed, tensor, overwrite, compile_, device)
 
 
-def _sample(target: str, out: Path, num: int, method: str, steps: int | None, labels_text: str | None, eta: float,
-            seed: int, tensor: Path | None, overwrite: bool, compile_: bool, device: str) -> None:
-    try:
-        check_sampler(method, eta)
-    except ValueError as err:
-        fail(f"--method / --eta: {err}")
+def _sample(target: str, out: Path, num: int, method: str, sample_steps: int | None, labels_text: str | None,
+            eta: float | None, seed: int, tensor: Path | None, overwrite: bool, compile_: bool,
+            device: str | None) -> None:
     check_number("--num", num, 1, MAX_IMAGES)
-    check_seed("--seed", seed)
+    workload = workload_from_options(method, sample_steps, eta, None, num, seed, forward=False)
     check_outputs_or_fail({"--out": out, "--tensor": tensor}, overwrite, stdout_ok=("--out", "--tensor"))
-    num_steps = {"ddim": steps or DDIM_STEPS, "ddpm-respaced": steps or RESPACED_STEPS}.get(method, 1000)
-    if method == "ddpm-respaced" and num_steps < 2:
-        fail("--sample-steps: respaced DDPM needs at least 2 steps")
-    device = check_device("--device", device)
+    device = device_from_option(device)
     loaded = load_target_or_fail(target, "samples are noise-like")
     model, source = loaded.model.to(device), loaded.description
     model.eval()
-    cfg = model.config
     classes = num_classes_of(model)
     labels = None
     if labels_text is not None:
@@ -120,19 +105,16 @@ def _sample(target: str, out: Path, num: int, method: str, steps: int | None, la
     elif classes:
         labels = uniform_labels(classes, num, seed)
     torch.manual_seed(seed)
-    shape = (num, cfg.in_channels, cfg.image_size, cfg.image_size)
     net = torch.compile(model) if compile_ else model
-    images = sample(net, Diffusion(), shape, method=method, num_steps=num_steps, seed=seed, eta=eta,
-                    labels=labels, device=device).cpu()  # (n, C, H, W)
-    sampler = {"ddim": f"ddim, {num_steps} steps, eta {eta:g}", "ddpm": "ddpm, 1000 steps",
-               "ddpm-respaced": f"respaced ddpm, {num_steps} steps, learned variance"}[method]
+    images = sample(net, workload, labels=labels, device=device).cpu()  # (n, C, H, W)
+    sampler = sampler_description(workload)
     if labels is not None:
         sampler += f", labels {','.join(map(str, labels.tolist()[:10]))}{'...' if num > 10 else ''}"
     if not torch.isfinite(images).all():
         fail(f"the model of {source} produced non-finite samples (NaN or inf); nothing written", DATA_ERROR)
     path = save_image_grid(images, out, overwrite=overwrite)
     if tensor is not None:
-        info = {"source": source, "method": method, "steps": str(num_steps), "eta": f"{eta:g}", "seed": str(seed)}
+        info = {"source": source, **{k: str(v) for k, v in sampler_record(workload).items()}}
         if labels is not None:
             info["labels"] = ",".join(map(str, labels.tolist()))
         save_tensors({"samples": images}, tensor, metadata=info, overwrite=overwrite)

@@ -25,7 +25,8 @@ from typing import TYPE_CHECKING, Any
 
 from profiling.energy import DEFAULT_COSTS, EnergyCosts, Estimate, load_costs, with_memory
 from profiling.energy import estimate as _estimate
-from profiling.records import Profile, Workload
+from profiling.records import Profile
+from sdit.workload import Workload
 
 if TYPE_CHECKING:
     from torch import nn

@@ -61,7 +61,8 @@ from profiling.energy import (
     estimate,
     load_costs,
 )
-from profiling.records import Profile, Workload
+from profiling.records import Profile
+from sdit.workload import Workload
 
 SCHEMA = "sdit.comparison/2"
 OLDER_READER = "sdit 0.1.0 (comparisons of schema sdit.comparison/1)"

@@ -1,4 +1,4 @@
-"""Measured energy of workloads: DDIM sampling and one training step (ARCHITECTURE.md §4).
+"""Measured energy of a workload (:class:`~sdit.workload.Workload`) and of one training step (ARCHITECTURE.md §4).
 
 The counter needs windows of a second or more to be read well, so a workload
 repeats inside one window until the window lasts ``min_window_s``: a first,
@@ -20,49 +20,16 @@ import torch
 from torch import Tensor, nn
 
 from profiling.meters import Measurement, MeterError, PowerMeter
-from profiling.records import Workload
-from sdit.diffusion import Diffusion, sample
+from sdit.diffusion import Diffusion, run_steps
+from sdit.workload import Workload
 
 __all__ = [
-    "SamplingEnergy",
     "TrainStepEnergy",
     "WorkloadEnergy",
     "measure_repeated",
-    "measure_sampling",
     "measure_train_step",
     "measure_workload",
 ]
-
-
-@dataclass(frozen=True)
-class SamplingEnergy:
-    """Measured energy of DDIM sampling.
-
-    Attributes:
-        batch_size: Images per sampling run.
-        num_steps: DDIM denoising steps per run (one model call each).
-        images: Images drawn inside the measured window (``batch_size * repeats``).
-        energy_j_per_image: Whole-GPU energy per image, idle draw included.
-        energy_j_per_step: Whole-GPU energy per denoising step of the whole batch.
-        energy_above_idle_j_per_image: Per image, less ``idle_power_w`` over its time.
-        energy_above_idle_j_per_step: Per step of the batch, likewise.
-        time_s_per_image: Window time per image.
-        measurement: The window: time, energy, mean and idle power, repeats, method.
-    """
-
-    batch_size: int
-    num_steps: int
-    images: int
-    energy_j_per_image: float
-    energy_j_per_step: float
-    energy_above_idle_j_per_image: float
-    energy_above_idle_j_per_step: float
-    time_s_per_image: float
-    measurement: Measurement
-
-    def to_dict(self) -> dict[str, Any]:
-        """A JSON-ready dict; ``measurement`` is nested."""
-        return asdict(self)
 
 
 @dataclass(frozen=True)
@@ -138,71 +105,9 @@ def measure_repeated(
     )
 
 
-def measure_sampling(
-    model: nn.Module,
-    diffusion: Diffusion,
-    batch_size: int,
-    num_steps: int,
-    meter: PowerMeter,
-    *,
-    min_window_s: float = 1.0,
-    idle_s: float = 5.0,
-    warmup: int = 1,
-    seed: int = 0,
-) -> SamplingEnergy:
-    """Joules per image and per denoising step of DDIM sampling (eta 0) from ``model``.
-
-    The model runs in eval mode on the device of its parameters; its mode is restored
-    after. Idle power is measured first, over ``idle_s``, unless the meter already has
-    a reading.
-
-    Args:
-        model: An eps-predicting model with a ``config`` giving ``in_channels`` and ``image_size``.
-        diffusion: The noise schedule.
-        batch_size: Images per sampling run.
-        num_steps: DDIM steps per run.
-        meter: A working meter (a :class:`~profiling.meters.NullMeter` raises).
-        min_window_s: Shortest accepted window; sampling runs repeat to fill it.
-        idle_s: Length of the quiet window for idle power.
-        warmup: Unmeasured runs first (allocator, kernel selection).
-        seed: Noise seed; every run draws the same images.
-
-    Raises:
-        MeterError: The meter failed or is unavailable.
-    """
-    _check_counts(batch_size=batch_size, num_steps=num_steps)
-    cfg = model.config
-    shape = (batch_size, cfg.in_channels, cfg.image_size, cfg.image_size)
-    device = _device_of(model)
-    idle_w = _idle_power_w(meter, idle_s)
-
-    def run() -> Tensor:
-        return sample(model, diffusion, shape, method="ddim", num_steps=num_steps, seed=seed, device=device)
-
-    was_training = model.training
-    model.eval()
-    try:
-        m = measure_repeated(meter, "sampling", run, min_window_s=min_window_s, warmup=warmup)
-    finally:
-        model.train(was_training)
-    above_j = m.energy_j - idle_w * m.time_s
-    images, steps = batch_size * m.repeats, num_steps * m.repeats
-    return SamplingEnergy(
-        batch_size=batch_size,
-        num_steps=num_steps,
-        images=images,
-        energy_j_per_image=m.energy_j / images,
-        energy_j_per_step=m.energy_j / steps,
-        energy_above_idle_j_per_image=above_j / images,
-        energy_above_idle_j_per_step=above_j / steps,
-        time_s_per_image=m.time_s / images,
-        measurement=m,
-    )
-
-
 @dataclass(frozen=True)
 class WorkloadEnergy:
-    """Measured energy of one :class:`~profiling.records.Workload`, repeated to fill a window.
+    """Measured energy of one :class:`~sdit.workload.Workload`, repeated to fill a window.
 
     Attributes:
         workload: What ran (the same object a profile of it records).
@@ -214,6 +119,7 @@ class WorkloadEnergy:
         energy_j_per_image: Whole-GPU energy per image over the workload, idle draw included.
         energy_above_idle_j_per_image: Per image, less ``idle_power_w`` over its time.
         energy_j_per_model_call: Whole-GPU energy per model call of the whole batch.
+        energy_above_idle_j_per_model_call: Per model call of the batch, less ``idle_power_w`` over its time.
         time_s_per_image: Window time per image.
         measurement: The window itself.
     """
@@ -227,6 +133,7 @@ class WorkloadEnergy:
     energy_j_per_image: float
     energy_above_idle_j_per_image: float
     energy_j_per_model_call: float
+    energy_above_idle_j_per_model_call: float
     time_s_per_image: float
     measurement: Measurement
 
@@ -246,30 +153,19 @@ def measure_workload(
 ) -> WorkloadEnergy:
     """Joules per image of ``workload`` on the device of ``model``'s parameters.
 
-    A sampling run draws exactly what :func:`sdit.diffusion.sample` draws for the workload's
-    seed (and what :func:`profiling.workloads.profile_workload` counts); a forward runs the
-    model once at the workload's timestep on N(0, I) noise from its seed.
+    Every run is :func:`sdit.diffusion.run_steps` of the workload: the noise its seed draws, then its
+    model calls (what :func:`sdit.diffusion.sample` draws and :func:`profiling.workloads.profile_workload`
+    counts).
 
     Raises:
         MeterError: The meter failed or is unavailable.
     """
-    cfg = model.config
-    shape = (workload.batch_size, cfg.in_channels, cfg.image_size, cfg.image_size)
     device = _device_of(model)
     idle_w = _idle_power_w(meter, idle_s)
-    diffusion = Diffusion()
-    if workload.is_sampling:
-        def run() -> Tensor:
-            return sample(model, diffusion, shape, method=workload.kind, num_steps=int(workload.steps),
-                          seed=workload.seed, device=device, eta=workload.eta)
-    else:
-        generator = torch.Generator(device=device).manual_seed(workload.seed)
-        x = torch.randn(shape, generator=generator, device=device)  # (B, C, H, W)
-        t = torch.full((workload.batch_size,), int(workload.timestep), dtype=torch.long, device=device)
 
-        @torch.no_grad()
-        def run() -> Tensor:
-            return model(x, t)  # SDiT resets its neuron state before returning
+    def run() -> None:
+        for _ in run_steps(model, workload, device=device):
+            pass
 
     was_training = model.training
     model.eval()
@@ -277,12 +173,13 @@ def measure_workload(
         m = measure_repeated(meter, workload.kind, run, min_window_s=min_window_s, warmup=warmup)
     finally:
         model.train(was_training)
-    images = workload.batch_size * m.repeats
+    images, calls = workload.batch_size * m.repeats, workload.model_calls * m.repeats
+    above_j = m.energy_j - idle_w * m.time_s
     return WorkloadEnergy(
         workload=workload, method=m.method, images=images, repeats=m.repeats, window_s=m.time_s,
         idle_power_w=idle_w, energy_j_per_image=m.energy_j / images,
-        energy_above_idle_j_per_image=(m.energy_j - idle_w * m.time_s) / images,
-        energy_j_per_model_call=m.energy_j / (workload.model_calls * m.repeats),
+        energy_above_idle_j_per_image=above_j / images, energy_j_per_model_call=m.energy_j / calls,
+        energy_above_idle_j_per_model_call=above_j / calls,
         time_s_per_image=m.time_s / images, measurement=m,
     )
 

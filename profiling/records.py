@@ -24,6 +24,8 @@ import math
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
+from sdit.workload import Workload
+
 Number = int | float
 
 # Columns the counting rules fill per op (profiling.rules) and the neuron rule fills per neuron layer.
@@ -37,9 +39,6 @@ OLDER_PROFILE_READER = "sdit 0.1.0 (profiles with paper-convention columns, sche
 
 # Key of ``upstream`` for dense MACs that no spiking layer precedes (JSON keys are strings).
 NO_UPSTREAM = "(none)"
-# Training steps of the noise schedule (sdit.diffusion.Diffusion's default; a test keeps them equal).
-DIFFUSION_STEPS = 1000
-WORKLOAD_KINDS = ("forward", "ddim", "ddpm")
 
 CONVENTIONS: dict[str, str] = {
     "unit": "counts per image, summed over all spiking steps T and all diffusion steps of the workload",
@@ -63,120 +62,6 @@ CONVENTIONS: dict[str, str] = {
                      "incl. 4 per WKV element), adds (elementwise adds/subs, reductions, bias adds), "
                      "muls (elementwise muls/divs), other (comparisons, max, ReLU)",
 }
-
-
-class WorkloadError(ValueError):
-    """A workload whose fields do not fit its kind."""
-
-
-@dataclass(frozen=True)
-class Workload:
-    """What the model runs: one forward at a diffusion timestep, or a whole sampling run.
-
-    The same object names the work everywhere (profile, estimate, measurement, sampling),
-    so an estimate and a measurement of one workload are of the same work by construction.
-
-    Attributes:
-        kind: ``forward`` (one model call at ``timestep`` on N(0, I) noise from ``seed``),
-            ``ddim`` (``steps`` DDIM steps, noise scale ``eta``) or ``ddpm`` (ancestral,
-            all :data:`DIFFUSION_STEPS` steps).
-        timestep: Diffusion timestep of a forward; ``None`` for sampling runs.
-        steps: Denoising steps (model calls) of a sampling run; ``None`` for a forward.
-        eta: DDIM's noise scale (0 deterministic, 1 DDPM's variance at the chosen steps); 0 otherwise.
-        batch_size: Images per model call.
-        seed: Seed of the initial noise (and, for stochastic samplers, of the noise drawn at each step).
-    """
-
-    kind: str = "forward"
-    timestep: int | None = None
-    steps: int | None = None
-    eta: float = 0.0
-    batch_size: int = 1
-    seed: int = 0
-
-    def __post_init__(self) -> None:
-        if self.kind not in WORKLOAD_KINDS:
-            raise WorkloadError(f"workload kind must be one of {', '.join(WORKLOAD_KINDS)}, got {self.kind!r}")
-        if self.kind == "forward" and self.timestep is None:
-            object.__setattr__(self, "timestep", 500)
-        if self.kind == "ddpm" and self.steps is None:
-            object.__setattr__(self, "steps", DIFFUSION_STEPS)
-        object.__setattr__(self, "eta", float(self.eta))
-        if not isinstance(self.batch_size, int) or self.batch_size < 1:
-            raise WorkloadError(f"batch_size must be an integer >= 1, got {self.batch_size!r}")
-        if not isinstance(self.seed, int):
-            raise WorkloadError(f"seed must be an integer, got {self.seed!r}")
-        if self.kind == "forward":
-            if not isinstance(self.timestep, int) or not 0 <= self.timestep < DIFFUSION_STEPS:
-                raise WorkloadError(f"timestep must be an integer in [0, {DIFFUSION_STEPS - 1}], "
-                                    f"got {self.timestep!r}")
-            if self.steps is not None or self.eta != 0.0:
-                raise WorkloadError("a forward has no sampling steps or eta (use kind ddim or ddpm)")
-            return
-        if self.timestep is not None:
-            raise WorkloadError(f"a {self.kind} run has no single timestep (use kind forward)")
-        if self.kind == "ddpm":
-            if self.steps != DIFFUSION_STEPS:
-                raise WorkloadError(f"ddpm runs all {DIFFUSION_STEPS} steps, got steps={self.steps}")
-            if self.eta != 0.0:
-                raise WorkloadError("eta applies to DDIM only; DDPM's noise is fixed")
-            return
-        if not isinstance(self.steps, int) or not 1 <= self.steps <= DIFFUSION_STEPS:
-            raise WorkloadError(f"ddim steps must be an integer in [1, {DIFFUSION_STEPS}], got {self.steps!r}")
-        if not 0.0 <= self.eta <= 1.0:  # also refuses NaN
-            raise WorkloadError(f"eta must be in [0, 1], got {self.eta}")
-
-    @classmethod
-    def forward(cls, timestep: int = 500, *, batch_size: int = 1, seed: int = 0) -> Workload:
-        return cls("forward", timestep=timestep, batch_size=batch_size, seed=seed)
-
-    @classmethod
-    def ddim(cls, steps: int = 50, *, eta: float = 0.0, batch_size: int = 1, seed: int = 0) -> Workload:
-        return cls("ddim", steps=steps, eta=eta, batch_size=batch_size, seed=seed)
-
-    @classmethod
-    def ddpm(cls, *, batch_size: int = 1, seed: int = 0) -> Workload:
-        return cls("ddpm", batch_size=batch_size, seed=seed)
-
-    @property
-    def model_calls(self) -> int:
-        """Model calls (diffusion steps) per run: 1 for a forward."""
-        return 1 if self.kind == "forward" else int(self.steps or 0)
-
-    @property
-    def is_sampling(self) -> bool:
-        return self.kind != "forward"
-
-    def label(self) -> str:
-        """The workload in words, e.g. ``DDIM 50 steps, eta 0, batch 1, seed 0``."""
-        if self.kind == "forward":
-            what = f"one forward at t={self.timestep}"
-        elif self.kind == "ddim":
-            what = f"DDIM {self.steps} steps, eta {self.eta:g}"
-        else:
-            what = f"DDPM {self.steps} steps"
-        return f"{what}, batch {self.batch_size}, seed {self.seed}"
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> Workload:
-        """The inverse of :meth:`to_dict`; refuses unknown keys."""
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise WorkloadError(f"unknown workload keys {', '.join(unknown)}; valid: {', '.join(sorted(known))}")
-        return cls(**data)
-
-    @classmethod
-    def from_legacy(cls, data: dict[str, Any], batch_size: int = 1) -> Workload:
-        """A workload dict of profiles saved before this type (``{"kind": "ddim", "steps": 50}``)."""
-        if data.get("kind") == "forward":
-            return cls.forward(int(data.get("timestep", 500)), batch_size=batch_size)
-        if data.get("kind") == "ddpm":
-            return cls.ddpm(batch_size=batch_size)
-        return cls.ddim(int(data["steps"]), eta=float(data.get("eta", 0.0)), batch_size=batch_size)
 
 
 @dataclass(frozen=True)
@@ -402,11 +287,3 @@ class Profile:
         rows = [{c: getattr(r, c) for c in columns} for r in self.layer_steps]
         return pd.DataFrame(rows, columns=columns)
 
-
-def workload_label(workload: Workload | dict[str, Any]) -> str:
-    """A workload in words; also takes the dicts of profiles saved before :class:`Workload`."""
-    if isinstance(workload, Workload):
-        return workload.label()
-    if workload["kind"] == "forward":
-        return f"forward at t={workload['timestep']}"
-    return f"{workload['kind']} {workload['steps']} steps"

@@ -16,14 +16,14 @@ import json
 import math
 import platform
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from profiling.compare import Comparison, compare
 from profiling.energy import EnergyCosts
-from profiling.records import Workload
+from sdit.workload import Workload
 
 if TYPE_CHECKING:
     from sdit.targets import Target
@@ -262,12 +262,9 @@ def sample_grid(model: Any, num: int, workload: Workload) -> bytes:
     from PIL import Image as PILImage
 
     from sdit.artifacts import image_grid
-    from sdit.diffusion import Diffusion, sample
+    from sdit.diffusion import sample
 
-    cfg = model.config
-    images = sample(model, Diffusion(), (num, cfg.in_channels, cfg.image_size, cfg.image_size),
-                    method=workload.kind, num_steps=int(workload.steps), seed=workload.seed,
-                    eta=workload.eta)  # (num, C, H, W)
+    images = sample(model, replace(workload, batch_size=num))  # (num, C, H, W)
     grid = image_grid(images)
     buffer = io.BytesIO()
     PILImage.fromarray(grid[..., 0] if grid.shape[-1] == 1 else grid).save(buffer, format="PNG")
@@ -324,7 +321,7 @@ def run_study(
             say(f"sampling {samples} images from {target.label}: {workload.label()}")
             grids[target.label] = (sample_grid(target.model, samples, workload),
                                    f"{target.label}: {samples} samples drawn in this run with the counted sampler "
-                                   f"({workload.label().rsplit(', batch', 1)[0]}, seed {workload.seed}; "
+                                   f"({workload.sampler()}, seed {workload.seed}; "
                                    f"{target.description})")
     run = RunInfo(command=command, created=created, versions=versions(), device=counting_device(),
                   git_revision=git_revision(), seed=workload.seed, samples=grids, evaluations=evaluations)

@@ -1,9 +1,8 @@
-"""Profiling a :class:`~profiling.records.Workload` (one forward at a timestep, or a whole sampling run),
+"""Profiling a :class:`~sdit.workload.Workload` (one forward at a timestep, or a whole sampling run),
 and one forward of any module on an example input (:func:`profile_module`).
 
-A profiled sampling run follows exactly the trajectory of :func:`sdit.diffusion.sample` with the
-same seed (one generator draws the initial noise and then every step's noise), so a profile and a
-measurement of one workload see the same inputs.
+A profiled workload runs through :func:`sdit.diffusion.run_steps`, as sampling and measuring do, so
+a profile and a measurement of one workload see the same inputs.
 """
 
 from __future__ import annotations
@@ -18,8 +17,9 @@ from torch import Tensor, nn
 
 from profiling.counter import LayerCounter
 from profiling.profile import build_profile
-from profiling.records import Profile, Workload
-from sdit.diffusion import Diffusion, sampler_steps
+from profiling.records import Profile
+from sdit.diffusion import run_steps
+from sdit.workload import Workload
 
 
 @contextlib.contextmanager
@@ -43,16 +43,6 @@ def _frozen_heap() -> Iterator[None]:
 
 def _time_steps(model: nn.Module) -> int:
     return int(getattr(model.config, "time_steps", 0))
-
-
-def _shape(model: nn.Module, batch_size: int) -> tuple[int, int, int, int]:
-    cfg = model.config
-    return (batch_size, cfg.in_channels, cfg.image_size, cfg.image_size)
-
-
-def _noise(model: nn.Module, batch_size: int, seed: int, device: torch.device | str) -> Tensor:
-    generator = torch.Generator(device=device).manual_seed(seed)
-    return torch.randn(_shape(model, batch_size), generator=generator, device=device)
 
 
 def _build(counter: LayerCounter, model: nn.Module, name: str, workload: Workload) -> Profile:
@@ -81,18 +71,20 @@ def profile_forward(
 
     Args:
         name: Preset name or checkpoint path, recorded in the profile.
-        images: (B, C, H, W) inputs x_t; by default N(0, I) noise from ``seed``
+        images: (B, C, H, W) inputs x_t; by default the workload's: N(0, I) noise from ``seed``
             (what the sampler feeds the model at its first step).
         reuse: See :class:`~profiling.counter.LayerCounter`.
     """
-    x = images if images is not None else _noise(model, batch_size, seed, device)
-    workload = Workload.forward(timestep, batch_size=x.shape[0], seed=seed)
-    t = torch.full((x.shape[0],), timestep, dtype=torch.long, device=x.device)
+    if images is None:
+        workload = Workload.forward(timestep, batch_size=batch_size, seed=seed)
+        return profile_workload(model, workload, name=name, strict=strict, device=device, reuse=reuse)
+    workload = Workload.forward(timestep, batch_size=images.shape[0], seed=seed)
+    t = torch.full((images.shape[0],), timestep, dtype=torch.long, device=images.device)
     model.eval()
     with _frozen_heap():
         with LayerCounter(model, strict=strict, reuse=reuse) as counter:
-            with counter.step(index=0, t=timestep):
-                model(x, t)
+            with counter.step(t=timestep):
+                model(images, t)
         return _build(counter, model, name, workload)
 
 
@@ -110,9 +102,10 @@ def profile_sampling(
     device: torch.device | str = "cpu",
     reuse: bool = True,
 ) -> Profile:
-    """Count a whole DDIM (``sample_steps`` steps, noise scale ``eta``) or DDPM (all steps) sampling run."""
-    workload = (Workload.ddim(sample_steps, eta=eta, batch_size=batch_size, seed=seed) if method == "ddim"
-                else Workload("ddpm" if method == "ddpm" else method, batch_size=batch_size, seed=seed))
+    """Count a whole sampling run: ``method`` ``ddim`` (``sample_steps`` steps, noise scale ``eta``),
+    ``ddpm`` (all steps) or ``ddpm-respaced`` (``sample_steps`` steps); see :func:`profile_workload`."""
+    workload = Workload(method, steps=None if method == "ddpm" else sample_steps, eta=eta, batch_size=batch_size,
+                        seed=seed)
     return profile_workload(model, workload, name=name, strict=strict, device=device, reuse=reuse)
 
 
@@ -128,28 +121,27 @@ def profile_workload(
 ) -> Profile:
     """Count ``workload`` on ``model``: every model call is one step of the profile.
 
+    A step's window opens at the model call (a pre-hook on ``model``) and spans the sampler update that
+    follows it, which is attributed to the pseudo-layer "(outside model)"; drawing the noise and the
+    labels of a class-conditional model is outside every window.
+
     With ``reuse`` (the default) a DiT, and an SDiT whose blocks read no spikes, is counted op by op at
     its first call only and its counts reused at every later step, the SDiT's neurons counted at every
     step (see :class:`~profiling.counter.LayerCounter`); the spike-driven SDiT's blocks stay op by op.
     """
-    if not workload.is_sampling:
-        return profile_forward(model, name=name, batch_size=workload.batch_size, timestep=int(workload.timestep),
-                               seed=workload.seed, strict=strict, device=device, reuse=reuse)
-    diffusion = Diffusion()
-    generator = torch.Generator(device=device).manual_seed(workload.seed)
-    x = torch.randn(_shape(model, workload.batch_size), generator=generator, device=device)  # as sample() does
     model.eval()
+    steps = run_steps(model, workload, device=device)  # the noise and labels drawn here, outside the counter
     with _frozen_heap():
         with LayerCounter(model, strict=strict, reuse=reuse) as counter:
-            # A step window spans one model call and the sampler update that follows it,
-            # which is attributed to the pseudo-layer "(outside model)".
-            def counted(x_t: Tensor, t: Tensor) -> Tensor:
-                counter.begin_step(t=int(t[0]))
-                return model(x_t, t)
+            def opened(_module: nn.Module, args: tuple[Any, ...]) -> None:
+                counter.begin_step(t=int(args[1][0]))  # args: (x_t, t) or (x_t, t, y)
 
-            for _ in sampler_steps(counted, diffusion, x, workload.kind, int(workload.steps), generator,
-                                   eta=workload.eta):
-                counter.end_step()
+            handle = model.register_forward_pre_hook(opened, prepend=True)
+            try:
+                for _ in steps:
+                    counter.end_step()
+            finally:
+                handle.remove()
         return _build(counter, model, name, workload)
 
 

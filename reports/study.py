@@ -17,8 +17,9 @@ from typing import Any
 
 from profiling.compare import Comparison
 from profiling.energy import EnergyCosts
-from profiling.records import Profile, Workload, workload_label
+from profiling.records import Profile
 from profiling.study import FinishedStudy
+from sdit.workload import Workload
 
 
 @dataclass(frozen=True)
@@ -107,7 +108,7 @@ class Study:
 
     @property
     def workload_label(self) -> str:
-        return workload_label(self.workload)
+        return self.workload.label()
 
     def model(self, label: str) -> ModelStudy:
         for m in self.models:

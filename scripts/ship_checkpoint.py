@@ -21,14 +21,14 @@ from typing import Any
 
 import torch
 
-from profiling.records import Workload
 from profiling.workloads import profile_workload
 from sdit.artifacts import read_jsonl, save_image_grid, write_bytes, write_json
 from sdit.checkpoint import load_checkpoint, load_model, load_training_state, training_state_path
 from sdit.data import DatasetError, ImageSet, load_dataset
-from sdit.diffusion import Diffusion, check_sampler, sample
+from sdit.diffusion import sample
 from sdit.heap import retain_freed_memory
 from sdit.quality.heldout import held_out_eps_mse
+from sdit.workload import Workload
 
 FLAGS = ("preset", "dataset", "batch_size", "steps", "lr", "warmup_steps", "ema_decay", "seed", "log_every",
          "sample_every", "ckpt_every", "keep")
@@ -82,12 +82,15 @@ def main() -> None:
                         help="what stopped the run and when, if before its --steps (e.g. 'stopped by hand "
                              "(SIGTERM) at 09:37 UTC on 2026-12-03 after the step-21500 checkpoint')")
     args = parser.parse_args()
-    try:
-        check_sampler(args.method, args.eta)
-    except ValueError as err:
-        parser.error(str(err))
     if not 1 <= args.steps <= 1000:
         parser.error(f"--steps must be in [1, 1000], got {args.steps}")
+    try:
+        workload = (Workload.ddim(args.steps, eta=args.eta, batch_size=args.num, seed=args.seed)
+                    if args.method == "ddim" else Workload.ddpm(batch_size=args.num, seed=args.seed))
+    except ValueError as err:
+        parser.error(str(err))
+    if args.method == "ddpm" and args.eta:
+        parser.error("eta applies to DDIM only; DDPM's noise is fixed")
     if args.dest.exists() and not args.dest.is_dir():
         parser.error(f"{args.dest} exists and is not a directory")
     taken = [p.name for p in (args.dest.glob("*") if args.dest.is_dir() else []) if p.name in SHIPPED_FILES]
@@ -102,13 +105,10 @@ def main() -> None:
     data_state = load_training_state(training_state_path(ckpt.path), expected_sha256=ckpt.sha256)["data"]
     model, meta = load_model(ckpt.path)
     torch.manual_seed(args.seed)
-    cfg = model.config
-    shape = (args.num, cfg.in_channels, cfg.image_size, cfg.image_size)
-    images = sample(model, Diffusion(), shape, method=args.method, num_steps=args.steps, seed=args.seed,
-                    eta=args.eta)
+    images = sample(model, workload)
     grids = {"samples.png": (images, sampler_label(args.method, args.steps, args.eta, args.seed))}
     if (args.method, args.steps, args.eta) != ("ddim", 50, 0.0):
-        plain = sample(model, Diffusion(), shape, method="ddim", num_steps=50, seed=args.seed)
+        plain = sample(model, Workload.ddim(50, batch_size=args.num, seed=args.seed))
         grids["samples-ddim50-eta0.png"] = (plain, sampler_label("ddim", 50, 0.0, args.seed))
     rate_workload = Workload.ddim(50, batch_size=8, seed=args.seed)  # the firing rates below are of this run
     run_profile = profile_workload(model, rate_workload, name=str(args.dest))

@@ -30,9 +30,10 @@ from pathlib import Path
 from typing import Any
 
 from profiling.compare import Comparison, compare
-from profiling.records import Profile, Workload
+from profiling.records import Profile
 from sdit.artifacts import check_output, write_json
 from sdit.heap import retain_freed_memory
+from sdit.workload import Workload
 
 CONVENTIONS = ("strict", "paper")
 

@@ -1,23 +1,33 @@
-"""DDPM noise schedule, epsilon-prediction loss, and the DDPM / DDIM samplers.
+"""DDPM noise schedule, epsilon-prediction loss, and the samplers: DDIM, DDPM, and respaced DDPM with
+learned variance (the authors' sampler); :func:`sample` runs a :class:`~sdit.workload.Workload`.
 
-Separate from the models: anything mapping ``(x_t, t) -> eps`` works. Notation
-follows Ho et al. 2020 (DDPM) and Song et al. 2021 (DDIM); ``alpha_bar_t`` is
-the cumulative product of ``1 - beta_t``.
+Separate from the models: anything mapping ``(x_t, t) -> eps`` works (a learned-sigma model's
+(B, 2C, H, W) output carries eps in its first C channels). Notation follows Ho et al. 2020 (DDPM),
+Song et al. 2021 (DDIM) and Nichol & Dhariwal 2021 (IDDPM); ``alpha_bar_t`` is the cumulative
+product of ``1 - beta_t``.
+
+Learned variance: a learned-sigma model predicts eps and v in [-1, 1], which interpolates the log
+variance between the clipped posterior variance beta~_t and beta_t ("learned range", IDDPM Eq. 15):
+
+    log sigma^2 = frac log beta_t + (1 - frac) log beta~_t,   frac = (v + 1) / 2.
+
+Respaced sampling is ancestral DDPM over a subset of the training steps with that variance.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import Tensor
 
 from sdit import progress
 from sdit.progress import StepCallback
+from sdit.workload import DEFAULT_STEPS, SAMPLERS, Workload
 
 EpsModel = Callable[[Tensor, Tensor], Tensor]
-METHODS = ("ddim", "ddpm", "ddpm-respaced")
 
 
 def noise_prediction(out: Tensor, x_t: Tensor) -> Tensor:
@@ -142,59 +152,109 @@ def ddpm_steps(
         yield SampleStep(index=index, t=t, x=x_t)
 
 
-def sampler_steps(
+def respaced_timesteps(num_train_steps: int, num_steps: int) -> list[int]:
+    """The kept original steps, ascending: s_k = round(k (S - 1) / (n - 1)), k = 0..n-1 (0, 4, ..., 995, 999)."""
+    if not 2 <= num_steps <= num_train_steps:
+        raise ValueError(f"respaced sampling needs 2 to {num_train_steps} steps, got {num_steps}")
+    return [round(k * (num_train_steps - 1) / (num_steps - 1)) for k in range(num_steps)]
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """Posterior quantities of a (possibly respaced) schedule, float64, one entry per kept step.
+
+    Attributes:
+        timesteps: (n,) the original step index of each entry (what the network receives).
+        betas: (n,) beta'_k = 1 - abar_{s_k} / abar_{s_{k-1}}.
+    """
+
+    timesteps: Tensor
+    betas: Tensor
+    alphas_bar: Tensor
+    alphas_bar_prev: Tensor
+    posterior_variance: Tensor
+    posterior_log_variance: Tensor  # clipped: the t = 0 entry replaced by the t = 1 one
+    posterior_mean_x0: Tensor  # coefficient of x_0 in the posterior mean
+    posterior_mean_xt: Tensor  # coefficient of x_t
+
+    @classmethod
+    def of(cls, diffusion: Diffusion, timesteps: list[int] | None = None) -> Schedule:
+        """The schedule over ``timesteps`` (ascending original indices; all steps by default)."""
+        steps = list(range(diffusion.num_steps)) if timesteps is None else timesteps
+        abar_all = diffusion.alphas_bar
+        abar = abar_all[steps]  # (n,)
+        abar_prev = torch.cat([torch.ones(1, dtype=abar.dtype), abar[:-1]])  # (n,)
+        betas = 1.0 - abar / abar_prev
+        var = betas * (1.0 - abar_prev) / (1.0 - abar)
+        log_var = torch.log(torch.cat([var[1:2], var[1:]])) if len(steps) > 1 else torch.log(betas)
+        return cls(
+            timesteps=torch.tensor(steps, dtype=torch.long), betas=betas, alphas_bar=abar, alphas_bar_prev=abar_prev,
+            posterior_variance=var, posterior_log_variance=log_var,
+            posterior_mean_x0=betas * abar_prev.sqrt() / (1.0 - abar),
+            posterior_mean_xt=(1.0 - abar_prev) * (1.0 - betas).sqrt() / (1.0 - abar),
+        )
+
+    def at(self, values: Tensor, index: Tensor, like: Tensor) -> Tensor:
+        """values[index] in ``like``'s dtype and device, shaped (B, 1, 1, 1)."""
+        return values.to(like.device)[index].to(like.dtype).view(-1, *([1] * (like.dim() - 1)))
+
+
+def split_output(out: Tensor, channels: int) -> tuple[Tensor, Tensor | None]:
+    """(eps, v) of a learned-sigma output (B, 2C, ...), or (eps, None) for a noise-only one (B, C, ...)."""
+    if out.shape[1] == 2 * channels:
+        return out[:, :channels], out[:, channels:]
+    if out.shape[1] == channels:
+        return out, None
+    raise ValueError(f"model output has {out.shape[1]} channels, expected {channels} or {2 * channels}")
+
+
+def p_mean_variance(schedule: Schedule, out: Tensor, x_t: Tensor, index: Tensor) -> tuple[Tensor, Tensor]:
+    """Mean and log variance of p(x_{t-1} | x_t) from a model output, no clipping of x_0.
+
+    x_0 = sqrt(1/abar) x_t - sqrt(1/abar - 1) eps; the mean is the posterior mean at that x_0; the log
+    variance is learned range when ``out`` has 2C channels, the clipped posterior one otherwise.
+
+    Args:
+        index: (B,) positions in ``schedule`` (not original timesteps).
+    """
+    eps, v = split_output(out, x_t.shape[1])
+    abar = schedule.at(schedule.alphas_bar, index, x_t)
+    x0 = (1.0 / abar).sqrt() * x_t - (1.0 / abar - 1.0).sqrt() * eps
+    mean = schedule.at(schedule.posterior_mean_x0, index, x_t) * x0 + schedule.at(
+        schedule.posterior_mean_xt, index, x_t) * x_t
+    min_log = schedule.at(schedule.posterior_log_variance, index, x_t)
+    if v is None:
+        return mean, min_log.expand_as(x_t)
+    max_log = schedule.at(schedule.betas, index, x_t).log()
+    frac = (v + 1.0) / 2.0
+    return mean, frac * max_log + (1.0 - frac) * min_log  # IDDPM Eq. 15
+
+
+def respaced_ddpm_steps(
     model: EpsModel,
     diffusion: Diffusion,
     x_t: Tensor,
-    method: str,
-    num_steps: int,
+    num_steps: int = DEFAULT_STEPS["ddpm-respaced"],
     generator: torch.Generator | None = None,
-    eta: float = 0.0,
-    on_step: StepCallback | None = None,
 ) -> Iterator[SampleStep]:
-    """The step iterator of ``method``: ``"ddim"`` (``num_steps`` steps, noise scale ``eta``), ``"ddpm"``
-    (all steps; ``eta`` must stay 0, its noise is fixed by Algorithm 2) or ``"ddpm-respaced"`` (ancestral
-    DDPM over ``num_steps`` respaced steps with the learned variance of a learned-sigma model, the authors'
-    sampler, :func:`sdit.iddpm.respaced_ddpm_steps`).
+    """Ancestral DDPM over ``num_steps`` respaced steps with the model's learned variance, yielding per call.
 
-    Each step is reported to the current :mod:`sdit.progress` reporter (silent by default) and to
-    ``on_step(done, total)`` when given, after the consumer has taken it.
+    x <- mu + sigma z at every step but the last (z ~ N(0, I)); the network gets the original timestep.
+    The model resets its neurons after every call (SDiT's forward does).
     """
-    check_sampler(method, eta)
-    if method == "ddpm-respaced":
-        from sdit.iddpm import respaced_ddpm_steps  # imports this module
-
-        steps = respaced_ddpm_steps(model, diffusion, x_t, num_steps, generator=generator)
-        total, label = num_steps, f"respaced ddpm sampling, {num_steps} steps"
-    elif method == "ddim":
-        steps = ddim_steps(model, diffusion, x_t, num_steps, eta=eta, generator=generator)
-        total, label = num_steps, f"ddim sampling, {num_steps} steps"
-    else:
-        steps = ddpm_steps(model, diffusion, x_t, generator=generator)
-        total, label = diffusion.num_steps, f"ddpm sampling, {diffusion.num_steps} steps"
-    return _reported(steps, label, total, on_step)
-
-
-def _reported(steps: Iterator[SampleStep], label: str, total: int,
-              on_step: StepCallback | None) -> Iterator[SampleStep]:
-    """``steps``, each reported as done once the consumer returns for the next one."""
-    with progress.task(label, total, on_step) as step_done:
-        for done, step in enumerate(steps, start=1):
-            yield step
-            step_done(done, total)
-
-
-def check_sampler(method: str, eta: float = 0.0) -> None:
-    """Refuse an unknown method, a DDIM noise scale outside [0, 1] (NaN too), or a noise scale for DDPM.
-
-    ``eta`` 0 is deterministic DDIM, 1 DDPM's posterior variance at the chosen steps.
-    """
-    if method not in METHODS:
-        raise ValueError(f"sampling method must be 'ddim', 'ddpm' or 'ddpm-respaced', got {method!r}")
-    if not 0.0 <= eta <= 1.0:  # also refuses NaN
-        raise ValueError(f"eta must be in [0, 1], got {eta}")
-    if method != "ddim" and eta != 0.0:
-        raise ValueError("eta applies to DDIM only; DDPM's noise is fixed (DDIM, eta 1, all steps equals it)")
+    schedule = Schedule.of(diffusion, respaced_timesteps(diffusion.num_steps, num_steps))
+    batch = x_t.shape[0]
+    for step, k in enumerate(range(num_steps - 1, -1, -1)):
+        t = int(schedule.timesteps[k])
+        index = torch.full((batch,), k, dtype=torch.long, device=x_t.device)
+        out = model(x_t, torch.full((batch,), t, dtype=torch.long, device=x_t.device))
+        mean, log_var = p_mean_variance(schedule, out, x_t, index)
+        if k > 0:
+            noise = torch.randn(x_t.shape, device=x_t.device, dtype=x_t.dtype, generator=generator)
+            x_t = mean + (0.5 * log_var).exp() * noise
+        else:
+            x_t = mean
+        yield SampleStep(index=step, t=t, x=x_t)
 
 
 def num_classes_of(model: object) -> int:
@@ -208,47 +268,110 @@ def uniform_labels(num_classes: int, num: int, seed: int, device: torch.device |
     return torch.randint(0, num_classes, (num,), generator=generator, device=device)
 
 
-@torch.no_grad()
-def sample(
-    model: EpsModel,
-    diffusion: Diffusion,
-    shape: tuple[int, ...],
-    method: str = "ddim",
-    num_steps: int = 50,
-    seed: int = 0,
+def _sampler(model: EpsModel, diffusion: Diffusion, x_t: Tensor, workload: Workload,
+             generator: torch.Generator) -> tuple[Iterator[SampleStep], str]:
+    """The step iterator of ``workload``'s sampler from ``x_t``, and its progress label."""
+    steps = int(workload.steps)
+    if workload.kind == "ddim":
+        return ddim_steps(model, diffusion, x_t, steps, eta=workload.eta, generator=generator), \
+            f"ddim sampling, {steps} steps"
+    if workload.kind == "ddpm":
+        return ddpm_steps(model, diffusion, x_t, generator=generator), f"ddpm sampling, {steps} steps"
+    return respaced_ddpm_steps(model, diffusion, x_t, steps, generator=generator), \
+        f"respaced ddpm sampling, {steps} steps"
+
+
+def _forward(model: EpsModel, x_t: Tensor, timestep: int) -> Iterator[SampleStep]:
+    """One model call at ``timestep``; its step's ``x`` is the model's output."""
+    t = torch.full((x_t.shape[0],), timestep, dtype=torch.long, device=x_t.device)
+    yield SampleStep(index=0, t=timestep, x=model(x_t, t))
+
+
+def run_steps(
+    model: Any,
+    workload: Workload,
+    *,
+    diffusion: Diffusion | None = None,
     device: torch.device | str = "cpu",
-    eta: float = 0.0,
     labels: Tensor | None = None,
+    generator: torch.Generator | None = None,
     on_step: StepCallback | None = None,
-) -> Tensor:
-    """Draw images from pure noise; deterministic for a seed.
+) -> Iterator[SampleStep]:
+    """Every model call of ``workload`` on ``model``, each yielded once it (and the sampler update after it) ran.
+
+    The initial noise, (B, C, H, W) of :meth:`Workload.image_shape` of ``model.config``, and then every
+    step's noise come from one generator, so a run is a function of the workload (and ``labels``). A
+    forward is one model call at the workload's timestep on that noise; its step's ``x`` is the output.
+    The noise, the schedule and the labels are made at this call and the model runs as the steps are
+    taken, so a caller can open a window (a counter's) around the model calls alone. Each step is reported
+    to the current :mod:`sdit.progress` reporter (silent by default) and to ``on_step(done, total)`` when
+    given, after the consumer has taken it.
 
     Args:
-        shape: (B, C, H, W).
-        method: ``"ddim"`` (``num_steps`` steps), ``"ddpm"`` (all training steps) or ``"ddpm-respaced"``
-            (``num_steps`` respaced steps, learned variance).
-        eta: DDIM's noise scale (Song et al. 2021, Eq. 16): 0 deterministic, 1 the DDPM
-            posterior variance at the chosen steps. DDPM only with 0.
-        labels: (B,) classes for a class-conditional model; by default :func:`uniform_labels` from
-            ``seed``. Refused for a model without classes.
-        on_step: Called as ``on_step(done, total)`` after each denoising step (progress; see
-            :mod:`sdit.progress` for the context-wide reporter).
-
-    Returns:
-        (B, C, H, W) samples, nominally in [-1, 1].
+        model: An eps model ``(x_t, t) -> out`` (``(x_t, t, y)`` when class-conditional) whose ``config``
+            gives ``in_channels`` and ``image_size``.
+        diffusion: The noise schedule (default :class:`Diffusion`'s).
+        labels: (B,) classes for a class-conditional model; by default :func:`uniform_labels` from the
+            workload's seed. Refused for a model without classes.
+        generator: Draws the noise instead of one seeded with the workload's seed (a stream of batches).
     """
-    generator = torch.Generator(device=device).manual_seed(seed)
-    x = torch.randn(shape, device=device, generator=generator)
+    diffusion = diffusion or Diffusion()
+    if generator is None:
+        generator = torch.Generator(device=device).manual_seed(workload.seed)
+    x = torch.randn(workload.image_shape(model.config), device=device, generator=generator)  # (B, C, H, W)
     classes = num_classes_of(model)
     if labels is not None and not classes:
         raise ValueError("labels given, but the model is not class-conditional")
     net: EpsModel = model
     if classes:
-        y = labels.to(device) if labels is not None else uniform_labels(classes, shape[0], seed, device)
+        y = labels.to(device) if labels is not None else uniform_labels(classes, x.shape[0], workload.seed, device)
 
         def net(x_t: Tensor, t: Tensor) -> Tensor:
-            return model(x_t, t, y)  # type: ignore[call-arg]
+            return model(x_t, t, y)
 
-    for step in sampler_steps(net, diffusion, x, method, num_steps, generator, eta=eta, on_step=on_step):
+    if workload.is_sampling:
+        steps, label = _sampler(net, diffusion, x, workload, generator)
+    else:
+        steps, label = _forward(net, x, int(workload.timestep)), f"one forward at t={workload.timestep}"
+    return _reported(steps, label, workload.model_calls, on_step)
+
+
+@torch.no_grad()
+def _reported(steps: Iterator[SampleStep], label: str, total: int,
+              on_step: StepCallback | None) -> Iterator[SampleStep]:
+    """``steps``, without gradients, each reported as done once the consumer returns for the next one."""
+    with progress.task(label, total, on_step) as step_done:
+        for done, step in enumerate(steps, start=1):
+            yield step
+            step_done(done, total)
+
+
+@torch.no_grad()
+def sample(
+    model: Any,
+    workload: Workload,
+    *,
+    diffusion: Diffusion | None = None,
+    device: torch.device | str = "cpu",
+    labels: Tensor | None = None,
+    generator: torch.Generator | None = None,
+    on_step: StepCallback | None = None,
+) -> Tensor:
+    """Draw ``workload.batch_size`` images from pure noise with the workload's sampler; deterministic for a seed.
+
+    Args:
+        model, diffusion, device, labels, generator, on_step: As for :func:`run_steps`.
+
+    Returns:
+        (B, C, H, W) samples, nominally in [-1, 1].
+
+    Raises:
+        ValueError: ``workload`` is a forward (it draws no images), or labels for a model without classes.
+    """
+    if not workload.is_sampling:
+        raise ValueError(f"{workload.label()} draws no images; sample a {', '.join(SAMPLERS)} workload")
+    x = None
+    for step in run_steps(model, workload, diffusion=diffusion, device=device, labels=labels, generator=generator,
+                          on_step=on_step):
         x = step.x
     return x

@@ -21,6 +21,7 @@ from sdit.checkpoint import CheckpointMeta
 from sdit.config import config_to_dict
 from sdit.diffusion import Diffusion, sample
 from sdit.train_config import TrainConfig
+from sdit.workload import Workload
 
 RUN_FILE = rundir.RUN_FILE
 METRICS_FILE = "metrics.jsonl"
@@ -58,10 +59,8 @@ def append_metrics(run_dir: Path, record: dict[str, Any]) -> None:
 def write_samples(model: nn.Module, diffusion: Diffusion, config: TrainConfig, run_dir: Path, step: int,
                   device: torch.device) -> None:
     """A DDIM sample grid of ``config.sample_num`` images at ``samples/step-N.png``."""
-    cfg = model.config
-    shape = (config.sample_num, cfg.in_channels, cfg.image_size, cfg.image_size)
-    grid = sample(model, diffusion, shape, method="ddim", num_steps=config.sample_steps, seed=config.seed,
-                  device=device)  # (n, C, H, W)
+    workload = Workload.ddim(config.sample_steps, batch_size=config.sample_num, seed=config.seed)
+    grid = sample(model, workload, diffusion=diffusion, device=device)  # (n, C, H, W)
     artifacts.save_image_grid(grid, run_dir / SAMPLES_DIR / f"step-{step:08d}.png", overwrite=True)
 
 

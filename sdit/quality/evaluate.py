@@ -8,6 +8,7 @@ parses flags, calls :func:`evaluate` and prints / writes its record.
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -15,10 +16,11 @@ import torch
 from torch import Tensor, nn
 
 from sdit import progress
-from sdit.diffusion import Diffusion, check_sampler, sampler_steps
+from sdit.diffusion import sample
 from sdit.quality.features import FeatureNetwork, extract_features
 from sdit.quality.metrics import fid, kid, prdc
 from sdit.quality.reference import ReferenceSet, reference_features
+from sdit.workload import Workload
 
 FORMAT = "sdit-evaluate/1"
 UNITS = {
@@ -33,32 +35,30 @@ UNITS = {
 }
 
 
-def sampler_description(method: str, steps: int, eta: float) -> str:
-    """``"ddim, 50 steps, eta 1"`` or ``"ddpm, 1000 steps"``, as `sdit sample` prints it."""
-    return f"ddim, {steps} steps, eta {eta:g}" if method == "ddim" else "ddpm, 1000 steps"
+def sampler_description(workload: Workload) -> str:
+    """``"ddim, 50 steps, eta 1"``, ``"ddpm, 1000 steps"`` or ``"respaced ddpm, 250 steps, learned variance"``:
+    the sampler as an evaluation record (format :data:`FORMAT`) and `sdit sample` name it."""
+    if workload.kind == "ddim":
+        return f"ddim, {workload.steps} steps, eta {workload.eta:g}"
+    if workload.kind == "ddpm":
+        return f"ddpm, {workload.steps} steps"
+    return f"respaced ddpm, {workload.steps} steps, learned variance"
 
 
-@torch.no_grad()
-def draw_samples(model: nn.Module, num: int, method: str = "ddim", steps: int = 50, eta: float = 0.0,
-                 seed: int = 0, batch_size: int = 250, device: torch.device | str = "cpu") -> Tensor:
-    """``num`` samples (N, C, H, W), nominally in [-1, 1], drawn in batches from one generator seeded with ``seed``.
+def draw_samples(model: nn.Module, num: int, workload: Workload, device: torch.device | str = "cpu") -> Tensor:
+    """``num`` samples (N, C, H, W), nominally in [-1, 1]: runs of ``workload`` (batches of its ``batch_size``,
+    the last one smaller) whose noise comes from one generator seeded with its seed.
 
-    The noise of batch i follows that of batch i - 1 in one stream, so the set is a function of
-    (``seed``, ``batch_size``); with ``batch_size >= num`` it equals ``sample(..., seed=seed)``.
+    The noise of batch i follows that of batch i - 1 in one stream, so the set is a function of the
+    workload; with ``batch_size >= num`` it equals ``sample(model, workload)`` of ``num`` images.
     """
-    check_sampler(method, eta)
-    cfg = model.config
-    diffusion = Diffusion()
-    generator = torch.Generator(device=device).manual_seed(seed)
+    generator = torch.Generator(device=device).manual_seed(workload.seed)
     out = []
-    with progress.task(f"sampling {num} images, batches of {batch_size}", num) as images_done:
-        for start in range(0, num, batch_size):
-            shape = (min(batch_size, num - start), cfg.in_channels, cfg.image_size, cfg.image_size)
-            x = torch.randn(shape, device=device, generator=generator)  # (b, C, H, W)
-            for step in sampler_steps(model, diffusion, x, method, steps, generator, eta=eta):
-                x = step.x
-            out.append(x.cpu())
-            images_done(start + len(x))
+    with progress.task(f"sampling {num} images, batches of {workload.batch_size}", num) as images_done:
+        for start in range(0, num, workload.batch_size):
+            batch = replace(workload, batch_size=min(workload.batch_size, num - start))
+            out.append(sample(model, batch, device=device, generator=generator).cpu())  # (b, C, H, W)
+            images_done(start + batch.batch_size)
     return torch.cat(out)  # (N, C, H, W)
 
 
@@ -109,37 +109,38 @@ def measure(samples: Tensor, networks: list[FeatureNetwork], reference: Referenc
     return results
 
 
-def sampler_record(method: str, steps: int, eta: float, seed: int, batch_size: int | None) -> dict[str, Any]:
-    """The JSON record of a sampler (``steps`` is 1000 for DDPM whatever was asked)."""
-    num_steps = steps if method == "ddim" else 1000
-    return {"method": method, "steps": num_steps, "eta": eta, "seed": seed, "batch_size": batch_size,
-            "description": sampler_description(method, num_steps, eta)}
+def sampler_record(workload: Workload) -> dict[str, Any]:
+    """The JSON record of a sampling workload."""
+    return {"method": workload.kind, "steps": workload.steps, "eta": workload.eta, "seed": workload.seed,
+            "batch_size": workload.batch_size, "description": sampler_description(workload)}
 
 
-def evaluate(model: nn.Module, networks: list[FeatureNetwork], reference: ReferenceSet, num: int,
-             method: str = "ddim", steps: int = 50, eta: float = 0.0, seed: int = 0, batch_size: int = 250,
+def evaluate(model: nn.Module, networks: list[FeatureNetwork], reference: ReferenceSet, num: int, workload: Workload,
              kid_subsets: int = 10, nearest_k: int = 5, use_cache: bool = True,
              device: torch.device | str = "cpu") -> tuple[dict[str, Any], Tensor]:
-    """Sample ``num`` images (:func:`draw_samples`) and :func:`measure` them with each network.
+    """Sample ``num`` images of ``workload`` (:func:`draw_samples`) and :func:`measure` them with each network;
+    the KID and PRDC subsets are drawn with the workload's seed.
 
     Returns:
         A JSON-ready record (format, N, sampler, reference set, per-network results, units,
         sampling seconds) and the (N, C, H, W) samples.
 
     Raises:
-        ValueError: the model's images do not match the reference set's channels, or a metric's input is unusable.
+        ValueError: the model's images do not match the reference set's channels, the workload is a forward,
+            or a metric's input is unusable.
     """
     cfg = model.config
     if cfg.in_channels != reference.images.shape[1]:
         raise ValueError(f"the model makes {cfg.in_channels}-channel images, the reference set "
                          f"({reference.dataset}) has {reference.images.shape[1]} channels")
-    sampler = sampler_record(method, steps, eta, seed, batch_size)
+    if not workload.is_sampling:
+        raise ValueError(f"{workload.label()} draws no images; evaluate a sampling workload")
     model.eval()
     start = time.perf_counter()
-    samples = draw_samples(model, num, method, sampler["steps"], eta, seed, batch_size, device)
+    samples = draw_samples(model, num, workload, device)
     sampling_s = time.perf_counter() - start
-    results = measure(samples, networks, reference, kid_subsets, nearest_k, seed, use_cache)
-    return record(samples, sampler, reference, results, sampling_s), samples
+    results = measure(samples, networks, reference, kid_subsets, nearest_k, workload.seed, use_cache)
+    return record(samples, sampler_record(workload), reference, results, sampling_s), samples
 
 
 def record(samples: Tensor, sampler: dict[str, Any], reference: ReferenceSet, results: dict[str, Any],

@@ -9,9 +9,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from typer.testing import CliRunner
 
 from cli.main import app
+from sdit.artifacts import save_tensors
 from sdit.data import load_dataset
 from sdit.quality.classifier import ClassifierConfig, ImageClassifier, save_classifier
 from sdit.quality.features import DEFAULT_CLASSIFIER, file_sha256
@@ -137,3 +139,21 @@ def test_evaluate_errors_are_one_line(tmp_path: Path) -> None:
         assert message in result.output, (args, result.output)
         assert result.output.count("error:") == 1
     assert exists.read_text() == "{}"
+
+
+def test_evaluate_reads_the_sampler_a_samples_file_records(tmp_path: Path) -> None:
+    drawn, bare = tmp_path / "drawn.safetensors", tmp_path / "bare.safetensors"
+    made = runner.invoke(app, ["sample", "dit-tiny", "--num", "12", "--sample-steps", "2", "--seed", "4",
+                               "--out", str(tmp_path / "grid.png"), "--tensor", str(drawn)])
+    assert made.exit_code == 0, made.output
+    save_tensors({"samples": torch.zeros(10, 1, 28, 28)}, bare)
+    records = {}
+    for name, path in (("drawn", drawn), ("bare", bare)):
+        out = tmp_path / f"{name}.json"
+        result = runner.invoke(app, ["evaluate", "--samples", str(path), "--num", "10", "--ref-num", "30",
+                                     "--kid-subsets", "2", "--nearest-k", "3", "--json", str(out)])
+        assert result.exit_code == 0, result.output
+        records[name] = json.loads(out.read_text())["sampler"]
+    assert records["drawn"] == {"method": "ddim", "steps": 2, "eta": 1.0, "seed": 4, "batch_size": 12,
+                                "description": "ddim, 2 steps, eta 1"}
+    assert records["bare"]["method"] == "unknown" and records["bare"]["seed"] is None

@@ -17,7 +17,8 @@ import profiling
 import sdit
 from profiling.counter import UnknownNeuronError
 from profiling.energy import COST_PRESETS, PJ, energy_frame
-from profiling.records import COLUMNS, LayerRecord, LayerStepRecord, Profile, Workload
+from profiling.records import COLUMNS, LayerRecord, LayerStepRecord, Profile
+from sdit.workload import Workload
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -233,7 +234,8 @@ def test_presets_and_project_models_take_a_workload() -> None:
     from profiling.workloads import profile_forward
     from sdit.models import build_model
 
-    assert profiling.profile("dit-tiny").to_dict() == profile_forward(build_model("dit-tiny"), name="dit-tiny").to_dict()
+    counted = profile_forward(build_model("dit-tiny"), name="dit-tiny")
+    assert profiling.profile("dit-tiny").to_dict() == counted.to_dict()
     run = profiling.profile(build_model("sdit-tiny"), workload=Workload.ddim(2, batch_size=2), name="tiny")
     assert run.num_model_calls == 2 and run.model == "tiny" and run.workload.batch_size == 2
 

@@ -13,8 +13,8 @@ from torch import Tensor, nn
 from profiling.compare import MEASURE_FAILED, Comparison, compare
 from profiling.conventions import COUNTING_CONVENTIONS
 from profiling.meters import Measurement, NullMeter, NvmlMeter
-from profiling.records import Workload
 from sdit.models import build_model
+from sdit.workload import Workload
 from tests.profiling.fake_nvml import FakeClock, FakeGpu, FakeNvml
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -29,9 +29,10 @@ from profiling.energy import (
     with_overrides,
 )
 from profiling.profile import build_profile
-from profiling.records import Profile, Workload
+from profiling.records import Profile
 from profiling.workloads import profile_forward
 from sdit.models import build_model
+from sdit.workload import Workload
 
 T, B, D_IN, D, D_OUT = 4, 3, 5, 6, 2
 COSTS = EnergyCosts("test", 4.6, 0.9, "test constants")

@@ -10,10 +10,11 @@ from spikingjelly.activation_based import functional, neuron, surrogate
 from torch import nn
 
 from profiling.counter import LayerCounter, UnknownNeuronError, UnsupportedOpError
-from profiling.records import Profile, Workload
+from profiling.records import Profile
 from profiling.workloads import profile_forward, profile_sampling
 from sdit.config import get_preset
 from sdit.models import build_model
+from sdit.workload import Workload
 
 
 def _macs_by_layer(profile: Profile) -> dict[str, int]:

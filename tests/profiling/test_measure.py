@@ -9,10 +9,12 @@ import pytest
 import torch
 from torch import Tensor, nn
 
-from profiling.measure import measure_repeated, measure_sampling, measure_train_step
+from profiling.measure import measure_repeated, measure_train_step, measure_workload
 from profiling.meters import MeterError, MeterUnavailable, NullMeter, NvmlMeter
-from sdit.diffusion import Diffusion
+from profiling.workloads import profile_workload
+from sdit.diffusion import Diffusion, sample
 from sdit.models import build_model
+from sdit.workload import Workload
 from tests.profiling.fake_nvml import FakeClock, FakeGpu, FakeNvml
 
 
@@ -96,17 +98,17 @@ class ClockedModel(nn.Module):
         return self.inner(x, t)
 
 
-def test_sampling_joules_per_image_and_step(meter: NvmlMeter, gpu: FakeGpu) -> None:
+def test_sampling_joules_per_image_and_model_call(meter: NvmlMeter, gpu: FakeGpu) -> None:
     model = ClockedModel(gpu, forward_s=0.0625, power_w=300.0)  # 4 DDIM steps: 0.25 s a run
-    result = measure_sampling(model, Diffusion(), batch_size=2, num_steps=4, meter=meter, idle_s=2.0)
+    result = measure_workload(model, Workload.ddim(4, batch_size=2), meter, idle_s=2.0)
 
     m = result.measurement
     assert (m.idle_power_w, m.repeats, m.time_s, m.energy_j, m.mean_power_w) == (50.0, 4, 1.0, 300.0, 300.0)
     assert result.images == 8
     assert result.energy_j_per_image == 37.5  # 300 J / 8 images
-    assert result.energy_j_per_step == 18.75  # 300 J / 16 batch steps
+    assert result.energy_j_per_model_call == 18.75  # 300 J / 16 batch steps
     assert result.energy_above_idle_j_per_image == 31.25  # (300 - 50 W x 1 s) / 8
-    assert result.energy_above_idle_j_per_step == 15.625
+    assert result.energy_above_idle_j_per_model_call == 15.625
     assert result.time_s_per_image == 0.125
     assert model.training  # mode restored
     d = json.loads(json.dumps(result.to_dict()))
@@ -135,11 +137,36 @@ def test_idle_reading_is_reused(meter: NvmlMeter, gpu: FakeGpu) -> None:
     meter.measure_idle_power_w(1.0)
     gpu.idle_power_w = 80.0  # a second idle reading would see this
     model = ClockedModel(gpu, forward_s=0.5, power_w=100.0)
-    result = measure_sampling(model, Diffusion(), batch_size=1, num_steps=2, meter=meter)
+    result = measure_workload(model, Workload.ddim(2), meter)
     assert result.measurement.idle_power_w == 50.0
 
 
 def test_null_meter_raises_its_reason() -> None:
     model = build_model("sdit-tiny")
     with pytest.raises(MeterUnavailable, match="no NVIDIA GPU visible"):
-        measure_sampling(model, Diffusion(), 1, 2, NullMeter("no NVIDIA GPU visible to NVML"))
+        measure_workload(model, Workload.ddim(2), NullMeter("no NVIDIA GPU visible to NVML"))
+
+
+@pytest.mark.parametrize("work", [Workload.respaced(3, batch_size=2, seed=5), Workload.forward(40, batch_size=2,
+                                                                                              seed=5)])
+def test_the_meter_runs_what_sample_draws_and_the_counter_counts(meter: NvmlMeter, gpu: FakeGpu,
+                                                                  work: Workload) -> None:
+    model = build_model("sdit-tiny-authors").eval()  # class-conditional, learned sigma: labels and 2C outputs
+    calls: list[list[Tensor]] = []
+    model.register_forward_pre_hook(lambda _m, args: calls.append([a.detach().clone() for a in args]))
+    model.register_forward_hook(lambda *_: gpu.run(0.5, 100.0))  # each call costs fake GPU time
+    runs = {}
+    if work.is_sampling:
+        sample(model, work)
+        runs["sample"], calls[:] = calls[:], []
+    profile_workload(model, work, name="authors")
+    runs["profile"], calls[:] = calls[:], []
+    result = measure_workload(model, work, meter, min_window_s=0.0, idle_s=1.0, warmup=0)
+    assert result.repeats == 1
+    runs["measure"] = calls
+    first = runs["profile"]
+    assert len(first) == work.model_calls and [len(args) for args in first] == [3] * work.model_calls  # x, t, y
+    for name, seen in runs.items():
+        assert len(seen) == len(first), name
+        for args, expected in zip(seen, first, strict=True):
+            assert all(torch.equal(a, b) for a, b in zip(args, expected, strict=True)), name

@@ -13,11 +13,12 @@ from torch import Tensor, nn
 
 from profiling import rules
 from profiling.counter import LayerCounter
-from profiling.records import Profile, Workload
+from profiling.records import Profile
 from profiling.workloads import profile_module, profile_workload
 from sdit.config import SDiTConfig
 from sdit.models import build_model
 from sdit.models.layers import make_lif, run_lif
+from sdit.workload import Workload
 
 
 def _same(a: Profile, b: Profile) -> None:

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from profiling.compare import Comparison, compare
-from profiling.records import Workload
+from sdit.workload import Workload
 from tests.profiling.test_counter import sdit_closed_form
 
 ROOT = Path(__file__).resolve().parents[2]

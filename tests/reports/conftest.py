@@ -8,11 +8,12 @@ from torch import nn
 from profiling.compare import Comparison, compare
 from profiling.energy import COST_PRESETS
 from profiling.meters import NvmlMeter
-from profiling.records import Profile, Workload
+from profiling.records import Profile
 from profiling.study import RunInfo
 from profiling.workloads import profile_workload
 from reports.study import Study, study_from_comparison
 from sdit.targets import load_target
+from sdit.workload import Workload
 from tests.profiling.fake_nvml import FakeClock, FakeGpu, FakeNvml
 
 TINY = ("sdit-tiny", "dit-tiny")

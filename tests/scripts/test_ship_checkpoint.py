@@ -16,7 +16,8 @@ from typer.testing import CliRunner
 from cli.main import app
 from sdit import checkpoint
 from sdit.artifacts import image_grid
-from sdit.diffusion import Diffusion, sample
+from sdit.diffusion import sample
+from sdit.workload import Workload
 from tests.sdit.test_train import write_idx_dataset
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -64,7 +65,7 @@ def test_ship_with_stochastic_ddim(run_dir: Path, tmp_path: Path) -> None:
     assert all(0.1 < v < 10 for v in provenance["held_out_eps_mse"].values())
     model, _ = checkpoint.load_model(latest.path)
     torch.manual_seed(2)
-    expected = sample(model, Diffusion(), (4, 1, 28, 28), num_steps=3, eta=1.0, seed=2)
+    expected = sample(model, Workload.ddim(3, eta=1.0, batch_size=4, seed=2))
     assert np.array_equal(np.asarray(Image.open(dest / "samples.png")), image_grid(expected)[..., 0])
     assert (dest / "samples-ddim50-eta0.png").is_file()
     # Never overwrites what it wrote unless asked.

@@ -13,9 +13,9 @@ import pytest
 import torch
 
 from profiling.compare import compare
-from profiling.records import Workload
 from sdit.models import build_model
 from sdit.quality.heldout import held_out_eps_mse
+from sdit.workload import Workload
 
 ROOT = Path(__file__).resolve().parents[2]
 SPEC = importlib.util.spec_from_file_location("spike_driven_table", ROOT / "scripts" / "spike_driven_table.py")

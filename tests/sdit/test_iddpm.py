@@ -1,4 +1,4 @@
-"""Learned variance, respacing and the hybrid loss of the authors' code (sdit.iddpm)."""
+"""Learned variance and respacing (sdit.diffusion) and the hybrid loss (sdit.iddpm) of the authors' code."""
 
 from __future__ import annotations
 
@@ -7,16 +7,10 @@ import math
 import pytest
 import torch
 
-from sdit.diffusion import Diffusion, sample
-from sdit.iddpm import (
-    Schedule,
-    hybrid_loss,
-    hybrid_loss_terms,
-    p_mean_variance,
-    respaced_ddpm_steps,
-    respaced_timesteps,
-)
+from sdit.diffusion import Diffusion, Schedule, p_mean_variance, respaced_ddpm_steps, respaced_timesteps, sample
+from sdit.iddpm import hybrid_loss, hybrid_loss_terms
 from sdit.models import build_model
+from sdit.workload import DEFAULT_STEPS, Workload
 
 
 def test_respaced_timesteps_are_the_authors_250() -> None:
@@ -24,6 +18,7 @@ def test_respaced_timesteps_are_the_authors_250() -> None:
     assert len(ts) == 250 and ts[:4] == [0, 4, 8, 12] and ts[-2:] == [995, 999]
     assert ts == [round(k * 999 / 249) for k in range(250)]
     assert respaced_timesteps(1000, 1000) == list(range(1000))
+    assert DEFAULT_STEPS["ddpm-respaced"] == 250 and Workload.respaced().model_calls == 250
     with pytest.raises(ValueError, match="2 to 1000"):
         respaced_timesteps(1000, 1)
 
@@ -111,15 +106,14 @@ def test_authors_model_samples_with_given_and_uniform_labels() -> None:
     model = build_model("sdit-tiny-authors").eval()
     seen: list[torch.Tensor] = []
     model.label_embed.register_forward_pre_hook(lambda _m, args: seen.append(args[0].clone()))
-    x = sample(model, Diffusion(), (3, 3, 28, 28), method="ddpm-respaced", num_steps=3, seed=1,
-               labels=torch.tensor([1, 2, 3]))
+    x = sample(model, Workload.respaced(3, batch_size=3, seed=1), labels=torch.tensor([1, 2, 3]))
     assert x.shape == (3, 3, 28, 28) and torch.isfinite(x).all()
     assert len(seen) == 3 and all(s.tolist() == [1, 2, 3] for s in seen)
     seen.clear()
-    sample(model, Diffusion(), (4, 3, 28, 28), method="ddim", num_steps=2, seed=1)
+    sample(model, Workload.ddim(2, batch_size=4, seed=1))
     assert len(seen) == 2 and 0 <= int(seen[0].min()) and int(seen[0].max()) <= 9  # uniform over 0..9
     with pytest.raises(ValueError, match="not class-conditional"):
-        sample(build_model("sdit-tiny"), Diffusion(), (1, 1, 28, 28), num_steps=1, labels=torch.tensor([1]))
+        sample(build_model("sdit-tiny"), Workload.ddim(1), labels=torch.tensor([1]))
 
 
 def test_hybrid_loss_trains_the_authors_model() -> None:

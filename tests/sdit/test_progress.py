@@ -5,15 +5,21 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from types import SimpleNamespace
 
 import torch
 
 from sdit import progress
-from sdit.diffusion import Diffusion, sample
+from sdit.diffusion import sample
+from sdit.workload import Workload
 
 
 class Zero(torch.nn.Module):
     """eps = 0 for every input: a model that costs nothing."""
+
+    def __init__(self, size: int) -> None:
+        super().__init__()
+        self.config = SimpleNamespace(in_channels=1, image_size=size)
 
     def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         return torch.zeros_like(x)
@@ -23,7 +29,7 @@ def test_sample_reports_each_step_to_the_reporter_and_the_callback() -> None:
     seen: list[tuple[int, int | None]] = []
     recorder = progress.RecordingReporter()
     with progress.reporting(recorder):
-        sample(Zero(), Diffusion(), (1, 1, 4, 4), method="ddim", num_steps=3, on_step=lambda d, n: seen.append((d, n)))
+        sample(Zero(4), Workload.ddim(3), on_step=lambda d, n: seen.append((d, n)))
     assert seen == [(1, 3), (2, 3), (3, 3)]
     label = "ddim sampling, 3 steps"
     assert recorder.events == [("start", label, 3), ("update", label, 1), ("update", label, 2),
@@ -33,10 +39,10 @@ def test_sample_reports_each_step_to_the_reporter_and_the_callback() -> None:
 def test_ddpm_reports_all_training_steps_and_nothing_outside_a_reporting_block() -> None:
     recorder = progress.RecordingReporter()
     with progress.reporting(recorder):
-        sample(Zero(), Diffusion(), (1, 1, 2, 2), method="ddpm")
+        sample(Zero(2), Workload.ddpm())
     assert recorder.events[0] == ("start", "ddpm sampling, 1000 steps", 1000)
     assert len(recorder.events) == 1002 and recorder.events[-1] == ("end", "ddpm sampling, 1000 steps")
-    sample(Zero(), Diffusion(), (1, 1, 2, 2), method="ddim", num_steps=2)  # after the block: back to silence
+    sample(Zero(2), Workload.ddim(2))  # after the block: back to silence
     assert len(recorder.events) == 1002
     assert isinstance(progress.current(), progress.NullReporter)
 
@@ -63,5 +69,5 @@ def test_tqdm_reporter_draws_the_steps_on_the_stream_it_is_given() -> None:
 
     stream = io.StringIO()
     with progress.reporting(progress.TqdmReporter(file=stream, leave=True, ascii=True)):
-        sample(Zero(), Diffusion(), (1, 1, 2, 2), method="ddim", num_steps=4)
+        sample(Zero(2), Workload.ddim(4))
     assert "ddim sampling, 4 steps" in stream.getvalue() and "4/4" in stream.getvalue()
