@@ -24,7 +24,7 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import typer
 from typer._click.exceptions import ClickException, NoArgsIsHelpError, UsageError  # typer's own click
@@ -32,7 +32,9 @@ from typer.core import TyperCommand, TyperGroup, TyperOption
 
 from sdit import progress as sdit_progress
 from sdit.artifacts import OutputError, OverwriteError, check_outputs
-from sdit.targets import Target, TargetError, load_target
+
+if TYPE_CHECKING:  # the command's startup stays free of torch: targets load when a command runs
+    from sdit.targets import Target
 
 USAGE_ERROR = 2  # bad arguments: unknown preset, wrong option value, an output that may not be written
 DATA_ERROR = 2  # bad input files: missing or corrupt checkpoint or dataset (bad input too, so also 2)
@@ -211,6 +213,8 @@ def load_target_or_fail(target: str, untrained_note: str) -> Target:
     """:func:`sdit.targets.load_target`, with one-line errors (exit 2): a name that is neither a preset nor
     a path, a missing or corrupt checkpoint. For a preset, prints
     ``note: TARGET is a preset with untrained weights; <untrained_note>``."""
+    from sdit.targets import TargetError, load_target
+
     try:
         loaded = load_target(target)
     except TargetError as err:
@@ -263,7 +267,8 @@ def _user_error_types() -> tuple[type[BaseException], ...]:
     from sdit.checkpoint import CheckpointError
     from sdit.config import UnknownPresetError
     from sdit.data import DatasetError
-    from sdit.train import TrainError
+    from sdit.targets import TargetError
+    from sdit.train_config import TrainError
 
     return (OutputError, OverwriteError, CheckpointError, TargetError, UnknownPresetError, DatasetError, TrainError)
 

@@ -2,21 +2,68 @@
 
 from __future__ import annotations
 
+import ast
+import importlib
 import logging
+from functools import cache
 from importlib import metadata
 from pathlib import Path
+from typing import Any
 
 import typer
+from typer.core import TyperCommand
 
-from cli import compare as compare_cli
-from cli import convert, info, sample
-from cli import energy as energy_cli
-from cli import evaluate as evaluate_cli
-from cli import profile as profile_cli
-from cli import table3 as table3_cli
-from cli import train as train_cli
 from cli.common import SditGroup
 from sdit.heap import retain_freed_memory
+
+# Command -> the module of cli/ that declares it (through its ``register``), in the order help lists them.
+# A module is imported only when its command runs or shows its own help, so ``sdit --help`` and
+# ``sdit --version`` load neither torch nor the library.
+COMMANDS = {"info": "info", "sample": "sample", "profile": "profile", "energy": "energy", "compare": "compare",
+            "train": "train", "convert": "convert", "table3": "table3", "evaluate": "evaluate"}
+
+
+@cache
+def _summary(name: str) -> str:
+    """The first line of the command's docstring, read from its module's source without importing it."""
+    tree = ast.parse((Path(__file__).parent / f"{COMMANDS[name]}.py").read_text())
+    for node in tree.body:
+        if isinstance(node, ast.FunctionDef) and node.name in (name, f"{name}_cmd"):
+            return (ast.get_docstring(node) or "").split("\n", 1)[0]
+    return ""
+
+
+class LazyGroup(SditGroup):
+    """:class:`SditGroup` whose commands are imported on first use; the command list is read from sources."""
+
+    _listing = False
+
+    def list_commands(self, ctx: typer.Context) -> list[str]:
+        return list(COMMANDS)
+
+    def get_command(self, ctx: typer.Context, cmd_name: str) -> Any:
+        if cmd_name not in COMMANDS:
+            return None
+        if self._listing:  # the group's own help: a name and a line suffice
+            return TyperCommand(cmd_name, help=_summary(cmd_name), short_help=_summary(cmd_name))
+        return _load(cmd_name)
+
+    def format_help(self, ctx: typer.Context, formatter: Any) -> None:
+        self._listing = True
+        try:
+            super().format_help(ctx, formatter)
+        finally:
+            self._listing = False
+
+
+@cache
+def _load(name: str) -> Any:
+    """The click command ``cli/<module>.py`` registers, built by Typer as the group would build it."""
+    single = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
+    importlib.import_module(f"cli.{COMMANDS[name]}").register(single)
+    (info,) = single.registered_commands
+    return typer.main.get_command_from_info(info, pretty_exceptions_short=False,
+                                            rich_markup_mode=typer.core.DEFAULT_MARKUP_MODE)
 
 HELP = (
     "Spiking Diffusion Transformer: models, sampling, and per-layer energy profiling.\n\n"
@@ -31,7 +78,7 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
-    cls=SditGroup,
+    cls=LazyGroup,
 )
 
 
@@ -65,15 +112,6 @@ def _global_options(
     pass
 
 
-info.register(app)
-sample.register(app)
-profile_cli.register(app)
-energy_cli.register(app)
-compare_cli.register(app)
-train_cli.register(app)
-convert.register(app)
-table3_cli.register(app)
-evaluate_cli.register(app)
 
 
 def main() -> None:

@@ -114,7 +114,8 @@ def _sample(target: str, out: Path, num: int, method: str, sample_steps: int | N
         fail(f"the model of {source} produced non-finite samples (NaN or inf); nothing written", DATA_ERROR)
     path = save_image_grid(images, out, overwrite=overwrite)
     if tensor is not None:
-        info = {"source": source, **{k: str(v) for k, v in sampler_record(workload).items()}}
+        info = {"source": source, **{k: format(v, "g") if isinstance(v, float) else str(v)
+                                     for k, v in sampler_record(workload).items()}}
         if labels is not None:
             info["labels"] = ",".join(map(str, labels.tolist()))
         save_tensors({"samples": images}, tensor, metadata=info, overwrite=overwrite)

@@ -1,6 +1,6 @@
 """Estimated energy: op counts of a :class:`Profile` times cited energy constants, under a named convention.
 
-Pure functions, torch-free. Compute energy is ``E = e_mac * MACs + e_ac * ACs`` (ARCHITECTURE.md §4),
+Pure functions, torch-free. Compute energy is ``E = e_mac * MACs + e_ac * ACs`` (docs/conventions.md),
 where a counting convention (:mod:`profiling.conventions`) says which synaptic ops are MACs and
 which ACs. A neuron-update term (membrane updates x pJ) counts where the preset defines it; a
 memory term (operand bytes of synaptic ops x pJ/byte) only when asked (:data:`MEMORY_PRESETS`,

@@ -1,4 +1,4 @@
-"""Measured energy of a workload (:class:`~sdit.workload.Workload`) and of one training step (ARCHITECTURE.md §4).
+"""Measured energy of a workload (:class:`~sdit.workload.Workload`) and of one training step (docs/conventions.md).
 
 The counter needs windows of a second or more to be read well, so a workload
 repeats inside one window until the window lasts ``min_window_s``: a first,

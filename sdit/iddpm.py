@@ -1,5 +1,5 @@
 """The hybrid loss (Improved DDPM, Nichol & Dhariwal 2021) with which the authors' SDiT code trains a
-learned-sigma model (AUTHORS-SDIT.md §6-7); the learned variance and the respaced sampler are in
+learned-sigma model (docs/authors-layout.md §6-7); the learned variance and the respaced sampler are in
 :mod:`sdit.diffusion`.
 
 Training minimises L = L_simple + L_vb (IDDPM Eq. 16, weight 1 on the per-step vb term), the vb term

@@ -5,9 +5,9 @@ after each step; the task goes to the *reporter* of the current context, which :
 installs. The default reporter does nothing, so library use stays silent and costs one call per step.
 
     with reporting(my_reporter):          # the CLI passes its rich renderer (cli.common)
-        sample(model, Diffusion(), shape)  # each sampling step reaches my_reporter.update
+        sample(model, workload)            # each sampling step reaches my_reporter.update
 
-Loops that report: every sampling run (:func:`sdit.diffusion.sampler_steps`, hence ``sample``,
+Loops that report: every sampling run (:func:`sdit.diffusion.run_steps`, hence ``sample``,
 profiling a sampling run and measuring one) and the batches and feature passes of
 :func:`sdit.quality.evaluate.evaluate`. Tasks nest (a comparison profiles targets, each a
 sampling run); a reporter sees them as separate tasks, started and ended in order. In a notebook,

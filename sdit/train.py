@@ -1,6 +1,6 @@
 """Training: AdamW, linear warm-up, grad clipping, EMA, checkpoints, exact resume, DDP.
 
-Choices (ARCHITECTURE.md §2 where it speaks, DiT / U-ViT habits where it does not):
+Choices (docs/design.md §2 where it speaks, DiT / U-ViT habits where it does not):
 
 - The learning rate rises linearly over ``warmup_steps`` and then stays constant.
 - ``batch_size`` is the global batch: under ``torchrun`` each of the W ranks takes

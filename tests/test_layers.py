@@ -19,15 +19,6 @@ import sdit
 ROOT = Path(__file__).resolve().parents[1]
 FLOORS = ("sdit", "profiling", "reports", "cli")  # a package may import only its own floor and those before it
 
-# Cycles that are being taken apart while this test lands; this set must be empty.
-_BEING_REMOVED = {
-    ("profiling.records", "profiling.energy"),
-    ("profiling.energy", "profiling.conventions"),
-    ("profiling.conventions", "profiling.records"),
-    ("sdit.diffusion", "sdit.iddpm"),
-    ("sdit.iddpm", "sdit.diffusion"),
-}
-
 
 def _modules() -> dict[str, Path]:
     """Module name -> file, for every module of the four packages (a package's name for its __init__)."""
@@ -130,15 +121,7 @@ def test_no_floor_imports_a_higher_one() -> None:
 
 def test_no_import_cycles() -> None:
     graph = _graph()
-    for src, dst in _BEING_REMOVED:
-        graph[src].discard(dst)
     assert _cycles(graph) == []
-
-
-def test_the_cycles_being_removed_are_still_edges() -> None:
-    """An edge of :data:`_BEING_REMOVED` that is gone must leave the set (which must end empty)."""
-    graph = _graph()
-    assert sorted(e for e in _BEING_REMOVED if e[1] not in graph.get(e[0], ())) == []
 
 
 @pytest.mark.parametrize("name", ["profile", "estimate"])

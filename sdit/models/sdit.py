@@ -1,10 +1,10 @@
-"""The Spiking Diffusion Transformer (paper §III, ARCHITECTURE.md §1).
+"""The Spiking Diffusion Transformer (paper §III, docs/design.md §1).
 
 Shapes: B batch, T spiking steps, N = L + 1 tokens (time token + patches), D hidden.
 Inside blocks activations are (T*B, M, D) with M = 2N when the Reconstruction
 Token is on (M = N otherwise); each LIF neuron sees them as (T, B, M, D).
 
-With ``time_encoding="branch"`` (the authors' code, AUTHORS-SDIT.md §3.5) the stream
+With ``time_encoding="branch"`` (the authors' code, docs/authors-layout.md §3.5) the stream
 has no time axis: blocks see (B, M, D) and only the LIF runs over T, on T copies of
 its branch's output, (T, B, M, D), averaged back to (B, M, D).
 

@@ -42,7 +42,7 @@ def test_info_json_counts_and_authors_keys(preset: str, fixture: str, trainable:
 
 def test_profile_an_authors_checkpoint(tmp_path: Path, authors_pt: Path) -> None:
     out = tmp_path / "p.json"
-    result = runner.invoke(app, ["profile", str(authors_pt), "--json", str(out), "--strict"])
+    result = runner.invoke(app, ["profile", str(authors_pt), "--method", "forward", "--json", str(out), "--strict"])
     assert result.exit_code == 0, result.output
     profile = json.loads(out.read_text())
     assert profile["per_image"]["macs"] == 1_946_560  # the closed form of tests/profiling/test_table3.py
@@ -90,7 +90,7 @@ def test_convert_then_profile_our_file(tmp_path: Path, authors_pt: Path) -> None
     again = runner.invoke(app, ["convert", str(authors_pt), str(dst)])
     assert again.exit_code == 2 and "pass --overwrite" in again.stderr
     out = tmp_path / "p.json"
-    assert runner.invoke(app, ["profile", str(dst), "--json", str(out)]).exit_code == 0
+    assert runner.invoke(app, ["profile", str(dst), "--method", "forward", "--json", str(out)]).exit_code == 0
     assert json.loads(out.read_text())["per_image"]["macs"] == 1_946_560
     weights = load_file(DATA / "tiny.safetensors")
     weights["in_blocks.0.att.key.weight"] = torch.full_like(weights["in_blocks.0.att.key.weight"], float("nan"))

@@ -131,7 +131,7 @@ def test_compare_matches_a_quality_file_by_the_weights_it_evaluated(tmp_path: Pa
     (tmp_path / "q.json").write_text(json.dumps(ev))
     twice = ["--quality", str(tmp_path / "q.json")]
     out = tmp_path / "cmp"
-    base = ["compare", "sdit-tiny", str(shipped), "--sample-steps", "0", "--samples", "0", "--out", str(out)]
+    base = ["compare", "sdit-tiny", str(shipped), "--method", "forward", "--samples", "0", "--out", str(out)]
     result = runner.invoke(app, [*base, *twice])
     assert result.exit_code == 0, result.output
     quality = pd.read_csv(out / "tables" / "quality.csv")
@@ -147,7 +147,7 @@ def test_compare_includes_the_evaluations_a_shipped_directory_holds(tmp_path: Pa
     import shutil
 
     shipped = Path(__file__).resolve().parents[2] / "checkpoints" / "dit-small-fmnist"
-    base = ["compare", "sdit-tiny", "--sample-steps", "0", "--samples", "0", "--out", str(tmp_path / "cmp")]
+    base = ["compare", "sdit-tiny", "--method", "forward", "--samples", "0", "--out", str(tmp_path / "cmp")]
     result = runner.invoke(app, [*base, str(shipped)])
     assert result.exit_code == 0, result.output
     quality = pd.read_csv(tmp_path / "cmp" / "tables" / "quality.csv")

@@ -131,7 +131,7 @@ def test_compare_with_ddpm_runs_the_ddpm_that_profile_runs(monkeypatch: pytest.M
         raise _Stop
 
     monkeypatch.setattr(cli.profile, "profile_workload", profile_workload)
-    monkeypatch.setattr(cli.compare, "compare", compare)
+    monkeypatch.setattr(cli.compare, "run_study", compare)
     profiled = runner.invoke(app, ["profile", "dit-tiny", "--method", "ddpm"])
     compared = runner.invoke(app, ["compare", "sdit-tiny", "dit-tiny", "--method", "ddpm", "--samples", "0"])
     assert "eta applies" not in compared.stderr and "eta applies" not in profiled.stderr
@@ -143,7 +143,8 @@ def test_every_command_declares_the_shared_options_with_the_same_defaults() -> N
     group = typer.main.get_command(app)
     defaults: dict[str, dict[str, Any]] = {}
     for command in COMMANDS:
-        params = {p.opts[0]: p for p in group.commands[command].params if p.opts and p.opts[0].startswith("--")}
+        params = {p.opts[0]: p for p in group.get_command(None, command).params
+                  if p.opts and p.opts[0].startswith("--")}
         for option in SHARED:
             if option in params:
                 defaults.setdefault(option, {})[command] = params[option].default

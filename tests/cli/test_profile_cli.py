@@ -13,7 +13,8 @@ runner = CliRunner()
 
 def test_profile_json_and_csv(tmp_path: Path) -> None:
     out, table = tmp_path / "p.json", tmp_path / "p.csv"
-    result = runner.invoke(app, ["profile", "sdit-tiny", "--json", str(out), "--csv", str(table), "--batch-size", "2"])
+    result = runner.invoke(app, ["profile", "sdit-tiny", "--method", "forward", "--json", str(out), "--csv", str(table),
+                                 "--batch-size", "2"])
     assert result.exit_code == 0, result.output
     data = json.loads(out.read_text())
     assert data["per_image"]["macs"] == 5_860_528
@@ -27,7 +28,7 @@ def test_profile_json_and_csv(tmp_path: Path) -> None:
 
 def test_profile_sampling_run(tmp_path: Path) -> None:
     out = tmp_path / "s.json"
-    result = runner.invoke(app, ["profile", "dit-tiny", "--sample-steps", "3", "--json", str(out)])
+    result = runner.invoke(app, ["profile", "dit-tiny", "--sample-steps", "3", "--eta", "0", "--json", str(out)])
     assert result.exit_code == 0, result.output
     data = json.loads(out.read_text())
     assert data["workload"] == {"kind": "ddim", "timestep": None, "steps": 3, "eta": 0.0, "batch_size": 1, "seed": 0}
@@ -43,10 +44,12 @@ def test_profile_sampling_run_with_eta(tmp_path: Path) -> None:
     assert json.loads(out.read_text())["workload"]["eta"] == 1.0
 
 
-def test_profile_eta_needs_a_sampling_run() -> None:
-    result = runner.invoke(app, ["profile", "dit-tiny", "--eta", "1"])
+def test_profile_eta_needs_a_ddim_run() -> None:
+    result = runner.invoke(app, ["profile", "dit-tiny", "--method", "forward", "--eta", "1"])
     assert result.exit_code == 2
-    assert result.stderr.strip() == "error: --eta applies to a sampling run; pass --sample-steps N (or --method ddpm)"
+    assert result.stderr.strip() == "error: --eta applies to a sampling run, not to --method forward"
+    result = runner.invoke(app, ["profile", "dit-tiny", "--method", "ddpm", "--eta", "1"])
+    assert result.exit_code == 2 and result.stderr.strip() == "error: --eta applies to DDIM only; ddpm's noise is fixed"
 
 
 def test_profile_refuses_to_overwrite(tmp_path: Path) -> None:

@@ -176,10 +176,10 @@ def test_writes_go_through_links_and_dash_is_stdout(tmp_path: Path) -> None:
     real.write_text("{}")
     link = tmp_path / "link.json"
     link.symlink_to(real)
-    result = runner.invoke(app, ["profile", "dit-tiny", "--json", str(link), "--overwrite"])
+    result = runner.invoke(app, ["profile", "dit-tiny", "--method", "forward", "--json", str(link), "--overwrite"])
     assert result.exit_code == 0, result.output
     assert link.is_symlink() and json.loads(real.read_text())["per_image"]["macs"] == 499_712
-    piped = runner.invoke(app, ["profile", "dit-tiny", "--json", "-"])
+    piped = runner.invoke(app, ["profile", "dit-tiny", "--method", "forward", "--json", "-"])
     assert piped.exit_code == 0, piped.output
     assert json.loads(piped.stdout)["per_image"]["macs"] == 499_712  # stdout is the document alone
     assert "MACs (strict)" in piped.stderr

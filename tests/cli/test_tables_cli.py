@@ -81,8 +81,8 @@ def test_profile_layer_tables_print_every_number_whole(tmp_path: Path, columns: 
 
 def test_energy_and_compare_tables_come_from_reports_tables(tmp_path: Path) -> None:
     out = tmp_path / "e.json"
-    result = runner.invoke(app, ["energy", "sdit-tiny", "--baseline", "dit-tiny", "--json", str(out)],
-                           env={"COLUMNS": "80"})
+    result = runner.invoke(app, ["energy", "sdit-tiny", "--baseline", "dit-tiny", "--method", "forward",
+                                 "--json", str(out)], env={"COLUMNS": "80"})
     assert result.exit_code == 0, result.output
     data = json.loads(out.read_text())
     rows = {r[0]: r[1:] for r in _table_rows(result.stdout, "convention   MAC uJ")}

@@ -28,7 +28,8 @@ def _plain(text: str) -> str:
 
 
 def _commands() -> dict[str, typer.core.TyperCommand]:
-    return dict(typer.main.get_command(app).commands)  # type: ignore[attr-defined]
+    group = typer.main.get_command(app)
+    return {name: group.get_command(None, name) for name in group.list_commands(None)}  # type: ignore[arg-type]
 
 
 def _flat(text: str) -> str:

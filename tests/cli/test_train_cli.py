@@ -126,7 +126,7 @@ def test_epochs_count_whole_passes(data_dir: Path, tmp_path: Path) -> None:
 
 def test_sample_a_run_dir_to_png_and_tensor(run_dir: Path, tmp_path: Path) -> None:
     out, tensor = tmp_path / "grid.png", tmp_path / "samples.safetensors"
-    args = ["sample", str(run_dir), "--out", str(out), "-n", "4", "--steps", "3", "--seed", "5", "--tensor",
+    args = ["sample", str(run_dir), "--out", str(out), "-n", "4", "--sample-steps", "3", "--seed", "5", "--tensor",
             str(tensor)]
     result = runner.invoke(app, args)
     assert result.exit_code == 0, result.output
@@ -134,7 +134,7 @@ def test_sample_a_run_dir_to_png_and_tensor(run_dir: Path, tmp_path: Path) -> No
     assert np.asarray(Image.open(out)).shape == (62, 62)
     samples = load_file(tensor)["samples"]
     model, _ = checkpoint.load_model(run_dir)
-    expected = sample(model, Workload.ddim(3, batch_size=4, seed=5))
+    expected = sample(model, Workload.ddim(3, eta=1.0, batch_size=4, seed=5))  # eta 1: the default
     assert torch.equal(samples, expected)
     with safe_open(tensor, "pt") as fh:
         assert fh.metadata()["steps"] == "3"
@@ -144,7 +144,7 @@ def test_sample_a_run_dir_to_png_and_tensor(run_dir: Path, tmp_path: Path) -> No
 
 def test_sample_with_eta_is_stochastic_ddim_and_bad_eta_is_one_line(run_dir: Path, tmp_path: Path) -> None:
     tensor = tmp_path / "s.safetensors"
-    args = ["sample", str(run_dir), "--out", str(tmp_path / "g.png"), "-n", "2", "--steps", "3", "--eta", "1",
+    args = ["sample", str(run_dir), "--out", str(tmp_path / "g.png"), "-n", "2", "--sample-steps", "3", "--eta", "1",
             "--seed", "7", "--tensor", str(tensor)]
     result = runner.invoke(app, args)
     assert result.exit_code == 0, result.output
@@ -164,7 +164,7 @@ def test_sample_compiled_matches_eager(run_dir: Path, tmp_path: Path) -> None:
     tensors = {}
     for mode in ("eager", "compiled"):
         tensors[mode] = tmp_path / f"{mode}.safetensors"
-        args = ["sample", str(run_dir), "--out", str(tmp_path / f"{mode}.png"), "-n", "4", "--steps", "3",
+        args = ["sample", str(run_dir), "--out", str(tmp_path / f"{mode}.png"), "-n", "4", "--sample-steps", "3",
                 "--tensor", str(tensors[mode])] + (["--compile"] if mode == "compiled" else [])
         result = runner.invoke(app, args)
         assert result.exit_code == 0, result.output
