@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import shlex
 import sys
+from contextlib import ExitStack
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -47,7 +48,7 @@ from profiling.meters import METER_KINDS
 from profiling.study import EVALUATIONS, StudyInputError, run_study
 from reports import terminal
 from reports.page import build_page
-from reports.report import COMPARISON, REPORT, write_report
+from reports.report import COMPARISON, ReportDirError, check_report_dir, report_lock, write_report
 from reports.study import study_view
 from sdit.artifacts import is_stdout
 
@@ -56,14 +57,13 @@ DEFAULT_TARGETS = ["checkpoints/sdit-small-fmnist", "checkpoints/dit-small-fmnis
 
 def _check_outputs(out: Path, overwrite: bool, json_path: Path | None = None) -> None:
     """All output-path checks of the command, before any work (fail unless --overwrite)."""
-    if out.exists() and not out.is_dir():
-        fail(f"--out: {out} is a file, not a directory")
-    check_outputs_or_fail({"--out (report)": out / REPORT, "--out (comparison)": out / COMPARISON,
-                           "--json": json_path}, overwrite, stdout_ok=("--json",))
-    tables_dir = out / "tables"
-    if tables_dir.is_dir() and any(tables_dir.glob("*.csv")) and not overwrite:
-        fail(f"--out: {tables_dir} holds the tables of an earlier report; pass --overwrite to replace them")
-
+    try:
+        check_report_dir(out, overwrite)
+    except ReportDirError as err:
+        fail(str(err))
+    if json_path is not None and not is_stdout(json_path) and out.resolve() in json_path.resolve().parents:
+        fail(f"--json: {json_path} is inside --out {out}, which the report replaces whole; write it elsewhere")
+    check_outputs_or_fail({"--json": json_path}, overwrite, stdout_ok=("--json",))
 
 
 def compare_cmd(
@@ -106,7 +106,7 @@ def compare_cmd(
 
     Example: sdit compare checkpoints/sdit-small-fmnist checkpoints/dit-small-fmnist --sample-steps 20 --out out/cmp
     """
-    with command_output(quiet, progress):
+    with command_output(quiet, progress), ExitStack() as held:
         workload = workload_from_options(method, sample_steps, eta, timestep, batch_size, seed)
         device = device_from_option(device)
         check_number("--samples", samples, 0, MAX_IMAGES)
@@ -115,6 +115,10 @@ def compare_cmd(
         if meter not in METER_KINDS:
             fail(f"--meter {meter!r}: valid meters are {', '.join(METER_KINDS)}")
         _check_outputs(out, overwrite, json_path)
+        try:
+            held.enter_context(report_lock(out))  # held until the report is written: one writer at a time
+        except (ReportDirError, OSError) as err:
+            fail(str(err) if isinstance(err, ReportDirError) else f"--out: cannot lock {out}: {err.strerror}")
         to_stdout = is_stdout(json_path)  # the JSON alone on stdout; the tables and lines go to stderr
         targets = list(targets or DEFAULT_TARGETS)
         if len(targets) < 2:

@@ -34,8 +34,7 @@ def test_compare_writes_report_json_and_csv_and_refuses_to_overwrite(tmp_path: P
     before = (out / "report.html").read_bytes()
     again = runner.invoke(app, [*ARGS, "--out", str(out)])
     assert again.exit_code == 2
-    assert again.stderr.strip() == (f"error: --out (report): {out / 'report.html'} exists; pass --overwrite "
-                                    "to replace it")
+    assert again.stderr.strip() == f"error: --out: {out} holds an earlier report; pass --overwrite to replace it"
     assert (out / "report.html").read_bytes() == before
 
 
@@ -206,3 +205,44 @@ def test_compare_takes_a_spike_driven_sdit_beside_sdit_and_dit(tmp_path: Path) -
     assert 0 < strict.loc["sdit-tiny-sd", "break_even_firing_rate_pct"] < 100
     assert pd.isna(strict.loc["sdit-tiny", "break_even_firing_rate_pct"]) and strict.loc["sdit-tiny", "reason"]
     assert "sdit-tiny-sd" in (out / "report.html").read_text()
+
+
+def test_overwrite_never_touches_a_folder_that_holds_no_report(tmp_path: Path) -> None:
+    out = tmp_path / "mine"
+    (out / "tables").mkdir(parents=True)
+    (out / "tables" / "mydata.csv").write_text("x,y\n")
+    result = runner.invoke(app, [*ARGS, "--out", str(out), "--overwrite"])
+    assert result.exit_code == 2 and "holds no sdit report (no .sdit-report marker)" in result.stderr
+    assert (out / "tables" / "mydata.csv").read_text() == "x,y\n"
+    link = tmp_path / "link"
+    link.symlink_to(out)
+    result = runner.invoke(app, [*ARGS, "--out", str(link), "--overwrite"])
+    assert result.exit_code == 2 and "is a link" in result.stderr
+
+
+def test_a_report_set_is_replaced_whole_or_not_at_all(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    out = tmp_path / "cmp"
+    assert runner.invoke(app, [*ARGS, "--out", str(out)]).exit_code == 0
+    before = {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    assert Path(".sdit-report") in before
+
+    import reports.report
+
+    def fail_late(page: object) -> str:  # the page is the last file the set needs
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(reports.report, "render_page", fail_late)
+    result = runner.invoke(app, [*ARGS, "--out", str(out), "--overwrite"])
+    assert result.exit_code != 0
+    assert {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".cmp.sdit-report.lock", "cmp"]  # no staging left
+
+
+def test_a_second_writer_into_one_out_is_refused(tmp_path: Path) -> None:
+    from reports.report import report_lock
+
+    out = tmp_path / "cmp"
+    with report_lock(out):
+        result = runner.invoke(app, [*ARGS, "--out", str(out)])
+    assert result.exit_code == 2 and "another sdit compare is writing" in result.stderr
+    assert not out.exists()
