@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import platform
+import stat
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from importlib import metadata
@@ -99,7 +101,7 @@ def provenance_of(target: str) -> dict[str, Any] | None:
     if directory is None:
         return None
     try:
-        return json.loads((directory / "provenance.json").read_text())
+        return read_small_json(directory / "provenance.json")
     except (OSError, json.JSONDecodeError) as err:
         return {"error": f"cannot read {directory / 'provenance.json'}: {err}"}
 
@@ -180,9 +182,28 @@ def _match(ev: dict[str, Any], loaded: Sequence[Target]) -> tuple[Target | None,
     return hit, ""
 
 
+MAX_JSON_BYTES = 16 * 2**20  # an evaluation record or a provenance file is a few kB; more is not one
+
+
+def read_small_json(path: Path) -> Any:
+    """The JSON document in the regular file ``path``, read only up to :data:`MAX_JSON_BYTES`.
+
+    Raises:
+        OSError: not a regular file (a device, a FIFO, a folder) or larger than the bound.
+        UnicodeDecodeError, json.JSONDecodeError: not JSON text.
+    """
+    with open(path, "rb") as fh:
+        if not os.path.isfile(path) or not stat.S_ISREG(os.fstat(fh.fileno()).st_mode):
+            raise OSError(f"{path} is not a regular file")
+        data = fh.read(MAX_JSON_BYTES + 1)
+    if len(data) > MAX_JSON_BYTES:
+        raise OSError(f"{path} is larger than {MAX_JSON_BYTES // 2**20} MiB")
+    return json.loads(data.decode("utf-8"), parse_constant=lambda c: float("nan"))
+
+
 def _read_evaluation(path: Path, flag: str, hint: str = "") -> dict[str, Any]:
     try:
-        ev = json.loads(path.read_text(), parse_constant=lambda c: float("nan"))
+        ev = read_small_json(path)
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
         raise StudyInputError(f"{flag} {path}: cannot read it as JSON ({type(err).__name__}: {err}){hint}") from None
     problem = evaluation_problem(ev)

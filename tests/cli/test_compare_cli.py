@@ -246,3 +246,14 @@ def test_a_second_writer_into_one_out_is_refused(tmp_path: Path) -> None:
         result = runner.invoke(app, [*ARGS, "--out", str(out)])
     assert result.exit_code == 2 and "another sdit compare is writing" in result.stderr
     assert not out.exists()
+
+
+@pytest.mark.parametrize("source", ["/dev/zero", "big"])
+def test_a_quality_file_is_read_within_a_bound(tmp_path: Path, source: str) -> None:
+    path = Path(source) if source.startswith("/") else tmp_path / "big.json"
+    if source == "big":
+        path.write_bytes(b" " * (16 * 2**20 + 1))
+    result = runner.invoke(app, [*ARGS, "--out", str(tmp_path / "cmp"), "--quality", str(path)])
+    assert result.exit_code == 2 and "--quality" in result.stderr
+    assert "not a regular file" in result.stderr or "larger than 16 MiB" in result.stderr
+    assert not (tmp_path / "cmp").exists()
