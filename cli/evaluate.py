@@ -76,6 +76,8 @@ def format_report(record: dict[str, Any]) -> list[str]:
             + ("from cache" if r["reference_cache"]["cache_hit"] else
                f"computed in {r['reference_cache']['seconds']:.1f} s"),
         ]
+        if r["reference_cache"].get("cache_warning"):  # the figures stand; the cache did not
+            lines.append(f"  warning: reference cache: {r['reference_cache']['cache_warning']}")
     if record["sampling_seconds"] is not None:
         lines.append(f"sampling took {record['sampling_seconds']:.1f} s "
                      f"({1e3 * record['sampling_seconds'] / record['num_samples']:.1f} ms per image)")

@@ -157,3 +157,18 @@ def test_evaluate_reads_the_sampler_a_samples_file_records(tmp_path: Path) -> No
     assert records["drawn"] == {"method": "ddim", "steps": 2, "eta": 1.0, "seed": 4, "batch_size": 12,
                                 "description": "ddim, 2 steps, eta 1"}
     assert records["bare"]["method"] == "unknown" and records["bare"]["seed"] is None
+
+
+def test_an_unwritable_cache_is_a_printed_warning_not_a_lost_evaluation(tmp_path: Path,
+                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    cache = tmp_path / "cache-is-a-file"
+    cache.write_text("x")
+    monkeypatch.setenv("SDIT_CACHE", str(cache))
+    out = tmp_path / "eval.json"
+    args = ["evaluate", "dit-tiny", "--num", "20", "--sample-steps", "2", "--ref-num", "40", "--kid-subsets", "2",
+            "--nearest-k", "3", "--batch-size", "10", "--json", str(out)]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    cache_record = json.loads(out.read_text())["results"]["domain"]["reference_cache"]
+    assert "features not cached" in cache_record["cache_warning"]
+    assert "  warning: reference cache: features not cached" in result.output
