@@ -26,6 +26,12 @@ def test_every_sampler_has_a_kind_and_a_label() -> None:
                                                                                                 "ddpm-respaced"))
 
 
+def test_ddpm_runs_every_step_of_the_diffusion() -> None:
+    from sdit.diffusion import Diffusion
+
+    assert Workload.ddpm().steps == DIFFUSION_STEPS == Diffusion().num_steps
+
+
 def test_the_image_shape_comes_from_the_model_config() -> None:
     config = SimpleNamespace(in_channels=3, image_size=32)
     assert Workload.ddim(batch_size=5).image_shape(config) == (5, 3, 32, 32)
