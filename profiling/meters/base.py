@@ -14,6 +14,7 @@ for a while and reads high.
 
 from __future__ import annotations
 
+import threading
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -296,6 +297,33 @@ class WindowedMeter(PowerMeter):
             return self._open.pop(name)
         except KeyError:
             raise WindowError(f"window {name!r} was never begun (open: {sorted(self._open)})") from None
+
+
+class PeriodicReader:
+    """A daemon thread that calls ``read()`` every ``interval_s`` until :meth:`stop`; the first error ends it and
+    is kept in ``error`` for the owner's end of window to raise (a meter never drops a failed reading)."""
+
+    def __init__(self, read: Callable[[], None], interval_s: float, name: str) -> None:
+        self._read = read
+        self._interval_s = interval_s
+        self._stop = threading.Event()
+        self.error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self._interval_s):
+            try:
+                self._read()
+            except Exception as err:  # kept for the owner, which raises it
+                self.error = err
+                return
 
 
 def torch_synchronize(gpu_index: int) -> Callable[[], None]:

@@ -11,7 +11,6 @@ the clock and the sleep, so tests drive the real meter against a fake NVML.
 from __future__ import annotations
 
 import importlib
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -24,6 +23,7 @@ from profiling.meters.base import (
     MeterError,
     MeterMethod,
     MeterUnavailable,
+    PeriodicReader,
     WindowedMeter,
     torch_synchronize,
 )
@@ -46,36 +46,18 @@ class _PowerSample:
     power_w: float
 
 
-class _Poller:
-    """A thread that samples power every ``interval_s`` until stopped; errors are kept, not dropped."""
+class _Poller(PeriodicReader):
+    """Power sampled every ``interval_s`` until stopped; errors are kept, not dropped."""
 
     def __init__(self, read_power_w: Callable[[], float], clock: Callable[[], float], interval_s: float):
+        super().__init__(self.sample, interval_s, "nvml-power-poller")
         self._read_power_w = read_power_w
         self._clock = clock
-        self._interval_s = interval_s
-        self._stop = threading.Event()
         self.samples: list[_PowerSample] = []
-        self.error: BaseException | None = None
-        self._thread = threading.Thread(target=self._run, name="nvml-power-poller", daemon=True)
 
     def sample(self) -> None:
         t = self._clock()
         self.samples.append(_PowerSample(t, self._read_power_w()))
-
-    def start(self) -> None:
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._thread.join()
-
-    def _run(self) -> None:
-        while not self._stop.wait(self._interval_s):
-            try:
-                self.sample()
-            except Exception as err:  # kept for end_window, which raises it
-                self.error = err
-                return
 
 
 @dataclass(frozen=True)

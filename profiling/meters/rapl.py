@@ -38,7 +38,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from profiling.meters.base import Measurement, MeterError, MeterUnavailable, WindowedMeter
+from profiling.meters.base import Measurement, MeterError, MeterUnavailable, PeriodicReader, WindowedMeter
 
 __all__ = ["DEFAULT_ROOT", "RaplMeter", "RaplZone", "find_package_zones"]
 
@@ -118,19 +118,17 @@ def _delta_uj(before: int, now: int, max_range_uj: int) -> int:
     return now - before if now >= before else now + max_range_uj - before
 
 
-class _Window:
+class _Window(PeriodicReader):
     """One open window: the last reading of every zone, the energy so far, and a polling thread."""
 
     def __init__(self, meter: RaplMeter, time_s: float, readings: list[int]) -> None:
+        super().__init__(self.advance, meter._poll_interval_s, "rapl-counter-poller")
         self.meter = meter
         self.start_s = time_s
         self.last = readings
         self.energy_uj = 0
         self.trace: list[tuple[float, float]] = [(time_s, 0.0)]  # (time_s, joules since start)
-        self.error: BaseException | None = None
-        self._stop = threading.Event()
         self._lock = threading.Lock()
-        self._thread = threading.Thread(target=self._run, name="rapl-counter-poller", daemon=True)
 
     def advance(self) -> None:
         """Read every counter now and add what each drew since the last reading."""
@@ -141,21 +139,6 @@ class _Window:
                 self.energy_uj += _delta_uj(before, value, zone.max_energy_range_uj)
             self.last = now
             self.trace.append((t, self.energy_uj / 1e6))
-
-    def start(self) -> None:
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._thread.join()
-
-    def _run(self) -> None:
-        while not self._stop.wait(self.meter._poll_interval_s):
-            try:
-                self.advance()
-            except Exception as err:  # kept for end_window, which raises it
-                self.error = err
-                return
 
 
 class RaplMeter(WindowedMeter):
