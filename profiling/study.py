@@ -192,8 +192,10 @@ def read_small_json(path: Path) -> Any:
         OSError: not a regular file (a device, a FIFO, a folder) or larger than the bound.
         UnicodeDecodeError, json.JSONDecodeError: not JSON text.
     """
+    if not os.path.isfile(path):  # before opening: a FIFO would block the open itself
+        raise OSError(f"{path} is not a regular file")
     with open(path, "rb") as fh:
-        if not os.path.isfile(path) or not stat.S_ISREG(os.fstat(fh.fileno()).st_mode):
+        if not stat.S_ISREG(os.fstat(fh.fileno()).st_mode):  # replaced since the check
             raise OSError(f"{path} is not a regular file")
         data = fh.read(MAX_JSON_BYTES + 1)
     if len(data) > MAX_JSON_BYTES:
