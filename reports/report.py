@@ -1,11 +1,11 @@
-"""The report directory: ``report.html``, ``comparison.json`` and one CSV per table of the page, written as one
-unit.
+"""The report directory: ``report.html``, ``comparison.json`` and one CSV per table of the page, written as one unit.
 
-The set is built in a staging directory beside ``--out`` and swapped in whole, so a reader finds the old set or
-the new one, never a mix, whatever stops the writer (an error, a full disk, a signal): an interrupted write leaves
-the old set in place and at most a ``.<name>.staging-*`` directory beside it. A report directory carries a marker,
-``.sdit-report``; ``--overwrite`` replaces only a directory that has one (or an empty one), never a folder of
-the user's. One writer at a time: a second one into the same ``--out`` is refused while the first holds its lock.
+The set is built in a staging directory beside ``--out`` and swapped in whole, so a reader finds the old set or the
+new one, never a mix, whatever stops the writer (an error, a full disk, a signal): an interrupted write leaves the
+old set in place and at most a ``.<name>.staging-*`` directory beside it, which the next writer deletes. A report
+directory carries a marker, ``.sdit-report``; ``--overwrite`` replaces only a directory that has one (or an empty
+one), never a folder of the user's. One writer at a time: a second one into the same ``--out`` is refused while the
+first holds its lock.
 """
 
 from __future__ import annotations
@@ -114,12 +114,21 @@ def _swap_in(staging: Path, out: Path) -> None:
     shutil.rmtree(staging)
 
 
+def _remove_dead_staging(out: Path) -> None:
+    """Delete the staging directories a killed writer left beside ``out``: the caller holds the lock of ``out``,
+    so no other writer is building one now."""
+    for left in out.parent.glob(f".{out.name}.staging-*"):
+        if left.is_dir() and not left.is_symlink():
+            shutil.rmtree(left, ignore_errors=True)
+
+
 def write_report(out: Path, page: Page, comparison: Comparison, json_path: Path | None = None,
                  overwrite: bool = False) -> Written:
     """Write ``comparison.json``, the page's tables and the page as one set into ``out`` (and ``json_path``,
     ``-``: stdout, once the set is built). The caller has checked ``out`` (:func:`check_report_dir`) and holds
     :func:`report_lock`.
     """
+    _remove_dead_staging(out)
     staging = out.parent / f".{out.name}.staging-{os.getpid()}-{os.urandom(4).hex()}"
     staging.mkdir(parents=True)
     try:
