@@ -58,6 +58,8 @@ _STEM = re.compile(r"^step-(\d{8,})$")
 MAX_PARAMS = 2_000_000_000  # elements in one weight set: 40x the largest preset; more is not a model of ours
 _MAX_HEADER_BYTES = 100_000_000
 _DTYPE_BYTES = {"F64": 8, "F32": 4, "F16": 2, "BF16": 2}  # the float dtypes a weight may have
+_INT_DTYPES = {torch.int8: "I8"}  # integer tensors a model may declare (quantized weights), by their safetensors name
+_TENSOR_BYTES = {**_DTYPE_BYTES, "I8": 1}
 _SEED_MAX = 2**63 - 1
 
 
@@ -214,6 +216,14 @@ def save_checkpoint(
     return weights
 
 
+def write_weights(path: Path | str, meta: CheckpointMeta, ema_state: dict[str, Tensor]) -> Path:
+    """Write a weights file that holds only EMA weights (a made model: quantized, converted), atomically; it
+    loads like a training checkpoint (:func:`load_checkpoint`) and refuses to overwrite."""
+    header = json.dumps(meta.to_dict(), sort_keys=True)
+    blob = safetensors_save(_unshared({EMA_PREFIX + k: v for k, v in ema_state.items()}), {_HEADER_KEY: header})
+    return artifacts.write_bytes(path, blob)
+
+
 def _unshared(tensors: dict[str, Tensor]) -> dict[str, Tensor]:
     """Contiguous CPU tensors, copying any that share storage (safetensors refuses shared ones)."""
     out, seen = {}, set()
@@ -302,8 +312,9 @@ def load_checkpoint(path: Path | str) -> Checkpoint:
 
     Nothing in the file is trusted: the header's metadata and config are checked (types, ranges), the size
     of the model the config describes is bounded (:data:`MAX_PARAMS`) before anything is allocated, the
-    tensors the header lists must be exactly the ones that model has (names, shapes, float dtypes) and the
-    file exactly as long as they need; only then are the weights read, and they must be finite.
+    tensors the header lists must be exactly the ones that model has (names, shapes, float dtypes, or the
+    integer dtype a quantized model declares) and the file exactly as long as they need; only then are the
+    weights read, and they must be finite.
 
     Raises:
         CheckpointError: missing, not a safetensors file, truncated, without valid metadata, weights that do
@@ -369,8 +380,9 @@ def _header_meta(path: Path, header: dict[str, Any]) -> CheckpointMeta:
 
 
 @functools.lru_cache(maxsize=32)
-def expected_tensors(config: ModelConfig) -> dict[str, tuple[tuple[int, ...], bool]]:
-    """Name -> (shape, is float) of every tensor of the model ``config`` builds, found without allocating:
+def expected_tensors(config: ModelConfig) -> dict[str, tuple[tuple[int, ...], str | None]]:
+    """Name -> (shape, integer dtype or ``None`` for any float dtype) of every tensor of the model ``config``
+    builds, found without allocating:
     a cheap lower bound on its size first, then a build on the ``meta`` device.
 
     Raises:
@@ -390,7 +402,8 @@ def expected_tensors(config: ModelConfig) -> dict[str, tuple[tuple[int, ...], bo
     if count > MAX_PARAMS:
         raise CheckpointError(f"the config describes a model of {count:,} parameters, more than the "
                               f"{MAX_PARAMS:,} a checkpoint may hold")
-    return {name: (tuple(t.shape), t.dtype.is_floating_point) for name, t in state.items()}
+    return {name: (tuple(t.shape), None if t.dtype.is_floating_point else _INT_DTYPES[t.dtype])
+            for name, t in state.items()}
 
 
 def _check_tensor_entries(path: Path, header: dict[str, Any], config: ModelConfig) -> int:
@@ -416,18 +429,20 @@ def _check_tensor_entries(path: Path, header: dict[str, Any], config: ModelConfi
         raise CheckpointError(f"{path}: weights do not fit the model config: {'; '.join(parts)} tensors")
     end = 0
     for name, entry in entries.items():
-        shape, _ = expected[name.split(".", 1)[1]]
+        shape, integer = expected[name.split(".", 1)[1]]
         if not isinstance(entry, dict):
             raise CheckpointError(f"{path}: header entry {name} is not an object")
         dtype, got, offsets = entry.get("dtype"), entry.get("shape"), entry.get("data_offsets")
-        if dtype not in _DTYPE_BYTES:
+        if integer is not None and dtype != integer:
+            raise CheckpointError(f"{path}: {name} has dtype {_one_line(repr(dtype))[:20]}, the config needs {integer}")
+        if integer is None and dtype not in _DTYPE_BYTES:
             raise CheckpointError(f"{path}: {name} has dtype {_one_line(repr(dtype))[:20]}, not a float type")
         if not isinstance(got, list) or tuple(got) != shape:
             raise CheckpointError(f"{path}: weights do not fit the model config: {name} has shape "
                                   f"{_one_line(repr(got))[:40]}, the config needs {shape}")
         if (not isinstance(offsets, list) or len(offsets) != 2
                 or not all(isinstance(o, int) and not isinstance(o, bool) for o in offsets)
-                or offsets[1] - offsets[0] != math.prod(shape) * _DTYPE_BYTES[dtype] or offsets[0] < 0):
+                or offsets[1] - offsets[0] != math.prod(shape) * _TENSOR_BYTES[dtype] or offsets[0] < 0):
             raise CheckpointError(f"{path} is corrupt: {name} has data offsets that do not fit its shape")
         end = max(end, offsets[1])
     return end

@@ -137,6 +137,9 @@ class DiTConfig:
         num_heads: Attention heads; must divide ``hidden_size``.
         mlp_ratio: MLP hidden width as a multiple of D.
         freq_dim: Width of the sinusoidal timestep features.
+        weight_bits: 32 (float) or 2..8: every Linear then holds integer weights of this width
+            (post-training quantization, :mod:`sdit.models.quant`; such a model is made, not trained).
+        activation_bits: 32 (float) or 2..8: the width every Linear's input is quantized to.
     """
 
     image_size: int = 28
@@ -147,10 +150,21 @@ class DiTConfig:
     num_heads: int = 6
     mlp_ratio: int = 4
     freq_dim: int = 256
+    weight_bits: int = 32
+    activation_bits: int = 32
     kind: Literal["dit"] = "dit"
 
     def __post_init__(self) -> None:
         _check_patching(self.image_size, self.patch_size)
+        widths = (self.weight_bits, self.activation_bits)
+        if widths != (32, 32) and not all(2 <= b <= 8 for b in widths):
+            raise ValueError(f"weight_bits and activation_bits must both be 32 (float) or both lie in 2..8, "
+                             f"got {self.weight_bits} and {self.activation_bits}")
+
+    @property
+    def quantized(self) -> bool:
+        """Whether the Linears hold integers (post-training quantized)."""
+        return self.weight_bits != 32
         if self.hidden_size % self.num_heads:
             raise ValueError(
                 f"num_heads ({self.num_heads}) must divide hidden_size ({self.hidden_size})"
@@ -183,6 +197,8 @@ PRESETS: dict[str, ModelConfig] = {
     "dit-cifar": DiTConfig(in_channels=3, hidden_size=512, depth=9, num_heads=8),
     "sdit-small": SDiTConfig(patch_size=4, hidden_size=128, depth_in=1, depth_mid=1, depth_out=1),
     "dit-small": DiTConfig(patch_size=4, hidden_size=128, depth=3, num_heads=4),
+    "dit-small-int8": DiTConfig(patch_size=4, hidden_size=128, depth=3, num_heads=4, weight_bits=8, activation_bits=8),
+    "dit-small-w4a3": DiTConfig(patch_size=4, hidden_size=128, depth=3, num_heads=4, weight_bits=4, activation_bits=3),
     "sdit-small-norecon": SDiTConfig(
         patch_size=4, hidden_size=128, depth_in=1, depth_mid=1, depth_out=1, reconstruction=False
     ),
@@ -221,6 +237,14 @@ PRESET_NOTES: dict[str, str] = {
     "dit-cifar": "DiT baseline for CIFAR-10 at 28x28: p = 2, D = 512, 9 blocks, 8 heads (our choice).",
     "sdit-small": "CPU preset: SDiT with p = 4 (50 tokens), D = 128, 1 / 1 / 1 blocks, T = 4.",
     "dit-small": "CPU preset: DiT with p = 4 (49 tokens), D = 128, 3 blocks, 4 heads.",
+    "dit-small-int8": (
+        "dit-small with every Linear at int8 weights (per channel) and int8 inputs (per layer), integer matrix "
+        "products; made from trained dit-small weights by `sdit quantize`, not trained."
+    ),
+    "dit-small-w4a3": (
+        "dit-small with 4-bit weights and 3-bit Linear inputs (3 = ceil(log2(T + 1)) for an SNN's T = 4 steps); "
+        "made by `sdit quantize`, not trained."
+    ),
     "sdit-small-norecon": (
         "CPU preset: sdit-small without the Reconstruction Token and Module (the Table II ablation at small "
         "size; trained with sdit-small's recipe)."
@@ -334,6 +358,8 @@ CONFIG_LIMITS: dict[str, tuple[float, float]] = {
     "ffn_ratio": (1, 64),
     "num_heads": (1, 1024),
     "mlp_ratio": (1, 64),
+    "weight_bits": (2, 32),
+    "activation_bits": (2, 32),
 }
 
 

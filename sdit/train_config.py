@@ -87,7 +87,9 @@ class TrainConfig:
     init_from: str | None = None
 
     def __post_init__(self) -> None:
-        get_preset(self.preset)  # UnknownPresetError early
+        if getattr(get_preset(self.preset), "quantized", False):  # get_preset: UnknownPresetError early
+            raise ValueError(f"{self.preset} is a quantized preset: it is made from trained weights by "
+                             "`sdit quantize`, not trained")
         if (self.steps is None) == (self.epochs is None):
             raise ValueError("give exactly one of steps and epochs")
         for name in ("batch_size", "log_every", "keep", "sample_num", "sample_steps"):

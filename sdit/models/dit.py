@@ -23,6 +23,7 @@ from torch import Tensor, nn
 from sdit.config import DiTConfig
 from sdit.models.embed import TimestepEmbedder, check_image, sincos_pos_embed_2d, unpatchify
 from sdit.models.fused import counting, gated_residual, gelu_mlp, norm_modulate, split_heads
+from sdit.models.quant import replace_linears
 
 
 class Attention(nn.Module):
@@ -99,6 +100,8 @@ class DiT(nn.Module):
         )
         self.final = FinalLayer(dim, p, c)
         self._init_weights()
+        if config.quantized:  # integer Linears, filled by sdit.models.quant.calibrate or a checkpoint
+            replace_linears(self, config.weight_bits, config.activation_bits)
 
     def _init_weights(self) -> None:
         for module in self.modules():

@@ -41,7 +41,8 @@ class TimestepEmbedder(nn.Module):
         )
 
     def forward(self, t: Tensor) -> Tensor:
-        feats = timestep_features(t, self.freqs).to(self.mlp[0].weight.dtype)  # (B, F)
+        dtype = next(p.dtype for p in self.mlp.parameters() if p.is_floating_point())  # a quantized weight is int8
+        feats = timestep_features(t, self.freqs).to(dtype)  # (B, F)
         return self.mlp(feats)  # (B, D)
 
 
