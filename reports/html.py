@@ -471,22 +471,29 @@ _JS = """
     });
     return layout;
   }
-  // On a phone a figure's title wraps, and its legend goes under the plot (above, its rows would cover the title).
-  function spec_entries(layout) { return layout._entries || 4; }
-  function narrow(layout) {
-    if (window.innerWidth > 640) { return layout; }
-    var title = layout.title || {}, words = String(title.text || "").split(" "), lines = [""];
-    words.forEach(function (w) {
-      if (lines[lines.length - 1] && (lines[lines.length - 1] + " " + w).length > 44) { lines.push(w); }
-      else { lines[lines.length - 1] = lines[lines.length - 1] ? lines[lines.length - 1] + " " + w : w; }
+  // A title longer than its figure is wide wraps (Plotly would cut it); on a phone the title is smaller and the
+  // legend goes under the plot (above, its rows would cover the title).
+  function fit(layout, width, entries) {
+    var phone = window.innerWidth <= 640, room = Math.max(20, Math.floor((width - 20) / (phone ? 6.6 : 7.6)));
+    var title = layout.title || {}, lines = [""];
+    String(title.text || "").split(" ").forEach(function (w) {
+      var last = lines[lines.length - 1];
+      if (last && (last + " " + w).length > room) { lines.push(w); }
+      else { lines[lines.length - 1] = last ? last + " " + w : w; }
     });
-    title.text = lines.join("<br>"); title.font = Object.assign({}, title.font, {size: 12}); layout.title = title;
-    var margin = Object.assign({}, layout.margin, {l: 50, r: 10, t: 24 + 16 * lines.length});
-    if (layout.legend && layout.legend.y > 1) {
-      layout.legend = Object.assign({}, layout.legend, {yref: "container", y: 0, yanchor: "bottom"});
-      margin.b = (margin.b || 60) + 20 * ((spec_entries(layout) + 1) >> 1);
+    title.text = lines.join("<br>");
+    var margin = Object.assign({t: 50, b: 60}, layout.margin);
+    margin.t += (phone ? 16 : 18) * (lines.length - 1);
+    if (phone) {
+      title.font = Object.assign({}, title.font, {size: 12});
+      margin.l = 50; margin.r = 10;
+      if (layout.legend && layout.legend.y > 1) {
+        margin.t = 24 + 16 * lines.length;
+        layout.legend = Object.assign({}, layout.legend, {yref: "container", y: 0, yanchor: "bottom"});
+        margin.b += 20 * ((entries + 1) >> 1);
+      }
     }
-    layout.margin = margin;
+    layout.title = title; layout.margin = margin;
     return layout;
   }
   var config = JSON.parse(document.getElementById("sdit-plot-config").textContent);
@@ -496,9 +503,8 @@ _JS = """
   specs.forEach(function (node) {
     var spec = JSON.parse(node.textContent);
     var target = document.getElementById(node.getAttribute("data-target"));
-    spec.layout._entries = spec.data.filter(function (t) { return t.showlegend !== false; }).length;
-    var layout = narrow(apply(spec.layout, theme(spec.layout, dark)));
-    delete layout._entries;
+    var entries = spec.data.filter(function (t) { return t.showlegend !== false; }).length;
+    var layout = fit(apply(spec.layout, theme(spec.layout, dark)), target.clientWidth || 700, entries);
     Plotly.newPlot(target, spec.data, layout, config).then(function () {
       rendered += 1;
       target.setAttribute("data-rendered", "true");
