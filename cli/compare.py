@@ -35,6 +35,7 @@ from cli.options import (
     device_from_option,
     device_option,
     eta_option,
+    label_option,
     method_option,
     sample_steps_option,
     seed_option,
@@ -45,7 +46,7 @@ from profiling.conventions import COUNTING_CONVENTIONS, DEFAULT_CONVENTIONS
 from profiling.counter import UnknownNeuronError, UnsupportedOpError
 from profiling.energy import COST_PRESETS, DEFAULT_COSTS, CostsError, load_costs
 from profiling.meters import METER_KINDS
-from profiling.study import EVALUATIONS, StudyInputError, run_study
+from profiling.study import EVALUATIONS, StudyInputError, run_study, short_labels
 from reports import terminal
 from reports.page import build_page
 from reports.report import COMPARISON, ReportDirError, check_report_dir, report_lock, write_report
@@ -69,6 +70,7 @@ def _check_outputs(out: Path, overwrite: bool, json_path: Path | None = None) ->
 def compare_cmd(
     targets: list[str] | None = typer.Argument(
         None, help="Two or more presets or checkpoints (default: the shipped sdit-small and dit-small)."),
+    labels: list[str] = label_option(),
     method: str = method_option(),
     sample_steps: int | None = sample_steps_option(),
     eta: float | None = eta_option(),
@@ -135,6 +137,10 @@ def compare_cmd(
             fail(str(err))
 
         loaded = [load_target_or_fail(t, "its counts come from untrained weights") for t in targets]
+        try:
+            short_labels(loaded, labels)  # one line, before any work
+        except StudyInputError as err:
+            fail(str(err))
         command = (shlex.join(["sdit", *sys.argv[1:]]) if Path(sys.argv[0]).name in ("sdit", "main.py")
                    else shlex.join(sys.argv))
         try:
@@ -142,7 +148,7 @@ def compare_cmd(
                                  created=datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S UTC"), samples=samples,
                                  quality=quality, shipped_quality=shipped_quality, measure=measure,
                                  device=device, min_window_s=min_window_s, idle_s=idle_s, meter_kind=meter,
-                                 progress=status, note=note)
+                                 labels=labels, progress=status, note=note)
         except (StudyInputError, UnsupportedOpError, UnknownNeuronError) as err:
             fail(str(err), DATA_ERROR)
         study = study_view(finished)

@@ -121,3 +121,11 @@ def workload_from_options(method: str, sample_steps: int | None, eta: float | No
                         batch_size=batch_size, seed=seed)
     except WorkloadError as err:
         fail(f"--method {method} --sample-steps {steps}: {err}")
+
+
+def label_option() -> Any:
+    """``--label NAME``: a target's short name in the report and the terminal, one per target, in order."""
+    return typer.Option([], "--label", metavar="NAME", show_default=False,
+                        help="The short name of a target in the report and its tables (repeat: one per target, in "
+                        "order; default: the preset, or the checkpoint's preset and training step, e.g. "
+                        "sdit-small@21500).")

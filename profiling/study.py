@@ -16,6 +16,7 @@ import json
 import math
 import os
 import platform
+import re
 import stat
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
@@ -75,6 +76,8 @@ class FinishedStudy:
         provenance: Target label -> its shipped ``provenance.json`` (``None``: none shipped).
         headline_preset: The preset the report leads with.
         headline_convention: The convention the report leads with.
+        labels: Target label -> the short label the report and the terminal show (:func:`short_labels`);
+            a target not in it keeps its own.
     """
 
     comparison: Comparison
@@ -83,6 +86,7 @@ class FinishedStudy:
     provenance: dict[str, dict[str, Any] | None]
     headline_preset: str
     headline_convention: str
+    labels: dict[str, str] = field(default_factory=dict)
 
 
 # ---- provenance ------------------------------------------------------------------------------------
@@ -275,6 +279,75 @@ def match_evaluations(paths: Sequence[Path], loaded: Sequence[Target], shipped: 
     return found
 
 
+# ---- short labels ----------------------------------------------------------------------------------
+
+MAX_LABEL_CHARS = 40
+
+
+def _step_of(description: str) -> str | None:
+    """The training step a checkpoint target's description names (``<preset> at step N ...``), or None."""
+    match = re.search(r" at step (\d+)\b", description)
+    return match.group(1) if match else None
+
+
+def _short_name(target: Target, by_dir: bool) -> str:
+    """A target's name without its path: its preset (or, ``by_dir`` or where the description names no preset,
+    its checkpoint directory or file stem), with ``@step`` where the description names the training step."""
+    if target.source == "preset":
+        return target.label
+    preset = target.description.split(" at step ")[0] if " at step " in target.description else ""
+    if by_dir or not preset:
+        path = Path(target.label)
+        place = shipped_directory(target.label)
+        name = place.name if place else (path.name if path.is_dir() else path.stem) or target.label
+    else:
+        name = preset
+    step = _step_of(target.description)
+    return f"{name}@{step}" if step else name
+
+
+def check_label(label: str) -> str | None:
+    """Why ``label`` cannot name a model in the report (empty, too long, a control character), or None."""
+    if not label.strip():
+        return "a label may not be empty"
+    if len(label) > MAX_LABEL_CHARS:
+        return f"a label has at most {MAX_LABEL_CHARS} characters ({label[:20]!r}... has {len(label)})"
+    if any(not ch.isprintable() for ch in label):
+        return f"{label!r} holds a control character"
+    return None
+
+
+def short_labels(targets: Sequence[Target], given: Sequence[str] = ()) -> dict[str, str]:
+    """Target label (the preset name or path as given) -> the short label every table, legend and card shows.
+
+    ``given``: the user's labels, one per target in order (``--label``). Otherwise a preset keeps its name and
+    a checkpoint is named by its preset and training step (``sdit-small@21500``); where that is not unique among
+    ``targets``, by its directory (``sdit-small-fmnist@21500``); where that is not unique either, a ``#i``
+    (the target's place on the command line) follows. The full path stays in the provenance.
+
+    Raises:
+        StudyInputError: ``given`` is not one unique, usable label per target.
+    """
+    if given:
+        if len(given) != len(targets):
+            raise StudyInputError(f"--label: {len(given)} label(s) for {len(targets)} targets; give one per "
+                                  "target, in the order of the targets")
+        for label in given:
+            problem = check_label(label)
+            if problem:
+                raise StudyInputError(f"--label: {problem}")
+        if len(set(given)) != len(given):
+            dup = next(g for g in given if list(given).count(g) > 1)
+            raise StudyInputError(f"--label: {dup!r} is given twice; each model needs its own label")
+        return {t.label: g for t, g in zip(targets, given, strict=True)}
+    names = [_short_name(t, by_dir=False) for t in targets]
+    if len(set(names)) != len(names):
+        names = [n if names.count(n) == 1 else _short_name(t, by_dir=True) for t, n in zip(targets, names)]
+    if len(set(names)) != len(names):
+        names = [n if names.count(n) == 1 else f"{n}#{i + 1}" for i, n in enumerate(names)]
+    return {t.label: n for t, n in zip(targets, names, strict=True)}
+
+
 # ---- sample grids and the study --------------------------------------------------------------------
 
 
@@ -310,6 +383,7 @@ def run_study(
     min_window_s: float = 1.0,
     idle_s: float = 5.0,
     meter_kind: str = "auto",
+    labels: Sequence[str] = (),
     progress: Callable[[str], None] | None = None,
     note: Callable[[str], None] | None = None,
 ) -> FinishedStudy:
@@ -325,15 +399,17 @@ def run_study(
         quality: ``sdit evaluate --json`` files of the targets (matched before any work).
         shipped_quality: Also take the evaluations a shipped checkpoint directory holds.
         measure, device, min_window_s, idle_s, meter_kind: As :func:`profiling.compare.compare`.
+        labels: The user's short label of each target, in order (none: :func:`short_labels` makes them).
         progress: Called with a line before each long step; ``note``: with each note on the inputs.
 
     Raises:
-        StudyInputError: an evaluation record that cannot be used.
+        StudyInputError: an evaluation record that cannot be used; ``labels`` not one unique label per target.
         profiling.counter.UnsupportedOpError, profiling.counter.UnknownNeuronError: as ``compare``.
     """
     from sdit.checkpoint import git_revision
 
     say = progress or (lambda _line: None)
+    short = short_labels(targets, labels)  # before any work, as the evaluations
     evaluations = match_evaluations(list(quality), targets, shipped_quality, note)  # before any work
     comparison = compare(list(targets), workload, costs=list(costs), conventions=list(conventions),
                          measure=measure, device=device, min_window_s=min_window_s, idle_s=idle_s,
@@ -343,15 +419,16 @@ def run_study(
         for target in targets:
             say(f"sampling {samples} images from {target.label}: {workload.label()}")
             grids[target.label] = (sample_grid(target.model, samples, workload),
-                                   f"{target.label}: {samples} samples drawn in this run with the counted sampler "
-                                   f"({workload.sampler()}, seed {workload.seed}; "
+                                   f"{short[target.label]}: {samples} samples drawn in this run with the counted "
+                                   f"sampler ({workload.sampler()}, seed {workload.seed}; "
                                    f"{target.description})")
     run = RunInfo(command=command, created=created, versions=versions(), device=counting_device(),
                   git_revision=git_revision(), seed=workload.seed, samples=grids, evaluations=evaluations)
     return FinishedStudy(
         comparison=comparison, run=run, descriptions={t.label: t.description for t in targets},
         provenance={t.label: provenance_of(t.label) if t.source == "checkpoint" else None for t in targets},
-        headline_preset=comparison.costs[0].name, headline_convention=next(iter(comparison.conventions)))
+        headline_preset=comparison.costs[0].name, headline_convention=next(iter(comparison.conventions)),
+        labels=short)
 
 
 def energy_summary(study: Comparison) -> dict[str, Any]:

@@ -19,6 +19,7 @@ import plotly.graph_objects as go
 from reports.tables import ROLES
 
 PALETTE = ("#0969da", "#cf222e", "#1a7f37", "#8250df", "#bf8700", "#57606a", "#e16f24", "#0a3069")
+MARK = "#8c959f"  # reference lines and markers: a grey that reads on the light and the dark page alike
 DASHES = ("solid", "dash", "dot", "dashdot", "longdash", "longdashdot")
 
 
@@ -29,6 +30,7 @@ def _e(text: Any) -> str:
 def _layout(fig: go.Figure, title: str, x_title: str, y_title: str, **extra: Any) -> go.Figure:
     layout = {"title": {"text": _e(title), "x": 0.0, "xanchor": "left", "font": {"size": 14}},
               "template": "plotly_white", "font": {"family": "system-ui, sans-serif", "size": 12},
+              "paper_bgcolor": "rgba(0,0,0,0)", "plot_bgcolor": "rgba(0,0,0,0)",  # the page's colour shows
               "margin": {"l": 70, "r": 20, "t": 50, "b": 60}, "legend": {"orientation": "h", "y": -0.25},
               "xaxis_title": _e(x_title), "yaxis_title": _e(y_title)}
     fig.update_layout(**{**layout, **extra})
@@ -149,70 +151,105 @@ def firing_heatmap(frame: pd.DataFrame, model: str, x: str, x_title: str, title:
                    yaxis={"autorange": "reversed"})
 
 
-def step_energy_lines(steps: pd.DataFrame, models: list[str], conventions: list[str], preset: str) -> go.Figure:
-    """Energy per diffusion step: one line per (model, convention)."""
+def _key(fig: go.Figure, models: list[str], conventions: list[str]) -> None:
+    """Legend entries that say what colour (model) and line style (convention) mean: one per model and one per
+    convention (drawn nowhere), so that a legend never lists every (model, convention) line."""
+    for i, model in enumerate(models):
+        fig.add_trace(go.Scatter(x=[None], y=[None], mode="lines", name=_e(model), hoverinfo="skip",
+                                 line={"color": _colour(i), "width": 3}))
+    for j, conv in enumerate(conventions):
+        fig.add_trace(go.Scatter(x=[None], y=[None], mode="lines", name=_e(conv), hoverinfo="skip",
+                                 line={"color": MARK, "dash": DASHES[j % len(DASHES)]}))
+
+
+def step_energy_lines(steps: pd.DataFrame, models: list[str], conventions: list[str], preset: str,
+                      note: str = "") -> go.Figure:
+    """Energy per diffusion step: one line per (model, convention), colour the model and style the convention,
+    none in the legend; then one legend entry per model and one per convention (:func:`_key`)."""
     fig = go.Figure()
     for i, model in enumerate(models):
         for j, conv in enumerate(conventions):
             sel = steps[(steps.model == model) & (steps.convention == conv)].sort_values("step")
             fig.add_trace(go.Scatter(x=list(sel["step"]), y=[_f(v) for v in sel["energy_uJ_per_image"]],
-                                     mode="lines+markers", name=_e(f"{model} ({conv})"),
+                                     mode="lines+markers", name=_e(f"{model} ({conv})"), showlegend=False,
                                      line={"color": _colour(i), "dash": DASHES[j % len(DASHES)]},
                                      customdata=list(sel["t"]),
-                                     hovertemplate="step %{x} (t=%{customdata})<br>%{y:.4g} uJ<extra></extra>"))
-    return _layout(fig, f"Estimated energy per diffusion step ({preset}); each line names its convention",
-                   "diffusion step (sampling order)", "uJ per image per step")
+                                     hovertemplate="step %{x} (t=%{customdata})<br>%{y:.4g} uJ<extra>"
+                                     + _e(f"{model} ({conv})") + "</extra>"))
+    _key(fig, models, conventions)
+    return _layout(fig, f"Energy per diffusion step ({preset}){note}", "diffusion step (sampling order)",
+                   "uJ per image per step", **_legend_on_top(fig))
 
 
 def sweep_lines(sweep: pd.DataFrame, baselines: list[tuple[str, float]], break_even: pd.DataFrame,
-                actual: list[tuple[str, float]], preset: str) -> go.Figure:
-    """Energy against firing rate: one line per (spiking model, convention) in ``sweep``, one flat line per
-    baseline, and one trace of break-even points; the models' actual mean firing rates are vertical marks."""
+                actual: list[tuple[str, float]], preset: str, models: list[str] | None = None,
+                headline: str | None = None, note: str = "") -> go.Figure:
+    """Energy against firing rate: one line per (spiking model, convention) in ``sweep`` (colour: the model, in
+    the order of ``models``; style: the convention; none in the legend), one flat line per baseline, one trace
+    of break-even points (labelled with the models' names in the ``headline`` convention, the others on hover),
+    then the legend's key (:func:`_key`); the models' actual mean firing rates are vertical marks."""
     fig = go.Figure()
     keys = list(dict.fromkeys(zip(sweep["model"], sweep["convention"])))
-    for i, (model, conv) in enumerate(keys):
+    models = models or list(dict.fromkeys(sweep["model"]))
+    convs = list(dict.fromkeys(sweep["convention"]))
+    colour = {m: _colour(i) for i, m in enumerate(models)}
+    for model, conv in keys:
         sel = sweep[(sweep.model == model) & (sweep.convention == conv)].sort_values("firing_rate_pct")
         fig.add_trace(go.Scatter(x=list(sel["firing_rate_pct"]), y=[_f(v) for v in sel["energy_uJ_per_image"]],
-                                 mode="lines", name=_e(f"{model} ({conv})"),
-                                 line={"color": _colour(i), "dash": DASHES[i % len(DASHES)]}))
-    for k, (name, uj) in enumerate(baselines):
-        fig.add_trace(go.Scatter(x=[0, 100], y=[uj, uj], mode="lines", name=_e(f"{name} (ANN, flat)"),
-                                 line={"color": "#57606a", "dash": DASHES[(k + 1) % len(DASHES)], "width": 2}))
+                                 mode="lines", name=_e(f"{model} ({conv})"), showlegend=False,
+                                 line={"color": colour.get(model, MARK),
+                                       "dash": DASHES[convs.index(conv) % len(DASHES)]},
+                                 hovertemplate="%{x:.1f} %<br>%{y:.4g} uJ<extra>" + _e(f"{model} ({conv})")
+                                 + "</extra>"))
+    for name, uj in baselines:
+        fig.add_trace(go.Scatter(x=[0, 100], y=[uj, uj], mode="lines", name=_e(f"{name} (flat)"),
+                                 line={"color": colour.get(name, MARK), "width": 2.5}, opacity=0.6))
     pts = break_even[break_even["break_even_firing_rate_pct"].notna()]
     inside = pts[(pts["break_even_firing_rate_pct"] >= 0) & (pts["break_even_firing_rate_pct"] <= 100)]
     inside = inside.sort_values(["baseline_uJ_per_image", "break_even_firing_rate_pct"], kind="stable")
+    headline = headline or (convs[0] if convs else None)
     fig.add_trace(go.Scatter(
         x=[_f(v) for v in inside["break_even_firing_rate_pct"]],
         y=[_f(v) for v in inside["baseline_uJ_per_image"]],
-        mode="markers+text", marker={"size": 11, "symbol": "diamond", "color": "#000"},
-        text=[_e(f"{r.convention}: {r.break_even_firing_rate_pct:.1f} %") for r in inside.itertuples()],
-        textposition=_label_positions(list(inside["break_even_firing_rate_pct"]),
-                                      list(inside["baseline_uJ_per_image"])),
-        name="break-even points"))
+        mode="markers+text", marker={"size": 10, "symbol": "diamond", "color": MARK,
+                                     "line": {"width": 1, "color": "#57606a"}},
+        text=[_e(f"{r.model} = {r.baseline} at {r.break_even_firing_rate_pct:.1f} %")
+              if r.convention == headline else "" for r in inside.itertuples()],
+        hovertext=[_e(f"{r.model} = {r.baseline}, {r.convention}: {r.break_even_firing_rate_pct:.1f} %")
+                   for r in inside.itertuples()], hoverinfo="text",
+        textposition=_name_positions(inside, headline),
+        name="break-even"))
+    _key(fig, [m for m in models if any(k[0] == m for k in keys)], convs)
     for model, rate in actual:
-        fig.add_vline(x=rate, line={"color": "#8250df", "dash": "dot"},
-                      annotation={"text": _e(f"{model} fires {rate:.1f} %"), "textangle": -90})
-    return _layout(fig, f"Energy per image against firing rate ({preset}); break-even with each baseline",
-                   "firing rate of every LIF layer (%)", "uJ per image over the workload")
+        fig.add_vline(x=rate, line={"color": colour.get(model, MARK), "dash": "dot"},
+                      annotation={"text": _e(f"fires {rate:.1f} %"), "textangle": -90,
+                                  "font": {"color": colour.get(model, MARK)}},
+                      annotation_position="bottom right")  # the top holds the break-even labels
+    return _layout(fig, f"Energy per image against firing rate ({preset}){note}",
+                   "firing rate of every LIF layer (%)", "uJ per image over the workload", height=520,
+                   **_legend_on_top(fig))
 
 
-def _label_positions(xs: list[float], ys: list[float], near_pct: float = 12.0) -> list[str]:
-    """Text positions that keep labels of nearby points apart: a point close to the one before it
-    (same y, within ``near_pct`` on the x axis) takes the next slot of top-left, bottom-right, top-right,
-    bottom-left."""
-    slots = ("top left", "bottom right", "top right", "bottom left")
-    out: list[str] = []
-    k = 0
-    for i, (x, y) in enumerate(zip(xs, ys, strict=True)):
-        prev_close = i > 0 and ys[i - 1] == y and abs(x - xs[i - 1]) < near_pct
-        next_close = i + 1 < len(xs) and ys[i + 1] == y and abs(xs[i + 1] - x) < near_pct
-        k = k + 1 if prev_close else 0
-        out.append(slots[k % len(slots)] if prev_close or next_close else "top center")
+def _name_positions(points: pd.DataFrame, headline: str | None) -> list[str]:
+    """Where each break-even label goes: towards the middle of the x axis (a label near 0 % reads to the right,
+    one near 100 % to the left), above the point, or below it when the labelled point before it is close by
+    (same baseline, within 12 points of firing rate)."""
+    out, prev, above = [], None, True
+    for r in points.itertuples():
+        x, y = r.break_even_firing_rate_pct, r.baseline_uJ_per_image
+        if r.convention != headline:
+            out.append("top center")
+            continue
+        above = not above if prev is not None and prev[1] == y and abs(x - prev[0]) < 12 else True
+        out.append(("top" if above else "bottom") + (" right" if x < 50 else " left"))
+        prev = (x, y)
     return out
 
 
-def sensitivity_bars(sens: pd.DataFrame, preset: str | None = None) -> go.Figure:
-    """Ratio model / baseline per convention: one trace per model pair; 1.0 marked."""
+def sensitivity_bars(sens: pd.DataFrame, preset: str | None = None, compact: bool = False,
+                     note: str = "") -> go.Figure:
+    """Ratio model / baseline per convention: one trace per model pair; 1.0 marked. ``compact``: the short
+    figure of the verdict (340 px; no legend for a single pair, whose name the title gives)."""
     fig = go.Figure()
     pair_keys = list(dict.fromkeys(zip(sens["model"], sens["baseline"])))
     for i, (model, base) in enumerate(pair_keys):
@@ -221,12 +258,20 @@ def sensitivity_bars(sens: pd.DataFrame, preset: str | None = None) -> go.Figure
                              y=[_f(v) for v in sel["ratio_model_to_baseline"]], marker_color=_colour(i),
                              text=["undefined" if _f(v) is None else f"{float(v):.2f}x"
                                    for v in sel["ratio_model_to_baseline"]],
-                             textposition="outside"))
-    fig.add_hline(y=1.0, line={"color": "#000", "dash": "dash"})  # equal energy; the title says which side is which
+                             textposition="outside", cliponaxis=False))
+    fig.add_hline(y=1.0, line={"color": MARK, "dash": "dash"})  # equal energy; the title says which side is which
     where = f", {preset}" if preset else ""
-    fig = _layout(fig, f"Energy ratio model / baseline per image under each convention{where} (log scale; dashed: "
-                  "equal energy; below it the model costs less)", "convention",
-                  "energy ratio (model / baseline, uJ / uJ, log scale)", barmode="group")
+    one = len(pair_keys) == 1
+    if compact:
+        title = (f"{pair_keys[0][0]} / {pair_keys[0][1]}" if one else "Model / baseline") + \
+            f": energy ratio per convention{where}{note}"
+        extra: dict[str, Any] = {"height": 340, "showlegend": not one, "margin": {"l": 60, "r": 10, "t": 40, "b": 40}}
+        if not one:
+            extra.update(_legend_on_top(fig))
+    else:
+        title = f"Energy ratio model / baseline per image under each convention{where}{note}"
+        extra = {}
+    fig = _layout(fig, title, "convention", "model / baseline (log scale)", barmode="group", **extra)
     values = [v for trace in fig.data for v in (trace.y or ()) if v is not None and v > 0]
     if values:  # bars grow from the axis floor; 1.0 sits inside the range so both sides show
         low, high = math.log10(min(min(values), 1.0)) - 0.3, math.log10(max(max(values), 1.0)) + 0.3
@@ -235,7 +280,7 @@ def sensitivity_bars(sens: pd.DataFrame, preset: str | None = None) -> go.Figure
     return fig
 
 
-def preset_bars(energy: pd.DataFrame, models: list[str], convention: str) -> go.Figure:
+def preset_bars(energy: pd.DataFrame, models: list[str], convention: str, note: str = "") -> go.Figure:
     """Energy per image under each cost preset (log scale): one trace per model."""
     fig = go.Figure()
     presets = list(dict.fromkeys(energy["preset"]))
@@ -244,9 +289,9 @@ def preset_bars(energy: pd.DataFrame, models: list[str], convention: str) -> go.
         values = [_f(sel.loc[p, "energy_uJ_per_image"]) for p in presets]
         fig.add_trace(go.Bar(name=_e(model), x=[_e(p) for p in presets], y=values, marker_color=_colour(i),
                              text=["not defined" if v is None else "" for v in values], textposition="outside"))
-    fig = _layout(fig, f"Estimated energy per image under each cost preset ({convention} convention); "
-                  "'not defined': the preset has no figure for a term the model needs",
-                  "cost preset", "uJ per image (log scale)", barmode="group")
+    fig = _layout(fig, f"Energy per image under each cost preset ({convention}){note}",
+                  "cost preset ('not defined': no figure for a term the model needs)", "uJ per image (log scale)",
+                  barmode="group", **_legend_on_top(fig))
     for p in presets:
         missing = [m for m in models if _f(energy[(energy.model == m) & (energy.preset == p)]
                                            ["energy_uJ_per_image"].iloc[0]) is None]
@@ -264,7 +309,7 @@ def power_trace(trace: pd.DataFrame, measured: pd.DataFrame, models: list[str]) 
     fig = go.Figure()
     info = measured.set_index("model")
     closes: dict[float, list[tuple[int, str]]] = {}
-    fig.add_vline(x=0.0, line={"color": "#000", "dash": "dot"},
+    fig.add_vline(x=0.0, line={"color": MARK, "dash": "dot"},
                   annotation={"text": "window opens", "textangle": -90, "xanchor": "right"})
     for i, model in enumerate(models):
         sel = trace[trace.model == model].sort_values("time_s", kind="stable")
@@ -283,7 +328,7 @@ def power_trace(trace: pd.DataFrame, measured: pd.DataFrame, models: list[str]) 
                                      name=_e(f"{model}: idle baseline {idle:.1f} W")))
         closes.setdefault(end, []).append((i, model))
     for end, who in closes.items():  # one mark per closing time, naming every window that closed then
-        fig.add_vline(x=end, line={"color": _colour(who[0][0]) if len(who) == 1 else "#000", "dash": "dot"},
+        fig.add_vline(x=end, line={"color": _colour(who[0][0]) if len(who) == 1 else MARK, "dash": "dot"},
                       annotation={"text": _e(f"{', '.join(m for _, m in who)}: window closes ({end:.2f} s)"),
                                   "textangle": -90, "xanchor": "left"})
     methods = ", ".join(dict.fromkeys(str(m) for m in trace["method"])) or "none"

@@ -16,6 +16,7 @@ import base64
 import html
 import json
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,8 +27,10 @@ import pandas as pd
 from sdit.artifacts import write_bytes
 
 DATA_ELEMENT_ID = "sdit-data"
-PLOTLY_CONFIG = {"displaylogo": False, "responsive": True, "typesetMath": False,
-                 "modeBarButtonsToRemove": ["sendDataToCloud"]}
+# No mode bar: it sat over the figures' titles; every figure's data is a CSV link under it, zoom is a drag and a
+# double click resets it.
+PLOTLY_CONFIG = {"displaylogo": False, "responsive": True, "typesetMath": False, "displayModeBar": False}
+FOLD_ROWS = 8  # a table of more shown rows than this is folded (<details>) unless it says otherwise
 
 
 @dataclass(frozen=True)
@@ -66,6 +69,11 @@ class Table:
         transpose: Show one column per row of ``frame`` (headed by its first column's value) and one row per
             other column: a wide table of few rows (models x quantities) then fits the page; the CSV
             keeps ``frame`` as it is.
+        title: What the folded table's one line says (default: its data name in words).
+        fold: Folded in a ``<details>`` whose line names it, its size and its CSV; ``None``: when it shows
+            more than :data:`FOLD_ROWS` rows.
+        csv: The CSV the download link gives (default ``data_name``: this table's own frame); a short table
+            shown from a longer one names the longer one's.
     """
 
     frame: pd.DataFrame
@@ -74,17 +82,46 @@ class Table:
     number_format: str = ",.5g"
     highlight_rows: tuple[int, ...] = ()
     transpose: bool = False
+    title: str = ""
+    fold: bool | None = None
+    csv: str = ""
+
+    def shown_rows(self) -> int:
+        return len(self.frame.columns) - 1 if self.transpose else len(self.frame)
+
+    def folded(self) -> bool:
+        return self.shown_rows() > FOLD_ROWS if self.fold is None else self.fold
 
 
 @dataclass(frozen=True)
 class Chart:
-    """A Plotly figure, its caption (unit and convention) and the data behind it."""
+    """A Plotly figure, its caption (unit and convention) and the data behind it; ``fold``: shown folded in a
+    ``<details>`` whose line says ``title``."""
 
     figure: Any  # plotly.graph_objects.Figure
     caption: str
     data_name: str
     data: pd.DataFrame
     element_id: str
+    fold: bool = False
+    title: str = ""
+
+
+@dataclass(frozen=True)
+class Fold:
+    """Blocks folded in a ``<details>`` element (opened for printing) under a one-line ``title``."""
+
+    title: str
+    blocks: list[Any]
+
+
+@dataclass(frozen=True)
+class Columns:
+    """Blocks side by side on a wide screen (the first takes ``first`` of the width), one under the other on
+    a narrow one; a list in ``blocks`` is one column of blocks."""
+
+    blocks: list[Any]
+    first: str = "1fr"
 
 
 @dataclass(frozen=True)
@@ -103,9 +140,12 @@ class KeyValues:
 
 @dataclass(frozen=True)
 class Section:
+    """A titled part of the page; ``toc``: its shorter name in the table of contents (default the title)."""
+
     element_id: str
     title: str
     blocks: list[Any]
+    toc: str = ""
 
 
 @dataclass(frozen=True)
@@ -183,6 +223,11 @@ def _cell(value: Any, number_format: str, classes: tuple[str, ...] = ()) -> str:
     return f"<td{attr}>{esc(format_value(value, number_format))}</td>"
 
 
+def _details(summary: str, body: str, kind: str) -> str:
+    """``body`` folded under a one-line ``summary`` (markup, escaped by the caller)."""
+    return f'<details class="fold {kind}"><summary>{summary}</summary>{body}</details>'
+
+
 def _render_table(block: Table) -> str:
     frame = block.frame
     if block.transpose:
@@ -199,25 +244,34 @@ def _render_table(block: Table) -> str:
         for i, row in enumerate(frame.itertuples(index=False, name=None)):
             cls = ' class="reference"' if i in block.highlight_rows else ""
             rows.append(f"<tr{cls}>{''.join(_cell(v, block.number_format) for v in row)}</tr>")
-    name = f"tables/{block.data_name}.csv"
-    return (f'<figure class="table" data-table="{esc(block.data_name)}"><div class="scroll"><table>'
-            f"<thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table></div>"
-            f"<figcaption>{esc(block.caption)} {_download_link(name)}</figcaption></figure>")
+    name = f"tables/{block.csv or block.data_name}.csv"
+    table = (f'<figure class="table" data-table="{esc(block.data_name)}"><div class="scroll"><table>'
+             f"<thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table></div>"
+             f"<figcaption>{esc(block.caption)} {_download_link(name)}</figcaption></figure>")
+    if not block.folded():
+        return table
+    title = block.title or block.data_name.replace("_", " ")
+    return _details(f'<span class="what">table: {esc(title)}</span> <span class="size">{block.shown_rows()} rows'
+                    f"</span> {_download_link(name)}", table, "fold-table")
 
 
 def _download_link(name: str) -> str:
-    return f'<a class="download" href="#" data-download="{esc(name)}">download {esc(name.rsplit("/", 1)[-1])}</a>'
+    return f'<a class="download" href="#" data-download="{esc(name)}">{esc(name.rsplit("/", 1)[-1])}</a>'
 
 
 def _render_chart(block: Chart) -> str:
     spec = block.figure.to_plotly_json()
     payload = {"data": spec.get("data", []), "layout": spec.get("layout", {})}
     name = f"tables/{block.data_name}.csv"
-    return (f'<figure class="chart"><div class="plot" id="{esc(block.element_id)}" '
-            f'data-traces="{len(payload["data"])}"></div>'
-            f'<script type="application/json" class="plot-spec" data-target="{esc(block.element_id)}">'
-            f"{_plotly_json(payload)}</script>"
-            f"<figcaption>{esc(block.caption)} {_download_link(name)}</figcaption></figure>")
+    chart = (f'<figure class="chart"><div class="plot" id="{esc(block.element_id)}" '
+             f'data-traces="{len(payload["data"])}"></div>'
+             f'<script type="application/json" class="plot-spec" data-target="{esc(block.element_id)}">'
+             f"{_plotly_json(payload)}</script>"
+             f"<figcaption>{esc(block.caption)} {_download_link(name)}</figcaption></figure>")
+    if not block.fold:
+        return chart
+    return _details(f'<span class="what">figure: {esc(block.title or block.data_name)}</span> '
+                    f"{_download_link(name)}", chart, "fold-chart")
 
 
 def _plotly_json(payload: dict[str, Any]) -> str:
@@ -242,6 +296,13 @@ def _render_block(block: Any) -> str:
         return _render_table(block)
     if isinstance(block, Chart):
         return _render_chart(block)
+    if isinstance(block, Fold):
+        return _details(f'<span class="what">{esc(block.title)}</span>',
+                        "".join(_render_block(b) for b in block.blocks), "fold-blocks")
+    if isinstance(block, Columns):
+        inner = "".join(f'<div class="column">{"".join(_render_block(c) for c in _column(b))}</div>'
+                        for b in block.blocks)
+        return f'<div class="columns" style="--first: {esc(block.first)}">{inner}</div>'
     if isinstance(block, Image):
         uri = "data:image/png;base64," + base64.b64encode(block.png).decode("ascii")
         return (f'<figure class="image"><img src="{uri}" alt="{esc(block.alt)}">'
@@ -252,69 +313,123 @@ def _render_block(block: Any) -> str:
     raise TypeError(f"unknown block type {type(block).__name__}")
 
 
+def _column(block: Any) -> list[Any]:
+    """A column of :class:`Columns`: one block, or a list of blocks one under the other."""
+    return list(block) if isinstance(block, list) else [block]
+
+
+def _blocks(blocks: list[Any]) -> Iterator[Any]:
+    """Every block, those inside folds and columns included, in page order."""
+    for block in blocks:
+        yield block
+        if isinstance(block, Fold):
+            yield from _blocks(block.blocks)
+        elif isinstance(block, Columns):
+            yield from _blocks([c for b in block.blocks for c in _column(b)])
+
+
+def _data_blocks(page: Page) -> Iterator[tuple[str, pd.DataFrame]]:
+    """(data name, frame) of each table and figure whose frame is a CSV of the page (a table shown from
+    another's CSV adds none)."""
+    for section in page.sections:
+        for block in _blocks(section.blocks):
+            if isinstance(block, Table) and not block.csv:
+                yield block.data_name, block.frame
+            elif isinstance(block, Chart):
+                yield block.data_name, block.data
+
+
 def _files(page: Page) -> dict[str, str]:
     files = dict(page.files)
-    for section in page.sections:
-        for block in section.blocks:
-            if isinstance(block, (Table, Chart)):
-                frame = block.frame if isinstance(block, Table) else block.data
-                files.setdefault(f"tables/{block.data_name}.csv", frame_csv(frame))
+    for name, frame in _data_blocks(page):
+        files.setdefault(f"tables/{name}.csv", frame_csv(frame))
     return files
 
 
 def tables_of(page: Page) -> dict[str, pd.DataFrame]:
     """Every table and figure data frame of the page, by ``data_name`` (what the CLI writes as CSV)."""
     out: dict[str, pd.DataFrame] = {}
-    for section in page.sections:
-        for block in section.blocks:
-            if isinstance(block, Table):
-                out.setdefault(block.data_name, block.frame)
-            elif isinstance(block, Chart):
-                out.setdefault(block.data_name, block.data)
+    for name, frame in _data_blocks(page):
+        out.setdefault(name, frame)
     return out
 
 
 _CSS = """
-:root { --fg: #1b1f24; --muted: #57606a; --line: #d0d7de; --bg: #ffffff; --panel: #f6f8fa;
-        --good: #1a7f37; --bad: #cf222e; --accent: #0969da; }
+:root { color-scheme: light dark;
+        --fg: #1b1f24; --muted: #57606a; --line: #d0d7de; --bg: #ffffff; --panel: #f6f8fa;
+        --good: #1a7f37; --bad: #cf222e; --accent: #0969da; --ref: #fff8c5; }
+@media (prefers-color-scheme: dark) {
+  :root { --fg: #e6edf3; --muted: #9198a1; --line: #3d444d; --bg: #0d1117; --panel: #151b23;
+          --good: #3fb950; --bad: #f85149; --accent: #4493f8; --ref: #3a3000; }
+}
 * { box-sizing: border-box; }
+html { scroll-padding-top: 48px; }
 body { font-family: system-ui, -apple-system, "Segoe UI", Roboto, "Helvetica Neue", Arial, sans-serif;
-       color: var(--fg); background: var(--bg); margin: 0; line-height: 1.45; }
-header, main, footer { max-width: 1200px; margin: 0 auto; padding: 0 24px; }
-header { padding-top: 24px; }
-h1 { font-size: 1.7rem; margin: 0 0 4px; }
-h2 { font-size: 1.25rem; border-bottom: 1px solid var(--line); padding-bottom: 4px; margin-top: 36px; }
-.subtitle, .note, figcaption, .created { color: var(--muted); font-size: 0.9rem; }
-nav { margin: 12px 0; font-size: 0.9rem; }
-nav a { margin-right: 12px; color: var(--accent); text-decoration: none; }
-.cards { display: grid; grid-template-columns: repeat(auto-fill, minmax(260px, 1fr)); gap: 12px; }
+       color: var(--fg); background: var(--bg); margin: 0; line-height: 1.4; }
+header, main, footer { max-width: 1240px; margin: 0 auto; padding: 0 20px; }
+header { padding-top: 12px; }
+h1 { font-size: 1.35rem; margin: 0 0 2px; overflow-wrap: anywhere; }
+h2 { font-size: 1.15rem; border-bottom: 1px solid var(--line); padding-bottom: 3px; margin: 24px 0 8px; }
+#summary h2 { margin-top: 8px; }
+p { margin: 6px 0; }
+.subtitle, .note, figcaption, .created, summary { color: var(--muted); font-size: 0.86rem; }
+.subtitle, .created { overflow-wrap: anywhere; }
+nav.toc { position: sticky; top: 0; z-index: 10; background: var(--bg); border-bottom: 1px solid var(--line);
+          padding: 6px 20px; font-size: 0.85rem; display: flex; flex-wrap: wrap; gap: 2px 14px; }
+nav.toc a { color: var(--accent); text-decoration: none; white-space: nowrap; }
+.cards { display: grid; grid-template-columns: repeat(auto-fill, minmax(250px, 1fr)); gap: 8px; }
 .card { border: 1px solid var(--line); border-left: 5px solid var(--accent); border-radius: 6px;
-        padding: 10px 14px; background: var(--panel); }
+        padding: 6px 12px; background: var(--panel); min-width: 0; overflow-wrap: anywhere; }
 .card.good { border-left-color: var(--good); } .card.bad { border-left-color: var(--bad); }
-.card-title { font-size: 0.85rem; color: var(--muted); text-transform: uppercase; letter-spacing: .03em; }
-.card-value { font-size: 1.25rem; font-weight: 600; margin: 4px 0; }
-.card-detail { font-size: 0.88rem; }
-figure { margin: 16px 0; }
-.scroll { overflow-x: auto; }
-table { border-collapse: collapse; font-size: 0.85rem; }
-th, td { border: 1px solid var(--line); padding: 4px 8px; text-align: left; vertical-align: top; }
+.card-title { font-size: 0.78rem; color: var(--muted); text-transform: uppercase; letter-spacing: .03em; }
+.card-value { font-size: 1.08rem; font-weight: 600; margin: 2px 0; }
+.card-detail { font-size: 0.84rem; }
+#summary .cards { grid-template-columns: repeat(auto-fit, minmax(300px, 1fr)); }
+#summary .card-value { font-size: 1.2rem; }
+figure { margin: 8px 0; min-width: 0; }
+.scroll { overflow-x: auto; max-width: 100%; }
+table { border-collapse: collapse; font-size: 0.84rem; }
+th, td { border: 1px solid var(--line); padding: 3px 7px; text-align: left; vertical-align: top; }
 th { background: var(--panel); }
-td.num { text-align: right; font-variant-numeric: tabular-nums; white-space: nowrap; }
-tr.reference td, td.reference, th.reference { font-style: italic; background: #fff8c5; }
+td { overflow-wrap: break-word; }
+td.num { text-align: right; font-variant-numeric: tabular-nums; white-space: nowrap; overflow-wrap: normal; }
+tr.reference td, td.reference, th.reference { font-style: italic; background: var(--ref); }
+td.good { color: var(--good); font-weight: 600; } td.bad { color: var(--bad); font-weight: 600; }
 tbody th { background: var(--panel); font-weight: 600; white-space: nowrap; }
-.plot { width: 100%; min-height: 380px; }
-.image img { image-rendering: pixelated; width: 280px; border: 1px solid var(--line); }
-.images { display: flex; flex-wrap: wrap; gap: 16px; }
-dl { display: grid; grid-template-columns: max-content 1fr; gap: 4px 16px; font-size: 0.88rem; }
-dt { font-weight: 600; } dd { margin: 0; word-break: break-word; }
+.plot { width: 100%; min-height: 300px; }
+details.fold { border: 1px solid var(--line); border-radius: 6px; margin: 8px 0; padding: 0 10px; }
+details.fold > summary { cursor: pointer; padding: 5px 0; }
+details.fold > summary .what { color: var(--fg); font-weight: 600; }
+details.fold[open] > summary { border-bottom: 1px solid var(--line); }
+.columns { display: grid; grid-template-columns: 1fr; gap: 4px 20px; }
+.column { min-width: 0; }
+figure.image { display: inline-block; vertical-align: top; width: 250px; max-width: 100%; margin-right: 16px; }
+.image img { image-rendering: pixelated; width: 240px; max-width: 100%; border: 1px solid var(--line); }
+dl { display: grid; grid-template-columns: minmax(8em, max-content) minmax(0, 1fr); gap: 3px 14px;
+     font-size: 0.84rem; }
+dt { font-weight: 600; overflow-wrap: anywhere; } dd { margin: 0; overflow-wrap: anywhere; min-width: 0; }
 a.download { color: var(--accent); }
+a.download::before { content: "CSV "; }
+a.download[data-download$=".json"]::before { content: "JSON "; }
+@media (min-width: 1000px) {
+  .columns { grid-template-columns: var(--first) 1fr; }
+}
+@media (max-width: 640px) {
+  header, main, footer { padding: 0 10px; }
+  nav.toc { position: static; flex-wrap: nowrap; overflow-x: auto; padding: 4px 10px; }
+  dl { grid-template-columns: minmax(0, 1fr); } dd { margin-bottom: 4px; }
+  .cards, #summary .cards { grid-template-columns: minmax(0, 1fr); }
+}
 @media print {
-  nav, a.download, .modebar { display: none !important; }
+  :root { color-scheme: light; --fg: #000; --muted: #333; --line: #bbb; --bg: #fff; --panel: #f4f4f4;
+          --ref: #fff8c5; }
+  nav.toc, a.download { display: none !important; }
   header, main, footer { max-width: none; padding: 0; }
   h2 { break-after: avoid; }
   figure, .card, tr { break-inside: avoid; }
   .card { background: none; }
   .scroll { overflow: visible; }
+  details.fold { border: none; padding: 0; }
 }
 """
 
@@ -325,6 +440,7 @@ _JS = """
   document.querySelectorAll("a.download").forEach(function (link) {
     link.addEventListener("click", function (event) {
       event.preventDefault();
+      event.stopPropagation();
       var name = link.getAttribute("data-download");
       var text = data.files[name];
       var type = name.endsWith(".json") ? "application/json" : "text/csv";
@@ -335,35 +451,101 @@ _JS = """
       setTimeout(function () { URL.revokeObjectURL(url); }, 1000);
     });
   });
-  var config = JSON.parse(document.getElementById("sdit-plot-config").textContent);
-  var rendered = 0;
-  document.querySelectorAll("script.plot-spec").forEach(function (node) {
-    var spec = JSON.parse(node.textContent);
-    var target = document.getElementById(node.getAttribute("data-target"));
-    Plotly.newPlot(target, spec.data, spec.layout, config).then(function () {
-      rendered += 1;
-      target.setAttribute("data-rendered", "true");
-      if (rendered === document.querySelectorAll("script.plot-spec").length) {
-        document.body.setAttribute("data-plots-rendered", "true");
+  // Figures follow the page's colour scheme: transparent backgrounds, text and grid in the scheme's colours.
+  var scheme = window.matchMedia ? window.matchMedia("(prefers-color-scheme: dark)") : null;
+  function theme(layout, dark) {
+    var fg = dark ? "#e6edf3" : "#1b1f24", grid = dark ? "#30363d" : "#e6eaef", axis = dark ? "#6e7681" : "#8c959f";
+    var out = {"font.color": fg, "paper_bgcolor": "rgba(0,0,0,0)", "plot_bgcolor": "rgba(0,0,0,0)"};
+    Object.keys(layout).concat(["xaxis", "yaxis"]).forEach(function (key) {
+      if (/^[xy]axis[0-9]*$/.test(key)) {
+        out[key + ".gridcolor"] = grid; out[key + ".zerolinecolor"] = axis; out[key + ".linecolor"] = axis;
       }
     });
-  });
-  if (document.querySelectorAll("script.plot-spec").length === 0) {
-    document.body.setAttribute("data-plots-rendered", "true");
+    return out;
   }
+  function apply(layout, flat) {
+    Object.keys(flat).forEach(function (path) {
+      var keys = path.split("."), node = layout;
+      for (var i = 0; i < keys.length - 1; i++) { node[keys[i]] = node[keys[i]] || {}; node = node[keys[i]]; }
+      node[keys[keys.length - 1]] = flat[path];
+    });
+    return layout;
+  }
+  // A title longer than its figure is wide wraps (Plotly would cut it); on a phone the title is smaller and the
+  // legend goes under the plot (above, its rows would cover the title).
+  function fit(layout, width, entries) {
+    var phone = window.innerWidth <= 640, room = Math.max(20, Math.floor((width - 20) / (phone ? 6.6 : 7.6)));
+    var title = layout.title || {}, lines = [""];
+    String(title.text || "").split(" ").forEach(function (w) {
+      var last = lines[lines.length - 1];
+      if (last && (last + " " + w).length > room) { lines.push(w); }
+      else { lines[lines.length - 1] = last ? last + " " + w : w; }
+    });
+    title.text = lines.join("<br>");
+    var margin = Object.assign({t: 50, b: 60}, layout.margin);
+    margin.t += (phone ? 16 : 18) * (lines.length - 1);
+    if (phone) {
+      title.font = Object.assign({}, title.font, {size: 12});
+      margin.l = 50; margin.r = 10;
+      if (layout.legend && layout.legend.y > 1) {
+        margin.t = 24 + 16 * lines.length;
+        layout.legend = Object.assign({}, layout.legend, {yref: "container", y: 0, yanchor: "bottom"});
+        margin.b += 20 * ((entries + 1) >> 1);
+      }
+    }
+    layout.title = title; layout.margin = margin;
+    return layout;
+  }
+  var config = JSON.parse(document.getElementById("sdit-plot-config").textContent);
+  var specs = document.querySelectorAll("script.plot-spec");
+  var rendered = 0;
+  var dark = !!(scheme && scheme.matches);
+  specs.forEach(function (node) {
+    var spec = JSON.parse(node.textContent);
+    var target = document.getElementById(node.getAttribute("data-target"));
+    var entries = spec.data.filter(function (t) { return t.showlegend !== false; }).length;
+    var layout = fit(apply(spec.layout, theme(spec.layout, dark)), target.clientWidth || 700, entries);
+    Plotly.newPlot(target, spec.data, layout, config).then(function () {
+      rendered += 1;
+      target.setAttribute("data-rendered", "true");
+      if (rendered === specs.length) { document.body.setAttribute("data-plots-rendered", "true"); }
+    });
+  });
+  if (specs.length === 0) { document.body.setAttribute("data-plots-rendered", "true"); }
+  if (scheme && scheme.addEventListener) {
+    scheme.addEventListener("change", function (event) {
+      document.querySelectorAll(".plot[data-rendered]").forEach(function (plot) {
+        Plotly.relayout(plot, theme(plot.layout, event.matches));
+      });
+    });
+  }
+  // A figure drawn inside a closed fold has no width: size it when the fold opens.
+  document.querySelectorAll("details.fold").forEach(function (fold) {
+    fold.addEventListener("toggle", function () {
+      if (!fold.open) { return; }
+      fold.querySelectorAll(".plot[data-rendered]").forEach(function (p) { Plotly.Plots.resize(p); });
+    });
+  });
+  // Printed, every fold is open; afterwards each is as the reader left it.
+  var closed = [];
+  window.addEventListener("beforeprint", function () {
+    closed = Array.prototype.filter.call(document.querySelectorAll("details"), function (d) { return !d.open; });
+    closed.forEach(function (d) { d.open = true; });
+  });
+  window.addEventListener("afterprint", function () { closed.forEach(function (d) { d.open = false; }); closed = []; });
 })();
 """
 
 
 def render_page(page: Page) -> str:
     """The page as one HTML string (plotly.js inlined when the page has a figure)."""
-    has_charts = any(isinstance(b, Chart) for s in page.sections for b in s.blocks)
+    has_charts = any(isinstance(b, Chart) for s in page.sections for b in _blocks(s.blocks))
     plotly_js = ""
     if has_charts:
         from plotly.offline import get_plotlyjs
 
         plotly_js = f"<script>{get_plotlyjs()}</script>"
-    nav = "".join(f'<a href="#{esc(s.element_id)}">{esc(s.title)}</a>' for s in page.sections)
+    nav = "".join(f'<a href="#{esc(s.element_id)}">{esc(s.toc or s.title)}</a>' for s in page.sections)
     body = "".join(
         f'<section id="{esc(s.element_id)}"><h2>{esc(s.title)}</h2>{"".join(_render_block(b) for b in s.blocks)}'
         "</section>" for s in page.sections)
@@ -378,7 +560,8 @@ def render_page(page: Page) -> str:
         "font-src 'none'; connect-src 'none'\">"
         f"<title>{esc(page.title)}</title><style>{_CSS}</style>{plotly_js}</head>"
         f"<body><header><h1>{esc(page.title)}</h1><div class=\"subtitle\">{esc(page.subtitle)}</div>"
-        f"<div class=\"created\">{esc(page.created)}</div><nav>{nav}</nav></header>"
+        f"<div class=\"created\">{esc(page.created)}</div></header>"
+        f'<nav class="toc" aria-label="contents">{nav}</nav>'
         f"<main>{body}</main>"
         f'<script type="application/json" id="{DATA_ELEMENT_ID}">{script_json(embedded)}</script>'
         f'<script type="application/json" id="sdit-plot-config">{script_json(PLOTLY_CONFIG)}</script>'

@@ -10,10 +10,12 @@ import json
 import math
 from typing import Any
 
+import pandas as pd
+
 from profiling.study import RunInfo
 from profiling.table3 import PAPER_TABLE3, PAPER_TABLE3_NOTE
 from reports import figures, tables
-from reports.html import Card, Cards, Chart, Image, KeyValues, Page, Section, Table, Text
+from reports.html import Card, Cards, Chart, Columns, Fold, Image, KeyValues, Page, Section, Table, Text
 from reports.study import ModelStudy, Study
 
 
@@ -45,8 +47,21 @@ def _log_shift(ratio: float, ref: float) -> float:
     return abs(math.log(ratio / ref)) if ratio > 0 and ref > 0 else math.inf
 
 
+def _untrained_words(study: Study) -> str:
+    """``" (untrained weights: a, b)"`` when a model is a preset's untrained weights, else ``""``: what a figure
+    title says beside its numbers."""
+    names = [m.label for m in study.models if m.untrained]
+    return f" (untrained weights: {', '.join(names)})" if names else ""
+
+
+def verdict_cards(study: Study) -> list[Card]:
+    """One verdict card per (spiking model, baseline) pair: who costs less, by how much, under the headline."""
+    return [c for c in headline_cards(study) if c.title.startswith("verdict")]
+
+
 def headline_cards(study: Study) -> list[Card]:
-    """Verdict cards for each (spiking model, baseline) pair, from the study's numbers."""
+    """Verdict cards for each (spiking model, baseline) pair, from the study's numbers; a model of untrained
+    weights is named so beside its figures."""
     preset, conv = study.headline_preset, study.headline_convention
     sens = tables.sensitivity_table(study)
     models = tables.models_table(study).set_index("model")
@@ -61,8 +76,8 @@ def headline_cards(study: Study) -> list[Card]:
         ratio = max(sj, bj) / min(sj, bj) if min(sj, bj) > 0 else math.inf
         cards.append(Card(
             f"verdict ({conv} convention, {preset})",
-            f"{cheaper.label} costs less energy per image" if sj != bj else "equal energy per image",
-            f"{s.label}: {_uj(sj * 1e6)}, {b.label}: {_uj(bj * 1e6)} per image over {study.workload_label}; "
+            f"{cheaper.named} costs less energy per image" if sj != bj else "equal energy per image",
+            f"{s.named}: {_uj(sj * 1e6)}, {b.named}: {_uj(bj * 1e6)} per image over {study.workload_label}; "
             f"{dearer.label} costs {ratio:.2f}x as much", "good" if cheaper is s else "bad"))
         be = [r for r in study.break_even_rows if (r["model"], r["baseline"], r["preset"], r["convention"])
               == (s.label, b.label, preset, conv)]
@@ -71,7 +86,8 @@ def headline_cards(study: Study) -> list[Card]:
             cards.append(Card(
                 f"break-even firing rate ({conv}, {preset})", _break_even_words(be[0]["firing_rate"]),
                 f"{s.label} would cost what {b.label} costs ({_uj(be[0]['baseline_j'] * 1e6)} per image) at this mean "
-                f"firing rate of every LIF layer; it fires at {fr:.1f} % over this workload"))
+                f"firing rate of every LIF layer; it fires at {fr:.1f} % over this workload"
+                + (" (untrained weights)" if s.untrained else "")))
         sel = sens[(sens.model == s.label) & (sens.baseline == b.label)]
         wins = int((sel["cheaper"] == s.label).sum())
         ref = float(sel[sel.convention == conv]["ratio_model_to_baseline"].iloc[0])
@@ -84,13 +100,13 @@ def headline_cards(study: Study) -> list[Card]:
             top = moved.sort_values("shift", ascending=False).iloc[0]
             detail += (f"; switching from {conv} to {top['convention']} moves it most "
                        f"({ref:.2f}x -> {top['ratio_model_to_baseline']:.2f}x)")
-        cards.append(Card("convention sensitivity", f"{wins} of {len(sel)} conventions favour {s.label}", detail,
+        cards.append(Card("convention sensitivity", f"{wins} of {len(sel)} conventions favour {s.named}", detail,
                           "good" if wins == len(sel) else ("bad" if wins == 0 else "neutral")))
         cards.append(Card(
             "operations per image (strict)",
             f"{_count(models.loc[s.label, 'macs_per_image_strict'])} vs "
             f"{_count(models.loc[b.label, 'macs_per_image_strict'])} MACs",
-            f"{s.label}: {_count(models.loc[s.label, 'acs_per_image_strict'])} ACs, "
+            f"{s.named}: {_count(models.loc[s.label, 'acs_per_image_strict'])} ACs, "
             f"{_count(models.loc[s.label, 'macs_per_image_paper'])} MACs + "
             f"{_count(models.loc[s.label, 'acs_per_image_paper'])} ACs in the paper convention; "
             f"{b.label}: {_count(models.loc[b.label, 'acs_per_image_strict'])} ACs"))
@@ -113,8 +129,9 @@ def _model_labels(study: Study) -> list[str]:
 
 
 def _provenance_items(m: ModelStudy) -> list[tuple[str, str]]:
-    """The model's description and every entry of its checkpoint's provenance (nested ones as compact JSON)."""
-    items = [(m.label, m.description)]
+    """The model's target as given, its description and every entry of its checkpoint's provenance (nested ones
+    as compact JSON)."""
+    items = [(m.label, f"{m.target or m.label}: {m.description}")]
     if m.provenance is None:
         items.append((f"{m.label}: provenance", "none shipped with this target (a preset or a bare checkpoint)"))
     for key, value in sorted((m.provenance or {}).items()):
@@ -123,12 +140,84 @@ def _provenance_items(m: ModelStudy) -> list[tuple[str, str]]:
     return items
 
 
-def _headline(study: Study) -> Section:
-    return Section("headline", "Headline", [
-        Cards(headline_cards(study)),
+def _ratio_words(ratio: float | None) -> str:
+    if ratio is None or (isinstance(ratio, float) and math.isnan(ratio)):
+        return "undefined"
+    return f"{ratio:.2f}x " + ("less" if ratio < 1 else "more" if ratio > 1 else "equal")
+
+
+def verdict_matrix(study: Study) -> pd.DataFrame:
+    """The verdict under every convention in one small table: a row per convention, the energy of each model
+    (uJ per image, headline preset) and, per (spiking model, baseline) pair, the ratio in words."""
+    sens = tables.sensitivity_table(study)
+    preset = study.headline_preset
+    rows = []
+    for conv in study.conventions:
+        row: dict[str, Any] = {"convention": conv + (" (headline)" if conv == study.headline_convention else "")}
+        for m in study.models:
+            j = study.energy_j(m.label, preset, conv)
+            row[f"{m.label} uJ"] = None if j is None else j * 1e6
+        for r in sens[sens.convention == conv].itertuples():
+            row[f"{r.model} / {r.baseline}"] = _ratio_words(r.ratio_model_to_baseline)
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def _giga(value: Any, scale: float = 1e9) -> float | None:
+    return None if value is None or (isinstance(value, float) and math.isnan(value)) else value / scale
+
+
+def table3_summary(study: Study) -> pd.DataFrame:
+    """Table III in brief: per model (and the paper's rows) parameters, MACs and ACs per image in the headline
+    convention, its energy and the mean firing rate; the full table is :func:`reports.tables.comparison_table`."""
+    conv, preset = study.headline_convention, study.headline_preset
+    comp = tables.comparison_table(study)
+    named = {m.label: m.named for m in study.models}
+    rows = []
+    for r in comp[comp.kind != "ratio"].to_dict("records"):
+        mac = r.get(f"macs_per_image_{conv}", r.get("macs_per_image_strict"))
+        ac = r.get(f"acs_per_image_{conv}", r.get("acs_per_image_strict"))
+        if r["kind"] == "reference":
+            mac, ac = r.get("macs_per_image_strict"), None
+        rows.append({"model": named.get(r["model"], r["model"]), "params (M)": _giga(r["params_trainable"], 1e6),
+                     f"MACs (G, {conv})": _giga(mac), f"ACs (G, {conv})": _giga(ac),
+                     f"energy (uJ, {conv}, {preset})": r.get(f"energy_uJ_per_image_{conv}_{preset}"),
+                     "firing rate (%)": r.get("mean_firing_rate_pct")})
+    return pd.DataFrame(rows)
+
+
+def _summary(study: Study) -> Section:
+    preset, conv = study.headline_preset, study.headline_convention
+    matrix = verdict_matrix(study)
+    brief = table3_summary(study)
+    n_refs = len(PAPER_TABLE3)
+    sens = tables.sensitivity_table(study)
+    untrained = _untrained_words(study)
+    left = [
+        Table(matrix, f"Estimated energy per image (uJ, {preset}) under each counting convention, and each spiking "
+                      "model's energy as a multiple of its baseline's ('less': the spiking model costs less)."
+                      + untrained, "verdict_matrix", number_format=",.4g", fold=False, csv="sensitivity"),
+        Table(brief, f"Table III in brief: trainable parameters, operations per image in the {conv} convention, "
+                     f"energy per image ({preset}) and mean firing rate; italic: the paper's Table III as printed "
+                     f"({PAPER_TABLE3_NOTE}). The full table is below." + untrained, "table3_summary",
+              number_format=",.4g", highlight_rows=tuple(range(len(brief) - n_refs, len(brief))), fold=False,
+              csv="comparison")]
+    chart = Chart(figures.sensitivity_bars(sens, preset, compact=True, note=untrained),
+                  f"Energy ratio model / baseline per convention ({preset}); below the dashed line the spiking "
+                  "model costs less.", "sensitivity", sens, "fig-sensitivity")
+    return Section("summary", "Verdict", [
+        Cards(verdict_cards(study)),
+        Columns([left, chart], first="minmax(0, 1.15fr)"),
         Text(f"Workload: {study.workload_label}, the same for every model; energies are estimated from exact op "
-             f"counts per image with the {study.headline_preset} cost preset unless a figure says otherwise.",
-             note=True)])
+             f"counts per image with the {preset} cost preset, {conv} convention, unless a figure says otherwise."
+             + "".join(f" {m.label} is a preset with untrained weights: it fires as its random initialisation "
+                       "does, so its firing rate, spikes and ACs say nothing of a trained model."
+                       for m in study.models if m.untrained), note=True)], toc="Verdict")
+
+
+def _cards(study: Study) -> Section:
+    rest = [c for c in headline_cards(study) if not c.title.startswith("verdict")]
+    return Section("figures", "Break-even, conventions, operations and measurement", [Cards(rest)], toc="Key figures")
 
 
 def _table(study: Study) -> Section:
@@ -139,11 +228,12 @@ def _table(study: Study) -> Section:
         Table(comp, f"Per image over {study.workload_label}. Energy columns: estimated compute energy in uJ per "
                     f"image under {preset}, one row per convention; ratios divide the spiking model's value by the "
                     f"baseline's. The last {n_refs} columns are the paper's Table III as printed: "
-                    f"{PAPER_TABLE3_NOTE}.", "comparison",
+                    f"{PAPER_TABLE3_NOTE}.", "comparison", title="Table III, every column",
               highlight_rows=tuple(range(len(comp) - n_refs, len(comp))), transpose=True),
         Table(tables.totals_table(study), f"Every count per image over {study.workload_label}, the mean firing rate "
                                           f"and the estimated energy under each convention ({preset}): what "
-                                          "`sdit profile` prints for each model.", "totals")])
+                                          "`sdit profile` prints for each model.", "totals",
+              title="every count per image")], toc="Table III")
 
 
 def _quality(study: Study, run: RunInfo) -> Section:
@@ -153,13 +243,14 @@ def _quality(study: Study, run: RunInfo) -> Section:
             tables.quality_summary_table(quality), "One row per model, one column per metric (eps_mse_tN: held-out "
             "eps-MSE at timestep N; 'domain' / 'inception': the feature network of an `sdit evaluate` file): "
             "the values of the table below, whose unit column says what each is; empty: not measured.",
-            "quality_summary"),
+            "quality_summary", title="quality per model"),
             Table(
             quality, "Sample quality beside the energy: the held-out eps-MSE each shipped checkpoint's provenance "
                      "records, and the distances of each `sdit evaluate` file given with --quality (FID, KID with "
                      "its standard error, precision / recall / density / coverage), each with its feature network, "
                      "sample count, sampler and reference set; the unit column says what each number is. These "
-                     "were measured apart from this run's workload.", "quality")]
+                     "were measured apart from this run's workload.", "quality",
+            title="every quality figure with its unit, sampler and reference", fold=True)]
     else:
         blocks = [Text("No quality figures: no target carries a held-out eps-MSE (presets and bare "
                        "checkpoints) and no --quality file was given (`sdit evaluate TARGET --json FILE` "
@@ -167,7 +258,7 @@ def _quality(study: Study, run: RunInfo) -> Section:
     missing = [m.label for m in study.models if m.label not in set(quality["model"])]
     if len(quality) and missing:
         blocks.append(Text(f"No quality figures for {', '.join(missing)}.", note=True))
-    return Section("quality", "Sample quality", blocks)
+    return Section("quality", "Sample quality", blocks, toc="Quality")
 
 
 def _layers(study: Study) -> Section:
@@ -176,21 +267,22 @@ def _layers(study: Study) -> Section:
     layers = tables.layers_table(study)
     roles = tables.roles_table(study)
     energy_col = f"energy_uJ_{conv}_{preset}"
+    untrained = _untrained_words(study)
     blocks: list[Any] = [
-        Chart(figures.role_bars(roles, energy_col, f"Estimated energy per image by role ({conv} convention, {preset})",
+        Chart(figures.role_bars(roles, energy_col, f"Energy per image by role ({conv}, {preset}){untrained}",
                                 "uJ per image", labels),
               f"uJ per image summed by role, {conv} convention, {preset}; SDiT and DiT line up by role.",
               "roles", roles, "fig-roles"),
-        Chart(figures.layer_bars(layers, energy_col, f"Estimated energy per layer ({conv} convention, {preset})",
+        Chart(figures.layer_bars(layers, energy_col, f"Energy per image per layer ({conv}, {preset}){untrained}",
                                  "uJ per image", labels),
               f"uJ per image per layer, {conv} convention, {preset}; layers without energy left out.",
-              "layers", layers, "fig-layers"),
+              "layers", layers, "fig-layers", fold=True, title="energy per layer"),
     ]
     for i, c in enumerate(c for c in study.conventions if f"macs_{c}" in layers.columns):
         blocks.append(Chart(figures.ops_bars(layers, c, labels),
                             f"MACs and ACs per image per layer, {c} convention (counts, log scale).", "layers",
-                            layers, f"fig-ops-{i}"))
-    return Section("layers", "Per layer, grouped by role", blocks)
+                            layers, f"fig-ops-{i}", fold=True, title=f"MACs and ACs per layer, {c} convention"))
+    return Section("layers", "Per layer, grouped by role", blocks, toc="Layers")
 
 
 def _firing(study: Study) -> Section:
@@ -201,30 +293,32 @@ def _firing(study: Study) -> Section:
     for i, m in enumerate(spiking):
         blocks.append(Chart(
             figures.firing_heatmap(spiking_steps, m.label, "spiking_step", "spiking step t (0..T-1)",
-                                   f"{m.label}: firing rate per LIF layer and spiking step (over the workload)"),
+                                   f"{m.named}: firing rate per LIF layer and spiking step"),
             "Firing rate (%) = spikes / (neurons x 1 step), per spiking step, over every diffusion step; "
             "x marks a layer-step with no spike (dead) or every neuron firing (saturated).",
             "firing_rate_spiking_steps", spiking_steps, f"fig-fr-T-{i}"))
         if len(diffusion_steps[diffusion_steps.model == m.label]):
             blocks.append(Chart(
                 figures.firing_heatmap(diffusion_steps, m.label, "diffusion_step", "diffusion step (sampling order)",
-                                       f"{m.label}: firing rate per LIF layer and diffusion step"),
+                                       f"{m.named}: firing rate per LIF layer and diffusion step"),
                 "Firing rate (%) = spikes / (neurons x T) per diffusion step; x marks dead or saturated layer-steps.",
-                "firing_rate_diffusion_steps", diffusion_steps, f"fig-fr-step-{i}"))
+                "firing_rate_diffusion_steps", diffusion_steps, f"fig-fr-step-{i}", fold=True,
+                title=f"{m.label}: firing rate per diffusion step"))
         else:
             blocks.append(Text(f"{m.label}: firing rate per diffusion step is not recorded by this comparison "
                                "(the profile keeps per-step totals only).", note=True))
     if not spiking:
         blocks.append(Text("No spiking model in this comparison: no firing rates.", note=True))
-    return Section("firing", "Firing rates", blocks)
+    return Section("firing", "Firing rates", blocks, toc="Firing")
 
 
 def _steps(study: Study) -> Section:
     steps = tables.step_energy_table(study)
     return Section("steps", "Energy per diffusion step", [
-        Chart(figures.step_energy_lines(steps, _model_labels(study), list(study.conventions), study.headline_preset),
-              f"uJ per image per diffusion step, {study.headline_preset}; one line per model and convention.",
-              "energy_per_step", steps, "fig-steps")])
+        Chart(figures.step_energy_lines(steps, _model_labels(study), list(study.conventions), study.headline_preset,
+                                        note=_untrained_words(study)),
+              f"uJ per image per diffusion step, {study.headline_preset}; colour: model, line style: convention.",
+              "energy_per_step", steps, "fig-steps")], toc="Per step")
 
 
 def _sweep(study: Study) -> Section:
@@ -233,7 +327,7 @@ def _sweep(study: Study) -> Section:
     ann = [m for m in study.models if not m.spiking]
     if not spiking:
         return Section("sweep", "Energy against firing rate",
-                       [Text("No spiking model in this comparison: no firing-rate sweep.", note=True)])
+                       [Text("No spiking model in this comparison: no firing-rate sweep.", note=True)], toc="Sweep")
     sweep = tables.sweep_table(study)
     breaks = tables.break_even_table(study)
     models_tab = tables.models_table(study).set_index("model")
@@ -241,12 +335,15 @@ def _sweep(study: Study) -> Section:
                  if study.energy_j(b.label, preset, conv) is not None]
     rates = [(m.label, float(models_tab.loc[m.label, "mean_firing_rate_pct"])) for m in spiking]
     return Section("sweep", "Energy against firing rate", [
-        Chart(figures.sweep_lines(sweep, baselines, breaks[breaks.preset == preset], rates, preset),
-              f"uJ per image if every LIF layer fired at the rate on the x axis ({preset}); each line names its "
-              "convention; diamonds are break-even points with the baselines; dotted lines are the measured mean "
-              "firing rates.", "firing_rate_sweep", sweep, "fig-sweep"),
+        Chart(figures.sweep_lines(sweep, baselines, breaks[breaks.preset == preset], rates, preset,
+                                  _model_labels(study), conv, _untrained_words(study)),
+              f"uJ per image if every LIF layer fired at the rate on the x axis ({preset}); colour: model, line "
+              f"style: convention; diamonds: break-even with a baseline (labelled in the {conv} convention, the "
+              "others on hover); dotted lines: the measured mean firing rates.", "firing_rate_sweep", sweep,
+              "fig-sweep"),
         Table(breaks, "Break-even firing rate (%) of each spiking model against each baseline, "
-                      "per preset and convention.", "break_even")])
+                      "per preset and convention.", "break_even", title="break-even firing rates", fold=True)],
+        toc="Sweep")
 
 
 def _sensitivity(study: Study) -> Section:
@@ -254,9 +351,9 @@ def _sensitivity(study: Study) -> Section:
     preset = study.headline_preset
     return Section("sensitivity", "Convention sensitivity", [
         Text("; ".join(f"{name}: {text}" for name, text in study.conventions.items()), note=True),
-        Table(sens, f"The verdict under each convention ({preset}), uJ per image.", "sensitivity"),
-        Chart(figures.sensitivity_bars(sens, preset), f"Energy ratio model / baseline per convention ({preset}).",
-              "sensitivity", sens, "fig-sensitivity")])
+        Table(sens, f"The verdict under each convention ({preset}), uJ per image; the figure is in the verdict "
+                    "above.", "sensitivity", title="the verdict per convention, every figure", fold=True)],
+        toc="Conventions")
 
 
 def _presets(study: Study) -> Section:
@@ -266,15 +363,17 @@ def _presets(study: Study) -> Section:
         Table(tables.presets_table(study), "Each preset's terms with units, its scope (per-op terms that add up, or "
                                            "an all-in figure to which nothing may be added), evidence grade, process "
                                            "node, citation and what we checked; a term a preset does not define "
-                                           "is stated as such, never 0.", "presets"),
-        Chart(figures.preset_bars(preset_energy, _model_labels(study), conv),
+                                           "is stated as such, never 0.", "presets",
+              title="the cost presets: terms, scope, evidence, citation", fold=True),
+        Chart(figures.preset_bars(preset_energy, _model_labels(study), conv, _untrained_words(study)),
               f"uJ per image under each preset, {conv} convention; a missing bar is energy the preset cannot give "
               "(it defines no MAC energy and the model has MACs: see the 'undefined' column of the data).",
               "preset_energy", preset_energy, "fig-presets"),
         Table(tables.energy_terms_table(study), "Estimated energy per image by term (MAC, AC, neuron update, memory) "
                                                 "and in total, uJ, for every model, preset and convention; the note "
                                                 "names the terms a preset leaves undefined (never counted as 0) and "
-                                                "those that are off: what `sdit energy` prints.", "energy_terms")])
+                                                "those that are off: what `sdit energy` prints.", "energy_terms",
+              title="energy by term, every model, preset and convention", fold=True)], toc="Presets")
 
 
 def _measured(study: Study) -> Section:
@@ -284,7 +383,8 @@ def _measured(study: Study) -> Section:
     blocks: list[Any] = [Table(
         measured, f"Measured energy per image over {study.workload_label} ({scopes}"
                   "; idle draw included, and above idle: less idle power x window time) beside the estimate "
-                  f"({conv} convention, {preset}); where nothing was measured, the reason.", "measured")]
+                  f"({conv} convention, {preset}); where nothing was measured, the reason.", "measured",
+        title="measured against estimated, per model", fold=True)]
     trace = tables.power_trace_table(study)
     if len(trace):
         meters = {m.label: tables.meter_scope(m.measured) for m in study.models if m.measured}
@@ -303,22 +403,25 @@ def _measured(study: Study) -> Section:
         elif not len(trace[trace.model == m.label]):
             blocks.append(Text(f"{m.label}: no power trace: the meter ({m.measured.get('method')}) read no "
                                "power inside the window (an energy counter read at its two ends only).", note=True))
-    return Section("measured", "Measured against estimated", blocks)
+    return Section("measured", "Measured against estimated", blocks, toc="Measured")
 
 
-def _samples(run: RunInfo) -> Section:
-    blocks: list[Any] = [Image(png, f"samples of {label}", caption) for label, (png, caption) in run.samples.items()]
+def _samples(study: Study, run: RunInfo) -> Section:
+    named = {m.target or m.label: m for m in study.models}
+    blocks: list[Any] = [Image(png, f"samples of {named[key].label if key in named else key}", caption)
+                         for key, (png, caption) in run.samples.items()]
     if not blocks:
         blocks.append(Text("No samples were drawn in this run.", note=True))
-    return Section("samples", "Samples from this run", blocks)
+    return Section("samples", "Samples from this run", blocks, toc="Samples")
 
 
 def _uncounted(study: Study) -> Section:
     unsupported = tables.unsupported_table(study)
     return Section("uncounted", "Uncounted ops", [
-        Table(unsupported, "Ops no counting rule covered, per model.", "uncounted") if len(unsupported) else
+        Table(unsupported, "Ops no counting rule covered, per model.", "uncounted", title="uncounted ops")
+        if len(unsupported) else
         Text(f"Empty: every op of the {len(study.models)} models was covered by a counting rule "
-             "(nothing was left uncounted).")])
+             "(nothing was left uncounted).")], toc="Uncounted")
 
 
 def _conventions(study: Study, run: RunInfo) -> Section:
@@ -330,24 +433,28 @@ def _conventions(study: Study, run: RunInfo) -> Section:
     provenance = [("command", run.command), ("date", run.created), ("device", run.device),
                   ("git revision", run.git_revision), ("seed", str(run.seed)),
                   *((f"version {k}", v) for k, v in sorted(run.versions.items()))]
-    for m in study.models:
-        provenance += _provenance_items(m)
-    return Section("conventions", "Conventions and provenance", [KeyValues(conventions), KeyValues(provenance)])
+    models = [(m.label, f"{m.target or m.label}: {m.description}") for m in study.models]
+    blocks: list[Any] = [KeyValues(models), Fold("counting conventions and workload", [KeyValues(conventions)]),
+                         Fold("how this report was made: command, versions, device", [KeyValues(provenance)])]
+    blocks += [Fold(f"{m.label}: provenance of its checkpoint", [KeyValues(_provenance_items(m))])
+               for m in study.models]
+    return Section("conventions", "Conventions and provenance", blocks, toc="Provenance")
 
 
 def build_page(study: Study, run: RunInfo) -> Page:
-    """The whole report of ``study``: one section per function above, in reading order.
+    """The whole report of ``study``: the verdict first, then one section per function above, in reading order;
+    long tables and the provenance folded.
 
     Raises:
         ValueError: a study of fewer than two models (the report compares).
     """
     if len(study.models) < 2:
         raise ValueError("the report compares two or more models")
-    sections = [_headline(study), _table(study), _quality(study, run), _layers(study), _firing(study),
-                _steps(study), _sweep(study), _sensitivity(study), _presets(study), _measured(study), _samples(run),
-                _uncounted(study), _conventions(study, run)]
+    sections = [_summary(study), _cards(study), _table(study), _quality(study, run), _layers(study), _firing(study),
+                _steps(study), _sweep(study), _sensitivity(study), _presets(study), _measured(study),
+                _samples(study, run), _uncounted(study), _conventions(study, run)]
     return Page(
-        title="SDiT energy report: " + " vs ".join(_model_labels(study)),
+        title="SDiT energy report: " + " vs ".join(m.named for m in study.models),
         subtitle=f"{study.workload_label}; headline: {study.headline_convention} convention, {study.headline_preset}",
         sections=sections,
         data={"comparison": study.source or study.to_dict()},

@@ -27,7 +27,7 @@ class ModelStudy:
     """One compared model.
 
     Attributes:
-        label: The target as the user named it (preset or checkpoint path).
+        label: The short label every card, legend and table shows (e.g. ``sdit-small@21500``).
         kind: ``sdit`` or ``dit``.
         description: e.g. ``sdit-small at step 21500 (EMA weights)``.
         params_trainable: Parameters with ``requires_grad`` (``None``: not known, a study of profiles alone).
@@ -38,6 +38,8 @@ class ModelStudy:
         measured_reason: Why there is no measurement, in one line, when ``measured`` is ``None``.
         counts: Convention -> ``per_image`` (``macs``, ``acs``) and ``layers`` (layer -> ``macs``, ``acs``) as
             that convention charges them (read from the study's estimates).
+        target: The target as the user named it (preset or checkpoint path); the label where not given.
+        untrained: A preset's weights, never trained: firing rates, spikes and ACs say nothing of a trained model.
     """
 
     label: str
@@ -50,10 +52,17 @@ class ModelStudy:
     measured: dict[str, Any] | None = None
     measured_reason: str | None = None
     counts: dict[str, dict[str, Any]] = field(default_factory=dict)
+    target: str = ""
+    untrained: bool = False
 
     @property
     def spiking(self) -> bool:
         return self.profile.is_spiking
+
+    @property
+    def named(self) -> str:
+        """The label, with ``(untrained weights)`` after it for a preset: how a card or a title names it."""
+        return f"{self.label} (untrained weights)" if self.untrained else self.label
 
     def count(self, convention: str, key: str, layer: str | None = None) -> float | None:
         """``macs`` or ``acs`` per image (of ``layer``, else of the model) as ``convention`` charges them;
@@ -156,7 +165,7 @@ def preset_info(costs: EnergyCosts) -> PresetInfo:
 def study_view(finished: FinishedStudy) -> Study:
     """The report's view of a finished study: its comparison with descriptions, provenance and headline."""
     return study_from_comparison(finished.comparison, finished.descriptions, finished.provenance,
-                                 finished.headline_preset, finished.headline_convention)
+                                 finished.headline_preset, finished.headline_convention, finished.labels)
 
 
 def study_from_comparison(
@@ -165,6 +174,7 @@ def study_from_comparison(
     provenance: dict[str, dict[str, Any] | None] | None = None,
     headline_preset: str | None = None,
     headline_convention: str | None = None,
+    labels: dict[str, str] | None = None,
 ) -> Study:
     """The report's view of a :class:`profiling.compare.Comparison`: its numbers, regrouped, none recomputed.
 
@@ -174,13 +184,18 @@ def study_from_comparison(
         provenance: Target name -> its shipped ``provenance.json``.
         headline_preset: Default the comparison's first preset.
         headline_convention: Default ``paper`` when compared, else the first convention.
+        labels: Target name -> the short label the study's rows use (:func:`profiling.study.short_labels`);
+            a target not in it is labelled by its name.
 
     Raises:
-        ValueError: no target, or a headline not in the comparison.
+        ValueError: no target, a headline not in the comparison, or two targets with one label.
     """
     if not comparison.targets:
         raise ValueError("a study needs at least one model")
     descriptions, provenance = descriptions or {}, provenance or {}
+    label = {t.name: (labels or {}).get(t.name, t.name) for t in comparison.targets}
+    if len(set(label.values())) != len(label):
+        raise ValueError("each model needs its own label")
     conventions = list(comparison.conventions)
     headline_preset = headline_preset or comparison.costs[0].name
     headline_convention = headline_convention or ("paper" if "paper" in conventions else conventions[0])
@@ -189,24 +204,26 @@ def study_from_comparison(
     models, energy, layers, steps, sweep, layer_steps = [], [], [], [], [], []
     for t in comparison.targets:
         first = comparison.costs[0].name
+        name = label[t.name]
         models.append(ModelStudy(
-            label=t.name, kind=t.kind, description=descriptions.get(t.name, t.source),
+            label=name, target=t.name, untrained=t.source == "preset", kind=t.kind,
+            description=descriptions.get(t.name, t.source),
             params_trainable=t.params["trainable"], params_total=t.params["total"], profile=t.profile,
             provenance=provenance.get(t.name), measured=t.measured, measured_reason=t.measured_reason,
             counts={te.convention: _counts(te.estimate) for te in t.estimates if te.costs == first}))
         for te in t.estimates:
             est = te.estimate
-            key = {"model": t.name, "preset": te.costs, "convention": te.convention}
+            key = {"model": name, "preset": te.costs, "convention": te.convention}
             energy.append(_energy_row(key, est))
             layers += [{**key, "layer": name, "energy_j": e["total_j"]} for name, e in est.layers.items()]
             steps += [{**key, "step": s.index, "t": s.t, "energy_j": e["total_j"]}
                       for s, e in zip(t.profile.steps, est.per_step, strict=True)]
             if t.spiking and est.counts["convertible"]:
                 sweep += [{**key, **row} for row in te.sweep]
-        layer_steps += [{"model": t.name, "layer": r.layer, "step": r.step, "t": r.t, "spikes": r.spikes,
+        layer_steps += [{"model": name, "layer": r.layer, "step": r.step, "t": r.t, "spikes": r.spikes,
                          "neuron_updates": r.neuron_updates, "firing_rate": r.firing_rate}
                         for r in t.profile.layer_steps if r.neuron_updates]
-    breaks = [{"model": b.model, "baseline": b.baseline, "preset": b.costs, "convention": b.convention,
+    breaks = [{"model": label[b.model], "baseline": label[b.baseline], "preset": b.costs, "convention": b.convention,
                "baseline_j": b.baseline_j, "firing_rate": b.firing_rate, "reason": b.reason}
               for b in comparison.break_even]
     return Study(

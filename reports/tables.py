@@ -453,8 +453,9 @@ def quality_table(study: Study, evaluations: dict[str, list[dict[str, Any]]]) ->
 
     Sources: the held-out eps-MSE per timestep a shipped checkpoint's ``provenance.json`` records
     (``scripts/ship_checkpoint.py``, with its note on weights, images and seed), and the distances of
-    ``sdit evaluate --json`` files (``evaluations``: model label -> its evaluate JSON objects), one row per
-    feature network and metric, with the sample count, sampler and reference set each was measured with.
+    ``sdit evaluate --json`` files (``evaluations``: target as given on the command line -> its evaluate JSON
+    objects), one row per feature network and metric, with the sample count, sampler and reference set each
+    was measured with.
     """
     rows: list[dict[str, Any]] = []
     for m in study.models:
@@ -466,7 +467,7 @@ def quality_table(study: Study, evaluations: dict[str, list[dict[str, Any]]]) ->
                 m.label, "provenance.json", "-", f"eps_mse_t{t}", float(value), None, "-", "-",
                 f"mean squared error of the predicted noise at timestep {t}; lower is better" + (f" ({note})" if note
                                                                                                  else "")))
-        for ev in evaluations.get(m.label, []):
+        for ev in evaluations.get(m.target or m.label, []):
             rows += _evaluation_rows(m.label, ev)
     frame = pd.DataFrame(rows, columns=["model", "source", "features", "metric", "value", "n", "sampler",
                                         "reference", "unit"])

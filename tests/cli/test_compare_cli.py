@@ -134,7 +134,7 @@ def test_compare_matches_a_quality_file_by_the_weights_it_evaluated(tmp_path: Pa
     result = runner.invoke(app, [*base, *twice])
     assert result.exit_code == 0, result.output
     quality = pd.read_csv(out / "tables" / "quality.csv")
-    assert quality.loc[quality.metric == "fid", ["model", "value"]].values.tolist() == [[str(shipped), 3.5]]
+    assert quality.loc[quality.metric == "fid", ["model", "value"]].values.tolist() == [["dit-small@24000", 3.5]]
     again = runner.invoke(app, [*base, "--overwrite", *twice, *twice])
     assert again.exit_code == 2
     assert again.stderr.strip().splitlines()[-1] == (
@@ -151,7 +151,7 @@ def test_compare_includes_the_evaluations_a_shipped_directory_holds(tmp_path: Pa
     assert result.exit_code == 0, result.output
     quality = pd.read_csv(tmp_path / "cmp" / "tables" / "quality.csv")
     fid = quality.loc[quality.metric == "fid"]
-    assert fid[["model", "features", "n"]].values.tolist() == [[str(shipped), "domain", 5000]]
+    assert fid[["model", "features", "n"]].values.tolist() == [["dit-small@24000", "domain", 5000]]
     assert fid.value.iloc[0] == pytest.approx(124.92787660210718, abs=1e-12)  # the N = 5,000 record, as written
     assert fid.source.iloc[0].startswith(f"sdit evaluate ({shipped / 'evaluations'}")
     # Left out on request, and when the record no longer describes the directory's weights.

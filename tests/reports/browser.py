@@ -39,13 +39,17 @@ def chromium_or_skip() -> str:
     return executable
 
 
-def visit(path: Path, screenshot: Path, evaluate: dict[str, str], timeout_ms: int = 60_000) -> BrowserVisit:
+def visit(path: Path, screenshot: Path, evaluate: dict[str, str], timeout_ms: int = 60_000,
+          viewport: tuple[int, int] = (1280, 900), color_scheme: str = "light",
+          full_page: bool = True) -> BrowserVisit:
     """Load ``path`` from a ``file://`` URL, wait for every figure, run the ``evaluate`` scripts.
 
     Args:
         path: The HTML file.
-        screenshot: Where the full-page PNG goes.
+        screenshot: Where the PNG goes (the full page, or with ``full_page=False`` the first screen).
         evaluate: name -> JavaScript expression, evaluated in the page after it rendered.
+        viewport: Width and height of the window, CSS px.
+        color_scheme: ``light`` or ``dark``: what ``prefers-color-scheme`` answers.
     """
     from playwright.sync_api import sync_playwright
 
@@ -54,7 +58,8 @@ def visit(path: Path, screenshot: Path, evaluate: dict[str, str], timeout_ms: in
     with sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=executable, args=CHROMIUM_FLAGS)
         try:
-            page = browser.new_page(viewport={"width": 1280, "height": 900})
+            page = browser.new_page(viewport={"width": viewport[0], "height": viewport[1]},
+                                    color_scheme=color_scheme)
 
             def route(r: Any) -> None:
                 url = r.request.url
@@ -78,7 +83,7 @@ def visit(path: Path, screenshot: Path, evaluate: dict[str, str], timeout_ms: in
             for name, expression in evaluate.items():
                 out.results[name] = page.evaluate(expression)
             screenshot.parent.mkdir(parents=True, exist_ok=True)
-            page.screenshot(path=str(screenshot), full_page=True)
+            page.screenshot(path=str(screenshot), full_page=full_page)
             out.screenshot = screenshot
         finally:
             browser.close()

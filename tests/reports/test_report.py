@@ -153,7 +153,10 @@ def _expected_traces(study: Study) -> dict[str, int]:
     ann = [m for m in study.models if not m.spiking]
     convs = list(study.conventions)
     sweep_lines = {(r["model"], r["convention"]) for r in study.sweep_rows if r["preset"] == study.headline_preset}
-    out = {"fig-roles": n, "fig-layers": n, "fig-steps": n * len(convs), "fig-sweep": len(sweep_lines) + len(ann) + 1,
+    swept = {m for m, _ in sweep_lines}, {c for _, c in sweep_lines}
+    # line figures: every (model, convention) line, then a legend key of one entry per model and per convention
+    out = {"fig-roles": n, "fig-layers": n, "fig-steps": n * len(convs) + n + len(convs),
+           "fig-sweep": len(sweep_lines) + len(ann) + 1 + len(swept[0]) + len(swept[1]),
            "fig-sensitivity": len(spiking) * len(ann), "fig-presets": n}
     # per-layer MAC/AC counts exist for the record columns strict and paper: one figure each
     out.update({f"fig-ops-{i}": 2 * n for i in range(len([c for c in convs if c in ("strict", "paper")]))})
@@ -249,12 +252,16 @@ def test_without_a_meter_the_one_line_reason_stays(tiny_study: Study, run_info: 
         assert f"{m.label}: not measured: not requested (pass --measure)</p>" in section
 
 
-def test_break_even_labels_of_nearby_points_take_different_sides() -> None:
-    from reports.figures import _label_positions
+def test_break_even_labels_name_the_models_and_keep_apart() -> None:
+    from reports.figures import _name_positions
 
-    # paper alone; block and spikformer 0.3 points apart on the same baseline (the screenshot's overlap)
-    assert _label_positions([10.2, 58.8, 59.1], [2881.7] * 3) == ["top center", "top left", "bottom right"]
-    assert _label_positions([10.0, 20.0], [1.0, 2.0]) == ["top center", "top center"]  # other baselines
+    # paper alone; block and spikformer 0.3 points apart on the same baseline (an overlap seen before)
+    points = pd.DataFrame({"model": ["s"] * 4, "baseline": ["b"] * 4, "convention": ["paper", "strict", "block", "x"],
+                           "break_even_firing_rate_pct": [10.2, 58.8, 59.1, 80.0],
+                           "baseline_uJ_per_image": [2881.7] * 4})
+    assert _name_positions(points, "paper") == ["top right", "top center", "top center", "top center"]
+    points["convention"] = "paper"  # every point labelled: close ones alternate above and below
+    assert _name_positions(points, "paper") == ["top right", "top left", "bottom left", "top left"]
 
 
 @pytest.mark.parametrize(("models", "rows"), [
