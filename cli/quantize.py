@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shlex
 from pathlib import Path
 
 import typer
@@ -11,7 +12,7 @@ from cli.common import DATA_ERROR, SditCommand, check_outputs_or_fail, check_see
 
 def quantize_cmd(
     src: str = typer.Argument(..., help="A trained float DiT: run directory, weights file or shipped directory."),
-    out: Path = typer.Option(..., "--out", help="Directory to write: model.safetensors and quantization.json."),
+    out: Path = typer.Option(..., "--out", help="Directory to write: model.safetensors and provenance.json."),
     weight_bits: int = typer.Option(8, "--weight-bits", min=2, max=8, help="Integer width of the weights."),
     activation_bits: int = typer.Option(8, "--activation-bits", min=2, max=8,
                                         help="Integer width every Linear's input is quantized to."),
@@ -28,21 +29,23 @@ def quantize_cmd(
     from sdit.quantize import QuantizeError, quantize_checkpoint
 
     check_seed("--seed", seed)
+    command = shlex.join(["sdit", "quantize", src, "--out", str(out), "--weight-bits", str(weight_bits),
+                          "--activation-bits", str(activation_bits), "--calibration", str(calibration),
+                          "--seed", str(seed), *(["--data-dir", str(data_dir)] if data_dir else [])])
     check_outputs_or_fail({"--out": out}, overwrite=False)
     status(f"calibrating W{weight_bits}A{activation_bits} on {calibration} training images")
     try:
         record = quantize_checkpoint(src, out, weight_bits, activation_bits, num_images=calibration, seed=seed,
-                                     data_dir=data_dir)
+                                     data_dir=data_dir, command=command)
     except (CheckpointError, DatasetError) as err:
         fail(str(err), DATA_ERROR)
     except QuantizeError as err:
         fail(str(err))
-    mse = record["held_out_eps_mse"]
-    if "quantized" in mse:
-        typer.echo("held-out eps-MSE   t: " + "  ".join(f"{t:>7}" for t in mse["float"]))
-        for kind in ("float", "quantized"):
-            typer.echo(f"{kind:>18}: " + "  ".join(f"{v:7.5f}" for v in mse[kind].values()))
-    typer.echo(f"wrote {out / record['weights']} and {out / 'quantization.json'}")
+    if record["held_out_eps_mse"] is not None:
+        typer.echo("held-out eps-MSE   t: " + "  ".join(f"{t:>7}" for t in record["held_out_eps_mse"]))
+        for kind, key in (("float", "held_out_eps_mse_float"), ("quantized", "held_out_eps_mse")):
+            typer.echo(f"{kind:>18}: " + "  ".join(f"{v:7.5f}" for v in record[key].values()))
+    typer.echo(f"wrote {out / record['weights']} and {out / 'provenance.json'}")
 
 
 def register(app: typer.Typer) -> None:

@@ -4,12 +4,13 @@ The float checkpoint's EMA weights are calibrated on noisy training images (:fun
 first ``num_images`` of a seeded permutation of the train split, each at a uniformly drawn timestep with seeded
 noise, exactly the inputs training shows the model) and written as a checkpoint of the quantized config
 (:data:`sdit.config.PRESETS` ``dit-small-int8``, ``dit-small-w4a3``, or any DiT config with integer widths),
-with a ``quantization.json`` beside it that says how.
+with a ``provenance.json`` beside it that says how.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -45,9 +46,11 @@ def calibration_batches(images: Tensor, num_images: int, batch_size: int, seed: 
 
 
 def quantize_checkpoint(source: Path | str, out: Path, weight_bits: int, activation_bits: int, num_images: int = 512,
-                        batch_size: int = 64, seed: int = 0, data_dir: Path | str | None = None) -> dict[str, Any]:
-    """Quantize the DiT checkpoint ``source`` into ``out`` (a directory: ``model.safetensors``,
-    ``quantization.json``); returns the record written to ``quantization.json``.
+                        batch_size: int = 64, seed: int = 0, data_dir: Path | str | None = None,
+                        command: str | None = None) -> dict[str, Any]:
+    """Quantize the DiT checkpoint ``source`` into ``out`` (a directory: ``model.safetensors`` and
+    ``provenance.json``, a checkpoint target like a shipped one); returns the provenance written. ``command``:
+    the command line to record.
 
     Raises:
         QuantizeError: the source is not a float DiT, or the widths are invalid.
@@ -69,20 +72,48 @@ def quantize_checkpoint(source: Path | str, out: Path, weight_bits: int, activat
     qmeta = CheckpointMeta(preset=preset_label("", qconfig), config=qconfig, step=meta.step, dataset=meta.dataset,
                            seed=meta.seed, git_revision=meta.git_revision)
     weights = write_weights(out / "model.safetensors", qmeta, quant.state_dict())
+    source_provenance = _source_provenance(Path(source))
+    held_out = _held_out(model, quant, meta.dataset, data_dir)
     record = {
+        "command": command,
+        "preset": qmeta.preset,
+        "dataset": meta.dataset,
+        "steps": meta.step,
         "source": str(source),
-        "source_step": meta.step,
-        "method": (f"post-training, symmetric: W{weight_bits} per output channel "
-                   f"({'max |w|' if weight_bits == 8 else 'least-squares clipping'}), A{activation_bits} per layer "
-                   "(least-squares clipping over a sample of the calibration inputs); every Linear, integer "
-                   "products in torch._int_mm; patch embedding, norms, attention products and biases in float32"),
-        "calibration": {"dataset": meta.dataset, "split": "train", "images": seen, "batch_size": batch_size,
-                        "seed": seed, "inputs": "x_t at t ~ U[0, 1000) with seeded noise (the training inputs)"},
-        "held_out_eps_mse": _held_out(model, quant, meta.dataset, data_dir),
+        # The training behind the weights is the source's: its time and last loss, where it shipped them.
+        "training_time_s": source_provenance.get("training_time_s"),
+        "final_loss": source_provenance.get("final_loss"),
+        "source_command": source_provenance.get("command"),
+        "quantization": {
+            "weight_bits": weight_bits, "activation_bits": activation_bits,
+            "method": (f"post-training, symmetric: W{weight_bits} per output channel "
+                       f"({'max |w|' if weight_bits == 8 else 'least-squares clipping'}), A{activation_bits} per "
+                       "layer (least-squares clipping over a sample of the calibration inputs); every Linear, "
+                       "integer products in torch._int_mm; patch embedding, norms, attention products and biases "
+                       "in float32"),
+            "calibration": {"dataset": meta.dataset, "split": "train", "images": seen, "batch_size": batch_size,
+                            "seed": seed, "inputs": "x_t at t ~ U[0, 1000) with seeded noise (the training inputs)"},
+        },
+        "held_out_eps_mse": held_out.get("quantized"),
+        "held_out_eps_mse_float": held_out.get("float"),
+        "held_out_eps_mse_note": held_out["note"],
         "weights": weights.name,
     }
-    write_json(out / "quantization.json", record)
+    write_json(out / "provenance.json", record)
     return record
+
+
+def _source_provenance(source: Path) -> dict[str, Any]:
+    """The ``provenance.json`` a shipped source directory holds (or the one beside a weights file), else ``{}``."""
+    for path in (source / "provenance.json", source.parent / "provenance.json"):
+        try:
+            if not path.is_file() or path.stat().st_size > 2**20:
+                continue
+            data = json.loads(path.read_text())
+        except (OSError, ValueError):
+            continue
+        return data if isinstance(data, dict) else {}
+    return {}
 
 
 def _held_out(float_model: nn.Module, quant: nn.Module, dataset: str, data_dir: Path | str | None) -> dict[str, Any]:
@@ -93,5 +124,6 @@ def _held_out(float_model: nn.Module, quant: nn.Module, dataset: str, data_dir: 
         return {"note": f"no test split: {err}"}
     with torch.no_grad():
         return {"float": held_out_eps_mse(float_model, test), "quantized": held_out_eps_mse(quant, test),
-                "note": f"first {len(test)} images of the {dataset} test split, noise seed 0, per timestep t"}
+                "note": f"quantized weights; epsilon-MSE on the first {len(test)} images of the {dataset} test "
+                        "split, noise seed 0, per timestep t (_float: the source's weights, same images and noise)"}
 

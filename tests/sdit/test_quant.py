@@ -115,8 +115,9 @@ def test_sdit_quantize_writes_a_loadable_checkpoint_and_refuses_an_sdit(tmp_path
     result = runner.invoke(app, ["quantize", str(src), "--out", str(out), "--calibration", "16"])
     assert result.exit_code == 0, result.output
     assert "held-out eps-MSE" in result.stdout
-    record = json.loads((out / "quantization.json").read_text())
-    assert record["calibration"]["images"] == 16 and record["source_step"] == 3
+    record = json.loads((out / "provenance.json").read_text())
+    assert record["quantization"]["calibration"]["images"] == 16 and record["steps"] == 3
+    assert record["command"].startswith("sdit quantize ") and record["preset"] == "custom-dit"
     model, got = load_model(out)
     assert got.config.weight_bits == 8 and got.step == 3 and precision_of(model.blocks[0].attn.qkv) == "int8"
     again = runner.invoke(app, ["quantize", str(src), "--out", str(out)])

@@ -24,7 +24,7 @@ def test_something_is_shipped() -> None:
 
 @pytest.mark.parametrize("directory", [p for p in SHIPPED if p.name.endswith("-sd-fmnist")], ids=lambda p: p.name)
 def test_shipped_spike_driven_sdit_accumulates_inside_its_blocks(directory: Path) -> None:
-    """Issue 17: on the trained model, strict ACs are at least 90 % of the synaptic ops inside blocks."""
+    """On the trained model, strict ACs are at least 90 % of the synaptic ops inside blocks."""
     from profiling.workloads import profile_workload
     from sdit.workload import Workload
 
