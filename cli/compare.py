@@ -41,9 +41,9 @@ from cli.options import (
     timestep_option,
     workload_from_options,
 )
+from profiling.compare import verdict_matrix
 from profiling.conventions import COUNTING_CONVENTIONS, DEFAULT_CONVENTIONS
 from profiling.counter import UnknownNeuronError, UnsupportedOpError
-from profiling.compare import verdict_matrix
 from profiling.energy import COST_PRESETS, DEFAULT_COSTS, MEMORY_MODELS, CostsError, load_costs, with_memory
 from profiling.meters import METER_KINDS
 from profiling.study import EVALUATIONS, StudyInputError, run_study

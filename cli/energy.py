@@ -67,7 +67,8 @@ def energy_cmd(
     e_mem_pj: float | None = typer.Option(None, "--e-mem-pj-per-byte", min=0, help="Add a memory term."),
     e_neuron_pj: float | None = typer.Option(None, "--e-neuron-pj", min=0, help="Add a neuron-update term."),
     memory: str | None = typer.Option(None, "--memory", help=f"Add a memory term: MODEL[:PRESET], models "
-                                      f"{', '.join(MEMORY_MODELS)}; presets {', '.join(MEMORY_PRESETS)} (a bare preset: "
+                                      f"{', '.join(MEMORY_MODELS)}; presets {', '.join(MEMORY_PRESETS)} "
+                                      "(a bare preset: "
                                       f"operand-once at it; 'default' = {DEFAULT_MEMORY}); off unless set "
                                       "(docs/memory.md)."),
     conventions: list[str] = typer.Option(list(DEFAULT_CONVENTIONS), "--convention",

@@ -291,7 +291,7 @@ def verdict_matrix(comparison: Comparison, costs: EnergyCosts | None = None,
             base_totals = {k: e.total_j for k, e in base_estimates.items()}
             base_unassigned = {k: len(e.unassigned) for k, e in base_estimates.items()}
             for name in names:
-                for spec, c in zip(specs, priced, strict=True):
+                for c in priced:
                     est = estimate(model.profile, c, name)
                     base_j = base_totals[c.name]
                     rate, reason = break_even(est, base_j)

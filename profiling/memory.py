@@ -252,7 +252,7 @@ def lemaire(profile: Profile, preset: MemoryPreset, splits: list[dict[str, OpSpl
                     access("potential", "write_potential", r.spike_fanout * w, potential, acc)
                     uses = r.spike_fanout
                 access("params", "read_params", (uses + r.bias_uses) * w, r.param_elements * w / r.syn_calls, acc)
-                addressing = (r.addr_acc * preset.add_pj + r.addr_mac * (preset.mul_pj + preset.add_pj)) * PJ
+                addressing = ((r.addr_acc + r.addr_kernel) * preset.add_pj + r.addr_mac * (preset.mul_pj + preset.add_pj)) * PJ
                 energy["addressing"] += addressing
                 acc[1] += addressing
         elif r.neuron_updates:
@@ -302,7 +302,8 @@ def resolve_memory(spec: str | None) -> Memory:
     if not preset and model in MEMORY_PRESETS:
         model, preset = "operand-once", model
     if model not in MEMORY_MODELS:
-        raise MemoryModelError(f"unknown memory preset {spec!r} (nor a memory model); models: {', '.join(MEMORY_MODELS)}; "
+        raise MemoryModelError(f"unknown memory preset {spec!r} (nor a memory model); "
+                               f"models: {', '.join(MEMORY_MODELS)}; "
                            f"presets: {', '.join(MEMORY_PRESETS)} (MODEL:PRESET picks both)")
     if model == "none":
         if preset:

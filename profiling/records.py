@@ -35,7 +35,9 @@ NEURON_COLUMNS = ("spikes", "neuron_updates")
 # profiling.memory read (profiling.tally counts them; see MEMORY_CONVENTIONS for each).
 MEMORY_COLUMNS = ("weight_uses", "weight_reads", "bias_uses", "bias_reads", "param_elements", "param_bytes",
                   "state_bytes", "syn_calls", "syn_in", "syn_out", "in_reads", "spike_calls", "spike_events",
-                  "spike_fanout", "spike_out", "addr_acc", "addr_mac")
+                  "spike_fanout", "spike_out", "addr_acc", "addr_kernel", "addr_mac")
+# Counted once per call, whatever the batch: per image they amortise over it (like a weight's bytes).
+PER_CALL_COLUMNS = ("param_elements", "param_bytes", "syn_calls", "spike_calls", "addr_kernel")
 # The counted columns, summed over layers and steps.
 COLUMNS = OP_COLUMNS + NEURON_COLUMNS + MEMORY_COLUMNS
 # Schema of Profile.to_dict(); what reads an older one is named in the error.
@@ -98,7 +100,9 @@ MEMORY_CONVENTIONS: dict[str, str] = {
                     "Conv: out_channels / groups x kernel elements, borders ignored)",
     "spike_out": "output elements per spiking step of calls with a spike input (a multi-step module's output / T)",
     "addr_acc": "address additions of synaptic modules as Lemaire et al. count them (event-driven: spike_fanout; "
-                "dense: input + output elements, a Conv also out_channels x kernel elements)",
+                "dense: input + output elements)",
+    "addr_kernel": "address additions of a Conv with a real-valued input over its kernel, out_channels x kernel "
+                   "elements, once per call (Lemaire et al.)",
     "addr_mac": "address multiplications: two per spike into a Conv (Lemaire et al.)",
 }
 
@@ -140,6 +144,7 @@ class LayerRecord:
     spike_fanout: Number = 0
     spike_out: Number = 0
     addr_acc: Number = 0
+    addr_kernel: Number = 0
     addr_mac: Number = 0
     upstream_neuron: str | None = None
     block: str | None = None
@@ -196,6 +201,7 @@ class LayerStepRecord:
     spike_fanout: Number = 0
     spike_out: Number = 0
     addr_acc: Number = 0
+    addr_kernel: Number = 0
     addr_mac: Number = 0
     upstream: dict[str, Number] = field(default_factory=dict)
 

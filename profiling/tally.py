@@ -175,7 +175,8 @@ def synaptic_memory(module: nn.Module, args: Any, kwargs: Any, out: Any, spike: 
     n_out = out.numel()
     counts: Counts = {
         "syn_calls": 1, "param_elements": params,
-        "param_bytes": weight.numel() * weight.element_size() + (0 if bias is None else bias.numel() * bias.element_size()),
+        "param_bytes": (weight.numel() * weight.element_size()
+                        + (0 if bias is None else bias.numel() * bias.element_size())),
         "bias_uses": 0 if bias is None else n_out,
         "bias_reads": 0 if bias is None else n_out * bias.element_size(),
     }
@@ -199,7 +200,7 @@ def synaptic_memory(module: nn.Module, args: Any, kwargs: Any, out: Any, spike: 
     counts.update({
         "weight_uses": dense, "weight_reads": dense * weight.element_size(), "syn_in": x.numel(), "syn_out": n_out,
         "in_reads": x.numel() if linear else dense,
-        "addr_acc": x.numel() + n_out + (0 if linear else weight.shape[0] * kernel),
+        "addr_acc": x.numel() + n_out, "addr_kernel": 0 if linear else weight.shape[0] * kernel,
     })
     return counts
 

@@ -261,7 +261,8 @@ def verdict_text(rows: Sequence[Verdict], workload: str, width: int | None = Non
     for model, baseline in pairs:
         sel = [r for r in rows if (r.model, r.baseline) == (model, baseline)]
         frame = pd.DataFrame([{
-            "convention": r.convention, "memory": r.memory.split(":")[0], "model_uJ": None if r.model_j is None else r.model_j * 1e6,
+            "convention": r.convention, "memory": r.memory.split(":")[0],
+            "model_uJ": None if r.model_j is None else r.model_j * 1e6,
             "baseline_uJ": None if r.baseline_j is None else r.baseline_j * 1e6, "ratio": r.ratio,
             "break_even": r.break_even_text.replace("the energy does not depend on the firing rate under this "
                                                     "convention", "n/a: no rate dependence"),
