@@ -251,7 +251,8 @@ def lemaire(profile: Profile, preset: MemoryPreset, splits: list[dict[str, OpSpl
                     access("potential", "read_potential", r.spike_fanout * w, potential, acc)
                     access("potential", "write_potential", r.spike_fanout * w, potential, acc)
                     uses = r.spike_fanout
-                access("params", "read_params", (uses + r.bias_uses) * w, r.param_elements * w / r.syn_calls, acc)
+                params = r.param_elements * w / r.syn_calls  # the module's own parameters, one call's worth
+                access("params", "read_params", (uses + r.bias_uses) * w, params, acc)
                 addressing = ((r.addr_acc + r.addr_kernel) * preset.add_pj + r.addr_mac * (preset.mul_pj + preset.add_pj)) * PJ
                 energy["addressing"] += addressing
                 acc[1] += addressing
