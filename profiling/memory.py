@@ -253,7 +253,8 @@ def lemaire(profile: Profile, preset: MemoryPreset, splits: list[dict[str, OpSpl
                     uses = r.spike_fanout
                 params = r.param_elements * w / r.syn_calls  # the module's own parameters, one call's worth
                 access("params", "read_params", (uses + r.bias_uses) * w, params, acc)
-                addressing = ((r.addr_acc + r.addr_kernel) * preset.add_pj + r.addr_mac * (preset.mul_pj + preset.add_pj)) * PJ
+                adds, muls = r.addr_acc + r.addr_kernel, r.addr_mac  # a multiply-add per address multiply
+                addressing = (adds * preset.add_pj + muls * (preset.mul_pj + preset.add_pj)) * PJ
                 energy["addressing"] += addressing
                 acc[1] += addressing
         elif r.neuron_updates:
