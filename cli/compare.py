@@ -42,9 +42,10 @@ from cli.options import (
     timestep_option,
     workload_from_options,
 )
+from profiling.compare import verdict_matrix
 from profiling.conventions import COUNTING_CONVENTIONS, DEFAULT_CONVENTIONS
 from profiling.counter import UnknownNeuronError, UnsupportedOpError
-from profiling.energy import COST_PRESETS, DEFAULT_COSTS, CostsError, load_costs
+from profiling.energy import COST_PRESETS, DEFAULT_COSTS, MEMORY_MODELS, CostsError, load_costs, with_memory
 from profiling.meters import METER_KINDS
 from profiling.study import EVALUATIONS, StudyInputError, run_study, short_labels
 from reports import terminal
@@ -82,6 +83,9 @@ def compare_cmd(
     conventions: list[str] = typer.Option(
         ["paper", *(c for c in DEFAULT_CONVENTIONS if c != "paper")], "--convention",
         help=f"Conventions to compare (repeat; the first is the headline): {', '.join(COUNTING_CONVENTIONS)}."),
+    memory: str | None = typer.Option(
+        None, "--memory", help=f"Memory term of every preset: MODEL[:PRESET], models {', '.join(MEMORY_MODELS)} "
+        "(docs/memory.md); off unless set. The verdict matrix shows every memory model either way."),
     samples: int = typer.Option(16, "--samples", min=0, help="Images in each model's sample grid (0: none)."),
     measure: bool = typer.Option(False, "--measure", help="Also measure the energy of sampling (see --meter)."),
     device: str | None = device_option("the models run on for --measure (counting and the sample grids run on "
@@ -132,7 +136,7 @@ def compare_cmd(
             if name not in COUNTING_CONVENTIONS:
                 fail(f"--convention {name!r}: valid conventions are {', '.join(COUNTING_CONVENTIONS)}")
         try:
-            presets = [load_costs(spec) for spec in dict.fromkeys(costs or [DEFAULT_COSTS])]
+            presets = [with_memory(load_costs(spec), memory) for spec in dict.fromkeys(costs or [DEFAULT_COSTS])]
         except CostsError as err:
             fail(str(err))
 
@@ -155,6 +159,9 @@ def compare_cmd(
         page = build_page(study, finished.run)
         console = Console(stderr=to_stdout, quiet=quiet and to_stdout)
         console.out(terminal.sensitivity_text(study, console.width), end="", highlight=False)
+        matrix = verdict_matrix(finished.comparison)
+        if matrix:
+            console.out("\n" + terminal.verdict_text(matrix, workload.label(), console.width), end="", highlight=False)
         written = write_report(out, page, finished.comparison, json_path, overwrite)
         if written.stale:
             note(f"note: removed {len(written.stale)} table(s) of the earlier report that this one has not: "

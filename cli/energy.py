@@ -37,12 +37,13 @@ from cli.options import (
     timestep_option,
     workload_from_options,
 )
-from profiling.compare import MEASURE_FAILED, compare
+from profiling.compare import MEASURE_FAILED, compare, verdict_matrix
 from profiling.conventions import COUNTING_CONVENTIONS, DEFAULT_CONVENTIONS
 from profiling.counter import UnknownNeuronError, UnsupportedOpError
 from profiling.energy import (
     DEFAULT_COSTS,
     DEFAULT_MEMORY,
+    MEMORY_MODELS,
     MEMORY_PRESETS,
     CostsError,
     load_costs,
@@ -65,8 +66,11 @@ def energy_cmd(
     e_ac_pj: float | None = typer.Option(None, "--e-ac-pj", min=0, help="Override pJ per AC."),
     e_mem_pj: float | None = typer.Option(None, "--e-mem-pj-per-byte", min=0, help="Add a memory term."),
     e_neuron_pj: float | None = typer.Option(None, "--e-neuron-pj", min=0, help="Add a neuron-update term."),
-    memory: str | None = typer.Option(None, "--memory", help=f"Add the memory term of a preset "
-                                      f"({', '.join(MEMORY_PRESETS)}; 'default' = {DEFAULT_MEMORY}); off unless set."),
+    memory: str | None = typer.Option(None, "--memory", help=f"Add a memory term: MODEL[:PRESET], models "
+                                      f"{', '.join(MEMORY_MODELS)}; presets {', '.join(MEMORY_PRESETS)} "
+                                      "(a bare preset: "
+                                      f"operand-once at it; 'default' = {DEFAULT_MEMORY}); off unless set "
+                                      "(docs/memory.md)."),
     conventions: list[str] = typer.Option(list(DEFAULT_CONVENTIONS), "--convention",
                                           help=f"Counting convention(s): {', '.join(COUNTING_CONVENTIONS)}."),
     method: str = method_option(),
@@ -106,7 +110,7 @@ def energy_cmd(
         try:
             costs = with_overrides(load_costs(costs_spec), e_mac_pj=e_mac_pj, e_ac_pj=e_ac_pj,
                                    e_mem_pj_per_byte=e_mem_pj, e_neuron_update_pj=e_neuron_pj)
-            costs = with_memory(costs, DEFAULT_MEMORY if memory == "default" else memory)
+            costs = with_memory(costs, memory)
         except CostsError as err:
             fail(str(err))
         unknown = [c for c in conventions if c not in COUNTING_CONVENTIONS]
@@ -132,6 +136,11 @@ def energy_cmd(
                         highlight=False)
         for line in terminal.energy_lines(study):
             console.print(line, soft_wrap=True)
+        matrix = verdict_matrix(study) if base is not None else []
+        if matrix:
+            console.out(terminal.verdict_text(matrix, workload.label(), console.width), end="", highlight=False)
+        result["verdict_matrix"] = [v.to_dict() for v in matrix]
+        result["unassigned_memory"] = study.targets[0].estimates[0].estimate.unassigned
         if json_path is not None:
             write_json(json_path, result, overwrite=overwrite)
             echo(f"wrote {json_path}", err=is_stdout(json_path))

@@ -134,7 +134,9 @@ def estimate(
             a TOML file of constants, or an :class:`~profiling.energy.EnergyCosts`.
         convention: A counting convention of :data:`profiling.conventions.COUNTING_CONVENTIONS`:
             ``strict``, ``paper``, ``block`` or ``spikformer``.
-        memory: A memory-term preset of :data:`profiling.energy.MEMORY_PRESETS` (off by default).
+        memory: A memory model and preset, ``MODEL[:PRESET]`` (``none``, ``operand-once``, ``no-reuse``,
+            ``lemaire``; a bare preset of :data:`profiling.memory.MEMORY_PRESETS` is ``operand-once`` at it;
+            docs/memory.md); off by default.
 
     Returns:
         The :class:`~profiling.energy.Estimate` (``total_j``, ``per_image``, ``per_step``, ``layers``,

@@ -10,9 +10,10 @@ torch; only :func:`compare` itself needs the engine.
 ``Comparison.to_dict()`` schema (JSON-ready; :meth:`Comparison.from_dict` inverts it exactly)::
 
     {
-      "schema": "sdit.comparison/2",
+      "schema": "sdit.comparison/3",
       "workload": {kind, timestep, steps, eta, batch_size, seed},       # Workload.to_dict()
       "costs": [EnergyCosts.to_dict(), ...],          # presets estimated, in order; each stored once here
+                                                      # (its "memory": memory model and preset, or null)
       "conventions": {name: summary, ...},            # counting conventions estimated, in order
       "sweep_rates": [float, ...],                    # firing rates of every sweep
       "targets": [{
@@ -37,7 +38,7 @@ torch; only :func:`compare` itself needs the engine.
       "break_even": [{"model", "baseline", "costs", "convention",
                       "model_j", "baseline_j",        # totals per image under that preset/convention
                       "firing_rate": null | float,     # rate at which the model costs baseline_j
-                      "reason": null | str}, ...],     # why firing_rate is null
+                      "reason": null | str}, ...],     # why firing_rate is null (also: no break-even in 0..1)
       "notes": {key: text}                            # what the columns and conventions mean
     }
 
@@ -57,15 +58,19 @@ from profiling.energy import (
     SWEEP_RATES,
     EnergyCosts,
     Estimate,
-    break_even_rate,
+    break_even,
     estimate,
     load_costs,
+    with_memory,
 )
+from profiling.memory import MEMORY_MODELS
 from profiling.records import Profile
 from sdit.workload import Workload
 
-SCHEMA = "sdit.comparison/2"
-OLDER_READER = "sdit 0.1.0 (comparisons of schema sdit.comparison/1)"
+SCHEMA = "sdit.comparison/3"
+OLDER_READERS = {"sdit.comparison/1": "sdit 0.1.0 (comparisons of schema sdit.comparison/1)",
+                 "sdit.comparison/2": "sdit 0.2.0 (comparisons without memory models, schema sdit.comparison/2)"}
+OLDER_READER = OLDER_READERS["sdit.comparison/1"]
 NOT_REQUESTED = "not requested (pass --measure)"
 MEASURE_FAILED = "measurement failed: "  # prefix of measured_reason when the meter failed mid-window
 
@@ -184,8 +189,9 @@ class Comparison:
             ValueError: not a comparison of this schema (an older one names the sdit that reads it).
         """
         schema = data.get("schema")
-        if schema == "sdit.comparison/1":
-            raise ValueError(f"a comparison of schema {schema!r}, not {SCHEMA!r}: it is read by {OLDER_READER}")
+        if schema in OLDER_READERS:
+            raise ValueError(f"a comparison of schema {schema!r}, not {SCHEMA!r}: it is read by "
+                             f"{OLDER_READERS[schema]}")
         if schema != SCHEMA:
             raise ValueError(f"not an sdit comparison (schema {schema!r}, expected {SCHEMA!r})")
         costs = [EnergyCosts.from_dict(c) for c in data["costs"]]
@@ -221,17 +227,81 @@ def break_evens(targets: Sequence[TargetResult], costs: Sequence[EnergyCosts],
                 base_j = base.estimate(c.name, conventions[0]).total_j
                 for name in conventions:
                     est = model.estimate(c.name, name)
-                    rate = break_even_rate(est, base_j)
-                    reason = None
-                    if rate is None:
-                        if base_j is None or est.energy_at_rate_j(0.0) is None:
-                            undefined = sorted({*est.undefined.values(),
-                                                *base.estimate(c.name, conventions[0]).undefined.values()})
-                            reason = f"a term the totals need is {' / '.join(undefined) or 'undefined'}"
-                        else:
-                            reason = "the energy does not depend on the firing rate under this convention"
+                    rate, reason = break_even(est, base_j)
+                    if rate is None and (base_j is None or est.energy_at_rate_j(0.0) is None):
+                        undefined = sorted({*est.undefined.values(),
+                                            *base.estimate(c.name, conventions[0]).undefined.values()})
+                        reason = f"a term the totals need is {' / '.join(undefined) or 'undefined'}"
                     out.append(BreakEven(model=model.name, baseline=base.name, costs=c.name, convention=name,
                                          model_j=est.total_j, baseline_j=base_j, firing_rate=rate, reason=reason))
+    return out
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """One cell of the verdict matrix: a spiking model against an ANN baseline under one counting convention
+    and one memory model (at one cost preset), joules per image.
+
+    ``ratio`` is model / baseline (``None`` where a total is undefined); ``break_even`` the firing rate in
+    [0, 1] at which they cost the same, else ``None`` and ``break_even_text`` says why in words."""
+
+    model: str
+    baseline: str
+    costs: str
+    convention: str
+    memory: str
+    model_j: float | None
+    baseline_j: float | None
+    memory_j: float | None
+    ratio: float | None
+    break_even: float | None
+    break_even_text: str
+    unassigned: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+def verdict_matrix(comparison: Comparison, costs: EnergyCosts | None = None,
+                   conventions: Sequence[str] | None = None,
+                   memories: Sequence[str] | None = None) -> list[Verdict]:
+    """The verdict of every spiking target against every ANN baseline of ``comparison``, counting convention x
+    memory model, at ``costs`` (default: the comparison's first preset). Pure: estimates from the stored profiles.
+
+    Args:
+        memories: Memory specs (``MODEL[:PRESET]``); default every model of
+            :data:`profiling.memory.MEMORY_MODELS` at its default preset, and the first preset's own memory
+            model and preset in its place where it has one.
+
+    Rows are ordered by model, baseline, convention, then memory model; ``unassigned`` counts the layers of
+    model and baseline whose memory the model cannot assign (listed in each estimate's ``unassigned``).
+    """
+    base_costs = costs or comparison.costs[0]
+    names = list(conventions or comparison.conventions)
+    if memories is None:
+        own = base_costs.memory
+        specs = [own if own and own.split(":")[0] == m else m for m in MEMORY_MODELS]
+    else:
+        specs = list(memories)
+    priced = [with_memory(base_costs, spec) for spec in specs]
+    out = []
+    for model in (t for t in comparison.targets if t.spiking):
+        for base in (t for t in comparison.targets if not t.spiking):
+            base_estimates = {c.name: estimate(base.profile, c, "strict") for c in priced}  # an ANN: any convention
+            base_totals = {k: e.total_j for k, e in base_estimates.items()}
+            base_unassigned = {k: len(e.unassigned) for k, e in base_estimates.items()}
+            for name in names:
+                for c in priced:
+                    est = estimate(model.profile, c, name)
+                    base_j = base_totals[c.name]
+                    rate, reason = break_even(est, base_j)
+                    text = f"{rate:.2%}" if rate is not None else str(reason)
+                    ratio = est.total_j / base_j if est.total_j is not None and base_j else None
+                    unassigned = len(est.unassigned) + base_unassigned[c.name]
+                    out.append(Verdict(model=model.name, baseline=base.name, costs=c.name, convention=name,
+                                       memory=est.memory, model_j=est.total_j, baseline_j=base_j,
+                                       memory_j=est.per_image["memory_j"], ratio=ratio, break_even=rate,
+                                       break_even_text=text, unassigned=unassigned))
     return out
 
 

@@ -45,7 +45,7 @@ from profiling.module_rules import (
 from profiling.records import UnsupportedOp
 from profiling.replay import RECORD, REPLAY, Reuse
 from profiling.rules import FREE_OPS, RULES, SPIKE_PRESERVING, VALUE_DEPENDENT, Counts, op_base_name
-from profiling.tally import LayerTally, Step, resolve_steps
+from profiling.tally import LayerTally, Step, neuron_memory, resolve_steps, synaptic_memory
 from sdit.models.lif import load_neuron_kernels_quietly
 
 ROOT = "(model)"
@@ -235,6 +235,8 @@ class LayerCounter:
         if id(module) not in self._action or not self._frames:
             return
         action, paused = self._frames.pop()
+        if action in (_RECORD, _NAME) and (memory := synaptic_memory(module, args, kwargs, out, self._spike_test)):
+            self._add(self._stack[-1], memory)  # data movement of a Linear / Conv call (profiling.tally)
         if action == _RECORD:
             self._reuse.end_record(module)
         elif action == _REPLAY:
@@ -253,6 +255,7 @@ class LayerCounter:
         per_step = spikes_per_step(module, out)  # (steps,) on device
         tally = self._tally(name)
         tally.add(self._rules[id(module)](module, args, out))
+        tally.add(neuron_memory(module, out))  # its state traffic (profiling.tally)
         tally.spikes_per_step.append(per_step)  # the spikes column is their sum, taken in finish()
         tally.steps += per_step.shape[0]
         self._mark_spikes(out)

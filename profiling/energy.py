@@ -3,8 +3,8 @@
 Pure functions, torch-free. Compute energy is ``E = e_mac * MACs + e_ac * ACs`` (docs/conventions.md),
 where a counting convention (:mod:`profiling.conventions`) says which synaptic ops are MACs and
 which ACs. A neuron-update term (membrane updates x pJ) counts where the preset defines it; a
-memory term (operand bytes of synaptic ops x pJ/byte) only when asked (:data:`MEMORY_PRESETS`,
-off by default). Each term stays in its own column, never folded into compute.
+memory term only when asked: a memory model at a memory preset (:mod:`profiling.memory`,
+docs/memory.md; off by default). Each term stays in its own column, never folded into compute.
 
 Cost presets carry their evidence: per-term values with units, their scope (``per-op`` terms
 that add up, or an ``all-in`` figure to which nothing may be added), an evidence grade, the
@@ -16,21 +16,30 @@ from __future__ import annotations
 
 import math
 import tomllib
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 from profiling.conventions import split_steps
+from profiling.memory import (
+    DEFAULT_MEMORY,
+    MEMORY_MODELS,
+    MEMORY_PRESETS,
+    Memory,
+    MemoryModelError,
+    MemoryPreset,
+    charge,
+    resolve_memory,
+)
 from profiling.records import Profile
+
+__all__ = ["DEFAULT_MEMORY", "MEMORY_MODELS", "MEMORY_PRESETS", "CostsError", "EnergyCosts", "Estimate",
+           "break_even", "break_even_rate", "estimate", "load_costs", "memory_of", "with_memory", "with_overrides"]
 
 PJ = 1e-12  # joules per picojoule
 HOROWITZ_2014 = (
     "M. Horowitz, 'Computing's energy problem (and what we can do about it)', ISSCC 2014, "
     "45 nm: MAC = mult + add"
-)
-HOROWITZ_CITATION = (
-    "M. Horowitz, 'Computing's energy problem (and what we can do about it)', IEEE International "
-    "Solid-State Circuits Conference, ISSCC 2014, pp. 10-14, doi:10.1109/ISSCC.2014.6757323"
 )
 SCOPES = ("per-op", "all-in")
 EVIDENCE_GRADES = ("circuit estimate", "pre-silicon simulation", "measured on silicon", "not stated")
@@ -39,7 +48,7 @@ TERMS: dict[str, tuple[str, str]] = {
     "mac": ("e_mac_pj", "pJ per MAC"),
     "ac": ("e_ac_pj", "pJ per AC (synaptic op driven by a spike)"),
     "neuron": ("e_neuron_update_pj", "pJ per neuron (membrane) update"),
-    "memory": ("e_mem_pj_per_byte", "pJ per operand byte of synaptic ops"),
+    "memory": ("e_mem_pj_per_byte", "pJ per byte moved"),
 }
 
 
@@ -56,13 +65,16 @@ class EnergyCosts:
         e_mac_pj: Energy of one multiply-accumulate, pJ; ``None``: not defined by this preset.
         e_ac_pj: Energy of one accumulate (synaptic op driven by a spike), pJ; ``None``: not defined.
         source: Citation or provenance of the constants.
-        e_mem_pj_per_byte: Memory term, pJ per operand byte of synaptic ops; ``None``: off.
+        e_mem_pj_per_byte: Memory price, pJ per byte: of the ``memory`` model's bytes, or with no ``memory``
+            of operand bytes moved once (the ``operand-once`` model); ``None``: off or priced by buffer size.
         e_neuron_update_pj: Neuron term, pJ per membrane update; ``None``: not defined.
         scope: ``per-op`` (terms that add up) or ``all-in`` (one figure that already includes
             neuron updates, memory and routing: nothing may be added to it).
         evidence: ``circuit estimate``, ``pre-silicon simulation``, ``measured on silicon`` or ``not stated``.
         process: Process node, e.g. ``45 nm``.
         checked: What we checked of the figures against the cited source, and how.
+        memory: The memory model and preset, ``MODEL:PRESET`` (:mod:`profiling.memory`); ``None``: see
+            ``e_mem_pj_per_byte``.
     """
 
     name: str
@@ -75,6 +87,7 @@ class EnergyCosts:
     evidence: str = "not stated"
     process: str | None = None
     checked: str = ""
+    memory: str | None = None
 
     def __post_init__(self) -> None:
         for f in fields(self):
@@ -87,7 +100,7 @@ class EnergyCosts:
         if self.evidence not in EVIDENCE_GRADES:
             raise CostsError(f"evidence must be one of {', '.join(EVIDENCE_GRADES)}, got {self.evidence!r}")
         if self.scope == "all-in":
-            added = [k for k in ("e_mem_pj_per_byte", "e_neuron_update_pj") if getattr(self, k) is not None]
+            added = [k for k in ("e_mem_pj_per_byte", "e_neuron_update_pj", "memory") if getattr(self, k) is not None]
             if added:
                 raise CostsError(f"{self.name} is an all-in figure (it already includes neuron updates, memory "
                                  f"and routing): no term may be added to it ({', '.join(added)})")
@@ -106,9 +119,13 @@ class EnergyCosts:
     def terms(self) -> dict[str, str]:
         """Term -> its value with unit, or ``not defined by <name>`` (memory: ``off``)."""
         out = {}
+        memory = memory_of(self)
         for term, (attr, unit) in TERMS.items():
             value = getattr(self, attr)
-            if value is not None:
+            if term == "memory" and memory.preset is not None:
+                price = f"{value:g} {unit}" if value is not None else "pJ per byte by buffer size"
+                out[term] = f"{memory.model} model, {price} ({memory.preset.name})"
+            elif value is not None:
                 out[term] = f"{value:g} {unit}"
             elif term == "memory":
                 out[term] = "off (pass a memory preset to add it)"
@@ -160,45 +177,44 @@ COST_PRESETS: dict[str, EnergyCosts] = {
 DEFAULT_COSTS = "45nm-fp32"
 
 
-@dataclass(frozen=True)
-class MemoryCost:
-    """A memory-term preset: pJ per operand byte of synaptic ops, with its source."""
+def memory_of(costs: EnergyCosts) -> Memory:
+    """The memory model and preset of ``costs``: its ``memory`` spec, else ``operand-once`` at its
+    ``e_mem_pj_per_byte`` (a price set by hand), else ``none``; a set price overrides the preset's."""
+    if costs.memory is None:
+        if costs.e_mem_pj_per_byte is None:
+            return Memory("none", None)
+        return Memory("operand-once", MemoryPreset(f"{costs.e_mem_pj_per_byte:g} pJ/byte", costs.source, costs.process,
+                                                   costs.evidence, costs.e_mem_pj_per_byte))
+    memory = resolve_memory(costs.memory)
+    if memory.preset is not None and costs.e_mem_pj_per_byte not in (None, memory.preset.pj_per_byte):
+        from dataclasses import replace
 
-    name: str
-    e_mem_pj_per_byte: float
-    source: str
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-
-MEMORY_PRESETS: dict[str, MemoryCost] = {
-    "45nm-sram-8kb": MemoryCost("45nm-sram-8kb", 10 / 8, HOROWITZ_CITATION + ": 8 KB SRAM, 64-bit read 10 pJ"),
-    "45nm-sram-32kb": MemoryCost("45nm-sram-32kb", 20 / 8, HOROWITZ_CITATION + ": 32 KB SRAM, 64-bit read 20 pJ"),
-    "45nm-sram-1mb": MemoryCost("45nm-sram-1mb", 100 / 8, HOROWITZ_CITATION + ": 1 MB SRAM, 64-bit read 100 pJ"),
-    "45nm-dram": MemoryCost("45nm-dram", 1300 / 8, HOROWITZ_CITATION + ": DRAM, 64-bit read 1.3-2.6 nJ "
-                                                                    "(the low end, 1.3 nJ)"),
-}
-# Off unless asked; when asked without a name, the cheapest on-chip read (a lower bound on data movement).
-DEFAULT_MEMORY = "45nm-sram-8kb"
+        return Memory(memory.model, replace(memory.preset, name=f"{memory.preset.name} (overridden)",
+                                            pj_per_byte=costs.e_mem_pj_per_byte))
+    return memory
 
 
-def with_memory(costs: EnergyCosts, memory: str | MemoryCost | None) -> EnergyCosts:
-    """``costs`` with the memory term of preset ``memory`` (``None``: unchanged, the term stays off).
+def with_memory(costs: EnergyCosts, memory: str | None) -> EnergyCosts:
+    """``costs`` with memory model and preset ``memory`` (``MODEL[:PRESET]``, a bare preset for the
+    ``operand-once`` model, ``default``; ``None``: unchanged, the term stays off; ``none``: off).
 
     Raises:
-        CostsError: unknown memory preset, or ``costs`` is all-in.
+        CostsError: unknown model or preset, or ``costs`` is all-in.
     """
     if memory is None:
         return costs
-    if isinstance(memory, str):
-        if memory not in MEMORY_PRESETS:
-            raise CostsError(f"unknown memory preset {memory!r}; known: {', '.join(MEMORY_PRESETS)}")
-        memory = MEMORY_PRESETS[memory]
-    merged = {**costs.to_dict(), "e_mem_pj_per_byte": memory.e_mem_pj_per_byte,
-              "name": f"{costs.name} + {memory.name}", "source": f"{costs.source}; memory: {memory.source}"}
+    try:
+        resolved = resolve_memory(memory)
+    except MemoryModelError as err:
+        raise CostsError(str(err)) from None
+    base = costs.name.split(" + ")[0]
+    if resolved.preset is None:
+        return EnergyCosts(**{**costs.to_dict(), "name": base, "memory": None, "e_mem_pj_per_byte": None})
     if costs.scope == "all-in":
         raise CostsError(f"{costs.name} is an all-in figure: no memory term may be added to it")
+    merged = {**costs.to_dict(), "e_mem_pj_per_byte": resolved.preset.pj_per_byte, "memory": resolved.spec,
+              "name": f"{base} + {resolved.spec}",
+              "source": f"{costs.source.split('; memory: ')[0]}; memory: {resolved.preset.source}"}
     return EnergyCosts(**merged)
 
 
@@ -281,6 +297,9 @@ class Estimate:
         layer_counts: Layer -> ``macs`` and ``acs`` as the convention charges them, per image over the workload.
         undefined: Term -> ``not defined by <preset>`` for each term the preset leaves undefined.
         included: Terms that ``total_j`` adds.
+        memory: The memory model and preset (``MODEL:PRESET``; ``none``).
+        unassigned: Layer -> why the memory model cannot assign its memory (never counted as 0 silently).
+        memory_parts: Component -> joules per image (and ``<component>_bytes``), as the memory model splits it.
     """
 
     convention: str
@@ -292,6 +311,9 @@ class Estimate:
     undefined: dict[str, str]
     included: list[str]
     layer_counts: dict[str, dict[str, float]]
+    memory: str = "none"
+    unassigned: dict[str, str] = field(default_factory=dict)
+    memory_parts: dict[str, float] = field(default_factory=dict)
 
     @property
     def total_j(self) -> float | None:
@@ -300,8 +322,9 @@ class Estimate:
     def energy_at_rate_j(self, firing_rate: float) -> float | None:
         """Total per image if every spiking layer fired at ``firing_rate``: linear in the rate.
 
-        The ops the convention charges at a firing rate cost ``e_ac * fr * convertible``; MACs,
-        neuron updates and memory keep their values (they do not depend on the rate here).
+        The ops the convention charges at a firing rate cost ``e_ac * fr * convertible``, and under a
+        memory model that reads a weight per AC (``no-reuse``) that read too; MACs, neuron updates and the
+        rest of memory keep their values (they do not depend on the rate here).
         """
         fixed = self.counts["acs"] - self.counts["acs_converted"]  # ACs the sweep leaves alone
         acs = fixed + firing_rate * self.counts["convertible"]
@@ -310,6 +333,9 @@ class Estimate:
         if mac is None or ac is None:
             return None
         other = [self.per_image[c] or 0.0 for c in ("neuron_j", "memory_j") if c[:-2] in self.included]
+        if "memory" in self.included:  # the weight reads that move with the ACs
+            other += [-self.counts.get("memory_converted_j", 0.0),
+                      firing_rate * self.counts.get("memory_convertible_j", 0.0)]
         return mac + ac + math.fsum(other)
 
     def sweep(self, rates: list[float]) -> list[dict[str, float | None]]:
@@ -320,7 +346,8 @@ class Estimate:
         """JSON-ready; the preset by name only (a study stores each preset once)."""
         return {"convention": self.convention, "costs": self.costs.name, "per_image": self.per_image,
                 "per_step": self.per_step, "layers": self.layers, "counts": self.counts,
-                "undefined": self.undefined, "included": self.included, "layer_counts": self.layer_counts}
+                "undefined": self.undefined, "included": self.included, "layer_counts": self.layer_counts,
+                "memory": self.memory, "unassigned": self.unassigned, "memory_parts": self.memory_parts}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], costs: dict[str, EnergyCosts]) -> Estimate:
@@ -334,11 +361,11 @@ class Estimate:
         return cls(**{**data, "costs": costs[data["costs"]]})
 
 
-def _terms_j(costs: EnergyCosts, macs: float, acs: float, updates: float, nbytes: float,
+def _terms_j(costs: EnergyCosts, macs: float, acs: float, updates: float, memory_j: float | None,
              included: list[str]) -> dict[str, float | None]:
     mac_j, ac_j = _term_j(costs.e_mac_pj, macs), _term_j(costs.e_ac_pj, acs)
-    neuron_j, memory_j = _term_j(costs.e_neuron_update_pj, updates), _term_j(costs.e_mem_pj_per_byte, nbytes)
-    parts = {"mac": (mac_j, macs), "ac": (ac_j, acs), "neuron": (neuron_j, updates), "memory": (memory_j, nbytes)}
+    neuron_j = _term_j(costs.e_neuron_update_pj, updates)
+    parts = {"mac": (mac_j, macs), "ac": (ac_j, acs), "neuron": (neuron_j, updates), "memory": (memory_j, 0)}
     total: float | None = 0.0
     for term in ("mac", "ac"):
         value, count = parts[term]
@@ -353,45 +380,63 @@ def _terms_j(costs: EnergyCosts, macs: float, acs: float, updates: float, nbytes
 
 
 def estimate(profile: Profile, costs: EnergyCosts, convention: str = "strict") -> Estimate:
-    """Energy per image, per layer and per diffusion step of ``profile`` under ``costs`` and ``convention``.
+    """Energy per image, per layer and per diffusion step of ``profile`` under ``costs`` and ``convention``;
+    the memory term by the memory model of ``costs`` (:func:`memory_of`; off when it is ``none``).
 
     Raises:
         profiling.conventions.ConventionError: unknown convention.
+        CostsError: a memory model that cannot take the preset.
     """
     steps = split_steps(profile, convention)
-    included = [t for t, (attr, _) in TERMS.items() if getattr(costs, attr) is not None]
+    memory = memory_of(costs)
+    try:
+        charged = charge(profile, memory, steps)
+    except MemoryModelError as err:
+        raise CostsError(str(err)) from None
+    included = [t for t, (attr, _) in TERMS.items() if t != "memory" and getattr(costs, attr) is not None]
+    if charged is not None:
+        included.append("memory")
     undefined = {t: costs.undefined(t) for t, (attr, _) in TERMS.items()
                  if getattr(costs, attr) is None and t != "memory"}
-    extra: dict[tuple[int, str], tuple[float, float]] = {
-        (r.step, r.layer): (r.neuron_updates, r.bytes) for r in profile.layer_steps}
-    layer_counts: dict[str, list[list[float]]] = {r.name: [[], [], [], [], [], []] for r in profile.layers}
+    cells = charged.cells if charged is not None else {}
+    # per layer: macs, acs, convertible, updates, memory J, converted ACs, memory J per AC x converted, x convertible
+    layer_counts: dict[str, list[list[float]]] = {r.name: [[] for _ in range(8)] for r in profile.layers}
     per_step = []
     for step, splits in zip(profile.steps, steps, strict=True):
         rows = []
         for r in profile.steps_of(step.index):
             split = splits.get(r.layer)
             macs, acs, conv = (split.macs, split.acs, split.convertible) if split else (0, 0, 0)
-            updates, nbytes = extra[(step.index, r.layer)]
+            _, mem_j, per_ac = cells.get((step.index, r.layer), (0.0, 0.0, 0.0))
+            converted = acs if conv else 0
             acc = layer_counts[r.layer]
-            for i, v in enumerate((macs, acs, conv, updates, nbytes, acs if conv else 0)):
+            for i, v in enumerate((macs, acs, conv, r.neuron_updates, mem_j, converted, per_ac * converted,
+                                   per_ac * conv)):
                 acc[i].append(v)
-            rows.append((macs, acs, updates, nbytes))
+            rows.append((macs, acs, r.neuron_updates, mem_j))
         sums = [math.fsum(col) for col in zip(*rows, strict=True)] if rows else [0.0] * 4
-        per_step.append(_terms_j(costs, *sums, included))
-    layers, charged = {}, {}
-    totals = [[], [], [], [], [], []]
+        per_step.append(_terms_j(costs, *sums[:3], sums[3] if charged else None, included))
+    layers, charged_counts = {}, {}
+    totals: list[list[float]] = [[] for _ in range(8)]
     for name, acc in layer_counts.items():
         sums = [math.fsum(col) for col in acc]
         for i, col in enumerate(acc):
             totals[i].extend(col)
-        layers[name] = _terms_j(costs, sums[0], sums[1], sums[3], sums[4], included)
-        charged[name] = {"macs": sums[0], "acs": sums[1]}
-    macs, acs, conv, updates, nbytes, converted = (math.fsum(col) for col in totals)
+        layers[name] = _terms_j(costs, sums[0], sums[1], sums[3], sums[4] if charged else None, included)
+        charged_counts[name] = {"macs": sums[0], "acs": sums[1]}
+    macs, acs, conv, updates, mem_j, converted, mem_converted, mem_convertible = (math.fsum(col) for col in totals)
     counts = {"macs": macs, "acs": acs, "convertible": conv, "acs_converted": converted,
-              "neuron_updates": updates, "bytes": nbytes}
-    return Estimate(convention=convention, costs=costs, per_image=_terms_j(costs, macs, acs, updates, nbytes, included),
+              "neuron_updates": updates, "bytes": profile.per_image.get("bytes", 0),
+              "memory_converted_j": mem_converted, "memory_convertible_j": mem_convertible}
+    parts: dict[str, float] = {}
+    if charged is not None:
+        parts = {**charged.breakdown, **{f"{k}_bytes": v for k, v in charged.byte_counts.items()}}
+        counts["memory_bytes"] = math.fsum(b for b, _, _ in cells.values())
+    return Estimate(convention=convention, costs=costs,
+                    per_image=_terms_j(costs, macs, acs, updates, mem_j if charged else None, included),
                     per_step=per_step, layers=layers, counts=counts, undefined=undefined, included=included,
-                    layer_counts=charged)
+                    layer_counts=charged_counts, memory=memory.spec,
+                    unassigned=dict(charged.unassigned) if charged else {}, memory_parts=parts)
 
 
 def energy_frame(profile: Profile, costs: EnergyCosts, convention: str = "strict") -> Any:
@@ -404,16 +449,31 @@ def energy_frame(profile: Profile, costs: EnergyCosts, convention: str = "strict
     return frame
 
 
-def break_even_rate(model: Estimate, baseline_j: float | None) -> float | None:
-    """Firing rate at which ``model`` costs ``baseline_j`` per image (linear in the rate).
+def break_even(model: Estimate, baseline_j: float | None) -> tuple[float | None, str | None]:
+    """The firing rate at which ``model`` costs ``baseline_j`` per image (its energy is linear in the rate),
+    or ``None`` and why in words: a rate outside 0..1 is no break-even a neuron can reach.
 
-    ``None`` when the cost does not depend on the rate (nothing is charged at a rate) or a
-    term it needs is undefined. Above 1: cheaper than the baseline at any rate a neuron can
-    fire; below 0: dearer even when silent.
+    Returns:
+        ``(rate in [0, 1], None)`` or ``(None, reason)``.
     """
-    if baseline_j is None or not model.counts["convertible"]:
-        return None
+    if baseline_j is None:
+        return None, "the baseline's total is undefined"
+    if not model.counts["convertible"]:
+        return None, "the energy does not depend on the firing rate under this convention"
     at_zero, at_one = model.energy_at_rate_j(0.0), model.energy_at_rate_j(1.0)
-    if at_zero is None or at_one is None or at_one == at_zero:
-        return None
-    return (baseline_j - at_zero) / (at_one - at_zero)
+    if at_zero is None or at_one is None:
+        return None, "a term the total needs is undefined"
+    if at_one == at_zero:
+        return None, "the energy does not depend on the firing rate under this convention"
+    rate = (baseline_j - at_zero) / (at_one - at_zero)
+    if rate < 0:
+        return None, "none: dearer than the baseline even when silent"
+    if rate > 1:
+        return None, "none: cheaper than the baseline even at 100 % firing"
+    return rate, None
+
+
+def break_even_rate(model: Estimate, baseline_j: float | None) -> float | None:
+    """:func:`break_even`'s rate alone: in [0, 1], or ``None`` (no break-even a neuron can reach, the cost
+    does not depend on the rate, or a term it needs is undefined)."""
+    return break_even(model, baseline_j)[0]

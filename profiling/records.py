@@ -31,11 +31,23 @@ Number = int | float
 # Columns the counting rules fill per op (profiling.rules) and the neuron rule fills per neuron layer.
 OP_COLUMNS = ("macs", "acs", "dense_macs", "norm", "softmax", "exp", "adds", "muls", "other", "bytes")
 NEURON_COLUMNS = ("spikes", "neuron_updates")
+# Data-movement counts of synaptic modules (Linear, Conv) and neuron layers, what the memory models of
+# profiling.memory read (profiling.tally counts them; see MEMORY_CONVENTIONS for each).
+MEMORY_COLUMNS = ("weight_uses", "weight_reads", "bias_uses", "bias_reads", "param_elements", "param_bytes",
+                  "state_bytes", "syn_calls", "syn_in", "syn_out", "in_reads", "spike_calls", "spike_events",
+                  "spike_fanout", "spike_out", "addr_acc", "addr_kernel", "addr_mac")
+# Counted once per call, whatever the batch: per image they amortise over it (like a weight's bytes).
+PER_CALL_COLUMNS = ("param_elements", "param_bytes", "syn_calls", "spike_calls", "addr_kernel")
 # The counted columns, summed over layers and steps.
-COLUMNS = OP_COLUMNS + NEURON_COLUMNS
+COLUMNS = OP_COLUMNS + NEURON_COLUMNS + MEMORY_COLUMNS
 # Schema of Profile.to_dict(); what reads an older one is named in the error.
-PROFILE_SCHEMA = "sdit.profile/2"
-OLDER_PROFILE_READER = "sdit 0.1.0 (profiles with paper-convention columns, schema sdit.profile/1 or none)"
+PROFILE_SCHEMA = "sdit.profile/3"
+OLDER_PROFILE_READERS = {
+    None: "sdit 0.1.0 (profiles with paper-convention columns, schema sdit.profile/1 or none)",
+    "sdit.profile/1": "sdit 0.1.0 (profiles with paper-convention columns, schema sdit.profile/1 or none)",
+    "sdit.profile/2": "sdit 0.2.0 (profiles without data-movement columns, schema sdit.profile/2)",
+}
+OLDER_PROFILE_READER = OLDER_PROFILE_READERS[None]
 
 # Key of ``upstream`` for dense MACs that no spiking layer precedes (JSON keys are strings).
 NO_UPSTREAM = "(none)"
@@ -58,9 +70,40 @@ CONVENTIONS: dict[str, str] = {
              "ModuleList/ModuleDict) that holds a spiking neuron",
     "per_step": "steps and layer_steps: the same counts per diffusion step (one model call each); "
                 "summed over steps they give the layer totals",
+    "memory_columns": "data movement of synaptic modules (nn.Linear, nn.Conv1d/2d/3d, matched by module) and "
+                      "neuron layers; see MEMORY_CONVENTIONS",
     "other_columns": "norm (elements normalised), softmax (elements), exp (transcendental elementwise ops, "
                      "incl. 4 per WKV element), adds (elementwise adds/subs, reductions, bias adds), "
                      "muls (elementwise muls/divs), other (comparisons, max, ReLU)",
+}
+
+# What each data-movement column counts, per image (a call is one forward of a synaptic module; a
+# spike input is one whose provenance is a neuron, as for ACs).
+MEMORY_CONVENTIONS: dict[str, str] = {
+    "weight_uses": "weights a synaptic module's call uses: real-valued input, its dense MACs; spike input, the "
+                   "weights its spikes touch (nnz x fan-out, exact at borders and strides)",
+    "weight_reads": "bytes of weight_uses at the weights' storage width (every weight read at each use)",
+    "bias_uses": "bias elements read: one per output element of a call with a bias",
+    "bias_reads": "bytes of bias_uses at the bias's storage width",
+    "param_elements": "elements of a synaptic module's own weights and bias, once per call",
+    "param_bytes": "bytes of param_elements at storage width",
+    "state_bytes": "bytes of a neuron layer's state tensors (its membrane potential) per spiking step, summed "
+                   "over steps: read once and written once each step",
+    "syn_calls": "calls of synaptic modules",
+    "syn_in": "input elements of calls with a real-valued input",
+    "syn_out": "output elements of calls with a real-valued input",
+    "in_reads": "input elements a call reads: a Linear its input once, a Conv with a real-valued input its "
+                "input window once per weight use (its dense MACs), a spike input its spikes (nnz)",
+    "spike_calls": "calls of synaptic modules with a spike input",
+    "spike_events": "spikes (non-zeros) in the spike inputs of synaptic modules",
+    "spike_fanout": "spike_events x the weights each touches as Lemaire et al. count it (Linear: out_features; "
+                    "Conv: out_channels / groups x kernel elements, borders ignored)",
+    "spike_out": "output elements per spiking step of calls with a spike input (a multi-step module's output / T)",
+    "addr_acc": "address additions of synaptic modules as Lemaire et al. count them (event-driven: spike_fanout; "
+                "dense: input + output elements)",
+    "addr_kernel": "address additions of a Conv with a real-valued input over its kernel, out_channels x kernel "
+                   "elements, once per call (Lemaire et al.)",
+    "addr_mac": "address multiplications: two per spike into a Conv (Lemaire et al.)",
 }
 
 
@@ -85,6 +128,24 @@ class LayerRecord:
     firing_rate: float | None = None
     spikes_per_step: list[Number] = field(default_factory=list)  # per spiking step T, summed over diffusion steps
     bytes: Number = 0
+    weight_uses: Number = 0
+    weight_reads: Number = 0
+    bias_uses: Number = 0
+    bias_reads: Number = 0
+    param_elements: Number = 0
+    param_bytes: Number = 0
+    state_bytes: Number = 0
+    syn_calls: Number = 0
+    syn_in: Number = 0
+    syn_out: Number = 0
+    in_reads: Number = 0
+    spike_calls: Number = 0
+    spike_events: Number = 0
+    spike_fanout: Number = 0
+    spike_out: Number = 0
+    addr_acc: Number = 0
+    addr_kernel: Number = 0
+    addr_mac: Number = 0
     upstream_neuron: str | None = None
     block: str | None = None
 
@@ -124,6 +185,24 @@ class LayerStepRecord:
     firing_rate: float | None = None
     spikes_per_step: list[Number] = field(default_factory=list)  # per spiking step T
     bytes: Number = 0
+    weight_uses: Number = 0
+    weight_reads: Number = 0
+    bias_uses: Number = 0
+    bias_reads: Number = 0
+    param_elements: Number = 0
+    param_bytes: Number = 0
+    state_bytes: Number = 0
+    syn_calls: Number = 0
+    syn_in: Number = 0
+    syn_out: Number = 0
+    in_reads: Number = 0
+    spike_calls: Number = 0
+    spike_events: Number = 0
+    spike_fanout: Number = 0
+    spike_out: Number = 0
+    addr_acc: Number = 0
+    addr_kernel: Number = 0
+    addr_mac: Number = 0
     upstream: dict[str, Number] = field(default_factory=dict)
 
     @classmethod
@@ -239,8 +318,9 @@ class Profile:
         """
         schema = data.get("schema")
         if schema != PROFILE_SCHEMA:
+            reader = OLDER_PROFILE_READERS.get(schema, OLDER_PROFILE_READER)
             raise ValueError(f"a profile of schema {schema!r}, not {PROFILE_SCHEMA!r}: it is read by "
-                             f"{OLDER_PROFILE_READER}; profile the model again")
+                             f"{reader}; profile the model again")
         required = {f.name for f in fields(cls)}
         missing = required - set(data)
         if missing:

@@ -3,16 +3,21 @@
 Integer counts are summed as they come; data-dependent counts (ACs of spike inputs, spikes per step)
 stay 0-dim or (steps,) device tensors until :func:`resolve_steps`, which moves them all to the host
 in one go per device: a long sampling run costs one synchronisation, not one per op.
+
+The data-movement counts memory models read (:func:`synaptic_memory`, :func:`neuron_memory`) are counted
+here too, per synaptic module call and per neuron layer call, in functions of their own.
 """
 
 from __future__ import annotations
 
+import math
 from collections import defaultdict
 from collections.abc import Callable
 from typing import Any
 
 import torch
-from torch import Tensor
+import torch.nn.functional as F
+from torch import Tensor, nn
 
 from profiling.records import COLUMNS
 from profiling.rules import Counts
@@ -114,3 +119,100 @@ def _sum_by_step(per_call: list[list[int]]) -> list[int]:
     if all(len(c) == len(per_call[0]) for c in per_call) and len(per_call[0]) > 1:
         return [sum(c[i] for c in per_call) for i in range(len(per_call[0]))]
     return [v for c in per_call for v in c]
+
+
+# ---- data movement: the counts memory models need (profiling.records.MEMORY_CONVENTIONS) -------------------
+# Counted by module, as spikingjelly's and Lemaire et al.'s estimators do: a synaptic module's call (its weights,
+# its input and output) and a neuron layer's state. Every op they run here is hidden from the counter's
+# dispatch mode (and from any other Python dispatch mode) by the exclusion guard.
+
+SYNAPTIC_MODULES: tuple[type[nn.Module], ...] = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
+_CONVS = {nn.Conv1d: F.conv1d, nn.Conv2d: F.conv2d, nn.Conv3d: F.conv3d}
+
+
+def _hidden() -> Any:
+    """A guard under which ops run unseen by Python dispatch modes (the counter's included)."""
+    return torch._C._ExcludeDispatchKeyGuard(torch._C.DispatchKeySet(torch._C.DispatchKey.Python))
+
+
+def _first_tensor(args: Any, kwargs: Any) -> Tensor | None:
+    for value in (*args, *(kwargs or {}).values()):
+        if isinstance(value, Tensor):
+            return value
+    return None
+
+
+def _conv_weight_uses(module: nn.Module, x: Tensor) -> Tensor:
+    """Weights a spike input ``x`` of conv ``module`` touches: per output position, the spikes in its window,
+    times the output channels of the group; exact at borders, strides and dilations (0-dim int64 tensor)."""
+    conv = next(f for cls, f in _CONVS.items() if isinstance(module, cls))
+    w = module.weight
+    padding = module.padding
+    if module.padding_mode != "zeros":
+        x = F.pad(x, module._reversed_padding_repeated_twice, mode=module.padding_mode)
+        padding = 0
+    ones = torch.ones((module.groups, *w.shape[1:]), dtype=torch.float64, device=x.device)
+    hits = conv((x != 0).to(torch.float64), ones, None, module.stride, padding, module.dilation, module.groups)
+    return hits.sum().round().to(torch.int64) * (w.shape[0] // module.groups)
+
+
+def synaptic_memory(module: nn.Module, args: Any, kwargs: Any, out: Any, spike: Callable[[Any], bool]) -> Counts:
+    """The data-movement counts of one call of a synaptic module (``{}`` for any other module).
+
+    Counts that depend on the spikes are 0-dim device tensors, like ACs (no synchronisation here).
+    """
+    if not isinstance(module, SYNAPTIC_MODULES) or not isinstance(out, Tensor):
+        return {}
+    x = _first_tensor(args, kwargs)
+    if x is None:
+        return {}
+    weight, bias = module.weight, module.bias
+    linear = isinstance(module, nn.Linear)
+    fan_in = weight.shape[-1] if linear else math.prod(weight.shape[1:])
+    kernel = 1 if linear else math.prod(weight.shape[2:])
+    fan_out = weight.shape[0] if linear else weight.shape[0] // module.groups * kernel
+    params = weight.numel() + (0 if bias is None else bias.numel())
+    n_out = out.numel()
+    counts: Counts = {
+        "syn_calls": 1, "param_elements": params,
+        "param_bytes": (weight.numel() * weight.element_size()
+                        + (0 if bias is None else bias.numel() * bias.element_size())),
+        "bias_uses": 0 if bias is None else n_out,
+        "bias_reads": 0 if bias is None else n_out * bias.element_size(),
+    }
+    with _hidden(), torch.no_grad():
+        if spike(x):
+            multi = getattr(module, "step_mode", "s") == "m"
+            steps = x.shape[0] if multi else 1
+            events = torch.count_nonzero(x)
+            if linear:
+                uses = events * weight.shape[0]
+            else:
+                uses = _conv_weight_uses(module, x.flatten(0, 1) if multi else x)
+            fanout = events * fan_out
+            counts.update({
+                "weight_uses": uses, "weight_reads": uses * weight.element_size(), "spike_calls": 1,
+                "spike_events": events, "spike_fanout": fanout, "in_reads": events, "spike_out": n_out // steps,
+                "addr_acc": fanout, "addr_mac": 0 if linear else 2 * events,
+            })
+            return counts
+    dense = n_out * fan_in
+    counts.update({
+        "weight_uses": dense, "weight_reads": dense * weight.element_size(), "syn_in": x.numel(), "syn_out": n_out,
+        "in_reads": x.numel() if linear else dense,
+        "addr_acc": x.numel() + n_out, "addr_kernel": 0 if linear else weight.shape[0] * kernel,
+    })
+    return counts
+
+
+def neuron_memory(module: nn.Module, out: Tensor) -> Counts:
+    """State traffic of one call of a neuron layer: the bytes of its state tensors (spikingjelly's
+    ``memories()``: the membrane potential) once per spiking step; ``{}`` for a neuron without them."""
+    memories = getattr(module, "memories", None)
+    if memories is None:
+        return {}
+    state = sum(t.numel() * t.element_size() for t in memories() if isinstance(t, Tensor))
+    if not state:
+        return {}
+    steps = out.shape[0] if getattr(module, "step_mode", "s") == "m" else 1
+    return {"state_bytes": state * steps}

@@ -23,12 +23,12 @@ from rich import box
 from rich.console import Console
 from rich.table import Table
 
-from profiling.compare import Comparison
+from profiling.compare import Comparison, Verdict
 from reports import tables
 from reports.study import Study
 
 __all__ = ["Col", "energy_terms_text", "format_cell", "layer_tables", "middle_ellipsis", "render",
-           "sensitivity_text", "terminal_width", "totals_text"]
+           "sensitivity_text", "terminal_width", "totals_text", "verdict_text"]
 
 ELLIPSIS = "\u2026"
 MIN_NAME_WIDTH = 12
@@ -250,3 +250,34 @@ def energy_lines(comparison: Comparison) -> list[str]:
                      f"{m['repeats']} repeats, idle {m['idle_power_w']:.1f} W, {m['device']}; "
                      f"{m.get('meter', 'NVML')})")
     return lines
+
+
+def verdict_text(rows: Sequence[Verdict], workload: str, width: int | None = None) -> str:
+    """The verdict matrix (:func:`profiling.compare.verdict_matrix`), one table per model pair: per counting
+    convention and memory model the totals, their ratio and the break-even firing rate (in words where there
+    is none in 0..100 %)."""
+    out = []
+    pairs = list(dict.fromkeys((r.model, r.baseline) for r in rows))
+    for model, baseline in pairs:
+        sel = [r for r in rows if (r.model, r.baseline) == (model, baseline)]
+        frame = pd.DataFrame([{
+            "convention": r.convention, "memory": r.memory.split(":")[0],
+            "model_uJ": None if r.model_j is None else r.model_j * 1e6,
+            "baseline_uJ": None if r.baseline_j is None else r.baseline_j * 1e6, "ratio": r.ratio,
+            "break_even": r.break_even_text.replace("the energy does not depend on the firing rate under this "
+                                                    "convention", "n/a: no rate dependence"),
+            "unassigned": r.unassigned} for r in sel])
+        presets = ", ".join(dict.fromkeys(f"{r.memory.split(':')[0]} at {r.memory.split(':')[1]}"
+                                          for r in sel if ":" in r.memory))
+        costs = sel[0].costs.split(" + ")[0] if sel else ""
+        out.append(render(frame, [Col("convention", "convention", "text"), Col("memory", "memory model", "text"),
+                                  Col("model_uJ", "model uJ", "uj", "undefined"),
+                                  Col("baseline_uJ", "baseline uJ", "uj", "undefined"),
+                                  Col("ratio", "ratio", "ratio", "n/a"), Col("break_even", "break-even", "text"),
+                                  Col("unassigned", "unassigned layers", "count")],
+                          title=f"verdict matrix, {model} (model) vs {baseline} (baseline): estimated energy per "
+                                f"image, {workload}, {costs}; counting convention x memory model (docs/memory.md); "
+                                "break-even = firing rate at which the model costs the baseline", width=width)
+                   + (f"  memory presets: {presets}; unassigned layers: memory the model cannot assign "
+                      "(--json lists them)\n" if presets else ""))
+    return "\n".join(out)

@@ -257,3 +257,17 @@ def test_a_quality_file_is_read_within_a_bound(tmp_path: Path, source: str) -> N
     assert result.exit_code == 2 and "--quality" in result.stderr
     assert "not a regular file" in result.stderr or "larger than 16 MiB" in result.stderr
     assert not (tmp_path / "cmp").exists()
+
+
+def test_compare_prints_the_verdict_matrix_with_break_evens_in_words(tmp_path: Path) -> None:
+    result = runner.invoke(app, ["compare", "sdit-tiny", "dit-tiny", "--method", "forward", "--samples", "0",
+                                 "--costs", "45nm-fp32", "--memory", "no-reuse", "--out", str(tmp_path / "r")],
+                           env={"COLUMNS": "200"})
+    assert result.exit_code == 0, result.output
+    text = result.stdout
+    assert "verdict matrix, sdit-tiny (model) vs dit-tiny (baseline)" in text
+    for model in ("operand-once", "no-reuse", "lemaire"):
+        assert model in text
+    assert "memory presets: operand-once at 45nm-sram-8kb, no-reuse at step-3.12pj-bit" in text
+    matrix_part = text[text.index("verdict matrix"):]
+    assert not re.search(r"\s-\d+\.\d+%", matrix_part)  # no negative break-even

@@ -121,3 +121,28 @@ def test_energy_rejects_an_unknown_meter() -> None:
     result = runner.invoke(app, ["energy", "dit-tiny", "--measure", "--meter", "rapl"])
     assert result.exit_code == 2
     assert "--meter 'rapl': valid meters are auto, nvml, cpu" in result.output
+
+
+def test_energy_memory_model_and_the_verdict_matrix(tmp_path: Path) -> None:
+    out = tmp_path / "e.json"
+    result = runner.invoke(app, ["energy", "sdit-tiny", "--baseline", "dit-tiny", "--method", "forward",
+                                 "--memory", "no-reuse", "--json", str(out)], env={"COLUMNS": "160"})
+    assert result.exit_code == 0, result.output
+    data = json.loads(out.read_text())
+    assert data["costs"]["memory"] == "no-reuse:step-3.12pj-bit"
+    matrix = data["verdict_matrix"]
+    assert {(r["convention"], r["memory"].split(":")[0]) for r in matrix} == {
+        (c, m) for c in ("strict", "paper", "block", "spikformer") for m in ("none", "operand-once", "no-reuse",
+                                                                            "lemaire")}
+    for row in matrix:  # a break-even is a rate in 0..1 with its percentage, or words
+        if row["break_even"] is None:
+            assert row["break_even_text"] and not any(ch.isdigit() for ch in row["break_even_text"][:1])
+        else:
+            assert 0 <= row["break_even"] <= 1 and row["break_even_text"] == f"{row['break_even']:.2%}"
+    assert "verdict matrix" in result.stdout and "no-reuse" in result.stdout
+
+
+def test_energy_rejects_an_unknown_memory_model_in_one_line() -> None:
+    result = runner.invoke(app, ["energy", "dit-tiny", "--memory", "lemaire:45nm-dram"])
+    assert result.exit_code == 2 and result.stderr.count("\n") == 1
+    assert "prices by buffer size" in result.stderr

@@ -74,12 +74,13 @@ def test_profile_round_trips_with_layer_steps(firing_run: Profile) -> None:
 
 def test_an_older_profile_is_one_line_naming_what_reads_it(firing_run: Profile) -> None:
     data = firing_run.to_dict()
-    assert data["schema"] == "sdit.profile/2" and "macs_paper" not in data["layers"][0]
-    for schema in (None, "sdit.profile/1"):
+    assert data["schema"] == "sdit.profile/3" and "macs_paper" not in data["layers"][0]
+    for schema, reader in ((None, OLDER_PROFILE_READER), ("sdit.profile/1", OLDER_PROFILE_READER),
+                           ("sdit.profile/2", "sdit 0.2.0")):
         old = {k: v for k, v in data.items() if k != "schema"} | ({} if schema is None else {"schema": schema})
-        with pytest.raises(ValueError, match=f"a profile of schema {schema!r}, not 'sdit.profile/2'") as err:
+        with pytest.raises(ValueError, match=f"a profile of schema {schema!r}, not 'sdit.profile/3'") as err:
             Profile.from_dict(old)
-        assert OLDER_PROFILE_READER in str(err.value) and "\n" not in str(err.value)
+        assert reader in str(err.value) and "\n" not in str(err.value)
 
 
 def test_reading_a_profile_imports_no_torch(tmp_path: Path, firing_run: Profile) -> None:
