@@ -251,7 +251,7 @@ def _run(ctx: DistContext, target: str | None, num: int, workload: Workload, kin
         else:
             loaded = load_target_or_fail(target, "its samples are noise")
             model = loaded.model.to(device)
-            store = open_shards(ctx, shards, model, loaded.description, workload)
+            store = open_shards(ctx, shards, model, loaded.description, workload, loaded.source == "preset")
             net = torch.compile(model) if compile_ else model
             out, samples = evaluate(net, networks, reference, num, workload, kid_subsets=kid_subsets,
                                     nearest_k=nearest_k, use_cache=not no_cache, device=device, ctx=ctx, store=store)

@@ -41,15 +41,21 @@ def process_group(device: str) -> Iterator[DistContext]:
 
 
 def open_shards(ctx: DistContext, directory: Path | None, model: torch.nn.Module, description: str,
-                workload: Workload, **extra: Any) -> ShardStore | None:
+                workload: Workload, preset: bool = False, **extra: Any) -> ShardStore | None:
     """The shard directory of a sampling run (``None``: none kept), opened on rank 0; exit 2 with one line on
-    every rank when it holds another run's shards, or when the ranks hold different weights."""
+    every rank when it holds another run's shards, or when the ranks loaded different weights of a checkpoint
+    (a ``preset``'s untrained weights are made equal: every rank takes rank 0's)."""
     from sdit.quality.evaluate import sampler_record
     from sdit.train import param_sha256
 
     weights = param_sha256(model)
     if len(set(distributed.all_gather_objects(ctx, weights))) > 1:
-        fail(f"the {ctx.world_size} processes hold different weights of {description}; give a checkpoint")
+        if not preset:
+            fail(f"the {ctx.world_size} processes loaded different weights of {description}")
+        # A preset's untrained weights come from each process's own random state: all take rank 0's.
+        state = distributed.broadcast_object(ctx, {k: v.cpu() for k, v in model.state_dict().items()})
+        model.load_state_dict(state)
+        weights = param_sha256(model)
     if directory is None:
         return None
     store = ShardStore(directory, {"model": description, "weights_sha256": weights,

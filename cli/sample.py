@@ -121,7 +121,8 @@ def _sample(ctx: DistContext, target: str, out: Path, num: int, batch_size: int 
             fail(str(err))
     elif classes:
         labels = set_labels(model, num, seed)
-    store = open_shards(ctx, shards, model, source, workload, labels=labels_text or "uniform")
+    store = open_shards(ctx, shards, model, source, workload, loaded.source == "preset",
+                        labels=labels_text or "uniform")
     net = torch.compile(model) if compile_ else model
     images, reused = draw_set(net, num, workload, device, ctx, store, labels)  # (n, C, H, W)
     if not ctx.is_main:

@@ -7,6 +7,7 @@ The CLI (`sdit evaluate`) only parses flags, calls :func:`evaluate` and prints /
 
 from __future__ import annotations
 
+import hashlib
 import time
 from typing import Any
 
@@ -86,7 +87,8 @@ def measure(samples: Tensor, networks: list[FeatureNetwork], reference: Referenc
     """Metrics of (N, C, H, W) ``samples`` against ``reference`` under each network, keyed by ``network.kind``.
 
     Each entry holds the network's description (with sha256), the metrics of :func:`compare`,
-    the reference cache record and the seconds spent on the samples' features. Under ``torchrun``
+    the reference cache record, the seconds spent on the samples' features and the sha256 of those
+    (N, d) float32 features (equal runs have equal features, bit for bit). Under ``torchrun``
     (``ctx`` of several ranks) the samples' features are shared out (:func:`sharded_features`) and
     rank 0 alone reads the reference and computes the metrics; the other ranks return ``{}``.
 
@@ -110,7 +112,8 @@ def measure(samples: Tensor, networks: list[FeatureNetwork], reference: Referenc
         results[network.kind] = {
             "feature_network": network.describe(), **compare(ref, fake, kid_subsets, nearest_k, seed),
             "reference_cache": cache, "feature_seconds": feature_s,
-            "feature_ms_per_image": 1e3 * feature_s / len(samples)}
+            "feature_ms_per_image": 1e3 * feature_s / len(samples),
+            "sample_features_sha256": hashlib.sha256(np.ascontiguousarray(fake).tobytes()).hexdigest()}
     return results
 
 
