@@ -20,7 +20,7 @@ from sdit.heap import retain_freed_memory
 # A module is imported only when its command runs or shows its own help, so ``sdit --help`` and
 # ``sdit --version`` load neither torch nor the library.
 COMMANDS = {"info": "info", "sample": "sample", "profile": "profile", "energy": "energy", "compare": "compare",
-            "train": "train", "convert": "convert", "table3": "table3", "evaluate": "evaluate"}
+            "train": "train", "convert": "convert", "table3": "table3", "evaluate": "evaluate", "report": "report"}
 
 
 @cache
