@@ -1,4 +1,4 @@
-"""`sdit report`: the report of saved studies, merged, equal to the one `sdit compare` wrote; other workloads refused."""
+"""`sdit report`: saved studies, merged, give the report `sdit compare` wrote; other workloads are refused."""
 
 from __future__ import annotations
 
