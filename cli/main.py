@@ -21,7 +21,7 @@ from sdit.heap import retain_freed_memory
 # ``sdit --version`` load neither torch nor the library.
 COMMANDS = {"info": "info", "sample": "sample", "profile": "profile", "energy": "energy", "compare": "compare",
             "train": "train", "convert": "convert", "table3": "table3", "evaluate": "evaluate",
-            "quantize": "quantize"}
+            "report": "report", "quantize": "quantize"}
 
 
 @cache

@@ -29,9 +29,12 @@ from cli.options import (
     seed_option,
     workload_from_options,
 )
+from cli.ranks import open_shards, process_group, rank_output
 from sdit.artifacts import is_stdout, save_image_grid, save_tensors
-from sdit.diffusion import num_classes_of, sample, uniform_labels
+from sdit.diffusion import num_classes_of
+from sdit.distributed import DistContext
 from sdit.quality.evaluate import sampler_description, sampler_record
+from sdit.sharding import batches, draw_set, set_labels
 
 
 def parse_labels(text: str, num: int, num_classes: int) -> torch.Tensor:
@@ -55,7 +58,10 @@ def sample_cmd(
         "or preset name (untrained weights, for smoke runs)."
     ),
     out: Path = typer.Option(..., "--out", help="PNG grid to write ('-' for standard output)."),
-    num: int = typer.Option(16, "--num", "-n", min=1, help="Number of images (one batch)."),
+    num: int = typer.Option(16, "--num", "--num-images", "-n", min=1, help="Number of images. Under torchrun write "
+                            "--num-images or -n: torchrun reads --num as its --numa-binding."),
+    batch_size: int | None = typer.Option(None, "--batch-size", min=1, help="Images per model call (default: all "
+                                          "in one; the noise is per image, so it changes only rounding)."),
     method: str = method_option(forward=False),
     sample_steps: int | None = sample_steps_option(),
     eta: float | None = eta_option(),
@@ -66,6 +72,10 @@ def sample_cmd(
     ),
     tensor: Path | None = typer.Option(
         None, "--tensor", help="Also save the samples (N, C, H, W) in [-1, 1] as safetensors."
+    ),
+    shards: Path | None = typer.Option(
+        None, "--shards", help="Keep each finished batch in this directory and reuse those there when the command "
+        "runs again (after a kill, with any number of torchrun processes); refused if made by other settings."
     ),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace --out (and --tensor) if they exist."),
     compile_: bool = typer.Option(
@@ -78,18 +88,25 @@ def sample_cmd(
     """Sample images from a model and save them as a grid.
 
     Example: sdit sample checkpoints/sdit-small-fmnist --out grid.png --num 16 --sample-steps 50 --eta 1
+
+    Image i's noise comes from its own generator, seeded from (--seed, i). Under torchrun the ranks share the
+    batches; rank 0 writes.
     """
+    quiet, progress = rank_output(quiet, progress)
     with command_output(quiet, progress):
-        _sample(target, out, num, method, sample_steps, labels_text, eta, seed, tensor, overwrite, compile_, device)
+        with process_group(device_from_option(device)) as ctx:
+            _sample(ctx, target, out, num, batch_size, method, sample_steps, labels_text, eta, seed, tensor, shards,
+                    overwrite, compile_)
 
 
-def _sample(target: str, out: Path, num: int, method: str, sample_steps: int | None, labels_text: str | None,
-            eta: float | None, seed: int, tensor: Path | None, overwrite: bool, compile_: bool,
-            device: str | None) -> None:
+def _sample(ctx: DistContext, target: str, out: Path, num: int, batch_size: int | None, method: str,
+            sample_steps: int | None, labels_text: str | None, eta: float | None, seed: int, tensor: Path | None,
+            shards: Path | None, overwrite: bool, compile_: bool) -> None:
     check_number("--num", num, 1, MAX_IMAGES)
-    workload = workload_from_options(method, sample_steps, eta, None, num, seed, forward=False)
+    workload = workload_from_options(method, sample_steps, eta, None, num if batch_size is None else batch_size,
+                                     seed, forward=False)
     check_outputs_or_fail({"--out": out, "--tensor": tensor}, overwrite, stdout_ok=("--out", "--tensor"))
-    device = device_from_option(device)
+    device = ctx.device
     loaded = load_target_or_fail(target, "samples are noise-like")
     model, source = loaded.model.to(device), loaded.description
     model.eval()
@@ -103,10 +120,13 @@ def _sample(target: str, out: Path, num: int, method: str, sample_steps: int | N
         except ValueError as err:
             fail(str(err))
     elif classes:
-        labels = uniform_labels(classes, num, seed)
-    torch.manual_seed(seed)
+        labels = set_labels(model, num, seed)
+    store = open_shards(ctx, shards, model, source, workload, loaded.source == "preset",
+                        labels=labels_text or "uniform")
     net = torch.compile(model) if compile_ else model
-    images = sample(net, workload, labels=labels, device=device).cpu()  # (n, C, H, W)
+    images, reused = draw_set(net, num, workload, device, ctx, store, labels)  # (n, C, H, W)
+    if not ctx.is_main:
+        return
     sampler = sampler_description(workload)
     if labels is not None:
         sampler += f", labels {','.join(map(str, labels.tolist()[:10]))}{'...' if num > 10 else ''}"
@@ -122,6 +142,9 @@ def _sample(target: str, out: Path, num: int, method: str, sample_steps: int | N
     also = f" and {tensor}" if tensor is not None else ""
     echo(f"wrote {num} samples of {source} ({sampler}, seed {seed}) to {path}{also}",
          err=is_stdout(out) or is_stdout(tensor))
+    if shards is not None:
+        echo(f"shards in {shards}: {reused} batches reused, {len(batches(num, workload.batch_size)) - reused} drawn",
+             err=True)
 
 
 def register(app: typer.Typer) -> None:

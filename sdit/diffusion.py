@@ -16,9 +16,9 @@ Respaced sampling is ancestral DDPM over a subset of the training steps with tha
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 from torch import Tensor
@@ -28,6 +28,29 @@ from sdit.progress import StepCallback
 from sdit.workload import DEFAULT_STEPS, SAMPLERS, Workload
 
 EpsModel = Callable[[Tensor, Tensor], Tensor]
+
+
+class NoiseSource(Protocol):
+    """Draws a batch's noise in place of one generator (:class:`sdit.sharding.ImageNoise`: one per image)."""
+
+    def randn(self, shape: Sequence[int], device: torch.device | str, dtype: torch.dtype | None = None) -> Tensor:
+        """(B, ...) standard normal noise."""
+
+
+Noise = torch.Generator | NoiseSource
+
+
+def randn(shape: Sequence[int], device: torch.device | str, generator: Noise | None,
+          dtype: torch.dtype | None = None) -> Tensor:
+    """Standard normal noise of ``shape`` from ``generator``: a torch generator or a :class:`NoiseSource`."""
+    if generator is None or isinstance(generator, torch.Generator):
+        return torch.randn(tuple(shape), device=device, dtype=dtype, generator=generator)
+    return generator.randn(shape, device, dtype)
+
+
+def randn_like(x: Tensor, generator: Noise | None) -> Tensor:
+    """Noise shaped, placed and typed as ``x``."""
+    return randn(x.shape, x.device, generator, x.dtype)
 
 
 def noise_prediction(out: Tensor, x_t: Tensor) -> Tensor:
@@ -108,7 +131,7 @@ def ddim_steps(
     x_t: Tensor,
     num_steps: int,
     eta: float = 0.0,
-    generator: torch.Generator | None = None,
+    generator: Noise | None = None,
 ) -> Iterator[SampleStep]:
     """DDIM (Song et al. 2021, Eq. 12), yielding after each model call.
 
@@ -126,7 +149,7 @@ def ddim_steps(
         direction = (1 - a_prev - sigma**2) ** 0.5 * eps  # "direction pointing to x_t"
         x_t = a_prev**0.5 * x0_pred + direction
         if sigma > 0:
-            x_t = x_t + sigma * torch.randn(x_t.shape, device=x_t.device, dtype=x_t.dtype, generator=generator)
+            x_t = x_t + sigma * randn_like(x_t, generator)
         yield SampleStep(index=index, t=t, x=x_t)
 
 
@@ -134,7 +157,7 @@ def ddpm_steps(
     model: EpsModel,
     diffusion: Diffusion,
     x_t: Tensor,
-    generator: torch.Generator | None = None,
+    generator: Noise | None = None,
 ) -> Iterator[SampleStep]:
     """Ancestral DDPM sampling over all training steps (Ho et al. 2020, Algorithm 2)."""
     betas, abar = diffusion.betas, diffusion.alphas_bar
@@ -145,7 +168,7 @@ def ddpm_steps(
         if t > 0:
             a_prev = float(abar[t - 1])
             var = beta * (1 - a_prev) / (1 - a_t)  # posterior variance beta~_t
-            noise = torch.randn(x_t.shape, device=x_t.device, dtype=x_t.dtype, generator=generator)
+            noise = randn_like(x_t, generator)
             x_t = mean + var**0.5 * noise
         else:
             x_t = mean
@@ -235,7 +258,7 @@ def respaced_ddpm_steps(
     diffusion: Diffusion,
     x_t: Tensor,
     num_steps: int = DEFAULT_STEPS["ddpm-respaced"],
-    generator: torch.Generator | None = None,
+    generator: Noise | None = None,
 ) -> Iterator[SampleStep]:
     """Ancestral DDPM over ``num_steps`` respaced steps with the model's learned variance, yielding per call.
 
@@ -250,7 +273,7 @@ def respaced_ddpm_steps(
         out = model(x_t, torch.full((batch,), t, dtype=torch.long, device=x_t.device))
         mean, log_var = p_mean_variance(schedule, out, x_t, index)
         if k > 0:
-            noise = torch.randn(x_t.shape, device=x_t.device, dtype=x_t.dtype, generator=generator)
+            noise = randn_like(x_t, generator)
             x_t = mean + (0.5 * log_var).exp() * noise
         else:
             x_t = mean
@@ -269,7 +292,7 @@ def uniform_labels(num_classes: int, num: int, seed: int, device: torch.device |
 
 
 def _sampler(model: EpsModel, diffusion: Diffusion, x_t: Tensor, workload: Workload,
-             generator: torch.Generator) -> tuple[Iterator[SampleStep], str]:
+             generator: Noise) -> tuple[Iterator[SampleStep], str]:
     """The step iterator of ``workload``'s sampler from ``x_t``, and its progress label."""
     steps = int(workload.steps)
     if workload.kind == "ddim":
@@ -294,7 +317,7 @@ def run_steps(
     diffusion: Diffusion | None = None,
     device: torch.device | str = "cpu",
     labels: Tensor | None = None,
-    generator: torch.Generator | None = None,
+    generator: Noise | None = None,
     on_step: StepCallback | None = None,
 ) -> Iterator[SampleStep]:
     """Every model call of ``workload`` on ``model``, each yielded once it (and the sampler update after it) ran.
@@ -313,12 +336,13 @@ def run_steps(
         diffusion: The noise schedule (default :class:`Diffusion`'s).
         labels: (B,) classes for a class-conditional model; by default :func:`uniform_labels` from the
             workload's seed. Refused for a model without classes.
-        generator: Draws the noise instead of one seeded with the workload's seed (a stream of batches).
+        generator: Draws the noise instead of one seeded with the workload's seed: another generator (a stream
+            of batches) or a :class:`NoiseSource` (:class:`sdit.sharding.ImageNoise`: each image its own).
     """
     diffusion = diffusion or Diffusion()
     if generator is None:
         generator = torch.Generator(device=device).manual_seed(workload.seed)
-    x = torch.randn(workload.image_shape(model.config), device=device, generator=generator)  # (B, C, H, W)
+    x = randn(workload.image_shape(model.config), device, generator)  # (B, C, H, W)
     classes = num_classes_of(model)
     if labels is not None and not classes:
         raise ValueError("labels given, but the model is not class-conditional")
@@ -354,7 +378,7 @@ def sample(
     diffusion: Diffusion | None = None,
     device: torch.device | str = "cpu",
     labels: Tensor | None = None,
-    generator: torch.Generator | None = None,
+    generator: Noise | None = None,
     on_step: StepCallback | None = None,
 ) -> Tensor:
     """Draw ``workload.batch_size`` images from pure noise with the workload's sampler; deterministic for a seed.

@@ -190,7 +190,8 @@ class _Modulate(torch.autograd.Function):
         need_x, need_shift, need_scale = ctx.needs_input_grad
         grad_x = grad * gain[:, None] if need_x else None  # (B, L, D)
         grad_shift = grad.sum(1) if need_shift else None  # (B, D)
-        grad_scale = torch.linalg.vecdot(grad, x, dim=1) if need_scale else None  # sum_L g * x, (B, D)
+        # Under autocast the factors may be of two dtypes (vecdot takes one): in the gradient's, as addcmul promotes.
+        grad_scale = torch.linalg.vecdot(grad, x.to(grad.dtype), dim=1) if need_scale else None  # sum_L g x, (B, D)
         return grad_x, grad_shift, grad_scale
 
 
@@ -207,7 +208,7 @@ class _GatedResidual(torch.autograd.Function):
     def backward(ctx, grad: Tensor) -> tuple[Tensor | None, ...]:
         gate, out = ctx.saved_tensors
         need_x, need_gate, need_out = ctx.needs_input_grad
-        grad_gate = torch.linalg.vecdot(grad, out, dim=1) if need_gate else None  # (B, D)
+        grad_gate = torch.linalg.vecdot(grad, out.to(grad.dtype), dim=1) if need_gate else None  # (B, D), as above
         grad_out = grad * gate[:, None] if need_out else None  # (B, L, D)
         return grad if need_x else None, grad_gate, grad_out
 

@@ -1,25 +1,25 @@
 """The quality study: sample a model, extract features, compare with a reference set.
 
-:func:`compare` is pure (feature arrays in, numbers out); :func:`draw_samples` and
-:func:`evaluate` run the model and the feature networks. The CLI (`sdit evaluate`) only
-parses flags, calls :func:`evaluate` and prints / writes its record.
+:func:`compare` is pure (feature arrays in, numbers out); :func:`evaluate` runs the model
+(:func:`sdit.sharding.draw_set`: one process or many under ``torchrun``) and the feature networks.
+The CLI (`sdit evaluate`) only parses flags, calls :func:`evaluate` and prints / writes its record.
 """
 
 from __future__ import annotations
 
+import hashlib
 import time
-from dataclasses import replace
 from typing import Any
 
 import numpy as np
 import torch
 from torch import Tensor, nn
 
-from sdit import progress
-from sdit.diffusion import sample
+from sdit import distributed, progress
 from sdit.quality.features import FeatureNetwork, extract_features
 from sdit.quality.metrics import fid, kid, prdc
 from sdit.quality.reference import ReferenceSet, reference_features
+from sdit.sharding import NOISE, ShardStore, draw_set
 from sdit.workload import Workload
 
 FORMAT = "sdit-evaluate/1"
@@ -45,23 +45,6 @@ def sampler_description(workload: Workload) -> str:
     return f"respaced ddpm, {workload.steps} steps, learned variance"
 
 
-def draw_samples(model: nn.Module, num: int, workload: Workload, device: torch.device | str = "cpu") -> Tensor:
-    """``num`` samples (N, C, H, W), nominally in [-1, 1]: runs of ``workload`` (batches of its ``batch_size``,
-    the last one smaller) whose noise comes from one generator seeded with its seed.
-
-    The noise of batch i follows that of batch i - 1 in one stream, so the set is a function of the
-    workload; with ``batch_size >= num`` it equals ``sample(model, workload)`` of ``num`` images.
-    """
-    generator = torch.Generator(device=device).manual_seed(workload.seed)
-    out = []
-    with progress.task(f"sampling {num} images, batches of {workload.batch_size}", num) as images_done:
-        for start in range(0, num, workload.batch_size):
-            batch = replace(workload, batch_size=min(workload.batch_size, num - start))
-            out.append(sample(model, batch, device=device, generator=generator).cpu())  # (b, C, H, W)
-            images_done(start + batch.batch_size)
-    return torch.cat(out)  # (N, C, H, W)
-
-
 def compare(real: np.ndarray, fake: np.ndarray, kid_subsets: int = 10, nearest_k: int = 5,
             seed: int = 0) -> dict[str, Any]:
     """Every metric of (N_fake, d) ``fake`` against (N_real, d) ``real`` features.
@@ -81,49 +64,77 @@ def compare(real: np.ndarray, fake: np.ndarray, kid_subsets: int = 10, nearest_k
             "nearest_k": p.nearest_k, "prdc_set_size": size}
 
 
+def sharded_features(network: FeatureNetwork, images: Tensor, ctx: distributed.DistContext | None = None) -> np.ndarray:
+    """:func:`extract_features` of (N, C, H, W) ``images``, its batches shared among the ranks of ``ctx``.
+
+    Batch j ([j b, (j + 1) b) of the network's batch size b) runs on rank j mod W, as the same forward as
+    one process runs, so the (N, d) features are bit for bit those of :func:`extract_features`. Every rank
+    holds ``images``; every rank gets the features.
+    """
+    ctx = ctx or distributed.DistContext()
+    if not ctx.distributed:
+        return extract_features(network, images)
+    size = network.batch_size
+    mine = {start: extract_features(network, images[start:start + size])
+            for start in range(ctx.rank * size, len(images), ctx.world_size * size)}
+    parts = {start: features for part in distributed.all_gather_objects(ctx, mine) for start, features in part.items()}
+    return np.concatenate([parts[start] for start in sorted(parts)])
+
+
 def measure(samples: Tensor, networks: list[FeatureNetwork], reference: ReferenceSet, kid_subsets: int = 10,
-            nearest_k: int = 5, seed: int = 0, use_cache: bool = True) -> dict[str, dict[str, Any]]:
+            nearest_k: int = 5, seed: int = 0, use_cache: bool = True,
+            ctx: distributed.DistContext | None = None) -> dict[str, dict[str, Any]]:
     """Metrics of (N, C, H, W) ``samples`` against ``reference`` under each network, keyed by ``network.kind``.
 
     Each entry holds the network's description (with sha256), the metrics of :func:`compare`,
-    the reference cache record and the seconds spent on the samples' features.
+    the reference cache record, the seconds spent on the samples' features and the sha256 of those
+    (N, d) float32 features (equal runs have equal features, bit for bit). Under ``torchrun``
+    (``ctx`` of several ranks) the samples' features are shared out (:func:`sharded_features`) and
+    rank 0 alone reads the reference and computes the metrics; the other ranks return ``{}``.
 
     Raises:
         ValueError: the samples' channels differ from the reference set's, or a metric's input is unusable.
     """
+    ctx = ctx or distributed.DistContext()
     if samples.shape[1] != reference.images.shape[1]:
         raise ValueError(f"the samples have {samples.shape[1]} channels, the reference set "
                          f"({reference.dataset}) has {reference.images.shape[1]}")
     results = {}
     for network in networks:
-        with progress.task(f"{network.kind} features of the reference set", None):
-            ref, cache = reference_features(network, reference, use_cache=use_cache)
         start = time.perf_counter()
         with progress.task(f"{network.kind} features of {len(samples)} samples", None):
-            fake = extract_features(network, samples)
+            fake = sharded_features(network, samples, ctx)
         feature_s = time.perf_counter() - start
+        if not ctx.is_main:
+            continue
+        with progress.task(f"{network.kind} features of the reference set", None):
+            ref, cache = reference_features(network, reference, use_cache=use_cache)
         results[network.kind] = {
             "feature_network": network.describe(), **compare(ref, fake, kid_subsets, nearest_k, seed),
             "reference_cache": cache, "feature_seconds": feature_s,
-            "feature_ms_per_image": 1e3 * feature_s / len(samples)}
+            "feature_ms_per_image": 1e3 * feature_s / len(samples),
+            "sample_features_sha256": hashlib.sha256(np.ascontiguousarray(fake).tobytes()).hexdigest()}
     return results
 
 
 def sampler_record(workload: Workload) -> dict[str, Any]:
     """The JSON record of a sampling workload."""
     return {"method": workload.kind, "steps": workload.steps, "eta": workload.eta, "seed": workload.seed,
-            "batch_size": workload.batch_size, "description": sampler_description(workload)}
+            "batch_size": workload.batch_size, "noise": NOISE, "description": sampler_description(workload)}
 
 
 def evaluate(model: nn.Module, networks: list[FeatureNetwork], reference: ReferenceSet, num: int, workload: Workload,
              kid_subsets: int = 10, nearest_k: int = 5, use_cache: bool = True,
-             device: torch.device | str = "cpu") -> tuple[dict[str, Any], Tensor]:
-    """Sample ``num`` images of ``workload`` (:func:`draw_samples`) and :func:`measure` them with each network;
-    the KID and PRDC subsets are drawn with the workload's seed.
+             device: torch.device | str = "cpu", ctx: distributed.DistContext | None = None,
+             store: ShardStore | None = None) -> tuple[dict[str, Any], Tensor]:
+    """Sample ``num`` images of ``workload`` (:func:`sdit.sharding.draw_set`: per-image noise, batches shared
+    among the ranks of ``ctx``, kept in ``store``) and :func:`measure` them with each network; the KID and
+    PRDC subsets are drawn with the workload's seed.
 
     Returns:
-        A JSON-ready record (format, N, sampler, reference set, per-network results, units,
-        sampling seconds) and the (N, C, H, W) samples.
+        A JSON-ready record (format, N, sampler, reference set, per-network results, units, sampling
+        seconds, batches taken from ``store``; rank 0's, the other ranks get one without results) and
+        the (N, C, H, W) samples (on every rank).
 
     Raises:
         ValueError: the model's images do not match the reference set's channels, the workload is a forward,
@@ -137,10 +148,12 @@ def evaluate(model: nn.Module, networks: list[FeatureNetwork], reference: Refere
         raise ValueError(f"{workload.label()} draws no images; evaluate a sampling workload")
     model.eval()
     start = time.perf_counter()
-    samples = draw_samples(model, num, workload, device)
+    samples, reused = draw_set(model, num, workload, device, ctx, store)
     sampling_s = time.perf_counter() - start
-    results = measure(samples, networks, reference, kid_subsets, nearest_k, workload.seed, use_cache)
-    return record(samples, sampler_record(workload), reference, results, sampling_s), samples
+    results = measure(samples, networks, reference, kid_subsets, nearest_k, workload.seed, use_cache, ctx)
+    out = record(samples, sampler_record(workload), reference, results, sampling_s)
+    world = (ctx or distributed.DistContext()).world_size
+    return {**out, "processes": world, "reused_batches": reused}, samples
 
 
 def record(samples: Tensor, sampler: dict[str, Any], reference: ReferenceSet, results: dict[str, Any],

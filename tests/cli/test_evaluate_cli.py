@@ -58,7 +58,7 @@ def test_evaluate_writes_the_record_and_prints_units(tmp_path: Path) -> None:
     record = json.loads(out.read_text())
     assert record["num_samples"] == 20
     assert record["sampler"] == {"method": "ddim", "steps": 2, "eta": 1.0, "seed": 3, "batch_size": 8,
-                                 "description": "ddim, 2 steps, eta 1"}
+                                 "noise": "per image", "description": "ddim, 2 steps, eta 1"}
     ref = record["reference"]
     assert (ref["dataset"], ref["split"], ref["num_images"], ref["split_images"]) == ("fashion-mnist", "test", 60,
                                                                                         10000)
@@ -155,7 +155,8 @@ def test_evaluate_reads_the_sampler_a_samples_file_records(tmp_path: Path) -> No
         assert result.exit_code == 0, result.output
         records[name] = json.loads(out.read_text())["sampler"]
     assert records["drawn"] == {"method": "ddim", "steps": 2, "eta": 1.0, "seed": 4, "batch_size": 12,
-                                "description": "ddim, 2 steps, eta 1"}
+                                "noise": "per image", "description": "ddim, 2 steps, eta 1"}
+    assert "noise" not in records["bare"] or records["bare"]["noise"] == "not recorded"
     assert records["bare"]["method"] == "unknown" and records["bare"]["seed"] is None
 
 

@@ -154,7 +154,8 @@ def test_every_command_declares_the_shared_options_with_the_same_defaults() -> N
     assert defaults["--method"] == dict.fromkeys(COMMANDS, "ddim")
     assert defaults["--seed"] == dict.fromkeys(COMMANDS, 0)
     assert defaults["--timestep"] == dict.fromkeys(("profile", "energy", "compare"))  # not given: 500
-    assert defaults["--batch-size"] == {"profile": 1, "energy": 1, "compare": 1, "evaluate": 250}
+    assert defaults["--batch-size"] == {"profile": 1, "energy": 1, "compare": 1, "evaluate": 250,
+                                        "sample": None}  # sample's not given: all images in one batch
 
 
 def test_the_device_is_cuda_when_available_else_cpu(monkeypatch: pytest.MonkeyPatch) -> None:
