@@ -18,8 +18,8 @@ SHIPPED = sorted(p for p in (Path(__file__).resolve().parents[2] / "checkpoints"
 
 
 def test_something_is_shipped() -> None:
-    assert [p.name for p in SHIPPED] == ["dit-small-fmnist", "sdit-small-fmnist", "sdit-small-norecon-fmnist",
-                                         "sdit-small-sd-fmnist"]
+    assert [p.name for p in SHIPPED] == ["dit-small-fmnist", "dit-small-int8-fmnist", "sdit-small-fmnist",
+                                         "sdit-small-norecon-fmnist", "sdit-small-sd-fmnist"]
 
 
 @pytest.mark.parametrize("directory", [p for p in SHIPPED if p.name.endswith("-sd-fmnist")], ids=lambda p: p.name)
