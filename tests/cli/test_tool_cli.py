@@ -46,7 +46,7 @@ def test_version_is_the_package_version() -> None:
 def test_every_command_has_a_purpose_and_an_example_and_flags_as_flags() -> None:
     commands = _commands()
     assert set(commands) == {"info", "sample", "profile", "energy", "compare", "train", "convert", "table3",
-                             "evaluate", "report"}
+                             "evaluate", "report", "quantize"}
     top = runner.invoke(app, ["--help"])
     assert top.exit_code == 0 and "Example: sdit compare" in _flat(top.stdout)
     for name, command in commands.items():
