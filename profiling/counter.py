@@ -69,6 +69,7 @@ __all__ = ["KNOWN_NEURONS", "LayerCounter", "SpikeDetectionError", "UnknownNeuro
 # What an aten op does, decided once per op: count by a rule, nothing, taint, or unknown (and, apart,
 # whether it carries spikes).
 _RULE, _FREE, _UNSUPPORTED, _VALUE_DEPENDENT = range(4)
+_CHECKS_PER_CLASS = 8  # calls of an undeclared class checked for binary outputs, while inconclusive
 # What a module's hooks do: name it, count it whole (neuron / module rule), or maybe reuse its counts;
 # a reusable call then records or replays.
 _NAME, _NEURON, _WHOLE, _REUSABLE, _RECORD, _REPLAY = range(6)
@@ -150,7 +151,7 @@ class LayerCounter:
         self.first_train: tuple[tuple[int, ...], int | None] | None = None
         self._specs: dict[int, NeuronSpec] = {}
         self._derivations = Derivations()
-        self._checked_classes: set[type] = set()  # classes whose output was checked for undeclared spikes
+        self._checked_classes: dict[type, int] = {}  # class -> calls checked for undeclared spikes
         if self.has_neurons:
             load_neuron_kernels_quietly()
         # What the hooks do per module, decided once; the module rule of those counted whole.
@@ -267,21 +268,23 @@ class LayerCounter:
         if id(module) not in self._action or not self._frames:
             return
         action, paused = self._frames.pop()
-        if action == _RECORD:
-            self._reuse.end_record(module)
-        elif action == _REPLAY:
-            self._replaying = 0
-            self._reuse.end_replay()
-        elif action == _NEURON:
-            self._count_neuron(self._stack[-1], module, out)  # while paused: its own ops go uncounted
-        elif action == _WHOLE:
-            self._add(self._stack[-1], self._rules[id(module)](module, args, out))
-        elif action in (_NAME, _RECORD):
-            self._check_undeclared(self._stack[-1], module, args, out)
-        if paused is not None:
-            paused.__exit__(None, None, None)
-        if self._stack:
-            self._stack.pop()
+        try:
+            if action in (_NAME, _RECORD):
+                self._check_undeclared(self._stack[-1], module, args, out)
+            if action == _RECORD:
+                self._reuse.end_record(module)
+            elif action == _REPLAY:
+                self._replaying = 0
+                self._reuse.end_replay()
+            elif action == _NEURON:
+                self._count_neuron(self._stack[-1], module, out)  # while paused: its own ops go uncounted
+            elif action == _WHOLE:
+                self._add(self._stack[-1], self._rules[id(module)](module, args, out))
+        finally:  # also when a check above raises: the outer modules' hooks still run, on a consistent state
+            if paused is not None:
+                paused.__exit__(None, None, None)
+            if self._stack:
+                self._stack.pop()
 
     def _count_neuron(self, name: str, module: nn.Module, out: Any) -> None:
         spec = self._specs[id(module)]
@@ -415,22 +418,28 @@ class LayerCounter:
     def _check_undeclared(self, name: str, module: nn.Module, args: Any, out: Any) -> None:
         """Refuse a module of an undeclared class (not torch's own) that holds no declared neuron and reads no
         spikes, and whose output is binary: a neuron the counter would otherwise take for an ANN layer.
-        Checked once per class."""
+        Checked at a class's calls until one is conclusive (an output not all 0 / 1, or one with both), at
+        most :data:`_CHECKS_PER_CLASS` calls."""
         cls = type(module)
-        if cls in self._checked_classes:
+        tries = self._checked_classes.get(cls, 0)
+        if tries >= _CHECKS_PER_CLASS:
             return
-        self._checked_classes.add(cls)
-        if cls.__module__.startswith("torch.") or self.neurons.spec_of(module) is not None:
+        if cls.__module__.startswith("torch.") or self.neurons.spec_of(module) is not None or any(
+                self.neurons.is_neuron(m) for m in module.modules()):
+            self._checked_classes[cls] = _CHECKS_PER_CLASS
             return
-        if any(self.neurons.is_neuron(m) for m in module.modules()) or any(map(self._is_spike, _tensors(args))):
-            return  # what a spiking block, or an op on spikes (SEW's a + b), makes of spikes is not a new neuron
+        if any(map(self._is_spike, _tensors(args))):
+            return  # what an op on spikes makes of them (SEW's a + b) is not a new neuron
         first = isinstance(out, list | tuple) and bool(out) and isinstance(out[0], Tensor)
         train = out[0] if first else out
-        if not isinstance(train, Tensor) or self._is_spike(train) or train.is_complex() or train.dim() == 0:
+        if (not isinstance(train, Tensor) or self._is_spike(train) or train.is_complex() or train.dim() == 0
+                or not (train.is_floating_point() or train.dtype == torch.bool)):
+            self._checked_classes[cls] = _CHECKS_PER_CLASS
             return
-        if not (train.is_floating_point() or train.dtype == torch.bool):
-            return
-        if self._by_value(is_binary, train) and not self._by_value(_all_ones, train):
+        binary, ones = self._by_value(binary_or_silent, train), self._by_value(_all_ones, train)
+        silent = binary and not self._by_value(is_binary, train)
+        self._checked_classes[cls] = tries + 1 if silent or ones else _CHECKS_PER_CLASS  # all 0 or all 1: undecided
+        if binary and not silent and not ones:
             where = "its output[0]" if first else "its output"
             raise UnknownNeuronError(
                 f"{name}: {cls.__name__} emits binary values ({where}) that no declared neuron made; if it is "
