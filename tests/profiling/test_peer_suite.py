@@ -39,7 +39,19 @@ def _narrow_head(vgg: nn.Module) -> nn.Module:
     return vgg
 
 
-# name -> (constructor, one image's shape); full-width zoo constructors, small images
+def _spikformer() -> nn.Module:
+    return zoo("spikformer").Spikformer(T=T, in_channels=3, img_size_h=16, img_size_w=16, patch_size=4,
+                                        num_classes=10, embed_dims=32, num_heads=2, mlp_ratio=2, depths=1)
+
+
+def _spike_driven_transformer() -> nn.Module:
+    return zoo("spike_driven_transformer").SpikeDrivenTransformer(T=T, in_channels=3, num_classes=10, embed_dims=32,
+                                                                  num_heads=2, depths=1, mlp_ratio=2)
+
+
+# name -> (constructor, one image's shape); full-width zoo constructors, small images. The transformers take
+# (B, C, H, W) and repeat it T times themselves (REPEATS); the others take (T, B, C, H, W).
+REPEATS = {"spikformer", "spike_driven_transformer"}
 MODELS: dict[str, tuple[Callable[[], nn.Module], tuple[int, ...]]] = {
     "conv-if-maxpool-conv": (_issue_example, (1, 28, 28)),
     "parametric_lif_net.FashionMNISTNet": (
@@ -53,17 +65,19 @@ MODELS: dict[str, tuple[Callable[[], nn.Module], tuple[int, ...]]] = {
         (3, 16, 16)),
     "spiking_vgg11_bn": (lambda: _narrow_head(zoo("spiking_vgg").spiking_vgg11_bn(spiking_neuron=neuron.IFNode)),
                          (3, 32, 32)),
+    "spikformer": (_spikformer, (3, 16, 16)),
+    "spike_driven_transformer": (_spike_driven_transformer, (3, 32, 32)),
 }
 
 
 def calibrated(build: Callable[[], nn.Module], image: tuple[int, ...], step_mode: str = "m",
-               seed: int = 0) -> tuple[nn.Module, torch.Tensor]:
+               seed: int = 0, repeats: bool = False) -> tuple[nn.Module, torch.Tensor]:
     """The model with random weights, multi-step, its BatchNorm statistics those of the input; and the input
-    (T, 1, *image), uniform in [0, 2)."""
+    (T, 1, *image), or (1, *image) for a model that ``repeats`` it T times, uniform in [0, 2)."""
     torch.manual_seed(seed)
     net = build()
     functional.set_step_mode(net, step_mode)
-    x = 2 * torch.rand(T, 1, *image)
+    x = 2 * torch.rand(1, *image) if repeats else 2 * torch.rand(T, 1, *image)
     for m in net.modules():
         if isinstance(m, nn.modules.batchnorm._BatchNorm):
             m.momentum = None  # the running statistics are those of the calibration batch
@@ -81,7 +95,7 @@ def counted(request) -> tuple[str, Profile, tuple[int, int], int]:
     total), the last two from one forward."""
     from spikingjelly.activation_based.op_counter import DispatchCounterMode, SynOpCounter
 
-    net, x = calibrated(*MODELS[request.param])
+    net, x = calibrated(*MODELS[request.param], repeats=request.param in REPEATS)
     profile = profiling.profile(net, x, strict=True, spike_detection="verify")
     synop = SynOpCounter()
     by_value = value_count(net, x, also=DispatchCounterMode([synop]))
@@ -114,3 +128,48 @@ def test_the_issue_example_counts_the_last_conv_as_acs() -> None:
     # the outputs each input position reaches
     taps = nn.functional.conv2d(torch.ones(1, 1, 14, 14), torch.ones(1, 1, 3, 3), padding=1)
     assert last.acs == int((pooled.ne(0).sum(dim=(0, 1, 2)) * taps[0, 0]).sum()) * 8
+
+
+def _neurobench_ops(net: nn.Module, x: torch.Tensor) -> tuple[int, int]:
+    """NeuroBench's (effective MACs, ACs) of one forward: its per-layer ``single_layer_MACs`` on the input of
+    every layer type it supports (Linear, Conv), what its SynapticOperations metric sums."""
+    from neurobench.blocks.layer import STATELESS_LAYERS
+    from neurobench.metrics.utils.layers import single_layer_MACs
+
+    totals = {"mac": 0, "ac": 0}
+    busy = [False]  # NeuroBench runs a copy of the layer, hooks included: count the outer call only
+
+    def hook(layer_, inputs, _out) -> None:
+        if busy[0]:
+            return
+        busy[0] = True
+        try:
+            ops, spiking = single_layer_MACs(inputs[0], layer_)
+        finally:
+            busy[0] = False
+        totals["ac" if spiking else "mac"] += int(ops)
+
+    handles = [m.register_forward_hook(hook) for m in net.modules() if isinstance(m, STATELESS_LAYERS)]
+    try:
+        functional.reset_net(net)
+        with torch.no_grad():
+            net(x)
+        functional.reset_net(net)
+    finally:
+        for h in handles:
+            h.remove()
+    return totals["mac"], totals["ac"]
+
+
+@pytest.mark.parametrize("name", ["conv-if-maxpool-conv", "parametric_lif_net.FashionMNISTNet", "spikformer"])
+def test_strict_acs_equal_neurobench_but_for_functional_matmuls(name: str) -> None:
+    """NeuroBench counts a spiking layer's ACs as we do (non-zero inputs x non-zero weights, every weight non-zero
+    here), for Linear and Conv modules only: Spikformer's attention products (q k^T, attn v), functional
+    matmuls inside ``blocks.0.attn``, are ours alone."""
+    pytest.importorskip("neurobench")
+    net, x = calibrated(*MODELS[name], repeats=name in REPEATS)
+    profile = profiling.profile(net, x, strict=True)
+    _, acs = _neurobench_ops(net, x)
+    functional_matmuls = profile.layer("blocks.0.attn").acs if name == "spikformer" else 0
+    assert profile.per_image["acs"] - functional_matmuls == acs > 0
+    assert name != "spikformer" or functional_matmuls > 0
