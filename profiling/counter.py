@@ -152,6 +152,9 @@ class LayerCounter:
         self._specs: dict[int, NeuronSpec] = {}
         self._derivations = Derivations()
         self._checked_classes: dict[type, int] = {}  # class -> calls checked for undeclared spikes
+        # Modules inside a neuron (a surrogate function's Heaviside): part of the neuron, never checked.
+        self._neuron_parts = {id(c) for _, m in modules if self.neurons.is_neuron(m)
+                              for c in m.modules() if c is not m}
         if self.has_neurons:
             load_neuron_kernels_quietly()
         # What the hooks do per module, decided once; the module rule of those counted whole.
@@ -416,13 +419,14 @@ class LayerCounter:
                 self.spike_check.missed.append((layer, str(func), i, tuple(t.shape)))
 
     def _check_undeclared(self, name: str, module: nn.Module, args: Any, out: Any) -> None:
-        """Refuse a module of an undeclared class (not torch's own) that holds no declared neuron and reads no
-        spikes, and whose output is binary: a neuron the counter would otherwise take for an ANN layer.
+        """Refuse a module of an undeclared class (not torch's own) that holds no declared neuron, is no part
+        of one and reads no spikes, and whose output is binary: a neuron the counter would otherwise take for
+        an ANN layer.
         Checked at a class's calls until one is conclusive (an output not all 0 / 1, or one with both), at
         most :data:`_CHECKS_PER_CLASS` calls."""
         cls = type(module)
         tries = self._checked_classes.get(cls, 0)
-        if tries >= _CHECKS_PER_CLASS:
+        if tries >= _CHECKS_PER_CLASS or id(module) in self._neuron_parts:
             return
         if cls.__module__.startswith("torch.") or self.neurons.spec_of(module) is not None or any(
                 self.neurons.is_neuron(m) for m in module.modules()):
