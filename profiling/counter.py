@@ -296,7 +296,7 @@ class LayerCounter:
             raise UnknownNeuronError(
                 f"{name}: {type(module).__name__} returned {type(out).__name__}, with no spike tensor at output "
                 f"index {spec.spike_output}; declare where its spikes are: neuron_types={{{type(module).__name__}: "
-                f"NeuronSpec(spike_output=...)}}")
+                f"profiling.neurons.NeuronSpec(spike_output=...)}}")
         axis = spec.time_axis_of(module, train)
         if self.first_train is None:
             self.first_train = (tuple(train.shape), axis)
@@ -447,8 +447,9 @@ class LayerCounter:
             where = "its output[0]" if first else "its output"
             raise UnknownNeuronError(
                 f"{name}: {cls.__name__} emits binary values ({where}) that no declared neuron made; if it is "
-                f"a spiking neuron pass neuron_types=({cls.__name__},) (or {{{cls.__name__}: NeuronSpec(...)}}), "
-                f"if not neuron_types={{{cls.__name__}: NeuronSpec(spiking=False)}}")
+                f"a spiking neuron pass neuron_types=({cls.__name__},) (or {{{cls.__name__}: NeuronSpec(...)}}, "
+                f"NeuronSpec from profiling.neurons), if not "
+                f"neuron_types={{{cls.__name__}: NeuronSpec(spiking=False)}}")
 
     def _unsupported_op(self, func: Any) -> None:
         name = self._stack[-1] if self._stack else OUTSIDE
