@@ -9,11 +9,13 @@
     e = sdit.estimate(p, costs="45nm-fp32", convention="spikformer")
     e.total_j, e.per_image, e.layers
 
-Spiking neurons are recognised as spikingjelly modules (``LIFNode``, ``IFNode``, ``ParametricLIFNode``;
-other neuron classes with ``neuron_types=``; an unknown spikingjelly neuron raises
-:class:`~profiling.counter.UnknownNeuronError`). Both spikingjelly step modes are counted: multi-step
-(``step_mode="m"``, the neuron reads (T, B, ...) and T is its first axis) and single-step (the model
-calls each neuron once per time step). Ops no rule covers are listed in ``Profile.unsupported_ops``.
+Spiking neurons are recognised by declaration (:mod:`profiling.neurons`): spikingjelly's ``LIFNode``,
+``IFNode``, ``ParametricLIFNode``, snnTorch's neurons (``snn.Leaky`` ..., spikes at output 0) and Norse's
+cells and sequence modules (``LIFCell`` ..., ``(z, state)``) are built in; other classes are declared
+with ``neuron_types=``. An undeclared spikingjelly neuron, or a module of an undeclared class that emits
+binary tensors, raises :class:`~profiling.counter.UnknownNeuronError`. Multi-step neurons (spikingjelly's
+``step_mode="m"``, T the first axis) and single-step ones (the model calls each neuron once per time
+step) are both counted. Ops no rule covers are listed in ``Profile.unsupported_ops``.
 
 This module imports torch on first use of :func:`profile` only; :func:`estimate` stays torch-free.
 """
@@ -42,10 +44,12 @@ def profile(
     workload: Workload | None = None,
     name: str | None = None,
     strict: bool = False,
-    neuron_types: tuple[type, ...] = (),
+    neuron_types: Any = (),
     reset: bool = True,
     reuse: bool = True,
     batch_size: int | None = None,
+    time_axis: int | str | None = "auto",
+    spike_detection: str = "rules",
     device: str | None = None,
 ) -> Profile:
     """Count MACs, ACs, spikes and the other op columns per layer of a model, per image.
@@ -55,7 +59,9 @@ def profile(
     - ``profile(model, x)``: any ``nn.Module`` and an example input, counted over one forward
       ``model(x)``. ``x`` is a tensor, a tuple of positional inputs, or a dict of keyword inputs;
       its first axis is the batch (for multi-step spikingjelly models, whose input is (T, B, ...),
-      the second). Counts are per image: totals divided by the batch size.
+      the second), checked against the batch axis of the neurons' spike trains; where they disagree the
+      assumption is printed (state it with ``batch_size=`` or ``time_axis=``). Counts are per image:
+      totals divided by the batch size.
     - ``profile(target, workload=...)``: ``target`` a preset name (untrained weights), a checkpoint
       path, or one of this project's models (SDiT / DiT); ``workload`` one forward at a timestep
       (default ``Workload.forward()``: t = 500 on N(0, I) noise) or a whole DDIM / DDPM sampling run.
@@ -66,14 +72,22 @@ def profile(
         workload: What a preset, checkpoint or project model runs; not with ``example``.
         name: Recorded as ``Profile.model`` (default: the preset / path, or the module's class name).
         strict: Raise on the first op no counting rule covers instead of listing it.
-        neuron_types: Extra neuron classes to count like LIF (spikes and membrane updates).
+        neuron_types: Neuron classes beside the built-in declarations: classes (spikes: the output, or
+            output 0 of a tuple) or a mapping class -> :class:`profiling.neurons.NeuronSpec` (which output
+            is the spike train, its time axis, the update cost; ``spiking=False`` for analog outputs).
         reset: Reset spikingjelly neuron states before and after the forward of an arbitrary
             module (``functional.reset_net``), so the counts are of a fresh sample.
         reuse: Reuse the counts of modules called again with the same input shapes, spiking blocks
             too while their neurons count every call (fast, same counts; see :mod:`profiling.counter`);
             ``False`` counts every call op by op.
         batch_size: Images in an example input (default: its first axis; the second, B of (T, B, ...),
-            when the model's spikingjelly modules run multi-step).
+            when the model's spikingjelly modules run multi-step; see ``time_axis``).
+        time_axis: The axis of T in an example input (the batch is then the first other axis); ``None``
+            when the input has no time axis (a model that repeats its input T times); ``"auto"`` infers.
+        spike_detection: ``"rules"`` (spikes by provenance, no device synchronisation per op) or ``"verify"``:
+            also check by value that every tensor the rules call spikes is binary and that every binary
+            operand of a synaptic op was called spikes; raises
+            :class:`~profiling.spikes.SpikeDetectionError` listing what it found.
         device: Where a preset or checkpoint is loaded (default ``cpu``); a module stays where it is.
 
     Returns:
@@ -85,7 +99,9 @@ def profile(
     Raises:
         TypeError: ``target`` is not a module, preset or path; or an example is missing / not usable.
         ValueError: ``workload`` together with ``example``.
-        profiling.counter.UnknownNeuronError: a spikingjelly neuron without a cost model.
+        profiling.counter.UnknownNeuronError: a spikingjelly neuron without a declaration, or a module of an
+            undeclared class that emits binary tensors (the message names ``neuron_types=``).
+        ValueError: a ``time_axis`` that is not an axis of the example input.
         sdit.targets.TargetError, sdit.checkpoint.CheckpointError: a target that cannot be loaded.
     """
     import torch
@@ -116,7 +132,8 @@ def profile(
                          "checkpoints and sdit models (leave one of them out)")
     args, kwargs = _as_call(example, torch)
     return profile_module(target, args, kwargs, name=name or type(target).__name__, strict=strict,
-                          neuron_types=tuple(neuron_types), reset=reset, reuse=reuse, batch_size=batch_size)
+                          neuron_types=neuron_types, reset=reset, reuse=reuse, batch_size=batch_size,
+                          time_axis=time_axis, spike_detection=spike_detection)
 
 
 def estimate(

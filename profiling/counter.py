@@ -9,11 +9,13 @@ concatenations are attributed too.
 The modules of :mod:`profiling.module_rules` are counted whole, with the dispatch mode paused
 inside them: spiking neurons (spikes, neurons, membrane updates) and the WKV operator.
 
-Spikes are recognised by provenance, never by looking at values: the output of
-a neuron is a spike tensor, and so is anything a data-movement op
-(:data:`profiling.rules.SPIKE_PRESERVING`) makes from spike tensors only. Data-dependent
-counts stay on the device until :meth:`LayerCounter.finish`, which synchronises once
-(:mod:`profiling.tally`).
+Spikes are recognised by provenance, never by looking at values: the spike train of
+a neuron (declared by :mod:`profiling.neurons`) is a spike tensor, and so is the output of an op
+that :data:`profiling.spikes.PROPAGATION` says yields spikes from its spike inputs (views, max-pool,
+logic, masks, ...). Data-dependent counts stay on the device until :meth:`LayerCounter.finish`,
+which synchronises once (:mod:`profiling.tally`). ``spike_detection="verify"`` checks the rules by
+value (one synchronisation per tensor checked). A module of no known class whose output is binary
+without being spikes is refused, checked once per class, as an undeclared neuron.
 
 Reuse (``reuse=True``, the default): a module called again with the input signature of an earlier
 call replays that call's recorded counts instead of being counted op by op, its neurons still
@@ -29,6 +31,7 @@ import weakref
 from collections.abc import Iterator
 from typing import Any
 
+import torch
 from torch import Tensor, nn
 from torch.utils._python_dispatch import TorchDispatchMode, _get_current_dispatch_mode, _pop_mode_temporarily
 
@@ -37,23 +40,36 @@ from profiling.module_rules import (
     ModuleRule,
     is_spikingjelly_neuron,
     module_rule,
-    neuron_rule,
     spikes_per_step,
     spiking_block_members,
     spiking_blocks,
 )
+from profiling.neurons import NeuronSpec, NeuronTable, NeuronTypes
 from profiling.records import UnsupportedOp
 from profiling.replay import RECORD, REPLAY, Reuse
-from profiling.rules import FREE_OPS, RULES, SPIKE_PRESERVING, VALUE_DEPENDENT, Counts, op_base_name
+from profiling.rules import FREE_OPS, RULES, VALUE_DEPENDENT, Counts, op_base_name
+from profiling.spikes import (
+    SPIKE_DETECTION,
+    SYNAPTIC_OPERANDS,
+    Derivations,
+    SpikeCheck,
+    SpikeDetectionError,
+    binary_or_silent,
+    is_binary,
+    propagation_of,
+    spike_outputs,
+)
 from profiling.tally import LayerTally, Step, neuron_memory, resolve_steps, synaptic_memory
 from sdit.models.lif import load_neuron_kernels_quietly
 
 ROOT = "(model)"
 OUTSIDE = "(outside model)"  # e.g. the sampler's update between model calls
-__all__ = ["KNOWN_NEURONS", "LayerCounter", "UnknownNeuronError", "UnsupportedOpError"]
+__all__ = ["KNOWN_NEURONS", "LayerCounter", "SpikeDetectionError", "UnknownNeuronError", "UnsupportedOpError"]
 
-# What an aten op does, decided once per op: count by a rule, carry spikes, nothing, taint, or unknown.
-_RULE, _PRESERVING, _FREE, _UNSUPPORTED, _VALUE_DEPENDENT = range(5)
+# What an aten op does, decided once per op: count by a rule, nothing, taint, or unknown (and, apart,
+# whether it carries spikes).
+_RULE, _FREE, _UNSUPPORTED, _VALUE_DEPENDENT = range(4)
+_CHECKS_PER_CLASS = 8  # calls of an undeclared class checked for binary outputs, while inconclusive
 # What a module's hooks do: name it, count it whole (neuron / module rule), or maybe reuse its counts;
 # a reusable call then records or replays.
 _NAME, _NEURON, _WHOLE, _REUSABLE, _RECORD, _REPLAY = range(6)
@@ -64,7 +80,8 @@ class UnsupportedOpError(RuntimeError):
 
 
 class UnknownNeuronError(TypeError):
-    """The model has a spiking neuron type the profiler has no cost model for."""
+    """The model has a spiking neuron type the profiler has no declaration for (or one whose output is
+    not what its declaration says)."""
 
 
 class _DispatchCounter(TorchDispatchMode):
@@ -99,28 +116,45 @@ class LayerCounter:
     Args:
         model: The model whose modules name the layers.
         strict: Raise :class:`UnsupportedOpError` on the first op no rule covers.
-        neuron_types: Extra neuron classes to count like LIF (spikes, updates).
+        neuron_types: Neuron classes beside the built-in declarations (:mod:`profiling.neurons`): classes
+            (read with the default :class:`~profiling.neurons.NeuronSpec`) or a mapping class -> spec.
         reuse: Reuse the recorded counts of modules called again with the same input signature,
             spiking blocks too while their neurons count every call (see :mod:`profiling.replay`);
             ``False`` counts every call op by op.
+        spike_detection: ``"rules"`` (provenance only) or ``"verify"``: also check by value that every
+            tensor called spikes is binary and that no binary operand of a synaptic op was missed;
+            :meth:`finish` raises :class:`SpikeDetectionError` listing what it found (``spike_check``).
 
     Raises:
-        UnknownNeuronError: at construction, for a spikingjelly neuron of an unknown type.
+        UnknownNeuronError: at construction, for a spikingjelly neuron of an undeclared type; while
+            running, for a module of an undeclared class that emits binary tensors.
     """
 
     def __init__(
-        self, model: nn.Module, strict: bool = False, neuron_types: tuple[type[nn.Module], ...] = (),
-        reuse: bool = True,
+        self, model: nn.Module, strict: bool = False, neuron_types: NeuronTypes = (),
+        reuse: bool = True, spike_detection: str = "rules",
     ) -> None:
+        if spike_detection not in SPIKE_DETECTION:
+            raise ValueError(f"spike_detection must be one of {', '.join(SPIKE_DETECTION)}, got {spike_detection!r}")
         self.model, self.strict, self.reuse = model, strict, reuse
-        self.neuron_types = KNOWN_NEURONS + tuple(neuron_types)
+        self.verify = spike_detection == "verify"
+        self.spike_check = SpikeCheck()
+        self.neurons = NeuronTable(neuron_types)
         modules = list(model.named_modules())
         self.names: dict[int, str] = {id(m): (name or ROOT) for name, m in modules}
         self.kinds: dict[str, str] = {(name or ROOT): type(m).__name__ for name, m in modules}
         self.kinds[OUTSIDE] = "outside model"
-        self.in_spiking_block = spiking_block_members(modules, self.neuron_types)
-        self.blocks = spiking_blocks(model, self.neuron_types, modules)
-        self.has_neurons = any(isinstance(m, self.neuron_types) for _, m in modules)
+        self.in_spiking_block = spiking_block_members(modules, self.neurons.is_neuron)
+        self.blocks = spiking_blocks(model, self.neurons.is_neuron, modules)
+        self.has_neurons = any(self.neurons.is_neuron(m) for _, m in modules)
+        # The first spike train seen: (its shape, its time axis or None), for the batch size (profiling.neurons).
+        self.first_train: tuple[tuple[int, ...], int | None] | None = None
+        self._specs: dict[int, NeuronSpec] = {}
+        self._derivations = Derivations()
+        self._checked_classes: dict[type, int] = {}  # class -> calls checked for undeclared spikes
+        # Modules inside a neuron (a surrogate function's Heaviside): part of the neuron, never checked.
+        self._neuron_parts = {id(c) for _, m in modules if self.neurons.is_neuron(m)
+                              for c in m.modules() if c is not m}
         if self.has_neurons:
             load_neuron_kernels_quietly()
         # What the hooks do per module, decided once; the module rule of those counted whole.
@@ -137,7 +171,8 @@ class LayerCounter:
         # tensor dies (so an id reused by a new tensor never reads as spikes).
         self._spikes: dict[int, weakref.ref] = {}
         self._spike_test = self._is_spike if self.has_neurons else _never
-        self._plan: dict[Any, tuple[int, Any, tuple[int | str, ...]]] = {}  # aten op -> (what, rule, written args)
+        # aten op -> (what, rule, written args, its name if it may carry spikes)
+        self._plan: dict[Any, tuple[int, Any, tuple[int | str, ...], str | None]] = {}
         self._last_neuron: str | None = None
         self._steps: list[Step] = []
         self._current: dict[str, LayerTally] | None = None
@@ -146,13 +181,14 @@ class LayerCounter:
         self._mode = _DispatchCounter(self)
 
     def _action_of(self, name: str, module: nn.Module) -> int:
-        if isinstance(module, self.neuron_types):
-            self._rules[id(module)] = neuron_rule
+        spec = self.neurons.spec_of(module)
+        if spec is not None and spec.spiking:
+            self._specs[id(module)] = spec
             return _NEURON
-        if is_spikingjelly_neuron(module):
+        if spec is None and is_spikingjelly_neuron(module):
             raise UnknownNeuronError(
-                f"{name}: neuron type {type(module).__name__} has no cost model; "
-                f"known: {', '.join(t.__name__ for t in self.neuron_types)} (pass neuron_types= to add one)"
+                f"{name}: neuron type {type(module).__name__} has no declaration; "
+                f"known: {self.neurons.names()} (pass neuron_types= to add one)"
             )
         rule = module_rule(module)
         if rule is not None:
@@ -229,36 +265,50 @@ class LayerCounter:
     def _post_hook(self, module: nn.Module, args: Any, kwargs: Any, out: Any) -> None:
         if self._replaying > 1:
             self._replaying -= 1
-            if self._action.get(id(module)) == _NEURON and isinstance(out, Tensor):
-                self._count_neuron(self.names[id(module)], module, args, out)  # the replay paused the mode
+            if self._action.get(id(module)) == _NEURON:
+                self._count_neuron(self.names[id(module)], module, out)  # the replay paused the mode
             return
         if id(module) not in self._action or not self._frames:
             return
         action, paused = self._frames.pop()
-        if action in (_RECORD, _NAME) and (memory := synaptic_memory(module, args, kwargs, out, self._spike_test)):
-            self._add(self._stack[-1], memory)  # data movement of a Linear / Conv call (profiling.tally)
-        if action == _RECORD:
-            self._reuse.end_record(module)
-        elif action == _REPLAY:
-            self._replaying = 0
-            self._reuse.end_replay()
-        elif action == _NEURON and isinstance(out, Tensor):
-            self._count_neuron(self._stack[-1], module, args, out)  # while paused: its own ops go uncounted
-        elif action == _WHOLE:
-            self._add(self._stack[-1], self._rules[id(module)](module, args, out))
-        if paused is not None:
-            paused.__exit__(None, None, None)
-        if self._stack:
-            self._stack.pop()
+        try:
+            if action in (_NAME, _RECORD):
+                self._check_undeclared(self._stack[-1], module, args, out)
+                if memory := synaptic_memory(module, args, kwargs, out, self._spike_test):
+                    self._add(self._stack[-1], memory)  # data movement of a Linear / Conv call (profiling.tally)
+            if action == _RECORD:
+                self._reuse.end_record(module)
+            elif action == _REPLAY:
+                self._replaying = 0
+                self._reuse.end_replay()
+            elif action == _NEURON:
+                self._count_neuron(self._stack[-1], module, out)  # while paused: its own ops go uncounted
+            elif action == _WHOLE:
+                self._add(self._stack[-1], self._rules[id(module)](module, args, out))
+        finally:  # also when a check above raises: the outer modules' hooks still run, on a consistent state
+            if paused is not None:
+                paused.__exit__(None, None, None)
+            if self._stack:
+                self._stack.pop()
 
-    def _count_neuron(self, name: str, module: nn.Module, args: Any, out: Tensor) -> None:
-        per_step = spikes_per_step(module, out)  # (steps,) on device
+    def _count_neuron(self, name: str, module: nn.Module, out: Any) -> None:
+        spec = self._specs[id(module)]
+        train = spec.spike_train(out)
+        if train is None:
+            raise UnknownNeuronError(
+                f"{name}: {type(module).__name__} returned {type(out).__name__}, with no spike tensor at output "
+                f"index {spec.spike_output}; declare where its spikes are: neuron_types={{{type(module).__name__}: "
+                f"profiling.neurons.NeuronSpec(spike_output=...)}}")
+        axis = spec.time_axis_of(module, train)
+        if self.first_train is None:
+            self.first_train = (tuple(train.shape), axis)
+        per_step = spikes_per_step(module, train, axis)  # (steps,) on device
         tally = self._tally(name)
-        tally.add(self._rules[id(module)](module, args, out))
-        tally.add(neuron_memory(module, out))  # its state traffic (profiling.tally)
+        tally.add({"neuron_updates": train.numel() * spec.updates_per_element})
+        tally.add(neuron_memory(module, train))  # its state traffic (profiling.tally)
         tally.spikes_per_step.append(per_step)  # the spikes column is their sum, taken in finish()
         tally.steps += per_step.shape[0]
-        self._mark_spikes(out)
+        self._mark_spikes(train, name)
         self._last_neuron = name
         for recording in self._reuse.recorders:
             recording.neuron(name)
@@ -301,7 +351,11 @@ class LayerCounter:
         ref = self._spikes.get(id(x))
         return ref is not None and ref() is x
 
-    def _mark_spikes(self, t: Tensor) -> None:
+    def _mark_spikes(self, t: Tensor, source: str) -> None:
+        if self.verify:
+            self.spike_check.checked += 1
+            if not self._by_value(binary_or_silent, t):
+                self.spike_check.not_binary.append((self._stack[-1] if self._stack else OUTSIDE, source))
         key = id(t)
         spikes = self._spikes
         ref = spikes[key] = weakref.ref(t, lambda _ref, key=key: spikes.pop(key, None))
@@ -313,37 +367,92 @@ class LayerCounter:
         plan = self._plan.get(func)
         if plan is None:
             plan = self._plan[func] = _plan_of(func)
-        what, rule, writes = plan
+        what, rule, writes, carries = plan
         if what == _RULE:
             counts = rule(args, kwargs, out, self._spike_test)
             if self._reuse.recorders and self._spikes:
                 self._check_spike_independent(rule, args, kwargs, out, counts)
             dense = counts.get("dense_macs", 0)
             self._add(self._stack[-1] if self._stack else OUTSIDE, counts, int(dense) if dense else 0)
-        elif what == _PRESERVING:
-            if self.has_neurons and self._spikes:
-                inputs = _tensors(args, kwargs)
-                if inputs and all(self._is_spike(a) for a in inputs):
-                    for o in _tensors(out):
-                        self._mark_spikes(o)  # recorded calls check that these die inside them
+            if self.verify and func in SYNAPTIC_OPERANDS:
+                self._verify_operands(func, args)
         elif what == _VALUE_DEPENDENT:
             self._reuse.taint()
             if op_base_name(func) not in FREE_OPS:
                 self._unsupported_op(func)
         elif what == _UNSUPPORTED:
             self._unsupported_op(func)
-        if writes and self._spikes:  # after the rule, which saw the inputs as they were at the call
-            self._unmark_written(writes, args, kwargs, what)
+        if not self._spikes:
+            return
+        marks: list[Tensor] = []
+        if carries is not None:
+            marks, noted = spike_outputs(carries, args, kwargs, out, self._is_spike, self._derivations)
+            for recording in self._reuse.recorders:  # a sum or product kept past the call: not reused
+                recording.spikes.extend(noted)
+        if writes:  # after the rule, which saw the inputs as they were at the call
+            self._unmark_written(writes, args, kwargs, marks)
+        for t in marks:
+            self._mark_spikes(t, str(func))
 
-    def _unmark_written(self, writes: tuple[int | str, ...], args: Any, kwargs: Any, what: int) -> None:
-        """An op that writes into a spike tensor in place (``mul_``, ``add_``, ``copy_``, an ``out=``) leaves
-        real values under the same tensor object: it is no longer spikes. A spike-preserving in-place op
-        (``transpose_``) re-marks its output below when its inputs are all spikes."""
+    def _unmark_written(self, writes: tuple[int | str, ...], args: Any, kwargs: Any, marks: list[Tensor]) -> None:
+        """An op that writes into a spike tensor in place (``add_``, ``copy_``, an ``out=``) leaves real values
+        under the same tensor object: it is no longer spikes, unless the op yields spikes (``transpose_``,
+        ``mul_`` of two spike tensors), whose output the caller marks again."""
         for where in writes:
             t = kwargs.get(where) if isinstance(where, str) else (args[where] if where < len(args) else None)
-            if isinstance(t, Tensor) and self._is_spike(t) and what != _PRESERVING:
+            if isinstance(t, Tensor) and self._is_spike(t) and not any(t is m for m in marks):
                 self._spikes.pop(id(t), None)
                 self._reuse.taint()  # a replayed call would not repeat the unmarking
+
+    # ---- checks by value ---------------------------------------------------------
+    def _by_value(self, test: Any, t: Tensor) -> bool:
+        """``test(t)`` with the dispatch mode paused where it runs (a hook): its ops are not counted."""
+        paused = self._pause()
+        try:
+            return test(t.detach())
+        finally:
+            if paused is not None:
+                paused.__exit__(None, None, None)
+
+    def _verify_operands(self, func: Any, args: Any) -> None:
+        for i in SYNAPTIC_OPERANDS[func]:
+            t = args[i] if i < len(args) else None
+            if isinstance(t, Tensor) and not self._is_spike(t) and is_binary(t):
+                layer = self._stack[-1] if self._stack else OUTSIDE
+                self.spike_check.missed.append((layer, str(func), i, tuple(t.shape)))
+
+    def _check_undeclared(self, name: str, module: nn.Module, args: Any, out: Any) -> None:
+        """Refuse a module of an undeclared class (not torch's own) that holds no declared neuron, is no part
+        of one and reads no spikes, and whose output is binary: a neuron the counter would otherwise take for
+        an ANN layer.
+        Checked at a class's calls until one is conclusive (an output not all 0 / 1, or one with both), at
+        most :data:`_CHECKS_PER_CLASS` calls."""
+        cls = type(module)
+        tries = self._checked_classes.get(cls, 0)
+        if tries >= _CHECKS_PER_CLASS or id(module) in self._neuron_parts:
+            return
+        if cls.__module__.startswith("torch.") or self.neurons.spec_of(module) is not None or any(
+                self.neurons.is_neuron(m) for m in module.modules()):
+            self._checked_classes[cls] = _CHECKS_PER_CLASS
+            return
+        if any(map(self._is_spike, _tensors(args))):
+            return  # what an op on spikes makes of them (SEW's a + b) is not a new neuron
+        first = isinstance(out, list | tuple) and bool(out) and isinstance(out[0], Tensor)
+        train = out[0] if first else out
+        if (not isinstance(train, Tensor) or self._is_spike(train) or train.is_complex() or train.dim() == 0
+                or not (train.is_floating_point() or train.dtype == torch.bool)):
+            self._checked_classes[cls] = _CHECKS_PER_CLASS
+            return
+        binary, ones = self._by_value(binary_or_silent, train), self._by_value(_all_ones, train)
+        silent = binary and not self._by_value(is_binary, train)
+        self._checked_classes[cls] = tries + 1 if silent or ones else _CHECKS_PER_CLASS  # all 0 or all 1: undecided
+        if binary and not silent and not ones:
+            where = "its output[0]" if first else "its output"
+            raise UnknownNeuronError(
+                f"{name}: {cls.__name__} emits binary values ({where}) that no declared neuron made; if it is "
+                f"a spiking neuron pass neuron_types=({cls.__name__},) (or {{{cls.__name__}: NeuronSpec(...)}}, "
+                f"NeuronSpec from profiling.neurons), if not "
+                f"neuron_types={{{cls.__name__}: NeuronSpec(spiking=False)}}")
 
     def _unsupported_op(self, func: Any) -> None:
         name = self._stack[-1] if self._stack else OUTSIDE
@@ -369,8 +478,13 @@ class LayerCounter:
             ``(steps, unsupported)``: per step its meta and, per layer, a dict with
             ``kind``, every column of :data:`profiling.records.COLUMNS`, ``spikes_per_step`` (neurons),
             ``steps`` (spiking steps run) and ``upstream`` (dense MACs by upstream neuron).
+
+        Raises:
+            SpikeDetectionError: with ``spike_detection="verify"``, if the check by value found anything.
         """
         unsupported = [UnsupportedOp(op=op, count=c, layers=list(ls)) for op, (c, ls) in self._unsupported.items()]
+        if self.verify and not self.spike_check.ok:
+            raise SpikeDetectionError(self.spike_check)
         return resolve_steps(self._steps), unsupported
 
 
@@ -386,19 +500,23 @@ def _written_arguments(func: Any) -> tuple[int | str, ...]:
     return tuple(out)
 
 
-def _plan_of(func: Any) -> tuple[int, Any, tuple[int | str, ...]]:
+def _plan_of(func: Any) -> tuple[int, Any, tuple[int | str, ...], str | None]:
     writes = _written_arguments(func)
+    base = op_base_name(func)
+    carries = base if propagation_of(base) is not None else None
     rule = RULES.get(func)
     if rule is not None:
-        return _RULE, rule, writes
-    base = op_base_name(func)
-    if base in SPIKE_PRESERVING:
-        return _PRESERVING, None, writes
+        return _RULE, rule, writes, carries
     if base in VALUE_DEPENDENT:
-        return _VALUE_DEPENDENT, None, writes
+        return _VALUE_DEPENDENT, None, writes, carries
     if base in FREE_OPS:
-        return _FREE, None, writes
-    return _UNSUPPORTED, None, writes
+        return _FREE, None, writes, carries
+    return _UNSUPPORTED, None, writes, carries
+
+
+def _all_ones(t: Tensor) -> bool:
+    """Every element is 1 (a mask of ones, e.g. an attention mask: not taken for spikes)."""
+    return bool((t == 1).all())
 
 
 def _never(x: Any) -> bool:

@@ -2,14 +2,14 @@
 
 The counter (:mod:`profiling.counter`) counts most modules op by op. The modules of
 :data:`MODULE_RULES` are counted whole instead, with the dispatch mode paused inside them, by a rule
-``(module, args, out) -> counts`` called when the module returns:
+``(module, args, out) -> counts`` called when the module returns: the WKV operator, a closed form
+over its input shape, whatever implementation runs.
 
-- spiking neurons: one membrane update per neuron per step (their spikes, counted per step on the
-  device by :func:`spikes_per_step`, go to the ``spikes`` column when the counter finishes);
-- the WKV operator: a closed form over its input shape, whatever implementation runs.
-
-A spikingjelly neuron whose type has no rule here (nor in the counter's ``neuron_types``) has no
-cost model: the counter refuses the model (:func:`is_spikingjelly_neuron` finds them).
+Spiking neurons are counted whole too, as their declaration says (:mod:`profiling.neurons`): one
+membrane update per neuron per step; their spikes, counted per step on the device by
+:func:`spikes_per_step`, go to the ``spikes`` column when the counter finishes. A spikingjelly neuron
+of an undeclared type has no cost model: the counter refuses the model (:func:`is_spikingjelly_neuron`
+finds them).
 """
 
 from __future__ import annotations
@@ -27,8 +27,9 @@ from sdit.models.wkv import WKV
 
 ModuleRule = Callable[[nn.Module, tuple[Any, ...], Any], Counts]
 Named = list[tuple[str, nn.Module]]
+IsNeuron = Callable[[nn.Module], bool]
 
-# Neuron classes whose cost model we know: one membrane update per neuron per step.
+# spikingjelly's neuron classes declared in profiling.neurons: one membrane update per neuron per step.
 KNOWN_NEURONS: tuple[type[nn.Module], ...] = (sj_neuron.LIFNode, sj_neuron.IFNode, sj_neuron.ParametricLIFNode)
 # Exactly these classes (not subclasses, which may change the output) fire a Heaviside of the membrane.
 _BINARY_NEURONS = frozenset({*KNOWN_NEURONS, LIFNode})
@@ -51,12 +52,7 @@ def wkv_rule(module: nn.Module, args: tuple[Any, ...], out: Any) -> Counts:
     return wkv_counts(args[2])
 
 
-def neuron_rule(module: nn.Module, args: tuple[Any, ...], out: Tensor) -> Counts:
-    """A spiking neuron: one membrane update per output element (neurons x steps x batch)."""
-    return {"neuron_updates": out.numel()}
-
-
-MODULE_RULES: dict[type[nn.Module], ModuleRule] = {WKV: wkv_rule, **dict.fromkeys(KNOWN_NEURONS, neuron_rule)}
+MODULE_RULES: dict[type[nn.Module], ModuleRule] = {WKV: wkv_rule}
 
 
 def module_rule(module: nn.Module) -> ModuleRule | None:
@@ -68,10 +64,13 @@ def module_rule(module: nn.Module) -> ModuleRule | None:
     return None
 
 
-def spikes_per_step(module: nn.Module, out: Tensor) -> Tensor:
-    """A neuron's spikes per spiking step, a (steps,) tensor on ``out``'s device (no synchronisation)."""
-    steps = out.shape[0] if getattr(module, "step_mode", "s") == "m" else 1
-    flat = out.reshape(steps, -1)  # (steps, B x neurons)
+def spikes_per_step(module: nn.Module, train: Tensor, time_axis: int | None) -> Tensor:
+    """A neuron's spikes per spiking step, a (steps,) tensor on ``train``'s device (no synchronisation);
+    ``time_axis`` the axis of T in its spike train ``train``, ``None`` for one step."""
+    if time_axis is None:
+        flat = train.reshape(1, -1)
+    else:
+        flat = train.movedim(time_axis, 0).reshape(train.shape[time_axis], -1)  # (steps, B x neurons)
     if binary_spikes(module, flat):
         return flat.sum(dim=1)  # (steps,) 0/1 spikes: the float sum is the exact count, ~20x faster
     return torch.count_nonzero(flat, dim=1)  # (steps,)
@@ -94,23 +93,22 @@ def is_spikingjelly_neuron(module: nn.Module) -> bool:
                for c in type(module).__mro__)
 
 
-def _neuron_holders(modules: Named, neuron_types: tuple[type[nn.Module], ...]) -> set[str]:
+def _neuron_holders(modules: Named, is_neuron: IsNeuron) -> set[str]:
     """Names (below the root) of the modules that hold a neuron: every neuron and each of its ancestors."""
     holders: set[str] = set()
     for name, m in modules:
-        if name and isinstance(m, neuron_types):
+        if name and is_neuron(m):
             parts = name.split(".")
             holders.update(".".join(parts[:i]) for i in range(1, len(parts) + 1))
     return holders
 
 
-def spiking_blocks(model: nn.Module, neuron_types: tuple[type[nn.Module], ...],
-                   modules: Named | None = None) -> dict[str, str]:
+def spiking_blocks(model: nn.Module, is_neuron: IsNeuron, modules: Named | None = None) -> dict[str, str]:
     """Module name -> the spiking block holding it: its outermost ancestor-or-self below the root
     that holds a neuron and is not a ModuleList / ModuleDict (those only group blocks)."""
     named = list(model.named_modules()) if modules is None else modules
     by_name = dict(named)
-    holders = {n for n in _neuron_holders(named, neuron_types)
+    holders = {n for n in _neuron_holders(named, is_neuron)
                if not isinstance(by_name[n], nn.ModuleList | nn.ModuleDict)}
     out = {}
     for name in by_name:
@@ -123,13 +121,13 @@ def spiking_blocks(model: nn.Module, neuron_types: tuple[type[nn.Module], ...],
     return out
 
 
-def spiking_block_members(modules: Named, neuron_types: tuple[type[nn.Module], ...]) -> set[str]:
+def spiking_block_members(modules: Named, is_neuron: IsNeuron) -> set[str]:
     """Names of modules inside a spiking block: some ancestor below the root holds a neuron."""
-    holders = _neuron_holders(modules, neuron_types)
+    holders = _neuron_holders(modules, is_neuron)
     members = set()
     for name, m in modules:
         parts = name.split(".") if name else []
         ancestors = {".".join(parts[:i]) for i in range(1, len(parts))}
-        if ancestors & holders or (name in holders and not isinstance(m, neuron_types)):
+        if ancestors & holders or (name in holders and not is_neuron(m)):
             members.add(name)
     return members

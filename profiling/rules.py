@@ -106,12 +106,15 @@ def convolution_rule(args, kwargs, out, spike) -> Counts:
         dense = out.numel() * w.shape[1] * math.prod(w.shape[2:])
         acs = None
         if spike(x):
-            # exact even at borders and strides: convolve the spike indicator with ones
+            # exact even at borders and strides: the spikes each output position reads, from the spike
+            # indicator summed over each group's input channels convolved with a one-channel kernel of
+            # ones, times the output channels of the group
             conv = {1: torch.nn.functional.conv1d, 2: torch.nn.functional.conv2d,
                     3: torch.nn.functional.conv3d}[x.dim() - 2]
-            hits = conv((x != 0).to(torch.float64), torch.ones_like(w, dtype=torch.float64),
-                        stride=args[3], padding=args[4], dilation=args[5], groups=groups)
-            acs = hits.sum().round().to(torch.int64)
+            per_group = (x != 0).to(torch.float64).unflatten(1, (groups, -1)).sum(dim=2)  # (B, groups, ...)
+            ones = torch.ones((groups, 1, *w.shape[2:]), dtype=torch.float64, device=x.device)
+            hits = conv(per_group, ones, stride=args[3], padding=args[4], dilation=args[5], groups=groups)
+            acs = (hits.sum() * (w.shape[0] // groups)).round().to(torch.int64)
     counts: Counts = {"dense_macs": dense, "bytes": _bytes(x, w, bias, out)}
     if acs is None:
         counts["macs"] = dense
@@ -189,7 +192,8 @@ _ELEMENTWISE = {
     "muls": ("mul", "div", "reciprocal", "pow", "square"),
     "other": ("relu", "maximum", "minimum", "clamp", "clamp_min", "clamp_max", "where", "gt", "lt",
               "ge", "le", "eq", "ne", "heaviside", "abs", "sign", "threshold", "hardtanh",
-              "masked_fill", "logical_and", "logical_or", "logical_not", "floor", "round", "ceil"),
+              "masked_fill", "logical_and", "logical_or", "logical_not", "logical_xor", "bitwise_and",
+              "bitwise_or", "bitwise_xor", "bitwise_not", "floor", "round", "ceil"),
 }
 
 
@@ -216,6 +220,47 @@ def fused_multiply_add_rule(args, kwargs, out, spike) -> Counts:
 
 _register(("addcmul", "addcdiv", "lerp"), fused_multiply_add_rule)
 
+
+def _window_reads(in_sizes: Sequence[int], out_sizes: Sequence[int]) -> int:
+    """Input elements read by an adaptive pool from ``in_sizes`` to ``out_sizes`` (spatial dims), summed over
+    output cells: window i of a dimension spans floor(i*In/Out) .. ceil((i+1)*In/Out)."""
+    total = 1
+    for n_in, n_out in zip(in_sizes, out_sizes, strict=True):
+        total *= sum(-(-(i + 1) * n_in // n_out) - (i * n_in // n_out) for i in range(n_out))
+    return total
+
+
+def _pool_rule(column: str, adaptive: bool, spatial: int) -> Rule:
+    def rule(args, kwargs, out, spike) -> Counts:
+        values = out[0] if isinstance(out, tuple | list) else out  # max-pools also return indices
+        x = args[0]
+        if adaptive:
+            lead = math.prod(values.shape[:-spatial])
+            reads = lead * _window_reads(x.shape[-spatial:], values.shape[-spatial:])
+        else:
+            kernel = list(args[1]) if isinstance(args[1], list | tuple) else [args[1]]
+            reads = values.numel() * math.prod(kernel * spatial if len(kernel) == 1 else kernel)
+        # a max of k values is k - 1 comparisons; an average sums its k values (its divide folded in, as mean)
+        return {column: reads - values.numel() if column == "other" else reads}
+
+    rule.__name__ = f"{'adaptive_' if adaptive else ''}pool{spatial}d_{column}_rule"
+    return rule
+
+
+for _spatial in (1, 2, 3):
+    _register((f"max_pool{_spatial}d", f"max_pool{_spatial}d_with_indices"), _pool_rule("other", False, _spatial))
+    _register((f"avg_pool{_spatial}d",), _pool_rule("adds", False, _spatial))
+    _register((f"adaptive_max_pool{_spatial}d",), _pool_rule("other", True, _spatial))
+    _register((f"adaptive_avg_pool{_spatial}d", f"_adaptive_avg_pool{_spatial}d"), _pool_rule("adds", True, _spatial))
+
+
+def extremum_rule(args, kwargs, out, spike) -> Counts:
+    """max / min / amax / amin: one comparison per input element (a reduction or two tensors elementwise)."""
+    return {"other": max(t.numel() for t in args if isinstance(t, Tensor))}
+
+
+_register(("max", "min", "amax", "amin"), extremum_rule)
+
 # Data movement, views, creation and bookkeeping: no arithmetic.
 FREE_OPS: frozenset[str] = frozenset({
     "view", "_unsafe_view", "reshape", "t", "transpose", "permute", "expand", "slice", "select",
@@ -229,14 +274,9 @@ FREE_OPS: frozenset[str] = frozenset({
     "_reshape_alias", "resize_", "set_", "item", "is_nonzero", "lift_fresh_copy", "count_nonzero",
     "bernoulli_", "exponential_", "random_", "sym_size", "sym_stride", "sym_numel", "dim",
     "embedding",  # a table lookup (class labels): data movement, like index_select
-})
-
-# Ops whose output carries spikes when their (tensor) inputs all do.
-SPIKE_PRESERVING: frozenset[str] = frozenset({
-    "view", "_unsafe_view", "reshape", "t", "transpose", "permute", "expand", "slice", "select",
-    "unsqueeze", "squeeze", "split", "split_with_sizes", "unbind", "chunk", "clone", "contiguous",
-    "_to_copy", "detach", "alias", "cat", "stack", "constant_pad_nd", "as_strided", "repeat", "flip",
-    "roll", "index_select", "index", "gather", "narrow", "flatten", "unflatten", "_reshape_alias",
+    "_unsafe_index", "pixel_shuffle", "pixel_unshuffle", "channel_shuffle", "upsample_nearest1d",
+    "upsample_nearest2d", "upsample_nearest3d", "reflection_pad1d", "reflection_pad2d", "reflection_pad3d",
+    "replication_pad1d", "replication_pad2d", "replication_pad3d",
 })
 
 # Ops whose result feeds values into Python or whose output shape depends on data: a module that

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import gc
+import sys
 from collections.abc import Iterator
 from typing import Any
 
@@ -16,6 +17,7 @@ import torch
 from torch import Tensor, nn
 
 from profiling.counter import LayerCounter
+from profiling.neurons import AUTO, NeuronTypes, batch_size_of
 from profiling.profile import build_profile
 from profiling.records import Profile
 from sdit.diffusion import run_steps
@@ -145,16 +147,6 @@ def profile_workload(
         return _build(counter, model, name, workload)
 
 
-def _batch_of(model: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> int:
-    """Images in a module's example input: the first axis of its first tensor, the second (B of (T, B, ...))
-    when the model's spikingjelly modules run multi-step."""
-    first = next((v for v in (*args, *kwargs.values()) if isinstance(v, Tensor)), None)
-    if first is None or first.dim() == 0:
-        raise TypeError("cannot tell the batch size: the example input holds no batched tensor (pass batch_size=)")
-    multi = any(getattr(m, "step_mode", None) == "m" for m in model.modules())
-    return int(first.shape[1] if multi and first.dim() >= 2 else first.shape[0])
-
-
 @torch.no_grad()
 def profile_module(
     model: nn.Module,
@@ -163,10 +155,12 @@ def profile_module(
     *,
     name: str,
     strict: bool = False,
-    neuron_types: tuple[type[nn.Module], ...] = (),
+    neuron_types: NeuronTypes = (),
     reset: bool = True,
     reuse: bool = True,
     batch_size: int | None = None,
+    time_axis: int | str | None = AUTO,
+    spike_detection: str = "rules",
 ) -> Profile:
     """Count one forward ``model(*args, **kwargs)`` of any module, per image.
 
@@ -177,19 +171,24 @@ def profile_module(
     its workload is one forward of ``batch_size`` images (the timestep of :class:`Workload` does not apply).
 
     Args:
-        batch_size: Images in the input; by default :func:`_batch_of` (first axis, or the second
-            for multi-step spikingjelly models).
+        batch_size: Images in the input; by default :func:`profiling.neurons.batch_size_of` of its first
+            tensor and ``time_axis`` (an assumption it makes is printed to stderr).
+        time_axis: The axis of T in the input, ``None`` for none, ``"auto"`` to infer.
+        spike_detection: ``"rules"`` or ``"verify"`` (see :class:`~profiling.counter.LayerCounter`).
     """
     from spikingjelly.activation_based import functional
 
     kwargs = kwargs or {}
-    batch = batch_size if batch_size is not None else _batch_of(model, args, kwargs)
+    first = next((v for v in (*args, *kwargs.values()) if isinstance(v, Tensor)), None)
+    if batch_size is None and (first is None or first.dim() == 0):
+        raise TypeError("cannot tell the batch size: the example input holds no batched tensor (pass batch_size=)")
     modes = [(m, m.training) for m in model.modules()]
     model.eval()
     if reset:
         functional.reset_net(model)
     try:
-        with _frozen_heap(), LayerCounter(model, strict=strict, neuron_types=neuron_types, reuse=reuse) as counter:
+        with _frozen_heap(), LayerCounter(model, strict=strict, neuron_types=neuron_types, reuse=reuse,
+                                                 spike_detection=spike_detection) as counter:
             with counter.step(index=0):
                 model(*args, **kwargs)
     finally:
@@ -198,6 +197,12 @@ def profile_module(
         if reset:
             functional.reset_net(model)
     steps, unsupported = counter.finish()
+    batch = batch_size
+    if batch is None:
+        multi = any(getattr(m, "step_mode", None) == "m" for m in model.modules())
+        batch, assumed = batch_size_of(first, time_axis=time_axis, multi_step=multi, first_train=counter.first_train)
+        if assumed:
+            print(f"profile: {assumed}", file=sys.stderr)
     time_steps = max((rec["steps"] for _, layers in steps for rec in layers.values() if rec["neuron_updates"]),
                      default=0)
     return build_profile(

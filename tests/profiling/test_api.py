@@ -291,3 +291,169 @@ def test_our_models_print_nothing_plain_or_profiled() -> None:
     )
     done = _run_warnings_as_errors(code, SDIT_WKV_EXT="0")
     assert done.returncode == 0 and done.stderr == "" and done.stdout == "True\n", done.stderr
+
+
+# ---- neurons of other frameworks, one declared protocol -------------------------------------------------------
+
+
+class _LoopNet(nn.Module):
+    """A user's time loop over x[t] (time-first input (T, B, 8)): fc1 -> neuron -> fc2 -> neuron; ``make`` builds a
+    neuron, ``call(neuron, current, state) -> (spikes, state)`` runs one step of it."""
+
+    def __init__(self, make, call) -> None:
+        super().__init__()
+        self.fc1, self.n1, self.fc2, self.n2 = nn.Linear(8, 16), make(), nn.Linear(16, 4), make()
+        self.call = call
+
+    def forward(self, x: Tensor) -> Tensor:
+        s1 = s2 = None
+        out = []
+        for t in range(x.shape[0]):
+            spk1, s1 = self.call(self.n1, self.fc1(x[t]), s1)
+            spk2, s2 = self.call(self.n2, self.fc2(spk1), s2)
+            out.append(spk2)
+        return torch.stack(out)
+
+
+def _by_value(net: _LoopNet, x: Tensor) -> tuple[int, int]:
+    """(spikes of n1, ACs of fc2 = nnz(n1's spikes) x 4), from n1's outputs."""
+    seen: list[Tensor] = []
+    hook = net.n1.register_forward_hook(
+        lambda _m, _a, out: seen.append((out[0] if isinstance(out, tuple) else out).detach()))
+    with torch.no_grad():
+        net(x)
+    hook.remove()
+    nnz = sum(int(s.count_nonzero()) for s in seen)
+    return nnz, nnz * 4
+
+
+def _snntorch_net() -> _LoopNet:
+    snn = pytest.importorskip("snntorch")
+    return _LoopNet(lambda: snn.Leaky(beta=0.9),
+                    lambda n, cur, mem: n(cur, n.init_leaky() if mem is None else mem))
+
+
+def _norse_net() -> _LoopNet:
+    norse = pytest.importorskip("norse.torch")
+    return _LoopNet(lambda: norse.LIFCell(), lambda n, cur, state: n(cur, state))
+
+
+@pytest.mark.parametrize("build", [_snntorch_net, _norse_net], ids=["snntorch", "norse"])
+def test_snntorch_and_norse_neurons_count_exactly_without_declarations(build, capsys) -> None:
+    torch.manual_seed(0)
+    net, x = build(), 3 * torch.rand(4, 2, 8)  # (T, B, features)
+    spikes, acs = _by_value(net, x)
+    profile = profiling.profile(net, x, strict=True, spike_detection="verify")
+    assert "batch size 2: axis 1" in capsys.readouterr().err  # time first: the assumption is said
+    assert profile.batch_size == 2 and profile.kind == "snn" and profile.time_steps == 4
+    assert profile.layer("n1").spikes * 2 == spikes > 0 and profile.layer("n1").neuron_updates == 4 * 16
+    assert profile.layer("fc2").acs * 2 == acs and profile.layer("fc2").macs == 0
+    stated = profiling.profile(net, x, time_axis=0)
+    assert capsys.readouterr().err == "" and stated.to_dict() == profile.to_dict()
+
+
+class HandLIF(nn.Module):
+    """A hand-written LIF, single-step: membrane v, threshold 1, hard reset."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.v: Tensor | None = None
+
+    def forward(self, current: Tensor) -> Tensor:
+        self.v = current if self.v is None else 0.5 * self.v + current
+        spikes = (self.v >= 1.0).to(current.dtype)
+        self.v = self.v * (1 - spikes)
+        return spikes
+
+
+def test_a_hand_written_neuron_is_refused_until_declared(capsys) -> None:
+    from profiling.neurons import NeuronSpec
+
+    torch.manual_seed(0)
+    net, x = _LoopNet(HandLIF, lambda n, cur, _s: (n(cur), None)), 3 * torch.rand(4, 2, 8)
+    with pytest.raises(UnknownNeuronError, match=r"n1: HandLIF emits binary values .* neuron_types=\(HandLIF,\)"):
+        profiling.profile(net, x)
+    for n in (net.n1, net.n2):
+        n.v = None
+    spikes, acs = _by_value(net, x)
+    for n in (net.n1, net.n2):
+        n.v = None
+    profile = profiling.profile(net, x, neuron_types=(HandLIF,), time_axis=0, spike_detection="verify")
+    assert profile.layer("n1").spikes * 2 == spikes > 0 and profile.layer("fc2").acs * 2 == acs
+    assert profile.layer("fc2").macs == 0
+    declared = {HandLIF: NeuronSpec(time_axis=None, updates_per_element=3)}
+    for n in (net.n1, net.n2):
+        n.v = None
+    costly = profiling.profile(net, x, neuron_types=declared, time_axis=0)
+    assert costly.layer("n1").neuron_updates == 3 * profile.layer("n1").neuron_updates
+
+
+def test_an_analog_output_neuron_is_not_spiking() -> None:
+    lif = neuron.LIAFNode(act=nn.ReLU(), threshold_related=False)
+    model = nn.Sequential(nn.Linear(4, 4), lif, nn.Linear(4, 2))
+    profile = profiling.profile(model, 3 * torch.rand(2, 4))
+    assert profile.kind == "ann" and profile.per_image["spikes"] == 0 and profile.per_image["acs"] == 0
+    assert profile.layer("2").macs == 8
+
+
+def test_a_declared_neuron_without_its_spike_output_is_refused() -> None:
+    from profiling.neurons import NeuronSpec
+
+    class Pair(nn.Module):
+        def forward(self, x):
+            return ((x > 0).float(), x)
+
+    class Wrap(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.n, self.fc = Pair(), nn.Linear(4, 2)
+
+        def forward(self, x):
+            return self.fc(self.n(x)[0])
+
+    with pytest.raises(UnknownNeuronError, match="no spike tensor at output index 2"):
+        profiling.profile(Wrap(), torch.randn(2, 4), neuron_types={Pair: NeuronSpec(spike_output=2)})
+    profile = profiling.profile(Wrap(), torch.randn(2, 4), neuron_types={Pair: NeuronSpec(spike_output=0)})
+    assert profile.layer("fc").macs == 0 and profile.layer("n").neuron_updates == 4
+
+
+# ---- axes stated, not guessed ------------------------------------------------------------------------------
+
+
+class _Repeats(nn.Module):
+    """Takes (B, C, H, W) and repeats it T = 4 times inside, multi-step (as spikformer does)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        from spikingjelly.activation_based import functional, layer
+
+        self.conv, self.sn = layer.Conv2d(3, 4, 3, padding=1), neuron.IFNode()
+        functional.set_step_mode(self, "m")
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.sn(self.conv(x.unsqueeze(0).repeat(4, 1, 1, 1, 1)))
+
+
+def test_a_model_that_repeats_its_input_reads_the_batch_from_axis_0(capsys) -> None:
+    model, x = _Repeats(), torch.rand(2, 3, 8, 8)
+    profile = profiling.profile(model, x)
+    assert profile.batch_size == 2 and capsys.readouterr().err == ""
+    assert profiling.profile(model, x, time_axis=None).to_dict() == profile.to_dict()
+    assert profile.layer("conv").dense_macs == 4 * 4 * 64 * 27  # per image
+    with pytest.raises(ValueError, match="time_axis=7"):
+        profiling.profile(model, x, time_axis=7)
+
+
+def test_an_ambiguous_batch_is_said(capsys) -> None:
+    class Folded(nn.Module):  # neurons see (T, B * 3, ...): no axis of the input shows B
+        def __init__(self) -> None:
+            super().__init__()
+            self.sn = neuron.IFNode(step_mode="m")
+
+        def forward(self, x):
+            return self.sn(x.flatten(1, 2))
+
+    profile = profiling.profile(Folded(), torch.rand(4, 2, 3, 5))
+    assert profile.batch_size == 2 and "do not show it (pass batch_size= or time_axis=" in capsys.readouterr().err
+    assert profiling.profile(Folded(), torch.rand(4, 2, 3, 5), batch_size=2).batch_size == 2
+    assert capsys.readouterr().err == ""

@@ -11,7 +11,7 @@ from torch import nn
 
 from profiling.counter import LayerCounter, UnknownNeuronError, UnsupportedOpError
 from profiling.records import PER_CALL_COLUMNS, Profile
-from profiling.workloads import profile_forward, profile_sampling
+from profiling.workloads import profile_forward, profile_module, profile_sampling
 from sdit.config import get_preset
 from sdit.models import build_model
 from sdit.workload import Workload
@@ -431,3 +431,152 @@ def test_spikes_changed_in_place_are_real_values(in_place: bool) -> None:
     ((_, layers),) = counter.finish()[0]
     assert layers["lif"]["spikes"] > 0
     assert layers["fc"]["acs"] == 0 and layers["fc"]["macs"] == 4 * 3 * 6 * 5
+
+
+# ---- spike propagation by rule -------------------------------------------------------------------------------
+
+
+class _Forms(nn.Module):
+    """Two neurons' spike trains a, b through one form, then a Linear: its ACs say whether the form's output
+    was taken for spikes."""
+
+    def __init__(self, form) -> None:
+        super().__init__()
+        self.form = form
+        self.a, self.b = neuron.IFNode(step_mode="m"), neuron.IFNode(step_mode="m")
+        self.fc = nn.Linear(6, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.form(self.a(x), self.b(x.flip(-1))))
+
+
+_BINARY_FORMS = {
+    "and a * b": lambda a, b: a * b,
+    "and-not a * (1 - b)": lambda a, b: a * (1.0 - b),
+    "not 1 - a": lambda a, b: 1 - a,
+    "or a + b - a * b": lambda a, b: a + b - a * b,
+    "logical_and": lambda a, b: torch.logical_and(a, b).float(),
+    "xor": lambda a, b: (a.bool() ^ b.bool()).float(),
+    "maximum": lambda a, b: torch.maximum(a, b),
+    "where": lambda a, b: torch.where(a > 0, a, b),
+    "cat + index": lambda a, b: torch.cat([a[..., :3], b[..., 3:]], dim=-1),
+    "index by tensor": lambda a, b: a[..., torch.tensor([5, 4, 3, 2, 1, 0])],
+    "pad with 0": lambda a, b: nn.functional.pad(a[..., :4], (1, 1)),
+    "max-pool": lambda a, b: nn.functional.max_pool1d(torch.stack([a, b], -1).flatten(-2), 2),
+    "masked_fill 0": lambda a, b: a.masked_fill(b > 0, 0.0),
+}
+_COUNT_FORMS = {
+    "add a + b": lambda a, b: a + b,
+    "avg-pool": lambda a, b: nn.functional.avg_pool1d(torch.stack([a, b], -1).flatten(-2), 2),
+    "scaled 2 * a": lambda a, b: 2 * a,
+    "pad with 0.5": lambda a, b: nn.functional.pad(a[..., :4], (1, 1), value=0.5),
+}
+
+
+@pytest.mark.parametrize("form", list(_BINARY_FORMS))
+def test_spike_preserving_forms_yield_spikes(form: str) -> None:
+    net = _Forms(_BINARY_FORMS[form])
+    x = 2 * torch.rand(3, 2, 6)
+    with torch.no_grad():
+        functional.reset_net(net)
+        fed = net.form(net.a(x), net.b(x.flip(-1)))
+        functional.reset_net(net)
+    profile = profile_module(net, (x,), name="forms", strict=True, spike_detection="verify")
+    assert profile.batch_size == 2  # counts are per image
+    assert profile.layer("fc").macs == 0 and profile.layer("fc").acs * 2 == int(fed.count_nonzero()) * 3 > 0
+
+
+@pytest.mark.parametrize("form", list(_COUNT_FORMS))
+def test_counts_of_spikes_are_real_for_strict_counting(form: str) -> None:
+    profile = profile_module(_Forms(_COUNT_FORMS[form]), (2 * torch.rand(3, 2, 6),), name="forms", strict=True)
+    assert profile.layer("fc").acs == 0 and profile.layer("fc").macs == profile.layer("fc").dense_macs > 0
+
+
+def test_pools_are_counted_ops() -> None:
+    x = torch.randn(2, 3, 8, 8)
+    model = nn.Sequential(nn.MaxPool2d(2), nn.AvgPool2d(2), nn.AdaptiveAvgPool2d(3), nn.AdaptiveMaxPool2d(1))
+    profile = profile_module(model, (x,), name="pools", strict=True)
+    # per image: max, k - 1 comparisons per window; avg, k adds (the divide folded in); adaptive 2 -> 3, windows
+    # of 1, 2, 1 elements per axis (16 reads per channel); adaptive max 3 x 3 -> 1, 8 comparisons
+    assert profile.layer("0").other == 3 * 16 * 3 and profile.layer("1").adds == 3 * 4 * 4
+    assert profile.layer("2").adds == 3 * 16 and profile.layer("3").other == 3 * 8
+
+
+def test_in_place_writes_keep_or_drop_spikes() -> None:
+    class InPlace(nn.Module):
+        def __init__(self, op) -> None:
+            super().__init__()
+            self.op, self.a, self.b, self.fc = op, neuron.IFNode(step_mode="m"), neuron.IFNode(step_mode="m"), \
+                nn.Linear(6, 3)
+
+        def forward(self, x):
+            a, b = self.a(x), self.b(x)
+            self.op(a, b)
+            return self.fc(a)
+
+    x = 2 * torch.rand(3, 2, 6)
+    kept = profile_module(InPlace(lambda a, b: a.mul_(b)), (x,), name="kept").layer("fc")
+    dropped = profile_module(InPlace(lambda a, b: a.add_(b)), (x,), name="dropped").layer("fc")
+    assert kept.macs == 0 and kept.acs > 0
+    assert dropped.acs == 0 and dropped.macs == dropped.dense_macs
+
+
+# ---- spike_detection="verify" -------------------------------------------------------------------------------
+
+
+def test_verify_lists_binary_operands_the_rules_missed() -> None:
+    from profiling.spikes import SpikeDetectionError
+
+    class Thresholded(nn.Module):  # a heaviside inline, no neuron module: binary by value, not by rule
+        def __init__(self) -> None:
+            super().__init__()
+            self.fc1, self.fc2 = nn.Linear(6, 6), nn.Linear(6, 3)
+
+        def forward(self, x):
+            return self.fc2((self.fc1(x) > 0).float())
+
+    model, x = Thresholded(), torch.randn(4, 6)
+    assert profile_module(model, (x,), name="t").layer("fc2").acs == 0  # the default mode reads no value
+    with pytest.raises(SpikeDetectionError, match="1 binary operand") as caught:
+        profile_module(model, (x,), name="t", spike_detection="verify")
+    assert caught.value.check.missed == [("fc2", "aten.addmm.default", 1, (4, 6))]
+
+
+def test_verify_checks_that_declared_spikes_are_binary() -> None:
+    from profiling.neurons import NeuronSpec
+    from profiling.spikes import SpikeDetectionError
+
+    class Graded(nn.Module):  # declared a neuron, but fires graded values
+        def forward(self, x):
+            return torch.relu(x)
+
+    model = nn.Sequential(nn.Linear(6, 6), Graded(), nn.Linear(6, 3))
+    profile_module(model, (torch.randn(4, 6),), name="g", neuron_types={Graded: NeuronSpec(time_axis=None)})
+    with pytest.raises(SpikeDetectionError, match="1 tensor") as caught:
+        profile_module(model, (torch.randn(4, 6),), name="g", neuron_types=(Graded,), spike_detection="verify")
+    assert caught.value.check.not_binary == [("1", "1")]
+    with pytest.raises(ValueError, match="spike_detection"):
+        LayerCounter(model, spike_detection="values")
+
+
+def test_the_default_mode_reads_no_value_per_op() -> None:
+    """Counting a spiking net syncs nothing per op: no value is read into Python (the once-per-class check that a
+    module of an undeclared class emits no binary tensor skips modules holding neurons, as ``_Forms``)."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    class Reads(TorchDispatchMode):
+        def __init__(self) -> None:
+            super().__init__()
+            self.reads = 0
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            if func in (torch.ops.aten._local_scalar_dense.default, torch.ops.aten.item.default):
+                self.reads += 1
+            return func(*args, **(kwargs or {}))
+
+    net = _Forms(_BINARY_FORMS["or a + b - a * b"])
+    reads = Reads()
+    with reads, LayerCounter(net) as counter, torch.no_grad(), counter.step(index=0):
+        net(2 * torch.rand(3, 2, 6))
+        net(2 * torch.rand(3, 2, 6))
+    assert reads.reads == 0
