@@ -144,6 +144,9 @@ class LayerCounter:
         self.names: dict[int, str] = {id(m): (name or ROOT) for name, m in modules}
         self.kinds: dict[str, str] = {(name or ROOT): type(m).__name__ for name, m in modules}
         self.kinds[OUTSIDE] = "outside model"
+        # A module that computes in integers says so (``precision``: "int8", "w4a3", ...); the rest is float.
+        self.precisions: dict[str, str] = {(name or ROOT): m.precision for name, m in modules
+                                           if isinstance(getattr(m, "precision", None), str)}
         self.in_spiking_block = spiking_block_members(modules, self.neurons.is_neuron)
         self.blocks = spiking_blocks(model, self.neurons.is_neuron, modules)
         self.has_neurons = any(self.neurons.is_neuron(m) for _, m in modules)

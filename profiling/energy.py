@@ -41,6 +41,10 @@ HOROWITZ_2014 = (
     "M. Horowitz, 'Computing's energy problem (and what we can do about it)', ISSCC 2014, "
     "45 nm: MAC = mult + add"
 )
+# Horowitz's 45 nm int8 mult 0.2 pJ + add 0.03 pJ: the integer MAC of the 45 nm presets, whatever their float
+# width, so a quantized layer costs the same beside fp32 and fp16 layers. Products of fewer bits are priced as int8
+# (they run on 8-bit multipliers here; an upper bound for dedicated narrower hardware).
+INT8_MAC_45NM_PJ = 0.23
 SCOPES = ("per-op", "all-in")
 EVIDENCE_GRADES = ("circuit estimate", "pre-silicon simulation", "measured on silicon", "not stated")
 # term -> (field of EnergyCosts, unit)
@@ -75,6 +79,9 @@ class EnergyCosts:
         checked: What we checked of the figures against the cited source, and how.
         memory: The memory model and preset, ``MODEL:PRESET`` (:mod:`profiling.memory`); ``None``: see
             ``e_mem_pj_per_byte``.
+        e_int_mac_pj: Energy of one integer MAC (8 bits or fewer), pJ, for the layers that compute in integers
+            (``LayerRecord.precision``); ``None``: not defined, such MACs are priced at ``e_mac_pj`` and the
+            estimate says so.
     """
 
     name: str
@@ -88,6 +95,7 @@ class EnergyCosts:
     process: str | None = None
     checked: str = ""
     memory: str | None = None
+    e_int_mac_pj: float | None = None
 
     def __post_init__(self) -> None:
         for f in fields(self):
@@ -142,13 +150,16 @@ _NEUROMORPHIC_CHECK = (
 COST_PRESETS: dict[str, EnergyCosts] = {
     "45nm-fp32": EnergyCosts("45nm-fp32", 4.6, 0.9, HOROWITZ_2014 + "; fp32 mult 3.7 pJ, add 0.9 pJ",
                              evidence="circuit estimate", process="45 nm",
-                             checked="Horowitz's table of 45 nm op energies: fp32 mult 3.7 pJ + add 0.9 pJ"),
+                             checked="Horowitz's table of 45 nm op energies: fp32 mult 3.7 pJ + add 0.9 pJ",
+                             e_int_mac_pj=INT8_MAC_45NM_PJ),
     "45nm-fp16": EnergyCosts("45nm-fp16", 1.5, 0.4, HOROWITZ_2014 + "; fp16 mult 1.1 pJ, add 0.4 pJ",
                              evidence="circuit estimate", process="45 nm",
-                             checked="Horowitz's table of 45 nm op energies: fp16 mult 1.1 pJ + add 0.4 pJ"),
+                             checked="Horowitz's table of 45 nm op energies: fp16 mult 1.1 pJ + add 0.4 pJ",
+                             e_int_mac_pj=INT8_MAC_45NM_PJ),
     "45nm-int8": EnergyCosts("45nm-int8", 0.23, 0.03, HOROWITZ_2014 + "; int8 mult 0.2 pJ, add 0.03 pJ",
                              evidence="circuit estimate", process="45 nm",
-                             checked="Horowitz's table of 45 nm op energies: int8 mult 0.2 pJ + add 0.03 pJ"),
+                             checked="Horowitz's table of 45 nm op energies: int8 mult 0.2 pJ + add 0.03 pJ",
+                             e_int_mac_pj=INT8_MAC_45NM_PJ),
     "loihi": EnergyCosts(
         "loihi", None, 23.6,
         "M. Davies et al., 'Loihi: A Neuromorphic Manycore Processor with On-Chip Learning', IEEE Micro "
@@ -362,8 +373,12 @@ class Estimate:
 
 
 def _terms_j(costs: EnergyCosts, macs: float, acs: float, updates: float, memory_j: float | None,
-             included: list[str]) -> dict[str, float | None]:
-    mac_j, ac_j = _term_j(costs.e_mac_pj, macs), _term_j(costs.e_ac_pj, acs)
+             included: list[str], int_macs: float = 0.0) -> dict[str, float | None]:
+    """The terms in joules; ``int_macs`` of the ``macs`` are integer ones, at ``e_int_mac_pj`` where defined."""
+    int_price = costs.e_int_mac_pj if costs.e_int_mac_pj is not None else costs.e_mac_pj
+    mac_j = _add(_term_j(costs.e_mac_pj, macs - int_macs), _term_j(int_price, int_macs)) if int_macs else \
+        _term_j(costs.e_mac_pj, macs)
+    ac_j = _term_j(costs.e_ac_pj, acs)
     neuron_j = _term_j(costs.e_neuron_update_pj, updates)
     parts = {"mac": (mac_j, macs), "ac": (ac_j, acs), "neuron": (neuron_j, updates), "memory": (memory_j, 0)}
     total: float | None = 0.0
@@ -399,8 +414,10 @@ def estimate(profile: Profile, costs: EnergyCosts, convention: str = "strict") -
     undefined = {t: costs.undefined(t) for t, (attr, _) in TERMS.items()
                  if getattr(costs, attr) is None and t != "memory"}
     cells = charged.cells if charged is not None else {}
-    # per layer: macs, acs, convertible, updates, memory J, converted ACs, memory J per AC x converted, x convertible
-    layer_counts: dict[str, list[list[float]]] = {r.name: [[] for _ in range(8)] for r in profile.layers}
+    # per layer: macs, acs, convertible, updates, memory J, converted ACs, memory J per AC x converted, x convertible,
+    # integer MACs
+    layer_counts: dict[str, list[list[float]]] = {r.name: [[] for _ in range(9)] for r in profile.layers}
+    integer = {r.name for r in profile.layers if r.precision != "fp32"}
     per_step = []
     for step, splits in zip(profile.steps, steps, strict=True):
         rows = []
@@ -409,23 +426,27 @@ def estimate(profile: Profile, costs: EnergyCosts, convention: str = "strict") -
             macs, acs, conv = (split.macs, split.acs, split.convertible) if split else (0, 0, 0)
             _, mem_j, per_ac = cells.get((step.index, r.layer), (0.0, 0.0, 0.0))
             converted = acs if conv else 0
+            int_macs = macs if r.layer in integer else 0
             acc = layer_counts[r.layer]
             for i, v in enumerate((macs, acs, conv, r.neuron_updates, mem_j, converted, per_ac * converted,
-                                   per_ac * conv)):
+                                   per_ac * conv, int_macs)):
                 acc[i].append(v)
-            rows.append((macs, acs, r.neuron_updates, mem_j))
-        sums = [math.fsum(col) for col in zip(*rows, strict=True)] if rows else [0.0] * 4
-        per_step.append(_terms_j(costs, *sums[:3], sums[3] if charged else None, included))
+            rows.append((macs, acs, r.neuron_updates, mem_j, int_macs))
+        sums = [math.fsum(col) for col in zip(*rows, strict=True)] if rows else [0.0] * 5
+        per_step.append(_terms_j(costs, *sums[:3], sums[3] if charged else None, included, sums[4]))
     layers, charged_counts = {}, {}
-    totals: list[list[float]] = [[] for _ in range(8)]
+    totals: list[list[float]] = [[] for _ in range(9)]
     for name, acc in layer_counts.items():
         sums = [math.fsum(col) for col in acc]
         for i, col in enumerate(acc):
             totals[i].extend(col)
-        layers[name] = _terms_j(costs, sums[0], sums[1], sums[3], sums[4] if charged else None, included)
+        layers[name] = _terms_j(costs, sums[0], sums[1], sums[3], sums[4] if charged else None, included, sums[8])
         charged_counts[name] = {"macs": sums[0], "acs": sums[1]}
-    macs, acs, conv, updates, mem_j, converted, mem_converted, mem_convertible = (math.fsum(col) for col in totals)
-    counts = {"macs": macs, "acs": acs, "convertible": conv, "acs_converted": converted,
+    macs, acs, conv, updates, mem_j, converted, mem_converted, mem_convertible, int_macs = (
+        math.fsum(col) for col in totals)
+    if int_macs and costs.e_int_mac_pj is None:
+        undefined["int_mac"] = f"integer MACs priced at the MAC cost: an integer figure is {costs.undefined('int_mac')}"
+    counts = {"macs": macs, "int_macs": int_macs, "acs": acs, "convertible": conv, "acs_converted": converted,
               "neuron_updates": updates, "bytes": profile.per_image.get("bytes", 0),
               "memory_converted_j": mem_converted, "memory_convertible_j": mem_convertible}
     parts: dict[str, float] = {}
@@ -433,7 +454,7 @@ def estimate(profile: Profile, costs: EnergyCosts, convention: str = "strict") -
         parts = {**charged.breakdown, **{f"{k}_bytes": v for k, v in charged.byte_counts.items()}}
         counts["memory_bytes"] = math.fsum(b for b, _, _ in cells.values())
     return Estimate(convention=convention, costs=costs,
-                    per_image=_terms_j(costs, macs, acs, updates, mem_j if charged else None, included),
+                    per_image=_terms_j(costs, macs, acs, updates, mem_j if charged else None, included, int_macs),
                     per_step=per_step, layers=layers, counts=counts, undefined=undefined, included=included,
                     layer_counts=charged_counts, memory=memory.spec,
                     unassigned=dict(charged.unassigned) if charged else {}, memory_parts=parts)

@@ -79,6 +79,7 @@ def build_profile(
     time_steps: int,
     in_spiking_block: set[str],
     blocks: dict[str, str] | None = None,
+    precisions: dict[str, str] | None = None,
 ) -> Profile:
     """Assemble a :class:`Profile` from :meth:`profiling.counter.LayerCounter.finish` output.
 
@@ -157,6 +158,7 @@ def build_profile(
             spikes_per_step=spikes_of[name],
             upstream_neuron=max(spiking_up, key=spiking_up.get) if spiking_up and name in in_spiking_block else None,
             block=blocks.get(name),
+            precision=(precisions or {}).get(name, "fp32"),
         ))
     per_image = {}
     for i, c in enumerate(COLUMNS):

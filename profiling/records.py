@@ -148,6 +148,7 @@ class LayerRecord:
     addr_mac: Number = 0
     upstream_neuron: str | None = None
     block: str | None = None
+    precision: str = "fp32"  # a module computing in integers declares it ("int8", "w4a3"); its MACs are integer
 
 
 @dataclass(frozen=True)

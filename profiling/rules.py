@@ -165,6 +165,7 @@ def reduction_rule(args, kwargs, out, spike) -> Counts:
 
 RULES: dict[Any, Rule] = {
     aten.mm.default: mm_rule,
+    aten._int_mm.default: mm_rule,  # int8 x int8 -> int32 (sdit.models.quant): MACs, priced by layer precision
     aten.addmm.default: addmm_rule,
     aten.bmm.default: bmm_rule,
     aten.baddbmm.default: baddbmm_rule,

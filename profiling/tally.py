@@ -156,18 +156,27 @@ def _conv_weight_uses(module: nn.Module, x: Tensor) -> Tensor:
     return hits.sum().round().to(torch.int64) * (w.shape[0] // module.groups)
 
 
+def _is_integer_linear(module: nn.Module) -> bool:
+    """A Linear that computes in integers (``sdit.models.quant.QuantLinear``: it declares ``precision``): its
+    weights move at their storage width (int8, also for fewer bits)."""
+    weight = getattr(module, "weight", None)
+    return (isinstance(getattr(module, "precision", None), str) and isinstance(weight, Tensor) and weight.ndim == 2
+            and not weight.dtype.is_floating_point)
+
+
 def synaptic_memory(module: nn.Module, args: Any, kwargs: Any, out: Any, spike: Callable[[Any], bool]) -> Counts:
     """The data-movement counts of one call of a synaptic module (``{}`` for any other module).
 
     Counts that depend on the spikes are 0-dim device tensors, like ACs (no synchronisation here).
     """
-    if not isinstance(module, SYNAPTIC_MODULES) or not isinstance(out, Tensor):
+    integer = _is_integer_linear(module)
+    if not (integer or isinstance(module, SYNAPTIC_MODULES)) or not isinstance(out, Tensor):
         return {}
     x = _first_tensor(args, kwargs)
     if x is None:
         return {}
     weight, bias = module.weight, module.bias
-    linear = isinstance(module, nn.Linear)
+    linear = integer or isinstance(module, nn.Linear)
     fan_in = weight.shape[-1] if linear else math.prod(weight.shape[1:])
     kernel = 1 if linear else math.prod(weight.shape[2:])
     fan_out = weight.shape[0] if linear else weight.shape[0] // module.groups * kernel

@@ -52,7 +52,7 @@ def _build(counter: LayerCounter, model: nn.Module, name: str, workload: Workloa
     return build_profile(
         steps, unsupported, model=name, kind=model.config.kind, workload=workload,
         batch_size=workload.batch_size, time_steps=_time_steps(model), in_spiking_block=counter.in_spiking_block,
-        blocks=counter.blocks,
+        blocks=counter.blocks, precisions=counter.precisions,
     )
 
 
@@ -208,5 +208,5 @@ def profile_module(
     return build_profile(
         steps, unsupported, model=name, kind="snn" if counter.has_neurons else "ann",
         workload=Workload.forward(batch_size=batch), batch_size=batch, time_steps=time_steps,
-        in_spiking_block=counter.in_spiking_block, blocks=counter.blocks,
+        in_spiking_block=counter.in_spiking_block, blocks=counter.blocks, precisions=counter.precisions,
     )

@@ -57,6 +57,11 @@ class QuantLinear(nn.Module):
         self.register_buffer("input_scale", torch.ones(()))
         self.bias = nn.Parameter(torch.zeros(out_features), requires_grad=False) if bias else None
 
+    @property
+    def precision(self) -> str:
+        """The arithmetic of its product, as the profiler reads it: ``int8`` (W8A8), else ``w<W>a<A>``."""
+        return precision_of(self)
+
     def extra_repr(self) -> str:
         return (f"in_features={self.in_features}, out_features={self.out_features}, "
                 f"W{self.weight_bits}A{self.activation_bits}")
