@@ -19,7 +19,8 @@ Models (:data:`MEMORY_MODELS`):
   membrane potentials), each access priced by the buffer's size on Horowitz's SRAM curve, plus the
   address computations; for Conv/Linear modules and IF/LIF neurons. Buffers are sized per image.
   It follows the measured spikes, so it is the same under every convention and the firing-rate sweep
-  holds it fixed.
+  holds it fixed. Extended here (not Lemaire's) to activation products and elementwise ops
+  (:data:`LEMAIRE_ELEMENTWISE`, :func:`_lemaire_extended`; docs/memory.md states each rule).
 
 A layer whose memory a model cannot assign is listed in the estimate's ``unassigned`` (layer -> reason),
 never counted as 0.
@@ -266,11 +267,47 @@ def lemaire(profile: Profile, preset: MemoryPreset, splits: list[dict[str, OpSpl
             if layers[r.layer].kind not in ("LIFNode", "IFNode"):
                 unassigned.setdefault(r.layer, f"{layers[r.layer].kind}: charged as a LIF (Lemaire et al. model "
                                                "IF and LIF neurons only)")
-        elif r.dense_macs or any(getattr(r, c) for c in _ELEMENTWISE):
-            unassigned[r.layer] = "outside Lemaire et al.'s model (ops other than Conv/Linear modules and " \
-                                  "IF/LIF neurons: activation products, norms, softmax, activations, adds)"
+        else:
+            _lemaire_extended(r, access, acc)
         cells[(r.step, r.layer)] = (acc[0], acc[1], 0.0)
     return MemoryResult(cells, unassigned, energy, nbytes)
+
+
+# Our extension of Lemaire et al. to the ops outside their model (docs/memory.md): 32-bit words read and written
+# per counted output element of each elementwise column, no fusion (each op reads its operands from the
+# input/output buffer and writes its result there).
+LEMAIRE_ELEMENTWISE: dict[str, tuple[int, int]] = {
+    "norm": (2, 1),  # LayerNorm / GroupNorm: one pass for the statistics, one to normalise; write the result
+    "softmax": (2, 1),  # one pass for max and sum, one to normalise; write the result
+    "exp": (1, 1),  # unary transcendentals (exp, SiLU, GELU, sigmoid, tanh, ...; 4 per WKV element)
+    "adds": (2, 1),  # binary adds / subs, reductions (a running sum), bias adds
+    "muls": (2, 1),  # binary muls / divs
+    "other": (2, 1),  # comparisons, max, where, ReLU (a unary one read as binary: one word too many)
+}
+
+
+def _lemaire_extended(r: LayerStepRecord, access: Callable[..., None], acc: list[float]) -> None:
+    """Our extension of Lemaire et al.'s model to a record outside it (no synaptic module, no neuron):
+    activation products and elementwise ops, each in 32-bit words through the input/output buffer."""
+    w = WORD_BYTES
+    if r.dense_macs:
+        # an activation product (q k^T, attn v): a MAC reads both operands at each use, as Lemaire's dense Conv
+        # reads an input word and a weight word per use; an AC (a spike operand) reads the real operand and
+        # reads and writes the running sum, as Lemaire's event-driven synapse does its potential. Buffer: the
+        # product's operands and output once (the ``bytes`` column of the model call).
+        buffer = max(r.bytes, 1)
+        access("inout", "read_in", 2 * r.macs * w, buffer, acc)
+        if r.acs:
+            access("inout", "read_in", r.acs * w, buffer, acc)
+            access("potential", "read_potential", r.acs * w, buffer, acc)
+            access("potential", "write_potential", r.acs * w, buffer, acc)
+    elements = [(getattr(r, c), LEMAIRE_ELEMENTWISE[c]) for c in _ELEMENTWISE]
+    total = sum(n for n, _ in elements)
+    for n, (reads, writes) in elements:
+        if n:
+            # buffer: the layer's elementwise results of the model call, in words
+            access("inout", "read_in", reads * n * w, total * w, acc)
+            access("inout", "write_out", writes * n * w, total * w, acc)
 
 
 MEMORY_MODELS: dict[str, MemoryModel] = {
@@ -284,8 +321,9 @@ MEMORY_MODELS: dict[str, MemoryModel] = {
         "step-3.12pj-bit", no_reuse),
     "lemaire": MemoryModel(
         "lemaire", "Lemaire et al. 2022: 32-bit words through input/output, parameter and potential buffers "
-                   "priced by buffer size, plus addressing; Conv/Linear and IF/LIF only (spikingjelly's "
-                   "estimate_lemaire_energy)", "45nm-sram-lemaire", lemaire),
+                   "priced by buffer size, plus addressing (spikingjelly's estimate_lemaire_energy on Conv/Linear "
+                   "and IF/LIF); extended to activation products and elementwise ops, no fusion",
+        "45nm-sram-lemaire", lemaire),
 }
 DEFAULT_MEMORY = "45nm-sram-8kb"  # 'default': the operand-once model at the cheapest on-chip read
 
