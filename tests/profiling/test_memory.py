@@ -295,3 +295,56 @@ def test_lemaire_leaves_nothing_unassigned_on_our_models(name: str) -> None:
             total = sum(getattr(r, c) for c in LEMAIRE_ELEMENTWISE)
             assert est_cells(p)[(r.step, r.layer)][1] == pytest.approx(4 * words * LEMAIRE.price(4 * total) * 1e-12,
                                                                        rel=1e-12)
+
+
+SRAM8, SRAM32, DRAM = (MEMORY_PRESETS[n].pj_per_byte * 1e-12 for n in ("45nm-sram-8kb", "45nm-sram-32kb", "45nm-dram"))
+
+
+def _dataflow(model: nn.Module, inputs: tuple, spec: str = "dataflow:45nm-sram-8kb", convention: str = "strict"):
+    p = profile_module(model.eval(), inputs, name="m", batch_size=1)
+    return p, estimate(p, with_memory(FP32, spec), convention)
+
+
+def test_dataflow_keeps_weights_that_fit_and_fetches_them_once() -> None:
+    p, est = _dataflow(nn.Linear(16, 8), (torch.randn(1, 4, 16),))
+    params, uses, bias, out = (16 * 8 + 8) * 4, 4 * 8 * 16 * 4, 4 * 8 * 4, 4 * 8 * 4
+    parts = est.memory_parts
+    assert (parts["weight_fetch_bytes"], parts["weights_bytes"], parts["activations_bytes"]) == (params, uses + bias,
+                                                                                                  2 * out)
+    assert parts["dram_bytes"] == params  # the fetch alone: the weights and the output fit the 8 KB beside them
+    assert est.per_image["memory_j"] == pytest.approx(params * DRAM + (uses + bias + 2 * out) * SRAM8, rel=1e-12)
+
+
+def test_dataflow_spills_weights_past_the_buffer() -> None:
+    p, est = _dataflow(nn.Linear(128, 128, bias=False), (torch.randn(1, 2, 128),), "dataflow:45nm-sram-32kb")
+    params, uses = 128 * 128 * 4, 2 * 128 * 128 * 4
+    kept = 32768 / params  # half the weights stay; the other half is read from DRAM at each use
+    out = 2 * 2 * 128 * 4  # the output written and read once: no room left beside the weights, so DRAM
+    want = 32768 * DRAM + uses * (kept * SRAM32 + (1 - kept) * DRAM) + out * DRAM
+    assert est.per_image["memory_j"] == pytest.approx(want, rel=1e-12)
+    assert est.memory_parts["weight_fetch_bytes"] == 32768
+
+
+def test_dataflow_moves_spikes_as_bits_and_potentials_at_their_width() -> None:
+    torch.manual_seed(0)
+    model = nn.Sequential(neuron.IFNode(v_threshold=0.5, step_mode="m"))
+    p, est = _dataflow(model, (torch.rand(4, 1, 32),))  # T = 4 steps of 32 neurons
+    updates = 4 * 32
+    parts = est.memory_parts
+    assert parts["states_bytes"] == 2 * 4 * updates  # fp32 membrane potential read and written each step
+    assert parts["spikes_bytes"] == 2 * updates / 8  # 1 bit per neuron and step, written and read once
+    assert est.per_image["memory_j"] == pytest.approx((2 * 4 * updates + 2 * updates / 8) * SRAM8, rel=1e-12)
+
+
+def test_dataflow_weight_reads_move_with_the_firing_rate(firing_sdit) -> None:
+    paper = estimate(firing_sdit, with_memory(FP32, "dataflow:45nm-sram-1mb"), "paper")
+    # every Linear of sdit-tiny fits 1 MB: each AC the sweep charges reads one fp32 weight from the buffer
+    assert paper.counts["memory_convertible_j"] == pytest.approx(4 * 12.5e-12 * paper.counts["convertible"],
+                                                                 rel=1e-12)
+
+
+def test_dataflow_needs_a_buffer_size() -> None:
+    assert resolve_memory("dataflow").spec == "dataflow:45nm-sram-32kb"
+    for bad in ("dataflow:45nm-dram", "dataflow:step-3.12pj-bit", "dataflow:45nm-sram-lemaire"):
+        with pytest.raises(CostsError, match="on-chip buffer size|prices by buffer size"):
+            with_memory(FP32, bad)
