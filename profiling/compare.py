@@ -269,21 +269,15 @@ def verdict_matrix(comparison: Comparison, costs: EnergyCosts | None = None,
     memory model, at ``costs`` (default: the comparison's first preset). Pure: estimates from the stored profiles.
 
     Args:
-        memories: Memory specs (``MODEL[:PRESET]``); default every model of
-            :data:`profiling.memory.MEMORY_MODELS` at its default preset, and the first preset's own memory
-            model and preset in its place where it has one.
+        memories: Memory specs (``MODEL[:PRESET]``); default :func:`memory_specs` (every memory model, the
+            preset's own in its place; ``none`` alone for an all-in preset).
 
     Rows are ordered by model, baseline, convention, then memory model; ``unassigned`` counts the layers of
     model and baseline whose memory the model cannot assign (listed in each estimate's ``unassigned``).
     """
     base_costs = costs or comparison.costs[0]
     names = list(conventions or comparison.conventions)
-    if memories is None:
-        own = base_costs.memory
-        specs = [own if own and own.split(":")[0] == m else m for m in MEMORY_MODELS]
-    else:
-        specs = list(memories)
-    priced = [with_memory(base_costs, spec) for spec in specs]
+    priced = [with_memory(base_costs, spec) for spec in memory_specs(base_costs, memories)]
     out = []
     for model in (t for t in comparison.targets if t.spiking):
         for base in (t for t in comparison.targets if not t.spiking):
@@ -302,6 +296,32 @@ def verdict_matrix(comparison: Comparison, costs: EnergyCosts | None = None,
                                        memory=est.memory, model_j=est.total_j, baseline_j=base_j,
                                        memory_j=est.per_image["memory_j"], ratio=ratio, break_even=rate,
                                        break_even_text=text, unassigned=unassigned))
+    return out
+
+
+def memory_specs(costs: EnergyCosts, memories: Sequence[str] | None = None) -> list[str]:
+    """The memory specs a verdict matrix at ``costs`` shows: ``memories``, else every model of
+    :data:`profiling.memory.MEMORY_MODELS` at its default preset, the preset's own memory model and preset in
+    its place where it has one. An all-in preset takes no memory term: ``none`` alone."""
+    if costs.scope == "all-in":
+        return ["none"]
+    if memories is not None:
+        return list(memories)
+    own = costs.memory
+    return [own if own and own.split(":")[0] == m else m for m in MEMORY_MODELS]
+
+
+def layer_memory(profile: Profile, costs: EnergyCosts, convention: str,
+                 memories: Sequence[str] | None = None) -> dict[str, dict[str, dict[str, float | None]]]:
+    """Per memory spec (:func:`memory_specs`), layer -> ``compute_j`` and ``memory_j`` per image of ``profile``
+    under ``convention`` at ``costs`` (``memory_j`` ``None`` for ``none``, and for a layer the model cannot assign
+    and charges nothing: listed in the estimate's ``unassigned``, never shown as 0). Pure."""
+    out = {}
+    for spec in memory_specs(costs, memories):
+        est = estimate(profile, with_memory(costs, spec), convention)
+        out[est.memory] = {name: {"compute_j": e["compute_j"],
+                                  "memory_j": None if name in est.unassigned and not e["memory_j"] else e["memory_j"]}
+                           for name, e in est.layers.items()}
     return out
 
 

@@ -19,7 +19,13 @@ Models (:data:`MEMORY_MODELS`):
   membrane potentials), each access priced by the buffer's size on Horowitz's SRAM curve, plus the
   address computations; for Conv/Linear modules and IF/LIF neurons. Buffers are sized per image.
   It follows the measured spikes, so it is the same under every convention and the firing-rate sweep
-  holds it fixed.
+  holds it fixed. Extended here (not Lemaire's) to activation products and elementwise ops
+  (:data:`LEMAIRE_ELEMENTWISE`, :func:`_lemaire_extended`; docs/memory.md states each rule).
+
+- ``dataflow``: an on-chip buffer of the preset's size (``dataflow:45nm-sram-32kb``) at its price, DRAM
+  behind it: weights stationary while they fit (one fetch per model call, shared by the T spiking steps),
+  activations, membrane potentials and spikes (1 bit) on chip while they fit beside them, the rest spilling
+  to DRAM (:func:`dataflow`).
 
 A layer whose memory a model cannot assign is listed in the estimate's ``unassigned`` (layer -> reason),
 never counted as 0.
@@ -64,6 +70,8 @@ class MemoryPreset:
         curve: ``(buffer bytes, pJ per byte)`` points, linear between them, clamped at both ends: the price of
             an access by the size of the buffer it hits (Lemaire's model); ``None`` for a single price.
         add_pj: Address addition, pJ (Lemaire's addressing); ``mul_pj``: address multiplication, pJ.
+        buffer_bytes: The size of the on-chip buffer the price is for (the ``dataflow`` model's buffer);
+            ``None``: not an on-chip buffer.
     """
 
     name: str
@@ -74,6 +82,7 @@ class MemoryPreset:
     curve: tuple[tuple[float, float], ...] | None = None
     add_pj: float | None = None
     mul_pj: float | None = None
+    buffer_bytes: float | None = None
 
     def price(self, buffer_bytes: float = 0.0) -> float:
         """pJ per byte of an access to a buffer of ``buffer_bytes`` (the single price where there is one)."""
@@ -91,15 +100,16 @@ class MemoryPreset:
         return asdict(self)
 
 
-def _horowitz(name: str, what: str, pj_64bit: float, note: str = "") -> MemoryPreset:
+def _horowitz(name: str, what: str, pj_64bit: float, note: str = "", size: float | None = None) -> MemoryPreset:
     return MemoryPreset(name, f"{HOROWITZ_CITATION}: {what}, 64-bit read {note or f'{pj_64bit:g} pJ'}; "
-                              "per byte = the 64-bit figure / 8", "45 nm", "circuit estimate", pj_64bit / 8)
+                              "per byte = the 64-bit figure / 8", "45 nm", "circuit estimate", pj_64bit / 8,
+                        buffer_bytes=size)
 
 
 MEMORY_PRESETS: dict[str, MemoryPreset] = {
-    "45nm-sram-8kb": _horowitz("45nm-sram-8kb", "8 KB SRAM", 10),
-    "45nm-sram-32kb": _horowitz("45nm-sram-32kb", "32 KB SRAM", 20),
-    "45nm-sram-1mb": _horowitz("45nm-sram-1mb", "1 MB SRAM", 100),
+    "45nm-sram-8kb": _horowitz("45nm-sram-8kb", "8 KB SRAM", 10, size=8192),
+    "45nm-sram-32kb": _horowitz("45nm-sram-32kb", "32 KB SRAM", 20, size=32768),
+    "45nm-sram-1mb": _horowitz("45nm-sram-1mb", "1 MB SRAM", 100, size=1048576),
     "45nm-dram": _horowitz("45nm-dram", "DRAM", 1300, "1.3-2.6 nJ (the low end, 1.3 nJ)"),
     "step-3.12pj-bit": MemoryPreset(
         "step-3.12pj-bit", "3.12 pJ per bit (24.96 pJ per byte), the memory price spikingjelly 2.0's "
@@ -266,10 +276,109 @@ def lemaire(profile: Profile, preset: MemoryPreset, splits: list[dict[str, OpSpl
             if layers[r.layer].kind not in ("LIFNode", "IFNode"):
                 unassigned.setdefault(r.layer, f"{layers[r.layer].kind}: charged as a LIF (Lemaire et al. model "
                                                "IF and LIF neurons only)")
-        elif r.dense_macs or any(getattr(r, c) for c in _ELEMENTWISE):
-            unassigned[r.layer] = "outside Lemaire et al.'s model (ops other than Conv/Linear modules and " \
-                                  "IF/LIF neurons: activation products, norms, softmax, activations, adds)"
+        else:
+            _lemaire_extended(r, access, acc)
         cells[(r.step, r.layer)] = (acc[0], acc[1], 0.0)
+    return MemoryResult(cells, unassigned, energy, nbytes)
+
+
+# Our extension of Lemaire et al. to the ops outside their model (docs/memory.md): 32-bit words read and written
+# per counted output element of each elementwise column, no fusion (each op reads its operands from the
+# input/output buffer and writes its result there).
+LEMAIRE_ELEMENTWISE: dict[str, tuple[int, int]] = {
+    "norm": (2, 1),  # LayerNorm / GroupNorm: one pass for the statistics, one to normalise; write the result
+    "softmax": (2, 1),  # one pass for max and sum, one to normalise; write the result
+    "exp": (1, 1),  # unary transcendentals (exp, SiLU, GELU, sigmoid, tanh, ...; 4 per WKV element)
+    "adds": (2, 1),  # binary adds / subs, reductions (a running sum), bias adds
+    "muls": (2, 1),  # binary muls / divs
+    "other": (2, 1),  # comparisons, max, where, ReLU (a unary one read as binary: one word too many)
+}
+
+
+def _lemaire_extended(r: LayerStepRecord, access: Callable[..., None], acc: list[float]) -> None:
+    """Our extension of Lemaire et al.'s model to a record outside it (no synaptic module, no neuron):
+    activation products and elementwise ops, each in 32-bit words through the input/output buffer."""
+    w = WORD_BYTES
+    if r.dense_macs:
+        # an activation product (q k^T, attn v): a MAC reads both operands at each use, as Lemaire's dense Conv
+        # reads an input word and a weight word per use; an AC (a spike operand) reads the real operand and
+        # reads and writes the running sum, as Lemaire's event-driven synapse does its potential. Buffer: the
+        # product's operands and output once (the ``bytes`` column of the model call).
+        buffer = max(r.bytes, 1)
+        access("inout", "read_in", 2 * r.macs * w, buffer, acc)
+        if r.acs:
+            access("inout", "read_in", r.acs * w, buffer, acc)
+            access("potential", "read_potential", r.acs * w, buffer, acc)
+            access("potential", "write_potential", r.acs * w, buffer, acc)
+    elements = [(getattr(r, c), LEMAIRE_ELEMENTWISE[c]) for c in _ELEMENTWISE]
+    total = sum(n for n, _ in elements)
+    for n, (reads, writes) in elements:
+        if n:
+            # buffer: the layer's elementwise results of the model call, in words
+            access("inout", "read_in", reads * n * w, total * w, acc)
+            access("inout", "write_out", writes * n * w, total * w, acc)
+
+
+DRAM_PRESET = "45nm-dram"  # where the dataflow model's spills and weight fetches go
+
+
+def _share(nbytes: float, on_chip: float) -> float:
+    """The fraction of ``nbytes`` that ``on_chip`` bytes of buffer hold (1 when it all fits)."""
+    return 1.0 if nbytes <= on_chip else max(on_chip, 0.0) / nbytes
+
+
+def dataflow(profile: Profile, preset: MemoryPreset, splits: list[dict[str, OpSplit]]) -> MemoryResult:
+    """An on-chip buffer of ``preset.buffer_bytes`` at the preset's price, DRAM (:data:`DRAM_PRESET`) behind it,
+    layer by layer in each model call (docs/memory.md states every rule and what the model cannot know)."""
+    if preset.buffer_bytes is None:
+        raise MemoryModelError(f"the dataflow model needs an on-chip buffer size: preset {preset.name!r} has none "
+                               "(use 45nm-sram-8kb, 45nm-sram-32kb or 45nm-sram-1mb)")
+    size, sram, dram = preset.buffer_bytes, preset.price() * PJ, MEMORY_PRESETS[DRAM_PRESET].price() * PJ
+    by_step = {s.index: split for s, split in zip(profile.steps, splits, strict=True)}
+    synaptic = [r for r in profile.layers if r.param_elements]
+    width = (sum(r.param_bytes for r in synaptic) / sum(r.param_elements for r in synaptic)) if synaptic else 4.0
+    cells, unassigned = {}, {}
+    energy = {"weight_fetch": 0.0, "weights": 0.0, "activations": 0.0, "states": 0.0, "spikes": 0.0}
+    nbytes = {"dram": 0.0, "sram": 0.0, **{k: 0.0 for k in energy}}
+
+    def move(component: str, n_bytes: float, on_chip: float, acc: list[float]) -> None:
+        joules = n_bytes * (on_chip * sram + (1.0 - on_chip) * dram)
+        energy[component] += joules
+        nbytes[component] += n_bytes
+        nbytes["sram"] += n_bytes * on_chip
+        nbytes["dram"] += n_bytes * (1.0 - on_chip)
+        acc[0] += n_bytes
+        acc[1] += joules
+
+    for r in _records(profile):
+        acc = [0.0, 0.0]
+        per_ac = 0.0
+        resident = 0.0
+        if r.syn_calls:
+            one_call = r.param_bytes / r.syn_calls  # the module's weights and bias
+            kept = _share(one_call, size)
+            resident = min(one_call, size)
+            move("weight_fetch", resident, 0.0, acc)  # one fetch per model call, shared by its T spiking steps
+            per_use = r.weight_reads / r.weight_uses if r.weight_uses else 0.0
+            split = by_step[r.step].get(r.layer)
+            uses = (split.macs + split.acs) if split is not None else r.weight_uses
+            move("weights", per_use * uses + r.bias_reads, kept, acc)
+            per_ac = per_use * (kept * sram + (1.0 - kept) * dram)
+        if r.neuron_updates and not r.state_bytes:
+            unassigned[r.layer] = "neuron layer without state tensors (spikingjelly memories()): its state " \
+                                  "traffic is unknown"
+        # real-valued results, each written once and read once by the next layer, at storage width: a synaptic
+        # module's output, an elementwise op's results; an activation product its operands and output once
+        activations = 2 * (r.syn_out + r.spike_out) * width
+        if not r.syn_calls:
+            activations += r.bytes + 2 * sum(getattr(r, c) for c in _ELEMENTWISE) * width
+        states = 2 * r.state_bytes
+        spikes = 2 * r.neuron_updates / 8  # written as 1 bit per neuron and step, read once by the next layer
+        on_chip = _share(activations + states + spikes, size - resident)
+        move("activations", activations, on_chip, acc)
+        move("states", states, on_chip, acc)
+        move("spikes", spikes, on_chip, acc)
+        cells[(r.step, r.layer)] = (acc[0], acc[1], per_ac)
     return MemoryResult(cells, unassigned, energy, nbytes)
 
 
@@ -284,8 +393,14 @@ MEMORY_MODELS: dict[str, MemoryModel] = {
         "step-3.12pj-bit", no_reuse),
     "lemaire": MemoryModel(
         "lemaire", "Lemaire et al. 2022: 32-bit words through input/output, parameter and potential buffers "
-                   "priced by buffer size, plus addressing; Conv/Linear and IF/LIF only (spikingjelly's "
-                   "estimate_lemaire_energy)", "45nm-sram-lemaire", lemaire),
+                   "priced by buffer size, plus addressing (spikingjelly's estimate_lemaire_energy on Conv/Linear "
+                   "and IF/LIF); extended to activation products and elementwise ops, no fusion",
+        "45nm-sram-lemaire", lemaire),
+    "dataflow": MemoryModel(
+        "dataflow", "an on-chip buffer of the preset's size (SRAM price) before DRAM: a layer's weights stationary "
+                    "while they fit, fetched once per model call for its T spiking steps; activations, membrane "
+                    "potentials and 1-bit spikes on chip while they fit beside them, the rest at DRAM price",
+        "45nm-sram-32kb", dataflow),
 }
 DEFAULT_MEMORY = "45nm-sram-8kb"  # 'default': the operand-once model at the cheapest on-chip read
 
@@ -315,6 +430,9 @@ def resolve_memory(spec: str | None) -> Memory:
     if name not in MEMORY_PRESETS:
         raise MemoryModelError(f"unknown memory preset {name!r}; known: {', '.join(MEMORY_PRESETS)}")
     chosen = MEMORY_PRESETS[name]
+    if model == "dataflow" and chosen.buffer_bytes is None:
+        raise MemoryModelError(f"memory model 'dataflow' does not take preset {name!r}: it needs an on-chip buffer "
+                               "size (45nm-sram-8kb, 45nm-sram-32kb or 45nm-sram-1mb)")
     if (chosen.curve is not None) != (model == "lemaire"):
         raise MemoryModelError(f"memory model {model!r} does not take preset {name!r}: the lemaire model prices by "
                            "buffer size (45nm-sram-lemaire), the others by one price per byte")

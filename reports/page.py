@@ -69,16 +69,19 @@ def headline_cards(study: Study) -> list[Card]:
     for s, b in tables.pairs(study):
         sj, bj = study.energy_j(s.label, preset, conv), study.energy_j(b.label, preset, conv)
         if sj is None or bj is None:
-            cards.append(Card(f"verdict ({conv} convention, {preset})", f"undefined under {preset}",
+            cards.append(Card(f"verdict ({conv} convention, {preset}, memory: {study.headline_memory})",
+                              f"undefined under {preset}",
                               f"{preset} does not define a term these models need (see the cost presets)"))
             continue
         cheaper, dearer = (s, b) if sj < bj else (b, s)
         ratio = max(sj, bj) / min(sj, bj) if min(sj, bj) > 0 else math.inf
+        spread = memory_range_words(study, s.label, b.label, conv)
         cards.append(Card(
-            f"verdict ({conv} convention, {preset})",
+            f"verdict ({conv} convention, {preset}, memory: {study.headline_memory})",
             f"{cheaper.named} costs less energy per image" if sj != bj else "equal energy per image",
             f"{s.named}: {_uj(sj * 1e6)}, {b.named}: {_uj(bj * 1e6)} per image over {study.workload_label}; "
-            f"{dearer.label} costs {ratio:.2f}x as much", "good" if cheaper is s else "bad"))
+            f"{dearer.label} costs {ratio:.2f}x as much" + (f"; {spread}" if spread else ""),
+            "good" if cheaper is s else "bad"))
         be = [r for r in study.break_even_rows if (r["model"], r["baseline"], r["preset"], r["convention"])
               == (s.label, b.label, preset, conv)]
         if be and be[0]["baseline_j"] is not None:
@@ -146,21 +149,41 @@ def _ratio_words(ratio: float | None) -> str:
     return f"{ratio:.2f}x " + ("less" if ratio < 1 else "more" if ratio > 1 else "equal")
 
 
+def _memory_name(spec: str) -> str:
+    return spec.split(":")[0]
+
+
 def verdict_matrix(study: Study) -> pd.DataFrame:
-    """The verdict under every convention in one small table: a row per convention, the energy of each model
-    (uJ per image, headline preset) and, per (spiking model, baseline) pair, the ratio in words."""
-    sens = tables.sensitivity_table(study)
-    preset = study.headline_preset
-    rows = []
-    for conv in study.conventions:
-        row: dict[str, Any] = {"convention": conv + (" (headline)" if conv == study.headline_convention else "")}
-        for m in study.models:
-            j = study.energy_j(m.label, preset, conv)
-            row[f"{m.label} uJ"] = None if j is None else j * 1e6
-        for r in sens[sens.convention == conv].itertuples():
-            row[f"{r.model} / {r.baseline}"] = _ratio_words(r.ratio_model_to_baseline)
-        rows.append(row)
-    return pd.DataFrame(rows)
+    """The verdict matrix in one small table: a row per counting convention (and model pair where there are
+    several), a column per memory model, each cell the spiking model's energy as a multiple of its baseline's
+    and the break-even firing rate, or why there is none, in words (headline preset)."""
+    frame = tables.verdict_memory_table(study)
+    several = len(tables.pairs(study)) > 1
+    rows: dict[tuple[str, str, str], dict[str, Any]] = {}
+    for r in frame.itertuples():
+        key = (r.model, r.baseline, r.convention)
+        row = rows.setdefault(key, {**({"model / baseline": f"{r.model} / {r.baseline}"} if several else {}),
+                                    "convention": r.convention + (" (headline)" if r.convention
+                                                                  == study.headline_convention else "")})
+        ratio = "undefined" if r.ratio_model_to_baseline is None else f"{r.ratio_model_to_baseline:.2f}x"
+        name = _memory_name(r.memory)
+        row["none (compute only)" if name == "none" else name] = f"{ratio}, {r.break_even}"
+    return pd.DataFrame(list(rows.values()))
+
+
+def memory_range_words(study: Study, model: str, baseline: str, convention: str) -> str:
+    """The range of the verdict over every memory model of the matrix, in words (empty without a matrix)."""
+    sel = [r for r in study.verdict_rows if (r["model"], r["baseline"], r["convention"]) == (model, baseline,
+                                                                                             convention)
+           and r["ratio"] is not None]
+    if len(sel) < 2:
+        return ""
+    low, high = min(sel, key=lambda r: r["ratio"]), max(sel, key=lambda r: r["ratio"])
+    cheaper = sum(r["ratio"] < 1 for r in sel)
+    count = {0: "none", len(sel): "all"}.get(cheaper, str(cheaper))
+    return (f"over the {len(sel)} memory models (docs/memory.md) {model} / {baseline} runs from "
+            f"{low['ratio']:.2f}x ({_memory_name(low['memory'])}) to {high['ratio']:.2f}x "
+            f"({_memory_name(high['memory'])}): {model} costs less under {count} of them")
 
 
 def _giga(value: Any, scale: float = 1e9) -> float | None:
@@ -186,6 +209,18 @@ def table3_summary(study: Study) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def _unassigned_words(study: Study) -> str:
+    """Which memory models leave layers unassigned (their memory is not in that column), in one sentence."""
+    counts = {}
+    for r in study.verdict_rows:
+        if r["convention"] == study.headline_convention and r["unassigned"]:
+            counts[_memory_name(r["memory"])] = max(counts.get(_memory_name(r["memory"]), 0), r["unassigned"])
+    if not counts:
+        return ""
+    return (" Layers whose memory a model cannot assign, left out of its column (listed by `sdit energy --json`): "
+            + ", ".join(f"{name} {n}" for name, n in counts.items()) + ".")
+
+
 def _summary(study: Study) -> Section:
     preset, conv = study.headline_preset, study.headline_convention
     matrix = verdict_matrix(study)
@@ -193,20 +228,24 @@ def _summary(study: Study) -> Section:
     n_refs = len(PAPER_TABLE3)
     sens = tables.sensitivity_table(study)
     untrained = _untrained_words(study)
+    table = Table(matrix, f"The verdict matrix ({preset}): each spiking model's energy per image as a multiple of "
+                      "its baseline's (below 1x it costs less) and the break-even firing rate, per counting "
+                      "convention (row) and memory model (column; docs/memory.md)."
+                      + _unassigned_words(study) + untrained, "verdict_matrix", number_format=",.4g", fold=False,
+                  csv="verdict_memory")
     left = [
-        Table(matrix, f"Estimated energy per image (uJ, {preset}) under each counting convention, and each spiking "
-                      "model's energy as a multiple of its baseline's ('less': the spiking model costs less)."
-                      + untrained, "verdict_matrix", number_format=",.4g", fold=False, csv="sensitivity"),
         Table(brief, f"Table III in brief: trainable parameters, operations per image in the {conv} convention, "
                      f"energy per image ({preset}) and mean firing rate; italic: the paper's Table III as printed "
                      f"({PAPER_TABLE3_NOTE}). The full table is below." + untrained, "table3_summary",
               number_format=",.4g", highlight_rows=tuple(range(len(brief) - n_refs, len(brief))), fold=False,
               csv="comparison")]
     chart = Chart(figures.sensitivity_bars(sens, preset, compact=True, note=untrained),
-                  f"Energy ratio model / baseline per convention ({preset}); below the dashed line the spiking "
+                  f"Energy ratio model / baseline per convention ({preset}, memory: {study.headline_memory}); below "
+                  "the dashed line the spiking "
                   "model costs less.", "sensitivity", sens, "fig-sensitivity")
     return Section("summary", "Verdict", [
         Cards(verdict_cards(study)),
+        table,
         Columns([left, chart], first="minmax(0, 1.15fr)"),
         Text(f"Workload: {study.workload_label}, the same for every model; energies are estimated from exact op "
              f"counts per image with the {preset} cost preset, {conv} convention, unless a figure says otherwise."
@@ -278,6 +317,15 @@ def _layers(study: Study) -> Section:
               f"uJ per image per layer, {conv} convention, {preset}; layers without energy left out.",
               "layers", layers, "fig-layers", fold=True, title="energy per layer"),
     ]
+    memory_cols = [c for c in layers.columns if c.startswith(("compute_uJ_", "memory_uJ_"))]
+    if memory_cols:
+        per_layer = layers[["model", "layer", "role", *memory_cols]]
+        per_layer = per_layer[per_layer[memory_cols].fillna(0).abs().sum(axis=1) > 0]
+        blocks.append(Table(
+            per_layer, f"Per layer, uJ per image ({conv} convention, {preset}): compute energy beside the memory "
+                       "energy each memory model charges (docs/memory.md); empty: a layer that model cannot assign "
+                       "or moves nothing for.", "layer_memory", title="compute and memory energy per layer",
+            fold=True, csv="layers"))
     for i, c in enumerate(c for c in study.conventions if f"macs_{c}" in layers.columns):
         blocks.append(Chart(figures.ops_bars(layers, c, labels),
                             f"MACs and ACs per image per layer, {c} convention (counts, log scale).", "layers",
@@ -351,8 +399,15 @@ def _sensitivity(study: Study) -> Section:
     preset = study.headline_preset
     return Section("sensitivity", "Convention sensitivity", [
         Text("; ".join(f"{name}: {text}" for name, text in study.conventions.items()), note=True),
-        Table(sens, f"The verdict under each convention ({preset}), uJ per image; the figure is in the verdict "
-                    "above.", "sensitivity", title="the verdict per convention, every figure", fold=True)],
+        Table(sens, f"The verdict under each convention ({preset}, memory: {study.headline_memory}), uJ per image; "
+                    "break-even: the firing rate at which the model costs its baseline, or why there is none; the "
+                    "figure is in the verdict above.", "sensitivity", title="the verdict per convention, every figure",
+              fold=True),
+        Table(tables.verdict_memory_table(study),
+              f"The verdict matrix ({preset}) with every figure: per counting convention and memory model both totals "
+              "and the memory term (uJ per image), their ratio, the break-even firing rate (%) or why there is none, "
+              "and the layers whose memory the memory model cannot assign.", "verdict_memory",
+              title="the verdict per convention and memory model, every figure", fold=True)],
         toc="Conventions")
 
 

@@ -2,7 +2,9 @@
 
 The report never computes an energy: every number it shows is read from a
 :class:`profiling.compare.Comparison` (:func:`study_from_comparison`, or :func:`study_view` of a
-:class:`profiling.study.FinishedStudy`), regrouped here into long-format rows, none recomputed.
+:class:`profiling.study.FinishedStudy`), regrouped here into long-format rows, none recomputed; the verdict
+matrix (counting convention x memory model) and the per-layer memory energies come from the pure functions
+of :mod:`profiling.compare` on the comparison's stored profiles.
 Keeping the report's input in this one small shape is the adapter between the study floor and
 the presentation: when the comparison type changes, only the functions that build a
 :class:`Study` change.
@@ -15,8 +17,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from profiling.compare import Comparison
-from profiling.energy import EnergyCosts
+from profiling.compare import Comparison, layer_memory, verdict_matrix
+from profiling.energy import EnergyCosts, memory_of
 from profiling.records import Profile
 from profiling.study import FinishedStudy
 from sdit.workload import Workload
@@ -98,7 +100,12 @@ class Study:
     ``step_energy_rows``: model, preset, convention, step, t, energy_j;
     ``sweep_rows``: model, preset, convention, firing_rate, energy_j;
     ``break_even_rows``: model, baseline, preset, convention, baseline_j, firing_rate (``None``: no dependence);
-    ``layer_step_rows``: model, layer, step, t, spikes, neuron_updates, firing_rate (empty when not recorded).
+    ``layer_step_rows``: model, layer, step, t, spikes, neuron_updates, firing_rate (empty when not recorded);
+    ``verdict_rows``: the verdict matrix at the headline preset (:func:`profiling.compare.verdict_matrix`), one
+    :class:`profiling.compare.Verdict` as a dict per (spiking model, baseline, convention, memory model), the
+    models by label; ``layer_memory_rows``: model, memory (``MODEL:PRESET``), layer, compute_j, memory_j under
+    the headline preset and convention, for every memory model of the matrix but ``none``;
+    ``headline_memory``: the memory model and preset of the headline preset (``none``: compute only).
     """
 
     models: list[ModelStudy]
@@ -113,6 +120,9 @@ class Study:
     sweep_rows: list[dict[str, Any]]
     break_even_rows: list[dict[str, Any]]
     layer_step_rows: list[dict[str, Any]] = field(default_factory=list)
+    verdict_rows: list[dict[str, Any]] = field(default_factory=list)
+    layer_memory_rows: list[dict[str, Any]] = field(default_factory=list)
+    headline_memory: str = "none"
     source: dict[str, Any] = field(default_factory=dict)  # the comparison's own to_dict(), embedded in the page
 
     @property
@@ -176,7 +186,9 @@ def study_from_comparison(
     headline_convention: str | None = None,
     labels: dict[str, str] | None = None,
 ) -> Study:
-    """The report's view of a :class:`profiling.compare.Comparison`: its numbers, regrouped, none recomputed.
+    """The report's view of a :class:`profiling.compare.Comparison`: its numbers, regrouped, none recomputed (the
+    verdict matrix and per-layer memory: :func:`profiling.compare.verdict_matrix` and
+    :func:`profiling.compare.layer_memory`).
 
     Args:
         comparison: The study (``Comparison``, or its ``to_dict()`` read back with ``Comparison.from_dict``).
@@ -223,6 +235,13 @@ def study_from_comparison(
         layer_steps += [{"model": name, "layer": r.layer, "step": r.step, "t": r.t, "spikes": r.spikes,
                          "neuron_updates": r.neuron_updates, "firing_rate": r.firing_rate}
                         for r in t.profile.layer_steps if r.neuron_updates]
+    headline_costs = next(c for c in comparison.costs if c.name == headline_preset)
+    verdicts = [{**v.to_dict(), "model": label[v.model], "baseline": label[v.baseline]}
+                for v in verdict_matrix(comparison, headline_costs)]
+    layer_mem = [{"model": label[t.name], "memory": spec, "layer": layer, **values}
+                 for t in comparison.targets
+                 for spec, by_layer in layer_memory(t.profile, headline_costs, headline_convention).items()
+                 if spec != "none" for layer, values in by_layer.items()]
     breaks = [{"model": label[b.model], "baseline": label[b.baseline], "preset": b.costs, "convention": b.convention,
                "baseline_j": b.baseline_j, "firing_rate": b.firing_rate, "reason": b.reason}
               for b in comparison.break_even]
@@ -231,5 +250,6 @@ def study_from_comparison(
         conventions=dict(comparison.conventions), headline_preset=headline_preset,
         headline_convention=headline_convention, energy_rows=energy, layer_energy_rows=layers,
         step_energy_rows=steps, sweep_rows=sweep, break_even_rows=breaks, layer_step_rows=layer_steps,
+        verdict_rows=verdicts, layer_memory_rows=layer_mem, headline_memory=memory_of(headline_costs).spec,
         source=comparison.to_dict(),
     )

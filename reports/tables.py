@@ -269,9 +269,14 @@ def comparison_table(study: Study) -> pd.DataFrame:
 
 
 def layers_table(study: Study) -> pd.DataFrame:
-    """Per model and layer (execution order): role, counts per image, firing rate, energy per convention (uJ)."""
+    """Per model and layer (execution order): role, counts per image, firing rate, energy per convention (uJ),
+    and under the headline convention its compute energy beside the memory energy of each memory model
+    (``memory_uJ_<model>``; empty where the model cannot assign the layer's memory, see ``unassigned``)."""
     energy = {(r["model"], r["layer"], r["convention"]): r["energy_j"]
               for r in study.layer_energy_rows if r["preset"] == study.headline_preset}
+    memory = {(r["model"], r["layer"], r["memory"]): r for r in study.layer_memory_rows}
+    specs = list(dict.fromkeys(r["memory"] for r in study.layer_memory_rows))
+    headline = study.headline_convention
     rows = []
     for m in study.models:
         for order, rec in enumerate(m.profile.layers):
@@ -283,6 +288,13 @@ def layers_table(study: Study) -> pd.DataFrame:
             for conv in study.conventions:
                 j = energy.get((m.label, rec.name, conv))
                 row[f"energy_uJ_{conv}_{study.headline_preset}"] = _uj(j)
+            for spec in specs:
+                cell = memory.get((m.label, rec.name, spec))
+                if cell is None:
+                    continue
+                row.setdefault(f"compute_uJ_{headline}_{study.headline_preset.split(' + ')[0]}",
+                               _uj(cell["compute_j"]))
+                row[f"memory_uJ_{spec.split(':')[0]}"] = _uj(cell["memory_j"])
             rows.append(row)
     frame = pd.DataFrame(rows)
     frame.attrs["unit"] = "counts and uJ per image over the workload"
@@ -355,6 +367,40 @@ def break_even_table(study: Study) -> pd.DataFrame:
                                        "break_even_firing_rate_pct", "reason"])
 
 
+# A missing break-even in the few words a table cell holds (the full reason: profiling.energy.break_even).
+BREAK_EVEN_WORDS = {
+    "none: dearer than the baseline even when silent": "none: dearer when silent",
+    "none: cheaper than the baseline even at 100 % firing": "none: cheaper at 100 %",
+    "the energy does not depend on the firing rate under this convention": "n/a: no rate dependence",
+}
+
+
+def break_even_words(rate: float | None, reason: str | None) -> str:
+    """A break-even as a table cell shows it: ``12.3 %``, or why there is none, in words."""
+    if rate is not None:
+        return f"{100 * rate:.1f} %"
+    return BREAK_EVEN_WORDS.get(reason or "", reason or "undefined")
+
+
+def verdict_memory_table(study: Study) -> pd.DataFrame:
+    """The verdict matrix (headline preset): per (spiking model, baseline), counting convention and memory model,
+    both totals (uJ per image), their ratio, the break-even firing rate (%) and, where there is none, why;
+    ``unassigned``: layers of either model whose memory that model cannot assign."""
+    rows = [{"model": r["model"], "baseline": r["baseline"], "convention": r["convention"],
+             "memory": r["memory"], "model_uJ_per_image": _uj(r["model_j"]),
+             "baseline_uJ_per_image": _uj(r["baseline_j"]), "memory_uJ_per_image": _uj(r["memory_j"]),
+             "ratio_model_to_baseline": r["ratio"], "break_even_firing_rate_pct": _pct(r["break_even"]),
+             "break_even": break_even_words(r["break_even"], None if r["break_even"] is not None
+                                            else r["break_even_text"]),
+             "unassigned_layers": r["unassigned"]} for r in study.verdict_rows]
+    frame = pd.DataFrame(rows, columns=["model", "baseline", "convention", "memory", "model_uJ_per_image",
+                                        "baseline_uJ_per_image", "memory_uJ_per_image", "ratio_model_to_baseline",
+                                        "break_even_firing_rate_pct", "break_even", "unassigned_layers"])
+    frame = frame.astype(object).where(frame.notna(), None)
+    frame.attrs["unit"] = "uJ per image over the workload; break-even in % firing"
+    return frame
+
+
 def pairs(study: Study) -> list[tuple[ModelStudy, ModelStudy]]:
     """(spiking model, baseline) pairs; without a spiking model, (first, each other) pairs."""
     spiking = [m for m in study.models if m.spiking]
@@ -366,7 +412,7 @@ def pairs(study: Study) -> list[tuple[ModelStudy, ModelStudy]]:
 
 def sensitivity_table(study: Study) -> pd.DataFrame:
     """The verdict under every convention (headline preset), per model pair: energies, ratio, who costs less."""
-    be = {(r["model"], r["baseline"], r["convention"]): r["firing_rate"]
+    be = {(r["model"], r["baseline"], r["convention"]): (r["firing_rate"], r.get("reason"))
           for r in study.break_even_rows if r["preset"] == study.headline_preset}
     rows = []
     for s, b in pairs(study):
@@ -377,10 +423,13 @@ def sensitivity_table(study: Study) -> pd.DataFrame:
                 cheaper = f"undefined under {study.headline_preset}"
             else:
                 cheaper = s.label if sj < bj else (b.label if bj < sj else "equal")
+            found = (s.label, b.label, conv) in be
+            rate, reason = be.get((s.label, b.label, conv), (None, None))
             rows.append({"model": s.label, "baseline": b.label, "convention": conv,
                          "model_uJ_per_image": _uj(sj), "baseline_uJ_per_image": _uj(bj),
                          "ratio_model_to_baseline": _ratio(sj, bj), "cheaper": cheaper,
-                         "break_even_firing_rate_pct": _pct(be.get((s.label, b.label, conv)))})
+                         "break_even_firing_rate_pct": _pct(rate),
+                         "break_even": None if not found else break_even_words(rate, reason)})
     return pd.DataFrame(rows)
 
 
