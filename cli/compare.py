@@ -161,7 +161,9 @@ def compare_cmd(
         console.out(terminal.sensitivity_text(study, console.width), end="", highlight=False)
         matrix = verdict_matrix(finished.comparison)
         if matrix:
-            console.out("\n" + terminal.verdict_text(matrix, workload.label(), console.width), end="", highlight=False)
+            console.out("\n" + terminal.verdict_text(matrix, workload.label(), console.width, labels=finished.labels,
+                                                     untrained=terminal.untrained_of(finished.comparison)),
+                        end="", highlight=False)
         written = write_report(out, page, finished.comparison, json_path, overwrite)
         if written.stale:
             note(f"note: removed {len(written.stale)} table(s) of the earlier report that this one has not: "
