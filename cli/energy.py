@@ -14,13 +14,17 @@ from rich.console import Console
 
 from cli.common import (
     DATA_ERROR,
+    ENERGY_PANEL,
     INTERNAL_ERROR,
+    MEASURE_PANEL,
+    OUTPUT_PANEL,
     SditCommand,
     check_number,
     check_outputs_or_fail,
     command_output,
     echo,
     fail,
+    in_panels,
     load_target_or_fail,
     progress_option,
     quiet_option,
@@ -149,5 +153,12 @@ def energy_cmd(
             raise typer.Exit(INTERNAL_ERROR)
 
 
+# Help panels of the command's options (cli.common.in_panels); the rest are its main "Options".
+PANELS = {ENERGY_PANEL: ("--costs", "--e-mac-pj", "--e-ac-pj", "--e-mem-pj-per-byte", "--e-neuron-pj", "--memory",
+                         "--convention"),
+          MEASURE_PANEL: ("--measure", "--meter", "--min-window-s", "--idle-s", "--device"),
+          OUTPUT_PANEL: ("--json", "--overwrite")}
+
+
 def register(app: typer.Typer) -> None:
-    app.command("energy", cls=SditCommand)(energy_cmd)
+    app.command("energy", cls=SditCommand)(in_panels(energy_cmd, PANELS))

@@ -10,11 +10,13 @@ from rich.console import Console
 
 from cli.common import (
     DATA_ERROR,
+    OUTPUT_PANEL,
     SditCommand,
     check_outputs_or_fail,
     command_output,
     echo,
     fail,
+    in_panels,
     load_target_or_fail,
     progress_option,
     quiet_option,
@@ -123,5 +125,9 @@ def _profile(target: str, batch_size: int, timestep: int | None, sample_steps: i
         echo(f"wrote {csv_path}", err=to_stdout)
 
 
+# Help panels of the command's options (cli.common.in_panels); the rest are its main "Options".
+PANELS = {OUTPUT_PANEL: ("--json", "--csv", "--top", "--overwrite")}
+
+
 def register(app: typer.Typer) -> None:
-    app.command("profile", cls=SditCommand)(profile_cmd)
+    app.command("profile", cls=SditCommand)(in_panels(profile_cmd, PANELS))
