@@ -360,6 +360,7 @@ def verdict_text(rows: Sequence[Verdict], workload: str, width: int | None = Non
         unassigned = ", ".join(dict.fromkeys(f"{r.memory.split(':')[0]} {r.unassigned}" for r in sel if r.unassigned))
         costs = sel[0].costs.split(" + ")[0] if sel else ""
         who = f"model, {UNTRAINED}" if model in untrained else "model"
+        names = labels.get(model, model), labels.get(baseline, baseline)
         notes = [f"memory presets: {presets}" if presets else "",
                  f"layers whose memory a model cannot assign (model and baseline; --json lists them): {unassigned}"
                  if unassigned else ""]
@@ -367,8 +368,8 @@ def verdict_text(rows: Sequence[Verdict], workload: str, width: int | None = Non
                                   Col("model_uJ", "model uJ", "uj", "undefined"),
                                   Col("baseline_uJ", "baseline uJ", "uj", "undefined"),
                                   Col("ratio", "ratio", "ratio", "n/a"), Col("break_even", "break-even", "text")],
-                          title=f"verdict matrix, {labels.get(model, model)} ({who}) vs {labels.get(baseline, baseline)} "
-                                f"(baseline): estimated energy per image, {workload}, {costs}; counting convention "
+                          title=f"verdict matrix, {names[0]} ({who}) vs {names[1]} (baseline): estimated energy "
+                                f"per image, {workload}, {costs}; counting convention "
                                 "x memory model (docs/memory.md); break-even = firing rate at which the model costs "
                                 "the baseline", width=width)
                    + "".join(fill(f"  {n}", width, "    ") for n in notes if n))
