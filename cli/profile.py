@@ -114,13 +114,13 @@ def _profile(target: str, batch_size: int, timestep: int | None, sample_steps: i
         write_json(json_path, {**profile.to_dict(), "energy": energy}, overwrite=overwrite)
         echo(f"wrote {json_path}", err=to_stdout)
     if csv_path is not None:
-        frame = profile.to_dataframe()
-        for key in ("macs", "acs"):
-            frame[f"{key}_paper"] = [paper.layer_counts[name][key] for name in frame.index]
-        columns = {"compute_j": (strict, "compute_j"), "compute_paper_j": (paper, "compute_j"),
-                   "memory_j": (strict, "memory_j"), "neuron_j": (strict, "neuron_j")}
-        for column, (result, key) in columns.items():
-            frame[f"energy_{column}"] = [result.layers[name][key] for name in frame.index]
+        frame = profile.layers_frame()  # index layer; units as the Python API's frames (docs/api.md)
+        strict_f, paper_f = strict.frame(), paper.frame()
+        frame["macs_paper"], frame["acs_paper"] = paper_f["macs"], paper_f["acs"]
+        for column, source in (("energy_compute_uj", strict_f["compute_uj"]), ("energy_compute_paper_uj",
+                               paper_f["compute_uj"]), ("energy_memory_uj", strict_f["memory_uj"]),
+                               ("energy_neuron_uj", strict_f["neuron_uj"])):
+            frame[column] = source
         write_bytes(csv_path, frame.to_csv().encode(), overwrite=overwrite)
         echo(f"wrote {csv_path}", err=to_stdout)
 
