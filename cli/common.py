@@ -16,19 +16,21 @@ stdout, the human-readable output then goes to stderr); ``--steps`` counts train
 
 from __future__ import annotations
 
+import inspect
 import math
 import os
 import sys
 import traceback
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn, get_args
 
 import typer
 from typer._click.exceptions import ClickException, NoArgsIsHelpError, UsageError  # typer's own click
-from typer.core import TyperCommand, TyperGroup, TyperOption
+from typer.core import TyperArgument, TyperCommand, TyperGroup, TyperOption
+from typer.models import OptionInfo
 
 from sdit import progress as sdit_progress
 from sdit.artifacts import OutputError, OverwriteError, check_outputs
@@ -94,13 +96,13 @@ def echo(text: str, err: bool = False) -> None:
 
 def quiet_option() -> Any:
     """The ``--quiet`` / ``-q`` option of a command (a fresh one per command)."""
-    return typer.Option(False, "--quiet", "-q", help="Nothing on stderr but errors: no progress, notes or "
-                        "status lines. stdout is unchanged.")
+    return typer.Option(False, "--quiet", "-q", rich_help_panel=OUTPUT_PANEL, help="Nothing on stderr but "
+                        "errors: no progress, notes or status lines. stdout is unchanged.")
 
 
 def progress_option(what: str = "the long loops") -> Any:
     """The ``--progress/--no-progress`` option of a command: ``None`` (auto) unless given."""
-    return typer.Option(None, "--progress/--no-progress", show_default=False,
+    return typer.Option(None, "--progress/--no-progress", show_default=False, rich_help_panel=OUTPUT_PANEL,
                         help=f"Progress bars for {what} on stderr. Default: when stderr is a terminal "
                         f"({PROGRESS_ENV}=1 or 0 forces it).")
 
@@ -310,19 +312,67 @@ def _bare_json(argv: list[str]) -> list[str]:
     return head + out
 
 
+# Help panels (rich_help_panel) the commands share; an option in none is in the command's own "Options".
+WORKLOAD_PANEL = "Workload"
+ENERGY_PANEL = "Energy model"
+MEASURE_PANEL = "Measurement"
+OUTPUT_PANEL = "Output"
+# The value an option takes, as its help names it: short, so that at 80 columns option names stay whole
+# and the help text keeps its room (typer would print <float range>, <list[str]>, ...).
+_METAVARS = {int: "INT", float: "NUM", str: "TEXT", Path: "PATH"}
+
+
 def _flags_as_flags(params: list[Any]) -> list[Any]:
-    """Boolean flags show no value type in the rich help (typer prints ``--overwrite <bool>`` otherwise)."""
+    """Boolean flags show no value type in the rich help (typer prints ``--overwrite <bool>`` otherwise); other
+    options without a metavar show a short one (``INT``, ``NUM``, ``PATH``, ``TEXT``)."""
     for param in params:
-        if isinstance(param, TyperOption) and param.is_flag and param.metavar is None:
-            param.metavar = ""
+        if isinstance(param, TyperArgument) and param.metavar is None:  # TARGET, not {target} <str>
+            param.metavar = param.name.upper() + ("..." if param.nargs != 1 else "")
+        if isinstance(param, TyperOption) and param.metavar is None:
+            desc = param.type_descriptor
+            element = get_args(desc.annotation)[0] if desc.is_list and get_args(desc.annotation) else desc.annotation
+            param.metavar = "" if param.is_flag else _METAVARS.get(element, "VALUE")
     return params
 
 
+def in_panels(command: Callable[..., Any], panels: Mapping[str, Sequence[str]]) -> Callable[..., Any]:
+    """``command`` with its options grouped into help panels: panel -> option names (e.g. ``--json``), each
+    set as that option's ``rich_help_panel``; an option named in no panel keeps its own (else "Options").
+
+    Raises:
+        ValueError: a name that is no option of ``command`` (a panel list out of date with the options).
+    """
+    infos = {decl: p.default for p in inspect.signature(command).parameters.values()
+             if isinstance(p.default, OptionInfo) for decl in p.default.param_decls}
+    for panel, names in panels.items():
+        for name in names:
+            if name not in infos:
+                raise ValueError(f"{command.__name__}: no option {name} to put in the help panel {panel!r}")
+            infos[name].rich_help_panel = panel
+    return command
+
+
 class SditCommand(TyperCommand):
-    """A command of ``sdit``: flags shown as flags in its help."""
+    """A command of ``sdit``: flags shown as flags in its help, and an on/off pair's second name in its help text
+    (``--progress ... Opposite: --no-progress.``) rather than in a column of its own, which would take the room of
+    the help text at 80 columns."""
 
     def get_params(self, ctx: typer.Context) -> list[Any]:
         return _flags_as_flags(super().get_params(ctx))
+
+    def format_help(self, ctx: typer.Context, formatter: Any) -> None:
+        pairs = [p for p in self.get_params(ctx) if isinstance(p, TyperOption) and p.secondary_opts]
+        saved = [(p.secondary_opts, p.help, p.show_default) for p in pairs]
+        try:
+            for p in pairs:
+                default = {True: p.opts[0], False: p.secondary_opts[0]}.get(p.default)  # None: the help says
+                p.help = (f"{p.help or ''} Opposite: {', '.join(p.secondary_opts)}."
+                          + (f" Default: {default}." if default else "")).strip()
+                p.secondary_opts, p.show_default = [], False
+            super().format_help(ctx, formatter)
+        finally:
+            for p, (secondary, text, show) in zip(pairs, saved, strict=True):
+                p.secondary_opts, p.help, p.show_default = secondary, text, show
 
 
 class SditGroup(TyperGroup):

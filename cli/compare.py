@@ -17,13 +17,17 @@ from rich.console import Console
 
 from cli.common import (
     DATA_ERROR,
+    ENERGY_PANEL,
     MAX_IMAGES,
+    MEASURE_PANEL,
+    OUTPUT_PANEL,
     SditCommand,
     check_number,
     check_outputs_or_fail,
     command_output,
     echo,
     fail,
+    in_panels,
     load_target_or_fail,
     note,
     progress_option,
@@ -161,7 +165,9 @@ def compare_cmd(
         console.out(terminal.sensitivity_text(study, console.width), end="", highlight=False)
         matrix = verdict_matrix(finished.comparison)
         if matrix:
-            console.out("\n" + terminal.verdict_text(matrix, workload.label(), console.width), end="", highlight=False)
+            console.out("\n" + terminal.verdict_text(matrix, workload.label(), console.width, labels=finished.labels,
+                                                     untrained=terminal.untrained_of(finished.comparison)),
+                        end="", highlight=False)
         written = write_report(out, page, finished.comparison, json_path, overwrite)
         if written.stale:
             note(f"note: removed {len(written.stale)} table(s) of the earlier report that this one has not: "
@@ -171,5 +177,11 @@ def compare_cmd(
         echo(f"report: {written.report}", err=to_stdout)
 
 
+# Help panels of the command's options (cli.common.in_panels); the rest are its main "Options".
+PANELS = {ENERGY_PANEL: ("--costs", "--convention", "--memory"),
+          MEASURE_PANEL: ("--measure", "--meter", "--min-window-s", "--idle-s", "--device"),
+          OUTPUT_PANEL: ("--out", "--overwrite", "--json")}
+
+
 def register(app: typer.Typer) -> None:
-    app.command("compare", cls=SditCommand)(compare_cmd)
+    app.command("compare", cls=SditCommand)(in_panels(compare_cmd, PANELS))

@@ -14,13 +14,17 @@ from rich.console import Console
 
 from cli.common import (
     DATA_ERROR,
+    ENERGY_PANEL,
     INTERNAL_ERROR,
+    MEASURE_PANEL,
+    OUTPUT_PANEL,
     SditCommand,
     check_number,
     check_outputs_or_fail,
     command_output,
     echo,
     fail,
+    in_panels,
     load_target_or_fail,
     progress_option,
     quiet_option,
@@ -51,7 +55,7 @@ from profiling.energy import (
     with_overrides,
 )
 from profiling.meters import METER_KINDS
-from profiling.study import energy_summary
+from profiling.study import energy_summary, short_labels
 from reports import terminal
 from reports.study import study_from_comparison
 from sdit.artifacts import is_stdout, write_json
@@ -130,15 +134,16 @@ def energy_cmd(
         result = energy_summary(study)
 
         console = Console(stderr=is_stdout(json_path), quiet=quiet and is_stdout(json_path))
-        view = study_from_comparison(study)
+        labels = short_labels([loaded] if base is None else [loaded, base])
+        view = study_from_comparison(study, labels=labels)
         for model in view.models:
             console.out(terminal.energy_terms_text(view, model.label, view.headline_preset, console.width), end="",
                         highlight=False)
-        for line in terminal.energy_lines(study):
-            console.print(line, soft_wrap=True)
+        console.out(terminal.energy_text(study, labels, console.width), end="", highlight=False)
         matrix = verdict_matrix(study) if base is not None else []
         if matrix:
-            console.out(terminal.verdict_text(matrix, workload.label(), console.width), end="", highlight=False)
+            console.out(terminal.verdict_text(matrix, workload.label(), console.width, labels=labels,
+                                              untrained=terminal.untrained_of(study)), end="", highlight=False)
         result["verdict_matrix"] = [v.to_dict() for v in matrix]
         result["unassigned_memory"] = study.targets[0].estimates[0].estimate.unassigned
         if json_path is not None:
@@ -148,5 +153,12 @@ def energy_cmd(
             raise typer.Exit(INTERNAL_ERROR)
 
 
+# Help panels of the command's options (cli.common.in_panels); the rest are its main "Options".
+PANELS = {ENERGY_PANEL: ("--costs", "--e-mac-pj", "--e-ac-pj", "--e-mem-pj-per-byte", "--e-neuron-pj", "--memory",
+                         "--convention"),
+          MEASURE_PANEL: ("--measure", "--meter", "--min-window-s", "--idle-s", "--device"),
+          OUTPUT_PANEL: ("--json", "--overwrite")}
+
+
 def register(app: typer.Typer) -> None:
-    app.command("energy", cls=SditCommand)(energy_cmd)
+    app.command("energy", cls=SditCommand)(in_panels(energy_cmd, PANELS))

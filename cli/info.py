@@ -9,7 +9,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from cli.common import SditCommand, check_outputs_or_fail, fail, note
+from cli.common import OUTPUT_PANEL, SditCommand, check_outputs_or_fail, fail, in_panels, note
 from sdit.artifacts import is_stdout, write_json
 from sdit.authors import is_authors_layout, to_authors_state_dict
 from sdit.config import PRESET_NOTES, UnknownPresetError, config_to_dict, get_preset
@@ -80,5 +80,9 @@ def info(
         note(f"wrote {json_path}")
 
 
+# Help panels of the command's options (cli.common.in_panels); the rest are its main "Options".
+PANELS = {OUTPUT_PANEL: ("--json", "--overwrite")}
+
+
 def register(app: typer.Typer) -> None:
-    app.command("info", cls=SditCommand)(info)
+    app.command("info", cls=SditCommand)(in_panels(info, PANELS))

@@ -23,7 +23,7 @@ from typing import Any
 
 import typer
 
-from cli.common import MAX_IMAGES, check_device, check_number, check_seed, fail
+from cli.common import MAX_IMAGES, WORKLOAD_PANEL, check_device, check_number, check_seed, fail
 from sdit.workload import (
     DEFAULT_STEPS,
     DEFAULT_TIMESTEP,
@@ -40,45 +40,45 @@ DEFAULT_ETA = 1.0  # DDIM's noise scale when --eta is not given (see the module 
 
 def method_option(forward: bool = True) -> Any:
     """``--method``; ``forward`` among its choices only where the command counts or measures (``forward``)."""
-    kinds = WORKLOAD_KINDS if forward else SAMPLERS
     also = ", or forward (one model call at --timestep)" if forward else ""
-    return typer.Option(DEFAULT_METHOD, "--method", help=f"Sampler: ddim (default), ddpm (all {DIFFUSION_STEPS} "
-                        "ancestral steps), ddpm-respaced (the authors' sampler: ancestral DDPM over --sample-steps "
-                        f"respaced steps with the model's learned variance){also}.", metavar="|".join(kinds))
+    return typer.Option(DEFAULT_METHOD, "--method", metavar="NAME", rich_help_panel=WORKLOAD_PANEL,
+                        help=f"Sampler: ddim (default), ddpm (all {DIFFUSION_STEPS} ancestral steps), ddpm-respaced "
+                        "(the authors' sampler: ancestral DDPM over --sample-steps respaced steps with the model's "
+                        f"learned variance){also}.")
 
 
 def sample_steps_option() -> Any:
-    return typer.Option(None, "--sample-steps", show_default=False,
+    return typer.Option(None, "--sample-steps", show_default=False, rich_help_panel=WORKLOAD_PANEL,
                         help=f"Model calls of the sampling run: DDIM steps (default {DEFAULT_STEPS['ddim']}) or "
                         f"respaced DDPM steps (default {DEFAULT_STEPS['ddpm-respaced']}); DDPM runs all "
                         f"{DIFFUSION_STEPS}.")
 
 
 def eta_option() -> Any:
-    return typer.Option(None, "--eta", show_default=False,
+    return typer.Option(None, "--eta", show_default=False, rich_help_panel=WORKLOAD_PANEL,
                         help=f"DDIM noise scale in [0, 1] (default {DEFAULT_ETA:g}: DDPM's variance at the chosen "
                         "steps, with which the shipped checkpoints' quality was measured; 0: deterministic). "
                         "DDIM only.")
 
 
 def timestep_option() -> Any:
-    return typer.Option(None, "--timestep", show_default=False,
+    return typer.Option(None, "--timestep", show_default=False, rich_help_panel=WORKLOAD_PANEL,
                         help=f"Diffusion timestep of --method forward (default {DEFAULT_TIMESTEP}).")
 
 
 def seed_option(also: str = "") -> Any:
     """``--seed``; ``also`` names what else the command draws with it."""
-    return typer.Option(0, "--seed", help="Seed of the initial noise (and of every step's noise of a stochastic "
-                        f"sampler{also}).")
+    return typer.Option(0, "--seed", rich_help_panel=WORKLOAD_PANEL,
+                        help=f"Seed of the initial noise (and of every step's noise of a stochastic sampler{also}).")
 
 
 def batch_size_option(default: int = 1, text: str = "Images per model call.") -> Any:
     """``--batch-size``: images per model call (1 unless a command draws many images, as ``evaluate`` does)."""
-    return typer.Option(default, "--batch-size", help=text)
+    return typer.Option(default, "--batch-size", rich_help_panel=WORKLOAD_PANEL, help=text)
 
 
-def device_option(what: str = "the model runs on") -> Any:
-    return typer.Option(None, "--device", show_default=False,
+def device_option(what: str = "the model runs on", panel: str = WORKLOAD_PANEL) -> Any:
+    return typer.Option(None, "--device", show_default=False, rich_help_panel=panel,
                         help=f"torch device {what} (cpu, cuda, cuda:1; default: cuda when CUDA is available, "
                         "else cpu).")
 

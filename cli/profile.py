@@ -10,11 +10,13 @@ from rich.console import Console
 
 from cli.common import (
     DATA_ERROR,
+    OUTPUT_PANEL,
     SditCommand,
     check_outputs_or_fail,
     command_output,
     echo,
     fail,
+    in_panels,
     load_target_or_fail,
     progress_option,
     quiet_option,
@@ -34,21 +36,24 @@ from profiling.compare import Comparison, compare_profiles
 from profiling.counter import UnknownNeuronError, UnsupportedOpError
 from profiling.energy import DEFAULT_COSTS, CostsError, load_costs
 from profiling.records import Profile
+from profiling.study import short_labels
 from profiling.workloads import profile_workload
 from reports import terminal
 from reports.study import study_from_comparison
 from sdit.artifacts import is_stdout, write_bytes, write_json
 
 
-def print_summary(profile: Profile, study_of_profile: Comparison, top: int, console: Console) -> None:
-    """Totals per image, the spiking layers, then the ``top`` layers by energy: the tables of reports.tables."""
-    study = study_from_comparison(study_of_profile, {profile.model: profile.model}, headline_convention="strict")
+def print_summary(profile: Profile, study_of_profile: Comparison, top: int, console: Console, label: str) -> None:
+    """Totals per image, the spiking layers, then the ``top`` layers by energy: the tables of reports.tables;
+    ``label``: the model's short name (:func:`profiling.study.short_labels`)."""
+    study = study_from_comparison(study_of_profile, {profile.model: profile.model}, headline_convention="strict",
+                                  labels={profile.model: label})
     console.out(terminal.totals_text(study, console.width), end="", highlight=False)
     terms = "; ".join(f"{term}: {text}" for term, text in study.presets[0].terms.items())
     text = textwrap.fill(f"terms of {study.headline_preset}: {terms}", width=max(console.width, 40),
                          subsequent_indent="  ", break_on_hyphens=False)
     console.out(text + "\n", end="", highlight=False)
-    console.out(terminal.layer_tables(study, profile.model, "strict", top, console.width), end="", highlight=False)
+    console.out(terminal.layer_tables(study, label, "strict", top, console.width), end="", highlight=False)
     if profile.unsupported_ops:
         ops = ", ".join(f"{u['op']} x{u['count']}" for u in profile.unsupported_ops)
         console.print(f"[yellow]uncounted ops (no rule): {ops}[/yellow]")
@@ -103,22 +108,26 @@ def _profile(target: str, batch_size: int, timestep: int | None, sample_steps: i
     study = compare_profiles([profile], [costs], ("strict", "paper"))
     (target,) = study.targets
     strict, paper = target.estimate(costs.name, "strict"), target.estimate(costs.name, "paper")
-    print_summary(profile, study, top, console)
+    print_summary(profile, study, top, console, short_labels([loaded])[loaded.label])
     if json_path is not None:
         energy = {"strict": strict.to_dict(), "paper": paper.to_dict()}
         write_json(json_path, {**profile.to_dict(), "energy": energy}, overwrite=overwrite)
         echo(f"wrote {json_path}", err=to_stdout)
     if csv_path is not None:
-        frame = profile.to_dataframe()
-        for key in ("macs", "acs"):
-            frame[f"{key}_paper"] = [paper.layer_counts[name][key] for name in frame.index]
-        columns = {"compute_j": (strict, "compute_j"), "compute_paper_j": (paper, "compute_j"),
-                   "memory_j": (strict, "memory_j"), "neuron_j": (strict, "neuron_j")}
-        for column, (result, key) in columns.items():
-            frame[f"energy_{column}"] = [result.layers[name][key] for name in frame.index]
+        frame = profile.layers_frame()  # index layer; units as the Python API's frames (docs/api.md)
+        strict_f, paper_f = strict.frame(), paper.frame()
+        frame["macs_paper"], frame["acs_paper"] = paper_f["macs"], paper_f["acs"]
+        for column, source in (("energy_compute_uj", strict_f["compute_uj"]), ("energy_compute_paper_uj",
+                               paper_f["compute_uj"]), ("energy_memory_uj", strict_f["memory_uj"]),
+                               ("energy_neuron_uj", strict_f["neuron_uj"])):
+            frame[column] = source
         write_bytes(csv_path, frame.to_csv().encode(), overwrite=overwrite)
         echo(f"wrote {csv_path}", err=to_stdout)
 
 
+# Help panels of the command's options (cli.common.in_panels); the rest are its main "Options".
+PANELS = {OUTPUT_PANEL: ("--json", "--csv", "--top", "--overwrite")}
+
+
 def register(app: typer.Typer) -> None:
-    app.command("profile", cls=SditCommand)(profile_cmd)
+    app.command("profile", cls=SditCommand)(in_panels(profile_cmd, PANELS))

@@ -17,7 +17,7 @@ from typing import Any
 
 import typer
 
-from cli.common import DATA_ERROR, SditCommand, command_output, echo, fail, note, quiet_option
+from cli.common import DATA_ERROR, OUTPUT_PANEL, SditCommand, command_output, echo, fail, in_panels, note, quiet_option
 from profiling.compare import Comparison, break_evens
 from profiling.study import (
     EVALUATIONS,
@@ -171,5 +171,9 @@ def report_cmd(
         echo(f"report: {written.report}")
 
 
+# Help panels of the command's options (cli.common.in_panels); the rest are its main "Options".
+PANELS = {OUTPUT_PANEL: ("--out", "--overwrite")}
+
+
 def register(app: typer.Typer) -> None:
-    app.command("report", cls=SditCommand)(report_cmd)
+    app.command("report", cls=SditCommand)(in_panels(report_cmd, PANELS))

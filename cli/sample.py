@@ -10,12 +10,15 @@ import typer
 from cli.common import (
     DATA_ERROR,
     MAX_IMAGES,
+    OUTPUT_PANEL,
+    WORKLOAD_PANEL,
     SditCommand,
     check_number,
     check_outputs_or_fail,
     command_output,
     echo,
     fail,
+    in_panels,
     load_target_or_fail,
     progress_option,
     quiet_option,
@@ -89,8 +92,9 @@ def sample_cmd(
 
     Example: sdit sample checkpoints/sdit-small-fmnist --out grid.png --num 16 --sample-steps 50 --eta 1
 
-    Image i's noise comes from its own generator, seeded from (--seed, i). Under torchrun the ranks share the
-    batches; rank 0 writes.
+    Image i's noise comes from its own generator, seeded from (--seed, i).
+
+    Under torchrun the ranks share the batches; rank 0 writes (docs/distributed.md).
     """
     quiet, progress = rank_output(quiet, progress)
     with command_output(quiet, progress):
@@ -147,5 +151,10 @@ def _sample(ctx: DistContext, target: str, out: Path, num: int, batch_size: int 
              err=True)
 
 
+# Help panels of the command's options (cli.common.in_panels); the rest are its main "Options".
+PANELS = {WORKLOAD_PANEL: ("--num", "--batch-size", "--labels", "--compile"),
+          OUTPUT_PANEL: ("--out", "--tensor", "--shards", "--overwrite")}
+
+
 def register(app: typer.Typer) -> None:
-    app.command("sample", cls=SditCommand)(sample_cmd)
+    app.command("sample", cls=SditCommand)(in_panels(sample_cmd, PANELS))

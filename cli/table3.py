@@ -7,7 +7,7 @@ from pathlib import Path
 
 import typer
 
-from cli.common import DATA_ERROR, SditCommand, check_outputs_or_fail, fail, note
+from cli.common import DATA_ERROR, OUTPUT_PANEL, SditCommand, check_outputs_or_fail, fail, in_panels, note
 from profiling.table3 import DEFAULT_MODELS, table3
 from reports.table3 import render_markdown, render_text
 from sdit.artifacts import is_stdout, write_bytes, write_json
@@ -61,5 +61,9 @@ def table3_cmd(
             note(f"wrote {json_path}")
 
 
+# Help panels of the command's options (cli.common.in_panels); the rest are its main "Options".
+PANELS = {OUTPUT_PANEL: ("--format", "--markdown", "--json", "--overwrite")}
+
+
 def register(app: typer.Typer) -> None:
-    app.command("table3", cls=SditCommand)(table3_cmd)
+    app.command("table3", cls=SditCommand)(in_panels(table3_cmd, PANELS))

@@ -15,10 +15,12 @@ from cli.common import (
     DATA_ERROR,
     INTERRUPTED,
     MAX_IMAGES,
+    OUTPUT_PANEL,
     SditCommand,
     check_number,
     check_seed,
     fail,
+    in_panels,
     progress_option,
     progress_wanted,
     quiet_option,
@@ -91,7 +93,7 @@ def train_cmd(
     device: str | None = typer.Option(None, "--device", help="cpu or cuda (default: cuda when available)."),
     compile_: bool | None = typer.Option(
         None, "--compile/--no-compile",
-        help="Train through torch.compile (faster; needs a C++ compiler on CPU). [no-compile]",
+        help="Train through torch.compile (faster; needs a C++ compiler on CPU). [--no-compile]",
     ),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace the previous run in --out."),
     progress: bool | None = progress_option("the optimizer steps"),
@@ -173,5 +175,12 @@ def train_cmd(
         )
 
 
+# Help panels of the command's options (cli.common.in_panels); the rest are its main "Options".
+PANELS = {"Data": ("--dataset", "--data-dir"),
+          "Optimisation": ("--batch-size", "--steps", "--epochs", "--lr", "--warmup-steps", "--ema-decay",
+                           "--weight-decay", "--rate-penalty", "--seed", "--device", "--compile/--no-compile"),
+          OUTPUT_PANEL: ("--out", "--resume", "--log-every", "--sample-every", "--ckpt-every", "--keep", "--overwrite")}
+
+
 def register(app: typer.Typer) -> None:
-    app.command("train", cls=SditCommand)(train_cmd)
+    app.command("train", cls=SditCommand)(in_panels(train_cmd, PANELS))

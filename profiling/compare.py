@@ -56,6 +56,7 @@ from profiling.conventions import COUNTING_CONVENTIONS, DEFAULT_CONVENTIONS, get
 from profiling.energy import (
     DEFAULT_COSTS,
     SWEEP_RATES,
+    TERM_COLUMNS,
     EnergyCosts,
     Estimate,
     break_even,
@@ -175,6 +176,47 @@ class Comparison:
                 return b
         raise KeyError(f"no break-even for {model} vs {baseline} under {costs}, {convention}")
 
+    def frame(self) -> Any:
+        """One row per target, cost preset and convention (index ``model``, ``costs``, ``convention``): the mean
+        ``firing_rate`` (fraction; <NA> for an ANN), energy per image in microjoules by term (``mac_uj`` ...
+        ``total_uj``, <NA> where undefined), ``macs`` / ``acs`` as the convention charges them, and ``ratio`` of
+        ``total_uj`` to the first ANN baseline's under the same preset and convention (docs/api.md)."""
+        import pandas as pd
+
+        base = next((t for t in self.targets if not t.spiking), None)
+        rows = []
+        for t in self.targets:
+            for te in t.estimates:
+                est = te.estimate
+                base_j = base.estimate(te.costs, te.convention).total_j if base is not None else None
+                rows.append({"model": t.name, "costs": te.costs, "convention": te.convention, "memory": est.memory,
+                             "firing_rate": t.profile.mean_firing_rate,
+                             **{c.removesuffix("_j") + "_uj": _uj(est.per_image[c]) for c in TERM_COLUMNS},
+                             "macs": est.counts["macs"], "acs": est.counts["acs"],
+                             "ratio": est.total_j / base_j if est.total_j is not None and base_j else None})
+        frame = pd.DataFrame(rows).set_index(["model", "costs", "convention"])
+        for column in frame.columns:
+            frame[column] = frame[column].astype("string" if column == "memory" else "Float64")
+        frame.attrs.update(workload=self.workload.label(), baseline=None if base is None else base.name,
+                           unit="microjoules per image over the workload; firing_rate a fraction")
+        return frame
+
+    def break_even_frame(self) -> Any:
+        """One row per spiking model, ANN baseline, preset and convention: the ``break_even_firing_rate``
+        (fraction; <NA> with ``reason`` where there is none in [0, 1]) and both totals in microjoules."""
+        import pandas as pd
+
+        rows = [{"model": b.model, "baseline": b.baseline, "costs": b.costs, "convention": b.convention,
+                 "break_even_firing_rate": b.firing_rate, "reason": b.reason,
+                 "model_uj": _uj(b.model_j), "baseline_uj": _uj(b.baseline_j)} for b in self.break_even]
+        frame = pd.DataFrame(rows, columns=["model", "baseline", "costs", "convention", "break_even_firing_rate",
+                                            "reason", "model_uj", "baseline_uj"])
+        for column in ("break_even_firing_rate", "model_uj", "baseline_uj"):
+            frame[column] = frame[column].astype("Float64")
+        for column in ("model", "baseline", "costs", "convention", "reason"):
+            frame[column] = frame[column].astype("string")
+        return frame
+
     def to_dict(self) -> dict[str, Any]:
         return {"schema": SCHEMA, "workload": self.workload.to_dict(), "costs": [c.to_dict() for c in self.costs],
                 "conventions": dict(self.conventions), "sweep_rates": list(self.sweep_rates),
@@ -200,6 +242,10 @@ class Comparison:
                    conventions=dict(data["conventions"]), sweep_rates=list(data["sweep_rates"]),
                    targets=[TargetResult.from_dict(t, by_name) for t in data["targets"]],
                    break_even=[BreakEven.from_dict(b) for b in data["break_even"]], notes=dict(data["notes"]))
+
+
+def _uj(joules: float | None) -> float | None:
+    return None if joules is None else joules * 1e6
 
 
 def estimate_target(profile: Profile, costs: Sequence[EnergyCosts], conventions: Sequence[str],

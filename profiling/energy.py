@@ -330,6 +330,24 @@ class Estimate:
     def total_j(self) -> float | None:
         return self.per_image["total_j"]
 
+    def frame(self) -> Any:
+        """One row per layer (index ``layer``): energy per image in microjoules by term (``mac_uj``, ``ac_uj``,
+        ``compute_uj``, ``neuron_uj``, ``memory_uj``, ``total_uj``; Float64, <NA> where the preset leaves a term
+        undefined) and ``macs`` / ``acs`` as this convention charges them. ``attrs`` name the convention, the
+        preset, the memory model and the unit (docs/api.md)."""
+        import pandas as pd
+
+        names = list(self.layers)
+        data = {column.removesuffix("_j") + "_uj": pd.array(
+            [None if self.layers[n][column] is None else self.layers[n][column] * 1e6 for n in names], dtype="Float64")
+            for column in TERM_COLUMNS}
+        for key in ("macs", "acs"):
+            data[key] = pd.array([self.layer_counts.get(n, {}).get(key) for n in names], dtype="Float64")
+        frame = pd.DataFrame(data, index=pd.Index(names, name="layer"))
+        frame.attrs.update(convention=self.convention, costs=self.costs.name, memory=self.memory,
+                           unit="microjoules per image over the workload; macs, acs per image")
+        return frame
+
     def energy_at_rate_j(self, firing_rate: float) -> float | None:
         """Total per image if every spiking layer fired at ``firing_rate``: linear in the rate.
 

@@ -340,31 +340,72 @@ class Profile:
     def from_json(cls, text: str) -> Profile:
         return cls.from_dict(json.loads(text))
 
+    # ---- a short description --------------------------------------------------------
+    def __repr__(self) -> str:
+        """A few lines: model, workload, size, totals per image (the records themselves: ``to_dict()``)."""
+        rate = self.mean_firing_rate
+        keys = ("macs", "acs", "dense_macs", "spikes")
+        totals = ", ".join(f"{key} {self.per_image.get(key, 0):,.0f}" for key in keys)
+        return (f"Profile(model={self.model!r}, kind={self.kind!r}, time_steps={self.time_steps},\n"
+                f"        workload={self.workload.label()!r},\n"
+                f"        {len(self.layers)} layers, {self.num_model_calls} model calls, "
+                f"{len(self.unsupported_ops)} uncounted op kinds,\n"
+                f"        per image: {totals}, "
+                f"mean firing rate {'n/a (no neurons)' if rate is None else f'{rate:.4f}'})")
+
     # ---- tables (pandas, imported on use) ---------------------------------------------
+    # Every frame: counts per image (summed over the batch / batch size), firing_rate a fraction in [0, 1],
+    # missing values <NA> in nullable dtypes (Float64, Int64, string), never None in an object column, and
+    # no list-valued column (per spiking step values: spikes_per_step_frame()). docs/api.md lists them.
     def to_dataframe(self) -> Any:
         """Per-layer table (one row per layer, per image), as a pandas DataFrame; see :meth:`layers_frame`."""
         return self.layers_frame()
 
     def layers_frame(self) -> Any:
-        """One row per layer (index ``name``), per image, summed over diffusion steps."""
+        """One row per layer (index ``layer``, execution order), per image, summed over diffusion steps."""
         import pandas as pd
 
-        frame = pd.DataFrame([asdict(r) for r in self.layers], columns=[f.name for f in fields(LayerRecord)])
-        frame["spikes_per_step"] = frame["spikes_per_step"].map(lambda v: v or None)
-        return frame.set_index("name")
+        columns = [f.name for f in fields(LayerRecord) if f.name not in ("name", "spikes_per_step")]
+        frame = pd.DataFrame([{c: getattr(r, c) for c in columns} for r in self.layers], columns=columns,
+                             index=pd.Index([r.name for r in self.layers], name="layer"))
+        return _typed(frame)
 
     def steps_frame(self) -> Any:
         """One row per diffusion step (index ``step``): ``t`` and every summed column, per image."""
         import pandas as pd
 
         rows = [{"step": s.index, "t": s.t, **s.totals} for s in self.steps]
-        return pd.DataFrame(rows, columns=["step", "t", *COLUMNS]).set_index("step")
+        return _typed(pd.DataFrame(rows, columns=["step", "t", *COLUMNS]).set_index("step"))
 
     def layer_steps_frame(self) -> Any:
-        """Long format: one row per (diffusion step, layer), per image; ``upstream`` left out."""
+        """Long format: one row per (diffusion step, layer), index (``step``, ``layer``), per image; ``upstream``
+        and the per-spiking-step spikes (:meth:`spikes_per_step_frame`) left out."""
         import pandas as pd
 
-        columns = [f.name for f in fields(LayerStepRecord) if f.name != "upstream"]
+        columns = [f.name for f in fields(LayerStepRecord) if f.name not in ("upstream", "spikes_per_step")]
         rows = [{c: getattr(r, c) for c in columns} for r in self.layer_steps]
-        return pd.DataFrame(rows, columns=columns)
+        return _typed(pd.DataFrame(rows, columns=columns).set_index(["step", "layer"]))
 
+    def spikes_per_step_frame(self) -> Any:
+        """Long format: spikes per image of each spiking layer in each spiking step (of T), summed over
+        diffusion steps; index (``layer``, ``spiking_step``), column ``spikes``."""
+        import pandas as pd
+
+        rows = [(r.name, i, v) for r in self.layers for i, v in enumerate(r.spikes_per_step)]
+        frame = pd.DataFrame(rows, columns=["layer", "spiking_step", "spikes"]).set_index(["layer", "spiking_step"])
+        return _typed(frame)
+
+
+def _typed(frame: Any) -> Any:
+    """``frame`` with nullable dtypes: float columns (and ``firing_rate``) Float64, ``t`` Int64, text ``string``;
+    a missing value is <NA>, never None in an object column."""
+    out = frame.copy()
+    for column in out.columns:
+        values = out[column]
+        if column == "firing_rate" or values.dtype.kind == "f":
+            out[column] = values.astype("Float64")
+        elif column == "t":
+            out[column] = values.astype("Int64")
+        elif values.dtype == object:
+            out[column] = values.astype("string")
+    return out

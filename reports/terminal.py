@@ -14,7 +14,7 @@ import io
 import math
 import os
 import textwrap
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -24,13 +24,17 @@ from rich.console import Console
 from rich.table import Table
 
 from profiling.compare import Comparison, Verdict
+from profiling.records import Profile
 from reports import tables
 from reports.study import Study
 
-__all__ = ["Col", "energy_terms_text", "format_cell", "layer_tables", "middle_ellipsis", "render",
-           "sensitivity_text", "terminal_width", "totals_text", "verdict_text"]
+__all__ = ["Col", "energy_terms_text", "energy_text", "fill", "format_cell", "layer_tables", "middle_ellipsis",
+           "render", "sensitivity_text", "strict_acs_hint", "terminal_width", "totals_text", "untrained_of",
+           "verdict_text"]
 
 ELLIPSIS = "\u2026"
+# Beside every firing-rate-dependent figure of a preset (untrained weights): the figure is no result.
+UNTRAINED = "untrained weights"
 MIN_NAME_WIDTH = 12
 Kind = Literal["text", "name", "count", "pct", "uj", "ratio", "float"]
 
@@ -95,8 +99,9 @@ def middle_ellipsis(text: str, width: int) -> str:
 def _table(cols: Sequence[Col], rows: list[list[str]]) -> Table:
     table = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, expand=False)
     for col, cells in zip(cols, zip(*rows, strict=True) if rows else [()] * len(cols), strict=True):
-        if col.kind == "text":
-            table.add_column(col.header, justify="left", overflow="fold")
+        if col.kind == "text":  # wraps at spaces, never inside a word
+            word = max((len(w) for c in (col.header, *cells) for w in c.split()), default=1)
+            table.add_column(col.header, justify="left", overflow="fold", min_width=word)
         else:  # numbers and names: as wide as the widest cell, never folded or cut
             widest = max([len(col.header), *(len(c) for c in cells)])
             table.add_column(col.header, justify="left" if col.kind == "name" else "right", no_wrap=True,
@@ -148,9 +153,45 @@ def render(frame: pd.DataFrame, cols: Sequence[Col], title: str | None = None, w
     return (f"{head}\n" if head else "") + "\n".join(lines) + "\n"
 
 
+def fill(text: str, width: int | None = None, indent: str = "  ") -> str:
+    """``text`` wrapped at spaces to ``width`` (default the terminal's), its later lines indented, with a
+    final newline; a word is never broken (a path longer than the line keeps a line of its own)."""
+    return textwrap.fill(text, max(width or terminal_width(), 40), subsequent_indent=indent, break_long_words=False,
+                         break_on_hyphens=False) + "\n"
+
+
+def untrained_of(comparison: Comparison) -> set[str]:
+    """The spiking targets of ``comparison`` with a preset's untrained weights (their firing-rate-dependent
+    figures say nothing of a trained model)."""
+    return {t.name for t in comparison.targets if t.source == "preset" and t.spiking}
+
+
+def _shown(label: str, untrained: bool) -> str:
+    """A model's name as a title or a line shows it: with ``(untrained weights)`` where that holds."""
+    return f"{label} ({UNTRAINED})" if untrained else label
+
+
+def _untrained(study: Study, label: str) -> bool:
+    m = study.model(label)
+    return m.untrained and m.profile.is_spiking
+
+
+def strict_acs_hint(profile: Profile) -> str | None:
+    """Why a firing model's strict AC count is 0, where it is: no synaptic layer of the model reads spikes
+    (SDiT averages each LIF's T steps back to a rate before any Linear), so the strict convention, which
+    charges an AC only for a spike input, finds none; ``None`` where that does not hold."""
+    per_image = profile.per_image
+    if not profile.is_spiking or per_image.get("acs", 0) or not per_image.get("spikes", 0):
+        return None
+    return ("ACs (strict) 0 by design: no synaptic layer of this model reads spikes (each LIF's T steps are "
+            "averaged to a rate first), and the strict convention charges an AC only for a spike input; the "
+            "paper, block and spikformer conventions charge rate-weighted ACs (docs/conventions.md)")
+
+
 def totals_text(study: Study, width: int | None = None) -> str:
     """The totals of every model (:func:`reports.tables.totals_table`): counts as integers, the firing rate
-    and the energies with 3 decimals."""
+    and the energies with 3 decimals; a preset's untrained weights said in the title, and why strict ACs
+    are 0 under the table where that is by design (:func:`strict_acs_hint`)."""
     frame = tables.totals_table(study)
     labels = [m.label for m in study.models]
     counts = ~frame["quantity"].str.startswith(("energy", "mean firing"))
@@ -161,7 +202,11 @@ def totals_text(study: Study, width: int | None = None) -> str:
     cols = [Col("quantity", "quantity", "text"),
             *(Col(label, label if len(labels) > 1 else "per image", "uj") for label in labels),
             Col("unit", "unit / convention", "text")]
-    return render(shown, cols, title=f"{', '.join(labels)}: {study.workload_label}, per image", width=width)
+    names = ", ".join(_shown(label, _untrained(study, label)) for label in labels)
+    text = render(shown, cols, title=f"{names}: {study.workload_label}, per image", width=width)
+    hints = [(m.label, strict_acs_hint(m.profile)) for m in study.models]
+    return text + "".join(fill(f"  {label}: {hint}" if len(labels) > 1 else f"  {hint}", width, "    ")
+                          for label, hint in hints if hint)
 
 
 def layer_tables(study: Study, model: str, convention: str, top: int, width: int | None = None) -> str:
@@ -197,9 +242,11 @@ def energy_terms_text(study: Study, model: str, preset: str, width: int | None =
                         Col("neuron_uJ_per_image", "neuron uJ", "uj", "n/d"),
                         Col("memory_uJ_per_image", "memory uJ", "uj", "off"),
                         Col("total_uJ_per_image", "total uJ", "uj", "undefined")],
-                  title=f"{model}: estimated energy per image, {study.workload_label} ({preset})", width=width)
+                  title=f"{_shown(model, _untrained(study, model))}: estimated energy per image, "
+                        f"{study.workload_label} ({preset})", width=width)
     notes = list(dict.fromkeys(n for note in sel["note"] if note for n in note.split("; ")))
-    return text + "".join(f"  {note}\n" for note in notes)
+    hint = strict_acs_hint(study.model(model).profile) if "strict" in study.conventions else None
+    return text + "".join(fill(f"  {note}", width, "    ") for note in [*notes, *([hint] if hint else [])])
 
 
 def sensitivity_text(study: Study, width: int | None = None) -> str:
@@ -216,7 +263,8 @@ def sensitivity_text(study: Study, width: int | None = None) -> str:
                                  Col("ratio_model_to_baseline", "ratio", "ratio", "n/a"),
                                  Col("break_even_firing_rate_pct", "break-even %", "pct", "n/a"),
                                  Col("cheaper", "cheaper", "text")],
-                          title=f"{model} (model) vs {baseline} (baseline): estimated energy per image, "
+                          title=f"{model} (model{', ' + UNTRAINED if _untrained(study, model) else ''}) vs "
+                                f"{baseline} (baseline): estimated energy per image, "
                                 f"{study.workload_label}, {study.headline_preset}", width=width))
     return "\n".join(out)
 
@@ -225,37 +273,77 @@ def _uj_or(value: float | None, undefined: str) -> str:
     return undefined if value is None else f"{value * 1e6:,.3f}"
 
 
-def energy_lines(comparison: Comparison) -> list[str]:
-    """What ``sdit energy`` prints under its tables: the first preset's terms and source, the first
-    target's break-even rates, and what was measured (or why nothing was), one line each."""
+def _rate(profile: Profile) -> str:
+    rate = profile.mean_firing_rate
+    return "no spiking neurons (ANN)" if rate is None else f"mean firing rate {rate:.3%}"
+
+
+def energy_text(comparison: Comparison, labels: dict[str, str] | None = None, width: int | None = None) -> str:
+    """What ``sdit energy`` prints under its tables, wrapped at spaces to ``width``: each model's mean firing
+    rate and its energy as a multiple of the baseline's per convention (the verdict), the first preset's
+    terms and source, the first target's break-even rates, and what was measured (or why nothing was).
+
+    ``labels``: target name -> short label (:func:`profiling.study.short_labels`). A spiking preset's
+    firing-rate-dependent lines (the verdict, each break-even) say ``untrained weights`` on that line."""
+    labels = labels or {}
+    name = {t.name: labels.get(t.name, t.name) for t in comparison.targets}
+    untrained = untrained_of(comparison)
     costs = comparison.costs[0]
     what = comparison.workload.label()
-    terms = "; ".join(f"{term}: {text}" for term, text in costs.terms().items())
-    lines = [f"terms of {costs.name}: {terms}",
-             f"constants: {costs.source} [{costs.evidence}, {costs.scope}, {costs.process or 'node not stated'}]"]
     main = comparison.targets[0]
-    for b in (b for b in comparison.break_even if b.model == main.name):
-        text = b.reason if b.firing_rate is None else f"{b.firing_rate:.2%}"
-        lines.append(f"break-even firing rate vs {b.baseline} ({_uj_or(b.baseline_j, 'undefined')} uJ/image), "
-                     f"{b.convention} convention, {b.costs}, {what}: {text}")
+    base = comparison.targets[1] if len(comparison.targets) > 1 else None
+    lines = []
+    for t in comparison.targets:
+        line = f"{_shown(name[t.name], t.name in untrained)}: {_rate(t.profile)}"
+        if base is not None and t is main:
+            ratios = []
+            for conv in comparison.conventions:
+                model_j, base_j = t.estimate(costs.name, conv).total_j, base.estimate(costs.name, conv).total_j
+                ratios.append(f"{conv} {model_j / base_j:.3f}x" if model_j is not None and base_j else
+                              f"{conv} undefined")
+            line += f"; estimated energy / {name[base.name]}'s: {', '.join(ratios)} ({costs.name}, {what})"
+        lines.append(line)
+    terms = "; ".join(f"{term}: {text}" for term, text in costs.terms().items())
+    lines += [f"terms of {costs.name}: {terms}",
+              f"constants: {costs.source} [{costs.evidence}, {costs.scope}, {costs.process or 'node not stated'}]"]
+    rows = [b for b in comparison.break_even if b.model == main.name and b.costs == costs.name]
+    if rows:
+        bases = {_uj_or(b.baseline_j, "undefined") for b in rows}
+        at = f" at {bases.pop()} uJ/image" if len(bases) == 1 else ""
+        lines.append(f"break-even firing rate of {name[main.name]}: the mean rate at which it would cost what "
+                     f"{name[rows[0].baseline]}{at} costs ({costs.name}, {what})")
+        fires = main.profile.mean_firing_rate or 0.0
+        own = (f"{name[main.name]}: {UNTRAINED}, fires at {fires:.3%}" if main.name in untrained
+               else f"{name[main.name]} fires at {fires:.3%}")
+        for b in rows:
+            base_uj = "" if at else f", vs {_uj_or(b.baseline_j, 'undefined')} uJ/image"
+            if b.firing_rate is None:
+                lines.append(f"  {b.convention}: none ({own}{base_uj}): {b.reason}")
+            else:
+                lines.append(f"  {b.convention}: {b.firing_rate:.2%} ({own}{base_uj})")
     missing = [t for t in comparison.targets if t.measured is None]
     if missing and len(missing) == len(comparison.targets) and len({t.measured_reason for t in missing}) == 1:
         lines.append(f"measured energy unavailable: {main.measured_reason}")
     else:  # the target and its baseline are measured alike; say which one failed
-        lines += [f"measured energy of {t.name} unavailable: {t.measured_reason}" for t in missing]
+        lines += [f"measured energy of {name[t.name]} unavailable: {t.measured_reason}" for t in missing]
     for t in (t for t in comparison.targets if t.measured is not None):
         m = t.measured
-        lines.append(f"measured {t.name}: {m['energy_j_per_image']:.6g} J/image ({what}; above idle "
+        lines.append(f"measured {name[t.name]}: {m['energy_j_per_image']:.6g} J/image ({what}; above idle "
                      f"{m['energy_above_idle_j_per_image']:.6g} J/image; {m['method']}, window {m['window_s']:.2f} s, "
                      f"{m['repeats']} repeats, idle {m['idle_power_w']:.1f} W, {m['device']}; "
                      f"{m.get('meter', 'NVML')})")
-    return lines
+    return "".join(fill(line, width, "    " if line.startswith("  ") else "  ") for line in lines)
 
 
-def verdict_text(rows: Sequence[Verdict], workload: str, width: int | None = None) -> str:
+def verdict_text(rows: Sequence[Verdict], workload: str, width: int | None = None, *,
+                 labels: dict[str, str] | None = None, untrained: Collection[str] = ()) -> str:
     """The verdict matrix (:func:`profiling.compare.verdict_matrix`), one table per model pair: per counting
     convention and memory model the totals, their ratio and the break-even firing rate (in words where there
-    is none in 0..100 %)."""
+    is none in 0..100 %).
+
+    ``labels``: target name -> short label; ``untrained``: models with a preset's untrained weights, said in
+    the table's title (:func:`untrained_of`)."""
+    labels = labels or {}
     out = []
     pairs = list(dict.fromkeys((r.model, r.baseline) for r in rows))
     for model, baseline in pairs:
@@ -264,20 +352,25 @@ def verdict_text(rows: Sequence[Verdict], workload: str, width: int | None = Non
             "convention": r.convention, "memory": r.memory.split(":")[0],
             "model_uJ": None if r.model_j is None else r.model_j * 1e6,
             "baseline_uJ": None if r.baseline_j is None else r.baseline_j * 1e6, "ratio": r.ratio,
-            "break_even": r.break_even_text.replace("the energy does not depend on the firing rate under this "
-                                                    "convention", "n/a: no rate dependence"),
-            "unassigned": r.unassigned} for r in sel])
+            "break_even": r.break_even_text.replace(
+                "the energy does not depend on the firing rate under this convention", "n/a: no rate dependence")
+            .replace("dearer than the baseline even when silent", "dearer even when silent")} for r in sel])
         presets = ", ".join(dict.fromkeys(f"{r.memory.split(':')[0]} at {r.memory.split(':')[1]}"
                                           for r in sel if ":" in r.memory))
+        unassigned = ", ".join(dict.fromkeys(f"{r.memory.split(':')[0]} {r.unassigned}" for r in sel if r.unassigned))
         costs = sel[0].costs.split(" + ")[0] if sel else ""
-        out.append(render(frame, [Col("convention", "convention", "text"), Col("memory", "memory model", "text"),
+        who = f"model, {UNTRAINED}" if model in untrained else "model"
+        names = labels.get(model, model), labels.get(baseline, baseline)
+        notes = [f"memory presets: {presets}" if presets else "",
+                 f"layers whose memory a model cannot assign (model and baseline; --json lists them): {unassigned}"
+                 if unassigned else ""]
+        out.append(render(frame, [Col("convention", "convention", "text"), Col("memory", "memory", "text"),
                                   Col("model_uJ", "model uJ", "uj", "undefined"),
                                   Col("baseline_uJ", "baseline uJ", "uj", "undefined"),
-                                  Col("ratio", "ratio", "ratio", "n/a"), Col("break_even", "break-even", "text"),
-                                  Col("unassigned", "unassigned layers", "count")],
-                          title=f"verdict matrix, {model} (model) vs {baseline} (baseline): estimated energy per "
-                                f"image, {workload}, {costs}; counting convention x memory model (docs/memory.md); "
-                                "break-even = firing rate at which the model costs the baseline", width=width)
-                   + (f"  memory presets: {presets}; unassigned layers: memory the model cannot assign "
-                      "(--json lists them)\n" if presets else ""))
+                                  Col("ratio", "ratio", "ratio", "n/a"), Col("break_even", "break-even", "text")],
+                          title=f"verdict matrix, {names[0]} ({who}) vs {names[1]} (baseline): estimated energy "
+                                f"per image, {workload}, {costs}; counting convention "
+                                "x memory model (docs/memory.md); break-even = firing rate at which the model costs "
+                                "the baseline", width=width)
+                   + "".join(fill(f"  {n}", width, "    ") for n in notes if n))
     return "\n".join(out)

@@ -35,6 +35,48 @@ UNITS = {
 }
 
 
+# Below this many samples a result carries a warning (docs/quality.md, "Small N"): FID's bias and the spread of
+# every metric over sample sets are then of the order of the differences between the shipped models.
+MEANINGFUL_N = 1000
+DEFAULT_KID_SUBSETS = 10  # at N >= 20; fewer at smaller N (default_kid_subsets)
+DEFAULT_NEAREST_K = 5  # at N >= 6; fewer at smaller N (default_nearest_k)
+
+
+def default_kid_subsets(num: int) -> int:
+    """KID's disjoint subsets at N samples when not given: 10, or as many as hold 2 samples each below N = 20."""
+    return max(1, min(DEFAULT_KID_SUBSETS, num // 2))
+
+
+def default_nearest_k(num: int) -> int:
+    """k of precision / recall / density / coverage at N samples when not given: 5, or N - 1 below N = 6."""
+    return max(1, min(DEFAULT_NEAREST_K, num - 1))
+
+
+def small_n_warning(num: int) -> str | None:
+    """The warning a result of ``num`` samples carries below :data:`MEANINGFUL_N`, else ``None``."""
+    if num >= MEANINGFUL_N:
+        return None
+    return (f"N = {num} samples, fewer than {MEANINGFUL_N:,}: FID is biased upwards and every figure varies with "
+            "the sample set by about as much as the shipped models differ; compare only results of equal N and "
+            f"take N >= {MEANINGFUL_N:,} for a result (docs/quality.md)")
+
+
+# A sampler overshoots [-1, 1] a little (the features clamp as a PNG would: samples_out_of_range records how
+# much); a value beyond this bound is no image in [-1, 1] but one scaled otherwise (0..255, x1000).
+RANGE_BOUND = 1.5
+
+
+def range_warning(samples: Tensor) -> str | None:
+    """The warning for samples with values beyond +-:data:`RANGE_BOUND` (not images in [-1, 1]), else ``None``."""
+    low, high = float(samples.min()), float(samples.max())
+    if -RANGE_BOUND <= low and high <= RANGE_BOUND:
+        return None
+    outside = float(((samples < -1) | (samples > 1)).float().mean())
+    return (f"the samples are no images in [-1, 1]: values from {low:.4g} to {high:.4g}, {outside:.2%} of them "
+            "outside [-1, 1], where the feature networks clamp them; images scaled otherwise (0..255, x1000) give "
+            "meaningless figures")
+
+
 def sampler_description(workload: Workload) -> str:
     """``"ddim, 50 steps, eta 1"``, ``"ddpm, 1000 steps"`` or ``"respaced ddpm, 250 steps, learned variance"``:
     the sampler as an evaluation record (format :data:`FORMAT`) and `sdit sample` name it."""
@@ -158,7 +200,9 @@ def evaluate(model: nn.Module, networks: list[FeatureNetwork], reference: Refere
 
 def record(samples: Tensor, sampler: dict[str, Any], reference: ReferenceSet, results: dict[str, Any],
            sampling_s: float | None) -> dict[str, Any]:
-    """The evaluation record around :func:`measure`'s results."""
+    """The evaluation record around :func:`measure`'s results; ``warnings``: what makes its figures weak (too few
+    samples, values outside [-1, 1]), one line each, empty when none."""
+    warnings = [w for w in (small_n_warning(len(samples)), range_warning(samples)) if w]
     return {
         "format": FORMAT,
         "num_samples": len(samples),
@@ -168,4 +212,5 @@ def record(samples: Tensor, sampler: dict[str, Any], reference: ReferenceSet, re
         "units": UNITS,
         "sampling_seconds": sampling_s,
         "samples_out_of_range": float(((samples < -1) | (samples > 1)).float().mean()),
+        "warnings": warnings,
     }

@@ -265,7 +265,7 @@ def test_compare_prints_the_verdict_matrix_with_break_evens_in_words(tmp_path: P
                            env={"COLUMNS": "200"})
     assert result.exit_code == 0, result.output
     text = result.stdout
-    assert "verdict matrix, sdit-tiny (model) vs dit-tiny (baseline)" in text
+    assert "verdict matrix, sdit-tiny (model, untrained weights) vs dit-tiny (baseline)" in text  # a preset
     for model in ("operand-once", "no-reuse", "lemaire"):
         assert model in text
     assert "memory presets: operand-once at 45nm-sram-8kb, no-reuse at step-3.12pj-bit" in text

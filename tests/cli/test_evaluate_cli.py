@@ -173,3 +173,40 @@ def test_an_unwritable_cache_is_a_printed_warning_not_a_lost_evaluation(tmp_path
     cache_record = json.loads(out.read_text())["results"]["domain"]["reference_cache"]
     assert "features not cached" in cache_record["cache_warning"]
     assert "  warning: reference cache: features not cached" in result.output
+
+
+def test_evaluate_at_small_n_scales_its_defaults_and_warns(tmp_path: Path) -> None:
+    out = tmp_path / "eval.json"
+    result = runner.invoke(app, ["evaluate", "dit-tiny", "--num", "8", "--sample-steps", "1", "--ref-num", "30",
+                                 "--json", str(out)])
+    assert result.exit_code == 0, result.output  # no default that fails at N = 8
+    record = json.loads(out.read_text())
+    domain = record["results"]["domain"]
+    assert (domain["kid_subsets"], domain["nearest_k"]) == (4, 5)  # 8 // 2 subsets of 2; k = 5 < 8
+    warning = record["warnings"][0]  # (an untrained model's samples may also be out of range)
+    assert warning.startswith("N = 8 samples, fewer than 1,000: FID is biased upwards")
+    lines = result.stdout.splitlines()
+    assert lines[1] == f"warning: {warning}"  # under the first line, before every figure
+    assert runner.invoke(app, ["evaluate", "dit-tiny", "--num", "3", "--sample-steps", "1", "--ref-num", "30"]
+                         ).exit_code == 0  # k = 2, 1 subset
+    refused = runner.invoke(app, ["evaluate", "dit-tiny", "--num", "8", "--kid-subsets", "10"])
+    assert refused.exit_code == 2 and "pass --kid-subsets 4 or fewer (or leave it out), or --num 20" in refused.stderr
+
+
+def test_evaluate_refuses_non_finite_samples_and_warns_of_values_outside_the_range(tmp_path: Path) -> None:
+    base = torch.rand(10, 1, 28, 28) * 2 - 1
+    for name, bad in (("nan", float("nan")), ("inf", float("inf"))):
+        path = tmp_path / f"{name}.safetensors"
+        samples = base.clone()
+        samples[3, 0, 5, 5] = bad
+        save_tensors({"samples": samples}, path)
+        result = runner.invoke(app, ["evaluate", "--samples", str(path), "--ref-num", "30"])
+        assert result.exit_code == 2 and "1 sample value(s) are NaN or infinite" in result.stderr
+    for name, samples in (("uint8", ((base + 1) * 127.5).round().to(torch.uint8)), ("x1000", base * 1000)):
+        path, out = tmp_path / f"{name}.safetensors", tmp_path / f"{name}.json"
+        save_tensors({"samples": samples}, path)
+        result = runner.invoke(app, ["evaluate", "--samples", str(path), "--ref-num", "30", "--json", str(out)])
+        assert result.exit_code == 0, result.output
+        warnings = json.loads(out.read_text())["warnings"]
+        assert len(warnings) == 2 and warnings[1].startswith("the samples are no images in [-1, 1]: values from")
+        assert f"warning: {warnings[1]}" in result.stdout

@@ -54,23 +54,23 @@ def test_profile_layer_tables_print_every_number_whole(tmp_path: Path, columns: 
     want = [r for r in file_rows if int(r["neurons"]) > 0]  # every spiking layer, in execution order
     assert len(lif) == len(want) == 6
     for (name, neurons, spikes, rate), r in zip(lif, want, strict=True):
-        assert _same_name(name, r["name"])
+        assert _same_name(name, r["layer"])
         assert (_int(neurons), _int(spikes)) == (int(r["neurons"]), int(r["spikes"]))
         assert rate == f"{100 * float(r['firing_rate']):.3f}"
 
     other = _table_rows(out, "layer ")
     ranked = sorted((r for r in file_rows if int(r["neurons"]) == 0),
-                    key=lambda r: -float(r["energy_compute_j"]))[:12]  # stable: execution order among ties
+                    key=lambda r: -float(r["energy_compute_uj"]))[:12]  # stable: execution order among ties
     assert len(other) == 12
     for (name, macs, acs, acs_paper, uj), r in zip(other, ranked, strict=True):
-        assert _same_name(name, r["name"]), (name, r["name"])
+        assert _same_name(name, r["layer"]), (name, r["layer"])
         assert (_int(macs), _int(acs), _int(acs_paper)) == (int(r["macs"]), int(r["acs"]), int(float(r["acs_paper"])))
-        assert uj == f"{float(r['energy_compute_j']) * 1e6:,.3f}"
+        assert uj == f"{float(r['energy_compute_uj']):,.3f}"
     shortened = [row[0] for row in other if ELLIPSIS in row[0]]
     if columns == 60:  # too narrow for 'in_blocks.0.channel_mixing.value' beside four whole numbers
         assert shortened and all(len(n) == len(shortened[0]) >= 12 for n in shortened)
         width = len(shortened[0])  # start and end kept, one ellipsis in the middle
-        assert [row[0] for row in other] == [middle_ellipsis(r["name"], width) for r in ranked]
+        assert [row[0] for row in other] == [middle_ellipsis(r["layer"], width) for r in ranked]
         assert middle_ellipsis("in_blocks.0.channel_mixing.value", 15) == "in_bloc" + ELLIPSIS + "g.value"
     else:
         assert shortened == []

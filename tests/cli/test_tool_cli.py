@@ -108,7 +108,7 @@ def test_profile_of_a_sampling_run_shows_progress_on_stderr_only() -> None:
     quiet = runner.invoke(app, [*PROFILE, "-q"], env=FORCED)
     for result in (plain, shown, quiet):
         assert result.exit_code == 0, result.output
-    assert plain.stdout.startswith("name,") and shown.stdout == plain.stdout == quiet.stdout
+    assert plain.stdout.startswith("layer,") and shown.stdout == plain.stdout == quiet.stdout
     assert "ddim sampling, 2 steps" in _plain(shown.stderr) and "ddim sampling" not in plain.stderr
     assert "MACs (strict)" in plain.stderr  # the summary moves to stderr beside CSV on stdout
     assert quiet.stderr == ""

@@ -190,10 +190,12 @@ def test_plain_ann_macs_equal_closed_form_and_frames_have_documented_columns() -
     assert profile.workload == Workload.forward(batch_size=5) and profile.unsupported_ops == []
 
     layers = profile.layers_frame()
-    assert layers.index.name == "name" and list(layers.columns) == [f.name for f in fields(LayerRecord)][1:]
+    per_t = ("spikes_per_step",)  # in Profile.spikes_per_step_frame(), long format (docs/api.md)
+    assert layers.index.name == "layer"
+    assert list(layers.columns) == [f.name for f in fields(LayerRecord)[1:] if f.name not in per_t]
     assert layers.loc["3", "macs"] == expected["3"]
     assert list(profile.steps_frame().columns) == ["t", *COLUMNS]
-    long = [f.name for f in fields(LayerStepRecord) if f.name != "upstream"]
+    long = [f.name for f in fields(LayerStepRecord) if f.name not in ("upstream", "step", "layer", *per_t)]
     assert list(profile.layer_steps_frame().columns) == long
 
     costs = COST_PRESETS["45nm-fp32"]

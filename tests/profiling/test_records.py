@@ -131,3 +131,56 @@ def test_build_profiles_fast_record_is_the_constructed_one() -> None:
     fast = _layer_step(values)
     assert fast == LayerStepRecord(**dict(zip(_STEP_KEYS, values, strict=True)))
     assert (fast.step, fast.layer, fast.upstream, fast.bytes) == (2, "blocks.0", {"(none)": 3}, COLUMNS.index("bytes"))
+
+
+def test_frames_have_one_unit_per_column_nullable_dtypes_and_no_lists(firing_run: Profile) -> None:
+    layers, steps, long = firing_run.layers_frame(), firing_run.steps_frame(), firing_run.layer_steps_frame()
+    for frame in (layers, steps, long, firing_run.spikes_per_step_frame()):
+        assert "object" not in set(frame.dtypes.astype(str)), frame.dtypes  # no None in object columns
+        assert "spikes_per_step" not in frame.columns
+    assert layers.index.name == "layer" and list(long.index.names) == ["step", "layer"]
+    assert str(layers["firing_rate"].dtype) == "Float64" and layers["firing_rate"].isna().sum() > 0  # <NA>, not None
+    lif = firing_run.layer("in_blocks.0.attn_lif")
+    assert layers.loc[lif.name, "firing_rate"] == pytest.approx(lif.spikes / lif.neuron_updates)  # a fraction
+    per_t = firing_run.spikes_per_step_frame()
+    assert per_t.loc[lif.name]["spikes"].tolist() == lif.spikes_per_step  # long format, T rows a layer
+    assert per_t.groupby("layer")["spikes"].sum()[lif.name] == pytest.approx(lif.spikes, rel=1e-12)
+    assert long.loc[(1, lif.name), "firing_rate"] == pytest.approx(firing_run.steps_of(1)[
+        [r.layer for r in firing_run.steps_of(1)].index(lif.name)].firing_rate)
+
+
+def test_repr_is_a_few_lines_with_the_totals(firing_run: Profile) -> None:
+    text = repr(firing_run)
+    assert len(text.splitlines()) <= 5 and len(text) < 500
+    assert "sdit-tiny" in text and "DDIM 3 steps, eta 1, batch 3, seed 2" in text
+    assert f"macs {firing_run.per_image['macs']:,.0f}" in text and f"{firing_run.mean_firing_rate:.4f}" in text
+
+
+def test_estimate_and_comparison_frames_are_in_microjoules(firing_run: Profile) -> None:
+    from profiling.compare import compare_profiles
+    from profiling.energy import estimate, load_costs
+    from profiling.workloads import profile_sampling as run
+
+    est = estimate(firing_run, load_costs("45nm-fp32"), "paper")
+    frame = est.frame()
+    assert frame.index.name == "layer" and set(frame.dtypes.astype(str)) == {"Float64"}
+    assert frame["total_uj"].sum() == pytest.approx(est.total_j * 1e6, rel=1e-9)
+    assert frame["acs"].sum() == pytest.approx(est.counts["acs"], rel=1e-9) and frame.attrs["convention"] == "paper"
+    assert frame["neuron_uj"].isna().all()  # 45nm-fp32 defines no neuron term: <NA>, not 0
+    dit = run(build_model("dit-tiny"), name="dit-tiny", sample_steps=3, batch_size=3, eta=1.0, seed=2)
+    comparison = compare_profiles([firing_run, dit], [load_costs("45nm-fp32")], ("strict", "paper"))
+    table = comparison.frame()
+    assert list(table.index.names) == ["model", "costs", "convention"] and len(table) == 4
+    row = table.loc[("sdit-tiny", "45nm-fp32", "paper")]
+    assert row["total_uj"] == pytest.approx(est.total_j * 1e6) and row["firing_rate"] == pytest.approx(
+        firing_run.mean_firing_rate)
+    assert row["ratio"] == pytest.approx(est.total_j / dit.per_image["macs"] / 4.6e-12)
+    assert pd_isna(table.loc[("dit-tiny", "45nm-fp32", "strict"), "firing_rate"])
+    breaks = comparison.break_even_frame()
+    assert len(breaks) == 2 and str(breaks["break_even_firing_rate"].dtype) == "Float64"
+
+
+def pd_isna(value: object) -> bool:
+    import pandas as pd
+
+    return bool(pd.isna(value))

@@ -31,3 +31,31 @@ def test_only_names_give_way_and_a_table_too_wide_is_printed_wider() -> None:
     assert "in_blo" + ELLIPSIS + "tance   26,214,400,000" in text  # the name shortened to 12: start and end kept
     narrow = render(frame, cols, width=20)  # cannot fit: wider than asked, still whole
     assert "26,214,400,000" in narrow and max(len(line) for line in narrow.splitlines()) > 20
+
+
+def _profile(spikes: int, acs: int):
+    from profiling.records import LayerRecord, Profile
+    from sdit.workload import Workload
+
+    layers = [LayerRecord(name="lif", kind="LIF", spikes=spikes, neuron_updates=40, neurons=10)]
+    return Profile(model="m", kind="sdit", workload=Workload.forward(500), batch_size=1, time_steps=4,
+                   per_image={"spikes": spikes, "neuron_updates": 40, "acs": acs, "macs": 100}, layers=layers,
+                   steps=[], conventions={}, unsupported_ops=[])
+
+
+def test_strict_acs_hint_only_where_a_firing_model_has_no_strict_acs() -> None:
+    from reports.terminal import strict_acs_hint
+
+    hint = strict_acs_hint(_profile(spikes=12, acs=0))
+    assert hint is not None and hint.startswith("ACs (strict) 0 by design") and "docs/conventions.md" in hint
+    assert strict_acs_hint(_profile(spikes=12, acs=30)) is None  # spike-driven: its ACs are counted
+    assert strict_acs_hint(_profile(spikes=0, acs=0)) is None  # silent (untrained): not by design alone
+
+
+def test_fill_wraps_at_spaces_and_keeps_long_words_whole() -> None:
+    from reports.terminal import fill
+
+    text = fill("break-even " * 10 + "/a/very/long/path/" * 5, 40)
+    lines = text.splitlines()
+    assert all(line.strip() in ("/a/very/long/path/" * 5,) or len(line) <= 40 for line in lines)
+    assert "/a/very/long/path/" * 5 in text and all(line.startswith("  ") for line in lines[1:])
