@@ -160,15 +160,15 @@ class DiTConfig:
         if widths != (32, 32) and not all(2 <= b <= 8 for b in widths):
             raise ValueError(f"weight_bits and activation_bits must both be 32 (float) or both lie in 2..8, "
                              f"got {self.weight_bits} and {self.activation_bits}")
+        if self.hidden_size % self.num_heads:
+            raise ValueError(
+                f"num_heads ({self.num_heads}) must divide hidden_size ({self.hidden_size})"
+            )
 
     @property
     def quantized(self) -> bool:
         """Whether the Linears hold integers (post-training quantized)."""
         return self.weight_bits != 32
-        if self.hidden_size % self.num_heads:
-            raise ValueError(
-                f"num_heads ({self.num_heads}) must divide hidden_size ({self.hidden_size})"
-            )
 
     @property
     def num_patches(self) -> int:
