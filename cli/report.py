@@ -18,6 +18,7 @@ from typing import Any
 import typer
 
 from cli.common import DATA_ERROR, OUTPUT_PANEL, SditCommand, command_output, echo, fail, in_panels, note, quiet_option
+from cli.options import label_option
 from profiling.compare import Comparison, break_evens
 from profiling.study import (
     EVALUATIONS,
@@ -27,6 +28,7 @@ from profiling.study import (
     counting_device,
     match_evaluations,
     provenance_of,
+    short_labels,
     versions,
 )
 from reports.page import build_page
@@ -125,6 +127,7 @@ def report_cmd(
     shipped_quality: bool = typer.Option(
         True, "--shipped-quality/--no-shipped-quality", help="Include the evaluations a shipped checkpoint "
         f"directory holds ({EVALUATIONS}/*.json), as compare does."),
+    labels: list[str] = label_option(),
     quiet: bool = quiet_option(),
 ) -> None:
     """Rebuild the HTML report and CSV tables from saved studies, without running a model.
@@ -147,6 +150,12 @@ def report_cmd(
         except (ReportDirError, OSError) as err:
             fail(str(err) if isinstance(err, ReportDirError) else f"--out: cannot lock {out}: {err.strerror}")
         targets, missing = _targets(comparison)
+        if missing and labels:
+            fail("--label needs every target of the studies here (to check one label per target)")
+        try:
+            short = short_labels(targets, labels) if not missing else {}  # as compare names them
+        except StudyInputError as err:
+            fail(str(err))
         if missing:
             note(f"note: {', '.join(missing)} not found here: the report names them as the study does, without "
                  "their description, provenance or shipped evaluations")
@@ -163,7 +172,8 @@ def report_cmd(
         finished = FinishedStudy(
             comparison=comparison, run=run, descriptions={t.label: t.description for t in targets},
             provenance={t.label: provenance_of(t.label) if t.source == "checkpoint" else None for t in targets},
-            headline_preset=comparison.costs[0].name, headline_convention=next(iter(comparison.conventions)))
+            headline_preset=comparison.costs[0].name, headline_convention=next(iter(comparison.conventions)),
+            labels=short)
         page = build_page(study_view(finished), finished.run)
         written = write_report(out, page, comparison, None, overwrite)
         echo(f"wrote {out / COMPARISON} ({len(comparison.targets)} targets from {len(studies)} "

@@ -15,8 +15,8 @@ from typer.testing import CliRunner
 
 from cli.main import app
 from sdit import checkpoint
-from sdit.diffusion import sample
 from sdit.run_files import iter_metrics
+from sdit.sharding import draw_set
 from sdit.workload import Workload
 from tests.sdit.test_train import write_idx_dataset
 
@@ -134,7 +134,7 @@ def test_sample_a_run_dir_to_png_and_tensor(run_dir: Path, tmp_path: Path) -> No
     assert np.asarray(Image.open(out)).shape == (62, 62)
     samples = load_file(tensor)["samples"]
     model, _ = checkpoint.load_model(run_dir)
-    expected = sample(model, Workload.ddim(3, eta=1.0, batch_size=4, seed=5))  # eta 1: the default
+    expected, _ = draw_set(model, 4, Workload.ddim(3, eta=1.0, batch_size=4, seed=5))  # eta 1: the default
     assert torch.equal(samples, expected)
     with safe_open(tensor, "pt") as fh:
         assert fh.metadata()["steps"] == "3"
@@ -150,7 +150,7 @@ def test_sample_with_eta_is_stochastic_ddim_and_bad_eta_is_one_line(run_dir: Pat
     assert result.exit_code == 0, result.output
     assert "(ddim, 3 steps, eta 1, seed 7)" in result.stdout
     model, _ = checkpoint.load_model(run_dir)
-    expected = sample(model, Workload.ddim(3, eta=1.0, batch_size=2, seed=7))
+    expected, _ = draw_set(model, 2, Workload.ddim(3, eta=1.0, batch_size=2, seed=7))
     assert torch.equal(load_file(tensor)["samples"], expected)
     with safe_open(tensor, "pt") as fh:
         assert fh.metadata()["eta"] == "1"
