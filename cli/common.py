@@ -19,6 +19,7 @@ from __future__ import annotations
 import inspect
 import math
 import os
+import shlex
 import sys
 import traceback
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -236,6 +237,13 @@ def check_outputs_or_fail(
         check_outputs(paths, overwrite=overwrite, stdout_ok=stdout_ok)
     except OutputError as err:
         fail(str(err))
+
+
+def command_line() -> str:
+    """The command line as the user typed it, for provenance (``sdit ...`` when run as the sdit command)."""
+    if Path(sys.argv[0]).name in ("sdit", "main.py"):
+        return shlex.join(["sdit", *sys.argv[1:]])
+    return shlex.join(sys.argv)
 
 
 def check_number(

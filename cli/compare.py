@@ -6,8 +6,6 @@ lays it out and writes the report directory.
 
 from __future__ import annotations
 
-import shlex
-import sys
 from contextlib import ExitStack
 from datetime import UTC, datetime
 from pathlib import Path
@@ -24,6 +22,7 @@ from cli.common import (
     SditCommand,
     check_number,
     check_outputs_or_fail,
+    command_line,
     command_output,
     echo,
     fail,
@@ -49,27 +48,16 @@ from cli.options import (
 from profiling.compare import verdict_matrix
 from profiling.conventions import COUNTING_CONVENTIONS, DEFAULT_CONVENTIONS
 from profiling.counter import UnknownNeuronError, UnsupportedOpError
-from profiling.energy import COST_PRESETS, DEFAULT_COSTS, MEMORY_MODELS, CostsError, load_costs, with_memory
+from profiling.energy import COST_PRESETS, MEMORY_MODELS
 from profiling.meters import METER_KINDS
-from profiling.study import EVALUATIONS, StudyInputError, run_study, short_labels
+from profiling.study import EVALUATIONS, StudyInputError, run_study, short_labels, study_inputs
 from reports import terminal
 from reports.page import build_page
-from reports.report import COMPARISON, ReportDirError, check_report_dir, report_lock, write_report
+from reports.report import COMPARISON, ReportDirError, claim_report_dir, write_report
 from reports.study import study_view
 from sdit.artifacts import is_stdout
 
 DEFAULT_TARGETS = ["checkpoints/sdit-small-fmnist", "checkpoints/dit-small-fmnist"]
-
-
-def _check_outputs(out: Path, overwrite: bool, json_path: Path | None = None) -> None:
-    """All output-path checks of the command, before any work (fail unless --overwrite)."""
-    try:
-        check_report_dir(out, overwrite)
-    except ReportDirError as err:
-        fail(str(err))
-    if json_path is not None and not is_stdout(json_path) and out.resolve() in json_path.resolve().parents:
-        fail(f"--json: {json_path} is inside --out {out}, which the report replaces whole; write it elsewhere")
-    check_outputs_or_fail({"--json": json_path}, overwrite, stdout_ok=("--json",))
 
 
 def compare_cmd(
@@ -124,35 +112,20 @@ def compare_cmd(
         check_number("--idle-s", idle_s, 0, 3600)
         if meter not in METER_KINDS:
             fail(f"--meter {meter!r}: valid meters are {', '.join(METER_KINDS)}")
-        _check_outputs(out, overwrite, json_path)
+        check_outputs_or_fail({"--json": json_path}, overwrite, stdout_ok=("--json",))
         try:
-            held.enter_context(report_lock(out))  # held until the report is written: one writer at a time
-        except (ReportDirError, OSError) as err:
-            fail(str(err) if isinstance(err, ReportDirError) else f"--out: cannot lock {out}: {err.strerror}")
-        to_stdout = is_stdout(json_path)  # the JSON alone on stdout; the tables and lines go to stderr
-        targets = list(targets or DEFAULT_TARGETS)
-        if len(targets) < 2:
-            fail("compare needs two or more targets (presets or checkpoints)")
-        if len(set(targets)) != len(targets):
-            fail("each target may be named once")
-        conventions = list(dict.fromkeys(conventions or ["paper"]))
-        for name in conventions:
-            if name not in COUNTING_CONVENTIONS:
-                fail(f"--convention {name!r}: valid conventions are {', '.join(COUNTING_CONVENTIONS)}")
-        try:
-            presets = [with_memory(load_costs(spec), memory) for spec in dict.fromkeys(costs or [DEFAULT_COSTS])]
-        except CostsError as err:
+            claim_report_dir(held, out, overwrite, json_path)  # held until the report is written
+            targets, conventions, presets = study_inputs(targets or DEFAULT_TARGETS, conventions, costs, memory)
+        except (ReportDirError, StudyInputError) as err:
             fail(str(err))
-
+        to_stdout = is_stdout(json_path)  # the JSON alone on stdout; the tables and lines go to stderr
         loaded = [load_target_or_fail(t, "its counts come from untrained weights") for t in targets]
         try:
             short_labels(loaded, labels)  # one line, before any work
         except StudyInputError as err:
             fail(str(err))
-        command = (shlex.join(["sdit", *sys.argv[1:]]) if Path(sys.argv[0]).name in ("sdit", "main.py")
-                   else shlex.join(sys.argv))
         try:
-            finished = run_study(loaded, workload, costs=presets, conventions=conventions, command=command,
+            finished = run_study(loaded, workload, costs=presets, conventions=conventions, command=command_line(),
                                  created=datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S UTC"), samples=samples,
                                  quality=quality, shipped_quality=shipped_quality, measure=measure,
                                  device=device, min_window_s=min_window_s, idle_s=idle_s, meter_kind=meter,

@@ -8,8 +8,6 @@ merge into one report; studies of different workloads are refused.
 from __future__ import annotations
 
 import json
-import shlex
-import sys
 from contextlib import ExitStack
 from datetime import UTC, datetime
 from pathlib import Path
@@ -17,7 +15,18 @@ from typing import Any
 
 import typer
 
-from cli.common import DATA_ERROR, OUTPUT_PANEL, SditCommand, command_output, echo, fail, in_panels, note, quiet_option
+from cli.common import (
+    DATA_ERROR,
+    OUTPUT_PANEL,
+    SditCommand,
+    command_line,
+    command_output,
+    echo,
+    fail,
+    in_panels,
+    note,
+    quiet_option,
+)
 from cli.options import label_option
 from profiling.compare import Comparison, break_evens
 from profiling.study import (
@@ -32,7 +41,7 @@ from profiling.study import (
     versions,
 )
 from reports.page import build_page
-from reports.report import COMPARISON, ReportDirError, check_report_dir, report_lock, write_report
+from reports.report import COMPARISON, ReportDirError, claim_report_dir, write_report
 from reports.study import study_view
 
 MAX_STUDY_BYTES = 512 * 2**20  # a study of many layers and steps is tens of MB; more is not one
@@ -135,10 +144,6 @@ def report_cmd(
     Example: sdit report out/cmp-a/comparison.json out/cmp-b/comparison.json --out out/report
     """
     with command_output(quiet, False), ExitStack() as held:
-        try:
-            check_report_dir(out, overwrite)
-        except ReportDirError as err:
-            fail(str(err))
         if len(set(map(str, studies))) != len(studies):
             fail("each study may be named once")
         try:
@@ -146,9 +151,9 @@ def report_cmd(
         except ValueError as err:
             fail(str(err), DATA_ERROR)
         try:
-            held.enter_context(report_lock(out))
-        except (ReportDirError, OSError) as err:
-            fail(str(err) if isinstance(err, ReportDirError) else f"--out: cannot lock {out}: {err.strerror}")
+            claim_report_dir(held, out, overwrite)
+        except ReportDirError as err:
+            fail(str(err))
         targets, missing = _targets(comparison)
         if missing and labels:
             fail("--label needs every target of the studies here (to check one label per target)")
@@ -166,7 +171,7 @@ def report_cmd(
         from sdit.checkpoint import git_revision
 
         workload = comparison.workload
-        run = RunInfo(command=shlex.join(["sdit", *sys.argv[1:]]), created=datetime.now(UTC).strftime(
+        run = RunInfo(command=command_line(), created=datetime.now(UTC).strftime(
                           "%Y-%m-%d %H:%M:%S UTC"), versions=versions(), device=counting_device(),
                       git_revision=git_revision(), seed=workload.seed, samples={}, evaluations=evaluations)
         finished = FinishedStudy(

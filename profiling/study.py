@@ -25,7 +25,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from profiling.compare import Comparison, compare
-from profiling.energy import EnergyCosts
+from profiling.conventions import COUNTING_CONVENTIONS
+from profiling.energy import DEFAULT_COSTS, CostsError, EnergyCosts, load_costs, with_memory
 from sdit.workload import Workload
 
 if TYPE_CHECKING:
@@ -349,6 +350,31 @@ def short_labels(targets: Sequence[Target], given: Sequence[str] = ()) -> dict[s
 
 
 # ---- sample grids and the study --------------------------------------------------------------------
+
+
+def study_inputs(targets: Sequence[str], conventions: Sequence[str], costs: Sequence[str],
+                 memory: str | None) -> tuple[list[str], list[str], list[EnergyCosts]]:
+    """The targets, conventions and cost presets (each with the ``memory`` term) of a study, checked before
+    any work: two or more distinct targets, known conventions (repeats dropped; none: ``paper``), loadable
+    presets (none: the default).
+
+    Raises:
+        StudyInputError: one line naming the option.
+    """
+    targets = list(targets)
+    if len(targets) < 2:
+        raise StudyInputError("compare needs two or more targets (presets or checkpoints)")
+    if len(set(targets)) != len(targets):
+        raise StudyInputError("each target may be named once")
+    conventions = list(dict.fromkeys(conventions or ["paper"]))
+    for name in conventions:
+        if name not in COUNTING_CONVENTIONS:
+            raise StudyInputError(f"--convention {name!r}: valid conventions are {', '.join(COUNTING_CONVENTIONS)}")
+    try:
+        presets = [with_memory(load_costs(spec), memory) for spec in dict.fromkeys(costs or [DEFAULT_COSTS])]
+    except CostsError as err:
+        raise StudyInputError(str(err)) from None
+    return targets, conventions, presets
 
 
 def sample_grid(model: Any, num: int, workload: Workload) -> bytes:

@@ -17,7 +17,7 @@ import json
 import os
 import shutil
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -82,6 +82,23 @@ def report_lock(out: Path) -> Iterator[None]:
         yield
     finally:
         os.close(fd)
+
+
+def claim_report_dir(held: ExitStack, out: Path, overwrite: bool, json_path: Path | None = None) -> None:
+    """Before any work: check ``out`` (:func:`check_report_dir`) and a ``json_path`` outside it, then take
+    ``out``'s writer lock for as long as ``held`` stays open.
+
+    Raises:
+        ReportDirError: ``out`` may not take a report, ``json_path`` lies inside it, or another writer holds it.
+    """
+    check_report_dir(out, overwrite)
+    if json_path is not None and str(json_path) != "-" and out.resolve() in json_path.resolve().parents:
+        raise ReportDirError(f"--json: {json_path} is inside --out {out}, which the report replaces whole; "
+                             "write it elsewhere")
+    try:
+        held.enter_context(report_lock(out))
+    except OSError as err:
+        raise ReportDirError(f"--out: cannot lock {out}: {err.strerror}") from None
 
 
 def _exchange(a: Path, b: Path) -> bool:
