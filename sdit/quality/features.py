@@ -145,6 +145,15 @@ def load_inception(path: Path | str | None = None, device: torch.device | str = 
         forward=forward, batch_size=batch_size)
 
 
+def _recorded(path: Path) -> str:
+    """``path`` as a record keeps it: relative to the toolkit's checkout where it lies inside (a record names no
+    machine), else as given."""
+    try:
+        return str(path.resolve().relative_to(DEFAULT_CLASSIFIER.parents[1]))
+    except ValueError:
+        return str(path)
+
+
 def load_domain(path: Path | str | None = None, device: torch.device | str = "cpu",
                 batch_size: int = 500) -> FeatureNetwork:
     """The domain classifier's penultimate layer (default: ``checkpoints/fmnist-classifier``).
@@ -164,7 +173,7 @@ def load_domain(path: Path | str | None = None, device: torch.device | str = "cp
 
     cfg = model.config
     return FeatureNetwork(
-        kind="domain", name=f"sdit image classifier, penultimate layer ({path.name})", path=str(weights),
+        kind="domain", name=f"sdit image classifier, penultimate layer ({path.name})", path=_recorded(weights),
         sha256=file_sha256(weights), dim=cfg.feature_dim, in_channels=cfg.in_channels,
         preprocessing="none: 28x28 images in [-1, 1] as sampled (clamped)", forward=forward, batch_size=batch_size)
 

@@ -126,7 +126,7 @@ def reference_features(network: FeatureNetwork, reference: ReferenceSet,
     if use_cache:
         try:
             path = cache_path(network, reference)
-            record["cache"] = str(path)
+            record["cache"] = f"$SDIT_CACHE/{path.relative_to(cache_dir()).as_posix()}"  # names no machine
             exists = path.is_file()
         except OSError as err:  # $SDIT_CACHE names something that cannot hold a cache
             exists, record["cache_warning"] = False, f"cache not usable: {err.strerror or err}"

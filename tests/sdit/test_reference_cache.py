@@ -30,7 +30,8 @@ def test_features_overwritten_with_other_values_are_recomputed(network, ref, tmp
                                                                monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("SDIT_CACHE", str(tmp_path))
     truth, info = reference_features(network, ref)
-    path = Path(info["cache"])
+    assert info["cache"].startswith("$SDIT_CACHE/reference/")  # the record names no machine
+    path = Path(info["cache"].replace("$SDIT_CACHE", str(tmp_path)))
     stored = load_file(path)
     with safe_open(str(path), framework="pt") as f:
         meta = f.metadata()

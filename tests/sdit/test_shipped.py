@@ -71,3 +71,12 @@ def test_shipped_held_out_error_is_what_the_weights_give(directory: Path, fashio
     for t, value in provenance["held_out_eps_mse"].items():
         # float32 sums differ a little across CPUs and kernels, and a LIF threshold turns that into a spike or not
         assert again[t] == pytest.approx(value, rel=1e-3), t
+
+
+def test_shipped_records_name_no_machine() -> None:
+    """Every JSON shipped beside the checkpoints names files by paths in the checkout (or the Debian dataset's)."""
+    root = Path(__file__).resolve().parents[2] / "checkpoints"
+    for path in root.rglob("*.json"):
+        text = path.read_text()
+        for machine in ("/work/", "/home/", "/root/", "/tmp/"):
+            assert machine not in text, (path, machine)
