@@ -479,6 +479,9 @@ def _evaluation_rows(label: str, ev: dict[str, Any]) -> list[dict[str, Any]]:
     ref = ev.get("reference") or {}
     reference = f"{ref.get('dataset', '?')} {ref.get('split', '?')}, {ref.get('selection', '?')}"
     source = f"sdit evaluate ({ev.get('source_file', 'file')}, revision {str(ev.get('git_revision', '?'))[:10]})"
+    warnings = [str(w)[:200] for w in (ev.get("warnings") or []) if isinstance(w, str)]
+    if warnings:  # e.g. a small N: said beside every figure it concerns
+        source += "; warning: " + "; ".join(warnings)
     sampler = ev["sampler"]["description"]
     rows = []
     for features, res in ev["results"].items():
