@@ -108,4 +108,4 @@ def test_compare_label_option(tmp_path: Path) -> None:
                                                                                  "ratio spiking / dense"]
     data = json.loads((out / "comparison.json").read_text())
     assert [t["name"] for t in data["targets"]] == ["sdit-tiny", "dit-tiny"]  # the data keeps the targets
-    assert "spiking (model) vs dense (baseline)" in result.stdout
+    assert "spiking (model, untrained weights) vs dense (baseline)" in result.stdout
