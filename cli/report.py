@@ -34,9 +34,9 @@ from profiling.study import (
     FinishedStudy,
     RunInfo,
     StudyInputError,
+    checked_provenance,
     counting_device,
     match_evaluations,
-    provenance_of,
     short_labels,
     versions,
 )
@@ -168,6 +168,11 @@ def report_cmd(
             evaluations = match_evaluations(list(quality), targets, shipped_quality, note)
         except StudyInputError as err:
             fail(str(err), DATA_ERROR)
+        try:
+            provenance = {t.label: checked_provenance(t.label) if t.source == "checkpoint" else None
+                          for t in targets}
+        except StudyInputError as err:
+            fail(str(err), DATA_ERROR)
         from sdit.checkpoint import git_revision
 
         workload = comparison.workload
@@ -176,7 +181,7 @@ def report_cmd(
                       git_revision=git_revision(), seed=workload.seed, samples={}, evaluations=evaluations)
         finished = FinishedStudy(
             comparison=comparison, run=run, descriptions={t.label: t.description for t in targets},
-            provenance={t.label: provenance_of(t.label) if t.source == "checkpoint" else None for t in targets},
+            provenance=provenance,
             headline_preset=comparison.costs[0].name, headline_convention=next(iter(comparison.conventions)),
             labels=short)
         page = build_page(study_view(finished), finished.run)

@@ -111,6 +111,25 @@ def provenance_of(target: str) -> dict[str, Any] | None:
         return {"error": f"cannot read {directory / 'provenance.json'}: {err}"}
 
 
+def checked_provenance(target: str) -> dict[str, Any] | None:
+    """:func:`provenance_of`, with the fields the report reads checked before any work.
+
+    Raises:
+        StudyInputError: ``held_out_eps_mse`` is not a map of timesteps to finite numbers, or its note not text.
+    """
+    prov = provenance_of(target)
+    if not isinstance(prov, dict):
+        return prov
+    eps, note = prov.get("held_out_eps_mse"), prov.get("held_out_eps_mse_note", "")
+    where = f"{shipped_directory(target) / 'provenance.json'}"
+    if eps is not None and (not isinstance(eps, dict) or not all(
+            isinstance(t, str) and t.isdigit() and _finite_number(v) for t, v in eps.items())):
+        raise StudyInputError(f"{where}: held_out_eps_mse must map timesteps to finite numbers")
+    if note is not None and not isinstance(note, str):
+        raise StudyInputError(f"{where}: held_out_eps_mse_note must be text")
+    return prov
+
+
 def versions() -> dict[str, str]:
     """Python's version and that of each package in :data:`VERSIONED`."""
     out = {"python": platform.python_version()}
@@ -437,6 +456,7 @@ def run_study(
     say = progress or (lambda _line: None)
     short = short_labels(targets, labels)  # before any work, as the evaluations
     evaluations = match_evaluations(list(quality), targets, shipped_quality, note)  # before any work
+    provenance = {t.label: checked_provenance(t.label) if t.source == "checkpoint" else None for t in targets}
     comparison = compare(list(targets), workload, costs=list(costs), conventions=list(conventions),
                          measure=measure, device=device, min_window_s=min_window_s, idle_s=idle_s,
                          meter_kind=meter_kind, progress=say)
@@ -452,9 +472,8 @@ def run_study(
                   git_revision=git_revision(), seed=workload.seed, samples=grids, evaluations=evaluations)
     return FinishedStudy(
         comparison=comparison, run=run, descriptions={t.label: t.description for t in targets},
-        provenance={t.label: provenance_of(t.label) if t.source == "checkpoint" else None for t in targets},
-        headline_preset=comparison.costs[0].name, headline_convention=next(iter(comparison.conventions)),
-        labels=short)
+        provenance=provenance, headline_preset=comparison.costs[0].name,
+        headline_convention=next(iter(comparison.conventions)), labels=short)
 
 
 def energy_summary(study: Comparison) -> dict[str, Any]:

@@ -271,3 +271,23 @@ def test_compare_prints_the_verdict_matrix_with_break_evens_in_words(tmp_path: P
     assert "memory presets: operand-once at 45nm-sram-8kb, no-reuse at step-3.12pj-bit" in text
     matrix_part = text[text.index("verdict matrix"):]
     assert not re.search(r"\s-\d+\.\d+%", matrix_part)  # no negative break-even
+
+
+def test_a_malformed_provenance_is_refused_before_any_work(tmp_path: Path) -> None:
+    import shutil
+    import time
+
+    shipped = Path(__file__).resolve().parents[2] / "checkpoints" / "dit-small-fmnist"
+    mine = tmp_path / "dit-small-fmnist"
+    shutil.copytree(shipped, mine)
+    prov = json.loads((mine / "provenance.json").read_text())
+    prov["held_out_eps_mse"] = ["not", "a", "map"]
+    (mine / "provenance.json").write_text(json.dumps(prov))
+    start = time.monotonic()
+    result = runner.invoke(app, ["compare", "sdit-tiny", str(mine), "--method", "forward", "--samples", "0",
+                                 "--out", str(tmp_path / "cmp")])
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert result.exit_code == 2 and len(errors) == 1
+    assert "held_out_eps_mse must map timesteps to finite numbers" in result.stderr
+    assert "counting" not in result.output and not (tmp_path / "cmp").exists()
+    assert time.monotonic() - start < 60
