@@ -65,3 +65,19 @@ def test_profile_bad_target_is_one_line() -> None:
     assert result.exit_code == 2
     assert result.stderr.strip().count("\n") == 0
     assert "neither a preset" in result.stderr
+
+
+def test_several_targets_keep_one_json_each(tmp_path: Path) -> None:
+    out = tmp_path / "profiles"
+    args = ["profile", "sdit-tiny", "dit-tiny", "--method", "forward", "--json-dir", str(out)]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert sorted(p.name for p in out.iterdir()) == ["dit-tiny.json", "sdit-tiny.json"]
+    alone = tmp_path / "alone.json"
+    assert runner.invoke(app, ["profile", "dit-tiny", "--method", "forward", "--json", str(alone)]).exit_code == 0
+    both, one = json.loads((out / "dit-tiny.json").read_text()), json.loads(alone.read_text())
+    assert both["per_image"] == one["per_image"] and both["energy"] == one["energy"]
+    again = runner.invoke(app, args)  # the files exist: refused before any counting, nothing replaced
+    assert again.exit_code == 2 and "--overwrite" in again.stderr
+    refused = runner.invoke(app, ["profile", "sdit-tiny", "dit-tiny", "--json", str(tmp_path / "x.json")])
+    assert refused.exit_code == 2 and "pass --json-dir DIR" in refused.stderr
