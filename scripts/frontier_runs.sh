@@ -1,15 +1,21 @@
 #!/usr/bin/env bash
 # Fine-tune the shipped spike-driven SDiT at three firing-rate penalties, one after another, in the background:
-#   nohup setsid bash scripts/frontier_runs.sh > runs/frontier.log 2>&1 &
+#   mkdir -p runs && nohup setsid bash scripts/frontier_runs.sh > runs/frontier.log 2>&1 &
 # Each run is resumable: a run directory that exists is continued (sdit train --resume), a finished one
-# (summary.json) skipped. A parked run (scripts/park_run.py) is restored into runs/ first:
-#   .venv/bin/python scripts/park_run.py --restore parked/sdit-small-sd-rate0.1 runs/sdit-small-sd-rate0.1
+# (summary.json, or a park at step 3000) skipped. A parked run (scripts/park_run.py) that is not in runs/ is
+# restored there first.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export OMP_NUM_THREADS="${OMP_NUM_THREADS:-2}"
+mkdir -p runs
 for lam in 0.1 0.3 1.0; do
   dir="runs/sdit-small-sd-rate$lam"
+  park="parked/sdit-small-sd-rate$lam"
   [ -f "$dir/summary.json" ] && continue
+  if [ ! -d "$dir" ] && [ -f "$park/PARKED.json" ]; then
+    grep -q '"step": 3000' "$park/PARKED.json" && continue  # finished: parked for evaluation only
+    .venv/bin/python scripts/park_run.py --restore "$park" "$dir"
+  fi
   if [ -d "$dir" ]; then
     nice -n 19 .venv/bin/sdit train --resume "$dir" --no-progress >> "runs/frontier-$lam.log" 2>&1
   else
