@@ -14,10 +14,8 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import platform
 import re
-import stat
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from importlib import metadata
@@ -27,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 from profiling.compare import Comparison, compare
 from profiling.conventions import COUNTING_CONVENTIONS
 from profiling.energy import DEFAULT_COSTS, CostsError, EnergyCosts, load_costs, with_memory
+from sdit.artifacts import read_small_json
 from sdit.workload import Workload
 
 if TYPE_CHECKING:
@@ -204,27 +203,6 @@ def _match(ev: dict[str, Any], loaded: Sequence[Target]) -> tuple[Target | None,
     if ev.get("model") != hit.description:
         return None, f"it evaluated {ev.get('model')!r}, but the compared {hit.label} is {hit.description!r}"
     return hit, ""
-
-
-MAX_JSON_BYTES = 16 * 2**20  # an evaluation record or a provenance file is a few kB; more is not one
-
-
-def read_small_json(path: Path) -> Any:
-    """The JSON document in the regular file ``path``, read only up to :data:`MAX_JSON_BYTES`.
-
-    Raises:
-        OSError: not a regular file (a device, a FIFO, a folder) or larger than the bound.
-        UnicodeDecodeError, json.JSONDecodeError: not JSON text.
-    """
-    if not os.path.isfile(path):  # before opening: a FIFO would block the open itself
-        raise OSError(f"{path} is not a regular file")
-    with open(path, "rb") as fh:
-        if not stat.S_ISREG(os.fstat(fh.fileno()).st_mode):  # replaced since the check
-            raise OSError(f"{path} is not a regular file")
-        data = fh.read(MAX_JSON_BYTES + 1)
-    if len(data) > MAX_JSON_BYTES:
-        raise OSError(f"{path} is larger than {MAX_JSON_BYTES // 2**20} MiB")
-    return json.loads(data.decode("utf-8"), parse_constant=lambda c: float("nan"))
 
 
 def _read_evaluation(path: Path, flag: str, hint: str = "") -> dict[str, Any]:

@@ -331,6 +331,27 @@ def append_jsonl(path: Path | str, record: dict[str, Any]) -> None:
         os.fsync(fh.fileno())
 
 
+MAX_JSON_BYTES = 16 * 2**20  # an evaluation record or a provenance file is a few kB; more is not one
+
+
+def read_small_json(path: Path, max_bytes: int = MAX_JSON_BYTES) -> Any:
+    """The JSON document in the regular file ``path``, read only up to ``max_bytes``.
+
+    Raises:
+        OSError: not a regular file (a device, a FIFO, a folder) or larger than the bound.
+        UnicodeDecodeError, json.JSONDecodeError: not JSON text.
+    """
+    if not os.path.isfile(path):  # before opening: a FIFO would block the open itself
+        raise OSError(f"{path} is not a regular file")
+    with open(path, "rb") as fh:
+        if not stat.S_ISREG(os.fstat(fh.fileno()).st_mode):  # replaced since the check
+            raise OSError(f"{path} is not a regular file")
+        data = fh.read(max_bytes + 1)
+    if len(data) > max_bytes:
+        raise OSError(f"{path} is larger than {max_bytes // 2**20} MiB")
+    return json.loads(data.decode("utf-8"), parse_constant=lambda c: float("nan"))
+
+
 def read_jsonl(path: Path | str) -> list[dict[str, Any]]:
     """The complete JSON records of a JSON-lines file; a torn (unparsable) last line is dropped."""
     records = []

@@ -10,7 +10,6 @@ with a ``provenance.json`` beside it that says how.
 from __future__ import annotations
 
 import dataclasses
-import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -18,7 +17,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from sdit.artifacts import write_json
+from sdit.artifacts import read_small_json, write_json
 from sdit.checkpoint import CheckpointMeta, load_model, preset_label, write_weights
 from sdit.config import DiTConfig
 from sdit.data import load_dataset
@@ -107,9 +106,7 @@ def _source_provenance(source: Path) -> dict[str, Any]:
     """The ``provenance.json`` a shipped source directory holds (or the one beside a weights file), else ``{}``."""
     for path in (source / "provenance.json", source.parent / "provenance.json"):
         try:
-            if not path.is_file() or path.stat().st_size > 2**20:
-                continue
-            data = json.loads(path.read_text())
+            data = read_small_json(path, max_bytes=2**20)
         except (OSError, ValueError):
             continue
         return data if isinstance(data, dict) else {}
