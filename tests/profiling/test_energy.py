@@ -19,6 +19,7 @@ from profiling.energy import (
 )
 from profiling.workloads import profile_forward, profile_sampling
 from sdit.models import build_model
+from tests.profiling.firing import firing_sdit_tiny
 
 FP32, FP16 = COST_PRESETS["45nm-fp32"], COST_PRESETS["45nm-fp16"]
 
@@ -30,13 +31,7 @@ def dit_tiny():
 
 @pytest.fixture(scope="module")
 def firing_sdit():
-    torch.manual_seed(0)
-    model = build_model("sdit-tiny")
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, nn.Linear):
-                m.weight.mul_(8.0)
-    return profile_forward(model, name="sdit-tiny", batch_size=2, seed=1)
+    return firing_sdit_tiny(batch_size=2)
 
 
 def test_presets_cite_horowitz_2014() -> None:

@@ -16,6 +16,7 @@ from profiling.energy import COST_PRESETS, CostsError, break_even, estimate, wit
 from profiling.memory import LEMAIRE_ELEMENTWISE, MEMORY_PRESETS, resolve_memory
 from profiling.workloads import profile_module
 from sdit.models import build_model
+from tests.profiling.firing import firing_sdit_tiny
 
 FP32 = COST_PRESETS["45nm-fp32"]
 STEP = 24.96e-12  # J per byte: spikingjelly's default memory price, our step-3.12pj-bit
@@ -180,15 +181,7 @@ def test_no_reuse_weight_reads_move_with_the_firing_rate(firing_sdit) -> None:
 
 @pytest.fixture(scope="module")
 def firing_sdit():
-    from profiling.workloads import profile_forward
-
-    torch.manual_seed(0)
-    model = build_model("sdit-tiny")
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, nn.Linear):
-                m.weight.mul_(8.0)
-    return profile_forward(model, name="sdit-tiny", batch_size=1, seed=1)
+    return firing_sdit_tiny(batch_size=1)
 
 
 def test_memory_specs_resolve_and_refuse_in_one_line() -> None:

@@ -14,18 +14,14 @@ from sdit.config import PRESETS
 from sdit.models import build_model
 from sdit.models.quant import QuantLinear, calibrate
 from sdit.workload import Workload
+from tests.sdit.test_quant import random_dit
 
 WORKLOAD = Workload.forward(500, batch_size=1, seed=0)
 
 
 @pytest.fixture(scope="module")
 def pair():
-    torch.manual_seed(0)
-    float_model = build_model("dit-tiny").eval()
-    with torch.no_grad():
-        for p in float_model.parameters():
-            if p.requires_grad:
-                p.normal_(0, 0.05)
+    float_model = random_dit("dit-tiny")
     config = dataclasses.replace(PRESETS["dit-tiny"], weight_bits=8, activation_bits=8)
     quant = build_model(config).eval()
     g = torch.Generator().manual_seed(1)

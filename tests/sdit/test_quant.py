@@ -20,7 +20,7 @@ from sdit.train_config import TrainConfig
 runner = CliRunner()
 
 
-def _random_dit(preset: str = "dit-tiny", seed: int = 0) -> nn.Module:
+def random_dit(preset: str = "dit-tiny", seed: int = 0) -> nn.Module:
     """A DiT whose every tensor is random (adaLN-Zero's zeros would make the output 0)."""
     torch.manual_seed(seed)
     model = build_model(preset).eval()
@@ -62,7 +62,7 @@ def test_low_bit_values_stay_in_their_range() -> None:
 
 
 def test_calibrated_int8_dit_tracks_the_float_model_and_w4a3_less_so() -> None:
-    model = _random_dit()
+    model = random_dit()
     x, t = _batches(1, 4, seed=9)[0]
     with torch.no_grad():
         want = model(x, t)
@@ -83,7 +83,7 @@ def test_calibrated_int8_dit_tracks_the_float_model_and_w4a3_less_so() -> None:
 def test_a_quantized_checkpoint_round_trips_and_its_integers_are_checked(tmp_path: Path) -> None:
     config = DiTConfig(**{**PRESETS["dit-tiny"].__dict__, "weight_bits": 8, "activation_bits": 8})
     quant = build_model(config).eval()
-    calibrate(_random_dit(), quant, _batches(1))
+    calibrate(random_dit(), quant, _batches(1))
     meta = CheckpointMeta(preset="custom-dit", config=config, step=7, dataset="fashion-mnist", seed=0)
     path = write_weights(tmp_path / "model.safetensors", meta, quant.state_dict())
     loaded, got = load_model(path)
@@ -110,7 +110,7 @@ def test_quantized_presets_are_made_not_trained() -> None:
 
 def test_sdit_quantize_writes_a_loadable_checkpoint_and_refuses_an_sdit(tmp_path: Path) -> None:
     meta = CheckpointMeta(preset="dit-tiny", config=PRESETS["dit-tiny"], step=3, dataset="fashion-mnist", seed=0)
-    src = write_weights(tmp_path / "dit.safetensors", meta, _random_dit().state_dict())
+    src = write_weights(tmp_path / "dit.safetensors", meta, random_dit().state_dict())
     out = tmp_path / "int8"
     result = runner.invoke(app, ["quantize", str(src), "--out", str(out), "--calibration", "16"])
     assert result.exit_code == 0, result.output
