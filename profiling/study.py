@@ -25,7 +25,6 @@ from typing import TYPE_CHECKING, Any
 from profiling.compare import Comparison, compare
 from profiling.conventions import COUNTING_CONVENTIONS
 from profiling.energy import DEFAULT_COSTS, CostsError, EnergyCosts, load_costs, with_memory
-from sdit.artifacts import read_small_json
 from sdit.workload import Workload
 
 if TYPE_CHECKING:
@@ -105,6 +104,8 @@ def provenance_of(target: str) -> dict[str, Any] | None:
     if directory is None:
         return None
     try:
+        from sdit.artifacts import read_small_json  # on use: reading a saved study loads no more of sdit
+
         return read_small_json(directory / "provenance.json")
     except (OSError, json.JSONDecodeError) as err:
         return {"error": f"cannot read {directory / 'provenance.json'}: {err}"}
@@ -207,6 +208,8 @@ def _match(ev: dict[str, Any], loaded: Sequence[Target]) -> tuple[Target | None,
 
 def _read_evaluation(path: Path, flag: str, hint: str = "") -> dict[str, Any]:
     try:
+        from sdit.artifacts import read_small_json  # on use, as above
+
         ev = read_small_json(path)
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
         raise StudyInputError(f"{flag} {path}: cannot read it as JSON ({type(err).__name__}: {err}){hint}") from None
