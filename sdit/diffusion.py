@@ -18,39 +18,17 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
 import torch
 from torch import Tensor
 
 from sdit import progress
+from sdit.noise import ImageNoise, standard_normal_like
 from sdit.progress import StepCallback
 from sdit.workload import DEFAULT_STEPS, SAMPLERS, Workload
 
 EpsModel = Callable[[Tensor, Tensor], Tensor]
-
-
-class NoiseSource(Protocol):
-    """Draws a batch's noise in place of one generator (:class:`sdit.sharding.ImageNoise`: one per image)."""
-
-    def randn(self, shape: Sequence[int], device: torch.device | str, dtype: torch.dtype | None = None) -> Tensor:
-        """(B, ...) standard normal noise."""
-
-
-Noise = torch.Generator | NoiseSource
-
-
-def randn(shape: Sequence[int], device: torch.device | str, generator: Noise | None,
-          dtype: torch.dtype | None = None) -> Tensor:
-    """Standard normal noise of ``shape`` from ``generator``: a torch generator or a :class:`NoiseSource`."""
-    if generator is None or isinstance(generator, torch.Generator):
-        return torch.randn(tuple(shape), device=device, dtype=dtype, generator=generator)
-    return generator.randn(shape, device, dtype)
-
-
-def randn_like(x: Tensor, generator: Noise | None) -> Tensor:
-    """Noise shaped, placed and typed as ``x``."""
-    return randn(x.shape, x.device, generator, x.dtype)
 
 
 def noise_prediction(out: Tensor, x_t: Tensor) -> Tensor:
@@ -131,7 +109,7 @@ def ddim_steps(
     x_t: Tensor,
     num_steps: int,
     eta: float = 0.0,
-    generator: Noise | None = None,
+    noise: ImageNoise | None = None,
 ) -> Iterator[SampleStep]:
     """DDIM (Song et al. 2021, Eq. 12), yielding after each model call.
 
@@ -149,7 +127,7 @@ def ddim_steps(
         direction = (1 - a_prev - sigma**2) ** 0.5 * eps  # "direction pointing to x_t"
         x_t = a_prev**0.5 * x0_pred + direction
         if sigma > 0:
-            x_t = x_t + sigma * randn_like(x_t, generator)
+            x_t = x_t + sigma * standard_normal_like(x_t, noise)
         yield SampleStep(index=index, t=t, x=x_t)
 
 
@@ -157,7 +135,7 @@ def ddpm_steps(
     model: EpsModel,
     diffusion: Diffusion,
     x_t: Tensor,
-    generator: Noise | None = None,
+    noise: ImageNoise | None = None,
 ) -> Iterator[SampleStep]:
     """Ancestral DDPM sampling over all training steps (Ho et al. 2020, Algorithm 2)."""
     betas, abar = diffusion.betas, diffusion.alphas_bar
@@ -168,8 +146,7 @@ def ddpm_steps(
         if t > 0:
             a_prev = float(abar[t - 1])
             var = beta * (1 - a_prev) / (1 - a_t)  # posterior variance beta~_t
-            noise = randn_like(x_t, generator)
-            x_t = mean + var**0.5 * noise
+            x_t = mean + var**0.5 * standard_normal_like(x_t, noise)
         else:
             x_t = mean
         yield SampleStep(index=index, t=t, x=x_t)
@@ -258,7 +235,7 @@ def respaced_ddpm_steps(
     diffusion: Diffusion,
     x_t: Tensor,
     num_steps: int = DEFAULT_STEPS["ddpm-respaced"],
-    generator: Noise | None = None,
+    noise: ImageNoise | None = None,
 ) -> Iterator[SampleStep]:
     """Ancestral DDPM over ``num_steps`` respaced steps with the model's learned variance, yielding per call.
 
@@ -273,8 +250,7 @@ def respaced_ddpm_steps(
         out = model(x_t, torch.full((batch,), t, dtype=torch.long, device=x_t.device))
         mean, log_var = p_mean_variance(schedule, out, x_t, index)
         if k > 0:
-            noise = randn_like(x_t, generator)
-            x_t = mean + (0.5 * log_var).exp() * noise
+            x_t = mean + (0.5 * log_var).exp() * standard_normal_like(x_t, noise)
         else:
             x_t = mean
         yield SampleStep(index=step, t=t, x=x_t)
@@ -292,15 +268,15 @@ def uniform_labels(num_classes: int, num: int, seed: int, device: torch.device |
 
 
 def _sampler(model: EpsModel, diffusion: Diffusion, x_t: Tensor, workload: Workload,
-             generator: Noise) -> tuple[Iterator[SampleStep], str]:
+             noise: ImageNoise) -> tuple[Iterator[SampleStep], str]:
     """The step iterator of ``workload``'s sampler from ``x_t``, and its progress label."""
     steps = int(workload.steps)
     if workload.kind == "ddim":
-        return ddim_steps(model, diffusion, x_t, steps, eta=workload.eta, generator=generator), \
+        return ddim_steps(model, diffusion, x_t, steps, eta=workload.eta, noise=noise), \
             f"ddim sampling, {steps} steps"
     if workload.kind == "ddpm":
-        return ddpm_steps(model, diffusion, x_t, generator=generator), f"ddpm sampling, {steps} steps"
-    return respaced_ddpm_steps(model, diffusion, x_t, steps, generator=generator), \
+        return ddpm_steps(model, diffusion, x_t, noise=noise), f"ddpm sampling, {steps} steps"
+    return respaced_ddpm_steps(model, diffusion, x_t, steps, noise=noise), \
         f"respaced ddpm sampling, {steps} steps"
 
 
@@ -317,13 +293,14 @@ def run_steps(
     diffusion: Diffusion | None = None,
     device: torch.device | str = "cpu",
     labels: Tensor | None = None,
-    generator: Noise | None = None,
+    noise: ImageNoise | None = None,
     on_step: StepCallback | None = None,
 ) -> Iterator[SampleStep]:
     """Every model call of ``workload`` on ``model``, each yielded once it (and the sampler update after it) ran.
 
     The initial noise, (B, C, H, W) of :meth:`Workload.image_shape` of ``model.config``, and then every
-    step's noise come from one generator, so a run is a function of the workload (and ``labels``). A
+    step's noise of image k come from image k's own generator (:mod:`sdit.noise`), so a run is a function of
+    the workload (and ``labels``), and its images are the first images of a set drawn with the same seed. A
     forward is one model call at the workload's timestep on that noise; its step's ``x`` is the output.
     The noise, the schedule and the labels are made at this call and the model runs as the steps are
     taken, so a caller can open a window (a counter's) around the model calls alone. Each step is reported
@@ -336,13 +313,14 @@ def run_steps(
         diffusion: The noise schedule (default :class:`Diffusion`'s).
         labels: (B,) classes for a class-conditional model; by default :func:`uniform_labels` from the
             workload's seed. Refused for a model without classes.
-        generator: Draws the noise instead of one seeded with the workload's seed: another generator (a stream
-            of batches) or a :class:`NoiseSource` (:class:`sdit.sharding.ImageNoise`: each image its own).
+        noise: The images' generators, when the batch is not images 0..B-1 of the workload's seed (a later
+            batch of a set: :class:`~sdit.noise.ImageNoise` of its indices).
     """
     diffusion = diffusion or Diffusion()
-    if generator is None:
-        generator = torch.Generator(device=device).manual_seed(workload.seed)
-    x = randn(workload.image_shape(model.config), device, generator)  # (B, C, H, W)
+    shape = workload.image_shape(model.config)
+    if noise is None:
+        noise = ImageNoise(workload.seed, range(shape[0]), device)
+    x = noise.randn(shape, device)  # (B, C, H, W)
     classes = num_classes_of(model)
     if labels is not None and not classes:
         raise ValueError("labels given, but the model is not class-conditional")
@@ -354,7 +332,7 @@ def run_steps(
             return model(x_t, t, y)
 
     if workload.is_sampling:
-        steps, label = _sampler(net, diffusion, x, workload, generator)
+        steps, label = _sampler(net, diffusion, x, workload, noise)
     else:
         steps, label = _forward(net, x, int(workload.timestep)), f"one forward at t={workload.timestep}"
     return _reported(steps, label, workload.model_calls, on_step)
@@ -378,13 +356,13 @@ def sample(
     diffusion: Diffusion | None = None,
     device: torch.device | str = "cpu",
     labels: Tensor | None = None,
-    generator: Noise | None = None,
+    noise: ImageNoise | None = None,
     on_step: StepCallback | None = None,
 ) -> Tensor:
     """Draw ``workload.batch_size`` images from pure noise with the workload's sampler; deterministic for a seed.
 
     Args:
-        model, diffusion, device, labels, generator, on_step: As for :func:`run_steps`.
+        model, diffusion, device, labels, noise, on_step: As for :func:`run_steps`.
 
     Returns:
         (B, C, H, W) samples, nominally in [-1, 1].
@@ -395,7 +373,7 @@ def sample(
     if not workload.is_sampling:
         raise ValueError(f"{workload.label()} draws no images; sample a {', '.join(SAMPLERS)} workload")
     x = None
-    for step in run_steps(model, workload, diffusion=diffusion, device=device, labels=labels, generator=generator,
+    for step in run_steps(model, workload, diffusion=diffusion, device=device, labels=labels, noise=noise,
                           on_step=on_step):
         x = step.x
     return x

@@ -1,8 +1,6 @@
-"""A set of images drawn by one process or many: per-image noise, who draws which batch, resumable shards.
+"""A set of images drawn by one process or many: who draws which batch, resumable shards.
 
-Image ``i`` of a set (its global index, 0..N-1) has its own noise generator, seeded with
-:func:`image_seed` of the run's seed and ``i``; its initial noise and every stochastic step's noise
-come from that generator alone. So the noise of the set depends on the seed and N only: not on the
+Each image has its own noise (:mod:`sdit.noise`), so the set depends on the seed and N only: not on the
 batch size, nor on how many processes draw it.
 
 The set is cut into batches of the batch size, in index order ([0, B), [B, 2B), ...); under
@@ -27,52 +25,12 @@ from torch import Tensor, nn
 
 from sdit import distributed, progress
 from sdit.artifacts import save_tensors, write_json
-from sdit.diffusion import num_classes_of, sample
+from sdit.diffusion import num_classes_of, sample, uniform_labels
+from sdit.noise import ImageNoise
 from sdit.workload import Workload
 
-NOISE = "per image"  # a sampler record's ``noise``: image i's generator seeded with image_seed(seed, i)
 SHARD_FORMAT = "sdit-shards/1"
 IDENTITY_FILE = "shards.json"
-_MASK64 = 2**64 - 1
-
-
-def _splitmix64(value: int) -> int:
-    """The SplitMix64 output function (Steele, Lea and Flood 2014): a bijection of 64-bit integers."""
-    z = (value + 0x9E3779B97F4A7C15) & _MASK64
-    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & _MASK64
-    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & _MASK64
-    return z ^ (z >> 31)
-
-
-def image_seed(seed: int, index: int) -> int:
-    """The seed of image ``index``'s generator: ``(splitmix64(seed) + index) mod 2**64``.
-
-    The CPU generator (a Mersenne Twister) reads the low 32 bits of a seed, CUDA's Philox all 64: both
-    differ for every image of a set under 2**32 images, and sets of different seeds start at unrelated
-    offsets.
-    """
-    if index < 0:
-        raise ValueError(f"image index must be >= 0, got {index}")
-    return (_splitmix64(seed & _MASK64) + index) & _MASK64
-
-
-class ImageNoise:
-    """Noise of a batch drawn image by image: row k from the generator of image ``indices[k]``.
-
-    Passed as the ``generator`` of :func:`sdit.diffusion.sample`, it gives the initial noise and every
-    step's noise.
-    """
-
-    def __init__(self, seed: int, indices: Sequence[int], device: torch.device | str = "cpu") -> None:
-        self.indices = list(indices)
-        self.generators = [torch.Generator(device=device).manual_seed(image_seed(seed, i)) for i in self.indices]
-
-    def randn(self, shape: Sequence[int], device: torch.device | str, dtype: torch.dtype | None = None) -> Tensor:
-        """(B, ...) standard normal noise, row k drawn from image k's generator."""
-        if shape[0] != len(self.generators):
-            raise ValueError(f"noise for {shape[0]} images asked of the generators of {len(self.generators)}")
-        return torch.stack([torch.randn(tuple(shape[1:]), device=device, dtype=dtype, generator=g)
-                            for g in self.generators])
 
 
 def batches(num: int, batch_size: int) -> list[range]:
@@ -159,8 +117,7 @@ def set_labels(model: nn.Module, num: int, seed: int, labels: Tensor | None = No
         return None
     if labels is not None:
         return labels
-    generator = torch.Generator().manual_seed(seed)
-    return torch.randint(0, classes, (num,), generator=generator)
+    return uniform_labels(classes, num, seed)
 
 
 def draw_batch(model: nn.Module, workload: Workload, span: range, device: torch.device | str = "cpu",
@@ -173,7 +130,7 @@ def draw_batch(model: nn.Module, workload: Workload, span: range, device: torch.
     batch = replace(workload, batch_size=len(span))
     noise = ImageNoise(workload.seed, span, device)
     y = labels[span.start:span.stop] if labels is not None else None
-    return sample(model, batch, device=device, labels=y, generator=noise).cpu()
+    return sample(model, batch, device=device, labels=y, noise=noise).cpu()
 
 
 def draw_set(model: nn.Module, num: int, workload: Workload, device: torch.device | str = "cpu",

@@ -19,7 +19,8 @@ from sdit import distributed, progress
 from sdit.quality.features import FeatureNetwork, extract_features
 from sdit.quality.metrics import fid, kid, prdc
 from sdit.quality.reference import ReferenceSet, reference_features
-from sdit.sharding import NOISE, ShardStore, draw_set
+from sdit.noise import NOISE
+from sdit.sharding import ShardStore, draw_set
 from sdit.workload import Workload
 
 FORMAT = "sdit-evaluate/1"
