@@ -295,6 +295,7 @@ class RankWindow:
         self.idle_s = idle_s
         self.name = name
         self.reason = reason or ("no meter" if meter is None else meter.reason)
+        self.description = None if meter is None or not meter.available else meter.description  # read after close
         self.images = 0
         self.measurement: Measurement | None = None
 
@@ -335,7 +336,7 @@ class RankWindow:
         (a rank that drew nothing: 0 J over 0 s, no window)."""
         out: dict[str, Any] = {
             "rank": self.rank, "host": socket.gethostname(), "device": self.device,
-            "meter": None if self.meter is None or not self.meter.available else self.meter.description,
+            "meter": self.description,
             "images": self.images,
         }
         if self.reason is not None:
