@@ -35,10 +35,13 @@ from cli.common import (
 )
 from cli.options import (
     batch_size_option,
+    check_meter,
     device_from_option,
     device_option,
     eta_option,
+    idle_s_option,
     label_option,
+    meter_option,
     method_option,
     sample_steps_option,
     seed_option,
@@ -49,7 +52,6 @@ from profiling.compare import verdict_matrix
 from profiling.conventions import COUNTING_CONVENTIONS, DEFAULT_CONVENTIONS
 from profiling.counter import UnknownNeuronError, UnsupportedOpError
 from profiling.energy import COST_PRESETS, MEMORY_MODELS
-from profiling.meters import METER_KINDS
 from profiling.study import EVALUATIONS, StudyInputError, run_study, short_labels, study_inputs
 from reports import terminal
 from reports.page import build_page
@@ -82,10 +84,9 @@ def compare_cmd(
     measure: bool = typer.Option(False, "--measure", help="Also measure the energy of sampling (see --meter)."),
     device: str | None = device_option("the models run on for --measure (counting and the sample grids run on "
                                        "the CPU)"),
-    meter: str = typer.Option("auto", "--meter", help="Meter for --measure: auto (NVML on a GPU, RAPL on the "
-                              "CPU), nvml, or cpu (RAPL: CPU packages only)."),
+    meter: str = meter_option(),
     min_window_s: float = typer.Option(1.0, "--min-window-s", min=0.0, help="Shortest measured window."),
-    idle_s: float = typer.Option(5.0, "--idle-s", min=0.0, help="Seconds of idle-power measurement."),
+    idle_s: float = idle_s_option(),
     out: Path = typer.Option(Path("out/compare"), "--out", help="Directory for report.html, comparison.json, CSVs."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing report in --out (and --json)."),
     json_path: Path | None = typer.Option(
@@ -110,8 +111,7 @@ def compare_cmd(
         check_number("--samples", samples, 0, MAX_IMAGES)
         check_number("--min-window-s", min_window_s, 0, 3600)
         check_number("--idle-s", idle_s, 0, 3600)
-        if meter not in METER_KINDS:
-            fail(f"--meter {meter!r}: valid meters are {', '.join(METER_KINDS)}")
+        check_meter(meter)
         check_outputs_or_fail({"--json": json_path}, overwrite, stdout_ok=("--json",))
         try:
             claim_report_dir(held, out, overwrite, json_path)  # held until the report is written

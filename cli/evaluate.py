@@ -13,6 +13,7 @@ from safetensors import SafetensorError, safe_open
 from cli.common import (
     DATA_ERROR,
     MAX_IMAGES,
+    MEASURE_PANEL,
     OUTPUT_PANEL,
     WORKLOAD_PANEL,
     SditCommand,
@@ -29,15 +30,19 @@ from cli.common import (
 )
 from cli.options import (
     batch_size_option,
+    check_meter,
     device_from_option,
     device_option,
     eta_option,
+    idle_s_option,
+    meter_option,
     method_option,
     sample_steps_option,
     seed_option,
     workload_from_options,
 )
 from cli.ranks import open_shards, process_group, rank_output
+from profiling.measure import RankWindow, gather_rank_measurements
 from sdit.artifacts import is_stdout, save_tensors, write_json
 from sdit.checkpoint import git_revision
 from sdit.data import DATASETS, DatasetError
@@ -88,7 +93,25 @@ def format_report(record: dict[str, Any]) -> list[str]:
     if record["sampling_seconds"] is not None:
         lines.append(f"sampling took {record['sampling_seconds']:.1f} s "
                      f"({1e3 * record['sampling_seconds'] / record['num_samples']:.1f} ms per image)")
+    if record.get("measured") is not None:
+        lines.append(measured_line(record["measured"]))
     return lines
+
+
+def measured_line(measured: dict[str, Any]) -> str:
+    """The one line of a run's measured energy (:func:`profiling.measure.combine_rank_readings`), or why none."""
+    if not measured["available"]:
+        return f"measured energy unavailable: {measured['reason']}"
+    meters = "; ".join(measured["meters"])
+    above = measured["energy_above_idle_j_per_image"]
+    above_text = f", {above:.4g} J above idle" if above is not None else ""
+    reused = measured["images_reused"]
+    reused_text = f"; {reused} images reused from --shards, not measured" if reused else ""
+    processes = measured["processes"]
+    return (f"measured energy: {measured['energy_j_per_image']:.4g} J per image{above_text} "
+            f"({measured['energy_j']:.4g} J over {measured['images_sampled']} images sampled by {processes} "
+            f"process{'es' if processes > 1 else ''}, each in its own sampling window: not the feature pass"
+            f"{reused_text}; {meters})")
 
 
 def _load_samples(path: Path, num: int | None) -> tuple[torch.Tensor, dict[str, Any], str]:
@@ -179,6 +202,10 @@ def evaluate_cmd(
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace --json (and --save-samples) if they exist."),
     compile_: bool = typer.Option(False, "--compile", help="Sample through torch.compile (compiles first)."),
     device: str | None = device_option("for sampling and features"),
+    measure: bool = typer.Option(False, "--measure", help="Also measure the energy of sampling: each process its "
+                                 "own sampling window, summed (see --meter; docs/distributed.md)."),
+    meter: str = meter_option(),
+    idle_s: float = idle_s_option(),
     quiet: bool = quiet_option(),
     progress: bool | None = progress_option("sampling and feature extraction"),
 ) -> None:
@@ -192,14 +219,15 @@ def evaluate_cmd(
     with command_output(quiet, progress):
         _evaluate(target, num, method, sample_steps, eta, seed, features, dataset, split, data_dir, ref_num, classifier,
                   inception_weights, batch_size, kid_subsets, nearest_k, no_cache, samples_path, save_samples, shards,
-                  json_path, overwrite, compile_, device)
+                  json_path, overwrite, compile_, device, (meter, idle_s) if measure else None)
 
 
 def _evaluate(target: str | None, num: int | None, method: str, sample_steps: int | None, eta: float | None,
               seed: int, features: str, dataset: str, split: str, data_dir: Path | None, ref_num: int | None,
               classifier: Path | None, inception_weights: Path | None, batch_size: int, kid_subsets: int | None,
               nearest_k: int | None, no_cache: bool, samples_path: Path | None, save_samples: Path | None,
-              shards: Path | None, json_path: Path | None, overwrite: bool, compile_: bool, device: str | None) -> None:
+              shards: Path | None, json_path: Path | None, overwrite: bool, compile_: bool, device: str | None,
+              measuring: tuple[str, float] | None) -> None:
     workload = workload_from_options(method, sample_steps, eta, None, batch_size, seed, forward=False)
     classifier = DEFAULT_CLASSIFIER if classifier is None else classifier
     if split not in ("test", "train"):
@@ -211,6 +239,11 @@ def _evaluate(target: str | None, num: int | None, method: str, sample_steps: in
         fail("give a TARGET to sample or --samples FILE, not both" if target else "missing TARGET (or --samples)")
     if shards is not None and samples_path is not None:
         fail("--shards keeps sampling batches; --samples draws none")
+    if measuring is not None:
+        if samples_path is not None:
+            fail("--measure measures sampling; --samples draws none")
+        check_meter(measuring[0])
+        check_number("--idle-s", measuring[1], 0, 3600)
     check_number("--num", num, 2, MAX_IMAGES)
     check_outputs_or_fail({"--json": json_path, "--save-samples": save_samples}, overwrite, stdout_ok=("--json",))
     device = device_from_option(device)
@@ -236,13 +269,15 @@ def _evaluate(target: str | None, num: int | None, method: str, sample_steps: in
         fail(f"--ref-num: {err}")
     with process_group(device) as ctx:
         _run(ctx, target, num, workload, kinds, dataset, classifier, inception_weights, reference, kid_subsets,
-             nearest_k, no_cache, given, samples_path, save_samples, shards, json_path, overwrite, compile_, to_stderr)
+             nearest_k, no_cache, given, samples_path, save_samples, shards, json_path, overwrite, compile_, to_stderr,
+             measuring)
 
 
 def _run(ctx: DistContext, target: str | None, num: int, workload: Workload, kinds: list[str], dataset: str,
          classifier: Path, inception_weights: Path | None, reference: Any, kid_subsets: int, nearest_k: int,
          no_cache: bool, given: Any, samples_path: Path | None, save_samples: Path | None, shards: Path | None,
-         json_path: Path | None, overwrite: bool, compile_: bool, to_stderr: bool) -> None:
+         json_path: Path | None, overwrite: bool, compile_: bool, to_stderr: bool,
+         measuring: tuple[str, float] | None) -> None:
     device = ctx.device
     try:
         networks = [load_features(kind, classifier if kind == "domain" else inception_weights, device)
@@ -269,8 +304,16 @@ def _run(ctx: DistContext, target: str | None, num: int, workload: Workload, kin
             model = loaded.model.to(device)
             store = open_shards(ctx, shards, model, loaded.description, workload, loaded.source == "preset")
             net = torch.compile(model) if compile_ else model
-            out, samples = evaluate(net, networks, reference, num, workload, kid_subsets=kid_subsets,
-                                    nearest_k=nearest_k, use_cache=not no_cache, device=device, ctx=ctx, store=store)
+            window = None if measuring is None else _rank_window(ctx, *measuring)
+            try:
+                out, samples = evaluate(net, networks, reference, num, workload, kid_subsets=kid_subsets,
+                                        nearest_k=nearest_k, use_cache=not no_cache, device=device, ctx=ctx,
+                                        store=store, window=window)
+            finally:
+                if window is not None and window.meter is not None:
+                    window.meter.close()
+            if window is not None:
+                out["measured"] = gather_rank_measurements(ctx, window, measuring[0], num)
             out = {"target": target, "model": loaded.description, "weights_sha256": loaded.weights_sha256, **out}
             if save_samples is not None and ctx.is_main:
                 meta = {"source": loaded.description, **{k: str(v) for k, v in out["sampler"].items()}}
@@ -281,6 +324,7 @@ def _run(ctx: DistContext, target: str | None, num: int, workload: Workload, kin
         fail(str(err))
     if not ctx.is_main:
         return
+    out.setdefault("measured", None)
     record_ = {**out, "git_revision": git_revision()}
     for line in format_report(record_):
         echo(line, err=to_stderr)
@@ -299,7 +343,20 @@ PANELS = {WORKLOAD_PANEL: ("--num", "--compile"),
           "Reference and features": ("--features", "--dataset", "--split", "--data-dir", "--ref-num", "--classifier",
                                      "--inception-weights", "--no-cache"),
           "Metrics": ("--kid-subsets", "--nearest-k"),
+          MEASURE_PANEL: ("--measure", "--meter", "--idle-s"),
           OUTPUT_PANEL: ("--save-samples", "--shards", "--json", "--overwrite")}
+
+
+def _rank_window(ctx: DistContext, meter_kind: str, idle_s: float) -> RankWindow:
+    """This rank's measured sampling window on its device; a meter that cannot be made gives a window that says
+    why (the sampling goes on)."""
+    from profiling import meters
+
+    try:
+        meter = meters.make_meter(ctx.device, kind=meter_kind)
+    except meters.MeterError as err:
+        return RankWindow(None, rank=ctx.rank, device=str(ctx.device), reason=str(err))
+    return RankWindow(meter, rank=ctx.rank, device=str(ctx.device), idle_s=idle_s)
 
 
 def register(app: typer.Typer) -> None:

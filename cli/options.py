@@ -123,6 +123,25 @@ def workload_from_options(method: str, sample_steps: int | None, eta: float | No
         fail(f"--method {method} --sample-steps {steps}: {err}")
 
 
+def meter_option() -> Any:
+    """``--meter``: the meter ``--measure`` reads (:data:`profiling.meters.METER_KINDS`; see :func:`check_meter`)."""
+    return typer.Option("auto", "--meter", help="Meter for --measure: auto (NVML on a GPU, RAPL on the CPU), nvml, "
+                        "or cpu (RAPL: CPU packages only).")
+
+
+def idle_s_option() -> Any:
+    return typer.Option(5.0, "--idle-s", min=0.0, help="Seconds of idle-power measurement.")
+
+
+def check_meter(meter: str) -> str:
+    """The ``--meter`` value, or exit 2 with one line naming the valid ones."""
+    from profiling.meters import METER_KINDS
+
+    if meter not in METER_KINDS:
+        fail(f"--meter {meter!r}: valid meters are {', '.join(METER_KINDS)}")
+    return meter
+
+
 def label_option() -> Any:
     """``--label NAME``: a target's short name in the report and the terminal, one per target, in order."""
     return typer.Option([], "--label", metavar="NAME", show_default=False,

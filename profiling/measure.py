@@ -6,13 +6,18 @@ short window times it, and the repeat count grows until a window is long
 enough. Idle power is read first, in a quiet window, and reported beside the
 energy; "above idle" numbers subtract ``idle_power_w * time_s``.
 
+Under ``torchrun`` each rank measures its own sampling window (:class:`RankWindow`) and rank 0 adds
+the ranks' readings up (:func:`gather_rank_measurements`, :func:`combine_rank_readings`).
+
 These functions return data; nothing here prints or writes files.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+import socket
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
@@ -20,12 +25,17 @@ import torch
 from torch import Tensor, nn
 
 from profiling.meters import Measurement, MeterError, PowerMeter
+from sdit import distributed
 from sdit.diffusion import Diffusion, run_steps
 from sdit.workload import Workload
 
 __all__ = [
+    "RANK_WINDOW",
+    "RankWindow",
     "TrainStepEnergy",
     "WorkloadEnergy",
+    "combine_rank_readings",
+    "gather_rank_measurements",
     "measure_repeated",
     "measure_train_step",
     "measure_workload",
@@ -254,6 +264,143 @@ def measure_train_step(
         time_s_per_step=m.time_s / m.repeats,
         measurement=m,
     )
+
+
+RANK_WINDOW = ("each rank's own sampling: drawing its batches and saving them to --shards; not loading the model, "
+               "the idle reading, batches reused from --shards, the exchange of samples between ranks, the feature "
+               "and metric passes, nor a rank's draw while it waits for the others")
+
+
+class RankWindow:
+    """One rank's measured window around its own sampling; ``window`` of :func:`sdit.sharding.draw_set`.
+
+    Called with the number of images the rank will draw, it returns the context that holds the drawing:
+    the idle reading first (``idle_s`` > 0 and none yet), then one window of ``meter``. A rank that draws
+    nothing opens no window. A meter that cannot read, or fails, does not stop the sampling: its reason
+    is kept and :meth:`reading` reports it.
+
+    Args:
+        meter: This rank's meter (``None`` with ``reason``: none could be made).
+        rank: This rank's index.
+        device: The device it samples on.
+        idle_s: Seconds of the idle reading before the window (0: none; no above-idle figures).
+        reason: Why there is no meter.
+    """
+
+    def __init__(self, meter: PowerMeter | None, *, rank: int = 0, device: str = "cpu", idle_s: float = 0.0,
+                 reason: str | None = None, name: str = "sampling") -> None:
+        self.meter = meter
+        self.rank = rank
+        self.device = device
+        self.idle_s = idle_s
+        self.name = name
+        self.reason = reason or ("no meter" if meter is None else meter.reason)
+        self.description = None if meter is None or not meter.available else meter.description  # read after close
+        self.images = 0
+        self.measurement: Measurement | None = None
+
+    def __call__(self, images: int) -> AbstractContextManager[None]:
+        self.images = images
+        return self._window()
+
+    @contextmanager
+    def _window(self) -> Iterator[None]:
+        meter = self.meter
+        if self.images == 0 or self.reason is not None or meter is None:
+            yield
+            return
+        try:
+            if self.idle_s > 0 and meter.idle_power_w is None:
+                meter.measure_idle_power_w(self.idle_s)
+            meter.begin_window(self.name)
+        except MeterError as err:
+            self.reason = str(err)
+            yield
+            return
+        try:
+            yield
+        except BaseException:
+            try:
+                meter.cancel_window(self.name)
+            except MeterError:
+                pass  # the sampling's own error is the one to see
+            raise
+        try:
+            self.measurement = meter.end_window(self.name)
+        except MeterError as err:
+            self.reason = f"measurement failed: {err}"
+
+    def reading(self) -> dict[str, Any]:
+        """This rank's reading, JSON-ready: rank, host, device, meter, images drawn, and either ``reason``
+        or the window's ``time_s``, ``energy_j``, ``idle_power_w``, ``energy_above_idle_j`` and ``method``
+        (a rank that drew nothing: 0 J over 0 s, no window)."""
+        out: dict[str, Any] = {
+            "rank": self.rank, "host": socket.gethostname(), "device": self.device,
+            "meter": self.description,
+            "images": self.images,
+        }
+        if self.reason is not None:
+            return {**out, "reason": self.reason}
+        m = self.measurement
+        if m is None:  # drew nothing
+            return {**out, "method": None, "time_s": 0.0, "energy_j": 0.0, "idle_power_w": None,
+                    "energy_above_idle_j": 0.0}
+        return {**out, "method": m.method, "time_s": m.time_s, "energy_j": m.energy_j,
+                "idle_power_w": m.idle_power_w, "energy_above_idle_j": m.energy_above_idle_j}
+
+
+def combine_rank_readings(readings: list[dict[str, Any]], meter_kind: str, num_images: int) -> dict[str, Any]:
+    """The measured block of a run whose ranks read ``readings`` (:meth:`RankWindow.reading`, in rank order).
+
+    The sum and the energy per image are reported only when every rank read and no two ranks that drew
+    images read the same meter (same host, same meter description: the CPU packages' RAPL counter of one
+    host, or one GPU): their windows overlap, so each reading holds the others' work and the sum would
+    count it more than once. Otherwise ``available`` is false and ``reason`` names the ranks and why; the
+    per-rank readings stay. Reused images (``num_images`` less those drawn) are not in the per-image figure.
+    """
+    sampled = sum(r["images"] for r in readings)
+    out: dict[str, Any] = {
+        "available": False, "reason": None, "meter_kind": meter_kind, "window": RANK_WINDOW,
+        "units": {"energy": "J", "time": "s", "power": "W", "per_image": "J per image sampled in the windows"},
+        "meters": list(dict.fromkeys(r["meter"] for r in readings if r["meter"])),
+        "processes": len(readings), "images_sampled": sampled, "images_reused": num_images - sampled,
+        "ranks": readings,
+    }
+    failed = [r for r in readings if r.get("reason") is not None]
+    shared: dict[tuple[str, str], list[int]] = {}
+    for r in readings:
+        if r.get("reason") is None and r["images"] > 0:
+            shared.setdefault((r["host"], r["meter"]), []).append(r["rank"])
+    overlap = {key: ranks for key, ranks in shared.items() if len(ranks) > 1}
+    if failed:
+        out["reason"] = "; ".join(f"rank {r['rank']}: {r['reason']}" for r in failed)
+    elif overlap:
+        (host, meter), ranks = next(iter(overlap.items()))
+        out["reason"] = (f"ranks {', '.join(map(str, ranks))} read one meter on host {host} ({meter}): each "
+                         "reading holds the other ranks' work, so their sum would count it more than once; "
+                         "measure with one process per host (CPU) or per GPU")
+    elif sampled == 0:
+        out["reason"] = "nothing was sampled: every batch was taken from --shards"
+    if out["reason"] is not None:
+        return out
+    energy_j = sum(r["energy_j"] for r in readings)
+    above = [r["energy_above_idle_j"] for r in readings if r["images"] > 0]
+    above_j = None if any(a is None for a in above) else sum(r["energy_above_idle_j"] for r in readings)
+    return {
+        **out, "available": True, "energy_j": energy_j, "energy_above_idle_j": above_j,
+        "energy_j_per_image": energy_j / sampled,
+        "energy_above_idle_j_per_image": None if above_j is None else above_j / sampled,
+        "rank_seconds": sum(r["time_s"] for r in readings),
+        "longest_window_s": max(r["time_s"] for r in readings),
+    }
+
+
+def gather_rank_measurements(ctx: distributed.DistContext, window: RankWindow, meter_kind: str,
+                             num_images: int) -> dict[str, Any] | None:
+    """Every rank's reading of ``window`` gathered (the run's process group) and combined on rank 0
+    (:func:`combine_rank_readings`); ``None`` on the other ranks. Every rank must call it."""
+    readings = distributed.all_gather_objects(ctx, window.reading())
+    return combine_rank_readings(readings, meter_kind, num_images) if ctx.is_main else None
 
 
 def _idle_power_w(meter: PowerMeter, idle_s: float) -> float:

@@ -14,7 +14,8 @@ again, by any number of ranks.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -135,7 +136,8 @@ def draw_batch(model: nn.Module, workload: Workload, span: range, device: torch.
 
 def draw_set(model: nn.Module, num: int, workload: Workload, device: torch.device | str = "cpu",
              ctx: distributed.DistContext | None = None, store: ShardStore | None = None,
-             labels: Tensor | None = None) -> tuple[Tensor, int]:
+             labels: Tensor | None = None,
+             window: Callable[[int], AbstractContextManager[object]] | None = None) -> tuple[Tensor, int]:
     """The ``num`` images of the set (N, C, H, W) on every rank, in index order, and how many batches were
     taken from ``store`` instead of drawn (summed over ranks).
 
@@ -144,25 +146,31 @@ def draw_set(model: nn.Module, num: int, workload: Workload, device: torch.devic
 
     Args:
         labels: (N,) classes of a class-conditional model's images (default: :func:`set_labels`).
+        window: Called on each rank with the number of images that rank will draw (its batches not taken
+            from ``store``); the context it returns holds that rank's drawing (and saving) and nothing else:
+            not reading ``store``, not the exchange between ranks. A power meter's window goes here.
     """
     ctx = ctx or distributed.DistContext()
     labels = set_labels(model, num, workload.seed, labels)
     spans = batches(num, workload.batch_size)
     mine = rank_batches(spans, ctx.rank, ctx.world_size)
     done: dict[int, Tensor] = {}
-    reused = 0
+    for span in mine if store is not None else ():
+        images = store.load(span)
+        if images is not None:
+            done[span.start] = images
+    reused = len(done)
+    todo = [span for span in mine if span.start not in done]
     with progress.task(f"sampling {sum(map(len, mine))} images, batches of {workload.batch_size}",
                        sum(map(len, mine))) as images_done:
-        for span in mine:
-            images = store.load(span) if store is not None else None
-            if images is None:
+        images_done(sum(map(len, done.values())))
+        with window(sum(map(len, todo))) if window is not None else nullcontext():
+            for span in todo:
                 images = draw_batch(model, workload, span, device, labels)
                 if store is not None:
                     store.save(span, images)
-            else:
-                reused += 1
-            done[span.start] = images
-            images_done(sum(map(len, done.values())))
+                done[span.start] = images
+                images_done(sum(map(len, done.values())))
     gathered = distributed.all_gather_objects(ctx, (done, reused))
     everything = {start: images for part, _ in gathered for start, images in part.items()}
     return torch.cat([everything[span.start] for span in spans]), sum(count for _, count in gathered)

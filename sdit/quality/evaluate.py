@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import hashlib
 import time
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from typing import Any
 
 import numpy as np
@@ -169,10 +171,11 @@ def sampler_record(workload: Workload) -> dict[str, Any]:
 def evaluate(model: nn.Module, networks: list[FeatureNetwork], reference: ReferenceSet, num: int, workload: Workload,
              kid_subsets: int = 10, nearest_k: int = 5, use_cache: bool = True,
              device: torch.device | str = "cpu", ctx: distributed.DistContext | None = None,
-             store: ShardStore | None = None) -> tuple[dict[str, Any], Tensor]:
+             store: ShardStore | None = None,
+             window: Callable[[int], AbstractContextManager[object]] | None = None) -> tuple[dict[str, Any], Tensor]:
     """Sample ``num`` images of ``workload`` (:func:`sdit.sharding.draw_set`: per-image noise, batches shared
-    among the ranks of ``ctx``, kept in ``store``) and :func:`measure` them with each network; the KID and
-    PRDC subsets are drawn with the workload's seed.
+    among the ranks of ``ctx``, kept in ``store``, each rank's drawing inside ``window``) and :func:`measure`
+    them with each network; the KID and PRDC subsets are drawn with the workload's seed.
 
     Returns:
         A JSON-ready record (format, N, sampler, reference set, per-network results, units, sampling
@@ -191,7 +194,7 @@ def evaluate(model: nn.Module, networks: list[FeatureNetwork], reference: Refere
         raise ValueError(f"{workload.label()} draws no images; evaluate a sampling workload")
     model.eval()
     start = time.perf_counter()
-    samples, reused = draw_set(model, num, workload, device, ctx, store)
+    samples, reused = draw_set(model, num, workload, device, ctx, store, window=window)
     sampling_s = time.perf_counter() - start
     results = measure(samples, networks, reference, kid_subsets, nearest_k, workload.seed, use_cache, ctx)
     out = record(samples, sampler_record(workload), reference, results, sampling_s)

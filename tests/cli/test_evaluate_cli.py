@@ -57,6 +57,7 @@ def test_evaluate_writes_the_record_and_prints_units(tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
     record = json.loads(out.read_text())
     assert record["num_samples"] == 20
+    assert record["measured"] is None  # no --measure
     assert record["sampler"] == {"method": "ddim", "steps": 2, "eta": 1.0, "seed": 3, "batch_size": 8,
                                  "noise": "per image", "description": "ddim, 2 steps, eta 1"}
     ref = record["reference"]
@@ -210,3 +211,54 @@ def test_evaluate_refuses_non_finite_samples_and_warns_of_values_outside_the_ran
         warnings = json.loads(out.read_text())["warnings"]
         assert len(warnings) == 2 and warnings[1].startswith("the samples are no images in [-1, 1]: values from")
         assert f"warning: {warnings[1]}" in result.stdout
+
+
+MEASURED = ["evaluate", "dit-tiny", "--num", "6", "--sample-steps", "1", "--ref-num", "8", "--kid-subsets", "2",
+            "--nearest-k", "3", "--batch-size", "3", "--measure", "--idle-s", "0.5"]
+
+
+def test_evaluate_measure_writes_the_ranks_readings_their_sum_and_energy_per_image(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import profiling.meters
+    from tests.sdit.fake_meter import fake_make_meter
+
+    monkeypatch.setattr(profiling.meters, "make_meter", fake_make_meter)
+    monkeypatch.delenv("RANK", raising=False)
+    out = tmp_path / "m.json"
+    result = runner.invoke(app, [*MEASURED, "--json", str(out)])
+    assert result.exit_code == 0, result.output
+    m = json.loads(out.read_text())["measured"]
+    assert m["available"] and (m["processes"], m["images_sampled"], m["images_reused"]) == (1, 6, 0)
+    assert [r["energy_j"] for r in m["ranks"]] == [10.0] and m["energy_j"] == 10.0  # tests/sdit/fake_meter.py
+    assert m["energy_j_per_image"] == 10.0 / 6 and m["energy_above_idle_j_per_image"] == (10.0 - 1.0 * 2.0) / 6
+    assert m["meters"] == ["fake meter of rank 0 (tests)"] and m["meter_kind"] == "auto"
+    assert "not loading the model" in m["window"] and "feature" in m["window"]
+    assert ("measured energy: 1.667 J per image, 1.333 J above idle (10 J over 6 images sampled by 1 process, "
+            "each in its own sampling window: not the feature pass; fake meter of rank 0 (tests))") in result.stdout
+
+
+def test_evaluate_measure_without_a_meter_says_why_and_still_writes_the_fid(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import profiling.meters
+    from profiling.meters import NullMeter
+
+    monkeypatch.setattr(profiling.meters, "make_meter", lambda device, kind: NullMeter(f"no {kind} sensor here"))
+    out = tmp_path / "m.json"
+    result = runner.invoke(app, [*MEASURED, "--meter", "cpu", "--json", str(out)])
+    assert result.exit_code == 0, result.output
+    record = json.loads(out.read_text())
+    assert record["measured"]["reason"] == "rank 0: no cpu sensor here" and not record["measured"]["available"]
+    assert "energy_j_per_image" not in record["measured"]
+    assert record["results"]["domain"]["fid"] >= 0
+    assert "measured energy unavailable: rank 0: no cpu sensor here" in result.stdout
+
+
+def test_evaluate_measure_refuses_samples_files_and_unknown_meters(tmp_path: Path) -> None:
+    samples = tmp_path / "s.safetensors"
+    save_tensors({"samples": torch.zeros(4, 1, 28, 28)}, samples)
+    for args, message in ((["evaluate", "--samples", str(samples), "--measure"], "--measure measures sampling; "
+                           "--samples draws none"),
+                          (["evaluate", "dit-tiny", "--measure", "--meter", "rapl"], "--meter 'rapl': valid meters "
+                           "are auto, nvml, cpu")):
+        result = runner.invoke(app, args)
+        assert result.exit_code == 2 and message in result.output, result.output

@@ -1,4 +1,5 @@
-"""Measured workloads over the real NvmlMeter and a fake NVML: minimum window, joules per image."""
+"""Measured workloads over the real NvmlMeter and a fake NVML: minimum window, joules per image; a rank's
+sampling window and the sum of the ranks' readings."""
 
 from __future__ import annotations
 
@@ -9,7 +10,13 @@ import pytest
 import torch
 from torch import Tensor, nn
 
-from profiling.measure import measure_repeated, measure_train_step, measure_workload
+from profiling.measure import (
+    RankWindow,
+    combine_rank_readings,
+    measure_repeated,
+    measure_train_step,
+    measure_workload,
+)
 from profiling.meters import MeterError, MeterUnavailable, NullMeter, NvmlMeter
 from profiling.workloads import profile_workload
 from sdit.diffusion import Diffusion, sample
@@ -170,3 +177,74 @@ def test_the_meter_runs_what_sample_draws_and_the_counter_counts(meter: NvmlMete
         assert len(seen) == len(first), name
         for args, expected in zip(seen, first, strict=True):
             assert all(torch.equal(a, b) for a, b in zip(args, expected, strict=True)), name
+
+
+def test_a_rank_window_reads_the_drawing_alone_after_its_idle_reading(meter: NvmlMeter, gpu: FakeGpu) -> None:
+    window = RankWindow(meter, rank=1, device="cuda:1", idle_s=2.0)
+    gpu.run(3.0, 300.0)  # before the window (loading, reused batches): not in it
+    with window(12):
+        gpu.run(1.5, 250.0)
+    gpu.run(4.0, 300.0)  # after it (the exchange, the features): not in it
+    r = window.reading()
+    assert (r["rank"], r["device"], r["images"], r["method"]) == (1, "cuda:1", 12, "counter")
+    assert (r["time_s"], r["energy_j"], r["idle_power_w"]) == (1.5, 375.0, 50.0)
+    assert r["energy_above_idle_j"] == 375.0 - 50.0 * 1.5
+    assert r["meter"] == meter.description and "reason" not in r
+
+
+def test_a_rank_window_keeps_why_it_read_nothing_and_lets_the_sampling_finish(
+        meter: NvmlMeter, nvml: FakeNvml, gpu: FakeGpu) -> None:
+    none = RankWindow(NullMeter("no sensor here"))
+    with none(4):
+        drawn = True
+    assert drawn and none.reading()["reason"] == "no sensor here" and none.reading()["meter"] is None
+    broken = RankWindow(meter)
+    with broken(4):
+        gpu.run(1.0, 100.0)
+        nvml.lose_gpu()
+    assert broken.reading()["reason"].startswith("measurement failed: GPU 0 is lost")
+    idle = RankWindow(meter)  # a rank whose batches were all reused opens no window
+    with idle(0):
+        pass
+    assert {k: idle.reading()[k] for k in ("images", "time_s", "energy_j")} == {"images": 0, "time_s": 0.0,
+                                                                                "energy_j": 0.0}
+
+
+def _reading(rank: int, images: int, energy_j: float, time_s: float, host: str = "h", meter: str | None = None,
+             **extra: object) -> dict:
+    return {"rank": rank, "host": host, "device": "cpu", "meter": meter or f"meter {rank}", "images": images,
+            "method": "counter", "time_s": time_s, "energy_j": energy_j, "idle_power_w": 1.0,
+            "energy_above_idle_j": energy_j - time_s, **extra}
+
+
+def test_rank_readings_add_up_and_reused_images_are_not_counted() -> None:
+    readings = [_reading(0, 4, 10.0, 2.0), _reading(1, 8, 20.5, 4.0), _reading(2, 0, 0.0, 0.0)]
+    m = combine_rank_readings(readings, "nvml", num_images=16)
+    assert m["available"] and m["reason"] is None and m["ranks"] == readings
+    assert (m["energy_j"], m["energy_above_idle_j"], m["rank_seconds"], m["longest_window_s"]) == (30.5, 24.5, 6.0, 4.0)
+    assert (m["images_sampled"], m["images_reused"]) == (12, 4)
+    assert m["energy_j_per_image"] == 30.5 / 12 and m["energy_above_idle_j_per_image"] == 24.5 / 12
+    assert m["meters"] == ["meter 0", "meter 1", "meter 2"] and m["units"]["energy"] == "J"
+    assert json.loads(json.dumps(m)) == m
+
+
+def test_one_rank_that_cannot_read_makes_the_whole_measurement_unavailable() -> None:
+    readings = [_reading(0, 8, 10.0, 2.0), {**_reading(1, 8, 0, 0), "reason": "no permission to read X"}]
+    m = combine_rank_readings(readings, "cpu", num_images=16)
+    assert not m["available"] and m["reason"] == "rank 1: no permission to read X"
+    assert "energy_j" not in m and "energy_j_per_image" not in m  # never a partial sum
+    assert m["ranks"] == readings
+
+
+def test_ranks_that_read_one_meter_on_one_host_are_not_summed() -> None:
+    rapl = "RAPL package energy counter (package-0): CPU packages only, no DRAM or GPU"
+    readings = [_reading(0, 8, 10.0, 2.0, meter=rapl), _reading(1, 8, 11.0, 2.0, meter=rapl)]
+    m = combine_rank_readings(readings, "cpu", num_images=16)
+    assert not m["available"] and "energy_j" not in m
+    assert m["reason"].startswith(f"ranks 0, 1 read one meter on host h ({rapl}): each reading holds the other")
+    other_hosts = [_reading(0, 8, 10.0, 2.0, meter=rapl), _reading(1, 8, 11.0, 2.0, host="h2", meter=rapl)]
+    assert combine_rank_readings(other_hosts, "cpu", num_images=16)["energy_j"] == 21.0
+    resumed = [_reading(0, 0, 0.0, 0.0, meter=rapl), _reading(1, 8, 11.0, 2.0, meter=rapl)]  # one window only
+    assert combine_rank_readings(resumed, "cpu", num_images=16)["energy_j"] == 11.0
+    nothing = combine_rank_readings([_reading(0, 0, 0.0, 0.0)], "cpu", num_images=16)
+    assert nothing["reason"] == "nothing was sampled: every batch was taken from --shards"

@@ -23,6 +23,7 @@ from sdit.workload import Workload
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
+FAKE_METER_SDIT = Path(__file__).parent / "sdit_fake_meter.py"  # sdit whose meter is tests/sdit/fake_meter.py's
 runner = CliRunner()
 
 
@@ -102,6 +103,13 @@ EVALUATE = ["--sample-steps", "2", "--eta", "1", "--batch-size", "4", "--ref-num
 
 def test_two_torchrun_processes_give_the_single_process_set_and_resume_a_killed_run(
         tiny_run: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """... and measure: each process its own sampling window (the fake meter of tests/sdit/fake_meter.py, which
+    torchrun's processes get through tests/sdit/sdit_fake_meter.py), summed on rank 0 over the images drawn."""
+    import profiling.meters
+    from tests.sdit.fake_meter import IDLE_W, fake_make_meter, window_reading
+
+    monkeypatch.setattr(profiling.meters, "make_meter", fake_make_meter)
+    monkeypatch.delenv("RANK", raising=False)
     env = {**os.environ, "SDIT_CACHE": str(tmp_path / "cache"), "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
     monkeypatch.setenv("SDIT_CACHE", env["SDIT_CACHE"])
     one, one_samples = tmp_path / "one.json", tmp_path / "one.safetensors"
@@ -109,7 +117,7 @@ def test_two_torchrun_processes_give_the_single_process_set_and_resume_a_killed_
     torch.set_num_threads(1)  # as torchrun's processes (OMP_NUM_THREADS=1): kernels reduce in thread-count order
     try:
         result = runner.invoke(app, ["evaluate", str(tiny_run), "--num", "16", *EVALUATE, "--json", str(one),
-                                     "--save-samples", str(one_samples)])
+                                     "--save-samples", str(one_samples), "--measure", "--idle-s", "0.5"])
     finally:
         torch.set_num_threads(threads)
     assert result.exit_code == 0, result.output
@@ -127,12 +135,13 @@ def test_two_torchrun_processes_give_the_single_process_set_and_resume_a_killed_
     killed = runner.invoke(app, ["evaluate", str(tiny_run), "--num", "16", *EVALUATE, "--shards", str(shards)])
     assert killed.exit_code != 0 and saves == [range(0, 4)]
     assert sorted(p.name for p in shards.glob("samples-*")) == ["samples-00000-00004.safetensors"]
-    # Two processes, the documented command line, resume it.
+    # Two processes, the documented command line (sdit with the fake meter), resume it.
     two, two_samples = tmp_path / "two.json", tmp_path / "two.safetensors"
     done = subprocess.run(
-        [str(BIN / "torchrun"), "--standalone", "--nproc_per_node", "2", str(BIN / "sdit"), "evaluate", str(tiny_run),
-         "--num-images", "16", *EVALUATE, "--shards", str(shards), "--json", str(two), "--save-samples",
-         str(two_samples)], env=env, capture_output=True, text=True, timeout=240)
+        [str(BIN / "torchrun"), "--standalone", "--nproc_per_node", "2", str(FAKE_METER_SDIT),
+         "evaluate", str(tiny_run), "--num-images", "16", *EVALUATE, "--shards", str(shards), "--json", str(two),
+         "--save-samples", str(two_samples), "--measure", "--idle-s", "0.5"],
+        env=env, capture_output=True, text=True, timeout=240)
     assert done.returncode == 0, done.stderr[-3000:]
     assert "shards in" in done.stderr and "1 batches reused, 3 drawn" in done.stderr
     (x1, meta1), (x2, meta2) = _samples(one_samples), _samples(two_samples)
@@ -145,3 +154,15 @@ def test_two_torchrun_processes_give_the_single_process_set_and_resume_a_killed_
         assert b[key] == a[key], key
     assert sorted(p.name for p in shards.glob("samples-*")) == [f"samples-{s:05d}-{s + 4:05d}.safetensors"
                                                               for s in (0, 4, 8, 12)]
+    # Measured: rank 0 drew batch [8, 12) (it found [0, 4) in the shards), rank 1 [4, 8) and [12, 16).
+    m1, m2 = first["measured"], second["measured"]
+    assert m1["available"] and m2["available"] and sorted(m1) == sorted(m2)
+    assert [sorted(r) for r in m2["ranks"]] == [sorted(m1["ranks"][0])] * 2  # the single-process structure
+    assert [(r["rank"], r["images"]) for r in m2["ranks"]] == [(0, 4), (1, 8)]
+    assert (m2["images_sampled"], m2["images_reused"], m2["processes"]) == (12, 4, 2)
+    assert [(r["time_s"], r["energy_j"]) for r in m2["ranks"]] == [window_reading(0), window_reading(1)]
+    assert m2["energy_j"] == m2["ranks"][0]["energy_j"] + m2["ranks"][1]["energy_j"] == 30.0
+    assert m2["energy_j_per_image"] == 30.0 / 12  # the reused images are not counted
+    assert m2["energy_above_idle_j_per_image"] == (30.0 - IDLE_W * (2.0 + 4.0)) / 12
+    assert (m1["images_sampled"], m1["energy_j"], m1["energy_j_per_image"]) == (16, 10.0, 10.0 / 16)
+    assert "measured energy: 2.5 J per image" in done.stdout and "4 images reused from --shards" in done.stdout
