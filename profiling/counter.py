@@ -166,6 +166,7 @@ class LayerCounter:
         for name, m in modules:
             self._action[id(m)] = self._action_of(name, m)
         self._reuse = Reuse(lambda m: self._action.get(id(m)) == _NEURON)
+        self._replay_entries: list[tuple[tuple[int, str] | None, int]] = []  # per running replay: (entry, calls)
         self._stack: list[str] = []
         # Per running named module: (what its pre-hook did, a paused dispatch mode to resume or None).
         self._frames: list[tuple[int, contextlib.AbstractContextManager[Any] | None]] = []
@@ -176,7 +177,12 @@ class LayerCounter:
         self._spike_test = self._is_spike if self.has_neurons else _never
         # aten op -> (what, rule, written args, its name if it may carry spikes)
         self._plan: dict[Any, tuple[int, Any, tuple[int | str, ...], str | None]] = {}
-        self._last_neuron: str | None = None
+        # The spike graph: per tensor (by id, weakly held, like spike marks) its nearest upstream neuron on the
+        # data path, (call number, name): the latest-called neuron whose spikes reach it through any ops within
+        # the current model call. Dense MACs go to the source of their op's inputs (``upstream``).
+        self._sources: dict[int, tuple[weakref.ref, int, str]] = {}
+        self._calls = 0  # neuron calls so far: orders the sources
+        self._last_neuron: tuple[int, str] | None = None  # the latest neuron call (for a replayed module's output)
         self._steps: list[Step] = []
         self._current: dict[str, LayerTally] | None = None
         self._unsupported: dict[str, tuple[int, dict[str, None]]] = {}
@@ -234,6 +240,7 @@ class LayerCounter:
         self.end_step()
         self._current = {}
         self._last_neuron = None
+        self._sources.clear()  # a tensor made in an earlier call (the sampler's x_t) carries no source here
         self._steps.append((meta, self._current))
 
     def end_step(self) -> None:
@@ -259,8 +266,12 @@ class LayerCounter:
         if action == _REUSABLE:
             decision, recording = self._reuse.enter(module, args, kwargs, self._spike_test)
             action = _RECORD if decision == RECORD else _REPLAY if decision == REPLAY else _NAME
+            if decision == RECORD:
+                self._reuse.recorders[-1].start = self._calls
             if recording is not None:
-                self._replay(recording)
+                entry = self._source_of(_tensors(args, kwargs))
+                self._replay(recording, entry)
+                self._replay_entries.append((entry, self._calls))
                 self._replaying = 1
         # Neurons, modules counted whole and replays run with their own ops paused.
         self._frames.append((action, self._pause() if action in (_NEURON, _WHOLE, _REPLAY) else None))
@@ -284,6 +295,12 @@ class LayerCounter:
             elif action == _REPLAY:
                 self._replaying = 0
                 self._reuse.end_replay()
+                entry, calls = self._replay_entries.pop()
+                # its ops ran unseen: its outputs' source is the last neuron it ran, or else its inputs'
+                last = self._last_neuron if self._last_neuron is not None and self._last_neuron[0] >= calls else entry
+                if last is not None:
+                    for t in _tensors(out if isinstance(out, list | tuple) else (out,)):
+                        self._set_source(t, last)
             elif action == _NEURON:
                 self._count_neuron(self._stack[-1], module, out)  # while paused: its own ops go uncounted
             elif action == _WHOLE:
@@ -312,7 +329,10 @@ class LayerCounter:
         tally.spikes_per_step.append(per_step)  # the spikes column is their sum, taken in finish()
         tally.steps += per_step.shape[0]
         self._mark_spikes(train, name)
-        self._last_neuron = name
+        self._last_neuron = (self._calls, name)
+        self._calls += 1
+        for t in _tensors(out if isinstance(out, list | tuple) else (out,)):
+            self._set_source(t, self._last_neuron)
         for recording in self._reuse.recorders:
             recording.neuron(name)
 
@@ -325,20 +345,21 @@ class LayerCounter:
             tally = self._current[name] = LayerTally(kind=self.kinds.get(name, "?"))
         return tally
 
-    def _add(self, name: str, counts: Counts, dense: int = 0) -> None:
-        """Add one op's (or one module's) counts to layer ``name``; ``dense`` MACs go upstream."""
+    def _add(self, name: str, counts: Counts, dense: int = 0, source: tuple[int, str] | None = None) -> None:
+        """Add one op's (or one module's) counts to layer ``name``; ``dense`` MACs go to ``source``, the
+        nearest upstream neuron of the op's inputs."""
         tally = self._tally(name)
         tally.add(counts)
         if dense:
-            tally.upstream[self._last_neuron] += dense
+            tally.upstream[None if source is None else source[1]] += dense
         for recording in self._reuse.recorders:
-            recording.add(name, counts, dense)
+            recording.add(name, counts, dense, source)
 
-    def _replay(self, recording: Any) -> None:
+    def _replay(self, recording: Any, entry: tuple[int, str] | None) -> None:
         if self._current is None and recording.layers:  # a call that counted nothing opens no step
             self.begin_step()
         if self._current is not None:
-            self._reuse.replay(recording, self._current, self.kinds, self._last_neuron)
+            self._reuse.replay(recording, self._current, self.kinds, entry)
         for (op, name), times in recording.unsupported.items():
             self._note_unsupported(op, name, times)
 
@@ -348,6 +369,22 @@ class LayerCounter:
         self._unsupported[op] = (count + times, layers)
         for recording in self._reuse.recorders:
             recording.unsupported[(op, name)] = recording.unsupported.get((op, name), 0) + times
+
+    # ---- the spike graph ---------------------------------------------------------
+    def _source_of(self, tensors: list[Tensor]) -> tuple[int, str] | None:
+        """The nearest upstream neuron of ``tensors``: the latest-called source among them, or ``None``."""
+        best = None
+        sources = self._sources
+        for t in tensors:
+            entry = sources.get(id(t))
+            if entry is not None and entry[0]() is t and (best is None or entry[1] > best[0]):
+                best = (entry[1], entry[2])
+        return best
+
+    def _set_source(self, t: Tensor, source: tuple[int, str]) -> None:
+        key = id(t)
+        sources = self._sources
+        sources[key] = (weakref.ref(t, lambda _ref, key=key: sources.pop(key, None)), *source)
 
     # ---- spikes ------------------------------------------------------------------
     def _is_spike(self, x: Any) -> bool:
@@ -371,12 +408,13 @@ class LayerCounter:
         if plan is None:
             plan = self._plan[func] = _plan_of(func)
         what, rule, writes, carries = plan
+        source = self._source_of(_tensors(args, kwargs)) if self._sources else None
         if what == _RULE:
             counts = rule(args, kwargs, out, self._spike_test)
             if self._reuse.recorders and self._spikes:
                 self._check_spike_independent(rule, args, kwargs, out, counts)
             dense = counts.get("dense_macs", 0)
-            self._add(self._stack[-1] if self._stack else OUTSIDE, counts, int(dense) if dense else 0)
+            self._add(self._stack[-1] if self._stack else OUTSIDE, counts, int(dense) if dense else 0, source)
             if self.verify and func in SYNAPTIC_OPERANDS:
                 self._verify_operands(func, args)
         elif what == _VALUE_DEPENDENT:
@@ -385,6 +423,9 @@ class LayerCounter:
                 self._unsupported_op(func)
         elif what == _UNSUPPORTED:
             self._unsupported_op(func)
+        if source is not None:
+            for t in _tensors(out if isinstance(out, list | tuple) else (out,)):
+                self._set_source(t, source)
         if not self._spikes:
             return
         marks: list[Tensor] = []

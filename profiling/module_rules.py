@@ -105,11 +105,15 @@ def _neuron_holders(modules: Named, is_neuron: IsNeuron) -> set[str]:
 
 def spiking_blocks(model: nn.Module, is_neuron: IsNeuron, modules: Named | None = None) -> dict[str, str]:
     """Module name -> the spiking block holding it: its outermost ancestor-or-self below the root
-    that holds a neuron and is not a ModuleList / ModuleDict (those only group blocks)."""
+    that holds a neuron, is not a ModuleList / ModuleDict (those only group blocks) and does not hold
+    every neuron of the model (that is the model itself, or a wrapper of it: ``nn.Sequential(net)`` or a
+    user's time loop around ``net`` has the blocks of ``net``)."""
     named = list(model.named_modules()) if modules is None else modules
     by_name = dict(named)
+    neurons = [n for n, m in named if n and is_neuron(m)]
     holders = {n for n in _neuron_holders(named, is_neuron)
-               if not isinstance(by_name[n], nn.ModuleList | nn.ModuleDict)}
+               if not isinstance(by_name[n], nn.ModuleList | nn.ModuleDict)
+               and (n in neurons or not all(u == n or u.startswith(n + ".") for u in neurons))}
     out = {}
     for name in by_name:
         parts = name.split(".") if name else []
