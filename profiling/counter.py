@@ -55,11 +55,12 @@ from profiling.spikes import (
     SpikeCheck,
     SpikeDetectionError,
     binary_or_silent,
+    count_outputs,
     is_binary,
     propagation_of,
     spike_outputs,
 )
-from profiling.tally import LayerTally, Step, neuron_memory, resolve_steps, synaptic_memory
+from profiling.tally import LayerTally, Step, input_rate, neuron_memory, resolve_steps, synaptic_memory
 from sdit.models.lif import load_neuron_kernels_quietly
 
 ROOT = "(model)"
@@ -174,6 +175,7 @@ class LayerCounter:
         # Spike tensors by id, each with a weak reference whose callback drops the entry when the
         # tensor dies (so an id reused by a new tensor never reads as spikes).
         self._spikes: dict[int, weakref.ref] = {}
+        self._counts: dict[int, weakref.ref] = {}  # counts of spikes (profiling.spikes.count_outputs), likewise
         self._spike_test = self._is_spike if self.has_neurons else _never
         # aten op -> (what, rule, written args, its name if it may carry spikes)
         self._plan: dict[Any, tuple[int, Any, tuple[int | str, ...], str | None]] = {}
@@ -391,12 +393,28 @@ class LayerCounter:
         ref = self._spikes.get(id(x))
         return ref is not None and ref() is x
 
+    def _is_derived(self, x: Any) -> bool:
+        """Spikes, or counts of spikes."""
+        if self._is_spike(x):
+            return True
+        ref = self._counts.get(id(x))
+        return ref is not None and ref() is x
+
+    def _mark_counts(self, t: Tensor) -> None:
+        key = id(t)
+        self._spikes.pop(key, None)
+        counts = self._counts
+        ref = counts[key] = weakref.ref(t, lambda _ref, key=key: counts.pop(key, None))
+        for recording in self._reuse.recorders:  # kept past the call: a replay would not mark it
+            recording.spikes.append(ref)
+
     def _mark_spikes(self, t: Tensor, source: str) -> None:
         if self.verify:
             self.spike_check.checked += 1
             if not self._by_value(binary_or_silent, t):
                 self.spike_check.not_binary.append((self._stack[-1] if self._stack else OUTSIDE, source))
         key = id(t)
+        self._counts.pop(key, None)
         spikes = self._spikes
         ref = spikes[key] = weakref.ref(t, lambda _ref, key=key: spikes.pop(key, None))
         for recording in self._reuse.recorders:
@@ -417,6 +435,11 @@ class LayerCounter:
             self._add(self._stack[-1] if self._stack else OUTSIDE, counts, int(dense) if dense else 0, source)
             if self.verify and func in SYNAPTIC_OPERANDS:
                 self._verify_operands(func, args)
+            # the firing rate of a synaptic op's actual input (the spikformer convention reads it)
+            if dense and (self._spikes or self._counts) and func in SYNAPTIC_OPERANDS:
+                x = args[SYNAPTIC_OPERANDS[func][0]]
+                if self._is_derived(x):
+                    self._add(self._stack[-1] if self._stack else OUTSIDE, input_rate(x, int(dense)))
         elif what == _VALUE_DEPENDENT:
             self._reuse.taint()
             if op_base_name(func) not in FREE_OPS:
@@ -426,17 +449,23 @@ class LayerCounter:
         if source is not None:
             for t in _tensors(out if isinstance(out, list | tuple) else (out,)):
                 self._set_source(t, source)
-        if not self._spikes:
+        if not self._spikes and not self._counts:
             return
         marks: list[Tensor] = []
         if carries is not None:
             marks, noted = spike_outputs(carries, args, kwargs, out, self._is_spike, self._derivations)
             for recording in self._reuse.recorders:  # a sum or product kept past the call: not reused
                 recording.spikes.extend(noted)
+        derived: list[Tensor] = []
+        if carries is not None:
+            derived = [t for t in count_outputs(carries, args, kwargs, out, self._is_derived, self._derivations)
+                       if not any(t is m for m in marks)]
         if writes:  # after the rule, which saw the inputs as they were at the call
-            self._unmark_written(writes, args, kwargs, marks)
+            self._unmark_written(writes, args, kwargs, marks + derived)
         for t in marks:
             self._mark_spikes(t, str(func))
+        for t in derived:
+            self._mark_counts(t)
 
     def _unmark_written(self, writes: tuple[int | str, ...], args: Any, kwargs: Any, marks: list[Tensor]) -> None:
         """An op that writes into a spike tensor in place (``add_``, ``copy_``, an ``out=``) leaves real values
@@ -444,8 +473,9 @@ class LayerCounter:
         ``mul_`` of two spike tensors), whose output the caller marks again."""
         for where in writes:
             t = kwargs.get(where) if isinstance(where, str) else (args[where] if where < len(args) else None)
-            if isinstance(t, Tensor) and self._is_spike(t) and not any(t is m for m in marks):
+            if isinstance(t, Tensor) and self._is_derived(t) and not any(t is m for m in marks):
                 self._spikes.pop(id(t), None)
+                self._counts.pop(id(t), None)
                 self._reuse.taint()  # a replayed call would not repeat the unmarking
 
     # ---- checks by value ---------------------------------------------------------
