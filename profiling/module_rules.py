@@ -126,12 +126,7 @@ def spiking_blocks(model: nn.Module, is_neuron: IsNeuron, modules: Named | None 
 
 
 def spiking_block_members(modules: Named, is_neuron: IsNeuron) -> set[str]:
-    """Names of modules inside a spiking block: some ancestor below the root holds a neuron."""
-    holders = _neuron_holders(modules, is_neuron)
-    members = set()
-    for name, m in modules:
-        parts = name.split(".") if name else []
-        ancestors = {".".join(parts[:i]) for i in range(1, len(parts))}
-        if ancestors & holders or (name in holders and not is_neuron(m)):
-            members.add(name)
-    return members
+    """Names of modules inside a spiking block (:func:`spiking_blocks`), but for a neuron that is a block alone."""
+    by_name = dict(modules)
+    return {name for name, block in spiking_blocks(None, is_neuron, modules).items()
+            if name != block or not is_neuron(by_name[name])}
