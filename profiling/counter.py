@@ -17,6 +17,12 @@ which synchronises once (:mod:`profiling.tally`). ``spike_detection="verify"`` c
 value (one synchronisation per tensor checked). A module of no known class whose output is binary
 without being spikes is refused, checked once per class, as an undeclared neuron.
 
+The spike graph: every tensor remembers its nearest upstream neuron (the latest-called neuron whose spikes
+reach it through any ops in the model call), and a synaptic op's dense MACs go to that of its inputs (the
+``upstream`` records the conventions read); what the propagation rules make of spikes and of counts of
+spikes is marked as counts, and a synaptic op reading spikes or counts records its input's non-zero share
+(``input_rated_acs``: the spikformer convention's firing rate).
+
 Reuse (``reuse=True``, the default): a module called again with the input signature of an earlier
 call replays that call's recorded counts instead of being counted op by op, its neurons still
 counted at every call; :mod:`profiling.replay` says when a recording is never reused. For a module
