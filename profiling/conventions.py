@@ -8,24 +8,31 @@ sums over calls, so every convention gives energy per layer, per step and per im
 Nothing here imports torch.
 
 The conventions differ only for a spiking model; for an ANN (no neuron updates) every one
-of them is the strict count. Registered conventions (:data:`COUNTING_CONVENTIONS`):
+of them is the strict count. Each reads the spike graph the counter builds, never the order in which
+code runs or how modules nest: the **nearest upstream neuron** of an op (the ``upstream`` records) is
+the latest-called neuron whose spikes reach its inputs through any ops within the model call, so a net
+run multi-step, single-step in a user's time loop or wrapped in ``nn.Sequential`` gives one energy under
+every convention. A **spiking block** is a layer's outermost ancestor below the model that holds a
+neuron, is not a ModuleList / ModuleDict and does not hold every neuron of the model (that is the model
+or a wrapper of it). Registered conventions (:data:`COUNTING_CONVENTIONS`):
 
 - ``strict``: op by op, what the computation does: synaptic ops with a real-valued input
   are MACs, those with a spike input ACs (nnz x fan-out, exact).
 - ``paper``: what most SNN papers report: every spike-fed synaptic op (:func:`spike_fed`: inside
-  a spiking block, downstream of a spiking layer) costs fr x dense MACs as ACs, fr the firing
-  rate of the nearest upstream spiking layer in execution order; ops that no spiking layer
-  precedes (in SDiT, the first block's time mixing) and ops outside blocks keep their strict counts.
+  a spiking block, with an upstream neuron) costs fr x dense MACs as ACs, fr the firing rate of its
+  nearest upstream neuron; ops that no neuron's spikes reach (in SDiT, the first block's time mixing)
+  and ops outside blocks keep their strict counts.
 - ``block``: every synaptic op inside a spiking block costs fr_block x dense MACs as ACs,
   fr_block that block's own firing rate in the same model call (its spikes over its neuron
-  updates), whether or not a spiking layer precedes the op; ops outside blocks are strict.
-- ``spikformer``: the Spikformer / Spike-driven Transformer accounting (Zhou et al., ICLR 2023;
-  Yao et al., NeurIPS 2023): only the first encoding layer (the first synaptic layer in
-  execution order) costs MACs; every other synaptic op costs fr x T x MACs as ACs, fr the
-  firing rate of its input. A spike input's ACs are its exact strict ACs; for a real-valued
-  input fr is the rate of the nearest upstream spiking layer, or, where none precedes it, the
-  rate of its own spiking block, or outside any block the model's mean rate in that call
-  (our reading: the convention assumes every layer after the encoder sees spikes).
+  updates), whether or not a neuron's spikes reach the op; ops outside blocks are strict.
+- ``spikformer``: the published formula of Zhou et al. (Spikformer, ICLR 2023, energy section; also
+  Yao et al., NeurIPS 2023): the first encoding layer (the first synaptic layer in execution order)
+  costs its MACs at E_MAC; every other synaptic op costs SOPs = fr x T x FLOPs at E_AC, fr the firing
+  rate of its actual input: the non-zero share of that input where it is spikes or counts of spikes
+  (sums, pools of spike trains: a residual stream of summed spikes), measured per op. The formula
+  presumes every such input is spikes; an op whose input is real-valued (SDiT's normalised residual
+  stream) is charged at the rate of its nearest upstream neuron, or, where none reaches it, of its
+  spiking block, or outside any block the model's mean rate in the call (our reading).
 """
 
 from __future__ import annotations
@@ -111,9 +118,9 @@ def strict_rule(records: list[LayerStepRecord], ctx: StepContext) -> dict[str, O
 
 
 def spike_fed(record: LayerStepRecord, blocks: dict[str, str]) -> dict[str, Number]:
-    """The dense MACs of ``record`` that are spike-fed: inside a spiking block and downstream of a spiking
-    layer, by that upstream layer (empty outside blocks). The one definition of which synaptic ops the
-    paper convention (and Table III's firing-rate reading) charges at a firing rate."""
+    """The dense MACs of ``record`` that are spike-fed: inside a spiking block and reached by a neuron's
+    spikes, by that nearest upstream neuron of the spike graph (empty outside blocks). The one definition of
+    which synaptic ops the paper convention (and Table III's firing-rate reading) charges at a firing rate."""
     if record.layer not in blocks:
         return {}
     return {u: d for u, d in record.upstream.items() if u != NO_UPSTREAM and d}
@@ -129,8 +136,8 @@ def spike_fed_macs(profile: Profile) -> dict[str, Number]:
 
 
 def paper_rule(records: list[LayerStepRecord], ctx: StepContext) -> dict[str, OpSplit]:
-    """Spike-fed ops (:func:`spike_fed`) cost fr(upstream spiking layer) x dense MACs as ACs, the real-valued
-    rest of such a layer its MACs; every other layer its strict counts."""
+    """Spike-fed ops (:func:`spike_fed`) cost fr(nearest upstream neuron) x dense MACs as ACs, the rest of such
+    a layer (ops no neuron reaches) its MACs; every other layer its strict counts."""
     rates = {r.layer: r.firing_rate for r in records if r.firing_rate is not None}
     out = {}
     for r in records:
@@ -159,14 +166,13 @@ def block_rule(records: list[LayerStepRecord], ctx: StepContext) -> dict[str, Op
 
 
 def spikformer_rule(records: list[LayerStepRecord], ctx: StepContext) -> dict[str, OpSplit]:
-    """Only the encoding layer at MAC cost; every other synaptic op at the firing rate of its input."""
+    """The published formula (Zhou et al., ICLR 2023, energy section): the encoding layer at MAC cost; every
+    other synaptic op fr x T x FLOPs as ACs, fr the firing rate of its actual input (its non-zero share: the
+    ``input_rated_acs`` column, dense MACs already summing over T). Ops whose input is real-valued (neither
+    spikes nor counts of spikes) have no firing rate: :func:`_assumed_rate` says which one they are charged at."""
     if not ctx.spiking:
         return strict_rule(records, ctx)
-    rates = _rates(records)
-    blocks = _block_rates(records, ctx.blocks)
-    spikes = sum(r.spikes for r in records)
-    updates = sum(r.neuron_updates for r in records)
-    mean = spikes / updates if updates else 0.0
+    assumed = _assumed_rate(records, ctx)
     out = {}
     for r in records:
         if not r.dense_macs:
@@ -174,32 +180,45 @@ def spikformer_rule(records: list[LayerStepRecord], ctx: StepContext) -> dict[st
         if r.layer == ctx.encoder:
             out[r.layer] = _strict(r)
             continue
-
-        def rate_of(upstream: str, layer: str = r.layer) -> float:
-            if upstream != NO_UPSTREAM and upstream in rates:
-                return rates[upstream]
-            return blocks.get(ctx.blocks.get(layer, ""), mean)
-
-        if r.macs == r.dense_macs:  # real-valued inputs only: split by upstream spiking layer
-            acs = sum(rate_of(u) * d for u, d in r.upstream.items())
-        else:  # spike inputs keep their exact ACs; the real-valued rest at the dominant upstream rate
-            spiking_up = {u: d for u, d in r.upstream.items() if u != NO_UPSTREAM}
-            dominant = max(spiking_up, key=spiking_up.get) if spiking_up else NO_UPSTREAM
-            acs = r.acs + rate_of(dominant) * r.macs
+        rest = r.dense_macs - r.input_rated_dense  # ops with a real-valued input
+        acs = r.input_rated_acs
+        if rest:
+            acs += assumed(r) * rest
         out[r.layer] = OpSplit(acs=acs, convertible=r.dense_macs)
     return out
+
+
+def _assumed_rate(records: list[LayerStepRecord], ctx: StepContext) -> Callable[[LayerStepRecord], float]:
+    """The rate the spikformer convention assumes for a layer's ops with a real-valued input (the formula
+    presumes every layer after the encoder reads spikes): the dense-MAC-weighted rate of their nearest upstream
+    neurons in the spike graph; where no neuron reaches them, the rate of the layer's spiking block, or outside
+    any block the model's mean rate in the call."""
+    rates = _rates(records)
+    blocks = _block_rates(records, ctx.blocks)
+    spikes = sum(r.spikes for r in records)
+    updates = sum(r.neuron_updates for r in records)
+    mean = spikes / updates if updates else 0.0
+
+    def assumed(r: LayerStepRecord) -> float:
+        fallback = blocks.get(ctx.blocks.get(r.layer, ""), mean)
+        total = sum(r.upstream.values())
+        if not total:
+            return fallback
+        return sum(rates.get(u, fallback) * d for u, d in r.upstream.items()) / total
+
+    return assumed
 
 
 COUNTING_CONVENTIONS: dict[str, Convention] = {
     "strict": Convention("strict", "op by op: real-valued inputs are MACs, spike inputs ACs (nnz x fan-out)",
                          strict_rule),
-    "paper": Convention("paper", "synaptic ops in a spiking block downstream of a spiking layer cost "
-                                 "fr(nearest upstream spiking layer) x dense MACs as ACs; the rest strict",
+    "paper": Convention("paper", "synaptic ops in a spiking block that a neuron's spikes reach cost "
+                                 "fr(nearest upstream neuron in the spike graph) x dense MACs as ACs; the rest strict",
                         paper_rule),
     "block": Convention("block", "every synaptic op in a spiking block costs fr(block) x dense MACs as ACs; "
                                  "ops outside blocks strict", block_rule),
-    "spikformer": Convention("spikformer", "only the first encoding layer costs MACs; every other synaptic op "
-                                           "fr(input) x T x MACs as ACs (Zhou et al. 2023, Yao et al. 2023)",
+    "spikformer": Convention("spikformer", "the first encoding layer at MAC cost; every other synaptic op "
+                                           "fr(its actual input) x T x FLOPs as ACs (Zhou et al., ICLR 2023)",
                              spikformer_rule),
 }
 DEFAULT_CONVENTIONS = ("strict", "paper", "block", "spikformer")

@@ -17,6 +17,12 @@ which synchronises once (:mod:`profiling.tally`). ``spike_detection="verify"`` c
 value (one synchronisation per tensor checked). A module of no known class whose output is binary
 without being spikes is refused, checked once per class, as an undeclared neuron.
 
+The spike graph: every tensor remembers its nearest upstream neuron (the latest-called neuron whose spikes
+reach it through any ops in the model call), and a synaptic op's dense MACs go to that of its inputs (the
+``upstream`` records the conventions read); what the propagation rules make of spikes and of counts of
+spikes is marked as counts, and a synaptic op reading spikes or counts records its input's non-zero share
+(``input_rated_acs``: the spikformer convention's firing rate).
+
 Reuse (``reuse=True``, the default): a module called again with the input signature of an earlier
 call replays that call's recorded counts instead of being counted op by op, its neurons still
 counted at every call; :mod:`profiling.replay` says when a recording is never reused. For a module
@@ -55,11 +61,12 @@ from profiling.spikes import (
     SpikeCheck,
     SpikeDetectionError,
     binary_or_silent,
+    count_outputs,
     is_binary,
     propagation_of,
     spike_outputs,
 )
-from profiling.tally import LayerTally, Step, neuron_memory, resolve_steps, synaptic_memory
+from profiling.tally import LayerTally, Step, input_rate, neuron_memory, resolve_steps, synaptic_memory
 from sdit.models.lif import load_neuron_kernels_quietly
 
 ROOT = "(model)"
@@ -166,6 +173,7 @@ class LayerCounter:
         for name, m in modules:
             self._action[id(m)] = self._action_of(name, m)
         self._reuse = Reuse(lambda m: self._action.get(id(m)) == _NEURON)
+        self._replay_entries: list[tuple[tuple[int, str] | None, int]] = []  # per running replay: (entry, calls)
         self._stack: list[str] = []
         # Per running named module: (what its pre-hook did, a paused dispatch mode to resume or None).
         self._frames: list[tuple[int, contextlib.AbstractContextManager[Any] | None]] = []
@@ -173,10 +181,16 @@ class LayerCounter:
         # Spike tensors by id, each with a weak reference whose callback drops the entry when the
         # tensor dies (so an id reused by a new tensor never reads as spikes).
         self._spikes: dict[int, weakref.ref] = {}
+        self._counts: dict[int, weakref.ref] = {}  # counts of spikes (profiling.spikes.count_outputs), likewise
         self._spike_test = self._is_spike if self.has_neurons else _never
         # aten op -> (what, rule, written args, its name if it may carry spikes)
         self._plan: dict[Any, tuple[int, Any, tuple[int | str, ...], str | None]] = {}
-        self._last_neuron: str | None = None
+        # The spike graph: per tensor (by id, weakly held, like spike marks) its nearest upstream neuron on the
+        # data path, (call number, name): the latest-called neuron whose spikes reach it through any ops within
+        # the current model call. Dense MACs go to the source of their op's inputs (``upstream``).
+        self._sources: dict[int, tuple[weakref.ref, int, str]] = {}
+        self._calls = 0  # neuron calls so far: orders the sources
+        self._last_neuron: tuple[int, str] | None = None  # the latest neuron call (for a replayed module's output)
         self._steps: list[Step] = []
         self._current: dict[str, LayerTally] | None = None
         self._unsupported: dict[str, tuple[int, dict[str, None]]] = {}
@@ -234,6 +248,7 @@ class LayerCounter:
         self.end_step()
         self._current = {}
         self._last_neuron = None
+        self._sources.clear()  # a tensor made in an earlier call (the sampler's x_t) carries no source here
         self._steps.append((meta, self._current))
 
     def end_step(self) -> None:
@@ -259,8 +274,12 @@ class LayerCounter:
         if action == _REUSABLE:
             decision, recording = self._reuse.enter(module, args, kwargs, self._spike_test)
             action = _RECORD if decision == RECORD else _REPLAY if decision == REPLAY else _NAME
+            if decision == RECORD:
+                self._reuse.recorders[-1].start = self._calls
             if recording is not None:
-                self._replay(recording)
+                entry = self._source_of(_tensors(args, kwargs))
+                self._replay(recording, entry)
+                self._replay_entries.append((entry, self._calls))
                 self._replaying = 1
         # Neurons, modules counted whole and replays run with their own ops paused.
         self._frames.append((action, self._pause() if action in (_NEURON, _WHOLE, _REPLAY) else None))
@@ -284,6 +303,12 @@ class LayerCounter:
             elif action == _REPLAY:
                 self._replaying = 0
                 self._reuse.end_replay()
+                entry, calls = self._replay_entries.pop()
+                # its ops ran unseen: its outputs' source is the last neuron it ran, or else its inputs'
+                last = self._last_neuron if self._last_neuron is not None and self._last_neuron[0] >= calls else entry
+                if last is not None:
+                    for t in _tensors(out if isinstance(out, list | tuple) else (out,)):
+                        self._set_source(t, last)
             elif action == _NEURON:
                 self._count_neuron(self._stack[-1], module, out)  # while paused: its own ops go uncounted
             elif action == _WHOLE:
@@ -312,7 +337,10 @@ class LayerCounter:
         tally.spikes_per_step.append(per_step)  # the spikes column is their sum, taken in finish()
         tally.steps += per_step.shape[0]
         self._mark_spikes(train, name)
-        self._last_neuron = name
+        self._last_neuron = (self._calls, name)
+        self._calls += 1
+        for t in _tensors(out if isinstance(out, list | tuple) else (out,)):
+            self._set_source(t, self._last_neuron)
         for recording in self._reuse.recorders:
             recording.neuron(name)
 
@@ -325,20 +353,21 @@ class LayerCounter:
             tally = self._current[name] = LayerTally(kind=self.kinds.get(name, "?"))
         return tally
 
-    def _add(self, name: str, counts: Counts, dense: int = 0) -> None:
-        """Add one op's (or one module's) counts to layer ``name``; ``dense`` MACs go upstream."""
+    def _add(self, name: str, counts: Counts, dense: int = 0, source: tuple[int, str] | None = None) -> None:
+        """Add one op's (or one module's) counts to layer ``name``; ``dense`` MACs go to ``source``, the
+        nearest upstream neuron of the op's inputs."""
         tally = self._tally(name)
         tally.add(counts)
         if dense:
-            tally.upstream[self._last_neuron] += dense
+            tally.upstream[None if source is None else source[1]] += dense
         for recording in self._reuse.recorders:
-            recording.add(name, counts, dense)
+            recording.add(name, counts, dense, source)
 
-    def _replay(self, recording: Any) -> None:
+    def _replay(self, recording: Any, entry: tuple[int, str] | None) -> None:
         if self._current is None and recording.layers:  # a call that counted nothing opens no step
             self.begin_step()
         if self._current is not None:
-            self._reuse.replay(recording, self._current, self.kinds, self._last_neuron)
+            self._reuse.replay(recording, self._current, self.kinds, entry)
         for (op, name), times in recording.unsupported.items():
             self._note_unsupported(op, name, times)
 
@@ -349,10 +378,41 @@ class LayerCounter:
         for recording in self._reuse.recorders:
             recording.unsupported[(op, name)] = recording.unsupported.get((op, name), 0) + times
 
+    # ---- the spike graph ---------------------------------------------------------
+    def _source_of(self, tensors: list[Tensor]) -> tuple[int, str] | None:
+        """The nearest upstream neuron of ``tensors``: the latest-called source among them, or ``None``."""
+        best = None
+        sources = self._sources
+        for t in tensors:
+            entry = sources.get(id(t))
+            if entry is not None and entry[0]() is t and (best is None or entry[1] > best[0]):
+                best = (entry[1], entry[2])
+        return best
+
+    def _set_source(self, t: Tensor, source: tuple[int, str]) -> None:
+        key = id(t)
+        sources = self._sources
+        sources[key] = (weakref.ref(t, lambda _ref, key=key: sources.pop(key, None)), *source)
+
     # ---- spikes ------------------------------------------------------------------
     def _is_spike(self, x: Any) -> bool:
         ref = self._spikes.get(id(x))
         return ref is not None and ref() is x
+
+    def _is_derived(self, x: Any) -> bool:
+        """Spikes, or counts of spikes."""
+        if self._is_spike(x):
+            return True
+        ref = self._counts.get(id(x))
+        return ref is not None and ref() is x
+
+    def _mark_counts(self, t: Tensor) -> None:
+        key = id(t)
+        self._spikes.pop(key, None)
+        counts = self._counts
+        ref = counts[key] = weakref.ref(t, lambda _ref, key=key: counts.pop(key, None))
+        for recording in self._reuse.recorders:  # kept past the call: a replay would not mark it
+            recording.spikes.append(ref)
 
     def _mark_spikes(self, t: Tensor, source: str) -> None:
         if self.verify:
@@ -360,6 +420,7 @@ class LayerCounter:
             if not self._by_value(binary_or_silent, t):
                 self.spike_check.not_binary.append((self._stack[-1] if self._stack else OUTSIDE, source))
         key = id(t)
+        self._counts.pop(key, None)
         spikes = self._spikes
         ref = spikes[key] = weakref.ref(t, lambda _ref, key=key: spikes.pop(key, None))
         for recording in self._reuse.recorders:
@@ -371,31 +432,46 @@ class LayerCounter:
         if plan is None:
             plan = self._plan[func] = _plan_of(func)
         what, rule, writes, carries = plan
+        source = self._source_of(_tensors(args, kwargs)) if self._sources else None
         if what == _RULE:
             counts = rule(args, kwargs, out, self._spike_test)
             if self._reuse.recorders and self._spikes:
                 self._check_spike_independent(rule, args, kwargs, out, counts)
             dense = counts.get("dense_macs", 0)
-            self._add(self._stack[-1] if self._stack else OUTSIDE, counts, int(dense) if dense else 0)
+            self._add(self._stack[-1] if self._stack else OUTSIDE, counts, int(dense) if dense else 0, source)
             if self.verify and func in SYNAPTIC_OPERANDS:
                 self._verify_operands(func, args)
+            # the firing rate of a synaptic op's actual input (the spikformer convention reads it)
+            if dense and (self._spikes or self._counts) and func in SYNAPTIC_OPERANDS:
+                x = args[SYNAPTIC_OPERANDS[func][0]]
+                if self._is_derived(x):
+                    self._add(self._stack[-1] if self._stack else OUTSIDE, input_rate(x, int(dense)))
         elif what == _VALUE_DEPENDENT:
             self._reuse.taint()
             if op_base_name(func) not in FREE_OPS:
                 self._unsupported_op(func)
         elif what == _UNSUPPORTED:
             self._unsupported_op(func)
-        if not self._spikes:
+        if source is not None:
+            for t in _tensors(out if isinstance(out, list | tuple) else (out,)):
+                self._set_source(t, source)
+        if not self._spikes and not self._counts:
             return
         marks: list[Tensor] = []
         if carries is not None:
             marks, noted = spike_outputs(carries, args, kwargs, out, self._is_spike, self._derivations)
             for recording in self._reuse.recorders:  # a sum or product kept past the call: not reused
                 recording.spikes.extend(noted)
+        derived: list[Tensor] = []
+        if carries is not None:
+            derived = [t for t in count_outputs(carries, args, kwargs, out, self._is_derived, self._derivations)
+                       if not any(t is m for m in marks)]
         if writes:  # after the rule, which saw the inputs as they were at the call
-            self._unmark_written(writes, args, kwargs, marks)
+            self._unmark_written(writes, args, kwargs, marks + derived)
         for t in marks:
             self._mark_spikes(t, str(func))
+        for t in derived:
+            self._mark_counts(t)
 
     def _unmark_written(self, writes: tuple[int | str, ...], args: Any, kwargs: Any, marks: list[Tensor]) -> None:
         """An op that writes into a spike tensor in place (``add_``, ``copy_``, an ``out=``) leaves real values
@@ -403,8 +479,9 @@ class LayerCounter:
         ``mul_`` of two spike tensors), whose output the caller marks again."""
         for where in writes:
             t = kwargs.get(where) if isinstance(where, str) else (args[where] if where < len(args) else None)
-            if isinstance(t, Tensor) and self._is_spike(t) and not any(t is m for m in marks):
+            if isinstance(t, Tensor) and self._is_derived(t) and not any(t is m for m in marks):
                 self._spikes.pop(id(t), None)
+                self._counts.pop(id(t), None)
                 self._reuse.taint()  # a replayed call would not repeat the unmarking
 
     # ---- checks by value ---------------------------------------------------------

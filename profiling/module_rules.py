@@ -105,11 +105,15 @@ def _neuron_holders(modules: Named, is_neuron: IsNeuron) -> set[str]:
 
 def spiking_blocks(model: nn.Module, is_neuron: IsNeuron, modules: Named | None = None) -> dict[str, str]:
     """Module name -> the spiking block holding it: its outermost ancestor-or-self below the root
-    that holds a neuron and is not a ModuleList / ModuleDict (those only group blocks)."""
+    that holds a neuron, is not a ModuleList / ModuleDict (those only group blocks) and does not hold
+    every neuron of the model (that is the model itself, or a wrapper of it: ``nn.Sequential(net)`` or a
+    user's time loop around ``net`` has the blocks of ``net``)."""
     named = list(model.named_modules()) if modules is None else modules
     by_name = dict(named)
+    neurons = [n for n, m in named if n and is_neuron(m)]
     holders = {n for n in _neuron_holders(named, is_neuron)
-               if not isinstance(by_name[n], nn.ModuleList | nn.ModuleDict)}
+               if not isinstance(by_name[n], nn.ModuleList | nn.ModuleDict)
+               and (n in neurons or not all(u == n or u.startswith(n + ".") for u in neurons))}
     out = {}
     for name in by_name:
         parts = name.split(".") if name else []
@@ -122,12 +126,7 @@ def spiking_blocks(model: nn.Module, is_neuron: IsNeuron, modules: Named | None 
 
 
 def spiking_block_members(modules: Named, is_neuron: IsNeuron) -> set[str]:
-    """Names of modules inside a spiking block: some ancestor below the root holds a neuron."""
-    holders = _neuron_holders(modules, is_neuron)
-    members = set()
-    for name, m in modules:
-        parts = name.split(".") if name else []
-        ancestors = {".".join(parts[:i]) for i in range(1, len(parts))}
-        if ancestors & holders or (name in holders and not is_neuron(m)):
-            members.add(name)
-    return members
+    """Names of modules inside a spiking block (:func:`spiking_blocks`), but for a neuron that is a block alone."""
+    by_name = dict(modules)
+    return {name for name, block in spiking_blocks(None, is_neuron, modules).items()
+            if name != block or not is_neuron(by_name[name])}

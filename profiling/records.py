@@ -38,14 +38,19 @@ MEMORY_COLUMNS = ("weight_uses", "weight_reads", "bias_uses", "bias_reads", "par
                   "spike_fanout", "spike_out", "addr_acc", "addr_kernel", "addr_mac")
 # Counted once per call, whatever the batch: per image they amortise over it (like a weight's bytes).
 PER_CALL_COLUMNS = ("param_elements", "param_bytes", "syn_calls", "spike_calls", "addr_kernel")
+# The firing rates of synaptic ops' actual inputs, what the spikformer convention reads: over the ops whose input
+# is spikes or counts of spikes (sums, pools of spikes), sum of nnz(input) / numel(input) x dense MACs, and their
+# dense MACs.
+RATE_COLUMNS = ("input_rated_acs", "input_rated_dense")
 # The counted columns, summed over layers and steps.
-COLUMNS = OP_COLUMNS + NEURON_COLUMNS + MEMORY_COLUMNS
+COLUMNS = OP_COLUMNS + NEURON_COLUMNS + MEMORY_COLUMNS + RATE_COLUMNS
 # Schema of Profile.to_dict(); what reads an older one is named in the error.
-PROFILE_SCHEMA = "sdit.profile/3"
+PROFILE_SCHEMA = "sdit.profile/4"
 OLDER_PROFILE_READERS = {
     None: "sdit 0.1.0 (profiles with paper-convention columns, schema sdit.profile/1 or none)",
     "sdit.profile/1": "sdit 0.1.0 (profiles with paper-convention columns, schema sdit.profile/1 or none)",
     "sdit.profile/2": "sdit 0.2.0 (profiles without data-movement columns, schema sdit.profile/2)",
+    "sdit.profile/3": "sdit 0.2.0 before the input firing-rate columns (schema sdit.profile/3)",
 }
 OLDER_PROFILE_READER = OLDER_PROFILE_READERS[None]
 
@@ -64,10 +69,13 @@ CONVENTIONS: dict[str, str] = {
                        "values are never inspected",
     "firing_rate": "spikes / (neurons x T): mean spikes per neuron per spiking step",
     "neuron_updates": "one membrane update (charge, fire, reset) per neuron per spiking step",
-    "upstream": "dense MACs of a layer's synaptic ops by the spiking layer that last fired before them in "
-                "execution order ('(none)': no spiking layer ran before them in that model call)",
+    "upstream": "dense MACs of a layer's synaptic ops by their nearest upstream neuron in the spike graph: the "
+                "latest-called neuron whose spikes reach the op's inputs through any ops in that model call "
+                "('(none)': no neuron's spikes reach them)",
     "block": "the spiking block a layer belongs to: its outermost ancestor below the model (not a "
-             "ModuleList/ModuleDict) that holds a spiking neuron",
+             "ModuleList/ModuleDict) that holds a spiking neuron but not every neuron of the model",
+    "input_rated_acs": "over synaptic ops whose input is spikes or counts of spikes: nnz(input) / numel(input) x "
+                       "dense MACs (the published Spikformer SOPs); input_rated_dense: their dense MACs",
     "per_step": "steps and layer_steps: the same counts per diffusion step (one model call each); "
                 "summed over steps they give the layer totals",
     "memory_columns": "data movement of synaptic modules (nn.Linear, nn.Conv1d/2d/3d, matched by module) and "
@@ -146,6 +154,8 @@ class LayerRecord:
     addr_acc: Number = 0
     addr_kernel: Number = 0
     addr_mac: Number = 0
+    input_rated_acs: Number = 0
+    input_rated_dense: Number = 0
     upstream_neuron: str | None = None
     block: str | None = None
     precision: str = "fp32"  # a module computing in integers declares it ("int8", "w4a3"); its MACs are integer
@@ -204,6 +214,8 @@ class LayerStepRecord:
     addr_acc: Number = 0
     addr_kernel: Number = 0
     addr_mac: Number = 0
+    input_rated_acs: Number = 0
+    input_rated_dense: Number = 0
     upstream: dict[str, Number] = field(default_factory=dict)
 
     @classmethod

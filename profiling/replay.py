@@ -8,8 +8,8 @@ recorded counts while the counter's dispatch mode is paused and the hooks of the
 are taken off, so a DiT's sampling run is counted op by op only at its first step. A module that holds
 neurons (a spiking block, an SDiT) is reused the same way while its neurons still run and are counted
 at every call; the recording keeps, for each dense MAC, which neuron ran last before it (one inside
-the module, or :data:`ENTRY`, "the last one before the call", resolved at each replay), so the
-``upstream`` attribution is the one op-by-op counting gives.
+the module, or :data:`ENTRY`, "the nearest upstream neuron of the call's inputs", resolved at each replay),
+so the ``upstream`` attribution is the one op-by-op counting gives.
 
 A recording is never reused if anything in it depended on values (the counter taints it): a count a
 rule returned as a tensor (ACs of a spike input: the spike-driven SDiT stays op by op), a rule whose
@@ -43,8 +43,8 @@ Hooks = list[tuple[dict[str, Any], Any, Any]]  # (module __dict__, its pre hooks
 
 
 class _Entry:
-    """Upstream key of the dense MACs counted before any neuron inside a recorded call has run: at a
-    replay, the counter's last neuron at the call."""
+    """Upstream key of the dense MACs whose nearest upstream neuron ran before a recorded call (reached its
+    ops through the call's inputs): at a replay, the nearest upstream neuron of that call's inputs."""
 
     def __repr__(self) -> str:
         return "<entry>"
@@ -62,11 +62,18 @@ class Recording:
     layers: dict[str, list[Any]] = field(default_factory=dict)  # layer -> [counts, {upstream key: dense MACs}]
     unsupported: dict[tuple[str, str], int] = field(default_factory=dict)  # (op, layer) -> times
     tainted: bool = False  # something depended on values: never reuse
-    last: Any = ENTRY  # upstream key now: ENTRY until a neuron inside the call has run, then its name
     spikes: list[weakref.ref] = field(default_factory=list)  # spike tensors made during the call
+    start: int = 0  # the counter's neuron calls when the call began: a source from an earlier call is ENTRY
 
-    def add(self, name: str, counts: Counts, dense: int) -> None:
-        """Add one op's counts to layer ``name``; its ``dense`` MACs go to the current upstream key."""
+    def key_of(self, source: tuple[int, str] | None) -> Any:
+        """The upstream key of ``source`` (call number, neuron) relative to this call."""
+        if source is None:
+            return None
+        return source[1] if source[0] >= self.start else ENTRY
+
+    def add(self, name: str, counts: Counts, dense: int, source: tuple[int, str] | None = None) -> None:
+        """Add one op's counts to layer ``name``; its ``dense`` MACs go to the key of ``source``, the nearest
+        upstream neuron of its inputs."""
         entry = self.layers.get(name)
         if entry is None:
             entry = self.layers[name] = [{}, {}]
@@ -78,10 +85,12 @@ class Recording:
             totals[column] = totals.get(column, 0) + value
         if dense:
             ups = entry[1]
-            ups[self.last] = ups.get(self.last, 0) + dense
+            key = self.key_of(source)
+            ups[key] = ups.get(key, 0) + dense
 
-    def add_recorded(self, name: str, counts: Counts, ups: dict[Any, int]) -> None:
-        """Add a nested recording's layer (its upstream keys relative to that call)."""
+    def add_recorded(self, name: str, counts: Counts, ups: dict[Any, int], entry_key: Any = None) -> None:
+        """Add a nested recording's layer (its upstream keys relative to that call; its :data:`ENTRY` is
+        ``entry_key`` here)."""
         entry = self.layers.get(name)
         if entry is None:
             entry = self.layers[name] = [{}, {}]
@@ -90,14 +99,13 @@ class Recording:
             totals[column] = totals.get(column, 0) + value
         mine = entry[1]
         for upstream, dense in ups.items():
-            key = self.last if upstream is ENTRY else upstream
+            key = entry_key if upstream is ENTRY else upstream
             mine[key] = mine.get(key, 0) + dense
 
     def neuron(self, name: str) -> None:
         """A neuron layer ran (counted live at every call): keep its place in the layer order."""
         if name not in self.layers:
             self.layers[name] = [{}, {}]
-        self.last = name
 
 
 class Reuse:
@@ -165,9 +173,11 @@ class Reuse:
             recording.tainted = True
 
     def replay(self, recording: Recording, current: dict[str, LayerTally], kinds: dict[str, str],
-               last_neuron: str | None) -> None:
+               entry: tuple[int, str] | None) -> None:
         """Add ``recording``'s counts to the step's tallies ``current`` and to the running recordings;
-        its :data:`ENTRY` MACs go to ``last_neuron`` (the counter's last neuron at the call)."""
+        its :data:`ENTRY` MACs go to ``entry`` (call number, name), the nearest upstream neuron of the call's
+        inputs."""
+        entry_name = None if entry is None else entry[1]
         recorders = self.recorders
         for name, (counts, ups) in recording.layers.items():  # ints only: a recording with tensors is tainted
             tally = current.get(name)  # neuron layers too, in their op-by-op place; they count when they run
@@ -180,9 +190,9 @@ class Reuse:
             if ups:
                 upstream = tally.upstream
                 for key, dense in ups.items():
-                    upstream[last_neuron if key is ENTRY else key] += dense
+                    upstream[entry_name if key is ENTRY else key] += dense
             for outer in recorders:
-                outer.add_recorded(name, counts, ups)
+                outer.add_recorded(name, counts, ups, outer.key_of(entry))
 
     def _silence(self, module: nn.Module) -> Hooks:
         """Take the counter's hooks off ``module``'s descendants (not those counted live) that carry no

@@ -228,6 +228,19 @@ def spike_outputs(base: str, args: Sequence[Any], kwargs: dict[str, Any], out: A
     return (_first_tensor(out) if rule.outputs == "first" else _all_tensors(out)), noted
 
 
+def count_outputs(base: str, args: Sequence[Any], kwargs: dict[str, Any], out: Any,
+                  is_derived: Callable[[Any], bool], derivations: Derivations) -> list[Tensor]:
+    """The output tensors of op ``base`` that are **counts of spikes**: what an entry of :data:`PROPAGATION`
+    makes when its inputs are spikes or counts of spikes (``is_derived``), and that is not spikes itself
+    (the caller marks spikes first): SEW's ``a + b``, a residual stream of summed spike trains, pools and
+    sums of spikes, views of those. Their non-zero share is the firing rate the spikformer convention reads
+    (:func:`profiling.tally.input_rate`); no value is read here."""
+    rule = next((r for r in BY_OP.get(base, ()) if _applies(r, args, kwargs, out, is_derived, derivations)), None)
+    if rule is None:
+        return []
+    return _first_tensor(out) if rule.outputs == "first" else _all_tensors(out)
+
+
 # ---- checking the rules by value (spike_detection="verify") -------------------------------------
 
 SPIKE_DETECTION = ("rules", "verify")

@@ -23,6 +23,17 @@ from profiling.records import COLUMNS
 from profiling.rules import Counts
 
 Step = tuple[dict[str, Any], dict[str, "LayerTally"]]  # (meta, layer -> tally)
+FLOAT_COLUMNS = frozenset({"input_rated_acs"})  # device counts read as floats (rates x MACs), not ints
+
+
+def input_rate(x: Tensor, dense: int) -> Counts:
+    """The published Spikformer SOPs of one synaptic op whose input ``x`` is spikes or counts of spikes:
+    nnz(x) / numel(x) x its ``dense`` MACs (a 0-dim float64 device tensor: no synchronisation), and ``dense``."""
+    if not dense or x.numel() == 0:
+        return {}
+    with _hidden(), torch.no_grad():
+        rated = torch.count_nonzero(x).to(torch.float64) * (dense / x.numel())
+    return {"input_rated_acs": rated, "input_rated_dense": dense}
 
 
 class LayerTally:
@@ -58,12 +69,15 @@ def resolve_steps(steps: list[Step]) -> list[tuple[dict[str, Any], dict[str, dic
     ``spikes_per_step`` (neurons), ``steps`` (spiking steps run) and ``upstream`` (dense MACs by
     upstream neuron); all device counts are read in one synchronisation."""
     pending: list[Tensor] = []
+    floats: set[int] = set()
     for _, layers in steps:
         for tally in layers.values():
-            for values in tally.pending.values():
+            for column, values in tally.pending.items():
                 pending.extend(values)
+                if column in FLOAT_COLUMNS:
+                    floats.update(map(id, values))
             pending.extend(tally.spikes_per_step)
-    resolved = _resolve(pending)
+    resolved = _resolve(pending, floats)
     zero = dict.fromkeys(COLUMNS, 0)
     out = []
     for meta, layers in steps:
@@ -83,8 +97,9 @@ def resolve_steps(steps: list[Step]) -> list[tuple[dict[str, Any], dict[str, dic
     return out
 
 
-def _resolve(pending: list[Tensor]) -> Callable[[Any], Any]:
-    """Move all pending device tensors to host in one go per device; return a lookup.
+def _resolve(pending: list[Tensor], floats: set[int] = frozenset()) -> Callable[[Any], Any]:
+    """Move all pending device tensors to host in one go per device; return a lookup. Counts are ints,
+    but for the tensors whose id is in ``floats`` (a column of :data:`FLOAT_COLUMNS`), read as floats.
 
     0-dim counts are stacked and per-step vectors concatenated, so a long sampling run costs two
     small ops and one copy per device, not an op per count.
@@ -92,9 +107,10 @@ def _resolve(pending: list[Tensor]) -> Callable[[Any], Any]:
     values: dict[int, Any] = {}
     groups: dict[tuple[torch.device, bool], list[Tensor]] = defaultdict(list)
     for t in pending:
-        groups[(t.device, t.dim() == 0)].append(t)
-    for (_, scalar), tensors in groups.items():
-        as_int = [t if t.dtype == torch.int64 else t.to(torch.int64) for t in tensors]
+        groups[(t.device, t.dim() == 0, id(t) in floats)].append(t)
+    for (_, scalar, real), tensors in groups.items():
+        kind = torch.float64 if real else torch.int64  # float counts (input firing rates x MACs) stay floats
+        as_int = [t if t.dtype == kind else t.to(kind) for t in tensors]
         if scalar:
             for t, v in zip(tensors, torch.stack(as_int).tolist(), strict=True):
                 values[id(t)] = v

@@ -255,35 +255,3 @@ def test_memory_term_is_off_unless_asked(tiny: Profile) -> None:
     assert on.total_j == pytest.approx(off.total_j + on.per_image["memory_j"])
     with pytest.raises(CostsError, match="unknown memory preset 'l9'"):
         with_memory(COSTS, "l9")
-
-
-# ---- conventions and how the model is written ----------------------------------------------------------------
-
-
-class _StepLoop(nn.Module):
-    """A user's time loop over a single-step net: net(x[t]) for each t."""
-
-    def __init__(self, net: nn.Module) -> None:
-        super().__init__()
-        self.net = net
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.stack([self.net(x[t]) for t in range(x.shape[0])])
-
-
-def test_strict_and_spikformer_do_not_depend_on_step_mode_or_nesting() -> None:
-    """One net run multi-step, wrapped in nn.Sequential, and single-step in a user's loop: the same op counts,
-    and the same strict and spikformer energies (the paper and block conventions still follow execution
-    order and module nesting: docs/conventions.md)."""
-    import profiling
-    from tests.profiling.test_peer_suite import MODELS, calibrated
-
-    net, x = calibrated(*MODELS["parametric_lif_net.FashionMNISTNet"])
-    runs = [profiling.profile(net, x), profiling.profile(nn.Sequential(net), x)]
-    functional.set_step_mode(net, "s")
-    runs.append(profiling.profile(_StepLoop(net), x, time_axis=0))
-    keys = ("macs", "acs", "dense_macs", "spikes", "neuron_updates")
-    assert len({tuple(p.per_image[k] for k in keys) for p in runs}) == 1
-    assert runs[0].per_image["acs"] > 0 and all(p.time_steps == 2 and p.batch_size == 1 for p in runs)
-    for convention in ("strict", "spikformer"):
-        assert len({estimate(p, COST_PRESETS["45nm-fp32"], convention).total_j for p in runs}) == 1, convention
