@@ -568,8 +568,8 @@ def build_page(study: Study, run: RunInfo) -> Page:
     """
     if len(study.models) < 2:
         raise ValueError("the report compares two or more models")
-    sections = [_summary(study), _frontier(study), _cards(study), _table(study), _quality(study, run), _layers(study), _firing(study),
-                _steps(study), _sweep(study), _sensitivity(study), _presets(study), _measured(study),
+    sections = [_summary(study), _frontier(study), _cards(study), _table(study), _quality(study, run), _layers(study),
+                _firing(study), _steps(study), _sweep(study), _sensitivity(study), _presets(study), _measured(study),
                 _samples(study, run), _uncounted(study), _conventions(study, run)]
     return Page(
         title="SDiT energy report: " + " vs ".join(m.named for m in study.models),

@@ -387,7 +387,8 @@ def frontier_text(study: Study, width: int | None = None) -> str:
     frame = tables.frontier_table(study)
     protocols = "; ".join(frontier.protocols) or "no model has one"
     text = render(frame, [Col("model", "model", "name"), Col("energy_uJ_per_image", "uJ", "uj", "undefined"),
-                          Col("energy_min_uJ_per_image", "min uJ", "uj"), Col("energy_max_uJ_per_image", "max uJ", "uj"),
+                          Col("energy_min_uJ_per_image", "min uJ", "uj"),
+                          Col("energy_max_uJ_per_image", "max uJ", "uj"),
                           Col("domain_fid", "FID", "float"), Col("domain_kid", "KID", "float"),
                           Col("on_front", "front", "text")],
                   title=f"energy-quality frontier: estimated energy per image, {study.workload_label}, "

@@ -46,7 +46,8 @@ WIDTH = """(() => ({scroll: document.documentElement.scrollWidth, inner: window.
   }).map(e => e.tagName + '.' + e.className).slice(0, 5)}))()"""
 BACKGROUND = "getComputedStyle(document.body).backgroundColor"
 PLOT_TEXT = "getComputedStyle(document.querySelector('#fig-sensitivity .gtitle')).fill"
-FRONTIER = "(() => { const p = document.querySelector('#fig-frontier'); return p && p.querySelectorAll('.scatterlayer .trace').length; })()"
+FRONTIER = ("(() => { const p = document.querySelector('#fig-frontier'); "
+            "return p && p.querySelectorAll('.scatterlayer .trace').length; })()")
 
 
 @pytest.fixture(scope="module")
