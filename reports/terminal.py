@@ -380,7 +380,8 @@ def verdict_text(rows: Sequence[Verdict], workload: str, width: int | None = Non
 def frontier_text(study: Study, width: int | None = None) -> str:
     """The energy-quality frontier in one table (:func:`reports.tables.frontier_table`): per model its energy per
     image under the frontier's convention and memory model, the lowest and highest over every convention x memory
-    model, its domain FID and KID, and whether it is on the Pareto front; '' without a frontier."""
+    model, its domain FID and whether it is on the Pareto front (KID and the rest: the report's table, which
+    would not fit 80 columns); '' without a frontier."""
     frontier = study.frontier
     if frontier is None:
         return ""
@@ -389,8 +390,7 @@ def frontier_text(study: Study, width: int | None = None) -> str:
     text = render(frame, [Col("model", "model", "name"), Col("energy_uJ_per_image", "uJ", "uj", "undefined"),
                           Col("energy_min_uJ_per_image", "min uJ", "uj"),
                           Col("energy_max_uJ_per_image", "max uJ", "uj"),
-                          Col("domain_fid", "FID", "float"), Col("domain_kid", "KID", "float"),
-                          Col("on_front", "front", "text")],
+                          Col("domain_fid", "FID", "float"), Col("on_front", "front", "text")],
                   title=f"energy-quality frontier: estimated energy per image, {study.workload_label}, "
                         f"{frontier.costs}, {frontier.convention} convention, memory {frontier.memory} (min / max: "
                         f"over every convention x memory model), against domain FID (lower is better); front: no "

@@ -115,7 +115,7 @@ def test_the_terminal_table_fits_80_columns(comparison: Comparison) -> None:
     text = terminal.frontier_text(study_from_comparison(_with(comparison, FIDS)), 80)
     assert max(len(line) for line in text.splitlines()) <= 80
     rows = {line.split()[0]: line.split() for line in text.splitlines() if line.startswith(("sdit-", "dit-"))}
-    assert rows["dit-tiny"][-3:] == ["120", "0.5", "yes"] and rows["sdit-tiny"][-1] == "no"
+    assert rows["dit-tiny"][-2:] == ["120", "yes"] and rows["sdit-tiny"][-1] == "no"
 
 
 def test_sdit_report_of_a_saved_study_gives_the_frontier_back(comparison: Comparison, tmp_path: Path) -> None:
