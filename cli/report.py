@@ -28,7 +28,7 @@ from cli.common import (
     quiet_option,
 )
 from cli.options import label_option
-from profiling.compare import Comparison, break_evens
+from profiling.compare import Comparison, break_evens, with_frontier
 from profiling.study import (
     EVALUATIONS,
     FinishedStudy,
@@ -147,7 +147,8 @@ def report_cmd(
         if len(set(map(str, studies))) != len(studies):
             fail("each study may be named once")
         try:
-            comparison = merge_studies([(path, read_study(path)) for path in studies])
+            read = [(path, read_study(path)) for path in studies]
+            comparison = merge_studies(read)
         except ValueError as err:
             fail(str(err), DATA_ERROR)
         try:
@@ -173,6 +174,8 @@ def report_cmd(
                           for t in targets}
         except StudyInputError as err:
             fail(str(err), DATA_ERROR)
+        # the FIDs matched here, else those the saved studies carry
+        comparison = with_frontier(comparison, evaluations, [c.frontier for _, c in read if c.frontier])
         from sdit.checkpoint import git_revision
 
         workload = comparison.workload

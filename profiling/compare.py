@@ -39,7 +39,10 @@ torch; only :func:`compare` itself needs the engine.
                       "model_j", "baseline_j",        # totals per image under that preset/convention
                       "firing_rate": null | float,     # rate at which the model costs baseline_j
                       "reason": null | str}, ...],     # why firing_rate is null (also: no break-even in 0..1)
-      "notes": {key: text}                            # what the columns and conventions mean
+      "notes": {key: text},                           # what the columns and conventions mean
+      "frontier": null | Frontier.to_dict()           # energy against domain FID per target and the Pareto
+                                                      # fronts (profiling.frontier); absent in a comparison
+                                                      # saved before it existed, read as null
     }
 
 Energies are joules per image over the whole workload; ``None`` (JSON ``null``) where a preset
@@ -49,7 +52,7 @@ does not define a term the estimate needs (see ``estimate.undefined``).
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from profiling.conventions import COUNTING_CONVENTIONS, DEFAULT_CONVENTIONS, get_convention
@@ -62,8 +65,10 @@ from profiling.energy import (
     break_even,
     estimate,
     load_costs,
+    memory_of,
     with_memory,
 )
+from profiling.frontier import Frontier, FrontierPoint, Quality, build_frontier, quality_of
 from profiling.memory import MEMORY_MODELS
 from profiling.records import Profile
 from sdit.workload import Workload
@@ -163,6 +168,7 @@ class Comparison:
     targets: list[TargetResult]
     break_even: list[BreakEven]
     notes: dict[str, str]
+    frontier: Frontier | None = None
 
     def target(self, name: str) -> TargetResult:
         for t in self.targets:
@@ -221,7 +227,7 @@ class Comparison:
         return {"schema": SCHEMA, "workload": self.workload.to_dict(), "costs": [c.to_dict() for c in self.costs],
                 "conventions": dict(self.conventions), "sweep_rates": list(self.sweep_rates),
                 "targets": [t.to_dict() for t in self.targets], "break_even": [b.to_dict() for b in self.break_even],
-                "notes": dict(self.notes)}
+                "notes": dict(self.notes), "frontier": None if self.frontier is None else self.frontier.to_dict()}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Comparison:
@@ -241,7 +247,8 @@ class Comparison:
         return cls(workload=Workload.from_dict(data["workload"]), costs=costs,
                    conventions=dict(data["conventions"]), sweep_rates=list(data["sweep_rates"]),
                    targets=[TargetResult.from_dict(t, by_name) for t in data["targets"]],
-                   break_even=[BreakEven.from_dict(b) for b in data["break_even"]], notes=dict(data["notes"]))
+                   break_even=[BreakEven.from_dict(b) for b in data["break_even"]], notes=dict(data["notes"]),
+                   frontier=None if data.get("frontier") is None else Frontier.from_dict(data["frontier"]))
 
 
 def _uj(joules: float | None) -> float | None:
@@ -355,6 +362,69 @@ def memory_specs(costs: EnergyCosts, memories: Sequence[str] | None = None) -> l
         return list(memories)
     own = costs.memory
     return [own if own and own.split(":")[0] == m else m for m in MEMORY_MODELS]
+
+
+def energy_range(profile: Profile, costs: EnergyCosts, conventions: Sequence[str],
+                 memories: Sequence[str] | None = None) -> dict[tuple[str, str], float | None]:
+    """``(convention, memory spec)`` -> joules per image of ``profile`` at ``costs``, for every convention and
+    every memory spec of the verdict matrix (:func:`memory_specs`); ``None`` where a term is undefined. Pure."""
+    priced = [with_memory(costs, spec) for spec in memory_specs(costs, memories)]
+    out = {}
+    for name in conventions:
+        for priced_costs in priced:
+            est = estimate(profile, priced_costs, name)
+            out[name, est.memory] = est.total_j
+    return out
+
+
+def frontier_points(comparison: Comparison, costs: EnergyCosts | None = None,
+                    convention: str | None = None) -> list[FrontierPoint]:
+    """Each target's energy per image under ``costs`` (default the first preset) with its own memory model and
+    ``convention`` (default the first), and its range over every convention x memory model of the verdict
+    matrix (quality and fronts unset: :func:`profiling.frontier.build_frontier`). Pure."""
+    costs = costs or comparison.costs[0]
+    convention = convention or next(iter(comparison.conventions))
+    out = []
+    for t in comparison.targets:
+        head = estimate(t.profile, costs, convention).total_j
+        totals = {k: v for k, v in energy_range(t.profile, costs, list(comparison.conventions)).items()
+                  if v is not None}
+        low = min(totals, key=totals.__getitem__) if totals else None
+        high = max(totals, key=totals.__getitem__) if totals else None
+        out.append(FrontierPoint(
+            model=t.name, untrained=t.source == "preset", energy_j=head,
+            energy_min_j=None if low is None else totals[low], energy_max_j=None if high is None else totals[high],
+            min_at=_where(low, t.spiking), max_at=_where(high, t.spiking), accountings=len(totals)))
+    return out
+
+
+def _where(key: tuple[str, str] | None, spiking: bool) -> str:
+    """Where an energy of the range is reached, in words: ``convention, memory model`` (an ANN costs the same
+    under every convention: its memory model alone)."""
+    if key is None:
+        return ""
+    memory = key[1].split(":")[0]
+    return f"{key[0]}, {memory}" if spiking else f"{memory} (every convention)"
+
+
+def with_frontier(comparison: Comparison, evaluations: dict[str, list[dict[str, Any]]],
+                  saved: Sequence[Frontier] = ()) -> Comparison:
+    """``comparison`` with its :class:`~profiling.frontier.Frontier` at its first preset and first convention:
+    each target's domain FID from its matched ``sdit evaluate --json`` records (``evaluations``: target name ->
+    records, :func:`profiling.study.match_evaluations`), else from the frontier ``comparison`` carries or one of
+    ``saved`` (a study read back whose target cannot be found here to match its records again). Pure."""
+    costs = comparison.costs[0]
+    convention = next(iter(comparison.conventions))
+    earlier: dict[str, Quality | None] = {}
+    for frontier in [*saved, *([comparison.frontier] if comparison.frontier else [])]:
+        earlier.update({p.model: p.quality for p in frontier.points if p.quality is not None})
+    quality: dict[str, Quality | None] = {}
+    for t in comparison.targets:
+        found = [q for q in map(quality_of, evaluations.get(t.name, [])) if q is not None]
+        quality[t.name] = found[0] if found else earlier.get(t.name)
+    memory = memory_of(costs).spec
+    frontier = build_frontier(frontier_points(comparison, costs, convention), quality, costs.name, convention, memory)
+    return replace(comparison, frontier=frontier)
 
 
 def layer_memory(profile: Profile, costs: EnergyCosts, convention: str,

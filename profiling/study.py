@@ -2,7 +2,8 @@
 
 :func:`run_study` is what ``sdit compare`` runs: it matches the ``sdit evaluate --json`` records to the
 compared targets (before any work: quality beside the wrong model's energy would mislead), runs
-:func:`profiling.compare.compare`, draws each model's sample grid with the counted sampler and records
+:func:`profiling.compare.compare`, puts each model's energy beside its domain FID
+(:func:`profiling.compare.with_frontier`), draws each model's sample grid with the counted sampler and records
 how the run was made (:class:`RunInfo`). The result, a :class:`FinishedStudy`, is what
 :mod:`reports` presents; nothing there estimates or matches anything.
 
@@ -22,7 +23,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from profiling.compare import Comparison, compare
+from profiling.compare import Comparison, compare, with_frontier
 from profiling.conventions import COUNTING_CONVENTIONS
 from profiling.energy import DEFAULT_COSTS, CostsError, EnergyCosts, load_costs, with_memory
 from sdit.workload import Workload
@@ -441,6 +442,7 @@ def run_study(
     comparison = compare(list(targets), workload, costs=list(costs), conventions=list(conventions),
                          measure=measure, device=device, min_window_s=min_window_s, idle_s=idle_s,
                          meter_kind=meter_kind, progress=say)
+    comparison = with_frontier(comparison, evaluations)  # energy against domain FID, saved with the numbers
     grids: dict[str, tuple[bytes, str]] = {}
     if samples and workload.is_sampling:
         for target in targets:

@@ -338,3 +338,50 @@ def power_trace(trace: pd.DataFrame, measured: pd.DataFrame, models: list[str]) 
                   "dashed: idle baseline", "time since the window opened (s)", f"power (W, {scope})")
     fig.update_yaxes(rangemode="tozero")
     return fig
+
+
+def frontier_plot(frame: pd.DataFrame, preset: str, convention: str, memory: str, protocol: str,
+                  note: str = "") -> go.Figure:
+    """Domain FID against energy per image (log x), the rows of :func:`reports.tables.frontier_table` of one FID
+    protocol with a FID and an energy: three traces, the Pareto front as a step line (``hv``: from each model on
+    the front across to the next cheaper-to-dearer one, then down to its FID), the models on the front and the
+    dominated ones (possibly empty), each point labelled with its model and its x error bar spanning the lowest
+    to the highest energy over every convention x memory model."""
+    fig = go.Figure()
+    front = frame[frame.on_front == "yes"].sort_values(["energy_uJ_per_image", "domain_fid"], kind="stable")
+    fig.add_trace(go.Scatter(x=[_f(v) for v in front["energy_uJ_per_image"]], y=[_f(v) for v in front["domain_fid"]],
+                             mode="lines", line={"color": PALETTE[2], "shape": "hv", "width": 2},
+                             name="Pareto front", hoverinfo="skip"))
+    for name, sel, colour, symbol in (("on the front", front, PALETTE[2], "circle"),
+                                      ("dominated", frame[frame.on_front == "no"], MARK, "circle-open")):
+        x = [_f(v) for v in sel["energy_uJ_per_image"]]
+        low = [_f(v) for v in sel["energy_min_uJ_per_image"]]
+        high = [_f(v) for v in sel["energy_max_uJ_per_image"]]
+        fig.add_trace(go.Scatter(
+            x=x, y=[_f(v) for v in sel["domain_fid"]], mode="markers+text", name=name,
+            marker={"size": 11, "color": colour, "symbol": symbol, "line": {"width": 2, "color": colour}},
+            text=[_e(m) for m in sel["model"]], textposition="top center",
+            error_x={"type": "data", "symmetric": False, "color": colour, "thickness": 1.2, "width": 4,
+                     "array": [None if h is None or v is None else h - v for h, v in zip(high, x, strict=True)],
+                     "arrayminus": [None if lo is None or v is None else v - lo for lo, v in zip(low, x, strict=True)]},
+            customdata=[[_f(a), _f(b)] for a, b in zip(low, high, strict=True)],
+            hovertemplate="%{text}<br>%{x:.4g} uJ per image (%{customdata[0]:.4g} to %{customdata[1]:.4g} over "
+                          "the other accountings)<br>FID %{y:.4g}<extra></extra>"))
+    fig = _layout(fig, f"Energy per image against domain FID ({preset}, {convention} convention, memory: {memory}; "
+                       f"FID: {protocol}){note}", f"uJ per image, log ({convention}, memory {memory})",
+                  "domain FID (lower is better)", height=500, **_legend_on_top(fig))
+    fig.update_xaxes(type="log")
+    values = [v for t in fig.data[1:] for v in (t.x or ()) if v]
+    lows = [_f(v) for v in frame["energy_min_uJ_per_image"] if _f(v)] + values
+    highs = [_f(v) for v in frame["energy_max_uJ_per_image"] if _f(v)] + values
+    if lows:  # room for the error bars and the labels on both sides
+        low, high = math.log10(min(lows)) - 0.15, math.log10(max(highs)) + 0.15
+        fig.update_xaxes(type="log", range=[low, high])
+        for trace in fig.data[1:]:  # a label reads towards the middle of the axis, never off its edge
+            trace.textposition = ["top right" if v is None or math.log10(v) <= (low + high) / 2 else "top left"
+                                  for v in (trace.x or ())]
+    fids = [v for t in fig.data[1:] for v in (t.y or ()) if v is not None]
+    if fids:
+        span = max(fids) - min(fids) or max(fids) or 1.0
+        fig.update_yaxes(range=[max(0.0, min(fids) - 0.15 * span), max(fids) + 0.2 * span])
+    return fig

@@ -254,6 +254,69 @@ def _summary(study: Study) -> Section:
                        for m in study.models if m.untrained), note=True)], toc="Verdict")
 
 
+def _frontier_why(study: Study) -> str:
+    """Why the frontier has no plot, in one line ('' when it has one: two or more models of one FID protocol
+    with a defined energy)."""
+    frontier = study.frontier
+    if frontier is None or len(frontier.placed()) >= 2:
+        return ""
+    with_fid = [p for p in frontier.points if p.quality is not None]
+    fix = ("`sdit evaluate TARGET --json FILE` makes one; give it with --quality, or ship it in the checkpoint "
+           "directory's evaluations/")
+    if not with_fid:
+        return f"No frontier plot: no model has a domain FID ({fix})."
+    if len(with_fid) == 1:
+        return f"No frontier plot: only {with_fid[0].model} has a domain FID, and a front needs two models ({fix})."
+    if len(frontier.protocols) > 1:
+        return (f"No frontier plot: the {len(with_fid)} models with a domain FID were evaluated under "
+                f"{len(frontier.protocols)} different protocols, and FIDs of different protocols are not put on "
+                f"one front ({'; '.join(frontier.protocols)}).")
+    return (f"No frontier plot: fewer than two models with a domain FID have an energy defined under "
+            f"{frontier.costs} ({frontier.convention} convention, memory {frontier.memory}).")
+
+
+def _frontier(study: Study) -> Section:
+    """Energy per image against domain FID: the figure of the main FID protocol (or one line saying why there
+    is none) and the table of every model."""
+    frontier = study.frontier
+    table = tables.frontier_table(study)
+    if frontier is None:
+        return Section("frontier", "Energy against quality", [Text("No frontier: this study has none.", note=True)],
+                       toc="Frontier")
+    conv, memory, preset = frontier.convention, frontier.memory, frontier.costs
+    untrained = [m.label for m in study.models if m.untrained]
+    untrained_words = f" Untrained weights: {', '.join(untrained)}." if untrained else ""
+    blocks: list[Any] = []
+    why = _frontier_why(study)
+    if why:
+        blocks.append(Text(why, note=True))
+    else:
+        placed = {p.model for p in frontier.placed()}
+        labels = {m.named: m.label for m in study.models}
+        shown = table[[labels.get(n, n) in placed for n in table["model"]]]
+        protocol = next(p.quality for p in frontier.placed())
+        plotted = untrained and any(m in placed for m in untrained)
+        blocks.append(Chart(
+            figures.frontier_plot(shown, preset, conv, memory, f"N = {protocol.num_samples:,}, {protocol.sampler}",
+                                  " (untrained weights)" if plotted else ""),
+            f"Domain FID (lower is better; {protocol.protocol}) against estimated energy per image (uJ, log scale) "
+            f"under {preset}, {conv} convention, memory model {memory}; the bars span the lowest to the highest "
+            "energy over every counting convention x memory model of the verdict matrix. Green: the Pareto front "
+            "(no other model costs less energy and has a lower FID; equal points both stay on it), the step line "
+            "joins it; open grey circles: dominated models." + untrained_words, "frontier", table, "fig-frontier"))
+    others = [p.model for p in frontier.points if p.on_front is not None and p.group != frontier.main]
+    if others and not why:
+        blocks.append(Text(f"Not on this plot: {', '.join(others)}, whose FID was measured under another protocol "
+                           "(see the table); FIDs of different protocols are not put on one front.", note=True))
+    blocks.append(Table(table, f"Per model: estimated energy per image (uJ, {preset}, {conv} convention, memory "
+                               f"{memory}) with its lowest and highest over every convention x memory model (where: "
+                               "min_at / max_at), the domain FID and KID of its `sdit evaluate` record with the "
+                               "protocol, and whether it is on the Pareto front of its protocol (n/a: the status "
+                               "says why)." + untrained_words, "frontier",
+                        title="energy and domain FID per model", fold=True))
+    return Section("frontier", "Energy against quality", blocks, toc="Frontier")
+
+
 def _cards(study: Study) -> Section:
     rest = [c for c in headline_cards(study) if not c.title.startswith("verdict")]
     return Section("figures", "Break-even, conventions, operations and measurement", [Cards(rest)], toc="Key figures")
@@ -505,8 +568,8 @@ def build_page(study: Study, run: RunInfo) -> Page:
     """
     if len(study.models) < 2:
         raise ValueError("the report compares two or more models")
-    sections = [_summary(study), _cards(study), _table(study), _quality(study, run), _layers(study), _firing(study),
-                _steps(study), _sweep(study), _sensitivity(study), _presets(study), _measured(study),
+    sections = [_summary(study), _frontier(study), _cards(study), _table(study), _quality(study, run), _layers(study),
+                _firing(study), _steps(study), _sweep(study), _sensitivity(study), _presets(study), _measured(study),
                 _samples(study, run), _uncounted(study), _conventions(study, run)]
     return Page(
         title="SDiT energy report: " + " vs ".join(m.named for m in study.models),

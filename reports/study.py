@@ -14,11 +14,12 @@ Units: energies in joules per image over the whole workload, firing rates as fra
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
-from profiling.compare import Comparison, layer_memory, verdict_matrix
+from profiling.compare import Comparison, layer_memory, verdict_matrix, with_frontier
 from profiling.energy import EnergyCosts, memory_of
+from profiling.frontier import Frontier
 from profiling.records import Profile
 from profiling.study import FinishedStudy
 from sdit.workload import Workload
@@ -105,7 +106,8 @@ class Study:
     :class:`profiling.compare.Verdict` as a dict per (spiking model, baseline, convention, memory model), the
     models by label; ``layer_memory_rows``: model, memory (``MODEL:PRESET``), layer, compute_j, memory_j under
     the headline preset and convention, for every memory model of the matrix but ``none``;
-    ``headline_memory``: the memory model and preset of the headline preset (``none``: compute only).
+    ``headline_memory``: the memory model and preset of the headline preset (``none``: compute only);
+    ``frontier``: energy against domain FID (:class:`profiling.frontier.Frontier`), its models by label.
     """
 
     models: list[ModelStudy]
@@ -123,6 +125,7 @@ class Study:
     verdict_rows: list[dict[str, Any]] = field(default_factory=list)
     layer_memory_rows: list[dict[str, Any]] = field(default_factory=list)
     headline_memory: str = "none"
+    frontier: Frontier | None = None
     source: dict[str, Any] = field(default_factory=dict)  # the comparison's own to_dict(), embedded in the page
 
     @property
@@ -173,8 +176,12 @@ def preset_info(costs: EnergyCosts) -> PresetInfo:
 
 
 def study_view(finished: FinishedStudy) -> Study:
-    """The report's view of a finished study: its comparison with descriptions, provenance and headline."""
-    return study_from_comparison(finished.comparison, finished.descriptions, finished.provenance,
+    """The report's view of a finished study: its comparison with descriptions, provenance and headline (and its
+    frontier, from the matched evaluations where the comparison carries none)."""
+    comparison = finished.comparison
+    if comparison.frontier is None:
+        comparison = with_frontier(comparison, finished.run.evaluations)
+    return study_from_comparison(comparison, finished.descriptions, finished.provenance,
                                  finished.headline_preset, finished.headline_convention, finished.labels)
 
 
@@ -245,11 +252,17 @@ def study_from_comparison(
     breaks = [{"model": label[b.model], "baseline": label[b.baseline], "preset": b.costs, "convention": b.convention,
                "baseline_j": b.baseline_j, "firing_rate": b.firing_rate, "reason": b.reason}
               for b in comparison.break_even]
+    frontier = comparison.frontier or with_frontier(comparison, {}).frontier  # every energy, FIDs where any
+    frontier = replace(frontier, points=[replace(p, model=label.get(p.model, p.model),
+                                                 dominated_by=[label.get(d, d) for d in p.dominated_by])
+                                         for p in frontier.points])
     return Study(
         models=models, workload=comparison.workload, presets=[preset_info(c) for c in comparison.costs],
         conventions=dict(comparison.conventions), headline_preset=headline_preset,
         headline_convention=headline_convention, energy_rows=energy, layer_energy_rows=layers,
         step_energy_rows=steps, sweep_rows=sweep, break_even_rows=breaks, layer_step_rows=layer_steps,
         verdict_rows=verdicts, layer_memory_rows=layer_mem, headline_memory=memory_of(headline_costs).spec,
+        frontier=frontier,
         source=comparison.to_dict(),
     )
+

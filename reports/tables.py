@@ -534,3 +534,43 @@ def quality_summary_table(quality: pd.DataFrame) -> pd.DataFrame:
     wide = named.pivot_table(index="model", columns="column", values="value", aggfunc="first", sort=False)
     order = list(dict.fromkeys(quality.model))
     return wide.reindex(order).reset_index().rename_axis(columns=None)
+
+
+FRONTIER_COLUMNS = ["model", "energy_uJ_per_image", "energy_min_uJ_per_image", "energy_max_uJ_per_image",
+                    "domain_fid", "domain_kid", "on_front", "status", "min_at", "max_at", "accountings",
+                    "kid_standard_error", "num_samples", "sampler", "protocol", "evaluation"]
+
+
+def on_front_words(on_front: bool | None) -> str:
+    """A frontier point's ``on_front`` as a table says it: yes, no, or n/a (its status says why)."""
+    return "n/a" if on_front is None else "yes" if on_front else "no"
+
+
+def frontier_table(study: Study) -> pd.DataFrame:
+    """Energy against domain FID, one row per model (:class:`profiling.frontier.Frontier`): its energy per image
+    (uJ) under the frontier's convention and memory model, the lowest and highest over every convention x memory
+    model (``min_at`` / ``max_at``: where; ``accountings``: how many defined totals), its domain FID and KID with
+    the protocol they were measured under, and whether it is on the Pareto front of its protocol
+    (``on_front``: yes / no / n/a; ``status`` in words: who dominates it, or why it is on no front)."""
+    frontier = study.frontier
+    rows = []
+    for p in frontier.points if frontier is not None else []:
+        q = p.quality
+        named = next((m.named for m in study.models if m.label == p.model), p.model)
+        status = {True: "on the front", False: "dominated by " + ", ".join(p.dominated_by)}.get(p.on_front, p.status)
+        if p.on_front is not None and p.group != frontier.main:
+            status += "; another FID protocol than the plot's: a front of its own"
+        rows.append({"model": named, "energy_uJ_per_image": _uj(p.energy_j),
+                     "energy_min_uJ_per_image": _uj(p.energy_min_j), "energy_max_uJ_per_image": _uj(p.energy_max_j),
+                     "domain_fid": None if q is None else q.fid, "domain_kid": None if q is None else q.kid,
+                     "on_front": on_front_words(p.on_front), "status": status, "min_at": p.min_at or None,
+                     "max_at": p.max_at or None, "accountings": p.accountings,
+                     "kid_standard_error": None if q is None else q.kid_standard_error,
+                     "num_samples": None if q is None else q.num_samples, "sampler": None if q is None else q.sampler,
+                     "protocol": None if q is None else q.protocol, "evaluation": None if q is None else q.source_file})
+    frame = pd.DataFrame(rows, columns=FRONTIER_COLUMNS)
+    frame = frame.astype(object).where(frame.notna(), None)
+    if frontier is not None:
+        frame.attrs["unit"] = (f"uJ per image over the workload ({frontier.costs}, {frontier.convention} convention, "
+                               f"memory {frontier.memory}); FID and KID in the units of sdit evaluate")
+    return frame

@@ -28,7 +28,8 @@ from profiling.records import Profile
 from reports import tables
 from reports.study import Study
 
-__all__ = ["Col", "energy_terms_text", "energy_text", "fill", "format_cell", "layer_tables", "middle_ellipsis",
+__all__ = ["Col", "energy_terms_text", "energy_text", "fill", "format_cell", "frontier_text", "layer_tables",
+           "middle_ellipsis",
            "render", "sensitivity_text", "strict_acs_hint", "terminal_width", "totals_text", "untrained_of",
            "verdict_text"]
 
@@ -374,3 +375,28 @@ def verdict_text(rows: Sequence[Verdict], workload: str, width: int | None = Non
                                 "the baseline", width=width)
                    + "".join(fill(f"  {n}", width, "    ") for n in notes if n))
     return "\n".join(out)
+
+
+def frontier_text(study: Study, width: int | None = None) -> str:
+    """The energy-quality frontier in one table (:func:`reports.tables.frontier_table`): per model its energy per
+    image under the frontier's convention and memory model, the lowest and highest over every convention x memory
+    model, its domain FID and whether it is on the Pareto front (KID and the rest: the report's table, which
+    would not fit 80 columns); '' without a frontier."""
+    frontier = study.frontier
+    if frontier is None:
+        return ""
+    frame = tables.frontier_table(study)
+    protocols = "; ".join(frontier.protocols) or "no model has one"
+    text = render(frame, [Col("model", "model", "name"), Col("energy_uJ_per_image", "uJ", "uj", "undefined"),
+                          Col("energy_min_uJ_per_image", "min uJ", "uj"),
+                          Col("energy_max_uJ_per_image", "max uJ", "uj"),
+                          Col("domain_fid", "FID", "float"), Col("on_front", "front", "text")],
+                  title=f"energy-quality frontier: estimated energy per image, {study.workload_label}, "
+                        f"{frontier.costs}, {frontier.convention} convention, memory {frontier.memory} (min / max: "
+                        f"over every convention x memory model), against domain FID (lower is better); front: no "
+                        "other model costs less and has a lower FID", width=width)
+    notes = [f"FID protocol: {protocols}"]
+    notes += [f"{p.model}: {p.status}" for p in frontier.points if p.on_front is None and p.quality is not None]
+    if len(frontier.protocols) > 1:
+        notes.append("FIDs of different protocols are not put on one front: each protocol has its own")
+    return text + "".join(fill(f"  {n}", width, "    ") for n in notes)

@@ -7,10 +7,12 @@ from pathlib import Path
 
 import pytest
 
+from profiling.compare import Comparison, with_frontier
 from profiling.study import RunInfo
 from reports.html import FOLD_ROWS, write_page
 from reports.page import build_page
-from reports.study import Study
+from reports.study import study_from_comparison
+from tests.profiling.test_frontier import record
 from tests.reports.browser import visit
 
 ARTIFACTS = Path(__file__).resolve().parents[2] / "out" / "test-artifacts"
@@ -44,13 +46,18 @@ WIDTH = """(() => ({scroll: document.documentElement.scrollWidth, inner: window.
   }).map(e => e.tagName + '.' + e.className).slice(0, 5)}))()"""
 BACKGROUND = "getComputedStyle(document.body).backgroundColor"
 PLOT_TEXT = "getComputedStyle(document.querySelector('#fig-sensitivity .gtitle')).fill"
+FRONTIER = ("(() => { const p = document.querySelector('#fig-frontier'); "
+            "return p && p.querySelectorAll('.scatterlayer .trace').length; })()")
 
 
 @pytest.fixture(scope="module")
-def report(tiny_study: Study, tmp_path_factory: pytest.TempPathFactory) -> Path:
+def report(tiny_comparison: Comparison, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The page of the tiny study, with a domain FID for each model so that the frontier figure is drawn."""
     run = RunInfo(command="sdit compare sdit-tiny dit-tiny", created="2026-12-01 00:00:00 UTC",
                   versions={"torch": "test"}, device="cpu", git_revision="0" * 40, seed=0)
-    return write_page(build_page(tiny_study, run), tmp_path_factory.mktemp("layout") / "report.html")
+    study = study_from_comparison(with_frontier(tiny_comparison, {"sdit-tiny": [record(180.0)],
+                                                                  "dit-tiny": [record(120.0)]}))
+    return write_page(build_page(study, run), tmp_path_factory.mktemp("layout") / "report.html")
 
 
 def test_wide_screen_shows_the_verdict_first_and_folds_long_tables(report: Path) -> None:
@@ -70,10 +77,11 @@ def test_wide_screen_shows_the_verdict_first_and_folds_long_tables(report: Path)
 
 def test_phone_width_fits_and_dark_mode_is_followed(report: Path) -> None:
     seen = visit(report, ARTIFACTS / "report-390-dark.png", {"width": WIDTH, "background": BACKGROUND,
-                                                           "plot_text": PLOT_TEXT},
+                                                           "plot_text": PLOT_TEXT, "frontier": FRONTIER},
                  viewport=(390, 844), color_scheme="dark")
     assert seen.console_errors == [] and seen.page_errors == []
     width = seen.results["width"]
     assert width["scroll"] <= width["inner"] == 390 and width["wider"] == [], width
     assert seen.results["background"] == "rgb(13, 17, 23)"  # the dark page
     assert seen.results["plot_text"] == "rgb(230, 237, 243)"  # and the figures' text in its light colour
+    assert seen.results["frontier"] == 3  # the frontier drawn: step line, models on the front, dominated ones
