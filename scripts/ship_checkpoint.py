@@ -34,6 +34,7 @@ FLAGS = ("preset", "dataset", "batch_size", "steps", "lr", "warmup_steps", "ema_
          "sample_every", "ckpt_every", "keep")
 SHIPPED_FILES = ("model.safetensors", "provenance.json", "samples.png", "samples-ddim50-eta0.png")
 SWITCHES = ("compile",)  # boolean settings: the flag alone when true
+SET_ONLY = ("rate_penalty", "init_from")  # flags a run.json holds at their off value (0, null) when not given
 
 
 def train_command(train: dict[str, Any], out: str) -> str:
@@ -41,6 +42,9 @@ def train_command(train: dict[str, Any], out: str) -> str:
     parts = ["sdit", "train"]
     for key in FLAGS:
         if train.get(key) is not None:
+            parts += [f"--{key.replace('_', '-')}", str(train[key])]
+    for key in SET_ONLY:
+        if train.get(key):
             parts += [f"--{key.replace('_', '-')}", str(train[key])]
     parts += [f"--{key}" for key in SWITCHES if train.get(key)]
     return shlex.join(parts + ["--out", out])
