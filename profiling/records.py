@@ -50,7 +50,7 @@ OLDER_PROFILE_READERS = {
     None: "sdit 0.1.0 (profiles with paper-convention columns, schema sdit.profile/1 or none)",
     "sdit.profile/1": "sdit 0.1.0 (profiles with paper-convention columns, schema sdit.profile/1 or none)",
     "sdit.profile/2": "sdit 0.2.0 (profiles without data-movement columns, schema sdit.profile/2)",
-    "sdit.profile/3": "sdit 0.2.0 before the input firing-rate columns (schema sdit.profile/3)",
+    "sdit.profile/3": "sdit 0.2.0 (profiles without input firing-rate columns, schema sdit.profile/3)",
 }
 OLDER_PROFILE_READER = OLDER_PROFILE_READERS[None]
 

@@ -9,8 +9,8 @@ saying how it counted. :func:`table3` profiles one forward of each compared mode
   authors' ``"branch"`` layout they run once (the profile is "one T", and "all T" is T times it).
 * dense (every matmul and conv) or Linear/Conv only (without DiT's attention matmuls q k^T and A v).
 * MACs, or FLOPs = 2 x MACs.
-* firing-rate weighted: the spike-fed ops (:func:`profiling.conventions.spike_fed`: downstream of a
-  spiking layer inside a spiking block, what the paper convention charges at a rate) count fr x their
+* firing-rate weighted: the spike-fed ops (:func:`profiling.conventions.spike_fed`: inside a spiking
+  block and reached by a neuron's spikes, what the paper convention charges at a rate) count fr x their
   MACs, the rest in full; the table gives the firing rate fr each model would need to reach the paper's
   figure (a fitted rate, not a reproduction).
 
@@ -338,7 +338,7 @@ def table3(
         "Reproduced: the count rounds to the figure as printed (params within 0.005 M, MACs within 0.005 G).",
         "all T / one T: a spiking block's ops counted for each of the T spiking steps, or once. Our sdit-mnist "
         "runs its blocks T times (stream); the authors' layout runs them once and repeats only the LIF input.",
-        "Spiking MACs (fr conventions): synaptic ops downstream of a spiking layer inside a spiking block, the "
+        "Spiking MACs (fr conventions): synaptic ops inside a spiking block that a neuron's spikes reach, the "
         "profiler's paper convention; every other op counts in full.",
     ]
     return Table3(paper=list(PAPER_TABLE3), conventions=list(CONVENTIONS), models=rows, findings=findings,

@@ -6,7 +6,7 @@ above this one); ``sdit.profile`` and ``sdit.estimate`` say so.
 
 from typing import Any as _Any
 
-__version__ = "0.2.0"
+__version__ = "0.3.0"
 __all__ = ["__version__"]
 _MOVED = {"profile": "profiling.profile", "estimate": "profiling.estimate"}
 

@@ -76,7 +76,7 @@ def test_an_older_profile_is_one_line_naming_what_reads_it(firing_run: Profile) 
     data = firing_run.to_dict()
     assert data["schema"] == "sdit.profile/4" and "macs_paper" not in data["layers"][0]
     for schema, reader in ((None, OLDER_PROFILE_READER), ("sdit.profile/1", OLDER_PROFILE_READER),
-                           ("sdit.profile/2", "sdit 0.2.0"), ("sdit.profile/3", "input firing-rate columns")):
+                           ("sdit.profile/2", "sdit 0.2.0"), ("sdit.profile/3", "without input firing-rate columns")):
         old = {k: v for k, v in data.items() if k != "schema"} | ({} if schema is None else {"schema": schema})
         with pytest.raises(ValueError, match=f"a profile of schema {schema!r}, not 'sdit.profile/4'") as err:
             Profile.from_dict(old)
