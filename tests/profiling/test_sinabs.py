@@ -151,3 +151,35 @@ def test_spike_fn_decides_spikes_or_counts_and_exp_leak_is_analog() -> None:
     assert profile.layer("2").macs == 0 and profile.layer("1").neuron_updates == T * 4
     leak = profiling.profile(nn.Sequential(nn.Linear(3, 4), sl.ExpLeak(tau_mem=5.0), nn.Linear(4, 2)), x)
     assert leak.kind == "ann" and leak.layer("2").macs == T * 8
+
+
+@pytest.mark.parametrize("squeeze", [False, True], ids=["plain", "squeeze"])
+def test_sinabs_own_synop_counter_agrees_where_it_counts_the_same(squeeze) -> None:
+    """sinabs's SNNAnalyzer counts a Linear's synops as the sum of its input's values x fan-out, per image: our
+    ACs where the input is 0/1 spikes; where it is a multi-spike layer's counts, one synop per spike (sum of
+    the counts x fan-out), where strict counting charges every element as a MAC; on a real-valued input (fc1)
+    it sums the real values, where we count MACs. Its firing rates are ours. With Squeeze layers it splits a
+    Linear's (B x T, ...) input by the Squeeze layer's batch_size, as we split the neurons' outputs."""
+    plain, x = Net(), _input()  # imports sinabs (with the pylab stub where needed)
+    import sinabs.synopcounter
+
+    net = Net(squeeze=True) if squeeze else plain
+    net.load_state_dict(plain.state_dict())
+    x = x.flatten(0, 1) if squeeze else x
+    _reset(net)
+    with pytest.warns(DeprecationWarning, match="SNNAnalyzer is deprecated"):
+        analyzer = sinabs.synopcounter.SNNAnalyzer(net)
+    with torch.no_grad():
+        net(x)
+    stats = analyzer.get_layer_statistics()
+    analyzer.reset()
+    for h in analyzer.handles:
+        h.remove()
+    _reset(net)
+    profile = profiling.profile(net, x, strict=True)
+    synops = {n: float(stats["parameter"][n]["synops"]) for n in ("fc1", "fc2", "fc3")}
+    assert synops["fc2"] == pytest.approx(profile.layer("fc2").acs)
+    assert synops["fc3"] == pytest.approx(profile.layer("iaf").spikes * 3) and profile.layer("fc3").acs == 0
+    assert synops["fc1"] == pytest.approx(float(x.sum()) / B * 8) and profile.layer("fc1").macs == T * 6 * 8
+    for n in ("lif", "iaf"):
+        assert float(stats["spiking"][n]["firing_rate"]) == pytest.approx(profile.layer(n).firing_rate)
