@@ -50,11 +50,12 @@ from profiling.module_rules import (
     spiking_block_members,
     spiking_blocks,
 )
-from profiling.neurons import NeuronSpec, NeuronTable, NeuronTypes
+from profiling.neurons import NeuronSpec, NeuronTable, NeuronTypes, counted_spikes_per_step
 from profiling.records import UnsupportedOp
 from profiling.replay import RECORD, REPLAY, Reuse
 from profiling.rules import FREE_OPS, RULES, VALUE_DEPENDENT, Counts, op_base_name
 from profiling.spikes import (
+    COUNTS,
     SPIKE_DETECTION,
     SYNAPTIC_OPERANDS,
     Derivations,
@@ -327,16 +328,20 @@ class LayerCounter:
                 f"{name}: {type(module).__name__} returned {type(out).__name__}, with no spike tensor at output "
                 f"index {spec.spike_output}; declare where its spikes are: neuron_types={{{type(module).__name__}: "
                 f"profiling.neurons.NeuronSpec(spike_output=...)}}")
-        axis = spec.time_axis_of(module, train)
+        steps, axis = spec.steps_of(module, train)  # a view with its own time axis (sinabs's B x T split)
         if self.first_train is None:
-            self.first_train = (tuple(train.shape), axis)
-        per_step = spikes_per_step(module, train, axis)  # (steps,) on device
+            self.first_train = (tuple(steps.shape), axis)
+        counts = spec.output_of(module) == COUNTS  # a multi-spike neuron: its spikes are the sum of its counts
+        per_step = counted_spikes_per_step(steps, axis) if counts else spikes_per_step(module, steps, axis)
         tally = self._tally(name)
         tally.add({"neuron_updates": train.numel() * spec.updates_per_element})
         tally.add(neuron_memory(module, train))  # its state traffic (profiling.tally)
         tally.spikes_per_step.append(per_step)  # the spikes column is their sum, taken in finish()
         tally.steps += per_step.shape[0]
-        self._mark_spikes(train, name)
+        if counts:
+            self._mark_counts(train)
+        else:
+            self._mark_spikes(train, name)
         self._last_neuron = (self._calls, name)
         self._calls += 1
         for t in _tensors(out if isinstance(out, list | tuple) else (out,)):
