@@ -200,6 +200,11 @@ class LayerCounter:
 
     def _action_of(self, name: str, module: nn.Module) -> int:
         spec = self.neurons.spec_of(module)
+        if spec is not None and spec.hidden_synapses and not self.neurons.user_declared(module):
+            raise UnknownNeuronError(
+                f"{name}: {spec.framework} {type(module).__name__} cannot be counted: {spec.hidden_synapses} "
+                f"(or declare it with neuron_types= to count its membrane updates alone, without those synapses)"
+            )
         if spec is not None and spec.spiking:
             self._specs[id(module)] = spec
             return _NEURON

@@ -50,6 +50,8 @@ class NeuronSpec:
         framework: Where the declaration comes from (for messages and docs).
         output: ``"spikes"`` (0/1) or ``"counts"`` (spikes per neuron per step, 0, 1, 2, ...), or a function
             of the module giving one of the two (sinabs: by its ``spike_fn``).
+        hidden_synapses: Synaptic ops the neuron runs inside its own call (a recurrent cell's weights), which
+            the counter would not see: a built-in declaration with them is refused, with the fix.
     """
 
     spike_output: int = 0
@@ -58,6 +60,7 @@ class NeuronSpec:
     spiking: bool = True
     framework: str = "user"
     output: str | Callable[[nn.Module], str] = BINARY
+    hidden_synapses: str | None = None
 
     def spike_train(self, out: Any) -> Tensor | None:
         """The spike train in a call's output, or ``None`` if the output has none where declared."""
@@ -138,22 +141,35 @@ class Declaration:
 
 _SJ = "spikingjelly.activation_based.neuron"
 _SINABS = "sinabs.layers"
+_NORSE_RECURRENT = ("its input and recurrent weights (input_weights, recurrent_weights) multiply inside the cell; "
+                    "use the non-recurrent cell (LIFCell, LIF) with the weights as nn.Linear layers around it")
+_SNNTORCH_RECURRENT = ("its recurrent weights (the recurrent submodule) multiply inside the neuron; use Leaky / "
+                       "Synaptic with the recurrence as an nn.Linear fed by its spikes")
+_SINABS_RECURRENT = ("its recurrent connection (rec_connect) runs inside the layer; use the non-recurrent layer with "
+                     "the connection as an nn.Linear / nn.Conv2d fed by its spikes")
 BUILTIN_NEURONS: tuple[Declaration, ...] = (
     # spikingjelly: LIAF fires an analog activation of the membrane, never spikes (a subclass of LIFNode: first)
     Declaration(_SJ, ("LIAFNode",), NeuronSpec(spiking=False, framework="spikingjelly")),
     Declaration(_SJ, ("LIFNode", "IFNode", "ParametricLIFNode"), NeuronSpec(framework="spikingjelly")),
     # snnTorch: every neuron derives from SpikingNeuron and returns spk, or (spk, mem) / (spk, syn, mem)
+    Declaration("snntorch", ("RLeaky", "RSynaptic"), NeuronSpec(spike_output=0, time_axis=None, framework="snnTorch",
+                                                             hidden_synapses=_SNNTORCH_RECURRENT)),
     Declaration("snntorch", ("SpikingNeuron",), NeuronSpec(spike_output=0, time_axis=None, framework="snnTorch")),
     # Norse: leaky integrators are analog; cells (one step per call) and their sequence forms (T first)
     # return (z, state)
     Declaration("norse", ("LICell", "LI", "LIBoxCell", "LIBox"),
                 NeuronSpec(spiking=False, framework="Norse")),
-    Declaration("norse", ("SNNCell", "SNNRecurrentCell"),
-                NeuronSpec(spike_output=0, time_axis=None, framework="Norse")),
-    Declaration("norse", ("SNN", "SNNRecurrent"), NeuronSpec(spike_output=0, time_axis=0, framework="Norse")),
+    Declaration("norse", ("SNNRecurrentCell",), NeuronSpec(spike_output=0, time_axis=None, framework="Norse",
+                                                           hidden_synapses=_NORSE_RECURRENT)),
+    Declaration("norse", ("SNNRecurrent",), NeuronSpec(spike_output=0, time_axis=0, framework="Norse",
+                                                       hidden_synapses=_NORSE_RECURRENT)),
+    Declaration("norse", ("SNNCell",), NeuronSpec(spike_output=0, time_axis=None, framework="Norse")),
+    Declaration("norse", ("SNN",), NeuronSpec(spike_output=0, time_axis=0, framework="Norse")),
     # sinabs: ExpLeak (a subclass of LIF: first) is a leaky integrator; the layers take (B, T, ...), their
     # Squeeze forms (B x T, ...); spikes or counts by spike_fn
     Declaration(_SINABS, ("ExpLeak",), NeuronSpec(spiking=False, framework="sinabs")),
+    Declaration(_SINABS, ("IAFRecurrent", "LIFRecurrent", "ALIFRecurrent"),
+                NeuronSpec(time_axis=1, output=_sinabs_output, framework="sinabs", hidden_synapses=_SINABS_RECURRENT)),
     Declaration(_SINABS, ("IAFSqueeze", "LIFSqueeze", "ALIFSqueeze"),
                 NeuronSpec(time_axis=BATCH_TIME, output=_sinabs_output, framework="sinabs")),
     Declaration(_SINABS, ("IAF", "LIF", "ALIF"), NeuronSpec(time_axis=1, output=_sinabs_output, framework="sinabs")),
@@ -198,6 +214,10 @@ class NeuronTable:
             spec = next((s for c, s in self.user if issubclass(cls, c)), None)
             self._cache[cls] = spec if spec is not None else _declared(cls, BUILTIN_NEURONS)
         return self._cache[cls]
+
+    def user_declared(self, module: nn.Module) -> bool:
+        """``module``'s class is declared by the caller (``neuron_types=``), not built in."""
+        return any(issubclass(type(module), c) for c, _ in self.user)
 
     def is_neuron(self, module: nn.Module) -> bool:
         """A declared spiking neuron (analog neurons are not)."""

@@ -354,6 +354,22 @@ def test_snntorch_and_norse_neurons_count_exactly_without_declarations(build, ca
     assert capsys.readouterr().err == "" and stated.to_dict() == profile.to_dict()
 
 
+def test_an_snntorch_recurrent_neuron_is_refused_with_the_fix() -> None:
+    snn = pytest.importorskip("snntorch")
+    net = _LoopNet(lambda: snn.RLeaky(beta=0.9, linear_features=16), lambda n, cur, s: (n(cur)[0], None))
+    with pytest.raises(UnknownNeuronError, match=r"n1: snnTorch RLeaky cannot be counted: its recurrent weights"):
+        profiling.profile(net, torch.rand(4, 2, 8))
+
+
+def test_a_norse_recurrent_cell_is_refused_with_the_fix() -> None:
+    norse = pytest.importorskip("norse.torch")
+    net = _LoopNet(lambda: norse.LIFRecurrentCell(16, 16), lambda n, cur, state: n(cur, state))
+    net.n2 = norse.LIFCell()
+    with pytest.raises(UnknownNeuronError, match=r"n1: Norse LIFRecurrentCell cannot be counted: its input and "
+                       r"recurrent weights .* use the non-recurrent cell \(LIFCell, LIF\)"):
+        profiling.profile(net, torch.rand(4, 2, 8))
+
+
 class HandLIF(nn.Module):
     """A hand-written LIF, single-step: membrane v, threshold 1, hard reset."""
 

@@ -18,7 +18,8 @@ import torch
 from torch import Tensor, nn
 
 import profiling
-from profiling.neurons import NeuronTable
+from profiling.counter import UnknownNeuronError
+from profiling.neurons import NeuronSpec, NeuronTable
 from tests.profiling.value_count import ValueCount
 
 B, T = 2, 4  # images, spiking steps
@@ -183,3 +184,15 @@ def test_sinabs_own_synop_counter_agrees_where_it_counts_the_same(squeeze) -> No
     assert synops["fc1"] == pytest.approx(float(x.sum()) / B * 8) and profile.layer("fc1").macs == T * 6 * 8
     for n in ("lif", "iaf"):
         assert float(stats["spiking"][n]["firing_rate"]) == pytest.approx(profile.layer(n).firing_rate)
+
+
+def test_a_recurrent_layer_is_refused_with_the_fix_unless_declared() -> None:
+    layers, _ = _sinabs()
+    net = nn.Sequential(nn.Linear(6, 5), layers.IAFRecurrent(rec_connect=nn.Linear(5, 5, bias=False)))
+    x = torch.rand(B, T, 6)
+    with pytest.raises(UnknownNeuronError, match=r"1: sinabs IAFRecurrent cannot be counted: its "
+                       r"recurrent connection \(rec_connect\) runs inside the layer; use the non-recurrent layer"):
+        profiling.profile(net, x)
+    spec = NeuronSpec(time_axis=1, framework="user")
+    declared = profiling.profile(net, x, neuron_types={layers.IAFRecurrent: spec})
+    assert declared.per_image["neuron_updates"] == 5 * T
