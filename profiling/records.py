@@ -366,9 +366,9 @@ class Profile:
                 f"mean firing rate {'n/a (no neurons)' if rate is None else f'{rate:.4f}'})")
 
     # ---- tables (pandas, imported on use) ---------------------------------------------
-    # Every frame: counts per image (summed over the batch / batch size), firing_rate a fraction in [0, 1],
-    # missing values <NA> in nullable dtypes (Float64, Int64, string), never None in an object column, and
-    # no list-valued column (per spiking step values: spikes_per_step_frame()). docs/api.md lists them.
+    # Every frame: counts per image (summed over the batch / batch size), firing_rate spikes per neuron update
+    # (in [0, 1]; above 1 only for a multi-spike neuron), missing values <NA> in nullable dtypes (Float64,
+    # Int64, string), never None in an object column, and no list-valued column (per spiking step values: spikes_per_step_frame()). docs/api.md lists them.
     def to_dataframe(self) -> Any:
         """Per-layer table (one row per layer, per image), as a pandas DataFrame; see :meth:`layers_frame`."""
         return self.layers_frame()
