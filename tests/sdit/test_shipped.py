@@ -19,10 +19,11 @@ SHIPPED = sorted(p for p in (Path(__file__).resolve().parents[2] / "checkpoints"
 
 def test_something_is_shipped() -> None:
     assert [p.name for p in SHIPPED] == ["dit-small-fmnist", "dit-small-int8-fmnist", "sdit-small-fmnist",
-                                         "sdit-small-norecon-fmnist", "sdit-small-sd-fmnist"]
+                                         "sdit-small-norecon-fmnist", "sdit-small-sd-fmnist",
+                                         "sdit-small-sd-rate0.1-fmnist", "sdit-small-sd-rate0.3-fmnist"]
 
 
-@pytest.mark.parametrize("directory", [p for p in SHIPPED if p.name.endswith("-sd-fmnist")], ids=lambda p: p.name)
+@pytest.mark.parametrize("directory", [p for p in SHIPPED if p.name.startswith("sdit-small-sd")], ids=lambda p: p.name)
 def test_shipped_spike_driven_sdit_accumulates_inside_its_blocks(directory: Path) -> None:
     """On the trained model, strict ACs are at least 90 % of the synaptic ops inside blocks."""
     from profiling.workloads import profile_workload
