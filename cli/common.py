@@ -278,7 +278,7 @@ def _user_error_types() -> tuple[type[BaseException], ...]:
     from sdit.config import UnknownPresetError
     from sdit.data import DatasetError
     from sdit.targets import TargetError
-    from sdit.train_config import TrainError
+    from sdit.training.config import TrainError
 
     return (OutputError, OverwriteError, CheckpointError, TargetError, UnknownPresetError, DatasetError, TrainError)
 

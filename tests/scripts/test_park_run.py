@@ -12,8 +12,8 @@ import pytest
 
 from sdit import checkpoint
 from sdit.data import ImageSet
-from sdit.train import train
-from sdit.train_config import TrainConfig, load_run_config, resume_config
+from sdit.training.config import TrainConfig, load_run_config, resume_config
+from sdit.training.train import train
 
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "scripts" / "park_run.py"
