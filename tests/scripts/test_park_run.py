@@ -51,7 +51,7 @@ def _script(*args: Path | str) -> subprocess.CompletedProcess[str]:
 def test_a_restored_park_resumes_to_the_straight_runs_weights(tmp_path: Path, fashion_test) -> None:
     data = ImageSet(fashion_test.images[:16], fashion_test.labels[:16])
     config = TrainConfig(preset="sdit-tiny-sd", steps=6, batch_size=4, lr=1e-3, warmup_steps=2, ema_decay=0.9,
-                         log_every=1, sample_every=0, ckpt_every=1, keep=3)
+                         log_every=1, sample_every=0, ckpt_every=1, keep=3, sample_num=2, sample_steps=2)
     straight = train(config, tmp_path / "straight", data=data, progress=False)
     train(resume_config(config, steps=4), tmp_path / "run", data=data, progress=False)
 
@@ -88,7 +88,8 @@ def test_a_restored_park_resumes_to_the_straight_runs_weights(tmp_path: Path, fa
 def two_runs(tmp_path_factory: pytest.TempPathFactory, fashion_test) -> tuple[Path, Path]:
     """Two 2-step dit-tiny runs (different markers), checkpoints at steps 1 and 2."""
     data = ImageSet(fashion_test.images[:8], fashion_test.labels[:8])
-    config = TrainConfig(preset="dit-tiny", steps=2, batch_size=4, log_every=1, sample_every=0, ckpt_every=1)
+    config = TrainConfig(preset="dit-tiny", steps=2, batch_size=4, log_every=1, sample_every=0, ckpt_every=1,
+                         sample_num=2, sample_steps=2)  # the end-of-run grid is not what is tested: keep it small
     root = tmp_path_factory.mktemp("runs")
     for name in ("a", "b"):
         train(config, root / name, data=data, progress=False)
