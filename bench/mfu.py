@@ -4,7 +4,7 @@ One run measures this machine's peak matmul throughput (a large, warm square
 ``torch.mm``), then for each preset and workload the images/s of
 
 - ``train``: ``Diffusion().loss`` forward + backward + an AdamW step (the optimizer
-  ``sdit train`` builds, ``sdit.train.make_optimizer``),
+  ``sdit train`` builds, ``sdit.training.state.make_optimizer``),
 - ``sample``: one ``no_grad`` model forward (one denoising step),
 
 in two modes, ``eager`` (the model as profiled) and ``compiled`` (``torch.compile``
@@ -88,7 +88,7 @@ from sdit.models import build_model  # noqa: E402
 from sdit.models.wkv import wkv_backend  # noqa: E402
 
 try:  # the optimizer sdit train builds (fused AdamW); revisions without it: torch's default AdamW
-    from sdit.train import make_optimizer  # noqa: E402
+    from sdit.training.state import make_optimizer  # noqa: E402
 except ImportError:  # pragma: no cover
 
     def make_optimizer(params, lr: float, weight_decay: float) -> torch.optim.AdamW:

@@ -37,6 +37,7 @@ from sdit import progress as sdit_progress
 from sdit.artifacts import OutputError, OverwriteError, check_outputs
 
 if TYPE_CHECKING:  # the command's startup stays free of torch: targets load when a command runs
+    from profiling.study import FinishedStudy
     from sdit.targets import Target
 
 USAGE_ERROR = 2  # bad arguments: unknown preset, wrong option value, an output that may not be written
@@ -239,6 +240,40 @@ def check_outputs_or_fail(
         fail(str(err))
 
 
+def present_comparison(finished: FinishedStudy, out: Path, json_path: Path | None, overwrite: bool,
+                       quiet: bool) -> None:
+    """Show a finished study in the terminal (the verdict per convention, then the verdict matrix) and write its
+    report directory ``out`` (and ``json_path``; ``-``: stdout, everything else then on stderr), naming what
+    was written; the report directory must be claimed already (:func:`reports.report.claim_report_dir`)."""
+    from rich.console import Console
+
+    from profiling.compare import verdict_matrix
+    from reports import terminal
+    from reports.page import build_page
+    from reports.report import COMPARISON, write_report
+    from reports.study import study_view
+    from sdit.artifacts import is_stdout
+
+    to_stdout = is_stdout(json_path)  # the JSON alone on stdout; the tables and lines go to stderr
+    study = study_view(finished)
+    page = build_page(study, finished.run)
+    console = Console(stderr=to_stdout, quiet=quiet and to_stdout)
+    console.out(terminal.sensitivity_text(study, console.width), end="", highlight=False)
+    matrix = verdict_matrix(finished.comparison)
+    if matrix:
+        console.out("\n" + terminal.verdict_text(matrix, finished.comparison.workload.label(), console.width,
+                                                 labels=finished.labels,
+                                                 untrained=terminal.untrained_of(finished.comparison)),
+                    end="", highlight=False)
+    written = write_report(out, page, finished.comparison, json_path, overwrite)
+    if written.stale:
+        note(f"note: removed {len(written.stale)} table(s) of the earlier report that this one has not: "
+             f"{', '.join(p.name for p in written.stale)}")
+    also = f" (and {json_path})" if json_path is not None and not to_stdout else ""
+    echo(f"wrote {out / COMPARISON}{also} and {written.tables} CSV tables in {out / 'tables'}", err=to_stdout)
+    echo(f"report: {written.report}", err=to_stdout)
+
+
 def command_line() -> str:
     """The command line as the user typed it, for provenance (``sdit ...`` when run as the sdit command)."""
     if Path(sys.argv[0]).name in ("sdit", "main.py"):
@@ -278,7 +313,7 @@ def _user_error_types() -> tuple[type[BaseException], ...]:
     from sdit.config import UnknownPresetError
     from sdit.data import DatasetError
     from sdit.targets import TargetError
-    from sdit.train_config import TrainError
+    from sdit.training.config import TrainError
 
     return (OutputError, OverwriteError, CheckpointError, TargetError, UnknownPresetError, DatasetError, TrainError)
 

@@ -11,7 +11,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import typer
-from rich.console import Console
 
 from cli.common import (
     DATA_ERROR,
@@ -24,40 +23,36 @@ from cli.common import (
     check_outputs_or_fail,
     command_line,
     command_output,
-    echo,
     fail,
     in_panels,
     load_target_or_fail,
     note,
+    present_comparison,
     progress_option,
     quiet_option,
     status,
 )
 from cli.options import (
     batch_size_option,
-    check_meter,
+    check_measure_options,
     device_from_option,
     device_option,
     eta_option,
-    idle_s_option,
+    idle_option,
     label_option,
     meter_option,
     method_option,
+    min_window_option,
     sample_steps_option,
     seed_option,
     timestep_option,
     workload_from_options,
 )
-from profiling.compare import verdict_matrix
 from profiling.conventions import COUNTING_CONVENTIONS, DEFAULT_CONVENTIONS
 from profiling.counter import UnknownNeuronError, UnsupportedOpError
 from profiling.energy import COST_PRESETS, MEMORY_MODELS
 from profiling.study import EVALUATIONS, StudyInputError, run_study, short_labels, study_inputs
-from reports import terminal
-from reports.page import build_page
-from reports.report import COMPARISON, ReportDirError, claim_report_dir, write_report
-from reports.study import study_view
-from sdit.artifacts import is_stdout
+from reports.report import ReportDirError, claim_report_dir
 
 DEFAULT_TARGETS = ["checkpoints/sdit-small-fmnist", "checkpoints/dit-small-fmnist"]
 
@@ -85,8 +80,8 @@ def compare_cmd(
     device: str | None = device_option("the models run on for --measure (counting and the sample grids run on "
                                        "the CPU)"),
     meter: str = meter_option(),
-    min_window_s: float = typer.Option(1.0, "--min-window-s", min=0.0, help="Shortest measured window."),
-    idle_s: float = idle_s_option(),
+    min_window_s: float = min_window_option(),
+    idle_s: float = idle_option(),
     out: Path = typer.Option(Path("out/compare"), "--out", help="Directory for report.html, comparison.json, CSVs."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing report in --out (and --json)."),
     json_path: Path | None = typer.Option(
@@ -109,20 +104,14 @@ def compare_cmd(
         workload = workload_from_options(method, sample_steps, eta, timestep, batch_size, seed)
         device = device_from_option(device)
         check_number("--samples", samples, 0, MAX_IMAGES)
-        check_number("--min-window-s", min_window_s, 0, 3600)
-        check_number("--idle-s", idle_s, 0, 3600)
-        check_meter(meter)
+        check_measure_options(meter, min_window_s, idle_s)
         check_outputs_or_fail({"--json": json_path}, overwrite, stdout_ok=("--json",))
         try:
             claim_report_dir(held, out, overwrite, json_path)  # held until the report is written
             targets, conventions, presets = study_inputs(targets or DEFAULT_TARGETS, conventions, costs, memory)
-        except (ReportDirError, StudyInputError) as err:
-            fail(str(err))
-        to_stdout = is_stdout(json_path)  # the JSON alone on stdout; the tables and lines go to stderr
-        loaded = [load_target_or_fail(t, "its counts come from untrained weights") for t in targets]
-        try:
+            loaded = [load_target_or_fail(t, "its counts come from untrained weights") for t in targets]
             short_labels(loaded, labels)  # one line, before any work
-        except StudyInputError as err:
+        except (ReportDirError, StudyInputError) as err:
             fail(str(err))
         try:
             finished = run_study(loaded, workload, costs=presets, conventions=conventions, command=command_line(),
@@ -132,22 +121,7 @@ def compare_cmd(
                                  labels=labels, progress=status, note=note)
         except (StudyInputError, UnsupportedOpError, UnknownNeuronError) as err:
             fail(str(err), DATA_ERROR)
-        study = study_view(finished)
-        page = build_page(study, finished.run)
-        console = Console(stderr=to_stdout, quiet=quiet and to_stdout)
-        console.out(terminal.sensitivity_text(study, console.width), end="", highlight=False)
-        matrix = verdict_matrix(finished.comparison)
-        if matrix:
-            console.out("\n" + terminal.verdict_text(matrix, workload.label(), console.width, labels=finished.labels,
-                                                     untrained=terminal.untrained_of(finished.comparison)),
-                        end="", highlight=False)
-        written = write_report(out, page, finished.comparison, json_path, overwrite)
-        if written.stale:
-            note(f"note: removed {len(written.stale)} table(s) of the earlier report that this one has not: "
-                 f"{', '.join(p.name for p in written.stale)}")
-        also = f" (and {json_path})" if json_path is not None and not to_stdout else ""
-        echo(f"wrote {out / COMPARISON}{also} and {written.tables} CSV tables in {out / 'tables'}", err=to_stdout)
-        echo(f"report: {written.report}", err=to_stdout)
+        present_comparison(finished, out, json_path, overwrite, quiet)
 
 
 # Help panels of the command's options (cli.common.in_panels); the rest are its main "Options".

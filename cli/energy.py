@@ -32,13 +32,14 @@ from cli.common import (
 )
 from cli.options import (
     batch_size_option,
-    check_meter,
+    check_measure_options,
     device_from_option,
     device_option,
     eta_option,
-    idle_s_option,
+    idle_option,
     meter_option,
     method_option,
+    min_window_option,
     sample_steps_option,
     seed_option,
     timestep_option,
@@ -90,8 +91,8 @@ def energy_cmd(
                                  help="Also measure the energy of the same workload (see --meter)."),
     device: str | None = device_option("the model runs on for --measure (counting runs on the CPU)"),
     meter: str = meter_option(),
-    min_window_s: float = typer.Option(1.0, "--min-window-s", min=0.0, help="Shortest measured window."),
-    idle_s: float = idle_s_option(),
+    min_window_s: float = min_window_option(),
+    idle_s: float = idle_option(),
     json_path: Path | None = typer.Option(
         None, "--json", help="Write estimated and measured energy as JSON ('-': stdout)."
     ),
@@ -107,9 +108,7 @@ def energy_cmd(
         for option, value in (("--e-mac-pj", e_mac_pj), ("--e-ac-pj", e_ac_pj), ("--e-mem-pj-per-byte", e_mem_pj),
                               ("--e-neuron-pj", e_neuron_pj)):
             check_number(option, value, 0, 1e9)
-        check_number("--min-window-s", min_window_s, 0, 3600)
-        check_number("--idle-s", idle_s, 0, 3600)
-        check_meter(meter)
+        check_measure_options(meter, min_window_s, idle_s)
         check_outputs_or_fail({"--json": json_path}, overwrite, stdout_ok=("--json",))
         try:
             costs = with_overrides(load_costs(costs_spec), e_mac_pj=e_mac_pj, e_ac_pj=e_ac_pj,

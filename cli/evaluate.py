@@ -34,7 +34,7 @@ from cli.options import (
     device_from_option,
     device_option,
     eta_option,
-    idle_s_option,
+    idle_option,
     meter_option,
     method_option,
     sample_steps_option,
@@ -205,7 +205,7 @@ def evaluate_cmd(
     measure: bool = typer.Option(False, "--measure", help="Also measure the energy of sampling: each process its "
                                  "own sampling window, summed (see --meter; docs/distributed.md)."),
     meter: str = meter_option(),
-    idle_s: float = idle_s_option(),
+    idle_s: float = idle_option(),
     quiet: bool = quiet_option(),
     progress: bool | None = progress_option("sampling and feature extraction"),
 ) -> None:

@@ -123,16 +123,6 @@ def workload_from_options(method: str, sample_steps: int | None, eta: float | No
         fail(f"--method {method} --sample-steps {steps}: {err}")
 
 
-def meter_option() -> Any:
-    """``--meter``: the meter ``--measure`` reads (:data:`profiling.meters.METER_KINDS`; see :func:`check_meter`)."""
-    return typer.Option("auto", "--meter", help="Meter for --measure: auto (NVML on a GPU, RAPL on the CPU), nvml, "
-                        "or cpu (RAPL: CPU packages only).")
-
-
-def idle_s_option() -> Any:
-    return typer.Option(5.0, "--idle-s", min=0.0, help="Seconds of idle-power measurement.")
-
-
 def check_meter(meter: str) -> str:
     """The ``--meter`` value, or exit 2 with one line naming the valid ones."""
     from profiling.meters import METER_KINDS
@@ -148,3 +138,24 @@ def label_option() -> Any:
                         help="The short name of a target in the report and its tables (repeat: one per target, in "
                         "order; default: the preset, or the checkpoint's preset and training step, e.g. "
                         "sdit-small@21500).")
+
+
+def meter_option() -> Any:
+    """``--meter``: which energy meter ``--measure`` reads (checked by :func:`check_measure_options`)."""
+    return typer.Option("auto", "--meter", help="Meter for --measure: auto (NVML on a GPU, RAPL on the CPU), nvml, "
+                        "or cpu (RAPL: CPU packages only).")
+
+
+def min_window_option() -> Any:
+    return typer.Option(1.0, "--min-window-s", min=0.0, help="Shortest measured window.")
+
+
+def idle_option() -> Any:
+    return typer.Option(5.0, "--idle-s", min=0.0, help="Seconds of idle-power measurement.")
+
+
+def check_measure_options(meter: str, min_window_s: float, idle_s: float) -> None:
+    """Exit 2 with one line on a measurement option out of range or a meter that does not exist."""
+    check_number("--min-window-s", min_window_s, 0, 3600)
+    check_number("--idle-s", idle_s, 0, 3600)
+    check_meter(meter)

@@ -46,7 +46,7 @@ def open_shards(ctx: DistContext, directory: Path | None, model: torch.nn.Module
     every rank when it holds another run's shards, or when the ranks loaded different weights of a checkpoint
     (a ``preset``'s untrained weights are made equal: every rank takes rank 0's)."""
     from sdit.quality.evaluate import sampler_record
-    from sdit.train import param_sha256
+    from sdit.training.train import param_sha256
 
     weights = param_sha256(model)
     if len(set(distributed.all_gather_objects(ctx, weights))) > 1:

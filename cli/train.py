@@ -28,9 +28,10 @@ from cli.common import (
 from sdit.checkpoint import CheckpointError
 from sdit.config import UnknownPresetError
 from sdit.data import DatasetError
-from sdit.run_files import last_checkpoint_note
-from sdit.train import TrainInterrupted, train
-from sdit.train_config import TrainConfig, TrainError, load_run_config, resume_config
+from sdit.training.config import TrainConfig, TrainError, load_run_config, resume_config
+from sdit.training.loop import TrainInterrupted
+from sdit.training.run_files import last_checkpoint_note
+from sdit.training.train import train
 
 MAX_STEPS = 10**9  # optimizer steps (and step intervals): more is a typo
 

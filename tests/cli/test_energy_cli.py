@@ -77,7 +77,8 @@ def test_energy_all_in_preset_refuses_an_added_term() -> None:
 
 
 def test_energy_undefined_term_prints_as_undefined() -> None:
-    result = runner.invoke(app, ["energy", "dit-tiny", "--costs", "loihi", "--convention", "strict"])
+    result = runner.invoke(app, ["energy", "dit-tiny", "--costs", "loihi", "--convention", "strict",
+                                 "--sample-steps", "2"])  # a sampling run; its length does not matter here
     assert result.exit_code == 0, result.output
     assert "not defined by loihi" in result.stdout and "undefined" in result.stdout
 
@@ -92,7 +93,8 @@ def test_energy_measure_on_the_cpu_measures_target_and_baseline_by_rapl(tmp_path
     monkeypatch.setattr(profiling.meters.rapl, "DEFAULT_ROOT", tmp_path / "powercap")
     out = tmp_path / "e.json"
     result = runner.invoke(app, ["energy", "sdit-tiny", "--baseline", "dit-tiny", "--measure", "--device", "cpu",
-                                 "--meter", "cpu", "--idle-s", "0.01", "--min-window-s", "0", "--json", str(out)])
+                                 "--meter", "cpu", "--idle-s", "0.01", "--min-window-s", "0", "--sample-steps", "2",
+                                 "--json", str(out)])
     assert result.exit_code == 0, result.output
     data = json.loads(out.read_text())
     for key in ("measured", "baseline_measured"):
@@ -110,7 +112,7 @@ def test_energy_measure_says_why_for_target_and_baseline_once(tmp_path: Path, mo
     monkeypatch.setattr(profiling.meters.rapl, "DEFAULT_ROOT", tmp_path / "absent")
     out = tmp_path / "e.json"
     result = runner.invoke(app, ["energy", "sdit-tiny", "--baseline", "dit-tiny", "--measure", "--device", "cpu",
-                                 "--json", str(out)])
+                                 "--sample-steps", "2", "--json", str(out)])
     assert result.exit_code == 0, result.output
     data = json.loads(out.read_text())
     why = f"no RAPL: {tmp_path / 'absent'} does not exist (no powercap interface in this kernel or container)"

@@ -27,7 +27,7 @@ from sdit.checkpoint import CheckpointMeta
 from sdit.config import get_preset
 from sdit.diffusion import Diffusion
 from sdit.models import build_model
-from sdit.run_files import iter_metrics
+from sdit.training.run_files import iter_metrics
 from tests.sdit.test_train import write_idx_dataset
 
 REPO = Path(__file__).resolve().parents[2]

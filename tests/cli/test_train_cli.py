@@ -15,8 +15,8 @@ from typer.testing import CliRunner
 
 from cli.main import app
 from sdit import checkpoint
-from sdit.run_files import iter_metrics
 from sdit.sharding import draw_set
+from sdit.training.run_files import iter_metrics
 from sdit.workload import Workload
 from tests.sdit.test_train import write_idx_dataset
 

@@ -2,32 +2,56 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
+import runpy
 import shutil
 import subprocess
 import sys
 from pathlib import Path
+from unittest import mock
 
 import pytest
 
 from sdit import checkpoint
 from sdit.data import ImageSet
-from sdit.train import train
-from sdit.train_config import TrainConfig, load_run_config, resume_config
+from sdit.training.config import TrainConfig, load_run_config, resume_config
+from sdit.training.train import train
 
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "scripts" / "park_run.py"
 
 
-def _script(*args: Path | str) -> subprocess.CompletedProcess[str]:
+def _process(*args: Path | str) -> subprocess.CompletedProcess[str]:
+    """The script run as a process, as a user runs it."""
     return subprocess.run([sys.executable, str(SCRIPT), *map(str, args)], cwd=ROOT, capture_output=True, text=True,
                           timeout=120)
+
+
+def _script(*args: Path | str) -> subprocess.CompletedProcess[str]:
+    """The script run in this process (its ``__main__`` with ``argv`` set), with the exit status, stdout and
+    stderr a process gives: a ``SystemExit`` message goes to stderr with status 1, as Python does. Saves a
+    torch import per call; :func:`_process` checks that a real process says the same."""
+    out, err, code = io.StringIO(), io.StringIO(), 0
+    with (mock.patch.object(sys, "argv", [str(SCRIPT), *map(str, args)]),
+          mock.patch.object(sys, "path", list(sys.path)),
+          contextlib.redirect_stdout(out), contextlib.redirect_stderr(err)):
+        try:
+            runpy.run_path(str(SCRIPT), run_name="__main__")
+        except SystemExit as stop:
+            if isinstance(stop.code, str):
+                err.write(stop.code + "\n")
+                code = 1
+            else:
+                code = stop.code or 0
+    return subprocess.CompletedProcess(args, code, out.getvalue(), err.getvalue())
 
 
 def test_a_restored_park_resumes_to_the_straight_runs_weights(tmp_path: Path, fashion_test) -> None:
     data = ImageSet(fashion_test.images[:16], fashion_test.labels[:16])
     config = TrainConfig(preset="sdit-tiny-sd", steps=6, batch_size=4, lr=1e-3, warmup_steps=2, ema_decay=0.9,
-                         log_every=1, sample_every=0, ckpt_every=1, keep=3)
+                         log_every=1, sample_every=0, ckpt_every=1, keep=3, sample_num=2, sample_steps=2)
     straight = train(config, tmp_path / "straight", data=data, progress=False)
     train(resume_config(config, steps=4), tmp_path / "run", data=data, progress=False)
 
@@ -64,7 +88,8 @@ def test_a_restored_park_resumes_to_the_straight_runs_weights(tmp_path: Path, fa
 def two_runs(tmp_path_factory: pytest.TempPathFactory, fashion_test) -> tuple[Path, Path]:
     """Two 2-step dit-tiny runs (different markers), checkpoints at steps 1 and 2."""
     data = ImageSet(fashion_test.images[:8], fashion_test.labels[:8])
-    config = TrainConfig(preset="dit-tiny", steps=2, batch_size=4, log_every=1, sample_every=0, ckpt_every=1)
+    config = TrainConfig(preset="dit-tiny", steps=2, batch_size=4, log_every=1, sample_every=0, ckpt_every=1,
+                         sample_num=2, sample_steps=2)  # the end-of-run grid is not what is tested: keep it small
     root = tmp_path_factory.mktemp("runs")
     for name in ("a", "b"):
         train(config, root / name, data=data, progress=False)
@@ -81,7 +106,7 @@ def test_refuses_in_one_line_and_keeps_every_file(tmp_path: Path, case: str, two
     (other / "precious.txt").write_text("keep me")
     before = None
     if case == "park over a non-park":
-        done = _script(run_a, other)
+        done = _process(run_a, other)  # a real process: exit status 1, the one line on its stderr
     elif case == "restore over a run":
         park = tmp_path / "park"
         assert _script(run_a, park).returncode == 0

@@ -95,7 +95,7 @@ def test_c_kernels_agree_with_tensor_ops_on_recycled_garbage_memory() -> None:
 
 def test_status_before_it_is_applied_and_library_imports_leave_it() -> None:
     # importing sdit (as a notebook would) leaves the allocator alone; the sdit command, bench/ and scripts/ apply it
-    code = "import sdit.train, profiling.workloads\nfrom sdit.heap import heap_status\nprint(heap_status())"
+    code = "import sdit.training.train, profiling.workloads\nfrom sdit.heap import heap_status\nprint(heap_status())"
     assert _run(["-c", code]).strip().splitlines()[-1] == "glibc defaults (not applied in this process)"
 
 

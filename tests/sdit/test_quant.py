@@ -15,7 +15,7 @@ from sdit.checkpoint import CheckpointError, CheckpointMeta, load_model, write_w
 from sdit.config import PRESETS, DiTConfig
 from sdit.models import build_model
 from sdit.models.quant import QuantLinear, calibrate, precision_of, qmax, quantize_to_int, weight_scales
-from sdit.train_config import TrainConfig
+from sdit.training.config import TrainConfig
 
 runner = CliRunner()
 

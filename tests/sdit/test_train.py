@@ -21,10 +21,12 @@ from torch import nn
 from sdit import checkpoint, rundir
 from sdit.data import ImageSet
 from sdit.ema import EMA
-from sdit.firing_rate import FiringRateMeter, rates_from_totals
-from sdit.run_files import iter_metrics
-from sdit.train import epoch_order, load_optimizer_state, lr_at, make_optimizer, train
-from sdit.train_config import TrainConfig, TrainError, load_run_config, resume_config
+from sdit.training.config import TrainConfig, TrainError, load_run_config, resume_config
+from sdit.training.firing_rate import FiringRateMeter, rates_from_totals
+from sdit.training.run_files import iter_metrics
+from sdit.training.schedule import epoch_order, lr_at
+from sdit.training.state import load_optimizer_state, make_optimizer
+from sdit.training.train import train
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -13,8 +13,8 @@ from sdit import checkpoint
 from sdit.authors import from_authors_state_dict
 from sdit.data import ImageSet
 from sdit.models import build_model
-from sdit.train import train
-from sdit.train_config import TrainConfig
+from sdit.training.config import TrainConfig
+from sdit.training.train import train
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "authors-sdit"
 

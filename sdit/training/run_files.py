@@ -20,7 +20,7 @@ from sdit import artifacts, checkpoint, rundir
 from sdit.checkpoint import CheckpointMeta
 from sdit.config import config_to_dict
 from sdit.diffusion import Diffusion, sample
-from sdit.train_config import TrainConfig
+from sdit.training.config import TrainConfig
 from sdit.workload import Workload
 
 RUN_FILE = rundir.RUN_FILE
