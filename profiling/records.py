@@ -368,7 +368,8 @@ class Profile:
     # ---- tables (pandas, imported on use) ---------------------------------------------
     # Every frame: counts per image (summed over the batch / batch size), firing_rate spikes per neuron update
     # (in [0, 1]; above 1 only for a multi-spike neuron), missing values <NA> in nullable dtypes (Float64,
-    # Int64, string), never None in an object column, and no list-valued column (per spiking step values: spikes_per_step_frame()). docs/api.md lists them.
+    # Int64, string), never None in an object column, and no list-valued column (per spiking step values:
+    # spikes_per_step_frame()). docs/api.md lists them.
     def to_dataframe(self) -> Any:
         """Per-layer table (one row per layer, per image), as a pandas DataFrame; see :meth:`layers_frame`."""
         return self.layers_frame()

@@ -16,7 +16,7 @@ Respaced sampling is ancestral DDPM over a subset of the training steps with tha
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 

@@ -18,10 +18,10 @@ import torch
 from torch import Tensor, nn
 
 from sdit import distributed, progress
+from sdit.noise import NOISE
 from sdit.quality.features import FeatureNetwork, extract_features
 from sdit.quality.metrics import fid, kid, prdc
 from sdit.quality.reference import ReferenceSet, reference_features
-from sdit.noise import NOISE
 from sdit.sharding import ShardStore, draw_set
 from sdit.workload import Workload
 

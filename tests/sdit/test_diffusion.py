@@ -5,9 +5,9 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from sdit.noise import ImageNoise
 from sdit.diffusion import Diffusion, ddim_steps, ddim_timesteps, ddpm_steps, run_steps, sample
 from sdit.models import build_model
+from sdit.noise import ImageNoise
 from sdit.workload import DIFFUSION_STEPS, Workload
 
 
