@@ -242,7 +242,8 @@ def check_outputs_or_fail(
 
 def present_comparison(finished: FinishedStudy, out: Path, json_path: Path | None, overwrite: bool,
                        quiet: bool) -> None:
-    """Show a finished study in the terminal (the verdict per convention, then the verdict matrix) and write its
+    """Show a finished study in the terminal (the verdict per convention, the verdict matrix, the energy-quality
+    frontier when models have a FID) and write its
     report directory ``out`` (and ``json_path``; ``-``: stdout, everything else then on stderr), naming what
     was written; the report directory must be claimed already (:func:`reports.report.claim_report_dir`)."""
     from rich.console import Console
@@ -265,6 +266,9 @@ def present_comparison(finished: FinishedStudy, out: Path, json_path: Path | Non
                                                  labels=finished.labels,
                                                  untrained=terminal.untrained_of(finished.comparison)),
                     end="", highlight=False)
+    frontier = terminal.frontier_text(study, console.width)
+    if frontier:
+        console.out("\n" + frontier, end="", highlight=False)
     written = write_report(out, page, finished.comparison, json_path, overwrite)
     if written.stale:
         note(f"note: removed {len(written.stale)} table(s) of the earlier report that this one has not: "

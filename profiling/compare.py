@@ -68,7 +68,7 @@ from profiling.energy import (
     memory_of,
     with_memory,
 )
-from profiling.frontier import Frontier, FrontierPoint, Quality, build_frontier, quality_of
+from profiling.frontier import Frontier, FrontierPoint, Quality, build_frontier, quality_of, sampler_mismatch
 from profiling.memory import MEMORY_MODELS
 from profiling.records import Profile
 from sdit.workload import Workload
@@ -424,7 +424,7 @@ def with_frontier(comparison: Comparison, evaluations: dict[str, list[dict[str, 
         quality[t.name] = found[0] if found else earlier.get(t.name)
     memory = memory_of(costs).spec
     frontier = build_frontier(frontier_points(comparison, costs, convention), quality, costs.name, convention, memory)
-    return replace(comparison, frontier=frontier)
+    return replace(comparison, frontier=replace(frontier, sampler_note=sampler_mismatch(comparison.workload, frontier)))
 
 
 def layer_memory(profile: Profile, costs: EnergyCosts, convention: str,

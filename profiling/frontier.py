@@ -22,6 +22,8 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
+from sdit.workload import Workload
+
 FEATURES = "domain"  # the feature network whose FID the frontier plots (docs/quality.md)
 
 
@@ -154,6 +156,8 @@ class Frontier:
         points: One per compared model, in the comparison's order.
         protocols: The FID protocols present, in words (:attr:`Quality.protocol`); a point's ``group`` indexes it.
         main: The protocol group the report draws (most models; ties: the first), ``None`` without any FID.
+        sampler_note: Why the energies and the FIDs are not of one sampler run, when they are not
+            (:func:`sampler_mismatch`); '' when they are, or without any FID.
     """
 
     costs: str
@@ -162,6 +166,7 @@ class Frontier:
     points: list[FrontierPoint]
     protocols: list[str]
     main: int | None
+    sampler_note: str = ""
 
     def point(self, model: str) -> FrontierPoint:
         for p in self.points:
@@ -180,13 +185,31 @@ class Frontier:
 
     def to_dict(self) -> dict[str, Any]:
         return {"costs": self.costs, "convention": self.convention, "memory": self.memory,
-                "points": [p.to_dict() for p in self.points], "protocols": list(self.protocols), "main": self.main}
+                "points": [p.to_dict() for p in self.points], "protocols": list(self.protocols), "main": self.main,
+                "sampler_note": self.sampler_note}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Frontier:
         return cls(costs=data["costs"], convention=data["convention"], memory=data["memory"],
                    points=[FrontierPoint.from_dict(p) for p in data["points"]], protocols=list(data["protocols"]),
-                   main=data["main"])
+                   main=data["main"], sampler_note=data.get("sampler_note", ""))
+
+
+def sampler_mismatch(workload: Workload, frontier: Frontier) -> str:
+    """Why ``frontier``'s energies (of ``workload``) and its main protocol's FIDs (of the samples their records drew)
+    are not of one sampler, with the options that match them; '' when they are, or without any FID."""
+    placed = frontier.placed()
+    if not placed:
+        return ""
+    q = placed[0].quality
+    same = (workload.kind == q.method and workload.steps == q.steps
+            and (workload.kind != "ddim" or q.eta is None or workload.eta == q.eta))
+    if same:
+        return ""
+    options = f"--method {q.method}" + (f" --sample-steps {q.steps}" if q.method != "ddpm" else "") + (
+        f" --eta {q.eta:g}" if q.method == "ddim" and q.eta is not None else "")
+    return (f"The energies are of {workload.label()}, the FIDs of samples drawn with {q.sampler}: not one sampler "
+            f"(compare with {options} to count the sampler the FIDs measured).")
 
 
 def pareto(points: Sequence[tuple[str, float, float]]) -> dict[str, list[str]]:

@@ -304,6 +304,8 @@ def _frontier(study: Study) -> Section:
             "energy over every counting convention x memory model of the verdict matrix. Green: the Pareto front "
             "(no other model costs less energy and has a lower FID; equal points both stay on it), the step line "
             "joins it; open grey circles: dominated models." + untrained_words, "frontier", table, "fig-frontier"))
+    if frontier.sampler_note and not why:
+        blocks.append(Text(frontier.sampler_note, note=True))
     others = [p.model for p in frontier.points if p.on_front is not None and p.group != frontier.main]
     if others and not why:
         blocks.append(Text(f"Not on this plot: {', '.join(others)}, whose FID was measured under another protocol "

@@ -395,7 +395,7 @@ def frontier_text(study: Study, width: int | None = None) -> str:
                         f"{frontier.costs}, {frontier.convention} convention, memory {frontier.memory} (min / max: "
                         f"over every convention x memory model), against domain FID (lower is better); front: no "
                         "other model costs less and has a lower FID", width=width)
-    notes = [f"FID protocol: {protocols}"]
+    notes = [f"FID protocol: {protocols}"] + ([frontier.sampler_note] if frontier.sampler_note else [])
     notes += [f"{p.model}: {p.status}" for p in frontier.points if p.on_front is None and p.quality is not None]
     if len(frontier.protocols) > 1:
         notes.append("FIDs of different protocols are not put on one front: each protocol has its own")

@@ -78,7 +78,8 @@ def test_the_section_follows_the_verdict_with_its_figure_and_csv(comparison: Com
     page = build_page(study_from_comparison(_with(comparison, FIDS)), RUN)
     assert [s.element_id for s in page.sections][:2] == ["summary", "frontier"]
     blocks = _section(page, "frontier").blocks
-    assert [type(b).__name__ for b in blocks] == ["Chart", "Table"] and blocks[1].folded()
+    assert [type(b).__name__ for b in blocks] == ["Chart", "Text", "Table"] and blocks[2].folded()
+    assert "the FIDs of samples drawn with ddim, 50 steps, eta 1: not one sampler" in blocks[1].text  # a forward
     assert "memory model none" in blocks[0].caption and "N = 5,000" in blocks[0].caption
     csv = tables_of(page)["frontier"]
     assert list(csv.columns) == FRONTIER_COLUMNS
@@ -108,7 +109,8 @@ def test_fids_of_two_protocols_are_not_drawn_on_one_front(comparison: Comparison
                                    "dit-tiny": [record(120.0, steps=20)]})
     blocks = _section(build_page(study_from_comparison(c), RUN), "frontier").blocks
     assert isinstance(blocks[0], Chart) and len(blocks[0].figure.data[1].x) + len(blocks[0].figure.data[2].x) == 2
-    assert blocks[1].text.startswith("Not on this plot: dit-tiny")
+    assert blocks[1].text.startswith("The energies are of one forward")  # the study counted a forward
+    assert blocks[2].text.startswith("Not on this plot: dit-tiny")
 
 
 def test_the_terminal_table_fits_80_columns(comparison: Comparison) -> None:
