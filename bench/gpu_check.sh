@@ -6,8 +6,9 @@
 #   2. mfu       bf16 training and sampling MFU of sdit-mnist and dit-mnist (bench/mfu.py --dtype bf16)
 #   3. energy    measured energy per image of sdit-small and dit-small beside the estimate
 #                (sdit compare --measure: NVML on a GPU), the shipped checkpoints
-#   4. evaluate  a sharded sdit evaluate under torchrun (one process per GPU), then the same command in one
-#                process on the kept shards: every batch reused, the same FID
+#   4. evaluate  a sharded sdit evaluate under torchrun (one process per GPU), each process measuring its own
+#                sampling window (--measure: NVML), then the same command in one process on the kept shards:
+#                every batch reused, the same FID
 #
 # Usage:
 #   bench/gpu_check.sh                       # CUDA, the sizes above; results in out/gpu-check
@@ -112,14 +113,22 @@ EOF
 
 rm -rf "$OUT/shards"
 step evaluate 300 "${TORCHRUN[@]}" --nproc_per_node "$NPROC" -m cli.main evaluate "${EVAL[@]}" --device "$DEVICE" \
-    --shards "$OUT/shards" --json "$OUT/evaluate.json" --overwrite
+    --shards "$OUT/shards" --measure --idle-s 1 --json "$OUT/evaluate.json" --overwrite
 # One thread, as torchrun gives each process: CPU kernels round by thread count.
 OMP_NUM_THREADS=1 step resume 120 "${SDIT[@]}" evaluate "${EVAL[@]}" --device "$DEVICE" --shards "$OUT/shards" \
     --json "$OUT/evaluate-resumed.json" --overwrite
-step same-fid 30 "$PYTHON" - "$OUT/evaluate.json" "$OUT/evaluate-resumed.json" <<'EOF'
+step same-fid 30 "$PYTHON" - "$OUT/evaluate.json" "$OUT/evaluate-resumed.json" "$DEVICE" <<'EOF'
 import json
 import sys
 first, again = (json.load(open(p)) for p in sys.argv[1:3])
+measured = first["measured"]
+if measured["available"]:
+    print(f"measured over {measured['processes']} processes: {measured['energy_j_per_image']:.4g} J per image "
+          f"({measured['energy_j']:.4g} J for {measured['images_sampled']} images; {', '.join(measured['meters'])})")
+else:
+    print(f"measured energy unavailable: {measured['reason']}")
+    if sys.argv[3] == "cuda":
+        sys.exit("the sharded run was not measured on the GPU")
 a, b = first["results"]["domain"], again["results"]["domain"]
 print(f"{first['processes']} processes: FID {a['fid']!r}, {first['sampling_seconds'] / first['num_samples'] * 1e3:.2f} "
       f"ms per image; one process on the kept shards: FID {b['fid']!r}, {again['reused_batches']} batches reused")
