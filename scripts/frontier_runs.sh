@@ -2,8 +2,8 @@
 # Fine-tune the shipped spike-driven SDiT at three firing-rate penalties, one after another, in the background:
 #   mkdir -p runs && nohup setsid bash scripts/frontier_runs.sh > runs/frontier.log 2>&1 &
 # Each run is resumable: a run directory that exists is continued (sdit train --resume), a finished one
-# (summary.json, or a park at step 3000) skipped. A parked run (scripts/park_run.py) that is not in runs/ is
-# restored there first.
+# (summary.json, or a shipped checkpoint of step 3000) skipped. A parked run (scripts/park_run.py) that is not
+# in runs/ is restored there first.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export OMP_NUM_THREADS="${OMP_NUM_THREADS:-2}"
@@ -11,9 +11,10 @@ mkdir -p runs
 for lam in 0.1 0.3 1.0; do
   dir="runs/sdit-small-sd-rate$lam"
   park="parked/sdit-small-sd-rate$lam"
+  shipped="checkpoints/sdit-small-sd-rate$lam-fmnist/provenance.json"
   [ -f "$dir/summary.json" ] && continue
+  [ -f "$shipped" ] && grep -q '^  "steps": 3000,$' "$shipped" && continue  # finished and shipped
   if [ ! -d "$dir" ] && [ -f "$park/PARKED.json" ]; then
-    grep -q '"step": 3000' "$park/PARKED.json" && continue  # finished: parked for evaluation only
     .venv/bin/python scripts/park_run.py --restore "$park" "$dir"
   fi
   if [ -d "$dir" ]; then
