@@ -98,16 +98,21 @@ def test_the_quality_of_a_shipped_record() -> None:
     assert quality_of(record(1.0, features="inception")) is None  # only the domain FID goes on the frontier
 
 
-@pytest.fixture(scope="module")
-def comparison() -> Comparison:
+def tiny_profiles() -> list:
+    """sdit-tiny and dit-tiny, one forward each (seeded weights): the studies of the frontier tests."""
+    import torch
+
     profiles = []
     for name in ("sdit-tiny", "dit-tiny"):
-        import torch
-
         torch.manual_seed(0)
         profiles.append(profile_forward(build_model(name), name=name, batch_size=1, seed=1))
+    return profiles
+
+
+@pytest.fixture(scope="module")
+def comparison() -> Comparison:
     costs = [load_costs("45nm-fp32"), load_costs("45nm-int8")]
-    return compare_profiles(profiles, costs, ["paper", "strict"])
+    return compare_profiles(tiny_profiles(), costs, ["paper", "strict"])
 
 
 def test_the_frontier_reads_each_energy_from_the_estimates_and_spans_the_verdict_matrix(comparison: Comparison

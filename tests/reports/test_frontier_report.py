@@ -9,23 +9,20 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-import torch
 from typer.testing import CliRunner
 
 from cli.main import app
 from profiling.compare import Comparison, compare_profiles, with_frontier
 from profiling.energy import load_costs
 from profiling.study import RunInfo
-from profiling.workloads import profile_forward
 from reports import terminal
 from reports.figures import frontier_plot
 from reports.html import Chart, Text, frame_csv, render_page, tables_of
 from reports.page import build_page
 from reports.study import study_from_comparison
 from reports.tables import FRONTIER_COLUMNS, frontier_table
-from sdit.models import build_model
 from tests.profiling.firing import firing_sdit_tiny
-from tests.profiling.test_frontier import record
+from tests.profiling.test_frontier import record, tiny_profiles
 
 RUN = RunInfo(command="sdit compare ...", created="2026-12-07 00:00:00 UTC", versions={}, device="cpu",
               git_revision="test", seed=1)
@@ -34,10 +31,7 @@ RUN = RunInfo(command="sdit compare ...", created="2026-12-07 00:00:00 UTC", ver
 @pytest.fixture(scope="module")
 def comparison() -> Comparison:
     """sdit-tiny, dit-tiny and a sdit-tiny that fires more (dearer), one forward each, two conventions."""
-    profiles = []
-    for name in ("sdit-tiny", "dit-tiny"):
-        torch.manual_seed(0)
-        profiles.append(profile_forward(build_model(name), name=name, batch_size=1, seed=1))
+    profiles = tiny_profiles()
     firing = firing_sdit_tiny(1)
     profiles.append(type(firing).from_dict({**firing.to_dict(), "model": "sdit-firing"}))
     return compare_profiles(profiles, [load_costs("45nm-fp32")], ["paper", "strict"])
