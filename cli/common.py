@@ -241,11 +241,12 @@ def check_outputs_or_fail(
 
 
 def present_comparison(finished: FinishedStudy, out: Path, json_path: Path | None, overwrite: bool,
-                       quiet: bool) -> None:
+                       quiet: bool, source: str = "") -> None:
     """Show a finished study in the terminal (the verdict per convention, the verdict matrix, the energy-quality
     frontier when models have a FID) and write its
     report directory ``out`` (and ``json_path``; ``-``: stdout, everything else then on stderr), naming what
-    was written; the report directory must be claimed already (:func:`reports.report.claim_report_dir`)."""
+    was written (``source``: what it was built from, shown after the JSON's name); the report directory must be
+    claimed already (:func:`reports.report.claim_report_dir`)."""
     from rich.console import Console
 
     from profiling.compare import verdict_matrix
@@ -274,7 +275,8 @@ def present_comparison(finished: FinishedStudy, out: Path, json_path: Path | Non
         note(f"note: removed {len(written.stale)} table(s) of the earlier report that this one has not: "
              f"{', '.join(p.name for p in written.stale)}")
     also = f" (and {json_path})" if json_path is not None and not to_stdout else ""
-    echo(f"wrote {out / COMPARISON}{also} and {written.tables} CSV tables in {out / 'tables'}", err=to_stdout)
+    echo(f"wrote {out / COMPARISON}{source}{also} and {written.tables} CSV tables in {out / 'tables'}",
+         err=to_stdout)
     echo(f"report: {written.report}", err=to_stdout)
 
 

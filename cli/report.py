@@ -21,10 +21,10 @@ from cli.common import (
     SditCommand,
     command_line,
     command_output,
-    echo,
     fail,
     in_panels,
     note,
+    present_comparison,
     quiet_option,
 )
 from cli.options import label_option
@@ -40,9 +40,7 @@ from profiling.study import (
     short_labels,
     versions,
 )
-from reports.page import build_page
-from reports.report import COMPARISON, ReportDirError, claim_report_dir, write_report
-from reports.study import study_view
+from reports.report import ReportDirError, claim_report_dir
 
 MAX_STUDY_BYTES = 512 * 2**20  # a study of many layers and steps is tens of MB; more is not one
 
@@ -187,11 +185,8 @@ def report_cmd(
             provenance=provenance,
             headline_preset=comparison.costs[0].name, headline_convention=next(iter(comparison.conventions)),
             labels=short)
-        page = build_page(study_view(finished), finished.run)
-        written = write_report(out, page, comparison, None, overwrite)
-        echo(f"wrote {out / COMPARISON} ({len(comparison.targets)} targets from {len(studies)} "
-             f"stud{'y' if len(studies) == 1 else 'ies'}) and {written.tables} CSV tables in {out / 'tables'}")
-        echo(f"report: {written.report}")
+        present_comparison(finished, out, None, overwrite, quiet, source=(
+            f" ({len(comparison.targets)} targets from {len(studies)} stud{'y' if len(studies) == 1 else 'ies'})"))
 
 
 # Help panels of the command's options (cli.common.in_panels); the rest are its main "Options".

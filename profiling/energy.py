@@ -33,10 +33,12 @@ from profiling.memory import (
 )
 from profiling.records import Profile
 
-__all__ = ["DEFAULT_MEMORY", "MEMORY_MODELS", "MEMORY_PRESETS", "CostsError", "EnergyCosts", "Estimate",
-           "break_even", "break_even_rate", "estimate", "load_costs", "memory_of", "with_memory", "with_overrides"]
+__all__ = ["DEARER_WHEN_SILENT", "DEFAULT_MEMORY", "MEMORY_MODELS", "MEMORY_PRESETS", "CostsError", "EnergyCosts",
+           "Estimate", "break_even", "break_even_rate", "estimate", "load_costs", "memory_of", "with_memory",
+           "with_overrides"]
 
 PJ = 1e-12  # joules per picojoule
+DEARER_WHEN_SILENT = "none: dearer than the baseline even when silent"  # break_even's reason: no rate reaches it
 HOROWITZ_2014 = (
     "M. Horowitz, 'Computing's energy problem (and what we can do about it)', ISSCC 2014, "
     "45 nm: MAC = mult + add"
@@ -506,7 +508,7 @@ def break_even(model: Estimate, baseline_j: float | None) -> tuple[float | None,
         return None, "the energy does not depend on the firing rate under this convention"
     rate = (baseline_j - at_zero) / (at_one - at_zero)
     if rate < 0:
-        return None, "none: dearer than the baseline even when silent"
+        return None, DEARER_WHEN_SILENT
     if rate > 1:
         return None, "none: cheaper than the baseline even at 100 % firing"
     return rate, None

@@ -323,9 +323,10 @@ def short_labels(targets: Sequence[Target], given: Sequence[str] = ()) -> dict[s
     """Target label (the preset name or path as given) -> the short label every table, legend and card shows.
 
     ``given``: the user's labels, one per target in order (``--label``). Otherwise a preset keeps its name and
-    a checkpoint is named by its preset and training step (``sdit-small@21500``); where that is not unique among
-    ``targets``, by its directory (``sdit-small-fmnist@21500``); where that is not unique either, a ``#i``
-    (the target's place on the command line) follows. The full path stays in the provenance.
+    a checkpoint is named by its preset and training step (``sdit-small@21500``); a shipped checkpoint whose
+    preset another target shares (a fine-tune beside its base), and any name not unique among ``targets``, by
+    its directory (``sdit-small-sd-rate0.1-fmnist@3000``); where that is not unique either, a ``#i`` (the
+    target's place on the command line) follows. The full path stays in the provenance.
 
     Raises:
         StudyInputError: ``given`` is not one unique, usable label per target.
@@ -343,6 +344,9 @@ def short_labels(targets: Sequence[Target], given: Sequence[str] = ()) -> dict[s
             raise StudyInputError(f"--label: {dup!r} is given twice; each model needs its own label")
         return {t.label: g for t, g in zip(targets, given, strict=True)}
     names = [_short_name(t, by_dir=False) for t in targets]
+    presets = [n.split("@")[0] for n in names]
+    names = [_short_name(t, by_dir=True) if presets.count(p) > 1 and t.source == "checkpoint"
+             and shipped_directory(t.label) is not None else n for t, n, p in zip(targets, names, presets)]
     if len(set(names)) != len(names):
         names = [n if names.count(n) == 1 else _short_name(t, by_dir=True) for t, n in zip(targets, names)]
     if len(set(names)) != len(names):

@@ -24,6 +24,7 @@ from rich.console import Console
 from rich.table import Table
 
 from profiling.compare import Comparison, Verdict
+from profiling.energy import DEARER_WHEN_SILENT
 from profiling.records import Profile
 from reports import tables
 from reports.study import Study
@@ -37,7 +38,7 @@ ELLIPSIS = "\u2026"
 # Beside every firing-rate-dependent figure of a preset (untrained weights): the figure is no result.
 UNTRAINED = "untrained weights"
 MIN_NAME_WIDTH = 12
-Kind = Literal["text", "name", "count", "pct", "uj", "ratio", "float"]
+Kind = Literal["text", "name", "count", "pct", "uj", "whole", "tenths", "ratio", "float"]
 
 
 @dataclass(frozen=True)
@@ -49,7 +50,8 @@ class Col:
         header: The header printed (short: the unit lives in the title or the header).
         kind: ``name`` (the one column that may be shortened), ``text`` (may wrap at spaces), or a
             number format: ``count`` (integer with separators), ``pct`` (3 decimals), ``uj``
-            (3 decimals with separators), ``ratio`` (3 decimals), ``float`` (6 significant digits).
+            (3 decimals with separators), ``whole`` (rounded to the unit, with separators), ``tenths``
+            (1 decimal), ``ratio`` (3 decimals), ``float`` (6 significant digits).
         missing: What a missing value (``None``/NaN) prints as.
     """
 
@@ -83,6 +85,10 @@ def format_cell(value: Any, kind: Kind, missing: str = "-") -> str:
         return f"{value:.3f}"
     if kind == "uj":
         return f"{value:,.3f}"
+    if kind == "whole":
+        return f"{value:,.0f}"
+    if kind == "tenths":
+        return f"{value:,.1f}"
     return f"{value:.6g}"
 
 
@@ -355,7 +361,7 @@ def verdict_text(rows: Sequence[Verdict], workload: str, width: int | None = Non
             "baseline_uJ": None if r.baseline_j is None else r.baseline_j * 1e6, "ratio": r.ratio,
             "break_even": r.break_even_text.replace(
                 "the energy does not depend on the firing rate under this convention", "n/a: no rate dependence")
-            .replace("dearer than the baseline even when silent", "dearer even when silent")} for r in sel])
+            .replace(DEARER_WHEN_SILENT, "never")} for r in sel])
         presets = ", ".join(dict.fromkeys(f"{r.memory.split(':')[0]} at {r.memory.split(':')[1]}"
                                           for r in sel if ":" in r.memory))
         unassigned = ", ".join(dict.fromkeys(f"{r.memory.split(':')[0]} {r.unassigned}" for r in sel if r.unassigned))
@@ -363,6 +369,8 @@ def verdict_text(rows: Sequence[Verdict], workload: str, width: int | None = Non
         who = f"model, {UNTRAINED}" if model in untrained else "model"
         names = labels.get(model, model), labels.get(baseline, baseline)
         notes = [f"memory presets: {presets}" if presets else "",
+                 "never: the model costs more than the baseline even when silent"
+                 if any(r.break_even_text == DEARER_WHEN_SILENT for r in sel) else "",
                  f"layers whose memory a model cannot assign (model and baseline; --json lists them): {unassigned}"
                  if unassigned else ""]
         out.append(render(frame, [Col("convention", "convention", "text"), Col("memory", "memory", "text"),
@@ -387,10 +395,10 @@ def frontier_text(study: Study, width: int | None = None) -> str:
         return ""
     frame = tables.frontier_table(study)
     protocols = "; ".join(frontier.protocols) or "no model has one"
-    text = render(frame, [Col("model", "model", "name"), Col("energy_uJ_per_image", "uJ", "uj", "undefined"),
-                          Col("energy_min_uJ_per_image", "min uJ", "uj"),
-                          Col("energy_max_uJ_per_image", "max uJ", "uj"),
-                          Col("domain_fid", "FID", "float"), Col("on_front", "front", "text")],
+    text = render(frame, [Col("model", "model", "name"), Col("energy_uJ_per_image", "uJ", "whole", "undefined"),
+                          Col("energy_min_uJ_per_image", "min uJ", "whole"),
+                          Col("energy_max_uJ_per_image", "max uJ", "whole"),
+                          Col("domain_fid", "FID", "tenths"), Col("on_front", "front", "text")],
                   title=f"energy-quality frontier: estimated energy per image, {study.workload_label}, "
                         f"{frontier.costs}, {frontier.convention} convention, memory {frontier.memory} (min / max: "
                         f"over every convention x memory model), against domain FID (lower is better); front: no "

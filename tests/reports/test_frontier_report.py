@@ -111,7 +111,7 @@ def test_the_terminal_table_fits_80_columns(comparison: Comparison) -> None:
     text = terminal.frontier_text(study_from_comparison(_with(comparison, FIDS)), 80)
     assert max(len(line) for line in text.splitlines()) <= 80
     rows = {line.split()[0]: line.split() for line in text.splitlines() if line.startswith(("sdit-", "dit-"))}
-    assert rows["dit-tiny"][-2:] == ["120", "yes"] and rows["sdit-tiny"][-1] == "no"
+    assert rows["dit-tiny"][-2:] == ["120.0", "yes"] and rows["sdit-tiny"][-1] == "no"
 
 
 def test_sdit_report_of_a_saved_study_gives_the_frontier_back(comparison: Comparison, tmp_path: Path) -> None:
@@ -120,6 +120,7 @@ def test_sdit_report_of_a_saved_study_gives_the_frontier_back(comparison: Compar
     page = build_page(study_from_comparison(saved), RUN)
     result = CliRunner().invoke(app, ["report", str(tmp_path / "comparison.json"), "--out", str(tmp_path / "r")])
     assert result.exit_code == 0, result.output
+    assert "energy-quality frontier" in result.output and "verdict matrix" in result.output  # as compare prints
     again = json.loads((tmp_path / "r" / "comparison.json").read_text())
     assert again["frontier"] == saved.to_dict()["frontier"]
     assert (tmp_path / "r" / "tables" / "frontier.csv").read_text() == frame_csv(tables_of(page)["frontier"])

@@ -48,6 +48,19 @@ def test_labels_stay_unique_among_the_compared_models() -> None:
     assert len(set(labels.values())) == len(targets)
 
 
+def test_shipped_fine_tunes_of_one_preset_are_named_by_their_directories(tmp_path: Path) -> None:
+    base, tuned, run = tmp_path / "sdit-small-sd-fmnist", tmp_path / "sdit-small-sd-rate0.1-fmnist", tmp_path / "run"
+    for shipped in (base, tuned):
+        shipped.mkdir()
+        (shipped / "provenance.json").write_text("{}")
+    targets = [_ckpt(str(base), "sdit-small-sd at step 21500 (EMA weights)"),
+               _ckpt(str(tuned), "sdit-small-sd at step 3000 (EMA weights)"),
+               _ckpt(str(run / "ckpt-1000.safetensors"), "sdit-small-sd at step 1000 (EMA weights)")]
+    # the shipped ones by their directories; a run's checkpoint keeps its preset and step
+    assert list(short_labels(targets).values()) == ["sdit-small-sd-fmnist@21500", "sdit-small-sd-rate0.1-fmnist@3000",
+                                                    "sdit-small-sd@1000"]
+
+
 @pytest.mark.parametrize(("given", "message"), [
     (["a"], "--label: 1 label(s) for 2 targets; give one per target, in the order of the targets"),
     (["a", "a"], "--label: 'a' is given twice; each model needs its own label"),

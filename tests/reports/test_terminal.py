@@ -59,3 +59,28 @@ def test_fill_wraps_at_spaces_and_keeps_long_words_whole() -> None:
     lines = text.splitlines()
     assert all(line.strip() in ("/a/very/long/path/" * 5,) or len(line) <= 40 for line in lines)
     assert "/a/very/long/path/" * 5 in text and all(line.startswith("  ") for line in lines[1:])
+
+
+def test_whole_and_tenths_round_only_the_fraction() -> None:
+    assert format_cell(6_984_918.463, "whole") == "6,984,918"
+    assert format_cell(187.04988, "tenths") == "187.0"
+    assert format_cell(1234.56, "tenths") == "1,234.6"
+
+
+def test_a_break_even_no_rate_reaches_reads_never_with_its_meaning_once() -> None:
+    from profiling.compare import Verdict
+    from profiling.energy import DEARER_WHEN_SILENT
+    from reports.terminal import verdict_text
+
+    def row(memory: str, rate: float | None, why: str) -> Verdict:
+        return Verdict(model="sdit-small-sd-rate0.3-fmnist@1250", baseline="dit-small-int8@24000",
+                       costs="45nm-fp32", convention="paper", memory=memory, model_j=3.5e-3, baseline_j=9.3e-4,
+                       memory_j=None, ratio=3.774, break_even=rate, break_even_text=why, unassigned=0)
+
+    text = verdict_text([row("none", 0.0377, "3.77%"), row("operand-once:45nm-sram-8kb", None, DEARER_WHEN_SILENT),
+                         row("lemaire:45nm-sram-lemaire", None, DEARER_WHEN_SILENT)], "DDIM 50 steps", 80)
+    lines = text.splitlines()
+    assert max(len(line) for line in lines) <= 80
+    assert [line.split()[-1] for line in lines if line.startswith("paper")] == ["3.77%", "never", "never"]
+    assert text.count("never: the model costs more than the baseline even when silent") == 1
+    assert "dearer" not in text.replace("never: the model costs more", "")
