@@ -13,6 +13,13 @@ from sdit.heap import retain_freed_memory
 
 logging.getLogger("torch._library.triton").setLevel(logging.ERROR)
 
+# One thread per worker where the workers fill the cores (pytest -n auto): two workers with two OpenMP threads
+# each on two cores spin in each other's barriers, and a small model's step gets 10-20x slower. Processes the
+# tests start inherit the setting.
+if int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")) >= (os.cpu_count() or 1):
+    os.environ["OMP_NUM_THREADS"] = "1"
+    torch.set_num_threads(1)
+
 if os.environ.get("SDIT_TEST_HEAP_RETAINED") == "1":  # tests/sdit/test_heap.py: run a suite as the sdit command does
     retain_freed_memory()
 
