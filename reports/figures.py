@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import html
 import math
+from collections.abc import Sequence
 from typing import Any
 
 import pandas as pd
@@ -384,4 +385,22 @@ def frontier_plot(frame: pd.DataFrame, preset: str, convention: str, memory: str
     if fids:
         span = max(fids) - min(fids) or max(fids) or 1.0
         fig.update_yaxes(range=[max(0.0, min(fids) - 0.15 * span), max(fids) + 0.2 * span])
+        _labels_apart(fig.data[1:], 0.08 * span)
     return fig
+
+
+def _labels_apart(traces: Sequence[go.Scatter], close: float) -> None:
+    """Move a point's label below it where a point just above it (FID within ``close``, energy within a decade)
+    has its label: two models of near-equal FID and energy otherwise print their names over each other. The
+    space between two such points is left to the upper one's label, whichever side it is on."""
+    points = sorted(((y, x, t, i) for t, trace in enumerate(traces) for i, (x, y) in enumerate(
+        zip(trace.x or (), trace.y or (), strict=True)) if x and y is not None), key=lambda p: -p[0])
+    positions = [list(trace.textposition) if isinstance(trace.textposition, (list, tuple))
+                 else [trace.textposition or "top center"] * len(trace.x or ()) for trace in traces]
+    above: list[tuple[float, float]] = []  # (fid, log energy) of the points labelled so far, higher FID first
+    for y, x, t, i in points:
+        if any(fid - y < close and abs(math.log10(x) - lx) < 1.0 for fid, lx in above):
+            positions[t][i] = positions[t][i].replace("top", "bottom")
+        above.append((y, math.log10(x)))
+    for trace, where in zip(traces, positions, strict=True):
+        trace.textposition = where

@@ -125,3 +125,16 @@ def test_sdit_report_of_a_saved_study_gives_the_frontier_back(comparison: Compar
     assert again["frontier"] == saved.to_dict()["frontier"]
     assert (tmp_path / "r" / "tables" / "frontier.csv").read_text() == frame_csv(tables_of(page)["frontier"])
     assert pd.read_csv(tmp_path / "r" / "tables" / "frontier.csv")["on_front"].tolist() == ["no", "yes", "yes"]
+
+
+def test_labels_of_near_points_go_apart() -> None:
+    import plotly.graph_objects as go
+
+    from reports.figures import _labels_apart
+
+    front = go.Scatter(x=[785.0, 7204.0, 9961.0], y=[131.6, 124.9, 113.0], textposition=["top right"] * 3)
+    dominated = go.Scatter(x=[2916.0, 2295.0, 5339.0], y=[187.0, 180.4, 266.8], textposition=["top right"] * 3)
+    _labels_apart([front, dominated], close=0.08 * (266.8 - 113.0))
+    # each point within 12.3 FID and a decade below another is labelled below itself; the rest keep the top
+    assert list(front.textposition) == ["top right", "bottom right", "bottom right"]
+    assert list(dominated.textposition) == ["top right", "bottom right", "top right"]
