@@ -33,12 +33,15 @@ from profiling.memory import (
 )
 from profiling.records import Profile
 
-__all__ = ["DEARER_WHEN_SILENT", "DEFAULT_MEMORY", "MEMORY_MODELS", "MEMORY_PRESETS", "CostsError", "EnergyCosts",
-           "Estimate", "break_even", "break_even_rate", "estimate", "load_costs", "memory_of", "with_memory",
-           "with_overrides"]
+__all__ = ["CHEAPER_AT_FULL_RATE", "DEARER_WHEN_SILENT", "DEFAULT_MEMORY", "MEMORY_MODELS", "MEMORY_PRESETS",
+           "CostsError", "EnergyCosts", "Estimate", "NO_RATE_DEPENDENCE", "break_even", "break_even_rate",
+           "estimate", "load_costs", "memory_of", "with_memory", "with_overrides"]
 
 PJ = 1e-12  # joules per picojoule
-DEARER_WHEN_SILENT = "none: dearer than the baseline even when silent"  # break_even's reason: no rate reaches it
+# break_even's reasons where there is no break-even rate
+DEARER_WHEN_SILENT = "none: dearer than the baseline even when silent"
+CHEAPER_AT_FULL_RATE = "none: cheaper than the baseline even at 100 % firing"
+NO_RATE_DEPENDENCE = "the energy does not depend on the firing rate under this convention"
 HOROWITZ_2014 = (
     "M. Horowitz, 'Computing's energy problem (and what we can do about it)', ISSCC 2014, "
     "45 nm: MAC = mult + add"
@@ -500,17 +503,17 @@ def break_even(model: Estimate, baseline_j: float | None) -> tuple[float | None,
     if baseline_j is None:
         return None, "the baseline's total is undefined"
     if not model.counts["convertible"]:
-        return None, "the energy does not depend on the firing rate under this convention"
+        return None, NO_RATE_DEPENDENCE
     at_zero, at_one = model.energy_at_rate_j(0.0), model.energy_at_rate_j(1.0)
     if at_zero is None or at_one is None:
         return None, "a term the total needs is undefined"
     if at_one == at_zero:
-        return None, "the energy does not depend on the firing rate under this convention"
+        return None, NO_RATE_DEPENDENCE
     rate = (baseline_j - at_zero) / (at_one - at_zero)
     if rate < 0:
         return None, DEARER_WHEN_SILENT
     if rate > 1:
-        return None, "none: cheaper than the baseline even at 100 % firing"
+        return None, CHEAPER_AT_FULL_RATE
     return rate, None
 
 

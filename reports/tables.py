@@ -14,6 +14,7 @@ from typing import Any
 import pandas as pd
 
 from profiling.conventions import COUNTING_CONVENTIONS
+from profiling.energy import CHEAPER_AT_FULL_RATE, DEARER_WHEN_SILENT, NO_RATE_DEPENDENCE
 from profiling.study import QUALITY_METRICS
 from profiling.table3 import PAPER_TABLE3, PAPER_TABLE3_NOTE
 from reports.study import ModelStudy, Study
@@ -369,9 +370,9 @@ def break_even_table(study: Study) -> pd.DataFrame:
 
 # A missing break-even in the few words a table cell holds (the full reason: profiling.energy.break_even).
 BREAK_EVEN_WORDS = {
-    "none: dearer than the baseline even when silent": "none: dearer when silent",
-    "none: cheaper than the baseline even at 100 % firing": "none: cheaper at 100 %",
-    "the energy does not depend on the firing rate under this convention": "n/a: no rate dependence",
+    DEARER_WHEN_SILENT: "none: dearer when silent",
+    CHEAPER_AT_FULL_RATE: "none: cheaper at 100 %",
+    NO_RATE_DEPENDENCE: "n/a: no rate dependence",
 }
 
 

@@ -24,7 +24,7 @@ from rich.console import Console
 from rich.table import Table
 
 from profiling.compare import Comparison, Verdict
-from profiling.energy import DEARER_WHEN_SILENT
+from profiling.energy import DEARER_WHEN_SILENT, NO_RATE_DEPENDENCE
 from profiling.records import Profile
 from reports import tables
 from reports.study import Study
@@ -38,6 +38,8 @@ ELLIPSIS = "\u2026"
 # Beside every firing-rate-dependent figure of a preset (untrained weights): the figure is no result.
 UNTRAINED = "untrained weights"
 MIN_NAME_WIDTH = 12
+# A missing break-even in the verdict matrix's narrow column (its meaning printed once under the table)
+VERDICT_WORDS = {NO_RATE_DEPENDENCE: tables.BREAK_EVEN_WORDS[NO_RATE_DEPENDENCE], DEARER_WHEN_SILENT: "never"}
 Kind = Literal["text", "name", "count", "pct", "uj", "whole", "tenths", "ratio", "float"]
 
 
@@ -359,9 +361,7 @@ def verdict_text(rows: Sequence[Verdict], workload: str, width: int | None = Non
             "convention": r.convention, "memory": r.memory.split(":")[0],
             "model_uJ": None if r.model_j is None else r.model_j * 1e6,
             "baseline_uJ": None if r.baseline_j is None else r.baseline_j * 1e6, "ratio": r.ratio,
-            "break_even": r.break_even_text.replace(
-                "the energy does not depend on the firing rate under this convention", "n/a: no rate dependence")
-            .replace(DEARER_WHEN_SILENT, "never")} for r in sel])
+            "break_even": VERDICT_WORDS.get(r.break_even_text, r.break_even_text)} for r in sel])
         presets = ", ".join(dict.fromkeys(f"{r.memory.split(':')[0]} at {r.memory.split(':')[1]}"
                                           for r in sel if ":" in r.memory))
         unassigned = ", ".join(dict.fromkeys(f"{r.memory.split(':')[0]} {r.unassigned}" for r in sel if r.unassigned))
